@@ -1,0 +1,345 @@
+import path from 'node:path';
+import { pino, type Logger } from 'pino';
+import type {
+  AgentStatus,
+  CancelResult,
+  CheckpointRecord,
+  CheckpointTrigger,
+  CreateCheckpointRequest,
+  DeleteResult,
+  OperationStatus,
+  PruneRequest,
+  PruneResult,
+  RetentionPolicy,
+  VerifyReport,
+} from '../shared/api.js';
+import { AdminError, ErrorCodes, toAdminError } from '../shared/errors.js';
+import type { Agent, AgentOptions } from './agent-types.js';
+import { newCheckpointId } from './checkpoint/checkpoint-id.js';
+import { FsWorkerClient } from './checkpoint/fs-worker-client.js';
+import { verifyCheckpoint } from './checkpoint/verify-checkpoint.js';
+import { diskSpace } from './fs/disk-space.js';
+import { applyPolicy, parseRetention } from './retention/apply-policy.js';
+import { Scheduler } from './scheduler.js';
+import { AdminServer } from './admin-server/admin-server.js';
+import { formatBytes } from './format-bytes.js';
+
+export const AGENT_VERSION = '0.1.0';
+
+/** Paths in pino's redact syntax that must never reach a log (credentials arrive with remote backups). */
+export const REDACT_PATHS = [
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+  '*.headers.authorization',
+  'secretAccessKey',
+  '*.secretAccessKey',
+  '*.credentials',
+  'credentials',
+  'password',
+  '*.password',
+];
+
+export function createAgent(options: AgentOptions): Agent {
+  return new CheckpointAgent(options);
+}
+
+interface QueuedCreate {
+  id: string;
+  label: string | null;
+  pinned: boolean;
+  trigger: CheckpointTrigger;
+  resolve: (r: CheckpointRecord) => void;
+  reject: (e: unknown) => void;
+}
+
+const MAX_LABEL_LENGTH = 200;
+
+/** Labels are shown in tables and logs: one line, printable, bounded. */
+export function parseLabel(label: unknown): string | null {
+  if (label === undefined || label === null) return null;
+  if (typeof label !== 'string') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'label must be a string');
+  if (label.length > MAX_LABEL_LENGTH) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `label is longer than ${MAX_LABEL_LENGTH} characters`);
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(label)) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'label must not contain control characters');
+  return label.length === 0 ? null : label;
+}
+
+class CheckpointAgent implements Agent {
+  private readonly dbPath: string;
+  private readonly checkpointDir: string;
+  private readonly socketPath: string | null;
+  private readonly retention: RetentionPolicy;
+  private readonly maxQueued: number;
+  private readonly log: Logger;
+  /** Builds checkpoints, one at a time; terminated to cancel. */
+  private readonly builder = new FsWorkerClient();
+  /** Everything else (list, pin, delete, clone): answers while a build runs. */
+  private readonly files = new FsWorkerClient();
+  private readonly queue: QueuedCreate[] = [];
+  private running: (OperationStatus & { cancelled: boolean }) | null = null;
+  private readonly scheduler: Scheduler | null;
+  private server: AdminServer | null = null;
+  private readonly startedAt = new Date();
+  private state: 'new' | 'started' | 'stopping' | 'stopped' = 'new';
+  private readonly socketGroup: string | number | null;
+
+  constructor(options: AgentOptions) {
+    if (!options.dbPath) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'dbPath is required');
+    if (!options.checkpointDir) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'checkpointDir is required');
+    this.dbPath = path.resolve(options.dbPath);
+    this.checkpointDir = path.resolve(options.checkpointDir);
+    this.socketPath = options.socketPath ? path.resolve(options.socketPath) : null;
+    this.socketGroup = options.socketGroup ?? null;
+    this.retention = parseRetention(options.retention ?? {});
+    this.maxQueued = options.maxQueuedCreates ?? 8;
+    this.log = (options.logger ?? pino({ redact: REDACT_PATHS })).child({ component: 'node-admin' });
+    this.scheduler = options.schedule
+      ? new Scheduler(options.schedule, async () => {
+          const r = await this.createCheckpoint({ trigger: 'scheduled', label: 'scheduled' });
+          return r.id;
+        }, this.log)
+      : null;
+  }
+
+  async start(): Promise<void> {
+    if (this.state !== 'new') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'agent already started');
+    this.state = 'started';
+    try {
+      const removed = await this.files.call('cleanLeftovers', this.checkpointDir);
+      if (removed.length > 0) this.log.warn({ removed }, 'removed leftovers of interrupted checkpoint work');
+      if (this.socketPath) {
+        this.server = new AdminServer(this, this.log);
+        await this.server.listen(this.socketPath, this.socketGroup);
+        this.log.info({ socket: this.socketPath }, 'admin socket listening');
+      }
+      this.scheduler?.start();
+    } catch (err) {
+      this.state = 'stopping';
+      await this.server?.close().catch(() => {});
+      this.server = null;
+      await this.builder.cancel();
+      await this.files.cancel();
+      this.state = 'stopped';
+      throw toAdminError(err);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'stopping') return;
+    this.state = 'stopping';
+    this.scheduler?.stop();
+    const cancelled = this.cancelAll('the agent is stopping');
+    if (cancelled > 0) this.log.info({ cancelled }, 'cancelled checkpoint work on stop');
+    await this.builder.cancel();
+    await this.server?.close();
+    this.server = null;
+    // Whatever a cancelled build left is a staging directory: clean it now rather than at next start.
+    await this.files.call('cleanLeftovers', this.checkpointDir).catch(() => {});
+    await this.files.cancel();
+    this.state = 'stopped';
+  }
+
+  async status(): Promise<AgentStatus> {
+    const [records, disk] = await Promise.all([this.listCheckpoints(), this.diskSpace()]);
+    const running = this.running;
+    return {
+      version: AGENT_VERSION,
+      pid: process.pid,
+      startedAt: this.startedAt.toISOString(),
+      dbPath: this.dbPath,
+      checkpointDir: this.checkpointDir,
+      socketPath: this.socketPath,
+      checkpoints: {
+        count: records.length,
+        pinned: records.filter((r) => r.pinned).length,
+        bytes: records.reduce((s, r) => s + r.bytes, 0),
+        exclusiveBytes: records.reduce((s, r) => s + r.exclusiveBytes, 0),
+      },
+      inProgress: running
+        ? { kind: running.kind, id: running.id, label: running.label, trigger: running.trigger, startedAt: running.startedAt, phase: running.phase }
+        : null,
+      queued: this.queue.length,
+      schedule: this.scheduler?.status() ?? { enabled: false, intervalMs: null, nextRunAt: null, lastRun: null },
+      retention: this.retention,
+      filesystem: disk,
+    };
+  }
+
+  listCheckpoints(): Promise<CheckpointRecord[]> {
+    return this.files.call('list', this.checkpointDir);
+  }
+
+  getCheckpoint(id: string): Promise<CheckpointRecord> {
+    return this.files.call('describe', this.checkpointDir, id);
+  }
+
+  createCheckpoint(req: CreateCheckpointRequest & { trigger?: CheckpointTrigger } = {}): Promise<CheckpointRecord> {
+    if (this.state === 'stopping' || this.state === 'stopped') {
+      return Promise.reject(new AdminError(ErrorCodes.SHUTTING_DOWN, 'the agent is stopping'));
+    }
+    let label: string | null;
+    try {
+      label = parseLabel(req.label);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.queue.length >= this.maxQueued) {
+      return Promise.reject(
+        new AdminError(ErrorCodes.BUSY, `${this.queue.length} checkpoint requests are already waiting; try again later`),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.queue.push({ id: newCheckpointId(), label, pinned: req.pin === true, trigger: req.trigger ?? 'manual', resolve, reject });
+      void this.pump();
+    });
+  }
+
+  /** Runs queued creates one at a time; each request gets its own checkpoint. */
+  private async pump(): Promise<void> {
+    if (this.running) return;
+    const next = this.queue.shift();
+    if (!next) return;
+    const op = {
+      kind: 'create' as const,
+      id: next.id,
+      label: next.label,
+      trigger: next.trigger,
+      startedAt: new Date().toISOString(),
+      phase: 'checking free space',
+      cancelled: false,
+    };
+    this.running = op;
+    try {
+      await this.guardFreeSpace();
+      if (op.cancelled) throw new AdminError(ErrorCodes.CANCELLED, `checkpoint ${next.id} was cancelled`);
+      op.phase = 'linking';
+      const record = await this.builder.call('create', {
+        dbPath: this.dbPath,
+        checkpointDir: this.checkpointDir,
+        id: next.id,
+        label: next.label,
+        pinned: next.pinned,
+        trigger: next.trigger,
+      });
+      this.log.info({ checkpoint: record.id, files: record.files, bytes: record.bytes, trigger: record.trigger, ms: Date.now() - Date.parse(op.startedAt) }, 'checkpoint created');
+      op.phase = 'applying retention';
+      await this.prune({}).catch((err: unknown) => this.log.error({ err: toAdminError(err).message }, 'retention after create failed'));
+      next.resolve(record);
+    } catch (err) {
+      const e = op.cancelled ? new AdminError(ErrorCodes.CANCELLED, `checkpoint ${next.id} was cancelled`) : toAdminError(err);
+      if (e.code === ErrorCodes.CANCELLED) {
+        // The build worker was terminated mid-way: its staging directory is the only trace.
+        await this.files.call('removeTree', path.join(this.checkpointDir, `.staging-${next.id}`)).catch(() => {});
+      }
+      this.log.warn({ checkpoint: next.id, code: e.code, err: e.message }, 'checkpoint failed');
+      next.reject(e);
+    } finally {
+      this.running = null;
+      void this.pump();
+    }
+  }
+
+  /**
+   * Before a create: below the minimum free space, prune oldest unpinned checkpoints (the policy's
+   * free-space rule); still below, refuse rather than fill the disk the node lives on.
+   */
+  private async guardFreeSpace(): Promise<void> {
+    const min = this.retention.minFreeBytes;
+    if (min <= 0) return;
+    let disk = await this.diskSpace();
+    if (disk.freeBytes >= min) return;
+    await this.prune({});
+    disk = await this.diskSpace();
+    if (disk.freeBytes < min) {
+      throw new AdminError(
+        ErrorCodes.INSUFFICIENT_SPACE,
+        `only ${formatBytes(disk.freeBytes)} free on the checkpoint filesystem, below the minimum of ${formatBytes(min)}; free space or unpin old checkpoints`,
+      );
+    }
+  }
+
+  private diskSpace(): Promise<{ freeBytes: number; totalBytes: number }> {
+    // The checkpoint directory may not exist before the first checkpoint: its parent tells the same.
+    return diskSpace(this.checkpointDir).catch(() => diskSpace(path.dirname(this.checkpointDir)));
+  }
+
+  async deleteCheckpoint(id: string, options: { force?: boolean } = {}): Promise<DeleteResult> {
+    const record = await this.getCheckpoint(id);
+    if (record.pinned && !options.force) {
+      throw new AdminError(ErrorCodes.CHECKPOINT_PINNED, `checkpoint ${id} is pinned; unpin it or use --force`);
+    }
+    const { freedBytes } = await this.files.call('delete', this.checkpointDir, id);
+    this.log.info({ checkpoint: id, freedBytes, forced: record.pinned }, 'checkpoint deleted');
+    return { deleted: id, freedBytes };
+  }
+
+  async pin(id: string): Promise<CheckpointRecord> {
+    return this.files.call('setPinned', this.checkpointDir, id, true);
+  }
+
+  async unpin(id: string): Promise<CheckpointRecord> {
+    return this.files.call('setPinned', this.checkpointDir, id, false);
+  }
+
+  async prune(req: PruneRequest = {}): Promise<PruneResult> {
+    const dryRun = req.dryRun === true;
+    const [records, disk] = await Promise.all([this.listCheckpoints(), this.diskSpace()]);
+    const outcome = applyPolicy(
+      records.map((r) => ({ id: r.id, createdAt: new Date(r.createdAt), pinned: r.pinned, exclusiveBytes: r.exclusiveBytes })),
+      this.retention,
+      new Date(),
+      disk,
+    );
+    const byId = new Map(records.map((r) => [r.id, r]));
+    let freedBytes = 0;
+    const removed = [];
+    for (const decision of outcome.remove) {
+      if (dryRun) {
+        freedBytes += byId.get(decision.id)?.exclusiveBytes ?? 0;
+        removed.push(decision);
+        continue;
+      }
+      try {
+        const r = await this.files.call('delete', this.checkpointDir, decision.id);
+        freedBytes += r.freedBytes;
+        removed.push(decision);
+        this.log.info({ checkpoint: decision.id, reason: decision.reason, freedBytes: r.freedBytes }, 'checkpoint pruned');
+      } catch (err) {
+        if (toAdminError(err).code !== ErrorCodes.NOT_FOUND) throw err;
+      }
+    }
+    return { dryRun, removed, kept: outcome.keep, freedBytes };
+  }
+
+  async verify(id: string): Promise<VerifyReport> {
+    const record = await this.getCheckpoint(id);
+    const report = await verifyCheckpoint(id, record.path, this.checkpointDir, {
+      clone: (src, dst) => this.files.call('clone', src, dst),
+      removeTree: (p) => this.files.call('removeTree', p),
+    });
+    this.log.info({ checkpoint: id, ok: report.ok, entries: report.entries, error: report.error?.message }, 'checkpoint verified');
+    return report;
+  }
+
+  async cancel(): Promise<CancelResult> {
+    const cancelled = this.cancelAll('cancelled by request');
+    if (this.running) await this.builder.cancel();
+    this.log.info({ cancelled }, 'checkpoint work cancelled');
+    return { cancelled };
+  }
+
+  /** Rejects every queued create and marks the running one cancelled (its worker is terminated by the caller). */
+  private cancelAll(why: string): number {
+    let n = 0;
+    for (const q of this.queue.splice(0)) {
+      q.reject(new AdminError(ErrorCodes.CANCELLED, `checkpoint ${q.id} was cancelled: ${why}`));
+      n++;
+    }
+    if (this.running && !this.running.cancelled) {
+      this.running.cancelled = true;
+      n++;
+    }
+    return n;
+  }
+}

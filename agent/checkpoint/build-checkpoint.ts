@@ -1,0 +1,227 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { replayManifest, type DbState } from '../leveldb/db-state.js';
+import { logFileName, parseDbFileName, tableFileNames } from '../leveldb/file-names.js';
+import { AdminError, ErrorCodes } from '../../shared/errors.js';
+import { copyFdPrefixSync, copyFileDurableSync, fsyncDir, isErrno, readFdSync, writeNewFileSync } from '../fs/durable-fs.js';
+
+export interface BuildStats {
+  /** Tables the checkpoint references. */
+  tables: number;
+  /** Tables shared by hard link (the rest were copied: the checkpoint is on another filesystem). */
+  linked: number;
+  /** WAL files copied, and their bytes. */
+  logs: number;
+  logBytes: number;
+  /** How often a table vanished under us and the MANIFEST was read again. */
+  manifestRereads: number;
+  lastSequence: number;
+}
+
+function corrupt(message: string): AdminError {
+  return new AdminError(ErrorCodes.CORRUPT, message);
+}
+
+interface PinnedLog {
+  fd: number;
+  size: number;
+}
+
+const MAX_MANIFEST_REREADS = 1000;
+
+/**
+ * Builds a hard-link checkpoint of the LevelDB database in `dbPath` into `targetDir` (which must not
+ * exist; its parent must), while the database may be open and written by another thread or process.
+ *
+ * The result is crash-consistent: the state after some prefix of the write history, batches whole, and
+ * that prefix holds every write acknowledged before this call. No write pause is needed; correctness
+ * comes from the ORDER of steps (see ../shared/notes/leveldb-checkpoint.md, "barrier-free"):
+ *   1. pin every WAL: open it and record its size now (an acknowledged write is in it or in a table);
+ *   2. read CURRENT and the MANIFEST it names, AFTER pinning;
+ *   3. hard-link exactly the tables that MANIFEST state references (never another: an opened
+ *      checkpoint reuses unreferenced file numbers and would write into an inode the live db shares);
+ *      a table that vanished was compacted away by a newer edit, so read the new records and go on;
+ *   4. copy (never link: they grow) the pinned WALs the state still needs, up to their pinned sizes,
+ *      and the MANIFEST cut at the last complete record applied, then CURRENT; fsync all.
+ * Synchronous on purpose: the caller runs it in a worker thread, out of both the host's event loop and
+ * libuv's thread pool, where links would queue behind the database's own work.
+ */
+export function buildCheckpointSync(dbPath: string, targetDir: string): BuildStats {
+  fs.mkdirSync(targetDir, { mode: 0o750 });
+  const pinned = pinLogs(dbPath);
+  try {
+    const manifestName = readCurrent(dbPath);
+    const mfd = openOrThrow(path.join(dbPath, manifestName), `database ${dbPath} names ${manifestName} in CURRENT but it is missing`);
+    try {
+      let state = replayChecked(readFdSync(mfd), manifestName);
+      if (readCurrent(dbPath) !== manifestName) {
+        throw corrupt(`database ${dbPath} was reopened during the checkpoint (CURRENT changed)`);
+      }
+      const linked = new Map<number, string>();
+      let crossDevice = false;
+      let rereads = 0;
+      let linkedCount = 0;
+
+      for (;;) {
+        let vanished: number | null = null;
+        for (const number of state.tables.keys()) {
+          if (linked.has(number)) continue;
+          const r = shareTable(dbPath, targetDir, number, crossDevice);
+          if (r === null) {
+            vanished = number;
+            break;
+          }
+          crossDevice = r.crossDevice;
+          if (!r.crossDevice) linkedCount++;
+          linked.set(number, r.name);
+        }
+        if (vanished === null) break;
+        // The table was deleted, so an edit that drops it is already in the MANIFEST (LevelDB deletes
+        // files only after the edit is synced): read the new records and adjust the set.
+        const next = replayChecked(readFdSync(mfd), manifestName);
+        if (next.tables.has(vanished) || next.manifestBytes <= state.manifestBytes) {
+          if (++rereads > MAX_MANIFEST_REREADS) {
+            throw corrupt(`table ${vanished} is referenced by the MANIFEST of ${dbPath} but missing`);
+          }
+          sleepSync(1);
+          continue;
+        }
+        if (++rereads > MAX_MANIFEST_REREADS) throw corrupt(`the MANIFEST of ${dbPath} keeps changing`);
+        state = next;
+      }
+      // Links made for tables that a later edit dropped must go: the opened checkpoint could reuse them.
+      for (const [number, name] of linked) {
+        if (!state.tables.has(number)) {
+          fs.unlinkSync(path.join(targetDir, name));
+          linked.delete(number);
+          linkedCount--;
+        }
+      }
+
+      let logs = 0;
+      let logBytes = 0;
+      for (const [number, log] of pinned) {
+        const needed = number >= state.logNumber || (state.prevLogNumber !== 0 && number === state.prevLogNumber);
+        if (!needed) continue;
+        copyFdPrefixSync(log.fd, log.size, path.join(targetDir, logFileName(number)));
+        logs++;
+        logBytes += log.size;
+      }
+      const manifest = readFdSync(mfd).subarray(0, state.manifestBytes);
+      writeNewFileSync(path.join(targetDir, manifestName), manifest);
+      writeNewFileSync(path.join(targetDir, 'CURRENT'), Buffer.from(`${manifestName}\n`));
+      fsyncDir(targetDir);
+      return {
+        tables: linked.size,
+        linked: linkedCount,
+        logs,
+        logBytes,
+        manifestRereads: rereads,
+        lastSequence: state.lastSequence,
+      };
+    } finally {
+      fs.closeSync(mfd);
+    }
+  } finally {
+    for (const log of pinned.values()) fs.closeSync(log.fd);
+  }
+}
+
+function pinLogs(dbPath: string): Map<number, PinnedLog> {
+  const pinned = new Map<number, PinnedLog>();
+  let names: string[];
+  try {
+    names = fs.readdirSync(dbPath);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) throw new AdminError(ErrorCodes.NOT_FOUND, `database directory ${dbPath} does not exist`);
+    throw err;
+  }
+  // A second listing catches a log created while the first was being pinned: a fresher checkpoint.
+  for (let pass = 0; pass < 2; pass++) {
+    for (const name of names) {
+      const parsed = parseDbFileName(name);
+      if (parsed?.kind !== 'log' || parsed.number === null || pinned.has(parsed.number)) continue;
+      let fd: number;
+      try {
+        fd = fs.openSync(path.join(dbPath, name), 'r');
+      } catch (err) {
+        if (isErrno(err, 'ENOENT')) continue; // flushed and deleted: its writes are in a table now
+        throw err;
+      }
+      pinned.set(parsed.number, { fd, size: fs.fstatSync(fd).size });
+    }
+    if (pass === 0) names = fs.readdirSync(dbPath);
+  }
+  return pinned;
+}
+
+function readCurrent(dbPath: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(path.join(dbPath, 'CURRENT'), 'utf8');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) throw corrupt(`${dbPath} is not a LevelDB database (no CURRENT file)`);
+    throw err;
+  }
+  const name = text.endsWith('\n') ? text.slice(0, -1) : '';
+  if (parseDbFileName(name)?.kind !== 'manifest') {
+    throw corrupt(`CURRENT of ${dbPath} does not name a MANIFEST`);
+  }
+  return name;
+}
+
+function replayChecked(manifest: Buffer, name: string): DbState {
+  try {
+    return replayManifest(manifest);
+  } catch (err) {
+    throw corrupt(`${name} is damaged: ${(err as Error).message}`);
+  }
+}
+
+function openOrThrow(p: string, missing: string): number {
+  try {
+    return fs.openSync(p, 'r');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) throw corrupt(missing);
+    throw err;
+  }
+}
+
+/** Links (or, across filesystems, copies) table `number` into `targetDir`; null if it no longer exists. */
+function shareTable(
+  dbPath: string,
+  targetDir: string,
+  number: number,
+  crossDevice: boolean,
+): { name: string; crossDevice: boolean } | null {
+  for (const name of tableFileNames(number)) {
+    const src = path.join(dbPath, name);
+    const dst = path.join(targetDir, name);
+    if (!crossDevice) {
+      try {
+        fs.linkSync(src, dst);
+        return { name, crossDevice: false };
+      } catch (err) {
+        if (isErrno(err, 'ENOENT')) continue;
+        if (!isErrno(err, 'EXDEV')) throw err;
+        crossDevice = true;
+      }
+    }
+    try {
+      copyFileDurableSync(src, dst);
+      return { name, crossDevice: true };
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) {
+        fs.rmSync(dst, { force: true });
+        continue;
+      }
+      throw err;
+    }
+  }
+  return null;
+}
+
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+function sleepSync(ms: number): void {
+  Atomics.wait(sleepCell, 0, 0, ms);
+}

@@ -1,0 +1,191 @@
+import http from 'node:http';
+import path from 'node:path';
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ClassicLevel } from 'classic-level';
+import { pino } from 'pino';
+import { createAgent, REDACT_PATHS } from '../agent.js';
+import type { AgentOptions } from '../agent-types.js';
+import { AdminError, toAdminError } from '../../shared/errors.js';
+import { parseBytes, parseDuration } from '../../shared/units.js';
+import { startLoad } from './load.js';
+
+/**
+ * A small but real storage node: a classic-level database behind a key-value HTTP API on 127.0.0.1,
+ * with the node-admin agent embedded. `npm start` runs it with everything under ./var.
+ */
+
+const USAGE = `usage: node dist/agent/example-node/main.js [options]
+  --data-dir <dir>              database in <dir>/db, checkpoints in <dir>/checkpoints (default ./var)
+  --socket <path>               admin socket (default <data-dir>/run/admin.sock)
+  --socket-group <group>        let this group use the socket too (socket 0660, directory 0750)
+  --port <n>                    KV API port on 127.0.0.1 (default 7070; 0 picks a free one)
+  --load <writes/s>             generate a write load (puts, overwrites, deletes, batches)
+  --checkpoint-interval <dur>   take a checkpoint every <dur> (e.g. 24h); off by default
+  --checkpoint-delay <dur>      first scheduled checkpoint after <dur> (default: the interval)
+  --checkpoint-retry <dur>      after a failed one, retry after <dur> (default min(interval, 5m))
+  --keep-last <n>               retention: keep the newest n (default 3)
+  --keep-hourly/--keep-daily/--keep-weekly <n>   retention windows (default 0)
+  --max-age <dur>               retention: remove unpinned checkpoints older than <dur>
+  --min-free <size>             keep this much free on the checkpoint filesystem (e.g. 10GiB)
+  --write-buffer-size <size>    LevelDB memtable size (default 4MiB)
+  --max-file-size <size>        LevelDB table size (default 2MiB)
+  --log-level <level>           pino level (default info)`;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      'data-dir': { type: 'string', default: 'var' },
+      socket: { type: 'string' },
+      'socket-group': { type: 'string' },
+      port: { type: 'string', default: '7070' },
+      load: { type: 'string' },
+      'checkpoint-interval': { type: 'string' },
+      'checkpoint-delay': { type: 'string' },
+      'checkpoint-retry': { type: 'string' },
+      'keep-last': { type: 'string' },
+      'keep-hourly': { type: 'string' },
+      'keep-daily': { type: 'string' },
+      'keep-weekly': { type: 'string' },
+      'max-age': { type: 'string' },
+      'min-free': { type: 'string' },
+      'write-buffer-size': { type: 'string' },
+      'max-file-size': { type: 'string' },
+      'log-level': { type: 'string', default: 'info' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return;
+  }
+  const log = pino({ level: values['log-level'], redact: REDACT_PATHS });
+  const dataDir = path.resolve(values['data-dir']);
+  const dbPath = path.join(dataDir, 'db');
+  const checkpointDir = path.join(dataDir, 'checkpoints');
+  const socketPath = path.resolve(values.socket ?? path.join(dataDir, 'run', 'admin.sock'));
+  const port = int(values.port, 'port');
+  const retention: AgentOptions['retention'] = {};
+  if (values['keep-last'] !== undefined) retention.keepLast = int(values['keep-last'], 'keep-last');
+  if (values['keep-hourly'] !== undefined) retention.keepHourly = int(values['keep-hourly'], 'keep-hourly');
+  if (values['keep-daily'] !== undefined) retention.keepDaily = int(values['keep-daily'], 'keep-daily');
+  if (values['keep-weekly'] !== undefined) retention.keepWeekly = int(values['keep-weekly'], 'keep-weekly');
+  if (values['max-age'] !== undefined) retention.maxAgeMs = parseDuration(values['max-age'], 'max-age');
+  if (values['min-free'] !== undefined) retention.minFreeBytes = parseBytes(values['min-free'], 'min-free');
+  const interval = values['checkpoint-interval'];
+  const schedule = interval
+    ? {
+        intervalMs: parseDuration(interval, 'checkpoint-interval'),
+        ...(values['checkpoint-delay'] ? { initialDelayMs: parseDuration(values['checkpoint-delay'], 'checkpoint-delay') } : {}),
+        ...(values['checkpoint-retry'] ? { retryAfterMs: parseDuration(values['checkpoint-retry'], 'checkpoint-retry') } : {}),
+      }
+    : null;
+
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o750 });
+  const db = new ClassicLevel<string, Buffer>(dbPath, {
+    valueEncoding: 'buffer',
+    ...(values['write-buffer-size'] ? { writeBufferSize: parseBytes(values['write-buffer-size'], 'write-buffer-size') } : {}),
+    ...(values['max-file-size'] ? { maxFileSize: parseBytes(values['max-file-size'], 'max-file-size') } : {}),
+  });
+  await db.open();
+
+  const agent = createAgent({
+    dbPath,
+    checkpointDir,
+    socketPath,
+    socketGroup: values['socket-group'] ?? null,
+    retention,
+    schedule,
+    logger: log,
+  });
+  await agent.start();
+
+  const server = http.createServer((req, res) => void serveKv(db, req, res));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
+  const address = server.address();
+  const boundPort = typeof address === 'object' && address ? address.port : port;
+
+  const load = values.load ? startLoad(db, int(values.load, 'load'), log) : null;
+  log.info({ port: boundPort, socket: socketPath, db: dbPath, checkpoints: checkpointDir, load: values.load ?? null }, 'node ready');
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'node stopping');
+    await load?.stop();
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+    await agent.stop();
+    await db.close();
+    log.info('node stopped');
+    log.flush();
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+const MAX_VALUE_BYTES = 4 * 1024 * 1024;
+
+/** PUT /kv/{key} (body = value), GET /kv/{key} (404 when missing), DELETE /kv/{key}, GET /kv (all, JSON). */
+async function serveKv(db: ClassicLevel<string, Buffer>, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  const reply = (status: number, body: string | Buffer, type = 'application/json') => {
+    res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  };
+  const fail = (status: number, code: string, message: string) => reply(status, JSON.stringify({ error: { code, message } }) + '\n');
+  try {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (url.pathname === '/kv' && req.method === 'GET') {
+      const out: Record<string, string> = {};
+      for await (const [k, v] of db.iterator()) out[k] = v.toString('utf8');
+      return reply(200, JSON.stringify(out) + '\n');
+    }
+    const m = /^\/kv\/(.+)$/.exec(url.pathname);
+    if (!m) return fail(404, 'ROUTE_NOT_FOUND', `no route ${url.pathname}`);
+    const key = decodeURIComponent(m[1]!);
+    switch (req.method) {
+      case 'GET': {
+        const v = await db.get(key);
+        if (v === undefined) return fail(404, 'NOT_FOUND', `no key ${key}`);
+        return reply(200, v, 'application/octet-stream');
+      }
+      case 'PUT': {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        for await (const c of req as AsyncIterable<Buffer>) {
+          size += c.length;
+          if (size > MAX_VALUE_BYTES) return fail(413, 'PAYLOAD_TOO_LARGE', `value over ${MAX_VALUE_BYTES} bytes`);
+          chunks.push(c);
+        }
+        await db.put(key, Buffer.concat(chunks));
+        return reply(204, '');
+      }
+      case 'DELETE':
+        await db.del(key);
+        return reply(204, '');
+      default:
+        return fail(405, 'METHOD_NOT_ALLOWED', `${req.method} not allowed`);
+    }
+  } catch (err) {
+    const e = toAdminError(err);
+    return fail(e.code === 'INVALID_ARGUMENT' ? 400 : 500, e.code, e.message);
+  }
+}
+
+function int(text: string, what: string): number {
+  if (!/^\d+$/.test(text)) throw new AdminError('INVALID_ARGUMENT', `--${what} must be a whole number, not ${JSON.stringify(text)}`);
+  return Number(text);
+}
+
+main().catch((err: unknown) => {
+  const e = toAdminError(err);
+  process.stderr.write(`example-node: ${e.message} (${e.code})\n`);
+  process.exitCode = 1;
+});

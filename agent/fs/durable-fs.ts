@@ -1,0 +1,94 @@
+import fs from 'node:fs';
+import path from 'node:path';
+
+/**
+ * Synchronous, durable file primitives. They block the calling thread, so the agent runs them in a
+ * worker thread (checkpoint/fs-worker.ts), never on the host node's event loop.
+ */
+
+export function fsyncPath(p: string): void {
+  const fd = fs.openSync(p, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Makes a directory's entries (creates, renames, links) durable. */
+export const fsyncDir = fsyncPath;
+
+/** Writes `data` to `file` atomically: temp file, fsync, rename, fsync of the directory. */
+export function writeFileAtomicSync(file: string, data: string | Buffer): void {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(16).slice(2, 10)}`);
+  const fd = fs.openSync(tmp, 'wx', 0o640);
+  try {
+    fs.writeFileSync(fd, data);
+    fs.fsyncSync(fd);
+  } catch (err) {
+    fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  fs.closeSync(fd);
+  try {
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  fsyncDir(dir);
+}
+
+/** Creates `file` (which must not exist) with `data`, fsynced. Not atomic on its own: for staging dirs. */
+export function writeNewFileSync(file: string, data: Buffer): void {
+  const fd = fs.openSync(file, 'wx', 0o640);
+  try {
+    fs.writeFileSync(fd, data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Copies the first `length` bytes readable from `srcFd` into a new file, fsynced. */
+export function copyFdPrefixSync(srcFd: number, length: number, dst: string): void {
+  const out = fs.openSync(dst, 'wx', 0o640);
+  try {
+    const buf = Buffer.allocUnsafe(Math.min(1 << 20, Math.max(length, 1)));
+    let pos = 0;
+    while (pos < length) {
+      const n = fs.readSync(srcFd, buf, 0, Math.min(buf.length, length - pos), pos);
+      if (n === 0) break; // the file cannot shrink, but never loop forever
+      fs.writeSync(out, buf, 0, n);
+      pos += n;
+    }
+    fs.fsyncSync(out);
+  } finally {
+    fs.closeSync(out);
+  }
+}
+
+/** Copies a whole file into a new one, fsynced (copy_file_range where the kernel can). */
+export function copyFileDurableSync(src: string, dst: string): void {
+  fs.copyFileSync(src, dst, fs.constants.COPYFILE_EXCL);
+  fsyncPath(dst);
+}
+
+/** Reads the whole of an open file as it is now. */
+export function readFdSync(fd: number): Buffer {
+  const size = fs.fstatSync(fd).size;
+  const buf = Buffer.allocUnsafe(size);
+  let pos = 0;
+  while (pos < size) {
+    const n = fs.readSync(fd, buf, pos, size - pos, pos);
+    if (n === 0) break;
+    pos += n;
+  }
+  return buf.subarray(0, pos);
+}
+
+export function isErrno(err: unknown, code: string): boolean {
+  return (err as NodeJS.ErrnoException | null)?.code === code;
+}

@@ -1,0 +1,12 @@
+/** node-admin's library: embed the checkpoint manager in a node with createAgent(). */
+export { createAgent, AGENT_VERSION, REDACT_PATHS } from './agent.js';
+export type { Agent, AgentOptions, ScheduleOptions } from './agent-types.js';
+export { applyPolicy, parseRetention, DEFAULT_RETENTION } from './retention/apply-policy.js';
+export {
+  createOfflineCheckpoint,
+  restoreCheckpoint,
+  listCheckpointsOffline,
+  verifyCheckpointOffline,
+} from './offline.js';
+export * from '../shared/api.js';
+export { AdminError, ErrorCodes, type ErrorCode } from '../shared/errors.js';

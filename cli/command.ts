@@ -1,0 +1,90 @@
+import type { Argv, ArgumentsCamelCase } from 'yargs';
+import { isCheckpointId } from '../shared/api.js';
+import type { SocketClient } from '../shared/socket-client.js';
+import { invalidArgument } from './run-command.js';
+import type { Io } from './output.js';
+
+/** Options every command accepts. */
+export interface GlobalArgs {
+  socket: string | undefined;
+  json: boolean;
+  timeout: number | undefined;
+}
+
+/** What a command's run() gets besides its arguments. */
+export interface CommandContext {
+  io: Io;
+  /** `--json`: print exactly one JSON document on stdout. */
+  json: boolean;
+  /** A client of the agent's socket (resolved from --socket / $NODE_ADMIN_SOCKET / defaults); loaded on first use. */
+  agent(): Promise<SocketClient>;
+}
+
+export type CommandArgs<A> = ArgumentsCamelCase<A>;
+
+export interface CommandSpec<A> {
+  /** yargs command string, e.g. `show <id>`. */
+  command: string;
+  describe: string;
+  builder: (y: Argv<GlobalArgs>) => Argv<A>;
+  /** Validates (before any I/O), does the work, prints the result. Throws AdminError on failure. */
+  run: (argv: CommandArgs<A>, ctx: CommandContext) => Promise<void>;
+}
+
+/** A command with its argument type erased, ready to hang on a yargs instance. */
+export interface CliCommand {
+  command: string;
+  attach(y: Argv<GlobalArgs>, select: (run: (ctx: CommandContext) => Promise<void>) => void): Argv<GlobalArgs>;
+}
+
+/**
+ * Every command file exports `defineCommand({...})`. The yargs handler does no work: it only records which
+ * command was chosen, so that parsing stays synchronous and the work runs inside runCommand.
+ */
+export function defineCommand<A>(spec: CommandSpec<A>): CliCommand {
+  return {
+    command: spec.command,
+    attach: (y, select) =>
+      y.command(spec.command, spec.describe, spec.builder, (argv) => {
+        select((ctx) => spec.run(argv, ctx));
+      }) as Argv<GlobalArgs>,
+  };
+}
+
+// ---- validation at the edge, before any I/O ----
+
+export const LABEL_MAX_LENGTH = 200;
+
+export function requireCheckpointId(value: unknown): string {
+  if (!isCheckpointId(value)) {
+    throw invalidArgument(
+      `invalid checkpoint id ${JSON.stringify(String(value))} (expected an id like 20261122T210045123Z-a1b2)`,
+    );
+  }
+  return value;
+}
+
+/** --label: 1 to 200 characters (code points), no control characters. */
+export function requireLabel(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string') throw invalidArgument('--label must be a string');
+  const length = [...value].length;
+  if (length === 0) throw invalidArgument('--label must not be empty');
+  if (length > LABEL_MAX_LENGTH) {
+    throw invalidArgument(`--label is ${length} characters long; at most ${LABEL_MAX_LENGTH} are allowed`);
+  }
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(value)) throw invalidArgument('--label must not contain control characters');
+  return value;
+}
+
+/** A directory flag given explicitly: must not be empty. */
+export function requireDir(flag: string, value: unknown): string {
+  if (typeof value !== 'string' || value === '') throw invalidArgument(`--${flag} needs a directory`);
+  return value;
+}
+
+/** Lazy: the offline functions pull in classic-level, which only offline commands need. */
+export function loadOffline(): Promise<typeof import('../agent/offline.js')> {
+  return import('../agent/offline.js');
+}

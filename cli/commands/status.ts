@@ -1,0 +1,78 @@
+import type { AgentStatus, RetentionPolicy } from '../../shared/api.js';
+import { defineCommand } from '../command.js';
+import {
+  clean,
+  formatBytes,
+  formatDuration,
+  formatKeyValues,
+  formatTimeRelative,
+  plural,
+  printJson,
+  printLines,
+} from '../output.js';
+
+export const statusCommand = defineCommand({
+  command: 'status',
+  describe: 'Show the agent, its checkpoints, the running operation, the schedule and free space',
+  builder: (y) => y,
+  run: async (_argv, ctx) => {
+    const client = await ctx.agent();
+    const status = await client.status();
+    if (ctx.json) printJson(ctx.io.stdout, status);
+    else printLines(ctx.io.stdout, formatStatus(status));
+  },
+});
+
+export function formatStatus(s: AgentStatus, now: number = Date.now()): string[] {
+  const c = s.checkpoints;
+  const started = Date.parse(s.startedAt);
+  const uptime = Number.isNaN(started) ? '' : `, up ${formatDuration(now - started)}`;
+  const pairs: [string, string][] = [
+    ['agent', `${clean(s.version)} (pid ${s.pid})${uptime}`],
+    ['database', clean(s.dbPath)],
+    ['checkpoint dir', clean(s.checkpointDir)],
+  ];
+  if (s.socketPath !== null) pairs.push(['socket', clean(s.socketPath)]);
+  pairs.push([
+    'checkpoints',
+    `${plural(c.count, 'checkpoint')} (${c.pinned} pinned), ${formatBytes(c.bytes)}, ${formatBytes(c.exclusiveBytes)} exclusive`,
+  ]);
+  const op = s.inProgress;
+  pairs.push([
+    'in progress',
+    op === null
+      ? 'none'
+      : `${op.kind} ${clean(op.id)} (${op.trigger}${op.label !== null ? `, label ${JSON.stringify(op.label)}` : ''}), ` +
+        `phase ${clean(op.phase)}, started ${formatTimeRelative(op.startedAt, now)}`,
+  ]);
+  pairs.push(['queued', String(s.queued)]);
+  const sch = s.schedule;
+  if (!sch.enabled) {
+    pairs.push(['schedule', 'disabled']);
+  } else {
+    const every = sch.intervalMs !== null ? `every ${formatDuration(sch.intervalMs)}` : 'enabled';
+    pairs.push(['schedule', every]);
+    pairs.push(['next run', sch.nextRunAt !== null ? formatTimeRelative(sch.nextRunAt, now) : 'not planned']);
+  }
+  const last = sch.lastRun;
+  if (last !== null) {
+    const outcome = last.ok
+      ? `ok${last.checkpointId !== null ? `, ${clean(last.checkpointId)}` : ''}`
+      : `failed${last.error !== null ? `: ${clean(last.error)}` : ''}`;
+    pairs.push(['last run', `${formatTimeRelative(last.at, now)} ${outcome}`]);
+  } else if (sch.enabled) {
+    pairs.push(['last run', 'never']);
+  }
+  pairs.push(['retention', formatRetention(s.retention)]);
+  const fs = s.filesystem;
+  const pct = fs.totalBytes > 0 ? ` (${Math.round((fs.freeBytes / fs.totalBytes) * 100)}%)` : '';
+  pairs.push(['free space', `${formatBytes(fs.freeBytes)} of ${formatBytes(fs.totalBytes)}${pct}`]);
+  return formatKeyValues(pairs);
+}
+
+function formatRetention(r: RetentionPolicy): string {
+  const parts = [`keep last ${r.keepLast}`, `hourly ${r.keepHourly}`, `daily ${r.keepDaily}`, `weekly ${r.keepWeekly}`];
+  parts.push(r.maxAgeMs !== null ? `max age ${formatDuration(r.maxAgeMs)}` : 'no max age');
+  parts.push(`min free ${formatBytes(r.minFreeBytes)}`);
+  return parts.join(', ');
+}
