@@ -1,0 +1,27 @@
+import type { Reporter, TestModule } from 'vitest/node';
+
+/**
+ * Prints the closing line CI reads: `N passed, N failed, N skipped`. A file that failed to load, or an
+ * unhandled error, counts as a failure so that a broken suite can never look green.
+ */
+export default class SummaryReporter implements Reporter {
+  onTestRunEnd(testModules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<unknown>): void {
+    let passed = 0;
+    let failed = 0;
+    let skipped = 0;
+    for (const m of testModules) {
+      let tests = 0;
+      for (const t of m.children.allTests()) {
+        tests++;
+        const state = t.result().state;
+        if (state === 'passed') passed++;
+        else if (state === 'failed') failed++;
+        else skipped++;
+      }
+      if (m.state() === 'failed' && tests === 0) failed++;
+      else if (m.errors().length > 0) failed += m.errors().length;
+    }
+    failed += unhandledErrors.length;
+    process.stdout.write(`\n${passed} passed, ${failed} failed, ${skipped} skipped\n`);
+  }
+}

@@ -1,0 +1,14 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // Real processes, real databases, real sockets: generous limits, never timing assertions.
+    testTimeout: 180_000,
+    hookTimeout: 120_000,
+    // Two cores: the load tests measure correctness under contention, but must not starve each other.
+    fileParallelism: false,
+    pool: 'forks',
+    reporters: ['default', './test/support/summary-reporter.ts'],
+  },
+});
