@@ -231,6 +231,8 @@ class CheckpointAgent implements Agent {
       if (e.code === ErrorCodes.CANCELLED) {
         // The build worker was terminated mid-way: its staging directory is the only trace.
         await this.files.call('removeTree', path.join(this.checkpointDir, `.staging-${next.id}`)).catch(() => {});
+        // ...unless the cancel raced the end of the build and the checkpoint was already renamed into place: CANCELLED keeps nothing.
+        await this.files.call('delete', this.checkpointDir, next.id).catch(() => {});
       }
       this.log.warn({ checkpoint: next.id, code: e.code, err: e.message }, 'checkpoint failed');
       next.reject(e);

@@ -106,7 +106,8 @@ export class AdminServer {
     let status = 500;
     try {
       const url = new URL(req.url ?? '/', 'http://localhost');
-      const match = matchRoute(req.method ?? 'GET', url.pathname);
+      // Route on the raw path: URL's pathname resolves dot segments (`/v1/checkpoints/x/../cancel` would run cancel).
+      const match = matchRoute(req.method ?? 'GET', (req.url ?? '/').split('?')[0] ?? '/');
       const body = await readJsonBody(req);
       const request: RouteRequest = { params: match.params, query: url.searchParams, body };
       const result = await match.handler(this.agent, request);

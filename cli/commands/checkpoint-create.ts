@@ -11,7 +11,7 @@ export const checkpointCreateCommand = defineCommand({
       .option('pin', { type: 'boolean', default: false, describe: 'Pin it: retention never removes it' })
       .option('offline', {
         type: 'boolean',
-        default: false,
+        // No default: yargs' conflicts() treats a defaulted flag as given.
         describe: 'Do it without the agent (needs --db and --checkpoint-dir; the database must be closed)',
       })
       .option('db', { type: 'string', describe: 'With --offline: the database directory' })

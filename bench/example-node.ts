@@ -1,0 +1,58 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+
+/**
+ * The example node (dist/agent/example-node/main.js) as a real process, so that the CLI is measured
+ * against an agent in another process exactly as in production.
+ */
+export interface ExampleNode {
+  pid: number;
+  /** SIGTERM, then SIGKILL if it has not exited after 10 s; resolves with its exit code. */
+  stop(): Promise<number | null>;
+  /** For process exit handlers, which cannot wait. */
+  killNow(): void;
+}
+
+export async function startExampleNode(script: string, dataDir: string, socketPath: string): Promise<ExampleNode> {
+  const child: ChildProcess = spawn(process.execPath, [script, '--data-dir', dataDir, '--port', '0', '--socket', socketPath], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  let exitCode: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('exit', (code, signal) => {
+      exitCode = code ?? (signal ? -1 : null);
+      resolve(exitCode);
+    }),
+  );
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the example node did not get ready in 60 s:\n${out}`)), 60_000);
+    const check = () => {
+      if (!out.includes('"node ready"')) return;
+      clearTimeout(timer);
+      child.stdout!.off('data', check);
+      resolve();
+    };
+    child.stdout!.on('data', check);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`the example node exited with ${code} before it was ready:\n${out}`));
+    });
+  });
+  const pid = child.pid!;
+  return {
+    pid,
+    async stop() {
+      if (exitCode !== undefined) return exitCode;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+    killNow() {
+      if (exitCode === undefined) child.kill('SIGKILL');
+    },
+  };
+}
