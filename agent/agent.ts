@@ -319,6 +319,7 @@ class CheckpointAgent implements Agent {
     const report = await verifyCheckpoint(id, record.path, this.checkpointDir, {
       clone: (src, dst) => this.files.call('clone', src, dst),
       removeTree: (p) => this.files.call('removeTree', p),
+      checkFiles: (dir) => this.files.call('checkFiles', dir),
     });
     this.log.info({ checkpoint: id, ok: report.ok, entries: report.entries, error: report.error?.message }, 'checkpoint verified');
     return report;

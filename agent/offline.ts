@@ -14,6 +14,7 @@ import {
 import { newCheckpointId } from './checkpoint/checkpoint-id.js';
 import { verifyCheckpoint } from './checkpoint/verify-checkpoint.js';
 import { fsyncDir, isErrno } from './fs/durable-fs.js';
+import { checkDbFilesSync } from './leveldb/check-db-files.js';
 import { parseLabel } from './agent.js';
 
 /**
@@ -113,6 +114,7 @@ export async function verifyCheckpointOffline(checkpointDir: string, id: string)
   return verifyCheckpoint(id, checkpointDbPath(dir, id), dir, {
     clone: async (src, dst) => cloneDbSync(src, dst),
     removeTree: async (p) => removeTreeSync(p),
+    checkFiles: async (d) => checkDbFilesSync(d),
   });
 }
 

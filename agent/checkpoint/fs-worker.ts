@@ -1,6 +1,7 @@
 import { parentPort } from 'node:worker_threads';
 import { AdminError } from '../../shared/errors.js';
 import * as ops from './checkpoint-dir.js';
+import { checkDbFilesSync } from '../leveldb/check-db-files.js';
 
 /**
  * The worker thread that does the agent's file work synchronously, off the host's event loop and off
@@ -16,6 +17,7 @@ export const workerOps = {
   cleanLeftovers: ops.cleanLeftoversSync,
   clone: ops.cloneDbSync,
   removeTree: ops.removeTreeSync,
+  checkFiles: checkDbFilesSync,
 } as const;
 
 export type WorkerOps = typeof workerOps;

@@ -9,10 +9,13 @@ export interface VerifyFs {
   /** Makes `dst` an openable, throwaway copy of the checkpoint database `src` (checkpoint-dir.ts cloneDbSync). */
   clone(src: string, dst: string): Promise<void>;
   removeTree(p: string): Promise<void>;
+  /** Checks every checksum of a closed database directory (leveldb/check-db-files.ts); throws CORRUPT. */
+  checkFiles(dir: string): Promise<unknown>;
 }
 
 /**
- * Verifies a checkpoint by opening a throwaway clone of it with classic-level (the checkpoint itself
+ * Verifies a checkpoint: first every checksum in its files (table blocks, MANIFEST and WAL records:
+ * classic-level cannot be asked to verify checksums on reads), then by opening a throwaway clone of it with classic-level (the checkpoint itself
  * must stay pristine: opening a database rewrites its MANIFEST, turns its WAL into a table and may
  * compact) and reading every entry back. A missing table, a bad MANIFEST or WAL record, or a block
  * that does not decode fails the open or the read. The clone lives in `scratchDir` (a `.clone-*`
@@ -28,6 +31,7 @@ export async function verifyCheckpoint(
   const clone = path.join(scratchDir, `.clone-${randomBytes(6).toString('hex')}`);
   let entries = 0;
   try {
+    await fsOps.checkFiles(checkpointDb);
     await fsOps.clone(checkpointDb, clone);
     const db = new ClassicLevel<Buffer, Buffer>(clone, { createIfMissing: false, keyEncoding: 'buffer', valueEncoding: 'buffer' });
     try {

@@ -1,0 +1,247 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { createAgent, REDACT_PATHS } from '../agent/agent.js';
+import { benchKey, mb, openBenchDb, prepareBenchDb, snapshotLevels, waitForCompactions } from './bench-db.js';
+import { measureCheckpointVsCp } from './checkpoint-vs-cp.js';
+import { measureCliLatency } from './cli-latency.js';
+import { startExampleNode, type ExampleNode } from './example-node.js';
+import { measureLatencyUnderCheckpoints } from './latency-under-checkpoints.js';
+import { progress } from './progress.js';
+
+/**
+ * The checkpoint benchmark: checkpoint time against `cp -al`, the node's write latency with and
+ * without checkpoints, and the CLI's wall time. Prints a table on stdout, writes the same and every
+ * detail to <BENCH_DIR>/results.json, logs progress on stderr. Not a test: it exits non-zero only
+ * when something crashed, never because a goal was missed.
+ *
+ * Environment: BENCH_DB_GB (1), BENCH_DIR (<repo>/.scratch/bench), BENCH_RUNS (10),
+ * BENCH_WINDOW_S (20), BENCH_WRITERS (16), BENCH_REBUILD=1 to rebuild a reusable database.
+ */
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
+const EXAMPLE_NODE = path.join(ROOT, 'dist', 'agent', 'example-node', 'main.js');
+
+interface Config {
+  dbGb: number;
+  benchDir: string;
+  runs: number;
+  windowSeconds: number;
+  writers: number;
+  rebuild: boolean;
+}
+
+interface Row {
+  metric: string;
+  ours: string;
+  peer: string;
+  ratio: number | null;
+  goal: string;
+  met: boolean | null;
+}
+
+let runningNode: ExampleNode | null = null;
+
+async function main(): Promise<void> {
+  const startedAt = new Date();
+  const t0 = performance.now();
+  const config = readConfig();
+  for (const f of [CLI, EXAMPLE_NODE]) {
+    if (!fs.existsSync(f)) throw new Error(`${f} is missing: run \`npm run build\` first (npm run bench does)`);
+  }
+  const dataDir = path.join(config.benchDir, 'data');
+  const checkpointDir = path.join(dataDir, 'checkpoints');
+  progress(`database ${config.dbGb} GB in ${dataDir}; ${os.cpus().length} CPUs, Node ${process.version}`);
+
+  const db0 = await prepareBenchDb(dataDir, Math.round(config.dbGb * 2 ** 30), config.rebuild);
+  // Checkpoints left by an interrupted run would pin tables the database has since dropped.
+  fs.rmSync(checkpointDir, { recursive: true, force: true });
+
+  const db = openBenchDb(db0.dbPath);
+  await db.open();
+  // Retention as a node has it by default (keep the last 3): under load, pruning is part of the cost.
+  const agent = createAgent({
+    dbPath: db0.dbPath,
+    checkpointDir,
+    logger: pino({ level: 'warn', redact: REDACT_PATHS }, pino.destination(2)),
+  });
+  await agent.start();
+  let vsCp;
+  let latency;
+  try {
+    progress('waiting for compactions that the open started');
+    await waitForCompactions(db, db0.dbPath, 90_000);
+    const idle = snapshotLevels(db, db0.dbPath);
+    progress(`idle database: ${mb(idle.bytes)}, ${idle.tables} tables (per level ${idle.filesPerLevel.join('/')}), MANIFEST ${mb(idle.manifestBytes)}`);
+
+    progress(`1/3 checkpoint vs cp -al, ${config.runs} runs each, database open and idle`);
+    vsCp = await measureCheckpointVsCp(agent, { dbPath: db0.dbPath, checkpointDir, scratchDir: config.benchDir, runs: config.runs });
+
+    progress(`2/3 write latency, ${config.writers} writers, with and without checkpoints`);
+    latency = await measureLatencyUnderCheckpoints(agent, db, {
+      dbPath: db0.dbPath,
+      checkpointDir,
+      writers: config.writers,
+      keyCount: db0.keyCount,
+      valueBytes: db0.valueBytes,
+      key: benchKey,
+      windowSeconds: config.windowSeconds,
+      warmupSeconds: 5,
+      intervalMs: 1000,
+    });
+    for (const c of await agent.listCheckpoints()) await agent.deleteCheckpoint(c.id, { force: true });
+  } finally {
+    await agent.stop();
+    await db.close();
+  }
+
+  progress('3/3 CLI wall time against the example node as a separate process');
+  const socketPath = socketPathFor(dataDir);
+  runningNode = await startExampleNode(EXAMPLE_NODE, dataDir, socketPath);
+  let cli;
+  try {
+    cli = measureCliLatency({ cli: CLI, socketPath, runs: config.runs, creates: 3 });
+  } finally {
+    const code = await runningNode.stop();
+    runningNode = null;
+    if (code !== 0) progress(`the example node exited with ${code}`);
+  }
+  fs.rmSync(checkpointDir, { recursive: true, force: true });
+
+  const totalSeconds = (performance.now() - t0) / 1000;
+  const rows = tableRows(db0.reused, db0.buildSeconds, db0.tables, vsCp, latency, cli, totalSeconds);
+  process.stdout.write(formatTable(rows, config, db0.bytes, db0.reused));
+  const resultsPath = path.join(config.benchDir, 'results.json');
+  const results = {
+    startedAt: startedAt.toISOString(),
+    totalSeconds,
+    config,
+    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? null, memoryBytes: os.totalmem(), node: process.version, kernel: os.release() },
+    database: db0,
+    checkpointVsCp: vsCp,
+    writeLatency: latency,
+    cli,
+    table: rows,
+  };
+  fs.writeFileSync(resultsPath, JSON.stringify(results, roundNumbers, 2) + '\n');
+  progress(`done in ${totalSeconds.toFixed(0)} s; results in ${resultsPath}`);
+}
+
+function readConfig(): Config {
+  const num = (name: string, fallback: number, integer: boolean): number => {
+    const raw = process.env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const v = Number(raw);
+    if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) throw new Error(`${name} must be a positive ${integer ? 'integer' : 'number'}, got ${raw}`);
+    return v;
+  };
+  return {
+    dbGb: num('BENCH_DB_GB', 1, false),
+    benchDir: path.resolve(process.env.BENCH_DIR || path.join(ROOT, '.scratch', 'bench')),
+    runs: num('BENCH_RUNS', 10, true),
+    windowSeconds: num('BENCH_WINDOW_S', 20, false),
+    writers: num('BENCH_WRITERS', 16, true),
+    rebuild: process.env.BENCH_REBUILD === '1',
+  };
+}
+
+/** Unix socket paths are limited to ~107 bytes: a deep BENCH_DIR gets its socket under the temp dir. */
+function socketPathFor(dataDir: string): string {
+  const preferred = path.join(dataDir, 'run', 'admin.sock');
+  if (Buffer.byteLength(preferred) < 100) return preferred;
+  return path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'node-admin-bench-')), 'admin.sock');
+}
+
+type Measured<T extends (...a: never[]) => unknown> = Awaited<ReturnType<T>>;
+
+function tableRows(
+  reused: boolean,
+  buildSeconds: number,
+  tables: number,
+  vs: Measured<typeof measureCheckpointVsCp>,
+  lat: Measured<typeof measureLatencyUnderCheckpoints>,
+  cli: Measured<typeof measureCliLatency>,
+  totalSeconds: number,
+): Row[] {
+  const ratio = (a: number, b: number) => (b > 0 ? a / b : null);
+  const atMost = (r: number | null, limit: number) => (r === null ? null : r <= limit);
+  const q = lat.quiet.latencyMs;
+  const d = lat.checkpointing.latencyMs;
+  const rows: Row[] = [];
+  const cpRow = (label: string, ours: number, peer: number) => {
+    const r = ratio(ours, peer);
+    rows.push({ metric: label, ours: ms(ours), peer: `cp -al ${ms(peer)}`, ratio: r, goal: '<= 2x', met: atMost(r, 2) });
+  };
+  cpRow(`checkpoint p50 (${vs.filesPerCheckpoint} files, live idle db)`, vs.checkpointMs.p50, vs.cpAlMs.p50);
+  cpRow('checkpoint p90', vs.checkpointMs.p90, vs.cpAlMs.p90);
+  rows.push({ metric: 'checkpoint build in worker p50 (info)', ours: ms(vs.buildMs.p50), peer: `cp -al ${ms(vs.cpAlMs.p50)}`, ratio: ratio(vs.buildMs.p50, vs.cpAlMs.p50), goal: '-', met: null });
+  rows.push({ metric: 'first checkpoint, cold worker (info)', ours: ms(vs.coldFirstMs), peer: `warm p50 ${ms(vs.checkpointMs.p50)}`, ratio: ratio(vs.coldFirstMs, vs.checkpointMs.p50), goal: '-', met: null });
+  rows.push({ metric: `write p50, ${lat.writers} writers`, ours: ms(d.p50), peer: `quiet ${ms(q.p50)}`, ratio: ratio(d.p50, q.p50), goal: '-', met: null });
+  const p99 = ratio(d.p99, q.p99);
+  rows.push({ metric: 'write p99 during checkpoints', ours: ms(d.p99), peer: `quiet ${ms(q.p99)}`, ratio: p99, goal: '<= 1.5x', met: atMost(p99, 1.5) });
+  rows.push({ metric: 'write p99 vs 2nd quiet window (info)', ours: ms(d.p99), peer: `quiet after ${ms(lat.quietAfter.latencyMs.p99)}`, ratio: ratio(d.p99, lat.quietAfter.latencyMs.p99), goal: '-', met: null });
+  rows.push({ metric: 'write max', ours: ms(d.max), peer: `quiet ${ms(q.max)}`, ratio: ratio(d.max, q.max), goal: '-', met: null });
+  rows.push({ metric: 'write throughput (MB/s)', ours: String(lat.checkpointing.mbPerSecond), peer: `quiet ${lat.quiet.mbPerSecond}`, ratio: ratio(lat.checkpointing.mbPerSecond, lat.quiet.mbPerSecond), goal: '-', met: null });
+  const c = lat.checkpointing;
+  rows.push({
+    metric: `checkpoints under load: ${c.checkpoints} ok, ${c.failures.length} failed; p50`,
+    ours: ms(c.checkpointMs.p50),
+    peer: `idle ${ms(vs.checkpointMs.p50)}`,
+    ratio: ratio(c.checkpointMs.p50, vs.checkpointMs.p50),
+    goal: 'no failures',
+    met: c.failures.length === 0 && c.checkpoints > 0,
+  });
+  const listRow = (label: string, ours: number, floor: number) =>
+    rows.push({ metric: label, ours: ms(ours), peer: `--version ${ms(floor)}`, ratio: ratio(ours, floor), goal: '<= 200 ms', met: ours <= 200 });
+  listRow(`CLI checkpoint list p50 (${cli.checkpointsListed} checkpoints)`, cli.listMs.p50, cli.versionMs.p50);
+  listRow('CLI checkpoint list p90', cli.listMs.p90, cli.versionMs.p90);
+  rows.push({ metric: 'curl GET /v1/checkpoints p50 (info)', ours: ms(cli.curlMs.p50), peer: `node -e '' ${ms(cli.nodeEmptyMs.p50)}`, ratio: null, goal: '-', met: null });
+  rows.push({
+    metric: `database build (${tables} tables)`,
+    ours: reused ? `reused (${buildSeconds} s earlier)` : `${buildSeconds} s`,
+    peer: '-',
+    ratio: null,
+    goal: '-',
+    met: null,
+  });
+  rows.push({ metric: 'total runtime', ours: `${totalSeconds.toFixed(0)} s`, peer: '-', ratio: null, goal: '<= ~360 s', met: totalSeconds <= 360 });
+  return rows;
+}
+
+function ms(v: number): string {
+  if (!Number.isFinite(v)) return 'n/a';
+  return `${v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0)} ms`;
+}
+
+function formatTable(rows: Row[], config: Config, bytes: number, reused: boolean): string {
+  const cells = rows.map((r) => [r.metric, r.ours, r.peer, r.ratio === null ? '-' : `${r.ratio.toFixed(2)}x`, r.goal, r.met === null ? '-' : r.met ? 'yes' : 'NO']);
+  const header = ['metric', 'ours', 'peer/baseline', 'ratio', 'goal', 'met?'];
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  const line = (c: string[]) => c.map((v, i) => v.padEnd(widths[i]!)).join(' | ').trimEnd();
+  const title = `checkpoint benchmark: ${mb(bytes)} database${reused ? ' (reused)' : ''}, ${config.runs} runs, ${config.windowSeconds} s windows, ${os.cpus().length} CPUs, Node ${process.version}`;
+  return [title, line(header), widths.map((w) => '-'.repeat(w)).join('-|-'), ...cells.map(line), ''].join('\n');
+}
+
+/** results.json keeps microseconds at most: more digits are noise. */
+function roundNumbers(_key: string, value: unknown): unknown {
+  return typeof value === 'number' && !Number.isInteger(value) ? Math.round(value * 1000) / 1000 : value;
+}
+
+// Never leave the example node running, whatever ends this process.
+process.on('exit', () => runningNode?.killNow());
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    progress(`${signal}: stopping`);
+    runningNode?.killNow();
+    process.exit(130);
+  });
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  runningNode?.killNow();
+  process.exitCode = 1;
+});
