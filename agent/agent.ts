@@ -77,7 +77,7 @@ class CheckpointAgent implements Agent {
   /** Everything else (list, pin, delete, clone): answers while a build runs. */
   private readonly files = new FsWorkerClient();
   private readonly queue: QueuedCreate[] = [];
-  private running: (OperationStatus & { cancelled: boolean }) | null = null;
+  private running: (OperationStatus & { cancelled: boolean; built: boolean }) | null = null;
   private readonly scheduler: Scheduler | null;
   private server: AdminServer | null = null;
   private readonly startedAt = new Date();
@@ -208,6 +208,8 @@ class CheckpointAgent implements Agent {
       startedAt: new Date().toISOString(),
       phase: 'checking free space',
       cancelled: false,
+      // Once built, the checkpoint exists and is answered as created: a cancel no longer applies.
+      built: false,
     };
     this.running = op;
     try {
@@ -222,6 +224,7 @@ class CheckpointAgent implements Agent {
         pinned: next.pinned,
         trigger: next.trigger,
       });
+      op.built = true;
       this.log.info({ checkpoint: record.id, files: record.files, bytes: record.bytes, trigger: record.trigger, ms: Date.now() - Date.parse(op.startedAt) }, 'checkpoint created');
       op.phase = 'applying retention';
       await this.prune({}).catch((err: unknown) => this.log.error({ err: toAdminError(err).message }, 'retention after create failed'));
@@ -327,7 +330,7 @@ class CheckpointAgent implements Agent {
 
   async cancel(): Promise<CancelResult> {
     const cancelled = this.cancelAll('cancelled by request');
-    if (this.running) await this.builder.cancel();
+    if (this.running?.cancelled) await this.builder.cancel();
     this.log.info({ cancelled }, 'checkpoint work cancelled');
     return { cancelled };
   }
@@ -339,7 +342,7 @@ class CheckpointAgent implements Agent {
       q.reject(new AdminError(ErrorCodes.CANCELLED, `checkpoint ${q.id} was cancelled: ${why}`));
       n++;
     }
-    if (this.running && !this.running.cancelled) {
+    if (this.running && !this.running.cancelled && !this.running.built) {
       this.running.cancelled = true;
       n++;
     }

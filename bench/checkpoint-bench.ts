@@ -54,7 +54,11 @@ async function main(): Promise<void> {
   }
   const dataDir = path.join(config.benchDir, 'data');
   const checkpointDir = path.join(dataDir, 'checkpoints');
-  progress(`database ${config.dbGb} GB in ${dataDir}; ${os.cpus().length} CPUs, Node ${process.version}`);
+  progress(`database ${config.dbGb} GB in ${dataDir}; ${os.cpus().length} CPUs, Node ${process.version}, load average ${loadAverage()}`);
+  // The machine may be shared: a busy neighbour shows up in every number, so say so up front.
+  if (os.loadavg()[0]! > 0.5) progress(`other processes are busy (load average ${loadAverage()}): expect noisy numbers`);
+  if (process.env.NODE_EXTRA_CA_CERTS) progress('NODE_EXTRA_CA_CERTS is set: every Node start parses those certificates, which the CLI timings include');
+  const loadAverages: Record<string, number> = { start: os.loadavg()[0]! };
 
   const db0 = await prepareBenchDb(dataDir, Math.round(config.dbGb * 2 ** 30), config.rebuild);
   // Checkpoints left by an interrupted run would pin tables the database has since dropped.
@@ -68,18 +72,20 @@ async function main(): Promise<void> {
     checkpointDir,
     logger: pino({ level: 'warn', redact: REDACT_PATHS }, pino.destination(2)),
   });
-  await agent.start();
   let vsCp;
   let latency;
   try {
+    await agent.start();
     progress('waiting for compactions that the open started');
     await waitForCompactions(db, db0.dbPath, 90_000);
     const idle = snapshotLevels(db, db0.dbPath);
     progress(`idle database: ${mb(idle.bytes)}, ${idle.tables} tables (per level ${idle.filesPerLevel.join('/')}), MANIFEST ${mb(idle.manifestBytes)}`);
 
+    loadAverages.checkpointVsCp = os.loadavg()[0]!;
     progress(`1/3 checkpoint vs cp -al, ${config.runs} runs each, database open and idle`);
     vsCp = await measureCheckpointVsCp(agent, { dbPath: db0.dbPath, checkpointDir, scratchDir: config.benchDir, runs: config.runs });
 
+    loadAverages.writeLatency = os.loadavg()[0]!;
     progress(`2/3 write latency, ${config.writers} writers, with and without checkpoints`);
     latency = await measureLatencyUnderCheckpoints(agent, db, {
       dbPath: db0.dbPath,
@@ -98,6 +104,7 @@ async function main(): Promise<void> {
     await db.close();
   }
 
+  loadAverages.cli = os.loadavg()[0]!;
   progress('3/3 CLI wall time against the example node as a separate process');
   const socketPath = socketPathFor(dataDir);
   runningNode = await startExampleNode(EXAMPLE_NODE, dataDir, socketPath);
@@ -112,14 +119,25 @@ async function main(): Promise<void> {
   fs.rmSync(checkpointDir, { recursive: true, force: true });
 
   const totalSeconds = (performance.now() - t0) / 1000;
+  loadAverages.end = os.loadavg()[0]!;
   const rows = tableRows(db0.reused, db0.buildSeconds, db0.tables, vsCp, latency, cli, totalSeconds);
-  process.stdout.write(formatTable(rows, config, db0.bytes, db0.reused));
+  process.stdout.write(formatTable(rows, config, db0.bytes, db0.reused, loadAverages));
   const resultsPath = path.join(config.benchDir, 'results.json');
   const results = {
     startedAt: startedAt.toISOString(),
     totalSeconds,
     config,
-    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? null, memoryBytes: os.totalmem(), node: process.version, kernel: os.release() },
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model ?? null,
+      memoryBytes: os.totalmem(),
+      node: process.version,
+      kernel: os.release(),
+      nodeExtraCaCerts: Boolean(process.env.NODE_EXTRA_CA_CERTS),
+      /** 1-minute load average as each phase began. It includes this benchmark's own previous phase
+       * (the build alone keeps ~2), so only `start` tells cleanly whether someone else used the CPUs. */
+      loadAverages,
+    },
     database: db0,
     checkpointVsCp: vsCp,
     writeLatency: latency,
@@ -194,14 +212,34 @@ function tableRows(
     goal: 'no failures',
     met: c.failures.length === 0 && c.checkpoints > 0,
   });
+  rows.push({
+    metric: 'checkpoint build in worker under load p50 (info)',
+    ours: ms(c.buildMs.p50),
+    peer: `idle ${ms(vs.buildMs.p50)}`,
+    ratio: ratio(c.buildMs.p50, vs.buildMs.p50),
+    goal: '-',
+    met: null,
+  });
   const listRow = (label: string, ours: number, floor: number) =>
     rows.push({ metric: label, ours: ms(ours), peer: `--version ${ms(floor)}`, ratio: ratio(ours, floor), goal: '<= 200 ms', met: ours <= 200 });
   listRow(`CLI checkpoint list p50 (${cli.checkpointsListed} checkpoints)`, cli.listMs.p50, cli.versionMs.p50);
   listRow('CLI checkpoint list p90', cli.listMs.p90, cli.versionMs.p90);
+  const noCa = cli.withoutExtraCaCerts;
+  if (noCa) {
+    rows.push({
+      metric: 'CLI list p50, NODE_EXTRA_CA_CERTS unset (info)',
+      ours: ms(noCa.listMs.p50),
+      peer: `--version ${ms(noCa.versionMs.p50)}`,
+      ratio: ratio(noCa.listMs.p50, noCa.versionMs.p50),
+      goal: '<= 200 ms',
+      met: noCa.listMs.p50 <= 200,
+    });
+    rows.push({ metric: "node -e '' p50, NODE_EXTRA_CA_CERTS unset (info)", ours: ms(noCa.nodeEmptyMs.p50), peer: `set ${ms(cli.nodeEmptyMs.p50)}`, ratio: null, goal: '-', met: null });
+  }
   rows.push({ metric: 'curl GET /v1/checkpoints p50 (info)', ours: ms(cli.curlMs.p50), peer: `node -e '' ${ms(cli.nodeEmptyMs.p50)}`, ratio: null, goal: '-', met: null });
   rows.push({
     metric: `database build (${tables} tables)`,
-    ours: reused ? `reused (${buildSeconds} s earlier)` : `${buildSeconds} s`,
+    ours: reused ? `reused (took ${buildSeconds} s)` : `${buildSeconds} s`,
     peer: '-',
     ratio: null,
     goal: '-',
@@ -211,18 +249,23 @@ function tableRows(
   return rows;
 }
 
+function loadAverage(): string {
+  return os.loadavg().map((v) => v.toFixed(2)).join(' ');
+}
+
 function ms(v: number): string {
   if (!Number.isFinite(v)) return 'n/a';
   return `${v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0)} ms`;
 }
 
-function formatTable(rows: Row[], config: Config, bytes: number, reused: boolean): string {
+function formatTable(rows: Row[], config: Config, bytes: number, reused: boolean, loadAverages: Record<string, number>): string {
   const cells = rows.map((r) => [r.metric, r.ours, r.peer, r.ratio === null ? '-' : `${r.ratio.toFixed(2)}x`, r.goal, r.met === null ? '-' : r.met ? 'yes' : 'NO']);
   const header = ['metric', 'ours', 'peer/baseline', 'ratio', 'goal', 'met?'];
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
   const line = (c: string[]) => c.map((v, i) => v.padEnd(widths[i]!)).join(' | ').trimEnd();
   const title = `checkpoint benchmark: ${mb(bytes)} database${reused ? ' (reused)' : ''}, ${config.runs} runs, ${config.windowSeconds} s windows, ${os.cpus().length} CPUs, Node ${process.version}`;
-  return [title, line(header), widths.map((w) => '-'.repeat(w)).join('-|-'), ...cells.map(line), ''].join('\n');
+  const loads = `1-min load average per phase: ${Object.entries(loadAverages).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`;
+  return [title, loads, line(header), widths.map((w) => '-'.repeat(w)).join('-|-'), ...cells.map(line), ''].join('\n');
 }
 
 /** results.json keeps microseconds at most: more digits are noise. */

@@ -49,6 +49,8 @@ export interface RetentionPolicy {
   keepHourly: number;
   keepDaily: number;
   keepWeekly: number;
+  /** The newest of each of the last N UTC calendar months (used by backups; 0 for checkpoints by default). */
+  keepMonthly: number;
   /** Remove checkpoints older than this (ms), whatever the windows say; null: no limit. */
   maxAgeMs: number | null;
   /** Keep at least this many bytes free on the checkpoint filesystem: prune oldest unpinned first, then refuse creates. */

@@ -43,6 +43,17 @@ export const ErrorCodes = {
   REQUEST_TIMEOUT: 'REQUEST_TIMEOUT',
   /** The agent answered something the CLI does not understand. */
   PROTOCOL_ERROR: 'PROTOCOL_ERROR',
+  /** The backup storage did not answer usably (5xx, throttling, resets, timeouts), even after retries: try later. */
+  STORAGE_UNAVAILABLE: 'STORAGE_UNAVAILABLE',
+  /**
+   * The backup storage refused the request and retrying will not help: access denied, bad credentials, no
+   * such bucket, a request it does not accept. Almost always configuration.
+   */
+  STORAGE_REFUSED: 'STORAGE_REFUSED',
+  /** No backup repository at that URL. */
+  REPOSITORY_NOT_FOUND: 'REPOSITORY_NOT_FOUND',
+  /** Another operation holds a conflicting lock on the backup repository. */
+  REPOSITORY_LOCKED: 'REPOSITORY_LOCKED',
   /** A bug or an unexpected failure of the system. */
   INTERNAL: 'INTERNAL',
 } as const;
@@ -68,13 +79,18 @@ const httpStatusByCode: Record<ErrorCode, number> = {
   SHUTTING_DOWN: 503,
   REQUEST_TIMEOUT: 408,
   PROTOCOL_ERROR: 502,
+  STORAGE_UNAVAILABLE: 503,
+  STORAGE_REFUSED: 502,
+  REPOSITORY_NOT_FOUND: 404,
+  REPOSITORY_LOCKED: 409,
   INTERNAL: 500,
 };
 
 /**
  * CLI exit codes, one per class of error so that hooks and cron can branch on them.
- * 0 success; 1 internal; 2 usage / bad input; 3 not found; 4 conflict (pinned, locked, in use);
- * 5 agent unavailable or busy (try again later); 6 out of space; 7 corrupt; 130 cancelled.
+ * 0 success; 1 internal; 2 usage / bad input (including storage refusing the configured credentials or
+ * bucket); 3 not found; 4 conflict (pinned, locked, in use); 5 agent or storage unavailable or busy (try
+ * again later); 6 out of space; 7 corrupt; 130 cancelled.
  */
 export const ExitCodes = {
   OK: 0,
@@ -103,10 +119,14 @@ const exitCodeByCode: Record<ErrorCode, number> = {
   AGENT_UNAVAILABLE: ExitCodes.UNAVAILABLE,
   SHUTTING_DOWN: ExitCodes.UNAVAILABLE,
   REQUEST_TIMEOUT: ExitCodes.UNAVAILABLE,
+  STORAGE_UNAVAILABLE: ExitCodes.UNAVAILABLE,
+  STORAGE_REFUSED: ExitCodes.USAGE,
   INSUFFICIENT_SPACE: ExitCodes.NO_SPACE,
   CORRUPT: ExitCodes.CORRUPT,
   CANCELLED: ExitCodes.CANCELLED,
   PROTOCOL_ERROR: ExitCodes.INTERNAL,
+  REPOSITORY_NOT_FOUND: ExitCodes.NOT_FOUND,
+  REPOSITORY_LOCKED: ExitCodes.CONFLICT,
   INTERNAL: ExitCodes.INTERNAL,
 };
 

@@ -131,6 +131,13 @@ function writeAsync(s: net.Socket, data: string | Buffer): Promise<void> {
   });
 }
 
+/** curl's output with `-w '\n...'`: the body, then the last `n` lines (the -w values). */
+function tail(out: string, n: number): [string, ...string[]] {
+  const lines = out.split('\n');
+  const values = lines.splice(lines.length - n, n);
+  return [lines.join('\n'), ...values];
+}
+
 function mode(p: string): number {
   return fs.statSync(p).mode & 0o777;
 }
@@ -320,7 +327,6 @@ describe('admin socket of an in-process agent', () => {
       await a.start();
       const fresh = fs.lstatSync(p);
       expect(fresh.isSocket()).toBe(true);
-      expect(fresh.ino).not.toBe(stale.ino);
       expect(mode(p)).toBe(0o600);
       expect(json<AgentStatus>(await call(p, 'GET', '/v1/status'), 200).socketPath).toBe(p);
       await a.stop();
@@ -385,9 +391,9 @@ describe('admin socket of an in-process agent', () => {
         '-sS', '--unix-socket', sock, '-X', 'POST', '-H', 'content-type: application/json',
         '--data', '{"label":"from curl"}', '-w', '\n%{http_code}', 'http://localhost/v1/checkpoints',
       ]);
-      const [body, code] = created.stdout.trimEnd().split('\n');
+      const [body, code] = tail(created.stdout, 1);
       expect(code).toBe('201');
-      const record = JSON.parse(body!) as CheckpointRecord;
+      const record = JSON.parse(body) as CheckpointRecord;
       expect(record.label).toBe('from curl');
 
       const again = await execFileAsync('curl', ['-sS', '--unix-socket', sock, 'http://localhost/v1/checkpoints']);
@@ -395,8 +401,8 @@ describe('admin socket of an in-process agent', () => {
 
       // curl normalizes `..` away unless told not to: --path-as-is sends it as typed.
       const dots = await execFileAsync('curl', ['-sS', '--path-as-is', '--unix-socket', sock, '-w', '\n%{http_code}\n%{content_type}', 'http://localhost/v1/checkpoints/..']);
-      const [dotsBody, dotsCode, dotsType] = dots.stdout.trimEnd().split('\n');
-      expectErrorBody(Number(dotsCode), dotsType, dotsBody!, 400, 'INVALID_ARGUMENT');
+      const [dotsBody, dotsCode, dotsType] = tail(dots.stdout, 2);
+      expectErrorBody(Number(dotsCode), dotsType, dotsBody, 400, 'INVALID_ARGUMENT');
 
       json<DeleteResult>(await call(sock, 'DELETE', `/v1/checkpoints/${record.id}`), 200);
     });
@@ -616,6 +622,44 @@ describe('admin socket of an in-process agent', () => {
       expect(hits + won).toBe(plans.length);
       // The agent still creates after all that.
       json<CheckpointRecord>(await call(sock, 'POST', '/v1/checkpoints', { label: 'after-cancels' }), 201);
+    });
+
+    it('a cancel that lands after the rename into place, before the agent has heard back from its worker, keeps nothing', async () => {
+      // Deterministic version of the race at the end of a build. Once the build's staging directory is
+      // seen, the rename has not happened yet; from then on this thread (the agent's) watches for the
+      // final directory WITHOUT yielding, so the worker's "done" message stays queued, and cancels
+      // in-process the moment the rename has happened.
+      const cell = new Int32Array(new SharedArrayBuffer(4));
+      let attempts = 0;
+      for (;;) {
+        attempts++;
+        expect(attempts, 'never caught a build in progress').toBeLessThanOrEqual(5);
+        const create = call(sock, 'POST', '/v1/checkpoints', { label: 'late-cancel' });
+        let settled = false;
+        void create.finally(() => (settled = true));
+        let staging: string | undefined;
+        while (!settled && staging === undefined) {
+          staging = fs.readdirSync(checkpointDir).find((n) => n.startsWith('.staging-'));
+          if (staging === undefined) await new Promise((r) => setTimeout(r, 1));
+        }
+        if (staging === undefined) {
+          // The whole build fit between two looks: try again.
+          json<CheckpointRecord>(await create, 201);
+          continue;
+        }
+        // From here until cancel() this thread never yields.
+        const id = staging.slice('.staging-'.length);
+        const final = path.join(checkpointDir, id);
+        const safetyValve = Date.now() + 60_000;
+        while (!fs.existsSync(final) && Date.now() < safetyValve) Atomics.wait(cell, 0, 0, 1);
+        expect(fs.existsSync(final)).toBe(true);
+        const cancelling = agent.cancel();
+        const r = await create;
+        expectError(r, 409, 'CANCELLED');
+        expect((await cancelling).cancelled).toBe(1);
+        await assertGone(id);
+        break;
+      }
     });
 
     it('cancel also empties the queue: every queued create answers 409 CANCELLED', async () => {

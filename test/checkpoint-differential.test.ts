@@ -21,6 +21,8 @@ import { WriterModel, keyOf, opOfValue, parseKey, valueOf, type Change } from '.
 const DB_MB = Number(process.env.NODE_ADMIN_DIFF_MB ?? 100);
 const CHECKPOINTS = Number(process.env.NODE_ADMIN_DIFF_CHECKPOINTS ?? 200);
 const WRITERS = 8;
+/** Total write ops per second under load: heavy churn (a memtable flush every ~100 ms), yet room left for the checks. */
+const RATE = Number(process.env.NODE_ADMIN_DIFF_RATE ?? 3000);
 const AVG_VALUE = 1000;
 const KEYS_PER_WRITER = Math.ceil((DB_MB * 1024 * 1024) / AVG_VALUE / WRITERS);
 const size = (op: number, k: number) => 400 + ((op * 31 + k * 17) % 1200);
@@ -71,7 +73,13 @@ class Harness {
         return seed / 2_147_483_648;
       };
       const key = () => Math.floor(rnd() * KEYS_PER_WRITER * 1.1);
+      const perWriterMs = (1000 * WRITERS) / RATE;
+      const start = performance.now();
+      let n = 0;
       while (!this.stopped) {
+        const due = start + n++ * perWriterMs;
+        const wait = due - performance.now();
+        if (wait > 1) await new Promise((r) => setTimeout(r, wait));
         const r = rnd();
         let changes: Change[];
         if (r < 0.6) changes = [{ k: key(), put: true }];
@@ -247,13 +255,18 @@ describe(`live checkpoints under load (${DB_MB} MB, ${CHECKPOINTS} checkpoints)`
     expect(failures).toEqual([]);
     // Compactions ran throughout: the tables the checkpoints saw turned over many times.
     expect(tablesSeen.size).toBeGreaterThan(maxTablesInOne * 2);
-  });
+  }, 1_200_000);
 
   it('catches a deliberately broken checkpoint (the WAL hard-linked instead of copied)', async () => {
+    // A large memtable keeps each WAL live for long, so the linked one goes on growing after the build.
+    await db.close();
+    db = new ClassicLevel<string, Buffer>(path.join(dir, 'db'), { valueEncoding: 'buffer', writeBufferSize: 64 * 1024 * 1024 });
+    await db.open();
     const scratch = path.join(dir, 'scratch-negative');
     fs.mkdirSync(scratch);
     // The same writers go on: their models already hold every op the database has seen.
     const load = new Harness(db, harness.models);
+    harness = load;
     load.startLoad();
     let caught = 0;
     let tried = 0;
@@ -274,16 +287,16 @@ describe(`live checkpoints under load (${DB_MB} MB, ${CHECKPOINTS} checkpoints)`
       }
       if (!broken) continue;
       tried++;
-      await new Promise((r) => setTimeout(r, 100)); // the writers go on appending to the shared WAL
+      await new Promise((r) => setTimeout(r, 50)); // the writers go on appending to the shared WAL
       const outcome = await load.check(taken, scratch);
       if (!outcome.ok) caught++;
       await agent.deleteCheckpoint(taken.id);
     }
     await load.stopLoad();
     console.log(`negative control: ${caught} of ${tried} broken checkpoints caught`);
-    expect(tried).toBeGreaterThan(0);
-    expect(caught).toBeGreaterThan(0);
-  });
+    expect(tried).toBeGreaterThanOrEqual(10);
+    expect(caught).toBeGreaterThanOrEqual(tried / 2);
+  }, 300_000);
 });
 
 function median(xs: number[]): number {

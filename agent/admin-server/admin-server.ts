@@ -28,7 +28,8 @@ export class AdminServer {
     private readonly agent: Agent,
     private readonly log: Logger,
   ) {
-    this.server = http.createServer((req, res) => void this.handle(req, res));
+    // Check timeouts every second (Node's default is every 30 s, which lets idle clients linger).
+    this.server = http.createServer({ connectionsCheckingInterval: 1000 }, (req, res) => void this.handle(req, res));
     this.server.headersTimeout = HEADERS_TIMEOUT_MS;
     // Our own body timer answers slow bodies with JSON; this is only the backstop.
     this.server.requestTimeout = BODY_TIMEOUT_MS * 3;

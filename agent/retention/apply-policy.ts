@@ -28,11 +28,12 @@ export const DEFAULT_RETENTION: RetentionPolicy = Object.freeze({
   keepHourly: 0,
   keepDaily: 0,
   keepWeekly: 0,
+  keepMonthly: 0,
   maxAgeMs: null,
   minFreeBytes: 0,
 });
 
-const COUNT_KEYS = ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'minFreeBytes'] as const;
+const COUNT_KEYS = ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'minFreeBytes'] as const;
 
 /**
  * Merges `input` over DEFAULT_RETENTION and validates the result. Keys that are absent or
@@ -96,6 +97,11 @@ function isoWeekBucket(ms: number): number {
   return Math.floor((dayBucket(ms) + 3) / 7);
 }
 
+function monthBucket(ms: number): number {
+  const d = new Date(ms);
+  return d.getUTCFullYear() * 12 + d.getUTCMonth();
+}
+
 /**
  * Decides which checkpoints to keep and which to remove, in the style of restic's `ApplyPolicy`.
  *
@@ -141,6 +147,7 @@ export function applyPolicy(
     { count: p.keepHourly, bucket: hourBucket },
     { count: p.keepDaily, bucket: dayBucket },
     { count: p.keepWeekly, bucket: isoWeekBucket },
+    { count: p.keepMonthly, bucket: monthBucket },
   ];
   for (const rule of rules) {
     let remaining = rule.count;

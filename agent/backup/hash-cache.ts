@@ -1,0 +1,69 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { writeFileAtomicSync } from '../fs/durable-fs.js';
+
+/**
+ * What we hashed before, keyed by (device, inode, size, mtime in ns). Checkpoints hard-link the same
+ * table inode again and again, and LevelDB never writes a table after it is named in the MANIFEST, so a
+ * hit means the file's chunks are known without reading a byte of it. Copied files (WAL, MANIFEST)
+ * are new inodes in every checkpoint and are always read.
+ *
+ * Entries not used for MAX_IDLE_MS are dropped on save, which bounds the file as tables come and go.
+ */
+const MAX_IDLE_MS = 14 * 86_400_000;
+
+interface Entry {
+  chunks: string[];
+  usedAt: number;
+}
+
+export class HashCache {
+  private readonly entries: Map<string, Entry>;
+
+  private constructor(
+    private readonly file: string | null,
+    entries: Map<string, Entry>,
+  ) {
+    this.entries = entries;
+  }
+
+  /** Loads the cache file; a missing or unreadable one is an empty cache (it is only a cache). */
+  static load(file: string | null): HashCache {
+    const entries = new Map<string, Entry>();
+    if (file) {
+      try {
+        const data = JSON.parse(fs.readFileSync(file, 'utf8')) as { version: number; entries: [string, Entry][] };
+        if (data.version === 1) for (const [k, v] of data.entries) entries.set(k, v);
+      } catch {
+        // start empty
+      }
+    }
+    return new HashCache(file, entries);
+  }
+
+  static key(st: fs.BigIntStats): string {
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+  }
+
+  get(st: fs.BigIntStats): string[] | undefined {
+    const e = this.entries.get(HashCache.key(st));
+    if (e) e.usedAt = Date.now();
+    return e?.chunks;
+  }
+
+  set(st: fs.BigIntStats, chunks: string[]): void {
+    this.entries.set(HashCache.key(st), { chunks, usedAt: Date.now() });
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  save(): void {
+    if (!this.file) return;
+    const cutoff = Date.now() - MAX_IDLE_MS;
+    for (const [k, e] of this.entries) if (e.usedAt < cutoff) this.entries.delete(k);
+    fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o750 });
+    writeFileAtomicSync(this.file, JSON.stringify({ version: 1, entries: [...this.entries] }));
+  }
+}

@@ -1,0 +1,116 @@
+import type { PruneDecision, RetentionPolicy } from '../../shared/api.js';
+import { applyPolicy, parseRetention } from '../retention/apply-policy.js';
+import type { Repository } from './repository/repository.js';
+import { PackBuilder } from './repository/pack.js';
+import { PACK_TARGET_SIZE, packName, type IndexFile, type Tree } from './repository/format.js';
+
+export interface PruneRepositoryResult {
+  dryRun: boolean;
+  removed: PruneDecision[];
+  kept: string[];
+  packsDeleted: number;
+  packsRewritten: number;
+  bytesFreed: number;
+}
+
+/** Backup retention: the checkpoint policy's rules plus monthly windows; pinned backups are kept. */
+export type BackupRetention = Pick<RetentionPolicy, 'keepLast' | 'keepHourly' | 'keepDaily' | 'keepWeekly' | 'keepMonthly'>;
+
+/**
+ * Applies retention to the backups, then collects garbage: packs holding no blob a remaining backup
+ * needs are deleted; packs holding some are rewritten with only those. Under an exclusive lock, so no
+ * backup runs meanwhile (a backup holds a shared lock for its whole run, and a prune that finds one
+ * refuses with REPOSITORY_LOCKED). Crash-safe order: new packs, then one new index listing every pack
+ * kept, then old index files, then old packs. Interrupted anywhere, every remaining backup is whole
+ * (at worst a blob is listed twice, or an unindexed pack waits for the next prune).
+ */
+export async function pruneRepository(
+  repo: Repository,
+  policy: Partial<BackupRetention>,
+  options: { dryRun?: boolean; now?: Date } = {},
+): Promise<PruneRepositoryResult> {
+  const dryRun = options.dryRun === true;
+  const retention = parseRetention({ ...policy, maxAgeMs: null, minFreeBytes: 0 });
+  const lock = await repo.lock('prune', true);
+  try {
+    const snapshots = await repo.listSnapshots();
+    const outcome = applyPolicy(
+      snapshots.map((s) => ({ id: s.id, createdAt: new Date(s.createdAt), pinned: s.pinned, exclusiveBytes: 0 })),
+      retention,
+      options.now ?? new Date(),
+    );
+    const result: PruneRepositoryResult = { dryRun, removed: outcome.remove, kept: outcome.keep, packsDeleted: 0, packsRewritten: 0, bytesFreed: 0 };
+    await repo.loadIndex();
+    const keep = new Set(outcome.keep);
+    const referenced = new Set<string>();
+    for (const s of snapshots) {
+      if (!keep.has(s.id)) continue;
+      referenced.add(s.tree);
+      const tree = JSON.parse((await repo.readBlob(s.tree)).toString('utf8')) as Tree;
+      for (const f of tree.files) for (const c of f.chunks) referenced.add(c);
+    }
+
+    // Which blobs live in which pack (a blob may be in two packs after an interrupted prune: keep one).
+    const packBlobs = new Map<string, [string, number, number][]>();
+    const owner = new Map<string, string>();
+    for (const [id, loc] of repo.blobs) {
+      owner.set(id, loc.pack);
+      const list = packBlobs.get(loc.pack) ?? [];
+      list.push([id, loc.offset, loc.length]);
+      packBlobs.set(loc.pack, list);
+    }
+    const stored = new Map<string, number>();
+    for await (const obj of repo.storage.list('data/')) stored.set(obj.name.slice(obj.name.lastIndexOf('/') + 1), obj.size);
+
+    const keepPacks: IndexFile['packs'] = [];
+    const rewrite: string[] = [];
+    const drop: string[] = [];
+    for (const [pack, info] of repo.packs) {
+      const blobs = packBlobs.get(pack) ?? [];
+      const used = blobs.filter(([id]) => referenced.has(id));
+      if (used.length === 0) drop.push(pack);
+      else if (used.length < blobs.length) rewrite.push(pack);
+      else keepPacks.push({ id: pack, size: info.size, blobs: blobs.sort((a, b) => a[1] - b[1]) });
+    }
+    // Packs no index names: left by interrupted backups (none runs now: we hold the exclusive lock).
+    const orphans = [...stored.keys()].filter((p) => !repo.packs.has(p));
+    result.packsDeleted = drop.length + orphans.length;
+    result.packsRewritten = rewrite.length;
+    result.bytesFreed =
+      [...drop, ...orphans].reduce((s, p) => s + (stored.get(p) ?? 0), 0) +
+      rewrite.reduce((s, p) => s + (packBlobs.get(p) ?? []).filter(([id]) => !referenced.has(id)).reduce((t, b) => t + b[2], 0), 0);
+    if (dryRun) return result;
+
+    for (const id of outcome.remove.map((d) => d.id)) await repo.deleteSnapshot(id);
+
+    let builder = new PackBuilder();
+    const newPacks: IndexFile['packs'] = [];
+    const flush = async () => {
+      if (builder.count === 0) return;
+      const { id, data, blobs } = builder.finish();
+      builder = new PackBuilder();
+      await repo.uploadPack(id, data);
+      newPacks.push({ id, size: data.length, blobs });
+    };
+    const moved = new Set<string>();
+    for (const pack of rewrite) {
+      for (const [id] of packBlobs.get(pack) ?? []) {
+        if (!referenced.has(id) || moved.has(id) || owner.get(id) !== pack) continue;
+        builder.add(id, await repo.readBlob(id));
+        moved.add(id);
+        if (builder.size >= PACK_TARGET_SIZE) await flush();
+      }
+    }
+    await flush();
+
+    const oldIndexes = new Set<string>();
+    for await (const obj of repo.storage.list('index/')) oldIndexes.add(obj.name);
+    const written = await repo.writeIndex([...keepPacks, ...newPacks]);
+    for (const name of oldIndexes) if (name !== written) await repo.storage.delete(name);
+    for (const pack of [...drop, ...rewrite, ...orphans]) await repo.storage.delete(packName(pack));
+    await repo.loadIndex();
+    return result;
+  } finally {
+    await lock.release();
+  }
+}

@@ -1,0 +1,235 @@
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { AdminError, ErrorCodes } from '../../../shared/errors.js';
+import { isStorageError, type Storage } from '../storage/storage.js';
+import {
+  CHUNK_SIZE,
+  FORMAT_VERSION,
+  canonicalJson,
+  indexName,
+  isBlobId,
+  isSnapshotId,
+  lockName,
+  packName,
+  sha256,
+  snapshotName,
+  type IndexFile,
+  type Lock,
+  type RepoConfig,
+  type Snapshot,
+} from './format.js';
+
+export interface BlobLocation {
+  pack: string;
+  offset: number;
+  length: number;
+}
+
+/** How long a lock lives without being refreshed; holders refresh at a third of it. */
+export const LOCK_TTL_MS = 15 * 60_000;
+
+/**
+ * A backup repository on a Storage: its config, the index of which blob lives in which pack, snapshots
+ * and locks. Holds no data blobs in memory: only the index (about 100 bytes a blob).
+ */
+export class Repository {
+  /** blob id -> where it is. Filled by loadIndex(), extended by addPack(). */
+  readonly blobs = new Map<string, BlobLocation>();
+  /** pack id -> size and the index file that lists it. */
+  readonly packs = new Map<string, { size: number; index: string }>();
+
+  private constructor(
+    readonly storage: Storage,
+    readonly config: RepoConfig,
+  ) {}
+
+  /** Opens the repository at `storage`, creating it (config) if there is none and `create` is set. */
+  static async open(storage: Storage, options: { create?: boolean } = {}): Promise<Repository> {
+    let config: RepoConfig;
+    try {
+      config = JSON.parse((await storage.get('config')).toString('utf8')) as RepoConfig;
+    } catch (err) {
+      if (!isStorageError(err, 'not-found')) throw err;
+      if (!options.create) {
+        throw new AdminError(ErrorCodes.REPOSITORY_NOT_FOUND, `no backup repository at ${storage.description} (no config object)`);
+      }
+      config = {
+        format: 'node-admin-repository',
+        version: FORMAT_VERSION,
+        id: randomBytes(16).toString('hex'),
+        chunkSize: CHUNK_SIZE,
+        createdAt: new Date().toISOString(),
+      };
+      await storage.put('config', Buffer.from(canonicalJson(config)));
+    }
+    if (config.format !== 'node-admin-repository' || config.version !== FORMAT_VERSION) {
+      throw new AdminError(ErrorCodes.CORRUPT, `${storage.description} is not a node-admin repository of version ${FORMAT_VERSION}`);
+    }
+    return new Repository(storage, config);
+  }
+
+  /** Reads every index file. Packs written by an interrupted backup and never indexed are not known here. */
+  async loadIndex(): Promise<void> {
+    this.blobs.clear();
+    this.packs.clear();
+    for await (const obj of this.storage.list('index/')) {
+      const name = obj.name;
+      const file = JSON.parse((await this.storage.get(name)).toString('utf8')) as IndexFile;
+      for (const pack of file.packs) {
+        this.packs.set(pack.id, { size: pack.size, index: name });
+        for (const [id, offset, length] of pack.blobs) {
+          if (!this.blobs.has(id)) this.blobs.set(id, { pack: pack.id, offset, length });
+        }
+      }
+    }
+  }
+
+  hasBlob(id: string): boolean {
+    return this.blobs.has(id);
+  }
+
+  /** Uploads a pack (content-addressed: a retry or a duplicate is harmless). Not yet indexed. */
+  async uploadPack(id: string, data: Buffer): Promise<void> {
+    await this.storage.put(packName(id), data);
+  }
+
+  /**
+   * Writes an index file for packs already uploaded, making their blobs known to every later reader
+   * (an index never names a pack that is not stored). Returns the index file's name.
+   */
+  async writeIndex(packs: IndexFile['packs']): Promise<string> {
+    const file: IndexFile = { version: 1, packs: [...packs].sort((a, b) => (a.id < b.id ? -1 : 1)) };
+    const bytes = Buffer.from(canonicalJson(file));
+    const name = indexName(sha256(bytes));
+    await this.storage.put(name, bytes);
+    for (const pack of file.packs) {
+      this.packs.set(pack.id, { size: pack.size, index: name });
+      for (const [id, offset, length] of pack.blobs) if (!this.blobs.has(id)) this.blobs.set(id, { pack: pack.id, offset, length });
+    }
+    return name;
+  }
+
+  /** A blob's bytes, checked against its id. A mismatch names the pack. */
+  async readBlob(id: string): Promise<Buffer> {
+    const loc = this.blobs.get(id);
+    if (!loc) throw new AdminError(ErrorCodes.CORRUPT, `blob ${id} is not in the repository index`);
+    const data = await this.storage.getRange(packName(loc.pack), loc.offset, loc.length);
+    if (sha256(data) !== id) {
+      throw new AdminError(ErrorCodes.CORRUPT, `object ${packName(loc.pack)} is damaged: blob ${id} at offset ${loc.offset} does not match its hash`);
+    }
+    return data;
+  }
+
+  async listSnapshots(): Promise<Snapshot[]> {
+    const out: Snapshot[] = [];
+    for await (const obj of this.storage.list('snapshots/')) {
+      const id = obj.name.slice('snapshots/'.length);
+      if (!isSnapshotId(id)) continue;
+      try {
+        out.push(await this.readSnapshot(id));
+      } catch (err) {
+        if (isStorageError(err, 'not-found')) continue; // pruned meanwhile
+        throw err;
+      }
+    }
+    return out.sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
+  async readSnapshot(id: string): Promise<Snapshot> {
+    if (!isSnapshotId(id)) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a backup id: ${JSON.stringify(id)}`);
+    let bytes: Buffer;
+    try {
+      bytes = await this.storage.get(snapshotName(id));
+    } catch (err) {
+      if (isStorageError(err, 'not-found')) throw new AdminError(ErrorCodes.NOT_FOUND, `no backup ${id} in ${this.storage.description}`);
+      throw err;
+    }
+    const s = JSON.parse(bytes.toString('utf8')) as Snapshot;
+    if (s.version !== 1 || s.id !== id || !isBlobId(s.tree)) throw new AdminError(ErrorCodes.CORRUPT, `snapshot ${id} is unreadable`);
+    return s;
+  }
+
+  /** The commit point of a backup: after this put the backup exists for every reader. */
+  async writeSnapshot(s: Snapshot): Promise<void> {
+    await this.storage.put(snapshotName(s.id), Buffer.from(canonicalJson(s)));
+  }
+
+  async deleteSnapshot(id: string): Promise<void> {
+    await this.storage.delete(snapshotName(id));
+  }
+
+  /**
+   * Takes a lock: shared for backups (any number at once), exclusive for prune (alone). Conditional
+   * writes cannot be relied on (Swift and others ignore If-None-Match), so: write ours, then list; if
+   * a live lock conflicts, remove ours and fail. Two racing takers may both back off; neither proceeds
+   * wrongly. Stale locks (past expiresAt) are removed. The returned handle refreshes itself.
+   */
+  async lock(operation: string, exclusive: boolean): Promise<RepositoryLock> {
+    const id = randomBytes(16).toString('hex');
+    const now = Date.now();
+    const lock: Lock = {
+      version: 1,
+      id,
+      exclusive,
+      hostname: os.hostname(),
+      pid: process.pid,
+      operation,
+      createdAt: new Date(now).toISOString(),
+      expiresAt: new Date(now + LOCK_TTL_MS).toISOString(),
+    };
+    await this.storage.put(lockName(id), Buffer.from(canonicalJson(lock)));
+    try {
+      for await (const obj of this.storage.list('locks/')) {
+        if (obj.name === lockName(id)) continue;
+        let other: Lock;
+        try {
+          other = JSON.parse((await this.storage.get(obj.name)).toString('utf8')) as Lock;
+        } catch (err) {
+          if (isStorageError(err, 'not-found')) continue;
+          throw err;
+        }
+        if (Date.parse(other.expiresAt) < Date.now()) {
+          await this.storage.delete(obj.name);
+          continue;
+        }
+        if (exclusive || other.exclusive) {
+          throw new AdminError(
+            ErrorCodes.REPOSITORY_LOCKED,
+            `repository is locked by ${other.operation} (pid ${other.pid} on ${other.hostname}, since ${other.createdAt}); try again later`,
+          );
+        }
+      }
+    } catch (err) {
+      await this.storage.delete(lockName(id)).catch(() => {});
+      throw err;
+    }
+    return new RepositoryLock(this.storage, lock);
+  }
+}
+
+/** A held lock. Refreshed every third of its lifetime until released. */
+export class RepositoryLock {
+  private readonly timer: NodeJS.Timeout;
+  private released = false;
+
+  constructor(
+    private readonly storage: Storage,
+    private lock: Lock,
+  ) {
+    this.timer = setInterval(() => void this.refresh(), LOCK_TTL_MS / 3);
+    this.timer.unref();
+  }
+
+  private async refresh(): Promise<void> {
+    if (this.released) return;
+    this.lock = { ...this.lock, expiresAt: new Date(Date.now() + LOCK_TTL_MS).toISOString() };
+    await this.storage.put(lockName(this.lock.id), Buffer.from(canonicalJson(this.lock))).catch(() => {});
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    clearInterval(this.timer);
+    await this.storage.delete(lockName(this.lock.id)).catch(() => {});
+  }
+}

@@ -1,0 +1,244 @@
+import { randomBytes } from 'node:crypto';
+import type { Dirent } from 'node:fs';
+import fs, { type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+import { ErrorCodes } from '../../../shared/errors.js';
+import { SourceStreamError, StreamSizeMismatch, sizedStream } from './sized-stream.js';
+import {
+  StorageError,
+  checkName,
+  checkPrefix,
+  checkRangeArgs,
+  checkSize,
+  isValidName,
+  rangeError,
+  streamSizeError,
+  streamSourceError,
+  type ObjectInfo,
+  type Storage,
+  type StorageOp,
+} from './storage.js';
+
+/**
+ * `file:///path`: each object is a file under the root, at its name (`data/ab/cd` → `<root>/data/ab/cd`).
+ *
+ * A put writes `<name>~<random>.tmp` in the object's directory, fsyncs it, renames it over the name and
+ * fsyncs the directory; directories it creates are fsynced into their parents. A crash leaves at most a
+ * temp file, which is never listed (`~` is not a name character). The root is created on the first put;
+ * before that the storage is simply empty.
+ */
+export class DirStorage implements Storage {
+  readonly description: string;
+
+  constructor(readonly root: string) {
+    if (!path.isAbsolute(root)) {
+      throw new StorageError('permanent', `file:${root}`, 'the storage directory must be an absolute path', { code: ErrorCodes.INVALID_ARGUMENT });
+    }
+    this.root = path.resolve(root);
+    this.description = pathToFileURL(this.root).href;
+  }
+
+  async put(name: string, data: Buffer): Promise<void> {
+    checkName(this.description, 'put', name);
+    await this.writeAtomic('put', name, async (fh) => {
+      await fh.writeFile(data);
+    });
+  }
+
+  async putStream(name: string, open: () => Readable, size: number): Promise<void> {
+    checkName(this.description, 'putStream', name);
+    checkSize(this.description, name, size);
+    await this.writeAtomic('putStream', name, async (fh) => {
+      try {
+        for await (const chunk of sizedStream(open(), size)) await fh.write(chunk as Buffer);
+      } catch (err) {
+        if (err instanceof StreamSizeMismatch) throw streamSizeError(this.description, name, err.expected, err.got);
+        if (err instanceof SourceStreamError) throw streamSourceError(this.description, name, err.cause);
+        throw err;
+      }
+    });
+  }
+
+  async get(name: string): Promise<Buffer> {
+    checkName(this.description, 'get', name);
+    try {
+      return await fs.readFile(this.file(name));
+    } catch (err) {
+      throw this.error('get', name, err);
+    }
+  }
+
+  async getRange(name: string, offset: number, length: number): Promise<Buffer> {
+    checkName(this.description, 'getRange', name);
+    checkRangeArgs(this.description, name, offset, length);
+    let fh: FileHandle;
+    try {
+      fh = await fs.open(this.file(name), 'r');
+    } catch (err) {
+      throw this.error('getRange', name, err);
+    }
+    try {
+      const { size } = await fh.stat();
+      if (offset + length > size) throw rangeError(this.description, name, offset, length, size);
+      const buf = Buffer.alloc(length);
+      let pos = 0;
+      while (pos < length) {
+        const { bytesRead } = await fh.read(buf, pos, length - pos, offset + pos);
+        if (bytesRead === 0) throw rangeError(this.description, name, offset, length, offset + pos); // shrank: cannot happen to a renamed-in file
+        pos += bytesRead;
+      }
+      return buf;
+    } catch (err) {
+      throw this.error('getRange', name, err);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async stat(name: string): Promise<ObjectInfo | null> {
+    checkName(this.description, 'stat', name);
+    try {
+      const st = await fs.stat(this.file(name));
+      return st.isFile() ? { name, size: st.size } : null;
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw this.error('stat', name, err);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    checkPrefix(this.description, prefix);
+    // Walk from the deepest whole directory of the prefix (`data/ab` → `data/`), keep what starts with it.
+    const slash = prefix.lastIndexOf('/');
+    const base = slash < 0 ? '' : prefix.slice(0, slash + 1);
+    yield* this.walk(base, prefix);
+  }
+
+  async delete(name: string): Promise<void> {
+    checkName(this.description, 'delete', name);
+    const file = this.file(name);
+    try {
+      await fs.unlink(file);
+    } catch (err) {
+      // No such object (and a directory is not one): nothing to delete.
+      if (isMissing(err) || (err as NodeJS.ErrnoException).code === 'EISDIR') return;
+      throw this.error('delete', name, err);
+    }
+    try {
+      await fsyncDir(path.dirname(file));
+    } catch (err) {
+      throw this.error('delete', name, err);
+    }
+  }
+
+  async close(): Promise<void> {}
+
+  private file(name: string): string {
+    return path.join(this.root, ...name.split('/'));
+  }
+
+  /** `<root>/<dir>` entries in ascending byte order of their full names, recursively. */
+  private async *walk(dir: string, prefix: string): AsyncGenerator<ObjectInfo> {
+    let entries: Dirent[];
+    try {
+      entries = await fs.readdir(path.join(this.root, ...dir.split('/').filter(Boolean)), { withFileTypes: true });
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw this.error('list', prefix, err);
+    }
+    // Sorting a directory as `name/` (and files as `name`) gives the byte order of the full paths:
+    // `a-c` < `a/b` because `-` < `/`.
+    const keyed = entries
+      .filter((e) => e.isDirectory() || e.isFile())
+      .map((e) => ({ e, key: `${dir}${e.name}${e.isDirectory() ? '/' : ''}` }))
+      .filter(({ key }) => key.startsWith(prefix) || prefix.startsWith(key))
+      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    for (const { e, key } of keyed) {
+      if (e.isDirectory()) {
+        yield* this.walk(key, prefix);
+      } else if (key.startsWith(prefix) && isValidName(key)) {
+        let size: number;
+        try {
+          size = (await fs.stat(path.join(this.root, ...key.split('/')))).size;
+        } catch (err) {
+          if (isMissing(err)) continue; // deleted while listing
+          throw this.error('list', prefix, err);
+        }
+        yield { name: key, size };
+      }
+    }
+  }
+
+  /** Temp file in the object's directory, `fill` it, fsync, rename over the name, fsync the directory. */
+  private async writeAtomic(op: StorageOp, name: string, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
+    const file = this.file(name);
+    const dir = path.dirname(file);
+    const tmp = `${file}~${randomBytes(6).toString('hex')}.tmp`;
+    try {
+      await mkdirDurable(dir);
+      const fh = await fs.open(tmp, 'wx', 0o640);
+      try {
+        await fill(fh);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fs.rename(tmp, file);
+      await fsyncDir(dir);
+    } catch (err) {
+      await fs.rm(tmp, { force: true }).catch(() => {});
+      throw this.error(op, name, err);
+    }
+  }
+
+  private error(op: StorageOp, name: string, err: unknown): StorageError {
+    if (err instanceof StorageError) return err;
+    const e = err as NodeJS.ErrnoException;
+    const code = e?.code;
+    if (isMissing(err) || code === 'EISDIR') {
+      // For a put, a missing or non-directory parent means the name collides with another (`a` vs `a/b`).
+      if (op === 'put' || op === 'putStream') {
+        return new StorageError('permanent', this.description, `cannot create the object: ${e.message}`, { op, name, cause: err });
+      }
+      return new StorageError('not-found', this.description, 'no such object', { op, name });
+    }
+    if (code === 'ENOSPC' || code === 'EDQUOT') {
+      return new StorageError('permanent', this.description, `no space left: ${e.message}`, { op, name, code: ErrorCodes.INSUFFICIENT_SPACE, cause: err });
+    }
+    const transient = ['EAGAIN', 'EBUSY', 'EMFILE', 'ENFILE', 'EINTR', 'ETIMEDOUT', 'ESTALE'].includes(code ?? '');
+    return new StorageError(transient ? 'transient' : 'permanent', this.description, e?.message ?? String(err), { op, name, cause: err });
+  }
+}
+
+function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fs.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** mkdir -p, fsyncing each directory it creates into its parent so that the new entries survive a crash. */
+async function mkdirDurable(dir: string): Promise<void> {
+  try {
+    if ((await fs.stat(dir)).isDirectory()) return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const parent = path.dirname(dir);
+  if (parent !== dir) await mkdirDurable(parent);
+  try {
+    await fs.mkdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // a concurrent put made it
+  }
+  await fsyncDir(parent);
+}

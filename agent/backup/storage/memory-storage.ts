@@ -1,0 +1,92 @@
+import type { Readable } from 'node:stream';
+import { SourceStreamError, StreamSizeMismatch, sizedStream } from './sized-stream.js';
+import {
+  StorageError,
+  checkName,
+  checkPrefix,
+  checkRangeArgs,
+  checkSize,
+  rangeError,
+  streamSizeError,
+  streamSourceError,
+  type ObjectInfo,
+  type Storage,
+} from './storage.js';
+
+/**
+ * Objects in a Map: the test double for everything above the storage layer. Keeps the whole contract
+ * (names, ranges, errors, sorted listing); copies buffers in and out so callers cannot alias its contents.
+ */
+export class MemoryStorage implements Storage {
+  readonly description: string;
+  private readonly objects = new Map<string, Buffer>();
+
+  constructor(description = 'memory:') {
+    this.description = description;
+  }
+
+  async put(name: string, data: Buffer): Promise<void> {
+    checkName(this.description, 'put', name);
+    await Promise.resolve();
+    this.objects.set(name, Buffer.from(data));
+  }
+
+  async putStream(name: string, open: () => Readable, size: number): Promise<void> {
+    checkName(this.description, 'putStream', name);
+    checkSize(this.description, name, size);
+    const chunks: Buffer[] = [];
+    try {
+      for await (const chunk of sizedStream(open(), size)) chunks.push(chunk as Buffer);
+    } catch (err) {
+      if (err instanceof StreamSizeMismatch) throw streamSizeError(this.description, name, err.expected, err.got);
+      throw streamSourceError(this.description, name, err instanceof SourceStreamError ? err.cause : err);
+    }
+    this.objects.set(name, Buffer.concat(chunks));
+  }
+
+  async get(name: string): Promise<Buffer> {
+    checkName(this.description, 'get', name);
+    await Promise.resolve();
+    return Buffer.from(this.object('get', name));
+  }
+
+  async getRange(name: string, offset: number, length: number): Promise<Buffer> {
+    checkName(this.description, 'getRange', name);
+    checkRangeArgs(this.description, name, offset, length);
+    await Promise.resolve();
+    const data = this.object('getRange', name);
+    if (offset + length > data.length) throw rangeError(this.description, name, offset, length, data.length);
+    return Buffer.from(data.subarray(offset, offset + length));
+  }
+
+  async stat(name: string): Promise<ObjectInfo | null> {
+    checkName(this.description, 'stat', name);
+    await Promise.resolve();
+    const data = this.objects.get(name);
+    return data ? { name, size: data.length } : null;
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    checkPrefix(this.description, prefix);
+    const names = [...this.objects.keys()].filter((n) => n.startsWith(prefix)).sort();
+    for (const name of names) {
+      await Promise.resolve();
+      const data = this.objects.get(name);
+      if (data) yield { name, size: data.length };
+    }
+  }
+
+  async delete(name: string): Promise<void> {
+    checkName(this.description, 'delete', name);
+    await Promise.resolve();
+    this.objects.delete(name);
+  }
+
+  async close(): Promise<void> {}
+
+  private object(op: 'get' | 'getRange', name: string): Buffer {
+    const data = this.objects.get(name);
+    if (!data) throw new StorageError('not-found', this.description, 'no such object', { op, name });
+    return data;
+  }
+}

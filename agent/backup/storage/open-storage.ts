@@ -1,0 +1,81 @@
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import { AdminError, ErrorCodes } from '../../../shared/errors.js';
+import { DirStorage } from './dir-storage.js';
+import { LoggingStorage } from './logging-storage.js';
+import { RetryStorage, type RetryOptions } from './retry-storage.js';
+import { S3Storage, isValidBucketName, type S3StorageOptions } from './s3-storage.js';
+import type { Storage } from './storage.js';
+
+export interface OpenStorageOptions {
+  logger: Logger;
+  /** For `s3://` URLs. Credentials come from the SDK's standard chain unless given here. */
+  s3?: Omit<S3StorageOptions, 'bucket' | 'prefix'>;
+  /** Retry policy (retry-storage.ts); `false` for none. */
+  retry?: Omit<RetryOptions, 'logger'> | false;
+}
+
+/**
+ * The one place a storage is built: parses the URL, makes the backend, and stacks the wrappers
+ *
+ *     RetryStorage(LoggingStorage(backend))
+ *
+ * so that every attempt is logged and retries are counted once, above all of them.
+ *
+ * URLs: `file:///absolute/path` (dir-storage) and `s3://bucket[/prefix]` (s3-storage). Anything else is
+ * INVALID_ARGUMENT. Credentials never go in the URL (`s3://key:secret@bucket` is refused without echoing
+ * them): the SDK finds them in the environment, ~/.aws or instance metadata.
+ */
+export async function openStorage(url: string, options: OpenStorageOptions): Promise<Storage> {
+  const backend = parseStorageUrl(url, options.s3);
+  const logged = new LoggingStorage(backend, options.logger);
+  if (options.retry === false) return logged;
+  return new RetryStorage(logged, { ...options.retry, logger: options.logger });
+}
+
+function parseStorageUrl(url: string, s3: OpenStorageOptions['s3']): Storage {
+  const invalid = (why: string) =>
+    new AdminError(ErrorCodes.INVALID_ARGUMENT, `invalid storage URL ${JSON.stringify(redactUrl(url))}: ${why}`);
+  if (typeof url !== 'string' || url === '') throw invalid('it is empty; use file:///path or s3://bucket/prefix');
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw invalid('not a URL; use file:///path or s3://bucket/prefix');
+  }
+  if (u.username !== '' || u.password !== '') {
+    throw invalid('credentials do not belong in the URL; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile)');
+  }
+  if (u.search !== '' || u.hash !== '') throw invalid('it has a query or fragment');
+  switch (u.protocol) {
+    case 'file:': {
+      if (u.host !== '' && u.host !== 'localhost') throw invalid('a file URL names a local path: file:///path');
+      const root = fileURLToPath(u);
+      if (root === '/' || root === '') throw invalid('the filesystem root cannot be a backup storage');
+      return new DirStorage(root);
+    }
+    case 's3:': {
+      const bucket = u.hostname;
+      if (u.port !== '') throw invalid('no port in an s3 URL; set the endpoint option or AWS_ENDPOINT_URL_S3');
+      if (!isValidBucketName(bucket)) throw invalid(`"${bucket}" is not a valid bucket name (3-63 of a-z 0-9 . -)`);
+      let prefix: string;
+      try {
+        prefix = decodeURIComponent(u.pathname).replace(/^\/+|\/+$/g, '');
+      } catch {
+        throw invalid('the prefix is not valid percent-encoding');
+      }
+      if (prefix !== '' && !prefix.split('/').every((s) => /^[A-Za-z0-9._-]+$/.test(s) && s !== '.' && s !== '..')) {
+        throw invalid('the prefix must be /-separated segments of A-Z a-z 0-9 . _ - (no empty, "." or ".." segment)');
+      }
+      return new S3Storage({ ...s3, bucket, prefix });
+    }
+    default:
+      throw invalid(`unsupported scheme "${u.protocol}"; use file:///path or s3://bucket/prefix`);
+  }
+}
+
+/** The URL without any user:password part, for messages. */
+export function redactUrl(url: string): string {
+  // Up to the last @: a secret may contain / (and a prefix never contains @).
+  return String(url).replace(/^([a-z][a-z0-9+.-]*:\/\/).*@/i, '$1***@');
+}

@@ -1,0 +1,391 @@
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type GetObjectCommandOutput,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import type { Readable } from 'node:stream';
+import { SourceStreamError, StreamSizeMismatch, sizedStream } from './sized-stream.js';
+import {
+  StorageError,
+  checkName,
+  checkPrefix,
+  checkRangeArgs,
+  checkSize,
+  isValidName,
+  rangeError,
+  streamSizeError,
+  streamSourceError,
+  type ObjectInfo,
+  type Storage,
+  type StorageErrorKind,
+  type StorageOp,
+} from './storage.js';
+
+const MiB = 1024 * 1024;
+
+export interface S3StorageOptions {
+  bucket: string;
+  /** Keys are `<prefix>/<name>`; '' or undefined for the bucket's root. */
+  prefix?: string;
+  /** e.g. `http://127.0.0.1:18080`. Default: the SDK's (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, else AWS). */
+  endpoint?: string;
+  /** Default: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1`. */
+  region?: string;
+  /** Path-style addressing (`host/bucket/key`). Default: true when an endpoint is configured, else false. */
+  forcePathStyle?: boolean;
+  /**
+   * Explicit credentials. Default: the SDK's standard chain (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`,
+   * `AWS_PROFILE` and ~/.aws, web identity, instance metadata).
+   */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /**
+   * An attempt fails `transient` when its connection sees no byte in either direction for this long
+   * (a hung server, a stalled download). Default 30 s. Slow but moving transfers are not cut off.
+   */
+  timeoutMs?: number;
+  /** An attempt fails `transient` if the TCP connection is not established within this. Default 10 s. */
+  connectTimeoutMs?: number;
+  /** Objects larger than this go up as multipart uploads of this part size. Default 8 MiB (min 5 MiB). */
+  partSize?: number;
+  /** Parts uploaded at once; memory use is about partSize × queueSize. Default 4. */
+  queueSize?: number;
+}
+
+/**
+ * `s3://bucket/prefix`: each object is the key `<prefix>/<name>`, through @aws-sdk/client-s3.
+ *
+ * - Checksums only WHEN_REQUIRED: the SDK's default aws-chunked uploads with CRC32 trailers are refused
+ *   by Swift's s3api (501) and corrupted by some fakes.
+ * - The SDK does not retry (maxAttempts 1): retry-storage owns retries, so that attempts are counted in
+ *   one place and never multiply. Every attempt is bounded by `timeoutMs` of inactivity.
+ * - Large objects go up with lib-storage's Upload (multipart); a failed one is aborted, so nothing partial
+ *   becomes visible (S3 makes an object visible only on PutObject/CompleteMultipartUpload).
+ * - DeleteObjects is not used (single deletes only), so no Content-MD5 middleware is needed.
+ * - A missing bucket is `permanent` ("no such bucket"), except for `stat`: HEAD answers a bare 404 for
+ *   both a missing key and a missing bucket, so stat returns null there.
+ * - Error messages are built from the SDK error's name, status and message, never from the error
+ *   object, which carries the access key id and the string to sign; the SDK error is not kept as cause.
+ */
+export class S3Storage implements Storage {
+  readonly description: string;
+  private readonly client: S3Client;
+  private readonly bucket: string;
+  private readonly keyPrefix: string;
+  private readonly partSize: number;
+  private readonly queueSize: number;
+  private readonly secrets: string[];
+
+  constructor(options: S3StorageOptions) {
+    this.bucket = options.bucket;
+    const prefix = (options.prefix ?? '').replace(/^\/+|\/+$/g, '');
+    this.keyPrefix = prefix === '' ? '' : `${prefix}/`;
+    this.description = `s3://${this.bucket}${prefix === '' ? '' : `/${prefix}`}`;
+    this.partSize = Math.max(5 * MiB, options.partSize ?? 8 * MiB);
+    this.queueSize = Math.max(1, options.queueSize ?? 4);
+    this.secrets = [options.credentials?.secretAccessKey, options.credentials?.sessionToken].filter((s): s is string => !!s);
+    const endpointConfigured = !!(options.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL);
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    this.client = new S3Client({
+      ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+      region: options.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+      forcePathStyle: options.forcePathStyle ?? endpointConfigured,
+      ...(options.credentials ? { credentials: options.credentials } : {}),
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      maxAttempts: 1,
+      // Plain options: the SDK builds its NodeHttpHandler from them (no import of @smithy/node-http-handler).
+      requestHandler: {
+        connectionTimeout: options.connectTimeoutMs ?? 10_000,
+        socketTimeout: timeoutMs,
+      },
+    });
+  }
+
+  async put(name: string, data: Buffer): Promise<void> {
+    checkName(this.description, 'put', name);
+    try {
+      if (data.length > this.partSize) {
+        await this.upload(name, data, data.length);
+      } else {
+        await this.client.send(
+          new PutObjectCommand({ Bucket: this.bucket, Key: this.key(name), Body: data, ContentLength: data.length }),
+        );
+      }
+    } catch (err) {
+      throw this.error('put', name, err);
+    }
+  }
+
+  async putStream(name: string, open: () => Readable, size: number): Promise<void> {
+    checkName(this.description, 'putStream', name);
+    checkSize(this.description, name, size);
+    const body = sizedStream(open(), size);
+    let sourceFailure: unknown; // Upload may report another failure first (a part it was sending)
+    body.once('error', (err) => (sourceFailure = err));
+    try {
+      if (size <= this.partSize) {
+        // Small: read it whole (Upload would too) and send one PutObject with a known length.
+        const chunks: Buffer[] = [];
+        for await (const chunk of body) chunks.push(chunk as Buffer);
+        const data = Buffer.concat(chunks);
+        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.key(name), Body: data, ContentLength: size }));
+      } else {
+        await this.upload(name, body, size);
+      }
+    } catch (caught) {
+      const err = sourceFailure ?? caught;
+      if (err instanceof StreamSizeMismatch) throw streamSizeError(this.description, name, err.expected, err.got);
+      if (err instanceof SourceStreamError) throw streamSourceError(this.description, name, err.cause);
+      throw this.error('putStream', name, err);
+    } finally {
+      body.destroy();
+    }
+  }
+
+  async get(name: string): Promise<Buffer> {
+    checkName(this.description, 'get', name);
+    try {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(name) }));
+      const data = await readBody(res);
+      if (res.ContentLength !== undefined && data.length !== res.ContentLength) {
+        throw new StorageError('transient', this.description, `short read: ${data.length} of ${res.ContentLength} bytes`, { op: 'get', name });
+      }
+      return data;
+    } catch (err) {
+      throw this.error('get', name, err);
+    }
+  }
+
+  async getRange(name: string, offset: number, length: number): Promise<Buffer> {
+    checkName(this.description, 'getRange', name);
+    checkRangeArgs(this.description, name, offset, length);
+    if (length === 0) {
+      // `bytes=o-(o-1)` is not a range S3 accepts: answer from the size.
+      const info = await this.stat(name);
+      if (!info) throw new StorageError('not-found', this.description, 'no such object', { op: 'getRange', name });
+      if (offset > info.size) throw rangeError(this.description, name, offset, length, info.size);
+      return Buffer.alloc(0);
+    }
+    let res: GetObjectCommandOutput;
+    let data: Buffer;
+    try {
+      res = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: this.key(name), Range: `bytes=${offset}-${offset + length - 1}` }),
+      );
+      data = await readBody(res);
+    } catch (err) {
+      if (statusOf(err) === 416) throw rangeError(this.description, name, offset, length, undefined);
+      throw this.error('getRange', name, err);
+    }
+    const total = totalFromContentRange(res.ContentRange);
+    if (res.ContentRange === undefined) {
+      // The server ignored Range and sent the whole object.
+      if (offset + length > data.length) throw rangeError(this.description, name, offset, length, data.length);
+      return data.subarray(offset, offset + length);
+    }
+    if (data.length !== length) {
+      if (total !== undefined && offset + length > total) throw rangeError(this.description, name, offset, length, total);
+      throw new StorageError('transient', this.description, `short read: ${data.length} of ${length} bytes`, { op: 'getRange', name });
+    }
+    return data;
+  }
+
+  async stat(name: string): Promise<ObjectInfo | null> {
+    checkName(this.description, 'stat', name);
+    try {
+      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(name) }));
+      return { name, size: res.ContentLength ?? 0 };
+    } catch (err) {
+      const e = this.error('stat', name, err);
+      if (e.kind === 'not-found') return null;
+      throw e;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    checkPrefix(this.description, prefix);
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.keyPrefix + prefix, ContinuationToken: token }),
+        );
+      } catch (err) {
+        throw this.error('list', prefix, err, true);
+      }
+      for (const o of page.Contents ?? []) {
+        if (o.Key === undefined || !o.Key.startsWith(this.keyPrefix)) continue;
+        const name = o.Key.slice(this.keyPrefix.length);
+        if (isValidName(name)) yield { name, size: o.Size ?? 0 };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async delete(name: string): Promise<void> {
+    checkName(this.description, 'delete', name);
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.key(name) }));
+    } catch (err) {
+      const e = this.error('delete', name, err);
+      if (e.kind !== 'not-found') throw e;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+
+  private key(name: string): string {
+    return this.keyPrefix + name;
+  }
+
+  private async upload(name: string, body: Buffer | Readable, size: number): Promise<void> {
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.bucket, Key: this.key(name), Body: body, ContentLength: size },
+      partSize: Math.max(this.partSize, Math.ceil(size / 10_000)),
+      queueSize: this.queueSize,
+      leavePartsOnError: false, // abort the multipart upload on failure
+    });
+    await upload.done();
+  }
+
+  /** Maps anything the SDK or the network threw to a StorageError, without credentials. */
+  private error(op: StorageOp, name: string, err: unknown, isPrefix = false): StorageError {
+    if (err instanceof StorageError) return err;
+    const { kind, detail } = classifyS3Error(err);
+    const clean = this.secrets.reduce((s, secret) => s.split(secret).join('***'), detail);
+    const where = isPrefix ? `prefix ${JSON.stringify(name)}` : name;
+    return new StorageError(kind, this.description, clean, { op, name: where });
+  }
+}
+
+async function readBody(res: GetObjectCommandOutput): Promise<Buffer> {
+  if (!res.Body) return Buffer.alloc(0);
+  const bytes = await res.Body.transformToByteArray();
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function totalFromContentRange(contentRange: string | undefined): number | undefined {
+  const m = /\/(\d+)\s*$/.exec(contentRange ?? '');
+  return m?.[1] !== undefined ? Number(m[1]) : undefined;
+}
+
+interface SdkErrorLike {
+  name?: string;
+  message?: string;
+  code?: string;
+  Code?: string;
+  $metadata?: { httpStatusCode?: number };
+  $retryable?: unknown;
+  cause?: unknown;
+}
+
+function statusOf(err: unknown): number | undefined {
+  return (err as SdkErrorLike | null)?.$metadata?.httpStatusCode;
+}
+
+const TRANSIENT_NAMES = new Set([
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'ThrottledException',
+  'RequestThrottled',
+  'RequestThrottledException',
+  'TooManyRequestsException',
+  'RequestLimitExceeded',
+  'ProvisionedThroughputExceededException',
+  'BandwidthLimitExceeded',
+  'ServiceUnavailable',
+  'InternalError',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'TimeoutError',
+]);
+
+const TRANSIENT_CODES = new Set([
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EHOSTDOWN',
+  'ERR_STREAM_PREMATURE_CLOSE',
+]);
+
+/**
+ * The one switch that decides what a failure means: NoSuchKey/404 → not-found; 5xx, 408, 429,
+ * throttling, timeouts and network resets → transient; everything else (other 4xx, auth, NoSuchBucket)
+ * → permanent. Exported for tests.
+ */
+export function classifyS3Error(err: unknown): { kind: StorageErrorKind; detail: string } {
+  const e = (err ?? {}) as SdkErrorLike;
+  const name = typeof e.name === 'string' ? e.name : 'Error';
+  const status = e.$metadata?.httpStatusCode;
+  const netCode = networkCode(err);
+  const message = scrub(typeof e.message === 'string' && e.message !== 'UnknownError' ? e.message : '');
+  // The SDK names ECONNRESET and EPIPE "TimeoutError" too: the network code says what happened.
+  const tag = [name !== 'Error' && name !== 'TimeoutError' ? name : undefined, netCode, status ? `HTTP ${status}` : undefined]
+    .filter(Boolean)
+    .join(', ');
+  const detail = (text: string) => `${text}${tag ? ` (${tag})` : ''}`;
+
+  if (name === 'NoSuchBucket') return { kind: 'permanent', detail: detail('no such bucket') };
+  if (name === 'NoSuchKey' || name === 'NotFound' || (status === 404 && name !== 'NoSuchUpload')) {
+    return { kind: 'not-found', detail: detail('no such object') };
+  }
+  const lost = status === undefined && /socket hang up|aborted|premature close|other side closed/i.test(message);
+  if (netCode === 'ECONNRESET' || netCode === 'EPIPE' || lost) {
+    return { kind: 'transient', detail: detail(`connection lost: ${message || netCode}`) };
+  }
+  if (name === 'TimeoutError' || netCode === 'ETIMEDOUT') {
+    const idle = /after (\d+) ms of inactivity/.exec(message);
+    const connect = /establish a connection with the server within the configured timeout of (\d+) ms/.exec(message);
+    const what = idle ? `no data for ${idle[1]} ms` : connect ? `no connection within ${connect[1]} ms` : message;
+    return { kind: 'transient', detail: detail(`timed out: ${what}`) };
+  }
+  const transient =
+    TRANSIENT_NAMES.has(name) ||
+    (netCode !== undefined && TRANSIENT_CODES.has(netCode)) ||
+    (status !== undefined && (status >= 500 || status === 408 || status === 429)) ||
+    !!e.$retryable;
+  if (transient) return { kind: 'transient', detail: detail(message || 'the server did not answer usably') };
+  if (status === 401 || status === 403) return { kind: 'permanent', detail: detail(`access denied: ${message || 'check the credentials and the bucket policy'}`) };
+  return { kind: 'permanent', detail: detail(message || 'request refused') };
+}
+
+/** A Node network error code on the error or its cause chain. */
+function networkCode(err: unknown): string | undefined {
+  let e: unknown = err;
+  for (let depth = 0; depth < 4 && e && typeof e === 'object'; depth++) {
+    const code = (e as SdkErrorLike).code;
+    if (typeof code === 'string' && /^E[A-Z_]+$/.test(code)) return code;
+    e = (e as SdkErrorLike).cause;
+  }
+  return undefined;
+}
+
+/** Removes anything credential-like an SDK or server message might echo. One line, bounded length. */
+function scrub(message: string): string {
+  return message
+    .replace(/(Credential|Signature|X-Amz-Security-Token|X-Amz-Credential|X-Amz-Signature|AWSAccessKeyId)=[^\s,&;]+/gi, '$1=***')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .slice(0, 300);
+}
+
+/** For openStorage: a bucket name S3 accepts (3-63 of [a-z0-9.-], starting and ending alphanumeric). */
+export function isValidBucketName(bucket: string): boolean {
+  return /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket) && !bucket.includes('..');
+}

@@ -1,0 +1,88 @@
+import type { Repository } from './repository/repository.js';
+import { packName, sha256, type Snapshot, type Tree } from './repository/format.js';
+import { toAdminError } from '../../shared/errors.js';
+import { readPackHeader } from './repository/pack.js';
+
+export interface VerifyRepositoryReport {
+  ok: boolean;
+  snapshots: number;
+  blobs: number;
+  packs: number;
+  /** Bytes downloaded and re-hashed (readData only). */
+  bytesRead: number;
+  /** Each names the object at fault. */
+  errors: string[];
+}
+
+/**
+ * Checks a repository (or one backup in it). Structure: every snapshot's tree and chunks are indexed,
+ * every indexed pack is stored with the indexed size. With readData: every referenced pack is
+ * downloaded and every blob in it re-hashed (and the pack's own hash and header checked).
+ */
+export async function verifyRepository(repo: Repository, options: { id?: string; readData?: boolean } = {}): Promise<VerifyRepositoryReport> {
+  const errors: string[] = [];
+  await repo.loadIndex();
+  const stored = new Map<string, number>();
+  for await (const obj of repo.storage.list('data/')) stored.set(obj.name, obj.size);
+
+  const snapshots: Snapshot[] = options.id ? [await repo.readSnapshot(options.id)] : await repo.listSnapshots();
+  const referenced = new Set<string>();
+  for (const s of snapshots) {
+    referenced.add(s.tree);
+    let tree: Tree;
+    try {
+      tree = JSON.parse((await repo.readBlob(s.tree)).toString('utf8')) as Tree;
+    } catch (err) {
+      errors.push(`backup ${s.id}: tree unreadable: ${toAdminError(err).message}`);
+      continue;
+    }
+    for (const f of tree.files) {
+      for (const c of f.chunks) {
+        referenced.add(c);
+        if (!repo.blobs.has(c)) errors.push(`backup ${s.id}: chunk ${c} of ${f.name} is in no index`);
+      }
+    }
+  }
+  const packsNeeded = new Set<string>();
+  for (const id of referenced) {
+    const loc = repo.blobs.get(id);
+    if (loc) packsNeeded.add(loc.pack);
+  }
+  for (const pack of packsNeeded) {
+    const name = packName(pack);
+    const size = stored.get(name);
+    const indexed = repo.packs.get(pack)?.size;
+    if (size === undefined) errors.push(`object ${name} is missing (indexed in ${repo.packs.get(pack)?.index})`);
+    else if (size !== indexed) errors.push(`object ${name} has ${size} bytes, the index says ${indexed}`);
+  }
+
+  let bytesRead = 0;
+  if (options.readData) {
+    for (const pack of [...packsNeeded].sort()) {
+      const name = packName(pack);
+      if (!stored.has(name)) continue;
+      let data: Buffer;
+      try {
+        data = await repo.storage.get(name);
+      } catch (err) {
+        errors.push(`object ${name} unreadable: ${toAdminError(err).message}`);
+        continue;
+      }
+      bytesRead += data.length;
+      if (sha256(data) !== pack) errors.push(`object ${name} is damaged: its content does not match its name`);
+      try {
+        readPackHeader(data);
+      } catch (err) {
+        errors.push(`object ${name} is damaged: ${(err as Error).message}`);
+      }
+      for (const [id, loc] of repo.blobs) {
+        if (loc.pack !== pack || !referenced.has(id)) continue;
+        const blob = data.subarray(loc.offset, loc.offset + loc.length);
+        if (blob.length !== loc.length || sha256(blob) !== id) {
+          errors.push(`object ${name} is damaged: blob ${id} at offset ${loc.offset} does not match its hash`);
+        }
+      }
+    }
+  }
+  return { ok: errors.length === 0, snapshots: snapshots.length, blobs: referenced.size, packs: packsNeeded.size, bytesRead, errors };
+}

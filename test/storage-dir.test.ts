@@ -1,0 +1,90 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DirStorage } from '../agent/backup/storage/dir-storage.js';
+import { openStorage } from '../agent/backup/storage/open-storage.js';
+import { collect, expectKind, failure, names, runStorageConformance } from './support/storage-conformance.js';
+
+function tempRoot(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'node-admin-dir-storage-'));
+}
+
+runStorageConformance('dir (file://)', async () => {
+  const root = tempRoot();
+  return {
+    storage: new DirStorage(path.join(root, 'repo')),
+    cleanup: async () => fs.rmSync(root, { recursive: true, force: true }),
+  };
+});
+
+describe('dir storage on disk', () => {
+  let root: string;
+  beforeEach(() => {
+    root = tempRoot();
+  });
+  afterEach(() => {
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  it('keeps each object as a file at its name, creates the root on the first put, leaves no temp files', async () => {
+    const repo = path.join(root, 'not', 'yet');
+    const s = new DirStorage(repo);
+    expect(await names(s, '')).toEqual([]); // a missing root is an empty storage
+    expect(await s.stat('a')).toBeNull();
+    await s.put('data/ab/cdef', Buffer.from('hello'));
+    await s.putStream('data/ab/big', () => fs.createReadStream(path.join(repo, 'data', 'ab', 'cdef')), 5);
+    expect(fs.readFileSync(path.join(repo, 'data', 'ab', 'cdef'), 'utf8')).toBe('hello');
+    expect(fs.readdirSync(path.join(repo, 'data', 'ab')).sort()).toEqual(['big', 'cdef']);
+    expect((fs.statSync(path.join(repo, 'data', 'ab', 'cdef')).mode & 0o777).toString(8)).toBe('640');
+  });
+
+  it('does not list temp files left by a crash, nor foreign files with names it would refuse', async () => {
+    const s = new DirStorage(root);
+    await s.put('index/one', Buffer.from('1'));
+    fs.writeFileSync(path.join(root, 'index', 'two~0123456789ab.tmp'), 'partial');
+    fs.writeFileSync(path.join(root, 'index', 'README.TXT'), 'foreign');
+    fs.mkdirSync(path.join(root, 'Upper'));
+    fs.writeFileSync(path.join(root, 'Upper', 'x'), 'foreign');
+    expect(await collect(s.list(''))).toEqual([{ name: 'index/one', size: 1 }]);
+  });
+
+  it('fails permanent when a name collides with another one\'s directory (a vs a/b)', async () => {
+    const s = new DirStorage(root);
+    await s.put('a', Buffer.from('file'));
+    expectKind(await failure(s.put('a/b', Buffer.from('x'))), 'permanent');
+    await s.put('c/d', Buffer.from('x'));
+    expectKind(await failure(s.put('c', Buffer.from('x'))), 'permanent');
+    expect(await names(s, '')).toEqual(['a', 'c/d']);
+  });
+
+  it('fails permanent (not not-found) when the directory is not writable', async () => {
+    if (process.getuid?.() === 0) {
+      // root ignores permissions: use a path under a file instead
+      fs.writeFileSync(path.join(root, 'file'), '');
+      const s = new DirStorage(path.join(root, 'file', 'repo'));
+      expectKind(await failure(s.put('x', Buffer.from('x'))), 'permanent');
+      return;
+    }
+    fs.chmodSync(root, 0o500);
+    try {
+      const s = new DirStorage(root);
+      expectKind(await failure(s.put('x', Buffer.from('x'))), 'permanent');
+    } finally {
+      fs.chmodSync(root, 0o700);
+    }
+  });
+
+  it('opens from a file:/// URL through openStorage, with the wrappers', async () => {
+    const s = await openStorage(`file://${root}/repo`, { logger: pino({ level: 'silent' }) });
+    expect(s.description).toBe(`file://${root}/repo`);
+    await s.put('k', Buffer.from('v'));
+    expect(fs.readFileSync(path.join(root, 'repo', 'k'), 'utf8')).toBe('v');
+    await s.close();
+  });
+
+  it('refuses a relative root', () => {
+    expect(() => new DirStorage('relative/path')).toThrow(/absolute/);
+  });
+});
