@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Starts a real S3-compatible server (OpenStack Swift + s3api) for the S3 tests; see the file.
+    globalSetup: ['./test/global-setup-s3.ts'],
     // Real processes, real databases, real sockets: generous limits, never timing assertions.
     testTimeout: 180_000,
     hookTimeout: 120_000,

@@ -1,14 +1,20 @@
 import type { Logger } from 'pino';
 import type {
   AgentStatus,
+  BackupProgress,
+  BackupPruneResult,
+  BackupRecord,
+  BackupVerifyReport,
   CancelResult,
   CheckpointRecord,
   CheckpointTrigger,
+  CreateBackupRequest,
   CreateCheckpointRequest,
   DeleteResult,
   PruneRequest,
   PruneResult,
   RetentionPolicy,
+  VerifyBackupsRequest,
   VerifyReport,
 } from '../shared/api.js';
 
@@ -19,6 +25,32 @@ export interface ScheduleOptions {
   initialDelayMs?: number;
   /** After a failed scheduled checkpoint, try again this soon (default: min(intervalMs, 5 min)). */
   retryAfterMs?: number;
+}
+
+/** Remote backups of checkpoints into a repository (agent/backup/). */
+export interface BackupOptions {
+  /**
+   * The repository: `file:///absolute/path` or `s3://bucket[/prefix]`. Never credentials in it (refused):
+   * for S3 the SDK's standard chain finds them (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and
+   * ~/.aws, web identity, instance metadata). The syntax is checked by start(); the storage is first used
+   * by the first backup operation, which creates the repository if there is none.
+   */
+  repository: string;
+  s3?: { endpoint?: string; region?: string; forcePathStyle?: boolean };
+  /** Packs uploading at once (default 2; each holds up to 8 MiB in memory). */
+  concurrency?: number;
+  /** Upload cap in bytes per second; null or absent: none. */
+  bandwidthLimit?: number | null;
+  /** Where the hash cache lives (default: `<dirname(checkpointDir)>/cache`). */
+  cacheDir?: string;
+  /** What `pruneBackups` keeps (pinned backups always stay). Absent keys: keepLast 3, the rest 0. */
+  retention?: { keepLast?: number; keepHourly?: number; keepDaily?: number; keepWeekly?: number; keepMonthly?: number };
+  /**
+   * Back scheduled checkpoints up automatically once they are taken. `scheduled`: every one;
+   * `minIntervalMs`: at most one backup per interval (counted from the last successful backup of any
+   * trigger). Failures are logged and shown in status; they never fail the checkpoint. Null: never.
+   */
+  promote?: { scheduled?: boolean; minIntervalMs?: number } | null;
 }
 
 export interface AgentOptions {
@@ -34,6 +66,8 @@ export interface AgentOptions {
   schedule?: ScheduleOptions | null;
   /** Creates waiting behind the running one; more get BUSY (default 8). */
   maxQueuedCreates?: number;
+  /** Remote backups; absent or null: backup operations answer BACKUP_NOT_CONFIGURED. */
+  backup?: BackupOptions | null;
   logger?: Logger;
 }
 
@@ -57,4 +91,23 @@ export interface Agent {
   prune(req?: PruneRequest): Promise<PruneResult>;
   verify(id: string): Promise<VerifyReport>;
   cancel(): Promise<CancelResult>;
+
+  // ---- remote backups (each rejects with BACKUP_NOT_CONFIGURED without options.backup) ----
+
+  /**
+   * Backs a checkpoint up (default: the newest; if there is none, one is taken first, label "backup").
+   * One backup at a time: while one runs, another request is refused with BUSY (503 on the socket; try
+   * again later). `onProgress` gets the engine's progress (at most every 200 ms, and at least every second).
+   * Cancelled by cancelBackup() or stop(): CANCELLED; the packs already uploaded are reused by the next one.
+   */
+  createBackup(req?: CreateBackupRequest, onProgress?: (p: BackupProgress) => void): Promise<BackupRecord>;
+  /** Stops the running backup (if any) and waits until it has stopped. */
+  cancelBackup(): Promise<CancelResult>;
+  /** Every backup in the repository, oldest first ([] when the repository does not exist yet). */
+  listBackups(): Promise<BackupRecord[]>;
+  getBackup(id: string): Promise<BackupRecord>;
+  /** Applies options.backup.retention and collects garbage (refused with BUSY while a backup runs). */
+  pruneBackups(req?: PruneRequest): Promise<BackupPruneResult>;
+  /** Checks the repository's structure, or with readData every byte; a report with ok:false is not an error. */
+  verifyBackups(req?: VerifyBackupsRequest): Promise<BackupVerifyReport>;
 }

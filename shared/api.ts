@@ -12,8 +12,20 @@
  *   POST   /v1/checkpoints/{id}/pin        -> CheckpointRecord
  *   POST   /v1/checkpoints/{id}/unpin      -> CheckpointRecord
  *   POST   /v1/checkpoints/{id}/verify     -> VerifyReport
- * Errors: a 4xx/5xx status and an ErrorBody (shared/errors.ts).
+ *   GET    /v1/backups                     -> BackupRecord[] (oldest first; [] before the first backup)
+ *   POST   /v1/backups                     CreateBackupRequest -> 200 application/x-ndjson stream:
+ *                                          {"progress":BackupProgress} lines, then exactly one
+ *                                          {"result":BackupRecord} or {"error":{"code","message"}} line
+ *   POST   /v1/backups/cancel              -> CancelResult (stops the running backup)
+ *   POST   /v1/backups/prune               PruneRequest -> BackupPruneResult (the agent's backup retention)
+ *   POST   /v1/backups/verify              VerifyBackupsRequest -> BackupVerifyReport
+ *   GET    /v1/backups/{id}                -> BackupRecord
+ * Errors: a 4xx/5xx status and an ErrorBody (shared/errors.ts). A backup create that fails before its
+ * stream starts (bad body, BUSY, BACKUP_NOT_CONFIGURED, no such checkpoint, storage refused) is an
+ * ordinary error answer; once streaming, a failure arrives in-band as the last line (the Docker convention).
  */
+
+import type { BackupProgress } from '../agent/backup/backup-types.js';
 
 export const API_VERSION = 'v1';
 
@@ -123,6 +135,52 @@ export interface AgentStatus {
   };
   retention: RetentionPolicy;
   filesystem: { freeBytes: number; totalBytes: number };
+  /** Remote backups; null when the agent has no backup repository configured. */
+  backup: BackupStatus | null;
+}
+
+// ---- remote backups ----
+
+/** The backup engine's own types are the wire format (agent/backup/backup-types.ts). */
+export type { BackupProgress, BackupRecord } from '../agent/backup/backup-types.js';
+export type { VerifyRepositoryReport as BackupVerifyReport } from '../agent/backup/verify-repository.js';
+export type { PruneRepositoryResult as BackupPruneResult } from '../agent/backup/prune-repository.js';
+
+export interface CreateBackupRequest {
+  /** The checkpoint to back up; default: the newest, or a new one (label "backup") if there is none. */
+  checkpointId?: string;
+  /** Pin the backup: backup retention never removes it. */
+  pin?: boolean;
+}
+
+export interface VerifyBackupsRequest {
+  /** Only this backup; default: every backup in the repository. */
+  id?: string;
+  /** Download every referenced pack and re-hash every blob (slow: reads the whole repository). */
+  readData?: boolean;
+}
+
+/** The running backup, as status shows it. Before the upload starts: phase `checkpointing` or `starting`, counters 0. */
+export interface BackupInProgress extends Omit<BackupProgress, 'phase'> {
+  phase: 'checkpointing' | 'starting' | BackupProgress['phase'];
+  /** The checkpoint being backed up (null while it is still being taken). */
+  checkpointId: string | null;
+  startedAt: string;
+}
+
+export interface BackupStatus {
+  /** The repository URL (`file:///...`, `s3://bucket/prefix`); URLs never carry credentials. */
+  repository: string;
+  inProgress: BackupInProgress | null;
+  /** The last backup that ended (any trigger): when it ended, and how. `error` is `CODE: message`. */
+  lastBackup: { at: string; ok: boolean; id: string | null; error: string | null } | null;
+}
+
+/** Backup ids: like checkpoint ids, lowercase (every object store accepts them): `20261122t213525139z-8dd2`. */
+export const BACKUP_ID_PATTERN = /^\d{8}t\d{9}z-[0-9a-f]{4}$/;
+
+export function isBackupId(value: unknown): value is string {
+  return typeof value === 'string' && BACKUP_ID_PATTERN.test(value);
 }
 
 /** Checkpoint ids: UTC timestamp to the millisecond, a dash, 4 hex digits. */

@@ -54,6 +54,8 @@ export const ErrorCodes = {
   REPOSITORY_NOT_FOUND: 'REPOSITORY_NOT_FOUND',
   /** Another operation holds a conflicting lock on the backup repository. */
   REPOSITORY_LOCKED: 'REPOSITORY_LOCKED',
+  /** A backup operation was asked of an agent that has no backup repository configured. */
+  BACKUP_NOT_CONFIGURED: 'BACKUP_NOT_CONFIGURED',
   /** A bug or an unexpected failure of the system. */
   INTERNAL: 'INTERNAL',
 } as const;
@@ -83,6 +85,7 @@ const httpStatusByCode: Record<ErrorCode, number> = {
   STORAGE_REFUSED: 502,
   REPOSITORY_NOT_FOUND: 404,
   REPOSITORY_LOCKED: 409,
+  BACKUP_NOT_CONFIGURED: 409,
   INTERNAL: 500,
 };
 
@@ -127,6 +130,7 @@ const exitCodeByCode: Record<ErrorCode, number> = {
   PROTOCOL_ERROR: ExitCodes.INTERNAL,
   REPOSITORY_NOT_FOUND: ExitCodes.NOT_FOUND,
   REPOSITORY_LOCKED: ExitCodes.CONFLICT,
+  BACKUP_NOT_CONFIGURED: ExitCodes.CONFLICT,
   INTERNAL: ExitCodes.INTERNAL,
 };
 

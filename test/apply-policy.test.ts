@@ -16,7 +16,7 @@ function cp(id: string, iso: string, opts: { pinned?: boolean; bytes?: number } 
 
 const pin = { pinned: true };
 /** Every keep count at 0, so a case switches on only the rules it is about. */
-const NONE: Partial<RetentionPolicy> = { keepLast: 0, keepHourly: 0, keepDaily: 0, keepWeekly: 0 };
+const NONE: Partial<RetentionPolicy> = { keepLast: 0, keepHourly: 0, keepDaily: 0, keepWeekly: 0, keepMonthly: 0 };
 const NOW = '2026-12-01T00:00:00Z';
 
 interface Case {
@@ -162,6 +162,27 @@ const cases: Case[] = [
     policy: { ...NONE, keepWeekly: 2 },
     keep: ['sun', 'mon'],
     remove: [['sat', 'policy']],
+  },
+  {
+    name: 'monthly: UTC calendar months, newest of each wins, empty months not counted',
+    cps: [
+      cp('jan-a', '2026-01-03T00:00:00Z'),
+      cp('jan-b', '2026-01-31T23:59:59Z'),
+      cp('mar', '2026-03-01T00:00:00Z'),
+      cp('apr-a', '2026-04-10T00:00:00Z'),
+      cp('apr-b', '2026-04-30T12:00:00Z'),
+    ],
+    policy: { ...NONE, keepMonthly: 2 },
+    keep: ['mar', 'apr-b'],
+    remove: [['jan-a', 'policy'], ['jan-b', 'policy'], ['apr-a', 'policy']],
+  },
+  {
+    name: 'monthly: December and the next January are different months',
+    cps: [cp('dec', '2026-12-31T23:59:59Z'), cp('jan', '2027-01-01T00:00:00Z')],
+    policy: { ...NONE, keepMonthly: 2 },
+    now: '2027-01-02T00:00:00Z',
+    keep: ['dec', 'jan'],
+    remove: [],
   },
   {
     name: 'weekly: Monday to Sunday is one bucket, newest wins',
@@ -565,6 +586,7 @@ describe('parseRetention', () => {
       keepHourly: 0,
       keepDaily: 0,
       keepWeekly: 0,
+      keepMonthly: 0,
       maxAgeMs: null,
       minFreeBytes: 0,
     });

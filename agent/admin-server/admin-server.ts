@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { AdminError, ErrorCodes, httpStatusFor, toAdminError } from '../../shared/errors.js';
 import type { Agent } from '../agent-types.js';
 import { clearStaleSocket, prepareSocketDir, resolveGroup } from './unix-socket.js';
-import { matchRoute, type RouteRequest } from './routes.js';
+import { matchRoute, type RouteRequest, type StreamResult } from './routes.js';
 
 /** Request bodies larger than this are refused with 413 before they are read. */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -113,7 +113,8 @@ export class AdminServer {
       const request: RouteRequest = { params: match.params, query: url.searchParams, body };
       const result = await match.handler(this.agent, request);
       status = result.status;
-      send(res, status, result.body);
+      if ('stream' in result) await stream(res, result);
+      else send(res, status, result.body);
     } catch (err) {
       const e = toAdminError(err);
       status = httpStatusFor(e.code);
@@ -138,6 +139,33 @@ function send(res: http.ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body) + '\n';
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+/**
+ * An NDJSON answer (the Docker Engine convention for progress): one JSON object per line, the headers
+ * sent with the first one. A failure before that propagates (an ordinary error answer with its status);
+ * after it, the failure is the last line, `{"error":{"code","message"}}`. A client that goes away does
+ * not stop the work (cancel it through its own route); the lines are then dropped.
+ */
+async function stream(res: http.ServerResponse, result: StreamResult): Promise<void> {
+  const line = (value: unknown) => {
+    if (res.destroyed || res.writableEnded) return;
+    if (!res.headersSent) {
+      res.writeHead(result.status, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    }
+    res.write(`${JSON.stringify(value)}\n`);
+  };
+  let value: unknown;
+  try {
+    value = await result.stream(line);
+  } catch (err) {
+    if (!res.headersSent) throw err;
+    line(toAdminError(err).toJSON());
+    res.end();
+    return;
+  }
+  line({ result: value });
+  res.end();
 }
 
 /** Reads and parses the JSON body (absent or empty: undefined). Bounded in size and in time. */

@@ -1,4 +1,4 @@
-import { isCheckpointId, API_VERSION } from '../../shared/api.js';
+import { isBackupId, isCheckpointId, API_VERSION, type CreateBackupRequest, type VerifyBackupsRequest } from '../../shared/api.js';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import type { Agent } from '../agent-types.js';
 
@@ -13,7 +13,17 @@ export interface RouteResult {
   body: unknown;
 }
 
-type Handler = (agent: Agent, req: RouteRequest) => Promise<RouteResult>;
+/**
+ * A streamed answer (application/x-ndjson): `run` calls `emit` for each line it sends (the first one sends
+ * the headers with `status`), then resolves with the value of the final `{"result": ...}` line. If it
+ * fails before its first emit, the failure is an ordinary error answer; after, a last `{"error": ...}` line.
+ */
+export interface StreamResult {
+  status: number;
+  stream: (emit: (line: unknown) => void) => Promise<unknown>;
+}
+
+type Handler = (agent: Agent, req: RouteRequest) => Promise<RouteResult | StreamResult>;
 
 const ok = (body: unknown): RouteResult => ({ status: 200, body });
 
@@ -29,7 +39,18 @@ const routes: { method: string; path: RegExp; handler: Handler }[] = [
   { method: 'POST', path: /^\/checkpoints\/([^/]+)\/pin$/, handler: async (a, r) => (noBody(r.body), ok(await a.pin(id(r)))) },
   { method: 'POST', path: /^\/checkpoints\/([^/]+)\/unpin$/, handler: async (a, r) => (noBody(r.body), ok(await a.unpin(id(r)))) },
   { method: 'POST', path: /^\/checkpoints\/([^/]+)\/verify$/, handler: async (a, r) => (noBody(r.body), ok(await a.verify(id(r)))) },
+  { method: 'GET', path: /^\/backups$/, handler: async (a) => ok(await a.listBackups()) },
+  { method: 'POST', path: /^\/backups$/, handler: async (a, r) => streamBackup(a, parseCreateBackup(r.body)) },
+  { method: 'POST', path: /^\/backups\/cancel$/, handler: async (a, r) => (noBody(r.body), ok(await a.cancelBackup())) },
+  { method: 'POST', path: /^\/backups\/prune$/, handler: async (a, r) => ok(await a.pruneBackups(parsePrune(r.body))) },
+  { method: 'POST', path: /^\/backups\/verify$/, handler: async (a, r) => ok(await a.verifyBackups(parseVerifyBackups(r.body))) },
+  { method: 'GET', path: /^\/backups\/([^/]+)$/, handler: async (a, r) => ok(await a.getBackup(backupId(r.params[0]))) },
 ];
+
+/** POST /v1/backups: progress lines while it runs, then the record (see StreamResult). */
+function streamBackup(a: Agent, req: CreateBackupRequest): StreamResult {
+  return { status: 200, stream: (emit) => a.createBackup(req, (progress) => emit({ progress })) };
+}
 
 export function matchRoute(method: string, pathname: string): { handler: Handler; params: string[] } {
   const prefix = `/${API_VERSION}/`;
@@ -71,6 +92,13 @@ function id(r: RouteRequest): string {
   return value;
 }
 
+function backupId(value: unknown): string {
+  if (!isBackupId(value)) {
+    throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a backup id: ${JSON.stringify(value)} (expected like 20261122t213525139z-8dd2)`);
+  }
+  return value;
+}
+
 function flag(query: URLSearchParams, name: string): boolean {
   const v = query.get(name);
   if (v === null || v === 'false' || v === '0') return false;
@@ -106,4 +134,20 @@ function parsePrune(body: unknown): { dryRun?: boolean } {
   const o = object(body, ['dryRun']);
   if (o.dryRun !== undefined && typeof o.dryRun !== 'boolean') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'dryRun must be true or false');
   return o.dryRun === undefined ? {} : { dryRun: o.dryRun };
+}
+
+function parseCreateBackup(body: unknown): CreateBackupRequest {
+  const o = object(body, ['checkpointId', 'pin']);
+  if (o.checkpointId !== undefined && !isCheckpointId(o.checkpointId)) {
+    throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `checkpointId must be a checkpoint id like 20261122T210045123Z-a1b2, got ${JSON.stringify(o.checkpointId)}`);
+  }
+  if (o.pin !== undefined && typeof o.pin !== 'boolean') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'pin must be true or false');
+  return { ...(o.checkpointId !== undefined ? { checkpointId: o.checkpointId } : {}), ...(o.pin !== undefined ? { pin: o.pin } : {}) };
+}
+
+function parseVerifyBackups(body: unknown): VerifyBackupsRequest {
+  const o = object(body, ['id', 'readData']);
+  const id = o.id === undefined ? undefined : backupId(o.id);
+  if (o.readData !== undefined && typeof o.readData !== 'boolean') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'readData must be true or false');
+  return { ...(id !== undefined ? { id } : {}), ...(o.readData !== undefined ? { readData: o.readData } : {}) };
 }

@@ -58,9 +58,11 @@ function parseStorageUrl(url: string, s3: OpenStorageOptions['s3']): Storage {
       const bucket = u.hostname;
       if (u.port !== '') throw invalid('no port in an s3 URL; set the endpoint option or AWS_ENDPOINT_URL_S3');
       if (!isValidBucketName(bucket)) throw invalid(`"${bucket}" is not a valid bucket name (3-63 of a-z 0-9 . -)`);
+      // From the URL as written: URL parsing would silently apply "." and ".." segments.
+      const rawPath = url.slice(url.indexOf('//') + 2).replace(/^[^/]*/, '');
       let prefix: string;
       try {
-        prefix = decodeURIComponent(u.pathname).replace(/^\/+|\/+$/g, '');
+        prefix = decodeURIComponent(rawPath).replace(/^\/+|\/+$/g, '');
       } catch {
         throw invalid('the prefix is not valid percent-encoding');
       }

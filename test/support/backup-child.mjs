@@ -1,0 +1,20 @@
+// A backup in a process of its own, so that a test can kill -9 it mid-way.
+// argv: <storage url> <checkpoint record json> <cache file> <bandwidth limit bytes/s> [s3 json]
+import { pino } from 'pino';
+import { openStorage } from '../../dist/agent/backup/storage/open-storage.js';
+import { Repository } from '../../dist/agent/backup/repository/repository.js';
+import { HashCache } from '../../dist/agent/backup/hash-cache.js';
+import { backupCheckpoint } from '../../dist/agent/backup/backup-checkpoint.js';
+
+const [url, recordJson, cacheFile, limit, s3Json] = process.argv.slice(2);
+const storage = await openStorage(url, { logger: pino({ level: 'silent' }), ...(s3Json ? { s3: JSON.parse(s3Json) } : {}) });
+const repo = await Repository.open(storage, { create: true });
+const result = await backupCheckpoint({
+  repo,
+  checkpoint: JSON.parse(recordJson),
+  cache: HashCache.load(cacheFile),
+  bandwidthLimit: Number(limit),
+  onProgress: (p) => process.stdout.write(JSON.stringify(p) + '\n'),
+});
+process.stdout.write(JSON.stringify({ result }) + '\n');
+await storage.close();
