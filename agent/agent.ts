@@ -141,6 +141,27 @@ function redactUrl(url: string): string {
   return url.replace(/^([a-z][a-z0-9+.-]*:\/\/).*@/i, '$1***@');
 }
 
+/**
+ * The repository URL's syntax, at start. A plain `file:` URL is checked here, cheaply; anything else is
+ * built by openStorage (no I/O either, but it loads the S3 SDK, which a directory repository never needs).
+ */
+async function checkRepositoryUrl(cfg: BackupConfig, log: Logger): Promise<void> {
+  let u: URL | null = null;
+  try {
+    u = new URL(cfg.repository);
+  } catch {
+    // openStorage says why
+  }
+  if (u && u.protocol === 'file:' && u.username === '' && u.password === '' && u.search === '' && u.hash === '' && (u.host === '' || u.host === 'localhost')) {
+    if (u.pathname === '/' || u.pathname === '') {
+      throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `invalid storage URL ${JSON.stringify(cfg.repository)}: the filesystem root cannot be a backup storage`);
+    }
+    return;
+  }
+  const { openStorage } = await loadBackupEngine();
+  await (await openStorage(cfg.repository, { logger: log, retry: false, ...(cfg.s3 ? { s3: cfg.s3 } : {}) })).close();
+}
+
 function backupRecordOf(s: Snapshot): BackupRecord {
   return { id: s.id, createdAt: s.createdAt, pinned: s.pinned, checkpoint: s.checkpoint, files: s.files, bytes: s.bytes };
 }
@@ -240,11 +261,8 @@ class CheckpointAgent implements Agent {
     if (this.state !== 'new') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'agent already started');
     this.state = 'started';
     try {
-      if (this.backup) {
-        // Only the URL's syntax (no I/O): a bad one should stop the node now, not fail the first backup.
-        const { openStorage } = await loadBackupEngine();
-        await (await openStorage(this.backup.repository, { logger: this.log, retry: false, ...(this.backup.s3 ? { s3: this.backup.s3 } : {}) })).close();
-      }
+      // Only the URL's syntax (no I/O): a bad one should stop the node now, not fail the first backup.
+      if (this.backup) await checkRepositoryUrl(this.backup, this.log);
       const removed = await this.files.call('cleanLeftovers', this.checkpointDir);
       if (removed.length > 0) this.log.warn({ removed }, 'removed leftovers of interrupted checkpoint work');
       if (this.socketPath) {

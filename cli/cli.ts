@@ -3,6 +3,7 @@ import yargs from 'yargs';
 import type { Argv } from 'yargs';
 import { AdminError, ErrorCodes } from '../shared/errors.js';
 import type { CommandContext, GlobalArgs } from './command.js';
+import { backupGroup } from './commands/backup.js';
 import { checkpointGroup } from './commands/checkpoint.js';
 import { statusCommand } from './commands/status.js';
 import type { Io, Writer } from './output.js';
@@ -73,7 +74,7 @@ function makeContext(argv: GlobalArgs, io: CliIo): CommandContext {
 function build(onSelect: (run: Selected) => void): Argv<GlobalArgs> {
   let y: Argv<GlobalArgs> = yargs()
     .scriptName('node-admin')
-    .usage('$0 <command> [options]\n\nAdmin CLI of a node\'s checkpoint agent (talks to its admin socket).')
+    .usage('$0 <command> [options]\n\nAdmin CLI of a node\'s checkpoint agent (talks to its admin socket) and its remote backups.')
     .parserConfiguration({ 'duplicate-arguments-array': false })
     .option('socket', {
       type: 'string',
@@ -94,11 +95,12 @@ function build(onSelect: (run: Selected) => void): Argv<GlobalArgs> {
     .alias('help', 'h')
     .version(readVersion())
     .epilogue(
-      'Exit codes: 0 ok, 1 internal error, 2 usage, 3 not found, 4 conflict (pinned, locked), ' +
-        '5 agent unavailable or busy, 6 out of space, 7 corrupt, 130 cancelled.',
+      'Exit codes: 0 ok, 1 internal error, 2 usage, 3 not found, 4 conflict (pinned, locked, backups not configured), ' +
+        '5 agent or storage unavailable or busy, 6 out of space, 7 corrupt, 130 cancelled.',
     ) as unknown as Argv<GlobalArgs>;
   y = statusCommand.attach(y, onSelect);
   y = checkpointGroup.attach(y, onSelect);
+  y = backupGroup.attach(y, onSelect);
   return y;
 }
 

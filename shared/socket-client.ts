@@ -2,12 +2,18 @@ import http from 'node:http';
 import { AdminError, ErrorCodes, isErrorCode } from './errors.js';
 import type {
   AgentStatus,
+  BackupProgress,
+  BackupPruneResult,
+  BackupRecord,
+  BackupVerifyReport,
   CancelResult,
   CheckpointRecord,
+  CreateBackupRequest,
   CreateCheckpointRequest,
   DeleteResult,
   PruneRequest,
   PruneResult,
+  VerifyBackupsRequest,
   VerifyReport,
 } from './api.js';
 
@@ -62,6 +68,119 @@ export class SocketClient {
     return this.request('POST', `/v1/checkpoints/${encodeURIComponent(id)}/verify`, {});
   }
 
+  /**
+   * Backs a checkpoint up through the agent: `onProgress` gets each progress line of the NDJSON stream;
+   * resolves with the final record, rejects with the agent's error (before or during the stream).
+   * The timeout is one of silence: the agent sends progress at least every second while it works.
+   */
+  createBackup(req: CreateBackupRequest = {}, onProgress?: (p: BackupProgress) => void): Promise<BackupRecord> {
+    return this.requestStream('POST', '/v1/backups', req, (line) => {
+      const progress = (line as { progress?: unknown }).progress;
+      if (progress !== undefined && progress !== null && typeof progress === 'object') onProgress?.(progress as BackupProgress);
+    });
+  }
+  cancelBackup(): Promise<CancelResult> {
+    return this.request('POST', '/v1/backups/cancel', {});
+  }
+  listBackups(): Promise<BackupRecord[]> {
+    return this.request('GET', '/v1/backups');
+  }
+  getBackup(id: string): Promise<BackupRecord> {
+    return this.request('GET', `/v1/backups/${encodeURIComponent(id)}`);
+  }
+  pruneBackups(req: PruneRequest = {}): Promise<BackupPruneResult> {
+    return this.request('POST', '/v1/backups/prune', req);
+  }
+  verifyBackups(req: VerifyBackupsRequest = {}): Promise<BackupVerifyReport> {
+    return this.request('POST', '/v1/backups/verify', req);
+  }
+
+  /**
+   * One request whose answer may be an NDJSON stream (application/x-ndjson): every line but the last goes
+   * to `onLine`; the last must be `{"result": ...}` (resolves with it) or `{"error": {...}}` (rejects).
+   * A plain JSON answer is handled like request() (errors before the stream started).
+   */
+  requestStream<T>(method: string, path: string, body: unknown, onLine: (line: unknown) => void): Promise<T> {
+    const payload = Buffer.from(JSON.stringify(body ?? {}));
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      const fail = (err: AdminError) => {
+        if (settled) return;
+        settled = true;
+        reject(err);
+      };
+      const req = http.request(
+        {
+          socketPath: this.socketPath,
+          method,
+          path,
+          headers: { accept: 'application/x-ndjson, application/json', 'content-type': 'application/json', 'content-length': payload.length },
+        },
+        (res) => {
+          const type = String(res.headers['content-type'] ?? '');
+          const status = res.statusCode ?? 0;
+          if (!type.startsWith('application/x-ndjson')) {
+            // Not streamed: a JSON answer, most likely an error found before the work started.
+            collectJson(res, status, (err, value) => (err ? fail(err) : ((settled = true), resolve(value as T))));
+            return;
+          }
+          let buffered = '';
+          let final: { result: unknown } | { error: AdminError } | null = null;
+          const handleLine = (text: string) => {
+            if (text.trim() === '' || settled) return;
+            let parsed: unknown;
+            try {
+              parsed = JSON.parse(text);
+            } catch {
+              fail(new AdminError(ErrorCodes.PROTOCOL_ERROR, 'the agent sent a stream line that is not JSON'));
+              req.destroy();
+              return;
+            }
+            if (final !== null) {
+              fail(new AdminError(ErrorCodes.PROTOCOL_ERROR, 'the agent sent more after the final line of a stream'));
+              req.destroy();
+              return;
+            }
+            const o = (parsed ?? {}) as { result?: unknown; error?: { code?: unknown; message?: unknown } };
+            if (Object.hasOwn(o, 'result')) final = { result: o.result };
+            else if (o.error !== undefined) final = { error: errorFromBody(o.error, status) };
+            else onLine(parsed);
+          };
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            buffered += chunk;
+            let nl: number;
+            while ((nl = buffered.indexOf('\n')) !== -1) {
+              const text = buffered.slice(0, nl);
+              buffered = buffered.slice(nl + 1);
+              handleLine(text);
+            }
+          });
+          res.on('error', (err) => fail(unavailable(this.socketPath, err)));
+          res.on('end', () => {
+            handleLine(buffered);
+            if (settled) return;
+            const f = final as { result: unknown } | { error: AdminError } | null;
+            if (f === null) fail(new AdminError(ErrorCodes.PROTOCOL_ERROR, 'the agent ended the stream without a result (did it stop?)'));
+            else if ('error' in f) fail(f.error);
+            else {
+              settled = true;
+              resolve(f.result as T);
+            }
+          });
+          res.on('close', () => {
+            if (!res.complete) fail(new AdminError(ErrorCodes.AGENT_UNAVAILABLE, `the agent at ${this.socketPath} closed the connection mid-stream`));
+          });
+        },
+      );
+      req.setTimeout(this.timeoutMs, () => {
+        req.destroy(new AdminError(ErrorCodes.AGENT_UNAVAILABLE, `no word from the agent at ${this.socketPath} for ${this.timeoutMs} ms`));
+      });
+      req.on('error', (err) => fail(err instanceof AdminError ? err : unavailable(this.socketPath, err)));
+      req.end(payload);
+    });
+  }
+
   /** One request, one JSON answer. Exposed for tools that speak routes this class has no method for. */
   request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
@@ -110,6 +229,31 @@ export class SocketClient {
       req.end(payload);
     });
   }
+}
+
+/** Reads a whole JSON answer: a 2xx value, or the AdminError its error body carries. */
+function collectJson(res: http.IncomingMessage, status: number, done: (err: AdminError | null, value?: unknown) => void): void {
+  const chunks: Buffer[] = [];
+  res.on('data', (c: Buffer | string) => chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c)));
+  res.on('error', (err) => done(new AdminError(ErrorCodes.AGENT_UNAVAILABLE, `the answer was cut off: ${err.message}`)));
+  res.on('end', () => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      done(new AdminError(ErrorCodes.PROTOCOL_ERROR, `agent answered ${status} with a body that is not JSON`));
+      return;
+    }
+    if (status >= 200 && status < 300) done(null, parsed);
+    else done(errorFromBody((parsed as { error?: unknown }).error, status));
+  });
+}
+
+/** The AdminError an `{"error": {...}}` body describes; PROTOCOL_ERROR if it is not one of ours. */
+function errorFromBody(e: unknown, status: number): AdminError {
+  const body = e as { code?: unknown; message?: unknown } | undefined;
+  if (body && typeof body === 'object' && isErrorCode(body.code) && typeof body.message === 'string') return new AdminError(body.code, body.message);
+  return new AdminError(ErrorCodes.PROTOCOL_ERROR, `agent answered ${status} without an error body`);
 }
 
 function unavailable(socketPath: string, err: NodeJS.ErrnoException): AdminError {

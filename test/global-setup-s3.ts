@@ -1,5 +1,5 @@
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -43,10 +43,22 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'node-admin-swift-'));
   // The script wipes and recreates its BASE: give it a child of our temp dir.
   const swiftDir = path.join(base, 'swift');
+  let stopped = false;
   const stop = async () => {
+    stopped = true;
     await run('bash', [script, 'stop', swiftDir], {});
     fs.rmSync(base, { recursive: true, force: true });
   };
+  // Safety net if vitest exits without running teardown (an error in another globalSetup, Ctrl-C).
+  process.once('exit', () => {
+    if (stopped) return;
+    try {
+      execFileSync('bash', [script, 'stop', swiftDir], { stdio: 'ignore', timeout: 10_000 });
+      fs.rmSync(base, { recursive: true, force: true });
+    } catch {
+      // best effort
+    }
+  });
   try {
     const port = await freePortBlock(5);
     const started = await run('bash', [script, 'start', swiftDir], { PORT: String(port) });
@@ -73,7 +85,6 @@ export default async function setup(project: TestProject): Promise<() => Promise
 function onPath(bin: string): boolean {
   return (process.env.PATH ?? '/usr/bin:/bin')
     .split(':')
-    .concat(['/usr/bin', '/usr/sbin'])
     .some((dir) => {
       try {
         fs.accessSync(path.join(dir, bin), fs.constants.X_OK);

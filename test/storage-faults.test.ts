@@ -254,7 +254,7 @@ describe('s3 through a faulty network (TCP proxy in front of Swift)', () => {
     const back = await s2.get('net/obj');
     expect(back.equals(data)).toBe(true);
     expect(proxy.seen).toEqual([{ truncate: 64 * 1024 }, 'reset', 'pass']);
-    expect(Date.now() - started).toBeLessThan(20_000);
+    expect(Date.now() - started).toBeLessThan(30_000);
   });
 
   it('fails with a clear transient error after its attempts when every connection is reset', async () => {
@@ -266,7 +266,7 @@ describe('s3 through a faulty network (TCP proxy in front of Swift)', () => {
     expect(err.message).toMatch(/gave up after 3 attempts/);
     expect(err.message).toMatch(/ECONNRESET|socket hang up/);
     expect(proxy.seen.length).toBe(3);
-    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(Date.now() - started).toBeLessThan(30_000);
   });
 
   it('fails with a timeout, never hangs, when the server accepts connections but never answers', async () => {
@@ -275,10 +275,10 @@ describe('s3 through a faulty network (TCP proxy in front of Swift)', () => {
     const err = await failure(s.get('net/x'));
     const elapsed = Date.now() - started;
     expectKind(err, 'transient');
-    expect(err.message).toMatch(/timed out/);
+    expect(err.message).toMatch(/timed out: no data for 1000 ms/);
     expect(err.message).toMatch(/gave up after 3 attempts/);
-    expect(elapsed).toBeGreaterThanOrEqual(2500); // three attempts of a 1 s inactivity timeout
-    expect(elapsed).toBeLessThan(15_000);
+    expect(proxy.seen).toEqual(['hang', 'hang', 'hang']);
+    expect(elapsed).toBeLessThan(30_000); // it ends: 3 × 1 s timeouts, with a wide margin for a loaded machine
   });
 
   it('fails a multipart upload cleanly, leaving no object, when new connections keep being reset', async () => {
@@ -290,7 +290,7 @@ describe('s3 through a faulty network (TCP proxy in front of Swift)', () => {
     const err = await failure(s.putStream('net/big', () => Readable.from([data]), data.length));
     expectKind(err, 'transient');
     expect(err.message).toMatch(/gave up after 2 attempts/);
-    expect(Date.now() - started).toBeLessThan(20_000);
+    expect(Date.now() - started).toBeLessThan(30_000);
     const direct = s3TestStorage({ prefix: prefixOf(s) });
     storages.push(direct);
     expect(await direct.stat('net/big')).toBeNull();

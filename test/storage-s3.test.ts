@@ -47,6 +47,12 @@ describe('s3 storage against Swift', () => {
       const bigHead = await raw.send(new HeadObjectCommand({ Bucket: s3Server().bucket, Key: `${prefix}/data/big` }));
       expect(bigHead.ETag).toMatch(/-3"$/); // 3 parts of 8 MiB: a multipart upload
 
+      const nine = randomBytes(9 * 1024 * 1024);
+      await s.put('data/nine', nine);
+      const nineHead = await raw.send(new HeadObjectCommand({ Bucket: s3Server().bucket, Key: `${prefix}/data/nine` }));
+      expect(nineHead.ETag).toMatch(/-2"$/); // put() of more than a part goes multipart too
+      expect((await s.get('data/nine')).equals(nine)).toBe(true);
+
       // A stream that comes up short fails before CompleteMultipartUpload, and the upload is aborted.
       await failure(s.putStream('data/short', () => chunked(big, 1 << 20), big.length + 1));
       const uploads = await raw.send(new ListMultipartUploadsCommand({ Bucket: s3Server().bucket, Prefix: `${prefix}/` }));

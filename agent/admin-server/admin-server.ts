@@ -148,8 +148,10 @@ function send(res: http.ServerResponse, status: number, body: unknown): void {
  * not stop the work (cancel it through its own route); the lines are then dropped.
  */
 async function stream(res: http.ServerResponse, result: StreamResult): Promise<void> {
+  // A client gone mid-stream must not turn our writes into an unhandled 'error'.
+  res.on('error', () => {});
   const line = (value: unknown) => {
-    if (res.destroyed || res.writableEnded) return;
+    if (res.destroyed || res.writableEnded || res.socket?.destroyed === true) return;
     if (!res.headersSent) {
       res.writeHead(result.status, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
     }

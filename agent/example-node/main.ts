@@ -1,6 +1,7 @@
 import http from 'node:http';
 import path from 'node:path';
 import fs from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { pino } from 'pino';
@@ -28,6 +29,17 @@ const USAGE = `usage: node dist/agent/example-node/main.js [options]
   --keep-hourly/--keep-daily/--keep-weekly <n>   retention windows (default 0)
   --max-age <dur>               retention: remove unpinned checkpoints older than <dur>
   --min-free <size>             keep this much free on the checkpoint filesystem (e.g. 10GiB)
+  --backup-repo <url>           remote backups: s3://bucket/prefix or file:///path (default file://<data-dir>/backups;
+                                "none": no backups). S3 credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE
+  --s3-endpoint <url>           S3 endpoint (default $AWS_ENDPOINT_URL_S3, else AWS)
+  --s3-region <region>          S3 region (default $AWS_REGION, else us-east-1)
+  --s3-path-style               path-style S3 addressing (default: on with --s3-endpoint)
+  --backup-concurrency <n>      packs uploading at once (default 2)
+  --backup-bwlimit <size/s>     upload bandwidth cap (e.g. 10MiB/s); none by default
+  --promote-scheduled           back up every scheduled checkpoint once it is taken
+  --promote-min-interval <dur>  ...but at most one backup per <dur> (implies --promote-scheduled)
+  --backup-keep-last <n>        backup retention for \`backup prune\` (default 3)
+  --backup-keep-hourly/--backup-keep-daily/--backup-keep-weekly/--backup-keep-monthly <n>   (default 0)
   --write-buffer-size <size>    LevelDB memtable size (default 4MiB)
   --max-file-size <size>        LevelDB table size (default 2MiB)
   --log-level <level>           pino level (default info)`;
@@ -51,6 +63,19 @@ async function main(): Promise<void> {
       'min-free': { type: 'string' },
       'write-buffer-size': { type: 'string' },
       'max-file-size': { type: 'string' },
+      'backup-repo': { type: 'string' },
+      's3-endpoint': { type: 'string' },
+      's3-region': { type: 'string' },
+      's3-path-style': { type: 'boolean' },
+      'backup-concurrency': { type: 'string' },
+      'backup-bwlimit': { type: 'string' },
+      'promote-scheduled': { type: 'boolean', default: false },
+      'promote-min-interval': { type: 'string' },
+      'backup-keep-last': { type: 'string' },
+      'backup-keep-hourly': { type: 'string' },
+      'backup-keep-daily': { type: 'string' },
+      'backup-keep-weekly': { type: 'string' },
+      'backup-keep-monthly': { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       help: { type: 'boolean', default: false },
     },
@@ -81,6 +106,7 @@ async function main(): Promise<void> {
         ...(values['checkpoint-retry'] ? { retryAfterMs: parseDuration(values['checkpoint-retry'], 'checkpoint-retry') } : {}),
       }
     : null;
+  const backup = backupOptions(values, dataDir);
 
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o750 });
   const db = new ClassicLevel<string, Buffer>(dbPath, {
@@ -97,6 +123,7 @@ async function main(): Promise<void> {
     socketGroup: values['socket-group'] ?? null,
     retention,
     schedule,
+    backup,
     logger: log,
   });
   await agent.start();
@@ -110,7 +137,10 @@ async function main(): Promise<void> {
   const boundPort = typeof address === 'object' && address ? address.port : port;
 
   const load = values.load ? startLoad(db, int(values.load, 'load'), log) : null;
-  log.info({ port: boundPort, socket: socketPath, db: dbPath, checkpoints: checkpointDir, load: values.load ?? null }, 'node ready');
+  log.info(
+    { port: boundPort, socket: socketPath, db: dbPath, checkpoints: checkpointDir, backups: backup?.repository ?? null, load: values.load ?? null },
+    'node ready',
+  );
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -177,6 +207,44 @@ async function serveKv(db: ClassicLevel<string, Buffer>, req: http.IncomingMessa
     const e = toAdminError(err);
     return fail(e.code === 'INVALID_ARGUMENT' ? 400 : 500, e.code, e.message);
   }
+}
+
+/** The --backup-* and --s3-* flags as AgentOptions.backup (null with --backup-repo none). */
+function backupOptions(values: Record<string, string | boolean | undefined>, dataDir: string): AgentOptions['backup'] {
+  const str = (name: string) => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
+  const repository = str('backup-repo') ?? pathToFileURL(path.join(dataDir, 'backups')).href;
+  if (repository === 'none') return null;
+  const s3: NonNullable<NonNullable<AgentOptions['backup']>['s3']> = {};
+  if (str('s3-endpoint') !== undefined) s3.endpoint = str('s3-endpoint');
+  if (str('s3-region') !== undefined) s3.region = str('s3-region');
+  if (values['s3-path-style'] !== undefined) s3.forcePathStyle = values['s3-path-style'] === true;
+  const retention: NonNullable<NonNullable<AgentOptions['backup']>['retention']> = {};
+  for (const [flag, key] of [
+    ['backup-keep-last', 'keepLast'],
+    ['backup-keep-hourly', 'keepHourly'],
+    ['backup-keep-daily', 'keepDaily'],
+    ['backup-keep-weekly', 'keepWeekly'],
+    ['backup-keep-monthly', 'keepMonthly'],
+  ] as const) {
+    const v = str(flag);
+    if (v !== undefined) retention[key] = int(v, flag);
+  }
+  const bw = str('backup-bwlimit');
+  const minInterval = str('promote-min-interval');
+  const promote =
+    minInterval !== undefined
+      ? { scheduled: true, minIntervalMs: parseDuration(minInterval, 'promote-min-interval') }
+      : values['promote-scheduled'] === true
+        ? { scheduled: true }
+        : null;
+  return {
+    repository,
+    ...(Object.keys(s3).length > 0 ? { s3 } : {}),
+    ...(str('backup-concurrency') !== undefined ? { concurrency: int(str('backup-concurrency')!, 'backup-concurrency') } : {}),
+    ...(bw !== undefined ? { bandwidthLimit: parseBytes(bw.replace(/\/s$/i, ''), 'backup-bwlimit') } : {}),
+    retention,
+    promote,
+  };
 }
 
 function int(text: string, what: string): number {

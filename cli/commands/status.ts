@@ -67,6 +67,29 @@ export function formatStatus(s: AgentStatus, now: number = Date.now()): string[]
   const fs = s.filesystem;
   const pct = fs.totalBytes > 0 ? ` (${Math.round((fs.freeBytes / fs.totalBytes) * 100)}%)` : '';
   pairs.push(['free space', `${formatBytes(fs.freeBytes)} of ${formatBytes(fs.totalBytes)}${pct}`]);
+  // Agents from before remote backups have no `backup` field.
+  const b = s.backup ?? null;
+  if (b === null) {
+    pairs.push(['backups', 'not configured']);
+  } else {
+    pairs.push(['backup repo', clean(b.repository)]);
+    const run = b.inProgress;
+    if (run !== null) {
+      const pct = run.bytesTotal > 0 ? ` ${Math.floor((run.bytesDone / run.bytesTotal) * 100)}%,` : '';
+      pairs.push([
+        'backup running',
+        `${run.checkpointId !== null ? `checkpoint ${clean(run.checkpointId)}, ` : ''}${clean(run.phase)},${pct} ` +
+          `uploaded ${formatBytes(run.bytesUploaded)}, started ${formatTimeRelative(run.startedAt, now)}`,
+      ]);
+    }
+    const lb = b.lastBackup;
+    pairs.push([
+      'last backup',
+      lb === null
+        ? 'never (since the agent started)'
+        : `${formatTimeRelative(lb.at, now)} ${lb.ok ? `ok${lb.id !== null ? `, ${clean(lb.id)}` : ''}` : `failed${lb.error !== null ? `: ${clean(lb.error)}` : ''}`}`,
+    ]);
+  }
   return formatKeyValues(pairs);
 }
 

@@ -54,5 +54,5 @@ EOF
 for f in catch_errors gatekeeper healthcheck proxy_logging listing_formats bulk copy slo dlo; do printf '[filter:%s]\nuse = egg:swift#%s\n' "${f/proxy_logging/proxy-logging}" "$f" >> proxy-server.conf; done
 memcached -l 127.0.0.1 -p $MC_PORT -U 0 -u "$U" -m 64 > "$S"/log/memcached.log 2>&1 & echo $! > "$S"/run/memcached.pid
 for n in account container object proxy; do /usr/bin/swift-$n-server "$S"/etc/$n-server.conf > "$S"/log/$n.log 2>&1 & echo $! > "$S"/run/$n.pid; done
-for i in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/healthcheck" >/dev/null && { echo "swift s3api ready on 127.0.0.1:$PORT"; exit 0; }; sleep 0.05; done
+for i in $(seq 1 1200); do curl -sf "http://127.0.0.1:$PORT/healthcheck" >/dev/null && { echo "swift s3api ready on 127.0.0.1:$PORT"; exit 0; }; sleep 0.05; done
 echo "swift did not start; see $S/log" >&2; exit 1

@@ -52,7 +52,13 @@ export class DirStorage implements Storage {
     checkSize(this.description, name, size);
     await this.writeAtomic('putStream', name, async (fh) => {
       try {
-        for await (const chunk of sizedStream(open(), size)) await fh.write(chunk as Buffer);
+        let source: Readable;
+        try {
+          source = open();
+        } catch (err) {
+          throw new SourceStreamError(err);
+        }
+        for await (const chunk of sizedStream(source, size)) await fh.write(chunk as Buffer);
       } catch (err) {
         if (err instanceof StreamSizeMismatch) throw streamSizeError(this.description, name, err.expected, err.got);
         if (err instanceof SourceStreamError) throw streamSourceError(this.description, name, err.cause);

@@ -124,10 +124,15 @@ export class S3Storage implements Storage {
   async putStream(name: string, open: () => Readable, size: number): Promise<void> {
     checkName(this.description, 'putStream', name);
     checkSize(this.description, name, size);
-    const body = sizedStream(open(), size);
+    let body: Readable | undefined;
     let sourceFailure: unknown; // Upload may report another failure first (a part it was sending)
-    body.once('error', (err) => (sourceFailure = err));
     try {
+      try {
+        body = sizedStream(open(), size);
+      } catch (err) {
+        throw new SourceStreamError(err);
+      }
+      body.once('error', (err) => (sourceFailure = err));
       if (size <= this.partSize) {
         // Small: read it whole (Upload would too) and send one PutObject with a known length.
         const chunks: Buffer[] = [];
@@ -143,7 +148,7 @@ export class S3Storage implements Storage {
       if (err instanceof SourceStreamError) throw streamSourceError(this.description, name, err.cause);
       throw this.error('putStream', name, err);
     } finally {
-      body.destroy();
+      body?.destroy();
     }
   }
 

@@ -1,0 +1,74 @@
+import { pino } from 'pino';
+import type { CheckpointRecord } from '../shared/api.js';
+import { backupCheckpoint } from '../agent/backup/backup-checkpoint.js';
+import { HashCache } from '../agent/backup/hash-cache.js';
+import { Repository } from '../agent/backup/repository/repository.js';
+import { restoreBackup } from '../agent/backup/restore-backup.js';
+import { openStorage } from '../agent/backup/storage/open-storage.js';
+
+/**
+ * One backup or restore of ours, as its own process, so that the backup benchmark measures its wall time
+ * and peak RSS exactly as it measures restic's and borg's (through /usr/bin/time): Node startup and
+ * module loading included, as a person running a backup sees them.
+ *
+ *   node dist/bench/backup-run.js backup  '{"repo":"file:///…","checkpoint":{…CheckpointRecord},"cache":"/…/hash-cache.json","concurrency":2}'
+ *   node dist/bench/backup-run.js restore '{"repo":"file:///…","id":"<backup id>","to":"/…","concurrency":8}'
+ *
+ * Prints one JSON line on stdout: the BackupRecord or RestoreBackupResult, plus `maxRssKb` as the
+ * process saw itself (a cross-check of /usr/bin/time) and `moduleLoadMs` (start of the process to the
+ * first line of work: Node's startup and our imports, the AWS SDK's among them).
+ */
+
+interface BackupArgs {
+  repo: string;
+  checkpoint: CheckpointRecord;
+  cache: string;
+  concurrency?: number;
+}
+
+interface RestoreArgs {
+  repo: string;
+  id: string;
+  to: string;
+  concurrency?: number;
+}
+
+async function main(): Promise<void> {
+  const moduleLoadMs = performance.now();
+  const [mode, json] = process.argv.slice(2);
+  if ((mode !== 'backup' && mode !== 'restore') || !json) {
+    throw new Error('usage: backup-run.js backup|restore <json arguments>');
+  }
+  const logger = pino({ level: 'warn' }, pino.destination(2));
+  if (mode === 'backup') {
+    const a = JSON.parse(json) as BackupArgs;
+    const storage = await openStorage(a.repo, { logger });
+    try {
+      const repo = await Repository.open(storage, { create: true });
+      const cache = HashCache.load(a.cache);
+      const record = await backupCheckpoint({ repo, checkpoint: a.checkpoint, cache, concurrency: a.concurrency ?? 2 });
+      print({ ...record, moduleLoadMs, maxRssKb: process.resourceUsage().maxRSS });
+    } finally {
+      await storage.close();
+    }
+  } else {
+    const a = JSON.parse(json) as RestoreArgs;
+    const storage = await openStorage(a.repo, { logger });
+    try {
+      const repo = await Repository.open(storage);
+      const result = await restoreBackup({ repo, id: a.id, to: a.to, concurrency: a.concurrency ?? 8 });
+      print({ ...result, moduleLoadMs, maxRssKb: process.resourceUsage().maxRSS });
+    } finally {
+      await storage.close();
+    }
+  }
+}
+
+function print(value: unknown): void {
+  process.stdout.write(JSON.stringify(value) + '\n');
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`backup-run failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+});

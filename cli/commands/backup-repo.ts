@@ -1,0 +1,91 @@
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { Argv } from 'yargs';
+import type { BackupRecord } from '../../shared/api.js';
+import { isBackupId } from '../../shared/api.js';
+import type { Repository } from '../../agent/backup/repository/repository.js';
+import type { Snapshot } from '../../agent/backup/repository/format.js';
+import { invalidArgument } from '../run-command.js';
+
+/**
+ * What the backup commands share to work on a repository directly, without the agent: `--repo` and the
+ * S3 flags. Credentials are never flags: the AWS SDK reads them as it always does (AWS_ACCESS_KEY_ID and
+ * AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws, web identity, instance metadata).
+ */
+
+export interface RepoArgs {
+  repo: string | undefined;
+  s3Endpoint: string | undefined;
+  s3Region: string | undefined;
+  s3PathStyle: boolean | undefined;
+}
+
+/** Adds --repo and the S3 flags. `required`: --repo must be given (commands that never use the agent). */
+export function repoOptions<T>(y: Argv<T>, required: boolean): Argv<T & Partial<RepoArgs>> {
+  return y
+    .option('repo', {
+      type: 'string',
+      describe: required
+        ? 'The backup repository: s3://bucket/prefix, file:///path or a directory'
+        : 'Work on this repository directly, without the agent: s3://bucket/prefix, file:///path or a directory',
+      ...(required ? { demandOption: true } : {}),
+    })
+    .option('s3-endpoint', { type: 'string', describe: 'With an s3:// repository: the endpoint (default: $AWS_ENDPOINT_URL_S3, else AWS)' })
+    .option('s3-region', { type: 'string', describe: 'With an s3:// repository: the region (default: $AWS_REGION, else us-east-1)' })
+    .option('s3-path-style', { type: 'boolean', describe: 'With an s3:// repository: path-style addressing (default: on with --s3-endpoint)' }) as unknown as Argv<
+    T & Partial<RepoArgs>
+  >;
+}
+
+/** The S3 flags only make sense with --repo (the agent has its own configuration). */
+export function checkRepoFlags(argv: Partial<RepoArgs>): void {
+  if (argv.repo === undefined && (argv.s3Endpoint !== undefined || argv.s3Region !== undefined || argv.s3PathStyle !== undefined)) {
+    throw invalidArgument('--s3-endpoint, --s3-region and --s3-path-style only go with --repo (the agent uses its own configuration)');
+  }
+}
+
+/** --repo as a URL: `s3://...` and `file://...` as given; anything without a scheme is a directory. */
+export function repoUrl(value: unknown): string {
+  if (typeof value !== 'string' || value === '') throw invalidArgument('--repo needs a URL (s3://bucket/prefix, file:///path) or a directory');
+  if (/^[a-z][a-z0-9+.-]*:/i.test(value)) return value;
+  return pathToFileURL(path.resolve(value)).href;
+}
+
+export function requireBackupId(value: unknown): string {
+  if (!isBackupId(value)) {
+    throw invalidArgument(`invalid backup id ${JSON.stringify(String(value))} (expected an id like 20261122t213525139z-8dd2)`);
+  }
+  return value;
+}
+
+export function backupRecordOf(s: Snapshot): BackupRecord {
+  return { id: s.id, createdAt: s.createdAt, pinned: s.pinned, checkpoint: s.checkpoint, files: s.files, bytes: s.bytes };
+}
+
+/**
+ * Opens the storage and the (existing) repository at --repo, runs `fn`, and closes the storage. The
+ * engine (and the S3 SDK) is loaded only here. Storage logs are dropped: what fails reaches the user as
+ * the one error line, and retries happen quietly.
+ */
+export async function withRepository<T>(argv: Partial<RepoArgs>, fn: (repo: Repository) => Promise<T>): Promise<T> {
+  const url = repoUrl(argv.repo);
+  const s3 = {
+    ...(argv.s3Endpoint !== undefined ? { endpoint: argv.s3Endpoint } : {}),
+    ...(argv.s3Region !== undefined ? { region: argv.s3Region } : {}),
+    ...(argv.s3PathStyle !== undefined ? { forcePathStyle: argv.s3PathStyle } : {}),
+  };
+  // The S3 SDK warns on stderr about Node versions it will drop; the CLI's stderr is for its one error line.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const [{ pino }, { openStorage }, { Repository }] = await Promise.all([
+    import('pino'),
+    import('../../agent/backup/storage/open-storage.js'),
+    import('../../agent/backup/repository/repository.js'),
+  ]);
+  const storage = await openStorage(url, { logger: pino({ level: 'silent' }), s3 });
+  try {
+    const repo = await Repository.open(storage, { create: false });
+    return await fn(repo);
+  } finally {
+    await storage.close().catch(() => {});
+  }
+}
