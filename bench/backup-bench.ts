@@ -30,7 +30,9 @@ import { progress } from './progress.js';
  * so that restic and borg find their parent snapshot / files cache by path. Linking a table (a checkpoint
  * does, cp -al does) changes its ctime: restic's and borg's default change detection (ctime, size, inode)
  * then re-reads every table. That is what a restic or borg user backing up checkpoints gets; the runs
- * with `--ignore-ctime` / `--files-cache=mtime,size,inode` show the peers at their best.
+ * with `--ignore-ctime` / `--files-cache=mtime,size,inode` show the peers at their best (restic on a
+ * hard-linked copy of its repository as it was before the incremental; borg on a second repository
+ * whose full backup already used that files-cache mode, since borg's cache keeps only that timestamp).
  *
  * Prints the table on stdout, writes it and every detail to <BENCH_DIR>/backup-results.json, logs
  * progress on stderr. Exits non-zero only when something crashed or a restore was wrong, never because
@@ -114,8 +116,13 @@ async function main(): Promise<void> {
   const cacheFile = path.join(work, 'ours-hash-cache.json');
   const restic = has('restic') ? new Restic(path.join(work, 'repo-restic'), path.join(work, 'restic-cache'), gnuTime) : null;
   const borg = has('borg') ? new Borg(path.join(work, 'repo-borg'), path.join(work, 'borg-home'), gnuTime) : null;
+  // borg's files cache keeps one timestamp, the one its mode names: a ctime-blind incremental needs a
+  // repository whose full backup was ctime-blind too (untimed, after the measured full backups).
+  const borgTuned = borg && config.tuned ? new Borg(path.join(work, 'repo-borg-tuned'), path.join(work, 'borg-home-tuned'), gnuTime) : null;
+  const BORG_TUNED = ['--files-cache=mtime,size,inode'];
   restic?.init();
   borg?.init();
+  borgTuned?.init();
 
   const c1 = takeCheckpoint(workDb, checkpointDir, 'backup-bench full');
   stage(c1.path, current);
@@ -153,6 +160,11 @@ async function main(): Promise<void> {
     progress(`  borg:   ${describe(fullBorg.timed)}, added ${mb(fullBorg.bytesAdded ?? 0)}`);
   }
   const fullBorgRepoBytes = borg ? treeBytes(borg.repo) : null;
+  let fullBorgTuned: PeerBackup | null = null;
+  if (borgTuned) {
+    fullBorgTuned = borgTuned.backup('full', work, path.basename(current), BORG_TUNED);
+    progress(`  (borg ${BORG_TUNED.join(' ')} into a second repository, untimed, warm: ${fullBorgTuned.timed.seconds.toFixed(2)} s)`);
+  }
 
   // 2. A ~5% change, a new checkpoint, incremental backups.
   loadAverages.incremental = os.loadavg()[0]!;
@@ -166,7 +178,6 @@ async function main(): Promise<void> {
 
   // The ctime-blind runs need the repositories as they are before the default incremental runs.
   const resticTuned = restic && config.tuned ? restic.cloneTo('tuned') : null;
-  const borgTuned = borg && config.tuned ? borg.cloneTo('tuned') : null;
   const repoBefore = { ours: treeBytes(oursRepo), restic: restic ? treeBytes(restic.repo) : null, borg: borg ? treeBytes(borg.repo) : null };
 
   cold();
@@ -195,7 +206,7 @@ async function main(): Promise<void> {
   }
   if (borgTuned) {
     cold();
-    incBorgTuned = borgTuned.backup('incr', work, path.basename(current), ['--files-cache=mtime,size,inode']);
+    incBorgTuned = borgTuned.backup('incr', work, path.basename(current), BORG_TUNED);
     progress(`  borg --files-cache=mtime,size,inode: ${describe(incBorgTuned.timed)}, added ${mb(incBorgTuned.bytesAdded ?? 0)}`);
     fs.rmSync(borgTuned.repo, { recursive: true, force: true });
     fs.rmSync(borgTuned.home, { recursive: true, force: true });
@@ -271,7 +282,7 @@ async function main(): Promise<void> {
     change: { keys, ...change, newFilesInCheckpoint2: delta },
     checkpoints: { full: c1, incremental: c2, stagedAt: current },
     fullBackup: { ours: fullOurs, restic: fullRestic, borg: fullBorg, repoBytesAfter: m.repoBytesAfterFull },
-    incrementalBackup: { ours: incOurs, restic: incRestic, resticIgnoreCtime: incResticTuned, borg: incBorg, borgFilesCacheMtime: incBorgTuned, repoGrowthBytes: repoGrowth },
+    incrementalBackup: { ours: incOurs, restic: incRestic, resticIgnoreCtime: incResticTuned, borg: incBorg, borgFilesCacheMtime: incBorgTuned, borgFilesCacheMtimeFull: fullBorgTuned, repoGrowthBytes: repoGrowth },
     restore: { ours: resOurs, restic: resRestic, borg: resBorg, verified: { ours: checkOurs, restic: checkRestic, borg: checkBorg } },
     table: rows,
   };

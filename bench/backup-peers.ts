@@ -127,14 +127,4 @@ export class Borg {
     return runTimed('borg', ['extract', `::${archive}`], { env: this.env(), cwd: target, gnuTime: this.gnuTime, okCodes: [1] });
   }
 
-  /** A full copy of repository and cache: borg rewrites index and hints files, so no hard links here. */
-  cloneTo(suffix: string): Borg {
-    const repo = `${this.repo}-${suffix}`;
-    const home = `${this.home}-${suffix}`;
-    fs.rmSync(repo, { recursive: true, force: true });
-    fs.rmSync(home, { recursive: true, force: true });
-    runQuiet('cp', ['-a', this.repo, repo]);
-    runQuiet('cp', ['-a', this.home, home]);
-    return new Borg(repo, home, this.gnuTime);
-  }
 }

@@ -277,3 +277,54 @@ describe('remote backups: one at a time, cancel, reuse after cancel', () => {
     expect((await status()).inProgress).toBeNull();
   });
 });
+
+describe('remote backups: errors before any work starts', () => {
+  const dir = tempDir('backup-none');
+  let node: RunningNode | null = null;
+
+  afterAll(async () => {
+    if (node) await node.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('an agent without a repository answers BACKUP_NOT_CONFIGURED (409, exit 4); a bad body is a plain 400', async () => {
+    node = await startExampleNode(dir, ['--backup-repo', 'none']);
+    const socket = ['--socket', node.socketPath];
+    for (const args of [['backup', 'create'], ['backup', 'list'], ['backup', 'verify'], ['backup', 'prune', '--dry-run'], ['backup', 'cancel']]) {
+      const r = await runCli([...args, ...socket]);
+      expect(r.code, args.join(' ')).toBe(4);
+      oneErrorLine(r, 'BACKUP_NOT_CONFIGURED');
+    }
+    expect(parseOne<AgentStatus>(await runCli(['status', '--json', ...socket])).backup).toBeNull();
+
+    // Refused before streaming: an ordinary JSON error with its status, not an NDJSON stream.
+    /** [body, "<status> <content type>"] */
+    const curl = async (body: string): Promise<[string, string]> => {
+      const { stdout } = await execFileAsync('curl', [
+        '-sS',
+        '-w',
+        '\n%{http_code} %{content_type}',
+        '--unix-socket',
+        node!.socketPath,
+        '-X',
+        'POST',
+        '-H',
+        'content-type: application/json',
+        '--data',
+        body,
+        'http://localhost/v1/backups',
+      ]);
+      const cut = stdout.lastIndexOf('\n');
+      return [stdout.slice(0, cut), stdout.slice(cut + 1)];
+    };
+    const [notConfigured, statusLine] = await curl('{}');
+    expect(statusLine).toMatch(/^409 application\/json/);
+    expect(JSON.parse(notConfigured)).toMatchObject({ error: { code: 'BACKUP_NOT_CONFIGURED' } });
+    const [bad, badStatus] = await curl('{"checkpointId":"../x"}');
+    expect(badStatus).toMatch(/^400 application\/json/);
+    expect(JSON.parse(bad)).toMatchObject({ error: { code: 'INVALID_ARGUMENT' } });
+    const [unknownField, unknownStatus] = await curl('{"label":"x"}');
+    expect(unknownStatus).toMatch(/^400 /);
+    expect(JSON.parse(unknownField)).toMatchObject({ error: { code: 'INVALID_ARGUMENT' } });
+  });
+});

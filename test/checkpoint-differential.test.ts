@@ -23,9 +23,10 @@ const CHECKPOINTS = Number(process.env.NODE_ADMIN_DIFF_CHECKPOINTS ?? 200);
 const WRITERS = 8;
 /** Total write ops per second under load: heavy churn (a memtable flush every ~100 ms), yet room left for the checks. */
 const RATE = Number(process.env.NODE_ADMIN_DIFF_RATE ?? 3000);
-const AVG_VALUE = 1000;
+// Large values: the database reaches its size with fewer entries, so each check costs less JS per byte.
+const AVG_VALUE = 4000;
 const KEYS_PER_WRITER = Math.ceil((DB_MB * 1024 * 1024) / AVG_VALUE / WRITERS);
-const size = (op: number, k: number) => 400 + ((op * 31 + k * 17) % 1200);
+const size = (op: number, k: number) => 1000 + ((op * 31 + k * 17) % 6000);
 
 interface Taken {
   id: string;
@@ -229,6 +230,9 @@ describe(`live checkpoints under load (${DB_MB} MB, ${CHECKPOINTS} checkpoints)`
       const t0 = performance.now();
       const taken = await harness.take(agent);
       createMs.push(performance.now() - t0);
+      if (i % 20 === 19) {
+        process.stderr.write(`differential: ${i + 1}/${CHECKPOINTS}, create median ${median(createMs).toFixed(0)} ms, check median ${median(checkMs).toFixed(0)} ms\n`);
+      }
       const tables = tableNumbers(taken.path);
       tables.forEach((t) => tablesSeen.add(t));
       maxTablesInOne = Math.max(maxTablesInOne, tables.length);

@@ -43,6 +43,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
   const lock = await repo.lock(`backup of checkpoint ${checkpoint.id}`, false);
   const inFlight = new Set<Promise<void>>();
   let uploadError: unknown = null;
+  let trailing: NodeJS.Timeout | null = null;
   try {
     await repo.loadIndex();
     const names = fs
@@ -63,7 +64,17 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
     let lastReport = 0;
     const report = (force = false) => {
       const now = Date.now();
-      if (!o.onProgress || (!force && now - lastReport < 200)) return;
+      if (!o.onProgress) return;
+      if (!force && now - lastReport < 200) {
+        // Throttled: make sure the latest state still goes out shortly (no frozen progress bar).
+        trailing ??= setTimeout(() => {
+          trailing = null;
+          report(true);
+        }, 200 - (now - lastReport));
+        return;
+      }
+      if (trailing) clearTimeout(trailing);
+      trailing = null;
       lastReport = now;
       progress.bytesPerSecond = Math.round((progress.bytesDone * 1000) / Math.max(1, now - started));
       o.onProgress({ ...progress });
@@ -87,15 +98,18 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
       while (inFlight.size >= concurrency) await Promise.race(inFlight);
       checkCancel();
       const upload = (async () => {
-        await limiter.take(data.length);
+        await limiter.take(data.length, o.signal);
+        // A cancel while queued behind the limiter must not start the upload.
+        if (o.signal?.aborted) throw new AdminError(ErrorCodes.CANCELLED, `backup of checkpoint ${checkpoint.id} was cancelled`);
         await repo.uploadPack(id, data);
         await repo.writeIndex([{ id, size: data.length, blobs }]);
         for (const [blob] of blobs) pending.delete(blob);
         progress.bytesUploaded += data.length;
         blobsUploaded += blobs.length;
         packsUploaded++;
+        report(true);
       })().catch((err: unknown) => {
-        uploadError ??= err;
+        uploadError ??= o.signal?.aborted ? new AdminError(ErrorCodes.CANCELLED, `backup of checkpoint ${checkpoint.id} was cancelled`) : err;
       });
       const tracked = upload.finally(() => inFlight.delete(tracked));
       inFlight.add(tracked);
@@ -175,6 +189,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
     await repo.writeSnapshot(snapshot);
     o.cache.save();
     report(true);
+    if (trailing) clearTimeout(trailing);
     return {
       id: snapshot.id,
       createdAt: snapshot.createdAt,
@@ -189,6 +204,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
       durationMs: Date.now() - started,
     };
   } finally {
+    if (trailing) clearTimeout(trailing);
     // Never leave uploads running behind a failed or cancelled backup.
     await Promise.allSettled(inFlight);
     try {

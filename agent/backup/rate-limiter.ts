@@ -6,11 +6,12 @@ export class RateLimiter {
 
   constructor(private readonly bytesPerSecond: number | null) {}
 
-  async take(bytes: number): Promise<void> {
+  /** Waits for n bytes' worth of time; an abort ends the wait at once (rejecting with the signal's reason). */
+  async take(bytes: number, signal?: AbortSignal): Promise<void> {
     if (!this.bytesPerSecond || this.bytesPerSecond <= 0) return;
     const now = Date.now();
     const start = Math.max(now, this.nextFree);
     this.nextFree = start + (bytes * 1000) / this.bytesPerSecond;
-    if (start > now) await sleep(start - now);
+    if (start > now) await sleep(start - now, undefined, signal ? { signal } : undefined);
   }
 }

@@ -96,7 +96,7 @@ export function progressBar(io: Io, title: string): ProgressBar | null {
         extra ?? '',
       ].filter((p) => p !== '');
       let text = parts.join('  ');
-      const columns = stderr.columns ?? 100;
+      const columns = stderr.columns !== undefined && stderr.columns >= 20 ? stderr.columns : 100;
       if (text.length > columns - 1) text = text.slice(0, Math.max(0, columns - 1));
       stderr.write(`\r\x1b[K${text}`);
       drawn = true;

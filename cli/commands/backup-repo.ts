@@ -74,8 +74,6 @@ export async function withRepository<T>(argv: Partial<RepoArgs>, fn: (repo: Repo
     ...(argv.s3Region !== undefined ? { region: argv.s3Region } : {}),
     ...(argv.s3PathStyle !== undefined ? { forcePathStyle: argv.s3PathStyle } : {}),
   };
-  // The S3 SDK warns on stderr about Node versions it will drop; the CLI's stderr is for its one error line.
-  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const [{ pino }, { openStorage }, { Repository }] = await Promise.all([
     import('pino'),
     import('../../agent/backup/storage/open-storage.js'),

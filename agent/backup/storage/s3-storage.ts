@@ -90,6 +90,9 @@ export class S3Storage implements Storage {
     this.secrets = [options.credentials?.secretAccessKey, options.credentials?.sessionToken].filter((s): s is string => !!s);
     const endpointConfigured = !!(options.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL);
     const timeoutMs = options.timeoutMs ?? 30_000;
+    // The pinned SDK (3.1169.0) supports Node 20; its warning about later releases is noise on every
+    // node's stderr. An operator's own setting wins.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.client = new S3Client({
       ...(options.endpoint ? { endpoint: options.endpoint } : {}),
       region: options.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
