@@ -141,25 +141,10 @@ function redactUrl(url: string): string {
   return url.replace(/^([a-z][a-z0-9+.-]*:\/\/).*@/i, '$1***@');
 }
 
-/**
- * The repository URL's syntax, at start. A plain `file:` URL is checked here, cheaply; anything else is
- * built by openStorage (no I/O either, but it loads the S3 SDK, which a directory repository never needs).
- */
-async function checkRepositoryUrl(cfg: BackupConfig, log: Logger): Promise<void> {
-  let u: URL | null = null;
-  try {
-    u = new URL(cfg.repository);
-  } catch {
-    // openStorage says why
-  }
-  if (u && u.protocol === 'file:' && u.username === '' && u.password === '' && u.search === '' && u.hash === '' && (u.host === '' || u.host === 'localhost')) {
-    if (u.pathname === '/' || u.pathname === '') {
-      throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `invalid storage URL ${JSON.stringify(cfg.repository)}: the filesystem root cannot be a backup storage`);
-    }
-    return;
-  }
-  const { openStorage } = await loadBackupEngine();
-  await (await openStorage(cfg.repository, { logger: log, retry: false, ...(cfg.s3 ? { s3: cfg.s3 } : {}) })).close();
+/** The repository URL's syntax, at start: no I/O, and no AWS SDK (open-storage loads it only to open an s3:// storage). */
+async function checkRepositoryUrl(cfg: BackupConfig): Promise<void> {
+  const { parseStorageUrl } = await import('./backup/storage/open-storage.js');
+  parseStorageUrl(cfg.repository);
 }
 
 function backupRecordOf(s: Snapshot): BackupRecord {
@@ -262,7 +247,7 @@ class CheckpointAgent implements Agent {
     this.state = 'started';
     try {
       // Only the URL's syntax (no I/O): a bad one should stop the node now, not fail the first backup.
-      if (this.backup) await checkRepositoryUrl(this.backup, this.log);
+      if (this.backup) await checkRepositoryUrl(this.backup);
       const removed = await this.files.call('cleanLeftovers', this.checkpointDir);
       if (removed.length > 0) this.log.warn({ removed }, 'removed leftovers of interrupted checkpoint work');
       if (this.socketPath) {

@@ -32,21 +32,3 @@ export function summarize(samples: ArrayLike<number>): Summary {
     mean: sorted.length > 0 ? sum / sorted.length : Number.NaN,
   };
 }
-
-/** Rounds for printing and for results.json: sub-millisecond detail matters only below 10 ms. */
-export function round(ms: number): number {
-  if (!Number.isFinite(ms)) return ms;
-  return ms < 10 ? Math.round(ms * 100) / 100 : Math.round(ms * 10) / 10;
-}
-
-export function roundSummary(s: Summary): Summary {
-  return {
-    n: s.n,
-    min: round(s.min),
-    p50: round(s.p50),
-    p90: round(s.p90),
-    p99: round(s.p99),
-    max: round(s.max),
-    mean: round(s.mean),
-  };
-}

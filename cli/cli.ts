@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import type { Argv } from 'yargs';
 import { AdminError, ErrorCodes } from '../shared/errors.js';
@@ -8,12 +8,10 @@ import { checkpointGroup } from './commands/checkpoint.js';
 import { statusCommand } from './commands/status.js';
 import type { Io, Writer } from './output.js';
 import { invalidArgument, runCommand } from './run-command.js';
-import { resolveSocketPath, SOCKET_ENV } from './socket-path.js';
+import { SOCKET_ENV } from './socket-path.js';
+import { makeContext, type CliIo } from './context.js';
 
-export interface CliIo extends Io {
-  /** Environment for $NODE_ADMIN_SOCKET; process.env when absent. */
-  env?: Record<string, string | undefined>;
-}
+export type { CliIo } from './context.js';
 
 type Selected = ((ctx: CommandContext) => Promise<void>) | null;
 
@@ -49,26 +47,6 @@ export async function main(args: readonly string[], io: CliIo = { stdout: proces
     await parsed.selected(ctx);
     return 0;
   });
-}
-
-function makeContext(argv: GlobalArgs, io: CliIo): CommandContext {
-  // Global flags are checked before any command does I/O.
-  if (argv.socket !== undefined && argv.socket === '') throw invalidArgument('--socket needs a path');
-  let timeoutMs: number | undefined;
-  if (argv.timeout !== undefined) {
-    if (!Number.isFinite(argv.timeout) || argv.timeout <= 0) throw invalidArgument('--timeout must be a positive number of seconds');
-    timeoutMs = Math.ceil(argv.timeout * 1000);
-  }
-  const env = io.env ?? process.env;
-  return {
-    io,
-    json: argv.json,
-    async agent() {
-      const socketPath = resolveSocketPath(argv.socket, env[SOCKET_ENV], existsSync);
-      const { SocketClient } = await import('../shared/socket-client.js');
-      return new SocketClient({ socketPath, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
-    },
-  };
 }
 
 function build(onSelect: (run: Selected) => void): Argv<GlobalArgs> {

@@ -35,6 +35,8 @@ export interface CommandSpec<A> {
 export interface CliCommand {
   command: string;
   attach(y: Argv<GlobalArgs>, select: (run: (ctx: CommandContext) => Promise<void>) => void): Argv<GlobalArgs>;
+  /** Runs the command with arguments parsed elsewhere, shaped as yargs would shape them (fast-path.ts). */
+  run(argv: Record<string, unknown>, ctx: CommandContext): Promise<void>;
 }
 
 /**
@@ -48,6 +50,7 @@ export function defineCommand<A>(spec: CommandSpec<A>): CliCommand {
       y.command(spec.command, spec.describe, spec.builder, (argv) => {
         select((ctx) => spec.run(argv, ctx));
       }) as Argv<GlobalArgs>,
+    run: (argv, ctx) => spec.run(argv as CommandArgs<A>, ctx),
   };
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { main } from './cli.js';
+import { fastPath } from './fast-path.js';
 
 // `node-admin checkpoint list | head`: a closed pipe is not an error worth a stack trace.
 for (const stream of [process.stdout, process.stderr]) {
@@ -9,4 +9,6 @@ for (const stream of [process.stdout, process.stderr]) {
 }
 
 // Never process.exit(): let stdout drain, then leave with the code.
-process.exitCode = await main(process.argv.slice(2));
+const args = process.argv.slice(2);
+const io = { stdout: process.stdout, stderr: process.stderr };
+process.exitCode = (await fastPath(args, io)) ?? (await (await import('./cli.js')).main(args, io));

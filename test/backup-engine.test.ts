@@ -279,16 +279,22 @@ describe.each(backends)('backups on $name', (backend) => {
 
   it('a prune racing a backup loses nothing', async () => {
     const checkpoint = await agent.createCheckpoint({ label: 'race' });
-    // A fresh cache makes the backup read everything, and a bandwidth limit keeps it running a while.
-    const backup = backupCheckpoint({ repo, checkpoint, cache: HashCache.load(null), bandwidthLimit: 50 * 1024 * 1024 });
-    await new Promise((r) => setTimeout(r, 100));
-    const prune = await pruneRepository(repo, { keepLast: 1 }).then(
-      () => 'pruned',
-      (err: { code?: string }) => err.code,
-    );
-    const record = await backup;
+    // The prune starts from inside the backup's first progress report: the backup is surely under way.
+    let prune: Promise<string> | null = null;
+    const record = await backupCheckpoint({
+      repo,
+      checkpoint,
+      cache: HashCache.load(null),
+      onProgress: () => {
+        prune ??= pruneRepository(repo, { keepLast: 1 }).then(
+          () => 'pruned',
+          (err: { code?: string }) => err.code ?? String(err),
+        );
+      },
+    });
+    expect(prune).not.toBeNull();
     // The backup holds its (shared) lock from its first moment: the prune must refuse, not delete.
-    expect(prune).toBe('REPOSITORY_LOCKED');
+    expect(await prune).toBe('REPOSITORY_LOCKED');
     expect((await verifyRepository(repo, { id: record.id, readData: true })).errors).toEqual([]);
     // And the other way round: while a prune holds the repository, a backup refuses rather than race it.
     const held = await repo.lock('prune (test)', true);

@@ -23,10 +23,9 @@ const CHECKPOINTS = Number(process.env.NODE_ADMIN_DIFF_CHECKPOINTS ?? 200);
 const WRITERS = 8;
 /** Total write ops per second under load: heavy churn (a memtable flush every ~100 ms), yet room left for the checks. */
 const RATE = Number(process.env.NODE_ADMIN_DIFF_RATE ?? 3000);
-// Large values: the database reaches its size with fewer entries, so each check costs less JS per byte.
-const AVG_VALUE = 4000;
+const AVG_VALUE = 2000;
 const KEYS_PER_WRITER = Math.ceil((DB_MB * 1024 * 1024) / AVG_VALUE / WRITERS);
-const size = (op: number, k: number) => 1000 + ((op * 31 + k * 17) % 6000);
+const size = (op: number, k: number) => 800 + ((op * 31 + k * 17) % 2400);
 
 interface Taken {
   id: string;
@@ -135,7 +134,9 @@ class Harness {
   /** Opens a clone of the checkpoint, reads it all, and matches every writer against the model. */
   async check(taken: Taken, scratch: string): Promise<Outcome> {
     const clone = path.join(scratch, `clone-${taken.id}`);
+    const t0 = performance.now();
     cloneDbSync(taken.path, clone);
+    const tClone = performance.now();
     const seen = this.models.map(() => new Map<number, number>());
     const cdb = new ClassicLevel<string, Buffer>(clone, { createIfMissing: false, valueEncoding: 'buffer' });
     try {
@@ -159,6 +160,7 @@ class Harness {
       await cdb.close().catch(() => {});
       removeTreeSync(clone);
     }
+    const tRead = performance.now();
     const ahead: number[] = [];
     for (const m of this.models) {
       const j = m.matchPrefix(seen[m.writer]!, taken.lo[m.writer]!, taken.hi[m.writer]!);
@@ -166,6 +168,9 @@ class Harness {
         return { ok: false, why: `writer ${m.writer}: no op in [${taken.lo[m.writer]}, ${taken.hi[m.writer]}] gives the checkpoint's state` };
       }
       ahead.push(j - taken.lo[m.writer]!);
+    }
+    if (process.env.NODE_ADMIN_DIFF_TRACE) {
+      process.stderr.write(`check ${taken.id}: clone ${(tClone - t0).toFixed(0)} ms, read ${(tRead - tClone).toFixed(0)} ms, match ${(performance.now() - tRead).toFixed(0)} ms\n`);
     }
     return { ok: true, ahead };
   }

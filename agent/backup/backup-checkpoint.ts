@@ -85,15 +85,16 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
     };
 
     const pending = new Set<string>(); // in a pack of this run, not yet indexed
-    let pack = new PackBuilder();
+    // At most `concurrency` packs uploading plus the one filling: that many pack buffers, reused.
+    const freeBuffers: Buffer[] = [];
+    const takeBuffer = () => freeBuffers.pop() ?? Buffer.allocUnsafe(PACK_TARGET_SIZE + CHUNK_SIZE + 64 * 1024);
+    let pack = new PackBuilder(takeBuffer());
     let blobsUploaded = 0;
     let packsUploaded = 0;
 
     const flushPack = async () => {
       if (pack.count === 0) return;
-      const full = pack;
-      pack = new PackBuilder();
-      const { id, data, blobs } = full.finish();
+      const { id, data, blobs, buffer } = pack.finish();
       // Backpressure: wait for a free upload slot before the next pack starts filling.
       while (inFlight.size >= concurrency) await Promise.race(inFlight);
       checkCancel();
@@ -108,11 +109,14 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
         blobsUploaded += blobs.length;
         packsUploaded++;
         report(true);
-      })().catch((err: unknown) => {
-        uploadError ??= o.signal?.aborted ? new AdminError(ErrorCodes.CANCELLED, `backup of checkpoint ${checkpoint.id} was cancelled`) : err;
-      });
+      })()
+        .catch((err: unknown) => {
+          uploadError ??= o.signal?.aborted ? new AdminError(ErrorCodes.CANCELLED, `backup of checkpoint ${checkpoint.id} was cancelled`) : err;
+        })
+        .finally(() => freeBuffers.push(buffer));
       const tracked = upload.finally(() => inFlight.delete(tracked));
       inFlight.add(tracked);
+      pack = new PackBuilder(takeBuffer());
     };
 
     const addBlob = async (id: string, data: Buffer) => {
@@ -120,6 +124,18 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
       pending.add(id);
       pack.add(id, data);
       if (pack.size >= PACK_TARGET_SIZE) await flushPack();
+    };
+
+    // Two read buffers: the next chunk is read while this one is hashed (reads run in libuv's pool).
+    const readBuffers = [Buffer.allocUnsafe(CHUNK_SIZE), Buffer.allocUnsafe(CHUNK_SIZE)] as const;
+    const readChunk = async (fh: fs.promises.FileHandle, name: string, buf: Buffer, offset: number, length: number): Promise<Buffer> => {
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+        if (bytesRead === 0) throw new AdminError(ErrorCodes.CORRUPT, `${name} shrank while being backed up`);
+        got += bytesRead;
+      }
+      return buf.subarray(0, length);
     };
 
     const files: TreeFile[] = [];
@@ -135,27 +151,26 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
       } else {
         chunks = [];
         const fh = await fs.promises.open(path.join(checkpoint.path, name), 'r');
+        const count = Math.ceil(size / CHUNK_SIZE);
+        let next: Promise<Buffer> | null = count > 0 ? readChunk(fh, name, readBuffers[0], 0, Math.min(CHUNK_SIZE, size)) : null;
         try {
-          for (let offset = 0; offset < size; offset += CHUNK_SIZE) {
+          for (let c = 0; c < count; c++) {
             checkCancel();
-            const length = Math.min(CHUNK_SIZE, size - offset);
-            const buf = Buffer.allocUnsafe(length);
-            let got = 0;
-            while (got < length) {
-              const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
-              if (bytesRead === 0) throw new AdminError(ErrorCodes.CORRUPT, `${name} shrank while being backed up`);
-              got += bytesRead;
-            }
-            progress.bytesRead += length;
-            const id = sha256(buf);
+            const chunk: Buffer = await next!;
+            const nextOffset = (c + 1) * CHUNK_SIZE;
+            next = c + 1 < count ? readChunk(fh, name, readBuffers[(c + 1) % 2]!, nextOffset, Math.min(CHUNK_SIZE, size - nextOffset)) : null;
+            progress.bytesRead += chunk.length;
+            const id = sha256(chunk);
             chunks.push(id);
-            await addBlob(id, buf);
-            progress.bytesDone += length;
+            await addBlob(id, chunk);
+            progress.bytesDone += chunk.length;
             report();
             // Hashing is synchronous: let the host's event loop breathe between chunks.
             await yieldToLoop();
           }
         } finally {
+          // Never close a file with a read still running on it.
+          if (next) await next.catch(() => {});
           await fh.close();
         }
         o.cache.set(st, chunks);

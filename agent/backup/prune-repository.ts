@@ -83,13 +83,14 @@ export async function pruneRepository(
 
     for (const id of outcome.remove.map((d) => d.id)) await repo.deleteSnapshot(id);
 
-    let builder = new PackBuilder();
+    const packBuffer = Buffer.allocUnsafe(PACK_TARGET_SIZE + 2 * 1024 * 1024);
+    let builder = new PackBuilder(packBuffer);
     const newPacks: IndexFile['packs'] = [];
     const flush = async () => {
       if (builder.count === 0) return;
-      const { id, data, blobs } = builder.finish();
-      builder = new PackBuilder();
+      const { id, data, blobs, buffer } = builder.finish();
       await repo.uploadPack(id, data);
+      builder = new PackBuilder(buffer);
       newPacks.push({ id, size: data.length, blobs });
     };
     const moved = new Set<string>();

@@ -4,7 +4,10 @@ import { randomBytes } from 'node:crypto';
 import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
 import { fsyncDir, isErrno } from '../fs/durable-fs.js';
 import type { Repository } from './repository/repository.js';
-import type { Tree } from './repository/format.js';
+import { packName, sha256Async, type Tree } from './repository/format.js';
+
+/** Longest single ranged read: bounds memory at concurrency × MAX_RUN. */
+const MAX_RUN = 4 * 1024 * 1024;
 
 export interface RestoreBackupOptions {
   repo: Repository;
@@ -54,42 +57,81 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
   const temp = path.join(parent, `.${path.basename(to)}.restoring-${randomBytes(4).toString('hex')}`);
   fs.mkdirSync(temp, { mode: 0o750 });
   try {
-    // Every chunk becomes a task: (file, position). Files are created up front at their final size.
-    const tasks: { fd: number; position: number; id: string }[] = [];
-    const fds: number[] = [];
+    // A run is a stretch of one pack that holds consecutive chunks of one file: one ranged read each.
+    interface FileState { name: string; remaining: number; handle: Promise<fs.promises.FileHandle> | null }
+    interface Run { pack: string; offset: number; length: number; file: FileState; parts: { id: string; length: number; position: number }[] }
+    const runs: Run[] = [];
+    const empty: string[] = [];
     let bytesTotal = 0;
-    try {
-      for (const f of tree.files) {
-        if (f.name.includes('/') || f.name === '..' || f.name === '.') throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id} names a bad file ${JSON.stringify(f.name)}`);
-        const fd = fs.openSync(path.join(temp, f.name), 'wx', 0o640);
-        fds.push(fd);
-        let position = 0;
-        for (const id of f.chunks) {
-          const loc = o.repo.blobs.get(id);
-          if (!loc) throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id}: chunk ${id} of ${f.name} is not in the repository`);
-          tasks.push({ fd, position, id });
-          position += loc.length;
-        }
-        if (position !== f.size) throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id}: chunks of ${f.name} add up to ${position} bytes, not ${f.size}`);
-        bytesTotal += f.size;
+    for (const f of tree.files) {
+      if (f.name.includes('/') || f.name === '..' || f.name === '.' || f.name === '') {
+        throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id} names a bad file ${JSON.stringify(f.name)}`);
       }
-      let next = 0;
-      let bytesDone = 0;
-      const worker = async () => {
-        while (next < tasks.length) {
-          if (o.signal?.aborted) throw new AdminError(ErrorCodes.CANCELLED, 'restore cancelled');
-          const t = tasks[next++]!;
-          const data = await o.repo.readBlob(t.id); // verifies the hash, names the pack if damaged
-          let written = 0;
-          while (written < data.length) written += fs.writeSync(t.fd, data, written, data.length - written, t.position + written);
-          bytesDone += data.length;
-          o.onProgress?.({ bytesDone, bytesTotal, filesTotal: tree.files.length });
+      const file: FileState = { name: f.name, remaining: 0, handle: null };
+      let position = 0;
+      let run: Run | null = null;
+      for (const id of f.chunks) {
+        const loc = o.repo.blobs.get(id);
+        if (!loc) throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id}: chunk ${id} of ${f.name} is not in the repository`);
+        if (run && run.pack === loc.pack && run.offset + run.length === loc.offset && run.length + loc.length <= MAX_RUN) {
+          run.length += loc.length;
+        } else {
+          run = { pack: loc.pack, offset: loc.offset, length: loc.length, file, parts: [] };
+          runs.push(run);
+          file.remaining++;
         }
-      };
-      await Promise.all(Array.from({ length: Math.max(1, o.concurrency ?? 8) }, worker));
-      for (const fd of fds) fs.fsyncSync(fd);
-    } finally {
-      for (const fd of fds) fs.closeSync(fd);
+        run.parts.push({ id, length: loc.length, position });
+        position += loc.length;
+      }
+      if (position !== f.size) throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id}: chunks of ${f.name} add up to ${position} bytes, not ${f.size}`);
+      if (f.chunks.length === 0) empty.push(f.name);
+      bytesTotal += f.size;
+    }
+    for (const name of empty) fs.writeFileSync(path.join(temp, name), Buffer.alloc(0), { flag: 'wx', mode: 0o640 });
+
+    let next = 0;
+    let bytesDone = 0;
+    let failure: unknown = null;
+    const worker = async () => {
+      while (next < runs.length && failure === null) {
+        if (o.signal?.aborted) throw new AdminError(ErrorCodes.CANCELLED, 'restore cancelled');
+        const run = runs[next++]!;
+        const data = await o.repo.storage.getRange(packName(run.pack), run.offset, run.length);
+        run.file.handle ??= fs.promises.open(path.join(temp, run.file.name), 'wx', 0o640);
+        const fh = await run.file.handle;
+        let at = 0;
+        for (const part of run.parts) {
+          const bytes = data.subarray(at, at + part.length);
+          at += part.length;
+          // Every chunk is checked before a byte of it is written.
+          if ((await sha256Async(bytes)) !== part.id) {
+            throw new AdminError(ErrorCodes.CORRUPT, `object ${packName(run.pack)} is damaged: blob ${part.id} does not match its hash`);
+          }
+          let written = 0;
+          while (written < bytes.length) {
+            written += (await fh.write(bytes, written, bytes.length - written, part.position + written)).bytesWritten;
+          }
+          bytesDone += bytes.length;
+        }
+        o.onProgress?.({ bytesDone, bytesTotal, filesTotal: tree.files.length });
+        if (--run.file.remaining === 0) {
+          await fh.sync();
+          await fh.close();
+          run.file.handle = null;
+        }
+      }
+    };
+    // Every worker stops at the first failure; all have settled before anything is cleaned up.
+    await Promise.allSettled(
+      Array.from({ length: Math.max(1, o.concurrency ?? 8) }, () =>
+        worker().catch((err: unknown) => {
+          failure ??= err;
+        }),
+      ),
+    );
+    if (failure !== null) {
+      await Promise.allSettled(runs.map(async (r) => (r.file.handle ? (await r.file.handle).close() : undefined)));
+      throw failure;
     }
     fsyncDir(temp);
     if (targetIsEmptyDir) fs.rmdirSync(to);

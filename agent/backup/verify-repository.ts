@@ -57,6 +57,12 @@ export async function verifyRepository(repo: Repository, options: { id?: string;
   }
 
   let bytesRead = 0;
+  const blobsByPack = new Map<string, [string, { offset: number; length: number }][]>();
+  for (const [id, loc] of repo.blobs) {
+    const list = blobsByPack.get(loc.pack) ?? [];
+    list.push([id, loc]);
+    blobsByPack.set(loc.pack, list);
+  }
   if (options.readData) {
     for (const pack of [...packsNeeded].sort()) {
       const name = packName(pack);
@@ -69,14 +75,14 @@ export async function verifyRepository(repo: Repository, options: { id?: string;
         continue;
       }
       bytesRead += data.length;
-      if (sha256(data) !== pack) errors.push(`object ${name} is damaged: its content does not match its name`);
       try {
-        readPackHeader(data);
+        const header = readPackHeader(data);
+        if (sha256(header.headerBytes) !== pack) errors.push(`object ${name} is damaged: its header does not match its name`);
       } catch (err) {
         errors.push(`object ${name} is damaged: ${(err as Error).message}`);
       }
-      for (const [id, loc] of repo.blobs) {
-        if (loc.pack !== pack || !referenced.has(id)) continue;
+      for (const [id, loc] of blobsByPack.get(pack) ?? []) {
+        if (!referenced.has(id)) continue;
         const blob = data.subarray(loc.offset, loc.offset + loc.length);
         if (blob.length !== loc.length || sha256(blob) !== id) {
           errors.push(`object ${name} is damaged: blob ${id} at offset ${loc.offset} does not match its hash`);

@@ -4,7 +4,8 @@ import { AdminError, ErrorCodes } from '../../../shared/errors.js';
 import { DirStorage } from './dir-storage.js';
 import { LoggingStorage } from './logging-storage.js';
 import { RetryStorage, type RetryOptions } from './retry-storage.js';
-import { S3Storage, isValidBucketName, type S3StorageOptions } from './s3-storage.js';
+import type { S3StorageOptions } from './s3-storage.js';
+import { isValidBucketName } from './bucket-name.js';
 import type { Storage } from './storage.js';
 
 export interface OpenStorageOptions {
@@ -27,13 +28,19 @@ export interface OpenStorageOptions {
  * them): the SDK finds them in the environment, ~/.aws or instance metadata.
  */
 export async function openStorage(url: string, options: OpenStorageOptions): Promise<Storage> {
-  const backend = parseStorageUrl(url, options.s3);
+  const parsed = parseStorageUrl(url);
+  // The AWS SDK is large (startup, memory, GC): load it only for s3:// URLs.
+  const backend: Storage =
+    parsed.kind === 'file'
+      ? new DirStorage(parsed.root)
+      : new (await import('./s3-storage.js')).S3Storage({ ...options.s3, bucket: parsed.bucket, prefix: parsed.prefix });
   const logged = new LoggingStorage(backend, options.logger);
   if (options.retry === false) return logged;
   return new RetryStorage(logged, { ...options.retry, logger: options.logger });
 }
 
-function parseStorageUrl(url: string, s3: OpenStorageOptions['s3']): Storage {
+/** Checks a storage URL without opening anything (and without loading the AWS SDK). */
+export function parseStorageUrl(url: string): { kind: 'file'; root: string } | { kind: 's3'; bucket: string; prefix: string } {
   const invalid = (why: string) =>
     new AdminError(ErrorCodes.INVALID_ARGUMENT, `invalid storage URL ${JSON.stringify(redactUrl(url))}: ${why}`);
   if (typeof url !== 'string' || url === '') throw invalid('it is empty; use file:///path or s3://bucket/prefix');
@@ -52,7 +59,7 @@ function parseStorageUrl(url: string, s3: OpenStorageOptions['s3']): Storage {
       if (u.host !== '' && u.host !== 'localhost') throw invalid('a file URL names a local path: file:///path');
       const root = fileURLToPath(u);
       if (root === '/' || root === '') throw invalid('the filesystem root cannot be a backup storage');
-      return new DirStorage(root);
+      return { kind: 'file', root };
     }
     case 's3:': {
       const bucket = u.hostname;
@@ -69,7 +76,7 @@ function parseStorageUrl(url: string, s3: OpenStorageOptions['s3']): Storage {
       if (prefix !== '' && !prefix.split('/').every((s) => /^[A-Za-z0-9._-]+$/.test(s) && s !== '.' && s !== '..')) {
         throw invalid('the prefix must be /-separated segments of A-Z a-z 0-9 . _ - (no empty, "." or ".." segment)');
       }
-      return new S3Storage({ ...s3, bucket, prefix });
+      return { kind: 's3', bucket, prefix };
     }
     default:
       throw invalid(`unsupported scheme "${u.protocol}"; use file:///path or s3://bucket/prefix`);

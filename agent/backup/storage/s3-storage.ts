@@ -394,6 +394,4 @@ function scrub(message: string): string {
 }
 
 /** For openStorage: a bucket name S3 accepts (3-63 of [a-z0-9.-], starting and ending alphanumeric). */
-export function isValidBucketName(bucket: string): boolean {
-  return /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket) && !bucket.includes('..');
-}
+export { isValidBucketName } from './bucket-name.js';
