@@ -54,6 +54,25 @@ export function defineCommand<A>(spec: CommandSpec<A>): CliCommand {
   };
 }
 
+/** A command group (`checkpoint …`, `backup …`). Chosen without a subcommand, it selects null: the caller shows help (exit 2). */
+export function defineGroup(name: string, describe: string, subcommands: readonly CliCommand[]) {
+  return {
+    command: name,
+    attach(y: Argv<GlobalArgs>, select: (run: ((ctx: CommandContext) => Promise<void>) | null) => void): Argv<GlobalArgs> {
+      return y.command(
+        name,
+        describe,
+        (sub) => {
+          let s = sub;
+          for (const c of subcommands) s = c.attach(s, select);
+          return s;
+        },
+        () => select(null),
+      ) as Argv<GlobalArgs>;
+    },
+  };
+}
+
 // ---- validation at the edge, before any I/O ----
 
 export const LABEL_MAX_LENGTH = 200;

@@ -123,13 +123,7 @@ export function describeCheckpointSync(checkpointDir: string, id: string): Check
 
 /** Every whole checkpoint, oldest first. */
 export function listCheckpointsSync(checkpointDir: string): CheckpointRecord[] {
-  let names: string[];
-  try {
-    names = fs.readdirSync(checkpointDir);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return [];
-    throw err;
-  }
+  const names = readdirOrEmpty(checkpointDir);
   const records: CheckpointRecord[] = [];
   for (const name of names.filter(isCheckpointId).sort()) {
     try {
@@ -164,13 +158,7 @@ export function deleteCheckpointSync(checkpointDir: string, id: string): { freed
 
 /** Removes what interrupted creates, deletes and verifies left behind. Returns the names removed. */
 export function cleanLeftoversSync(checkpointDir: string): string[] {
-  let names: string[];
-  try {
-    names = fs.readdirSync(checkpointDir);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return [];
-    throw err;
-  }
+  const names = readdirOrEmpty(checkpointDir);
   const removed: string[] = [];
   for (const name of names) {
     if (/^\.(staging|deleting|clone)-/.test(name) || /^\..*\.tmp-/.test(name)) {
@@ -222,6 +210,16 @@ export function cloneDbSync(srcDb: string, dst: string): void {
     copyFileDurableSync(src, out);
   }
   fsyncDir(dst);
+}
+
+/** A directory's entries; none if it does not exist (no checkpoint was ever made there). */
+function readdirOrEmpty(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return [];
+    throw err;
+  }
 }
 
 export function checkpointDbPath(checkpointDir: string, id: string): string {

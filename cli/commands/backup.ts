@@ -1,5 +1,4 @@
-import type { Argv } from 'yargs';
-import type { CliCommand, CommandContext, GlobalArgs } from '../command.js';
+import { defineGroup, type CliCommand } from '../command.js';
 import { backupCancelCommand } from './backup-cancel.js';
 import { backupCreateCommand } from './backup-create.js';
 import { backupListCommand } from './backup-list.js';
@@ -18,22 +17,4 @@ const subcommands: readonly CliCommand[] = [
   backupRestoreCommand,
 ];
 
-/** `backup <subcommand>`. Chosen without a subcommand, it selects null: the caller shows help (exit 2). */
-export const backupGroup = {
-  command: 'backup',
-  attach(
-    y: Argv<GlobalArgs>,
-    select: (run: ((ctx: CommandContext) => Promise<void>) | null) => void,
-  ): Argv<GlobalArgs> {
-    return y.command(
-      'backup',
-      'Back checkpoints up to a remote repository (S3 or a directory), list, verify, prune and restore backups',
-      (sub) => {
-        let s = sub;
-        for (const c of subcommands) s = c.attach(s, select);
-        return s;
-      },
-      () => select(null),
-    ) as Argv<GlobalArgs>;
-  },
-};
+export const backupGroup = defineGroup('backup', 'Back checkpoints up to a remote repository (S3 or a directory), list, verify, prune and restore backups', subcommands);

@@ -1,5 +1,4 @@
-import type { Argv } from 'yargs';
-import type { CliCommand, CommandContext, GlobalArgs } from '../command.js';
+import { defineGroup, type CliCommand } from '../command.js';
 import { checkpointCancelCommand } from './checkpoint-cancel.js';
 import { checkpointCreateCommand } from './checkpoint-create.js';
 import { checkpointDeleteCommand } from './checkpoint-delete.js';
@@ -24,22 +23,4 @@ const subcommands: readonly CliCommand[] = [
   checkpointRestoreCommand,
 ];
 
-/** `checkpoint <subcommand>`. Chosen without a subcommand, it selects null: the caller shows help (exit 2). */
-export const checkpointGroup = {
-  command: 'checkpoint',
-  attach(
-    y: Argv<GlobalArgs>,
-    select: (run: ((ctx: CommandContext) => Promise<void>) | null) => void,
-  ): Argv<GlobalArgs> {
-    return y.command(
-      'checkpoint',
-      'Create, list, inspect, verify, prune and restore checkpoints',
-      (sub) => {
-        let s = sub;
-        for (const c of subcommands) s = c.attach(s, select);
-        return s;
-      },
-      () => select(null),
-    ) as Argv<GlobalArgs>;
-  },
-};
+export const checkpointGroup = defineGroup('checkpoint', 'Create, list, inspect, verify, prune and restore checkpoints', subcommands);
