@@ -7,14 +7,14 @@ import type { Repository } from './repository/repository.js';
 import { packName, sha256Async, type Tree } from './repository/format.js';
 
 /** Longest single ranged read: bounds memory at concurrency × MAX_RUN. */
-const MAX_RUN = 4 * 1024 * 1024;
+const MAX_RUN = 2 * 1024 * 1024;
 
 export interface RestoreBackupOptions {
   repo: Repository;
   id: string;
   /** The directory to create; must not exist, or be empty. */
   to: string;
-  /** Chunks downloading at once (default 8). */
+  /** Ranged reads at once (default 4; each up to 2 MiB in memory). */
   concurrency?: number;
   signal?: AbortSignal;
   onProgress?: (p: { bytesDone: number; bytesTotal: number; filesTotal: number }) => void;
@@ -123,7 +123,7 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
     };
     // Every worker stops at the first failure; all have settled before anything is cleaned up.
     await Promise.allSettled(
-      Array.from({ length: Math.max(1, o.concurrency ?? 8) }, () =>
+      Array.from({ length: Math.max(1, o.concurrency ?? 4) }, () =>
         worker().catch((err: unknown) => {
           failure ??= err;
         }),
