@@ -1,4 +1,5 @@
 import { randomFillSync } from 'node:crypto';
+import { envNumber } from './env-number.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -297,13 +298,7 @@ async function main(): Promise<void> {
 }
 
 function readConfig(): Config {
-  const num = (name: string, fallback: number, integer: boolean): number => {
-    const raw = process.env[name];
-    if (raw === undefined || raw === '') return fallback;
-    const v = Number(raw);
-    if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) throw new Error(`${name} must be a positive ${integer ? 'integer' : 'number'}, got ${raw}`);
-    return v;
-  };
+  const num = envNumber;
   const peers = (process.env.BENCH_PEERS ?? 'restic,borg')
     .split(',')
     .map((s) => s.trim())

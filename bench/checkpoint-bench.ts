@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { envNumber } from './env-number.js';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -149,13 +150,7 @@ async function main(): Promise<void> {
 }
 
 function readConfig(): Config {
-  const num = (name: string, fallback: number, integer: boolean): number => {
-    const raw = process.env[name];
-    if (raw === undefined || raw === '') return fallback;
-    const v = Number(raw);
-    if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) throw new Error(`${name} must be a positive ${integer ? 'integer' : 'number'}, got ${raw}`);
-    return v;
-  };
+  const num = envNumber;
   return {
     dbGb: num('BENCH_DB_GB', 1, false),
     benchDir: path.resolve(process.env.BENCH_DIR || path.join(ROOT, '.scratch', 'bench')),

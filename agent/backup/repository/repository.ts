@@ -74,13 +74,7 @@ export class Repository {
     this.packs.clear();
     for await (const obj of this.storage.list('index/')) {
       const name = obj.name;
-      const file = JSON.parse((await this.storage.get(name)).toString('utf8')) as IndexFile;
-      for (const pack of file.packs) {
-        this.packs.set(pack.id, { size: pack.size, index: name });
-        for (const [id, offset, length] of pack.blobs) {
-          if (!this.blobs.has(id)) this.blobs.set(id, { pack: pack.id, offset, length });
-        }
-      }
+      this.addToIndex(JSON.parse((await this.storage.get(name)).toString('utf8')) as IndexFile, name);
     }
   }
 
@@ -102,11 +96,16 @@ export class Repository {
     const bytes = Buffer.from(canonicalJson(file));
     const name = indexName(sha256(bytes));
     await this.storage.put(name, bytes);
+    this.addToIndex(file, name);
+    return name;
+  }
+
+  /** Learns the packs an index file lists. A blob already known keeps its first place (either is whole). */
+  private addToIndex(file: IndexFile, name: string): void {
     for (const pack of file.packs) {
       this.packs.set(pack.id, { size: pack.size, index: name });
       for (const [id, offset, length] of pack.blobs) if (!this.blobs.has(id)) this.blobs.set(id, { pack: pack.id, offset, length });
     }
-    return name;
   }
 
   /** A blob's bytes, checked against its id. A mismatch names the pack. */
