@@ -37,7 +37,7 @@ export interface BackupOptions {
    */
   repository: string;
   s3?: { endpoint?: string; region?: string; forcePathStyle?: boolean };
-  /** Packs uploading at once (default 2; each holds up to 8 MiB in memory). */
+  /** Packs uploading at once (default 4; each holds up to 9 MiB in memory). */
   concurrency?: number;
   /** Upload cap in bytes per second; null or absent: none. */
   bandwidthLimit?: number | null;

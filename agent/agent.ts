@@ -95,7 +95,7 @@ function parseBackupOptions(o: BackupOptions, checkpointDir: string): BackupConf
   if (typeof o.repository !== 'string' || o.repository === '') {
     throw bad('backup.repository is required: file:///path or s3://bucket/prefix');
   }
-  let concurrency = 2;
+  let concurrency = 4;
   if (o.concurrency !== undefined) {
     if (!Number.isSafeInteger(o.concurrency) || o.concurrency < 1 || o.concurrency > 64) {
       throw bad(`backup.concurrency must be a whole number from 1 to 64, got ${String(o.concurrency)}`);

@@ -40,7 +40,7 @@ import { progress } from './progress.js';
  * a goal was missed.
  *
  * Environment: BENCH_DB_GB (1), BENCH_DIR (<repo>/.scratch/bench), BENCH_REBUILD=1, BENCH_CHANGE_PCT (5),
- * BENCH_BACKUP_CONCURRENCY (2, the agent's default), BENCH_RESTORE_CONCURRENCY (4, restore's default),
+ * BENCH_BACKUP_CONCURRENCY (4, the agent's default), BENCH_RESTORE_CONCURRENCY (8, restore's default),
  * BENCH_PEERS (restic,borg), BENCH_TUNED=0 to skip the peers' ctime-blind runs, BENCH_KEEP=1 to keep
  * the repositories and restored directories in <BENCH_DIR>/backup.
  */
@@ -309,8 +309,8 @@ function readConfig(): Config {
     benchDir: path.resolve(process.env.BENCH_DIR || path.join(ROOT, '.scratch', 'bench')),
     rebuild: process.env.BENCH_REBUILD === '1',
     changePercent: num('BENCH_CHANGE_PCT', 5, false),
-    concurrency: num('BENCH_BACKUP_CONCURRENCY', 2, true),
-    restoreConcurrency: num('BENCH_RESTORE_CONCURRENCY', 4, true),
+    concurrency: num('BENCH_BACKUP_CONCURRENCY', 4, true),
+    restoreConcurrency: num('BENCH_RESTORE_CONCURRENCY', 8, true),
     peers: peers as PeerName[],
     tuned: process.env.BENCH_TUNED !== '0',
     keep: process.env.BENCH_KEEP === '1',

@@ -1,4 +1,4 @@
-import { pino } from 'pino';
+import '../shared/threadpool.js'; // as the CLI does, before anything uses libuv's pool
 import type { CheckpointRecord } from '../shared/api.js';
 import { backupCheckpoint } from '../agent/backup/backup-checkpoint.js';
 import { HashCache } from '../agent/backup/hash-cache.js';
@@ -39,21 +39,20 @@ async function main(): Promise<void> {
   if ((mode !== 'backup' && mode !== 'restore') || !json) {
     throw new Error('usage: backup-run.js backup|restore <json arguments>');
   }
-  const logger = pino({ level: 'warn' }, pino.destination(2));
   if (mode === 'backup') {
     const a = JSON.parse(json) as BackupArgs;
-    const storage = await openStorage(a.repo, { logger });
+    const storage = await openStorage(a.repo, {});
     try {
       const repo = await Repository.open(storage, { create: true });
       const cache = HashCache.load(a.cache);
-      const record = await backupCheckpoint({ repo, checkpoint: a.checkpoint, cache, concurrency: a.concurrency ?? 2 });
+      const record = await backupCheckpoint({ repo, checkpoint: a.checkpoint, cache, concurrency: a.concurrency ?? 4 });
       print({ ...record, moduleLoadMs, maxRssKb: process.resourceUsage().maxRSS });
     } finally {
       await storage.close();
     }
   } else {
     const a = JSON.parse(json) as RestoreArgs;
-    const storage = await openStorage(a.repo, { logger });
+    const storage = await openStorage(a.repo, {});
     try {
       const repo = await Repository.open(storage);
       const result = await restoreBackup({ repo, id: a.id, to: a.to, concurrency: a.concurrency ?? 8 });

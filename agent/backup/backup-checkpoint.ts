@@ -1,10 +1,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { CheckpointRecord } from '../../shared/api.js';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { newCheckpointId } from '../checkpoint/checkpoint-id.js';
+import { alignedBuffers } from '../fs/direct-io.js';
+import { DirectReader } from '../fs/direct-reader.js';
 import { HashCache } from './hash-cache.js';
 import { PackBuilder } from './repository/pack.js';
 import type { Repository } from './repository/repository.js';
@@ -12,17 +13,25 @@ import { CHUNK_SIZE, PACK_TARGET_SIZE, canonicalJson, sha256, type Snapshot, typ
 import type { BackupProgress, BackupRecord } from './backup-types.js';
 import { RateLimiter } from './rate-limiter.js';
 
+/** A pack's buffer: a full pack, one more chunk (the one that made it full) and its header, in whole pages. */
+const PACK_BUFFER_SIZE = PACK_TARGET_SIZE + CHUNK_SIZE + 64 * 1024;
+
+/** Chunks read and hashed at once (each holds a CHUNK_SIZE buffer). */
+const READERS = 4;
+
 export interface BackupOptions {
   repo: Repository;
   checkpoint: CheckpointRecord;
   cache: HashCache;
-  /** Packs uploading at once (default 2). Each holds up to PACK_TARGET_SIZE in memory. */
+  /** Packs uploading at once (default 4). Each holds a PACK_BUFFER_SIZE buffer. */
   concurrency?: number;
   /** Upload bandwidth cap in bytes/s (null: none). */
   bandwidthLimit?: number | null;
   signal?: AbortSignal;
   onProgress?: (p: BackupProgress) => void;
   pinned?: boolean;
+  /** Read files around the page cache (O_DIRECT) where the filesystem allows it (default true). */
+  directIo?: boolean;
 }
 
 /**
@@ -38,7 +47,7 @@ export interface BackupOptions {
 export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> {
   const started = Date.now();
   const { repo, checkpoint } = o;
-  const concurrency = Math.max(1, o.concurrency ?? 2);
+  const concurrency = Math.max(1, o.concurrency ?? 4);
   const limiter = new RateLimiter(o.bandwidthLimit ?? null);
   const lock = await repo.lock(`backup of checkpoint ${checkpoint.id}`, false);
   const inFlight = new Set<Promise<void>>();
@@ -86,8 +95,9 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
 
     const pending = new Set<string>(); // in a pack of this run, not yet indexed
     // At most `concurrency` packs uploading plus the one filling: that many pack buffers, reused.
-    const freeBuffers: Buffer[] = [];
-    const takeBuffer = () => freeBuffers.pop() ?? Buffer.allocUnsafe(PACK_TARGET_SIZE + CHUNK_SIZE + 64 * 1024);
+    // Page-aligned, so that a directory storage can write them with O_DIRECT (direct-io.ts).
+    const freeBuffers: Buffer[] = alignedBuffers(concurrency + 1, PACK_BUFFER_SIZE);
+    const takeBuffer = () => freeBuffers.pop() ?? Buffer.allocUnsafe(PACK_BUFFER_SIZE);
     let pack = new PackBuilder(takeBuffer());
     let blobsUploaded = 0;
     let packsUploaded = 0;
@@ -119,70 +129,115 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
       pack = new PackBuilder(takeBuffer());
     };
 
-    const addBlob = async (id: string, data: Buffer) => {
-      if (repo.hasBlob(id) || pending.has(id)) return;
-      pending.add(id);
-      pack.add(id, data);
-      if (pack.size >= PACK_TARGET_SIZE) await flushPack();
+    // One blob at a time goes into the pack: a full pack is flushed (and waits for an upload slot)
+    // before anyone adds to the next, which is the pipeline's backpressure.
+    let packTurn: Promise<void> = Promise.resolve();
+    const addBlob = (id: string, data: Buffer): Promise<void> => {
+      const turn = packTurn.then(async () => {
+        if (repo.hasBlob(id) || pending.has(id)) return;
+        pending.add(id);
+        pack.add(id, data);
+        if (pack.size >= PACK_TARGET_SIZE) await flushPack();
+      });
+      packTurn = turn.catch(() => {});
+      return turn;
     };
 
-    // Two read buffers: the next chunk is read while this one is hashed (reads run in libuv's pool).
-    const readBuffers = [Buffer.allocUnsafe(CHUNK_SIZE), Buffer.allocUnsafe(CHUNK_SIZE)] as const;
-    const readChunk = async (fh: fs.promises.FileHandle, name: string, buf: Buffer, offset: number, length: number): Promise<Buffer> => {
-      let got = 0;
-      while (got < length) {
-        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
-        if (bytesRead === 0) throw new AdminError(ErrorCodes.CORRUPT, `${name} shrank while being backed up`);
-        got += bytesRead;
-      }
-      return buf.subarray(0, length);
-    };
-
-    const files: TreeFile[] = [];
-    for (let i = 0; i < names.length; i++) {
-      checkCancel();
-      const name = names[i]!;
-      const st = stats[i]!;
-      const size = Number(st.size);
-      const cached = o.cache.get(st);
-      let chunks: string[];
-      if (cached && cached.every((c) => repo.hasBlob(c) || pending.has(c))) {
-        chunks = cached;
-      } else {
-        chunks = [];
-        const fh = await fs.promises.open(path.join(checkpoint.path, name), 'r');
-        const count = Math.ceil(size / CHUNK_SIZE);
-        let next: Promise<Buffer> | null = count > 0 ? readChunk(fh, name, readBuffers[0], 0, Math.min(CHUNK_SIZE, size)) : null;
-        try {
-          for (let c = 0; c < count; c++) {
-            checkCancel();
-            const chunk: Buffer = await next!;
-            const nextOffset = (c + 1) * CHUNK_SIZE;
-            next = c + 1 < count ? readChunk(fh, name, readBuffers[(c + 1) % 2]!, nextOffset, Math.min(CHUNK_SIZE, size - nextOffset)) : null;
-            progress.bytesRead += chunk.length;
-            const id = sha256(chunk);
-            chunks.push(id);
-            await addBlob(id, chunk);
-            progress.bytesDone += chunk.length;
-            report();
-            // Hashing is synchronous: let the host's event loop breathe between chunks.
-            await yieldToLoop();
-          }
-        } finally {
-          // Never close a file with a read still running on it.
-          if (next) await next.catch(() => {});
-          await fh.close();
-        }
-        o.cache.set(st, chunks);
-      }
-      if (cached && chunks === cached) progress.bytesDone += size;
-      files.push({ name, size, chunks });
+    // Files to read, chunk by chunk, in name order; several chunks (of one file or the next ones) are
+    // read and hashed at once. Reads and WebCrypto's SHA-256 both run in libuv's pool, so the host's
+    // event loop only copies each chunk into the pack, and a full backup uses every core.
+    interface OpenFile {
+      index: number;
+      st: fs.BigIntStats;
+      chunks: string[];
+      remaining: number;
+      failed: boolean;
+      handle: Promise<fs.promises.FileHandle>;
+    }
+    const files: (TreeFile | undefined)[] = new Array(names.length);
+    const reader = new DirectReader(CHUNK_SIZE, o.directIo !== false);
+    const finishFile = (i: number, chunks: string[]) => {
+      files[i] = { name: names[i]!, size: Number(stats[i]!.size), chunks };
       progress.filesDone++;
       report();
-    }
+    };
+    let nextFile = 0;
+    let current: OpenFile | null = null;
+    let nextChunk = 0;
+    /** The next chunk to read, or null when every file has been handed out. Synchronous: no races. */
+    const nextJob = (): { file: OpenFile; c: number } | null => {
+      for (;;) {
+        if (current && nextChunk < current.chunks.length) return { file: current, c: nextChunk++ };
+        current = null;
+        if (nextFile >= names.length) return null;
+        const i = nextFile++;
+        const st = stats[i]!;
+        const size = Number(st.size);
+        const cached = o.cache.get(st);
+        if (cached && cached.every((c) => repo.hasBlob(c) || pending.has(c))) {
+          progress.bytesDone += size;
+          finishFile(i, cached);
+          continue;
+        }
+        const count = Math.ceil(size / CHUNK_SIZE);
+        if (count === 0) {
+          finishFile(i, []);
+          continue;
+        }
+        const handle = reader.open(path.join(checkpoint.path, names[i]!));
+        handle.catch(() => {}); // awaited by the chunk jobs; never an unhandled rejection
+        current = { index: i, st, chunks: new Array<string>(count), remaining: count, failed: false, handle };
+        nextChunk = 0;
+      }
+    };
+    const closeFile = async (file: OpenFile, whole: boolean) => {
+      await (await file.handle).close();
+      if (!whole) return;
+      o.cache.set(file.st, file.chunks);
+      finishFile(file.index, file.chunks);
+    };
+
+    let readFailure: unknown = null;
+    const readChunks = async (buf: Buffer) => {
+      for (let job = nextJob(); job && readFailure === null; job = nextJob()) {
+        const { file, c } = job;
+        let ok = false;
+        try {
+          checkCancel();
+          const offset = c * CHUNK_SIZE;
+          const length = Math.min(CHUNK_SIZE, Number(file.st.size) - offset);
+          const name = names[file.index]!;
+          await reader.read(await file.handle, path.join(checkpoint.path, name), buf, offset, length, () => new AdminError(ErrorCodes.CORRUPT, `${name} shrank while being backed up`));
+          const chunk = buf.subarray(0, length);
+          progress.bytesRead += length;
+          const id = sha256(chunk);
+          file.chunks[c] = id;
+          await addBlob(id, chunk);
+          progress.bytesDone += length;
+          report();
+          ok = true;
+        } finally {
+          // The last chunk of a file closes it, whether it went well or not (no handle leaks).
+          if (!ok) file.failed = true;
+          if (--file.remaining === 0) await closeFile(file, !file.failed);
+        }
+      }
+    };
+    // Each reader owns one chunk buffer: READERS MiB of reads in flight, whatever the file sizes.
+    await Promise.all(
+      reader.buffers(READERS).map((buf) =>
+        readChunks(buf).catch((err: unknown) => {
+          readFailure ??= err;
+        }),
+      ),
+    );
+    // Files a failed reader left open (handed out but never finished).
+    if (current) await (current as OpenFile).handle.then((fh) => fh.close()).catch(() => {});
+    if (readFailure !== null) throw readFailure;
+    checkCancel();
 
     progress.phase = 'finishing';
-    const tree: Tree = { version: 1, files };
+    const tree: Tree = { version: 1, files: files as TreeFile[] };
     const treeBytes = Buffer.from(canonicalJson(tree));
     const treeId = sha256(treeBytes);
     await addBlob(treeId, treeBytes);
@@ -198,7 +253,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
       pinned: o.pinned === true,
       checkpoint: { id: checkpoint.id, label: checkpoint.label, createdAt: checkpoint.createdAt, trigger: checkpoint.trigger },
       tree: treeId,
-      files: files.length,
+      files: names.length,
       bytes: progress.bytesTotal,
     };
     await repo.writeSnapshot(snapshot);

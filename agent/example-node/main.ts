@@ -1,3 +1,4 @@
+import '../../shared/threadpool.js'; // first: a backup's reads share libuv's pool with classic-level
 import http from 'node:http';
 import path from 'node:path';
 import fs from 'node:fs';
@@ -34,7 +35,7 @@ const USAGE = `usage: node dist/agent/example-node/main.js [options]
   --s3-endpoint <url>           S3 endpoint (default $AWS_ENDPOINT_URL_S3, else AWS)
   --s3-region <region>          S3 region (default $AWS_REGION, else us-east-1)
   --s3-path-style               path-style S3 addressing (default: on with --s3-endpoint)
-  --backup-concurrency <n>      packs uploading at once (default 2)
+  --backup-concurrency <n>      packs uploading at once (default 4)
   --backup-bwlimit <size/s>     upload bandwidth cap (e.g. 10MiB/s); none by default
   --promote-scheduled           back up every scheduled checkpoint once it is taken
   --promote-min-interval <dur>  ...but at most one backup per <dur> (implies --promote-scheduled)

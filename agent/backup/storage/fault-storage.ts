@@ -76,8 +76,8 @@ export class FaultStorage implements Storage {
     return this.call('get', name, () => this.inner.get(name));
   }
 
-  getRange(name: string, offset: number, length: number): Promise<Buffer> {
-    return this.call('getRange', name, () => this.inner.getRange(name, offset, length));
+  getRange(name: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    return this.call('getRange', name, () => this.inner.getRange(name, offset, length, into));
   }
 
   stat(name: string): Promise<ObjectInfo | null> {

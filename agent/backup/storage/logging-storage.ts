@@ -31,8 +31,8 @@ export class LoggingStorage implements Storage {
     return this.timed('get', name, (data) => data.length, () => this.inner.get(name));
   }
 
-  getRange(name: string, offset: number, length: number): Promise<Buffer> {
-    return this.timed('getRange', name, length, () => this.inner.getRange(name, offset, length), { offset });
+  getRange(name: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    return this.timed('getRange', name, length, () => this.inner.getRange(name, offset, length, into), { offset });
   }
 
   stat(name: string): Promise<ObjectInfo | null> {

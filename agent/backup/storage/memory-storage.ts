@@ -50,12 +50,16 @@ export class MemoryStorage implements Storage {
     return Buffer.from(this.object('get', name));
   }
 
-  async getRange(name: string, offset: number, length: number): Promise<Buffer> {
+  async getRange(name: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
     checkName(this.description, 'getRange', name);
-    checkRangeArgs(this.description, name, offset, length);
+    checkRangeArgs(this.description, name, offset, length, into);
     await Promise.resolve();
     const data = this.object('getRange', name);
     if (offset + length > data.length) throw rangeError(this.description, name, offset, length, data.length);
+    if (into) {
+      data.copy(into, 0, offset, offset + length);
+      return into.subarray(0, length);
+    }
     return Buffer.from(data.subarray(offset, offset + length));
   }
 

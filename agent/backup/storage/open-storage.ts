@@ -9,7 +9,8 @@ import { isValidBucketName } from './bucket-name.js';
 import type { Storage } from './storage.js';
 
 export interface OpenStorageOptions {
-  logger: Logger;
+  /** Every storage call at debug level, retries at warn. None: no logging layer (a CLI that logs nothing need not load pino). */
+  logger?: Logger;
   /** For `s3://` URLs. Credentials come from the SDK's standard chain unless given here. */
   s3?: Omit<S3StorageOptions, 'bucket' | 'prefix'>;
   /** Retry policy (retry-storage.ts); `false` for none. */
@@ -21,6 +22,7 @@ export interface OpenStorageOptions {
  *
  *     RetryStorage(LoggingStorage(backend))
  *
+ * (without LoggingStorage when no logger is given)
  * so that every attempt is logged and retries are counted once, above all of them.
  *
  * URLs: `file:///absolute/path` (dir-storage) and `s3://bucket[/prefix]` (s3-storage). Anything else is
@@ -34,9 +36,9 @@ export async function openStorage(url: string, options: OpenStorageOptions): Pro
     parsed.kind === 'file'
       ? new DirStorage(parsed.root)
       : new (await import('./s3-storage.js')).S3Storage({ ...options.s3, bucket: parsed.bucket, prefix: parsed.prefix });
-  const logged = new LoggingStorage(backend, options.logger);
+  const logged = options.logger ? new LoggingStorage(backend, options.logger) : backend;
   if (options.retry === false) return logged;
-  return new RetryStorage(logged, { ...options.retry, logger: options.logger });
+  return new RetryStorage(logged, { ...options.retry, ...(options.logger ? { logger: options.logger } : {}) });
 }
 
 /** Checks a storage URL without opening anything (and without loading the AWS SDK). */

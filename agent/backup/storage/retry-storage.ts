@@ -62,8 +62,8 @@ export class RetryStorage implements Storage {
     return this.retry('get', name, () => this.inner.get(name));
   }
 
-  getRange(name: string, offset: number, length: number): Promise<Buffer> {
-    return this.retry('getRange', name, () => this.inner.getRange(name, offset, length));
+  getRange(name: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    return this.retry('getRange', name, () => this.inner.getRange(name, offset, length, into));
   }
 
   stat(name: string): Promise<ObjectInfo | null> {

@@ -169,9 +169,16 @@ export class S3Storage implements Storage {
     }
   }
 
-  async getRange(name: string, offset: number, length: number): Promise<Buffer> {
+  async getRange(name: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
     checkName(this.description, 'getRange', name);
-    checkRangeArgs(this.description, name, offset, length);
+    checkRangeArgs(this.description, name, offset, length, into);
+    const data = await this.getRangeOwn(name, offset, length);
+    if (!into) return data;
+    data.copy(into, 0);
+    return into.subarray(0, length);
+  }
+
+  private async getRangeOwn(name: string, offset: number, length: number): Promise<Buffer> {
     if (length === 0) {
       // `bytes=o-(o-1)` is not a range S3 accepts: answer from the size.
       const info = await this.stat(name);

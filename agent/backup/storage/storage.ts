@@ -56,9 +56,11 @@ export interface Storage {
   /**
    * Exactly `length` bytes from `offset`. `not-found` if the object does not exist; `permanent` if the
    * range does not lie within the object (`offset + length > size`). `length` 0 at `offset <= size` is an
-   * empty buffer.
+   * empty buffer. With `into` (at least `length` bytes long) the bytes land at its start and the result
+   * is `into.subarray(0, length)`: a restore reads gigabytes through a few buffers instead of allocating
+   * one per read. A failed call may have written into it.
    */
-  getRange(name: string, offset: number, length: number): Promise<Buffer>;
+  getRange(name: string, offset: number, length: number, into?: Buffer): Promise<Buffer>;
 
   /** The object's size, or null if there is no object of that name. */
   stat(name: string): Promise<ObjectInfo | null>;
@@ -200,9 +202,16 @@ export function checkPrefix(backend: string, prefix: string): void {
 }
 
 /** Throws unless offset and length are non-negative safe integers (a caller's bug, not the storage's). */
-export function checkRangeArgs(backend: string, name: string, offset: number, length: number): void {
+export function checkRangeArgs(backend: string, name: string, offset: number, length: number, into?: Buffer): void {
   if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
     throw new StorageError('permanent', backend, `invalid range: offset ${offset}, length ${length}`, {
+      op: 'getRange',
+      name,
+      code: ErrorCodes.INVALID_ARGUMENT,
+    });
+  }
+  if (into !== undefined && (!Buffer.isBuffer(into) || into.length < length)) {
+    throw new StorageError('permanent', backend, `the buffer to read into holds fewer than ${length} bytes`, {
       op: 'getRange',
       name,
       code: ErrorCodes.INVALID_ARGUMENT,

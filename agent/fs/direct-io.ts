@@ -1,0 +1,47 @@
+import fs from 'node:fs';
+
+/**
+ * O_DIRECT file access: reads and writes that go between the device and our own buffers, around the page
+ * cache. Backups read each table once and restores write each file once; through the page cache both
+ * cost a kernel copy of every byte (the largest CPU cost of either, measured) and fill the cache with
+ * data nobody reads again, pushing out the host node's hot pages.
+ *
+ * O_DIRECT needs page-aligned memory, offsets and lengths. Node cannot ask for aligned memory, but a
+ * WebAssembly.Memory is page-aligned by construction, so buffers are views of one. Filesystems that
+ * refuse O_DIRECT (tmpfs, some FUSE and network filesystems) answer EINVAL, on open or on the first
+ * read or write: callers then fall back to ordinary I/O with the same result.
+ */
+
+/** Offsets, lengths and addresses of direct I/O are multiples of this (a page: enough everywhere). */
+export const DIRECT_ALIGN = 4096;
+const WASM_PAGE = 64 * 1024;
+// The one piece of WebAssembly used here (lib "es2023" has no WebAssembly types).
+declare const WebAssembly: { Memory: new (descriptor: { initial: number }) => { buffer: ArrayBuffer } };
+
+/** `count` buffers of `size` bytes (a multiple of DIRECT_ALIGN), each starting on a page boundary. */
+export function alignedBuffers(count: number, size: number): Buffer[] {
+  if (size <= 0 || size % DIRECT_ALIGN !== 0) throw new Error(`aligned buffer size ${size} is not a positive multiple of ${DIRECT_ALIGN}`);
+  const memory = new WebAssembly.Memory({ initial: Math.ceil((count * size) / WASM_PAGE) || 1 });
+  const all = Buffer.from(memory.buffer);
+  return Array.from({ length: count }, (_, i) => all.subarray(i * size, (i + 1) * size));
+}
+
+export function roundUpToAlign(n: number): number {
+  return Math.ceil(n / DIRECT_ALIGN) * DIRECT_ALIGN;
+}
+
+/** Whether `err` is the filesystem refusing direct I/O. */
+export function isDirectRefused(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | null)?.code === 'EINVAL';
+}
+
+/** Opens `file` with O_DIRECT added to `flags`; null if the filesystem refuses direct I/O. */
+export async function openDirect(file: string, flags: number, mode?: number): Promise<fs.promises.FileHandle | null> {
+  if (fs.constants.O_DIRECT === undefined) return null;
+  try {
+    return await fs.promises.open(file, flags | fs.constants.O_DIRECT, mode);
+  } catch (err) {
+    if (isDirectRefused(err)) return null;
+    throw err;
+  }
+}

@@ -1,0 +1,146 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ClassicLevel } from 'classic-level';
+import { DirectReader } from '../dist/agent/fs/direct-reader.js';
+import { DIRECT_ALIGN, alignedBuffers } from '../dist/agent/fs/direct-io.js';
+import { DirStorage } from '../dist/agent/backup/storage/dir-storage.js';
+import { Repository } from '../dist/agent/backup/repository/repository.js';
+import { HashCache } from '../dist/agent/backup/hash-cache.js';
+import { backupCheckpoint } from '../dist/agent/backup/backup-checkpoint.js';
+import { restoreBackup } from '../dist/agent/backup/restore-backup.js';
+import { createCheckpointSync } from '../dist/agent/checkpoint/checkpoint-dir.js';
+import { tempDir } from './support/processes.js';
+
+/**
+ * O_DIRECT reads (backups) and writes (packs, restores) must give exactly the bytes ordinary I/O gives,
+ * at every size around the page and chunk boundaries, and fall back to ordinary I/O, with the same
+ * result, when direct I/O is refused (here: a buffer that is not page-aligned, which the kernel refuses
+ * just as a filesystem without O_DIRECT does).
+ */
+
+const MiB = 1024 * 1024;
+const SIZES = [0, 1, 4095, 4096, 4097, MiB - 1, MiB, MiB + 5, 3 * MiB + 4096 * 3 + 17];
+
+describe('direct I/O', () => {
+  const dir = tempDir('direct');
+  const files = new Map<string, Buffer>();
+
+  beforeAll(() => {
+    for (const size of SIZES) {
+      const data = randomBytes(size);
+      const file = path.join(dir, `f-${size}`);
+      fs.writeFileSync(file, data);
+      files.set(file, data);
+    }
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  const readWhole = async (reader: DirectReader, file: string, buf: Buffer): Promise<Buffer> => {
+    const size = fs.statSync(file).size;
+    const fh = await reader.open(file);
+    const parts: Buffer[] = [];
+    try {
+      for (let offset = 0; offset < size; offset += MiB) {
+        const length = Math.min(MiB, size - offset);
+        await reader.read(fh, file, buf, offset, length, () => new Error('shrank'));
+        parts.push(Buffer.from(buf.subarray(0, length)));
+      }
+    } finally {
+      await fh.close();
+    }
+    return Buffer.concat(parts);
+  };
+
+  it('alignedBuffers are page-aligned: an O_DIRECT read into each succeeds', () => {
+    const bufs = alignedBuffers(3, MiB);
+    const file = [...files.keys()].find((f) => f.endsWith(`-${MiB}`))!;
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_DIRECT);
+    try {
+      for (const b of bufs) expect(fs.readSync(fd, b, 0, DIRECT_ALIGN, 0)).toBe(DIRECT_ALIGN);
+      // The control: one byte off the page boundary is refused, so the test above can fail.
+      expect(() => fs.readSync(fd, bufs[0]!, 1, DIRECT_ALIGN, 0)).toThrow(/EINVAL/);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('reads every size exactly, directly', async () => {
+    const reader = new DirectReader(MiB);
+    const [buf] = reader.buffers(1);
+    for (const [file, data] of files) expect((await readWhole(reader, file, buf!)).equals(data)).toBe(true);
+    expect(reader.isDirect).toBe(true);
+  });
+
+  it('falls back to ordinary reads, for good, when a direct read is refused, with the same bytes', async () => {
+    const reader = new DirectReader(MiB);
+    const misaligned = alignedBuffers(1, 2 * MiB)[0]!.subarray(16, 16 + MiB);
+    for (const [file, data] of files) expect((await readWhole(reader, file, misaligned)).equals(data)).toBe(true);
+    expect(reader.isDirect).toBe(false);
+  });
+
+  it('names a file that ends before the piece asked for, directly and not', async () => {
+    for (const enabled of [true, false]) {
+      const reader = new DirectReader(MiB, enabled);
+      const [buf] = reader.buffers(1);
+      const file = [...files.keys()].find((f) => f.endsWith('-4097'))!;
+      const fh = await reader.open(file);
+      try {
+        await expect(reader.read(fh, file, buf!, 0, 8192, () => new Error('it shrank'))).rejects.toThrow('it shrank');
+      } finally {
+        await fh.close();
+      }
+    }
+  });
+
+  it('a directory storage stores large puts exactly, from aligned and unaligned buffers', async () => {
+    const storage = new DirStorage(path.join(dir, 'repo'));
+    for (const size of [MiB, MiB + 1, 5 * MiB + 4095]) {
+      const aligned = alignedBuffers(1, Math.ceil(size / DIRECT_ALIGN) * DIRECT_ALIGN + DIRECT_ALIGN)[0]!;
+      randomBytes(size).copy(aligned);
+      for (const [what, data] of [
+        ['aligned', aligned.subarray(0, size)],
+        ['unaligned', aligned.subarray(1, size + 1)],
+      ] as const) {
+        const name = `obj/${what}-${size}`;
+        await storage.put(name, data);
+        expect(fs.statSync(path.join(dir, 'repo', 'obj', `${what}-${size}`)).size).toBe(size);
+        expect((await storage.get(name)).equals(data)).toBe(true);
+      }
+    }
+  });
+});
+
+describe('backups and restores with and without direct I/O', () => {
+  const dir = tempDir('direct-backup');
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('give the same tree and the same restored files', async () => {
+    const db = new ClassicLevel<string, Buffer>(path.join(dir, 'db'), { valueEncoding: 'buffer', writeBufferSize: 512 * 1024, maxFileSize: 512 * 1024 });
+    await db.open();
+    for (let b = 0; b < 20; b++) await db.batch(Array.from({ length: 100 }, (_, i) => ({ type: 'put' as const, key: `k${b}-${i}`, value: randomBytes(1000 + ((b * 100 + i) % 3000)) })));
+    await db.close();
+    const checkpoint = createCheckpointSync({ dbPath: path.join(dir, 'db'), checkpointDir: path.join(dir, 'checkpoints'), id: '20261122T000000000Z-0001', label: null, pinned: false, trigger: 'manual' });
+
+    const trees: string[] = [];
+    const restored: string[] = [];
+    for (const directIo of [true, false]) {
+      const storage = new DirStorage(path.join(dir, `repo-${directIo}`));
+      const repo = await Repository.open(storage, { create: true });
+      const record = await backupCheckpoint({ repo, checkpoint, cache: HashCache.load(null), directIo });
+      trees.push((await repo.readSnapshot(record.id)).tree);
+      for (const restoreDirect of [true, false]) {
+        const to = path.join(dir, `restored-${directIo}-${restoreDirect}`);
+        await restoreBackup({ repo, id: record.id, to, directIo: restoreDirect });
+        restored.push(to);
+      }
+    }
+    expect(trees[0]).toBe(trees[1]);
+    for (const to of restored) {
+      const names = fs.readdirSync(checkpoint.path).filter((n) => n !== 'LOCK' && n !== 'LOG' && n !== 'LOG.old').sort();
+      expect(fs.readdirSync(to).sort()).toEqual(names);
+      for (const n of names) expect(fs.readFileSync(path.join(to, n)).equals(fs.readFileSync(path.join(checkpoint.path, n)))).toBe(true);
+    }
+  });
+});
