@@ -74,14 +74,47 @@ export class Repository {
 
   /** Reads every index file. Packs written by an interrupted backup and never indexed are not known here. */
   async loadIndex(): Promise<void> {
-    this.blobs.clear();
-    this.packs.clear();
+    for (let attempt = 1; ; attempt++) {
+      this.blobs.clear();
+      this.packs.clear();
+      try {
+        const { names, files } = await this.readIndexFiles();
+        files.forEach((file, i) => this.addToIndex(file, names[i]!));
+        return;
+      } catch (err) {
+        // An index file listed a moment ago is gone: compactIndex() replaced it by one it wrote first,
+        // so listing again finds everything.
+        if (!isStorageError(err, 'not-found') || attempt >= 5) throw err;
+      }
+    }
+  }
+
+  /** Every index file, listed, then read many at once (a cold disk or a far bucket takes ms for each). */
+  private async readIndexFiles(): Promise<{ names: string[]; files: IndexFile[] }> {
     const names: string[] = [];
     for await (const obj of this.storage.list('index/')) names.push(obj.name);
-    // Read many at once (a cold disk or a far-away bucket answers each in milliseconds), learn them in
-    // name order so that the result does not depend on which read finished first.
+    // Learned in name order, so the result does not depend on which read finished first.
     const files = await mapLimit(names, INDEX_READS_AT_ONCE, async (name) => JSON.parse((await this.storage.get(name)).toString('utf8')) as IndexFile);
-    files.forEach((file, i) => this.addToIndex(file, names[i]!));
+    return { names, files };
+  }
+
+  /**
+   * Replaces the index files by one listing every pack they list, once there are more than
+   * `threshold` of them (a backup writes one per pack: loading thousands costs every later run). The
+   * new file is written, durably, before any old one is deleted, so the listed files always cover every
+   * pack; a reader whose file vanished lists again (loadIndex). Safe beside backups, which only add
+   * files; prune, which rewrites the index, runs alone. Returns how many files it replaced.
+   */
+  async compactIndex(threshold: number): Promise<number> {
+    const { names, files } = await this.readIndexFiles();
+    if (names.length <= threshold) return 0;
+    const packs = new Map<string, IndexFile['packs'][number]>();
+    for (const file of files) for (const pack of file.packs) if (!packs.has(pack.id)) packs.set(pack.id, pack);
+    const written = await this.writeIndex([...packs.values()]);
+    const old = new Set(names.filter((n) => n !== written));
+    await mapLimit([...old], INDEX_READS_AT_ONCE, (name) => this.storage.delete(name));
+    for (const info of this.packs.values()) if (old.has(info.index)) info.index = written;
+    return old.size;
   }
 
   hasBlob(id: string): boolean {
