@@ -23,6 +23,11 @@ import { progress } from './progress.js';
  *      same caches); restic and borg also once more with their ctime check off (info: see below);
  *   3. restore of the latest backup into a fresh directory, checked byte for byte against checkpoint 2.
  *
+ * Beside the peers, the device itself: `cp -r` of the checkpoint plus `sync`, cold, after our full
+ * backup and after our restore (both read and write every byte once): how far we are from what the disk
+ * allows. And, for information, our incremental once more started without NODE_EXTRA_CA_CERTS (when
+ * set: Node then parses that certificate file at every start, which no peer pays).
+ *
  * The database is not modified: the benchmark works on a clone of it (tables hard-linked, as the
  * checkpoints are), so the checkpoint benchmark's database keeps its size. Do not run it while the
  * checkpoint benchmark runs: the clone must be taken from a closed database.
@@ -40,7 +45,7 @@ import { progress } from './progress.js';
  * a goal was missed.
  *
  * Environment: BENCH_DB_GB (1), BENCH_DIR (<repo>/.scratch/bench), BENCH_REBUILD=1, BENCH_CHANGE_PCT (5),
- * BENCH_BACKUP_CONCURRENCY (4, the agent's default), BENCH_RESTORE_CONCURRENCY (8, restore's default),
+ * BENCH_BACKUP_CONCURRENCY (4, the agent's default), BENCH_RESTORE_CONCURRENCY (16, restore's default),
  * BENCH_PEERS (restic,borg), BENCH_TUNED=0 to skip the peers' ctime-blind runs, BENCH_KEEP=1 to keep
  * the repositories and restored directories in <BENCH_DIR>/backup.
  */
@@ -133,8 +138,8 @@ async function main(): Promise<void> {
   const cold = () => {
     cacheDropped = dropPageCache() && cacheDropped;
   };
-  const runOurs = (mode: 'backup' | 'restore', args: object): OursRun => {
-    const timed = runTimed(process.execPath, [RUN, mode, JSON.stringify(args)], { gnuTime });
+  const runOurs = (mode: 'backup' | 'restore', args: object, env?: NodeJS.ProcessEnv): OursRun => {
+    const timed = runTimed(process.execPath, [RUN, mode, JSON.stringify(args)], { gnuTime, ...(env ? { env } : {}) });
     const last = timed.stdout.trim().split('\n').at(-1) ?? '';
     return { timed, result: JSON.parse(last) as Record<string, unknown> };
   };
@@ -147,6 +152,9 @@ async function main(): Promise<void> {
   const fullOurs = runOurs('backup', { repo: oursUrl, checkpoint: { ...c1, path: current }, cache: cacheFile, concurrency: config.concurrency });
   const fullOursRepoBytes = treeBytes(oursRepo);
   progress(`  ours:   ${describe(fullOurs.timed)}, uploaded ${mb(num(fullOurs.result.bytesUploaded))}`);
+  cold();
+  const fullCopy = copyFloor(current, path.join(work, 'copy-floor'), gnuTime);
+  progress(`  cp -r:  ${describe(fullCopy)} (the device: read and write every byte once, durably)`);
   let fullRestic: PeerBackup | null = null;
   let fullBorg: PeerBackup | null = null;
   if (restic) {
@@ -179,11 +187,28 @@ async function main(): Promise<void> {
 
   // The ctime-blind runs need the repositories as they are before the default incremental runs.
   const resticTuned = restic && config.tuned ? restic.cloneTo('tuned') : null;
+  // Ours once more on the same change, started without NODE_EXTRA_CA_CERTS (info): a copy of our
+  // repository and hash cache as they are now, so both runs do the same work.
+  const oursNoCa = process.env.NODE_EXTRA_CA_CERTS ? { repo: `${oursRepo}-noca`, cache: `${cacheFile}-noca` } : null;
+  if (oursNoCa) {
+    runQuiet('cp', ['-a', oursRepo, oursNoCa.repo]);
+    fs.copyFileSync(cacheFile, oursNoCa.cache);
+  }
   const repoBefore = { ours: treeBytes(oursRepo), restic: restic ? treeBytes(restic.repo) : null, borg: borg ? treeBytes(borg.repo) : null };
 
   cold();
   const incOurs = runOurs('backup', { repo: oursUrl, checkpoint: { ...c2, path: current }, cache: cacheFile, concurrency: config.concurrency });
   progress(`  ours:   ${describe(incOurs.timed)}, read ${mb(num(incOurs.result.bytesRead))}, uploaded ${mb(num(incOurs.result.bytesUploaded))}`);
+  let incOursNoCa: OursRun | null = null;
+  if (oursNoCa) {
+    cold();
+    const env = { ...process.env };
+    delete env.NODE_EXTRA_CA_CERTS;
+    incOursNoCa = runOurs('backup', { repo: pathToFileURL(oursNoCa.repo).href, checkpoint: { ...c2, path: current }, cache: oursNoCa.cache, concurrency: config.concurrency }, env);
+    progress(`  ours without NODE_EXTRA_CA_CERTS: ${describe(incOursNoCa.timed)}`);
+    fs.rmSync(oursNoCa.repo, { recursive: true, force: true });
+    fs.rmSync(oursNoCa.cache, { force: true });
+  }
   let incRestic: PeerBackup | null = null;
   let incResticTuned: PeerBackup | null = null;
   let incBorg: PeerBackup | null = null;
@@ -226,6 +251,9 @@ async function main(): Promise<void> {
   const resOurs = runOurs('restore', { repo: oursUrl, id: incOurs.result.id, to: restoreDirs.ours, concurrency: config.restoreConcurrency });
   const checkOurs = compareDirs(current, restoreDirs.ours);
   progress(`  ours:   ${describe(resOurs.timed)}; ${verdict(checkOurs)}`);
+  cold();
+  const restoreCopy = copyFloor(current, path.join(work, 'copy-floor'), gnuTime);
+  progress(`  cp -r:  ${describe(restoreCopy)} (the device: read and write every byte once, durably)`);
   let resRestic: TimedProcess | null = null;
   let checkRestic: CompareResult | null = null;
   if (restic) {
@@ -255,13 +283,16 @@ async function main(): Promise<void> {
     fullRestic,
     fullBorg,
     repoBytesAfterFull: { ours: fullOursRepoBytes, restic: fullResticRepoBytes, borg: fullBorgRepoBytes },
+    fullCopy,
     incOurs,
+    incOursNoCa,
     incRestic,
     incResticTuned,
     incBorg,
     incBorgTuned,
     repoGrowth,
     resOurs,
+    restoreCopy,
     resRestic,
     resBorg,
     checkOurs,
@@ -310,7 +341,7 @@ function readConfig(): Config {
     rebuild: process.env.BENCH_REBUILD === '1',
     changePercent: num('BENCH_CHANGE_PCT', 5, false),
     concurrency: num('BENCH_BACKUP_CONCURRENCY', 4, true),
-    restoreConcurrency: num('BENCH_RESTORE_CONCURRENCY', 8, true),
+    restoreConcurrency: num('BENCH_RESTORE_CONCURRENCY', 16, true),
     peers: peers as PeerName[],
     tuned: process.env.BENCH_TUNED !== '0',
     keep: process.env.BENCH_KEEP === '1',
@@ -393,16 +424,20 @@ interface Measurements {
   c2: CheckpointRecord;
   delta: ReturnType<typeof newFiles>;
   fullOurs: OursRun;
+  /** cp -r of the same checkpoint + sync, cold: the floor the device sets. */
+  fullCopy: TimedProcess;
   fullRestic: PeerBackup | null;
   fullBorg: PeerBackup | null;
   repoBytesAfterFull: { ours: number; restic: number | null; borg: number | null };
   incOurs: OursRun;
+  incOursNoCa: OursRun | null;
   incRestic: PeerBackup | null;
   incResticTuned: PeerBackup | null;
   incBorg: PeerBackup | null;
   incBorgTuned: PeerBackup | null;
   repoGrowth: { ours: number; restic: number | null; borg: number | null };
   resOurs: OursRun;
+  restoreCopy: TimedProcess;
   resRestic: TimedProcess | null;
   resBorg: TimedProcess | null;
   checkOurs: CompareResult;
@@ -434,6 +469,16 @@ function tableRows(m: Measurements, config: Config, versions: Partial<Record<Pee
     ratio: fullR,
     goal: '>= 4x',
     met: atLeast(fullR, 4),
+  });
+  const durable = (t: TimedProcess) => t.seconds + t.syncSeconds;
+  rows.push({
+    metric: 'full backup vs the device: cp -r of the checkpoint + sync, cold (info; restic column: cp)',
+    ours: `${durable(m.fullOurs.timed).toFixed(2)} s`,
+    restic: `${durable(m.fullCopy).toFixed(2)} s`,
+    borg: '-',
+    ratio: ratio(durable(m.fullCopy), durable(m.fullOurs.timed)),
+    goal: '-',
+    met: null,
   });
   rows.push({
     metric: 'full backup CPU user+sys (info)',
@@ -474,6 +519,17 @@ function tableRows(m: Measurements, config: Config, versions: Partial<Record<Pee
     goal: '>= 10x',
     met: atLeast(incR, 10),
   });
+  if (m.incOursNoCa) {
+    rows.push({
+      metric: 'incremental, ours started without NODE_EXTRA_CA_CERTS (info: this machine sets it; Node parses it at every start)',
+      ours: secs(m.incOursNoCa.timed),
+      restic: secs(m.incRestic?.timed, 'restic'),
+      borg: '-',
+      ratio: ratio(m.incRestic?.timed.seconds, m.incOursNoCa.timed.seconds),
+      goal: '(>= 10x)',
+      met: null,
+    });
+  }
   if (config.tuned) {
     const tunedR = ratio(m.incResticTuned?.timed.seconds, m.incOurs.timed.seconds);
     rows.push({
@@ -533,6 +589,15 @@ function tableRows(m: Measurements, config: Config, versions: Partial<Record<Pee
     borg: m.resBorg ? `${withSync(m.resBorg)!.toFixed(2)} s` : absent('borg'),
     ratio: ratio(withSync(m.resRestic), withSync(m.resOurs.timed)),
     goal: '(>= 2x)',
+    met: null,
+  });
+  rows.push({
+    metric: 'restore vs the device: cp -r of checkpoint 2 + sync, cold (info; restic column: cp)',
+    ours: `${withSync(m.resOurs.timed)!.toFixed(2)} s`,
+    restic: `${withSync(m.restoreCopy)!.toFixed(2)} s`,
+    borg: '-',
+    ratio: ratio(withSync(m.restoreCopy), withSync(m.resOurs.timed)),
+    goal: '-',
     met: null,
   });
   rows.push({
@@ -635,3 +700,15 @@ main().catch((err: unknown) => {
   process.stderr.write(`backup benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exitCode = 1;
 });
+
+/**
+ * `cp -r <dir> <to>` then `sync`, timed like every tool, then removed: every byte read once and written
+ * once, durably, with nothing else done. No backup or restore of the same bytes on the same device can
+ * beat it by much; it tells how far a tool is from the device's own limit.
+ */
+function copyFloor(dir: string, to: string, gnuTime: boolean): TimedProcess {
+  fs.rmSync(to, { recursive: true, force: true });
+  const timed = runTimed('cp', ['-r', dir, to], { gnuTime });
+  fs.rmSync(to, { recursive: true, force: true });
+  return timed;
+}

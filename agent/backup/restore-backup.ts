@@ -9,14 +9,14 @@ import { packName, sha256, type Tree } from './repository/format.js';
 
 /** Longest single ranged read: bounds memory at concurrency × MAX_RUN. */
 const MAX_RUN = 2 * 1024 * 1024;
-// (Whole pages: a run is read into, and written from, one aligned buffer of this size.)
+// A run is read into, and written from, one page-aligned buffer: with room for the pages around it.
 
 export interface RestoreBackupOptions {
   repo: Repository;
   id: string;
   /** The directory to create; must not exist, or be empty. */
   to: string;
-  /** Ranged reads at once (default 8; each up to 2 MiB in memory). */
+  /** Ranged reads at once (default 16; each up to 2 MiB in memory). */
   concurrency?: number;
   signal?: AbortSignal;
   /** Write files around the page cache (O_DIRECT) where the filesystem allows it (default true). */
@@ -179,7 +179,7 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
     };
     // Every worker stops at the first failure; all have settled before anything is cleaned up.
     await Promise.allSettled(
-      alignedBuffers(Math.max(1, o.concurrency ?? 8), MAX_RUN).map((lane) =>
+      alignedBuffers(Math.max(1, o.concurrency ?? 16), MAX_RUN + 2 * DIRECT_ALIGN).map((lane) =>
         worker(lane).catch((err: unknown) => {
           failure ??= err;
         }),
