@@ -18,7 +18,7 @@ import { RateLimiter } from './rate-limiter.js';
 const PACK_BUFFER_SIZE = PACK_TARGET_SIZE + CHUNK_SIZE + 64 * 1024;
 
 /** Chunks read and hashed at once (each holds a CHUNK_SIZE buffer). */
-const READERS = 4;
+const READERS = 8;
 /** A backup that leaves more index files than this merges them into one. */
 const INDEX_FILES_BEFORE_COMPACTION = 32;
 
