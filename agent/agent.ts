@@ -2,11 +2,9 @@ import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type {
   AgentStatus,
-  BackupInProgress,
   BackupProgress,
   BackupPruneResult,
   BackupRecord,
-  BackupStatus,
   BackupVerifyReport,
   CancelResult,
   CheckpointRecord,
@@ -21,12 +19,9 @@ import type {
   VerifyBackupsRequest,
   VerifyReport,
 } from '../shared/api.js';
-import { isBackupId, isCheckpointId } from '../shared/api.js';
 import { AdminError, ErrorCodes, toAdminError } from '../shared/errors.js';
-import type { Agent, AgentOptions, BackupOptions } from './agent-types.js';
-import type { Repository } from './backup/repository/repository.js';
-import type { Snapshot } from './backup/repository/format.js';
-import type { Storage } from './backup/storage/storage.js';
+import type { Agent, AgentOptions } from './agent-types.js';
+import { BackupManager, parseBackupOptions } from './backup/backup-manager.js';
 import { newCheckpointId } from './checkpoint/checkpoint-id.js';
 import { FsWorkerClient } from './checkpoint/fs-worker-client.js';
 import { verifyCheckpoint } from './checkpoint/verify-checkpoint.js';
@@ -77,122 +72,6 @@ export function parseLabel(label: unknown): string | null {
   return label.length === 0 ? null : label;
 }
 
-/** The backup options, checked and with defaults. */
-interface BackupConfig {
-  repository: string;
-  s3: NonNullable<BackupOptions['s3']> | undefined;
-  concurrency: number;
-  bandwidthLimit: number | null;
-  cacheDir: string;
-  retention: NonNullable<BackupOptions['retention']>;
-  /** null: no automatic backups. */
-  promote: { minIntervalMs: number | null } | null;
-}
-
-function parseBackupOptions(o: BackupOptions, checkpointDir: string): BackupConfig {
-  const bad = (message: string) => new AdminError(ErrorCodes.INVALID_ARGUMENT, message);
-  if (typeof o !== 'object' || o === null) throw bad('backup options must be an object');
-  if (typeof o.repository !== 'string' || o.repository === '') {
-    throw bad('backup.repository is required: file:///path or s3://bucket/prefix');
-  }
-  let concurrency = 4;
-  if (o.concurrency !== undefined) {
-    if (!Number.isSafeInteger(o.concurrency) || o.concurrency < 1 || o.concurrency > 64) {
-      throw bad(`backup.concurrency must be a whole number from 1 to 64, got ${String(o.concurrency)}`);
-    }
-    concurrency = o.concurrency;
-  }
-  let bandwidthLimit: number | null = null;
-  if (o.bandwidthLimit !== undefined && o.bandwidthLimit !== null) {
-    if (typeof o.bandwidthLimit !== 'number' || !Number.isFinite(o.bandwidthLimit) || o.bandwidthLimit <= 0) {
-      throw bad(`backup.bandwidthLimit must be a positive number of bytes per second, got ${String(o.bandwidthLimit)}`);
-    }
-    bandwidthLimit = o.bandwidthLimit;
-  }
-  const retention: BackupConfig['retention'] = {};
-  for (const key of ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly'] as const) {
-    const value = o.retention?.[key];
-    if (value === undefined) continue;
-    if (!Number.isSafeInteger(value) || value < 0) throw bad(`backup.retention.${key} must be a non-negative integer, got ${String(value)}`);
-    retention[key] = value;
-  }
-  let promote: BackupConfig['promote'] = null;
-  if (o.promote) {
-    const min = o.promote.minIntervalMs;
-    if (min !== undefined && (typeof min !== 'number' || !Number.isFinite(min) || min < 0)) {
-      throw bad(`backup.promote.minIntervalMs must be a non-negative number of milliseconds, got ${String(min)}`);
-    }
-    const enabled = o.promote.scheduled === true || (o.promote.scheduled === undefined && min !== undefined);
-    if (enabled) promote = { minIntervalMs: min ?? null };
-  }
-  return {
-    repository: o.repository,
-    s3: o.s3 ? { ...o.s3 } : undefined,
-    concurrency,
-    bandwidthLimit,
-    cacheDir: path.resolve(o.cacheDir ?? path.join(path.dirname(checkpointDir), 'cache')),
-    retention,
-    promote,
-  };
-}
-
-/** A URL as it may be shown: never a user:password part (openStorage refuses those anyway). */
-function redactUrl(url: string): string {
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/).*@/i, '$1***@');
-}
-
-/** The repository URL's syntax, at start: no I/O, and no AWS SDK (open-storage loads it only to open an s3:// storage). */
-async function checkRepositoryUrl(cfg: BackupConfig): Promise<void> {
-  const { parseStorageUrl } = await import('./backup/storage/open-storage.js');
-  parseStorageUrl(cfg.repository);
-}
-
-function backupRecordOf(s: Snapshot): BackupRecord {
-  return { id: s.id, createdAt: s.createdAt, pinned: s.pinned, checkpoint: s.checkpoint, files: s.files, bytes: s.bytes };
-}
-
-/** The backup engine, loaded on first use: it pulls in the S3 SDK, which an agent without backups never needs. */
-interface BackupEngine {
-  openStorage: (typeof import('./backup/storage/open-storage.js'))['openStorage'];
-  Repository: (typeof import('./backup/repository/repository.js'))['Repository'];
-  HashCache: (typeof import('./backup/hash-cache.js'))['HashCache'];
-  backupCheckpoint: (typeof import('./backup/backup-checkpoint.js'))['backupCheckpoint'];
-  verifyRepository: (typeof import('./backup/verify-repository.js'))['verifyRepository'];
-  pruneRepository: (typeof import('./backup/prune-repository.js'))['pruneRepository'];
-}
-
-let backupEngine: Promise<BackupEngine> | null = null;
-
-function loadBackupEngine(): Promise<BackupEngine> {
-  backupEngine ??= Promise.all([
-    import('./backup/storage/open-storage.js'),
-    import('./backup/repository/repository.js'),
-    import('./backup/hash-cache.js'),
-    import('./backup/backup-checkpoint.js'),
-    import('./backup/verify-repository.js'),
-    import('./backup/prune-repository.js'),
-  ]).then(([storage, repository, cache, backup, verify, prune]) => ({
-    openStorage: storage.openStorage,
-    Repository: repository.Repository,
-    HashCache: cache.HashCache,
-    backupCheckpoint: backup.backupCheckpoint,
-    verifyRepository: verify.verifyRepository,
-    pruneRepository: prune.pruneRepository,
-  }));
-  return backupEngine;
-}
-
-/** The running backup. */
-interface BackupRun {
-  controller: AbortController;
-  state: BackupInProgress;
-  /** Settles (never rejects) once the backup is over. */
-  done: Promise<void>;
-}
-
-/** With a backup running, the stream gets its last progress again at least this often (keeps clients' idle timers and bars alive). */
-const BACKUP_HEARTBEAT_MS = 1000;
-
 class CheckpointAgent implements Agent {
   private readonly dbPath: string;
   private readonly checkpointDir: string;
@@ -211,16 +90,7 @@ class CheckpointAgent implements Agent {
   private readonly startedAt = new Date();
   private state: 'new' | 'started' | 'stopping' | 'stopped' = 'new';
   private readonly socketGroup: string | number | null;
-  private readonly backup: BackupConfig | null;
-  /** The backup storage, opened on first use (shared by every backup operation; each opens its own Repository). */
-  private storage: Promise<Storage> | null = null;
-  private backupRun: BackupRun | null = null;
-  private lastBackup: BackupStatus['lastBackup'] = null;
-  /** When the last successful backup ended (for promote.minIntervalMs). */
-  private lastBackupOkAt: number | null = null;
-  /** A checkpoint being backed up: retention keeps it and delete refuses it until the backup is over. */
-  private backingUp: string | null = null;
-  private pruningBackups = false;
+  private readonly backups: BackupManager;
 
   constructor(options: AgentOptions) {
     if (!options.dbPath) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'dbPath is required');
@@ -232,11 +102,20 @@ class CheckpointAgent implements Agent {
     this.retention = parseRetention(options.retention ?? {});
     this.maxQueued = options.maxQueuedCreates ?? 8;
     this.log = (options.logger ?? pino({ redact: REDACT_PATHS })).child({ component: 'node-admin' });
-    this.backup = options.backup ? parseBackupOptions(options.backup, this.checkpointDir) : null;
+    this.backups = new BackupManager(
+      options.backup ? parseBackupOptions(options.backup, this.checkpointDir) : null,
+      {
+        listCheckpoints: () => this.listCheckpoints(),
+        getCheckpoint: (id) => this.getCheckpoint(id),
+        createCheckpoint: (req) => this.createCheckpoint(req),
+        isStopping: () => this.state === 'stopping' || this.state === 'stopped',
+      },
+      this.log,
+    );
     this.scheduler = options.schedule
       ? new Scheduler(options.schedule, async () => {
           const r = await this.createCheckpoint({ trigger: 'scheduled', label: 'scheduled' });
-          this.promote(r);
+          this.backups.promote(r);
           return r.id;
         }, this.log)
       : null;
@@ -246,8 +125,7 @@ class CheckpointAgent implements Agent {
     if (this.state !== 'new') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'agent already started');
     this.state = 'started';
     try {
-      // Only the URL's syntax (no I/O): a bad one should stop the node now, not fail the first backup.
-      if (this.backup) await checkRepositoryUrl(this.backup);
+      this.backups.start();
       const removed = await this.files.call('cleanLeftovers', this.checkpointDir);
       if (removed.length > 0) this.log.warn({ removed }, 'removed leftovers of interrupted checkpoint work');
       if (this.socketPath) {
@@ -271,21 +149,15 @@ class CheckpointAgent implements Agent {
     if (this.state === 'stopped' || this.state === 'stopping') return;
     this.state = 'stopping';
     this.scheduler?.stop();
-    const backup = this.backupRun;
-    if (backup) {
-      backup.controller.abort();
-      this.log.info({ checkpoint: backup.state.checkpointId }, 'cancelling the running backup on stop');
-    }
+    const backupStopped = this.backups.abort();
     const cancelled = this.cancelAll('the agent is stopping');
     if (cancelled > 0) this.log.info({ cancelled }, 'cancelled checkpoint work on stop');
     await this.builder.cancel();
     // The backup's stream (if any) gets its CANCELLED line before the socket closes.
-    await backup?.done;
+    await backupStopped;
     await this.server?.close();
     this.server = null;
-    const storage = this.storage;
-    this.storage = null;
-    await storage?.then((s) => s.close()).catch(() => {});
+    await this.backups.close();
     // Whatever a cancelled build left is a staging directory: clean it now rather than at next start.
     await this.files.call('cleanLeftovers', this.checkpointDir).catch(() => {});
     await this.files.cancel();
@@ -315,13 +187,7 @@ class CheckpointAgent implements Agent {
       schedule: this.scheduler?.status() ?? { enabled: false, intervalMs: null, nextRunAt: null, lastRun: null },
       retention: this.retention,
       filesystem: disk,
-      backup: this.backup
-        ? {
-            repository: redactUrl(this.backup.repository),
-            inProgress: this.backupRun ? { ...this.backupRun.state } : null,
-            lastBackup: this.lastBackup,
-          }
-        : null,
+      backup: this.backups.status(),
     };
   }
 
@@ -430,7 +296,7 @@ class CheckpointAgent implements Agent {
 
   async deleteCheckpoint(id: string, options: { force?: boolean } = {}): Promise<DeleteResult> {
     const record = await this.getCheckpoint(id);
-    if (id === this.backingUp) {
+    if (id === this.backups.checkpointInUse) {
       throw new AdminError(ErrorCodes.BUSY, `checkpoint ${id} is being backed up; try again when the backup is over (or cancel it)`);
     }
     if (record.pinned && !options.force) {
@@ -454,7 +320,7 @@ class CheckpointAgent implements Agent {
     const [records, disk] = await Promise.all([this.listCheckpoints(), this.diskSpace()]);
     const outcome = applyPolicy(
       // The checkpoint a backup is reading counts as pinned until the backup is over.
-      records.map((r) => ({ id: r.id, createdAt: new Date(r.createdAt), pinned: r.pinned || r.id === this.backingUp, exclusiveBytes: r.exclusiveBytes })),
+      records.map((r) => ({ id: r.id, createdAt: new Date(r.createdAt), pinned: r.pinned || r.id === this.backups.checkpointInUse, exclusiveBytes: r.exclusiveBytes })),
       this.retention,
       new Date(),
       disk,
@@ -512,260 +378,29 @@ class CheckpointAgent implements Agent {
     return n;
   }
 
-  // ---- remote backups ----
-
-  private requireBackup(): BackupConfig {
-    if (!this.backup) {
-      throw new AdminError(ErrorCodes.BACKUP_NOT_CONFIGURED, 'this agent has no backup repository configured (AgentOptions.backup; the example node: --backup-repo)');
-    }
-    return this.backup;
-  }
-
-  private openStorage(cfg: BackupConfig): Promise<Storage> {
-    if (!this.storage) {
-      const opening = loadBackupEngine().then((e) =>
-        e.openStorage(cfg.repository, { logger: this.log, ...(cfg.s3 ? { s3: cfg.s3 } : {}) }),
-      );
-      this.storage = opening;
-      // A failed open is not kept: the next operation tries again.
-      opening.catch(() => {
-        if (this.storage === opening) this.storage = null;
-      });
-    }
-    return this.storage;
-  }
-
-  /** A Repository of its own for each operation (its index is per-operation state). */
-  private async openRepository(cfg: BackupConfig, create: boolean): Promise<Repository> {
-    const [engine, storage] = await Promise.all([loadBackupEngine(), this.openStorage(cfg)]);
-    return engine.Repository.open(storage, { create });
-  }
-
-  /** Null when there is no repository yet (nothing was ever backed up). */
-  private async openExistingRepository(cfg: BackupConfig): Promise<Repository | null> {
-    try {
-      return await this.openRepository(cfg, false);
-    } catch (err) {
-      if (toAdminError(err).code === ErrorCodes.REPOSITORY_NOT_FOUND) return null;
-      throw err;
-    }
-  }
+  // ---- remote backups (agent/backup/backup-manager.ts) ----
 
   createBackup(req: CreateBackupRequest = {}, onProgress?: (p: BackupProgress) => void): Promise<BackupRecord> {
-    return this.startBackup(req, onProgress, 'manual');
+    return this.backups.createBackup(req, onProgress);
   }
 
-  /** Claims the one backup slot synchronously (so that a second request is BUSY at once), then runs. */
-  private startBackup(req: CreateBackupRequest, onProgress: ((p: BackupProgress) => void) | undefined, trigger: 'manual' | 'scheduled'): Promise<BackupRecord> {
-    let cfg: BackupConfig;
-    try {
-      cfg = this.requireBackup();
-      if (this.state === 'stopping' || this.state === 'stopped') throw new AdminError(ErrorCodes.SHUTTING_DOWN, 'the agent is stopping');
-      if (req.checkpointId !== undefined && !isCheckpointId(req.checkpointId)) {
-        throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a checkpoint id: ${JSON.stringify(req.checkpointId)} (expected like 20261122T210045123Z-a1b2)`);
-      }
-      if (req.pin !== undefined && typeof req.pin !== 'boolean') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'pin must be true or false');
-      const running = this.backupRun;
-      if (running) {
-        const of = running.state.checkpointId ? ` of checkpoint ${running.state.checkpointId}` : '';
-        throw new AdminError(ErrorCodes.BUSY, `a backup${of} is already running (since ${running.state.startedAt}); try again later or cancel it`);
-      }
-      if (this.pruningBackups) throw new AdminError(ErrorCodes.BUSY, 'the backup repository is being pruned; try again later');
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    const run: BackupRun = {
-      controller: new AbortController(),
-      state: {
-        phase: 'starting',
-        checkpointId: req.checkpointId ?? null,
-        startedAt: new Date().toISOString(),
-        filesDone: 0,
-        filesTotal: 0,
-        bytesDone: 0,
-        bytesTotal: 0,
-        bytesRead: 0,
-        bytesUploaded: 0,
-        bytesPerSecond: 0,
-      },
-      done: Promise.resolve(),
-    };
-    this.backupRun = run;
-    const result = this.runBackup(cfg, req, run, onProgress, trigger).finally(() => {
-      if (this.backupRun === run) this.backupRun = null;
-    });
-    run.done = result.then(
-      () => {},
-      () => {},
-    );
-    return result;
+  cancelBackup(): Promise<CancelResult> {
+    return this.backups.cancelBackup();
   }
 
-  private async runBackup(
-    cfg: BackupConfig,
-    req: CreateBackupRequest,
-    run: BackupRun,
-    onProgress: ((p: BackupProgress) => void) | undefined,
-    trigger: 'manual' | 'scheduled',
-  ): Promise<BackupRecord> {
-    const signal = run.controller.signal;
-    const state = run.state;
-    const cancelled = () => new AdminError(ErrorCodes.CANCELLED, `backup${state.checkpointId ? ` of checkpoint ${state.checkpointId}` : ''} was cancelled`);
-    let last: BackupProgress | null = null;
-    let lastSentAt = 0;
-    const send = (p: BackupProgress) => {
-      lastSentAt = Date.now();
-      try {
-        onProgress?.(p);
-      } catch (err) {
-        this.log.warn({ err: toAdminError(err).message }, 'backup progress listener failed');
-      }
-    };
-    const heartbeat = setInterval(() => {
-      if (last && Date.now() - lastSentAt >= BACKUP_HEARTBEAT_MS) send({ ...last });
-    }, BACKUP_HEARTBEAT_MS / 2);
-    heartbeat.unref();
-    try {
-      const engine = await loadBackupEngine();
-      let checkpoint: CheckpointRecord;
-      if (req.checkpointId !== undefined) {
-        this.backingUp = req.checkpointId;
-        checkpoint = await this.getCheckpoint(req.checkpointId);
-      } else {
-        const newest = (await this.listCheckpoints()).at(-1);
-        if (newest) {
-          this.backingUp = newest.id;
-          // Again, now that retention keeps it: it may have been pruned between the list and now.
-          checkpoint = await this.getCheckpoint(newest.id);
-        } else {
-          state.phase = 'checkpointing';
-          const created = await this.createCheckpoint({ label: 'backup' });
-          this.backingUp = created.id;
-          checkpoint = await this.getCheckpoint(created.id);
-        }
-      }
-      state.checkpointId = checkpoint.id;
-      state.phase = 'starting';
-      if (signal.aborted) throw cancelled();
-      const repo = await this.openRepository(cfg, true);
-      if (signal.aborted) throw cancelled();
-      const cache = engine.HashCache.load(path.join(cfg.cacheDir, `hash-cache-${repo.config.id}.json`));
-      this.log.info({ checkpoint: checkpoint.id, repository: redactUrl(cfg.repository), trigger }, 'backup started');
-      const record = await engine.backupCheckpoint({
-        repo,
-        checkpoint,
-        cache,
-        concurrency: cfg.concurrency,
-        bandwidthLimit: cfg.bandwidthLimit,
-        signal,
-        pinned: req.pin === true,
-        onProgress: (p) => {
-          Object.assign(state, p);
-          last = p;
-          send(p);
-        },
-      });
-      this.lastBackup = { at: new Date().toISOString(), ok: true, id: record.id, error: null };
-      this.lastBackupOkAt = Date.now();
-      this.log.info(
-        {
-          backup: record.id,
-          checkpoint: checkpoint.id,
-          trigger,
-          files: record.files,
-          bytes: record.bytes,
-          bytesRead: record.bytesRead,
-          bytesUploaded: record.bytesUploaded,
-          ms: record.durationMs,
-        },
-        'backup created',
-      );
-      return record;
-    } catch (err) {
-      const e = signal.aborted ? cancelled() : toAdminError(err);
-      this.lastBackup = { at: new Date().toISOString(), ok: false, id: null, error: `${e.code}: ${e.message}` };
-      const level = e.code === ErrorCodes.CANCELLED ? 'info' : trigger === 'scheduled' ? 'error' : 'warn';
-      this.log[level]({ checkpoint: state.checkpointId, trigger, code: e.code, err: e.message }, 'backup failed');
-      throw e;
-    } finally {
-      clearInterval(heartbeat);
-      this.backingUp = null;
-    }
+  listBackups(): Promise<BackupRecord[]> {
+    return this.backups.listBackups();
   }
 
-  /** After a scheduled checkpoint: back it up if options.backup.promote says so. Never fails the checkpoint. */
-  private promote(checkpoint: CheckpointRecord): void {
-    const promote = this.backup?.promote;
-    if (!promote || this.state !== 'started') return;
-    if (promote.minIntervalMs !== null && this.lastBackupOkAt !== null && Date.now() - this.lastBackupOkAt < promote.minIntervalMs) {
-      this.log.debug({ checkpoint: checkpoint.id }, 'scheduled backup skipped: the last backup is recent enough');
-      return;
-    }
-    if (this.backupRun) {
-      this.log.warn({ checkpoint: checkpoint.id }, 'scheduled backup skipped: another backup is running');
-      return;
-    }
-    // Failures are logged (and shown in status) by runBackup.
-    this.startBackup({ checkpointId: checkpoint.id }, undefined, 'scheduled').catch(() => {});
+  getBackup(id: string): Promise<BackupRecord> {
+    return this.backups.getBackup(id);
   }
 
-  async cancelBackup(): Promise<CancelResult> {
-    this.requireBackup();
-    const run = this.backupRun;
-    if (!run) return { cancelled: 0 };
-    const first = !run.controller.signal.aborted;
-    run.controller.abort();
-    this.log.info({ checkpoint: run.state.checkpointId }, 'backup cancelled by request');
-    await run.done;
-    return { cancelled: first ? 1 : 0 };
+  pruneBackups(req: PruneRequest = {}): Promise<BackupPruneResult> {
+    return this.backups.pruneBackups(req);
   }
 
-  async listBackups(): Promise<BackupRecord[]> {
-    const cfg = this.requireBackup();
-    const repo = await this.openExistingRepository(cfg);
-    if (!repo) return [];
-    return (await repo.listSnapshots()).map(backupRecordOf);
-  }
-
-  async getBackup(id: string): Promise<BackupRecord> {
-    const cfg = this.requireBackup();
-    if (!isBackupId(id)) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a backup id: ${JSON.stringify(id)} (expected like 20261122t213525139z-8dd2)`);
-    const repo = await this.openExistingRepository(cfg);
-    if (!repo) throw new AdminError(ErrorCodes.NOT_FOUND, `no backup ${id}: nothing was backed up to ${redactUrl(cfg.repository)} yet`);
-    return backupRecordOf(await repo.readSnapshot(id));
-  }
-
-  async pruneBackups(req: PruneRequest = {}): Promise<BackupPruneResult> {
-    const cfg = this.requireBackup();
-    const dryRun = req.dryRun === true;
-    if (this.backupRun) throw new AdminError(ErrorCodes.BUSY, 'a backup is running; prune when it is over (or cancel it)');
-    if (this.pruningBackups) throw new AdminError(ErrorCodes.BUSY, 'the backup repository is already being pruned');
-    this.pruningBackups = true;
-    try {
-      const repo = await this.openExistingRepository(cfg);
-      if (!repo) return { dryRun, removed: [], kept: [], packsDeleted: 0, packsRewritten: 0, bytesFreed: 0 };
-      const { pruneRepository } = await loadBackupEngine();
-      const result = await pruneRepository(repo, cfg.retention, { dryRun });
-      this.log.info(
-        { dryRun, removed: result.removed.map((d) => d.id), kept: result.kept.length, packsDeleted: result.packsDeleted, packsRewritten: result.packsRewritten, bytesFreed: result.bytesFreed },
-        'backups pruned',
-      );
-      return result;
-    } finally {
-      this.pruningBackups = false;
-    }
-  }
-
-  async verifyBackups(req: VerifyBackupsRequest = {}): Promise<BackupVerifyReport> {
-    const cfg = this.requireBackup();
-    if (req.id !== undefined && !isBackupId(req.id)) {
-      throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a backup id: ${JSON.stringify(req.id)} (expected like 20261122t213525139z-8dd2)`);
-    }
-    if (this.pruningBackups) throw new AdminError(ErrorCodes.BUSY, 'the backup repository is being pruned; verify when it is over');
-    const repo = await this.openRepository(cfg, false);
-    const { verifyRepository } = await loadBackupEngine();
-    const report = await verifyRepository(repo, { ...(req.id !== undefined ? { id: req.id } : {}), readData: req.readData === true });
-    this.log.info({ backup: req.id ?? null, readData: req.readData === true, ok: report.ok, snapshots: report.snapshots, packs: report.packs, errors: report.errors.length }, 'backups verified');
-    return report;
+  verifyBackups(req: VerifyBackupsRequest = {}): Promise<BackupVerifyReport> {
+    return this.backups.verifyBackups(req);
   }
 }

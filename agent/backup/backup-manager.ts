@@ -1,0 +1,452 @@
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type {
+  BackupInProgress,
+  BackupProgress,
+  BackupPruneResult,
+  BackupRecord,
+  BackupStatus,
+  BackupVerifyReport,
+  CancelResult,
+  CheckpointRecord,
+  CreateBackupRequest,
+  CreateCheckpointRequest,
+  PruneRequest,
+  VerifyBackupsRequest,
+} from '../../shared/api.js';
+import { isBackupId, isCheckpointId } from '../../shared/api.js';
+import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
+import type { BackupOptions } from '../agent-types.js';
+import type { Repository } from './repository/repository.js';
+import type { Snapshot } from './repository/format.js';
+import { parseStorageUrl, redactUrl } from './storage/open-storage.js';
+import type { Storage } from './storage/storage.js';
+
+/** What the backup manager needs of the agent that hosts it. */
+export interface BackupHost {
+  listCheckpoints(): Promise<CheckpointRecord[]>;
+  getCheckpoint(id: string): Promise<CheckpointRecord>;
+  createCheckpoint(req: CreateCheckpointRequest): Promise<CheckpointRecord>;
+  /** True once the agent is stopping: no new backup starts. */
+  isStopping(): boolean;
+}
+
+/** The backup options, checked and with defaults. */
+export interface BackupConfig {
+  repository: string;
+  s3: NonNullable<BackupOptions['s3']> | undefined;
+  concurrency: number;
+  bandwidthLimit: number | null;
+  cacheDir: string;
+  retention: NonNullable<BackupOptions['retention']>;
+  /** null: no automatic backups. */
+  promote: { minIntervalMs: number | null } | null;
+}
+
+export function parseBackupOptions(o: BackupOptions, checkpointDir: string): BackupConfig {
+  const bad = (message: string) => new AdminError(ErrorCodes.INVALID_ARGUMENT, message);
+  if (typeof o !== 'object' || o === null) throw bad('backup options must be an object');
+  if (typeof o.repository !== 'string' || o.repository === '') {
+    throw bad('backup.repository is required: file:///path or s3://bucket/prefix');
+  }
+  let concurrency = 4;
+  if (o.concurrency !== undefined) {
+    if (!Number.isSafeInteger(o.concurrency) || o.concurrency < 1 || o.concurrency > 64) {
+      throw bad(`backup.concurrency must be a whole number from 1 to 64, got ${String(o.concurrency)}`);
+    }
+    concurrency = o.concurrency;
+  }
+  let bandwidthLimit: number | null = null;
+  if (o.bandwidthLimit !== undefined && o.bandwidthLimit !== null) {
+    if (typeof o.bandwidthLimit !== 'number' || !Number.isFinite(o.bandwidthLimit) || o.bandwidthLimit <= 0) {
+      throw bad(`backup.bandwidthLimit must be a positive number of bytes per second, got ${String(o.bandwidthLimit)}`);
+    }
+    bandwidthLimit = o.bandwidthLimit;
+  }
+  const retention: BackupConfig['retention'] = {};
+  for (const key of ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly'] as const) {
+    const value = o.retention?.[key];
+    if (value === undefined) continue;
+    if (!Number.isSafeInteger(value) || value < 0) throw bad(`backup.retention.${key} must be a non-negative integer, got ${String(value)}`);
+    retention[key] = value;
+  }
+  let promote: BackupConfig['promote'] = null;
+  if (o.promote) {
+    const min = o.promote.minIntervalMs;
+    if (min !== undefined && (typeof min !== 'number' || !Number.isFinite(min) || min < 0)) {
+      throw bad(`backup.promote.minIntervalMs must be a non-negative number of milliseconds, got ${String(min)}`);
+    }
+    const enabled = o.promote.scheduled === true || (o.promote.scheduled === undefined && min !== undefined);
+    if (enabled) promote = { minIntervalMs: min ?? null };
+  }
+  return {
+    repository: o.repository,
+    s3: o.s3 ? { ...o.s3 } : undefined,
+    concurrency,
+    bandwidthLimit,
+    cacheDir: path.resolve(o.cacheDir ?? path.join(path.dirname(checkpointDir), 'cache')),
+    retention,
+    promote,
+  };
+}
+
+function backupRecordOf(s: Snapshot): BackupRecord {
+  return { id: s.id, createdAt: s.createdAt, pinned: s.pinned, checkpoint: s.checkpoint, files: s.files, bytes: s.bytes };
+}
+
+/** The backup engine, loaded on first use: it pulls in the S3 SDK, which an agent without backups never needs. */
+interface BackupEngine {
+  openStorage: (typeof import('./storage/open-storage.js'))['openStorage'];
+  Repository: (typeof import('./repository/repository.js'))['Repository'];
+  HashCache: (typeof import('./hash-cache.js'))['HashCache'];
+  backupCheckpoint: (typeof import('./backup-checkpoint.js'))['backupCheckpoint'];
+  verifyRepository: (typeof import('./verify-repository.js'))['verifyRepository'];
+  pruneRepository: (typeof import('./prune-repository.js'))['pruneRepository'];
+}
+
+let backupEngine: Promise<BackupEngine> | null = null;
+
+function loadBackupEngine(): Promise<BackupEngine> {
+  backupEngine ??= Promise.all([
+    import('./storage/open-storage.js'),
+    import('./repository/repository.js'),
+    import('./hash-cache.js'),
+    import('./backup-checkpoint.js'),
+    import('./verify-repository.js'),
+    import('./prune-repository.js'),
+  ]).then(([storage, repository, cache, backup, verify, prune]) => ({
+    openStorage: storage.openStorage,
+    Repository: repository.Repository,
+    HashCache: cache.HashCache,
+    backupCheckpoint: backup.backupCheckpoint,
+    verifyRepository: verify.verifyRepository,
+    pruneRepository: prune.pruneRepository,
+  }));
+  return backupEngine;
+}
+
+/** The running backup. */
+interface BackupRun {
+  controller: AbortController;
+  state: BackupInProgress;
+  /** Settles (never rejects) once the backup is over. */
+  done: Promise<void>;
+}
+
+/** With a backup running, the stream gets its last progress again at least this often (keeps clients' idle timers and bars alive). */
+const BACKUP_HEARTBEAT_MS = 1000;
+
+
+/**
+ * The agent's remote backups: one backup at a time (a second request is BUSY), progress with a
+ * heartbeat, cancel, automatic promotion of scheduled checkpoints, list, show, prune and verify of the
+ * repository. The checkpoint it is backing up is `checkpointInUse`: the agent's retention keeps it and
+ * delete refuses it meanwhile. Without backup options every operation answers BACKUP_NOT_CONFIGURED.
+ */
+export class BackupManager {
+  /** The backup storage, opened on first use (shared by every backup operation; each opens its own Repository). */
+  private storage: Promise<Storage> | null = null;
+  private backupRun: BackupRun | null = null;
+  private lastBackup: BackupStatus['lastBackup'] = null;
+  /** When the last successful backup ended (for promote.minIntervalMs). */
+  private lastBackupOkAt: number | null = null;
+  /** A checkpoint being backed up: retention keeps it and delete refuses it until the backup is over. */
+  private backingUp: string | null = null;
+  private pruningBackups = false;
+
+  constructor(
+    private readonly cfg: BackupConfig | null,
+    private readonly host: BackupHost,
+    private readonly log: Logger,
+  ) {}
+
+  /** The checkpoint a running backup reads, if any. */
+  get checkpointInUse(): string | null {
+    return this.backingUp;
+  }
+
+  /** Only the URL's syntax (no I/O, no AWS SDK): a bad one should stop the node at start, not fail the first backup. */
+  start(): void {
+    if (this.cfg) parseStorageUrl(this.cfg.repository);
+  }
+
+  /** Cancels the running backup, if any; resolves once it has stopped (its stream got its last line). */
+  abort(): Promise<void> {
+    const run = this.backupRun;
+    if (!run) return Promise.resolve();
+    run.controller.abort();
+    this.log.info({ checkpoint: run.state.checkpointId }, 'cancelling the running backup on stop');
+    return run.done;
+  }
+
+  /** Closes the storage. Call after abort() has resolved. */
+  async close(): Promise<void> {
+    const storage = this.storage;
+    this.storage = null;
+    await storage?.then((s) => s.close()).catch(() => {});
+  }
+
+  status(): BackupStatus | null {
+    if (!this.cfg) return null;
+    return {
+      repository: redactUrl(this.cfg.repository),
+      inProgress: this.backupRun ? { ...this.backupRun.state } : null,
+      lastBackup: this.lastBackup,
+    };
+  }
+
+  private requireBackup(): BackupConfig {
+    if (!this.cfg) {
+      throw new AdminError(ErrorCodes.BACKUP_NOT_CONFIGURED, 'this agent has no backup repository configured (AgentOptions.backup; the example node: --backup-repo)');
+    }
+    return this.cfg;
+  }
+
+  private openStorage(cfg: BackupConfig): Promise<Storage> {
+    if (!this.storage) {
+      const opening = loadBackupEngine().then((e) =>
+        e.openStorage(cfg.repository, { logger: this.log, ...(cfg.s3 ? { s3: cfg.s3 } : {}) }),
+      );
+      this.storage = opening;
+      // A failed open is not kept: the next operation tries again.
+      opening.catch(() => {
+        if (this.storage === opening) this.storage = null;
+      });
+    }
+    return this.storage;
+  }
+
+  /** A Repository of its own for each operation (its index is per-operation state). */
+  private async openRepository(cfg: BackupConfig, create: boolean): Promise<Repository> {
+    const [engine, storage] = await Promise.all([loadBackupEngine(), this.openStorage(cfg)]);
+    return engine.Repository.open(storage, { create });
+  }
+
+  /** Null when there is no repository yet (nothing was ever backed up). */
+  private async openExistingRepository(cfg: BackupConfig): Promise<Repository | null> {
+    try {
+      return await this.openRepository(cfg, false);
+    } catch (err) {
+      if (toAdminError(err).code === ErrorCodes.REPOSITORY_NOT_FOUND) return null;
+      throw err;
+    }
+  }
+
+  createBackup(req: CreateBackupRequest = {}, onProgress?: (p: BackupProgress) => void): Promise<BackupRecord> {
+    return this.startBackup(req, onProgress, 'manual');
+  }
+
+  /** Claims the one backup slot synchronously (so that a second request is BUSY at once), then runs. */
+  private startBackup(req: CreateBackupRequest, onProgress: ((p: BackupProgress) => void) | undefined, trigger: 'manual' | 'scheduled'): Promise<BackupRecord> {
+    let cfg: BackupConfig;
+    try {
+      cfg = this.requireBackup();
+      if (this.host.isStopping()) throw new AdminError(ErrorCodes.SHUTTING_DOWN, 'the agent is stopping');
+      if (req.checkpointId !== undefined && !isCheckpointId(req.checkpointId)) {
+        throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a checkpoint id: ${JSON.stringify(req.checkpointId)} (expected like 20261122T210045123Z-a1b2)`);
+      }
+      if (req.pin !== undefined && typeof req.pin !== 'boolean') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'pin must be true or false');
+      const running = this.backupRun;
+      if (running) {
+        const of = running.state.checkpointId ? ` of checkpoint ${running.state.checkpointId}` : '';
+        throw new AdminError(ErrorCodes.BUSY, `a backup${of} is already running (since ${running.state.startedAt}); try again later or cancel it`);
+      }
+      if (this.pruningBackups) throw new AdminError(ErrorCodes.BUSY, 'the backup repository is being pruned; try again later');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const run: BackupRun = {
+      controller: new AbortController(),
+      state: {
+        phase: 'starting',
+        checkpointId: req.checkpointId ?? null,
+        startedAt: new Date().toISOString(),
+        filesDone: 0,
+        filesTotal: 0,
+        bytesDone: 0,
+        bytesTotal: 0,
+        bytesRead: 0,
+        bytesUploaded: 0,
+        bytesPerSecond: 0,
+      },
+      done: Promise.resolve(),
+    };
+    this.backupRun = run;
+    const result = this.runBackup(cfg, req, run, onProgress, trigger).finally(() => {
+      if (this.backupRun === run) this.backupRun = null;
+    });
+    run.done = result.then(
+      () => {},
+      () => {},
+    );
+    return result;
+  }
+
+  private async runBackup(
+    cfg: BackupConfig,
+    req: CreateBackupRequest,
+    run: BackupRun,
+    onProgress: ((p: BackupProgress) => void) | undefined,
+    trigger: 'manual' | 'scheduled',
+  ): Promise<BackupRecord> {
+    const signal = run.controller.signal;
+    const state = run.state;
+    const cancelled = () => new AdminError(ErrorCodes.CANCELLED, `backup${state.checkpointId ? ` of checkpoint ${state.checkpointId}` : ''} was cancelled`);
+    let last: BackupProgress | null = null;
+    let lastSentAt = 0;
+    const send = (p: BackupProgress) => {
+      lastSentAt = Date.now();
+      try {
+        onProgress?.(p);
+      } catch (err) {
+        this.log.warn({ err: toAdminError(err).message }, 'backup progress listener failed');
+      }
+    };
+    const heartbeat = setInterval(() => {
+      if (last && Date.now() - lastSentAt >= BACKUP_HEARTBEAT_MS) send({ ...last });
+    }, BACKUP_HEARTBEAT_MS / 2);
+    heartbeat.unref();
+    try {
+      const engine = await loadBackupEngine();
+      let checkpoint: CheckpointRecord;
+      if (req.checkpointId !== undefined) {
+        this.backingUp = req.checkpointId;
+        checkpoint = await this.host.getCheckpoint(req.checkpointId);
+      } else {
+        const newest = (await this.host.listCheckpoints()).at(-1);
+        if (newest) {
+          this.backingUp = newest.id;
+          // Again, now that retention keeps it: it may have been pruned between the list and now.
+          checkpoint = await this.host.getCheckpoint(newest.id);
+        } else {
+          state.phase = 'checkpointing';
+          const created = await this.host.createCheckpoint({ label: 'backup' });
+          this.backingUp = created.id;
+          checkpoint = await this.host.getCheckpoint(created.id);
+        }
+      }
+      state.checkpointId = checkpoint.id;
+      state.phase = 'starting';
+      if (signal.aborted) throw cancelled();
+      const repo = await this.openRepository(cfg, true);
+      if (signal.aborted) throw cancelled();
+      const cache = engine.HashCache.load(path.join(cfg.cacheDir, `hash-cache-${repo.config.id}.json`));
+      this.log.info({ checkpoint: checkpoint.id, repository: redactUrl(cfg.repository), trigger }, 'backup started');
+      const record = await engine.backupCheckpoint({
+        repo,
+        checkpoint,
+        cache,
+        concurrency: cfg.concurrency,
+        bandwidthLimit: cfg.bandwidthLimit,
+        signal,
+        pinned: req.pin === true,
+        onProgress: (p) => {
+          Object.assign(state, p);
+          last = p;
+          send(p);
+        },
+      });
+      this.lastBackup = { at: new Date().toISOString(), ok: true, id: record.id, error: null };
+      this.lastBackupOkAt = Date.now();
+      this.log.info(
+        {
+          backup: record.id,
+          checkpoint: checkpoint.id,
+          trigger,
+          files: record.files,
+          bytes: record.bytes,
+          bytesRead: record.bytesRead,
+          bytesUploaded: record.bytesUploaded,
+          ms: record.durationMs,
+        },
+        'backup created',
+      );
+      return record;
+    } catch (err) {
+      const e = signal.aborted ? cancelled() : toAdminError(err);
+      this.lastBackup = { at: new Date().toISOString(), ok: false, id: null, error: `${e.code}: ${e.message}` };
+      const level = e.code === ErrorCodes.CANCELLED ? 'info' : trigger === 'scheduled' ? 'error' : 'warn';
+      this.log[level]({ checkpoint: state.checkpointId, trigger, code: e.code, err: e.message }, 'backup failed');
+      throw e;
+    } finally {
+      clearInterval(heartbeat);
+      this.backingUp = null;
+    }
+  }
+
+  /** After a scheduled checkpoint: back it up if options.backup.promote says so. Never fails the checkpoint. */
+  promote(checkpoint: CheckpointRecord): void {
+    const promote = this.cfg?.promote;
+    if (!promote || this.host.isStopping()) return;
+    if (promote.minIntervalMs !== null && this.lastBackupOkAt !== null && Date.now() - this.lastBackupOkAt < promote.minIntervalMs) {
+      this.log.debug({ checkpoint: checkpoint.id }, 'scheduled backup skipped: the last backup is recent enough');
+      return;
+    }
+    if (this.backupRun) {
+      this.log.warn({ checkpoint: checkpoint.id }, 'scheduled backup skipped: another backup is running');
+      return;
+    }
+    // Failures are logged (and shown in status) by runBackup.
+    this.startBackup({ checkpointId: checkpoint.id }, undefined, 'scheduled').catch(() => {});
+  }
+
+  async cancelBackup(): Promise<CancelResult> {
+    this.requireBackup();
+    const run = this.backupRun;
+    if (!run) return { cancelled: 0 };
+    const first = !run.controller.signal.aborted;
+    run.controller.abort();
+    this.log.info({ checkpoint: run.state.checkpointId }, 'backup cancelled by request');
+    await run.done;
+    return { cancelled: first ? 1 : 0 };
+  }
+
+  async listBackups(): Promise<BackupRecord[]> {
+    const cfg = this.requireBackup();
+    const repo = await this.openExistingRepository(cfg);
+    if (!repo) return [];
+    return (await repo.listSnapshots()).map(backupRecordOf);
+  }
+
+  async getBackup(id: string): Promise<BackupRecord> {
+    const cfg = this.requireBackup();
+    if (!isBackupId(id)) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a backup id: ${JSON.stringify(id)} (expected like 20261122t213525139z-8dd2)`);
+    const repo = await this.openExistingRepository(cfg);
+    if (!repo) throw new AdminError(ErrorCodes.NOT_FOUND, `no backup ${id}: nothing was backed up to ${redactUrl(cfg.repository)} yet`);
+    return backupRecordOf(await repo.readSnapshot(id));
+  }
+
+  async pruneBackups(req: PruneRequest = {}): Promise<BackupPruneResult> {
+    const cfg = this.requireBackup();
+    const dryRun = req.dryRun === true;
+    if (this.backupRun) throw new AdminError(ErrorCodes.BUSY, 'a backup is running; prune when it is over (or cancel it)');
+    if (this.pruningBackups) throw new AdminError(ErrorCodes.BUSY, 'the backup repository is already being pruned');
+    this.pruningBackups = true;
+    try {
+      const repo = await this.openExistingRepository(cfg);
+      if (!repo) return { dryRun, removed: [], kept: [], packsDeleted: 0, packsRewritten: 0, bytesFreed: 0 };
+      const { pruneRepository } = await loadBackupEngine();
+      const result = await pruneRepository(repo, cfg.retention, { dryRun });
+      this.log.info(
+        { dryRun, removed: result.removed.map((d) => d.id), kept: result.kept.length, packsDeleted: result.packsDeleted, packsRewritten: result.packsRewritten, bytesFreed: result.bytesFreed },
+        'backups pruned',
+      );
+      return result;
+    } finally {
+      this.pruningBackups = false;
+    }
+  }
+
+  async verifyBackups(req: VerifyBackupsRequest = {}): Promise<BackupVerifyReport> {
+    const cfg = this.requireBackup();
+    if (req.id !== undefined && !isBackupId(req.id)) {
+      throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a backup id: ${JSON.stringify(req.id)} (expected like 20261122t213525139z-8dd2)`);
+    }
+    if (this.pruningBackups) throw new AdminError(ErrorCodes.BUSY, 'the backup repository is being pruned; verify when it is over');
+    const repo = await this.openRepository(cfg, false);
+    const { verifyRepository } = await loadBackupEngine();
+    const report = await verifyRepository(repo, { ...(req.id !== undefined ? { id: req.id } : {}), readData: req.readData === true });
+    this.log.info({ backup: req.id ?? null, readData: req.readData === true, ok: report.ok, snapshots: report.snapshots, packs: report.packs, errors: report.errors.length }, 'backups verified');
+    return report;
+  }
+}
