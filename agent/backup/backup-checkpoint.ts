@@ -58,8 +58,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
   let trailing: NodeJS.Timeout | null = null;
   try {
     await repo.loadIndex();
-    const names = fs
-      .readdirSync(checkpoint.path)
+    const names = (await fs.promises.readdir(checkpoint.path))
       .filter((n) => n !== 'LOCK' && n !== 'LOG' && n !== 'LOG.old')
       .sort();
     // Many at once: on a cold inode cache, one after another costs a disk round trip each.
@@ -265,7 +264,6 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
     // now and then, so that the next run loads a few files rather than thousands. Only an
     // optimisation: a failure leaves a valid (if longer) index, and does not fail the backup.
     await repo.compactIndex(INDEX_FILES_BEFORE_COMPACTION).catch(() => {});
-    o.cache.save();
     report(true);
     if (trailing) clearTimeout(trailing);
     return {
@@ -285,11 +283,9 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
     if (trailing) clearTimeout(trailing);
     // Never leave uploads running behind a failed or cancelled backup.
     await Promise.allSettled(inFlight);
-    try {
-      o.cache.save();
-    } catch {
-      // only a cache
-    }
+    // What was hashed stays known, whether the backup went through or not; a failure here is only a
+    // slower next backup.
+    await o.cache.save().catch(() => {});
     await lock.release();
   }
 }

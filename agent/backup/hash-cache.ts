@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomicSync } from '../fs/durable-fs.js';
+import { randomBytes } from 'node:crypto';
+import fsp from 'node:fs/promises';
 
 /**
  * What we hashed before, keyed by (device, inode, size, mtime in ns). Checkpoints hard-link the same
@@ -59,11 +60,35 @@ export class HashCache {
     return this.entries.size;
   }
 
-  save(): void {
+  /**
+   * Writes the cache file atomically (temp file, fsync, rename, fsync of the directory), without
+   * blocking the event loop on the disk: the agent runs inside a node that keeps serving.
+   */
+  async save(): Promise<void> {
     if (!this.file) return;
     const cutoff = Date.now() - MAX_IDLE_MS;
     for (const [k, e] of this.entries) if (e.usedAt < cutoff) this.entries.delete(k);
-    fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o750 });
-    writeFileAtomicSync(this.file, JSON.stringify({ version: 1, entries: [...this.entries] }));
+    const dir = path.dirname(this.file);
+    await fsp.mkdir(dir, { recursive: true, mode: 0o750 });
+    const tmp = `${this.file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    try {
+      const fh = await fsp.open(tmp, 'wx', 0o640);
+      try {
+        await fh.writeFile(JSON.stringify({ version: 1, entries: [...this.entries] }));
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fsp.rename(tmp, this.file);
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    }
+    const d = await fsp.open(dir, 'r');
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
   }
 }
