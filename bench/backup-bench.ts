@@ -46,7 +46,7 @@ import { progress } from './progress.js';
  *
  * Environment: BENCH_DB_GB (1), BENCH_DIR (<repo>/.scratch/bench), BENCH_REBUILD=1, BENCH_CHANGE_PCT (5),
  * BENCH_BACKUP_CONCURRENCY (4, the agent's default), BENCH_RESTORE_CONCURRENCY (16, restore's default),
- * BENCH_PEERS (restic,borg), BENCH_TUNED=0 to skip the peers' ctime-blind runs, BENCH_KEEP=1 to keep
+ * BENCH_PEERS (restic,borg), BENCH_TUNED=0 to skip the peers' ctime-blind runs, BENCH_REPEAT (3: each timed run that many times, medians count), BENCH_KEEP=1 to keep
  * the repositories and restored directories in <BENCH_DIR>/backup.
  */
 
@@ -65,6 +65,8 @@ interface Config {
   peers: PeerName[];
   tuned: boolean;
   keep: boolean;
+  /** How many times each timed run is made; the medians count. */
+  repeat: number;
 }
 
 interface OursRun {
@@ -147,27 +149,43 @@ async function main(): Promise<void> {
   // 1. Full backup.
   loadAverages.fullBackup = os.loadavg()[0]!;
   progress('1/3 full backup of checkpoint 1 (page cache dropped before each tool)');
-  cold();
-  if (!cacheDropped) progress('  cannot drop the page cache (not root?): the checkpoint is cached for every tool alike');
-  const fullOurs = runOurs('backup', { repo: oursUrl, checkpoint: { ...c1, path: current }, cache: cacheFile, concurrency: config.concurrency });
+  // Each tool in turn, `repeat` times, every run into fresh repositories; the medians count. The last
+  // round's repositories go on to the incremental.
+  const fullRuns = { ours: [] as OursRun[], cp: [] as TimedProcess[], restic: [] as PeerBackup[], borg: [] as PeerBackup[] };
+  for (let round = 1; round <= config.repeat; round++) {
+    if (config.repeat > 1) progress(`  round ${round} of ${config.repeat}`);
+    fs.rmSync(oursRepo, { recursive: true, force: true });
+    fs.rmSync(cacheFile, { force: true });
+    cold();
+    if (!cacheDropped) progress('  cannot drop the page cache (not root?): the checkpoint is cached for every tool alike');
+    const ours = runOurs('backup', { repo: oursUrl, checkpoint: { ...c1, path: current }, cache: cacheFile, concurrency: config.concurrency });
+    fullRuns.ours.push(ours);
+    progress(`  ours:   ${describe(ours.timed)}, uploaded ${mb(num(ours.result.bytesUploaded))}`);
+    cold();
+    const copy = copyFloor(current, path.join(work, 'copy-floor'), gnuTime);
+    fullRuns.cp.push(copy);
+    progress(`  cp -r:  ${describe(copy)} (the device: read and write every byte once, durably)`);
+    if (restic) {
+      if (round > 1) restic.reset();
+      cold();
+      const r = restic.backup(current);
+      fullRuns.restic.push(r);
+      progress(`  restic: ${describe(r.timed)}, added ${mb(r.bytesAdded ?? 0)}`);
+    }
+    if (borg) {
+      if (round > 1) borg.reset();
+      cold();
+      const b = borg.backup('full', work, path.basename(current));
+      fullRuns.borg.push(b);
+      progress(`  borg:   ${describe(b.timed)}, added ${mb(b.bytesAdded ?? 0)}`);
+    }
+  }
+  const fullOurs = medianRun(fullRuns.ours, (r) => r.timed.seconds)!;
+  const fullCopy = medianRun(fullRuns.cp, (t) => t.seconds + t.syncSeconds)!;
+  const fullRestic = medianRun(fullRuns.restic, (r) => r.timed.seconds);
+  const fullBorg = medianRun(fullRuns.borg, (r) => r.timed.seconds);
   const fullOursRepoBytes = treeBytes(oursRepo);
-  progress(`  ours:   ${describe(fullOurs.timed)}, uploaded ${mb(num(fullOurs.result.bytesUploaded))}`);
-  cold();
-  const fullCopy = copyFloor(current, path.join(work, 'copy-floor'), gnuTime);
-  progress(`  cp -r:  ${describe(fullCopy)} (the device: read and write every byte once, durably)`);
-  let fullRestic: PeerBackup | null = null;
-  let fullBorg: PeerBackup | null = null;
-  if (restic) {
-    cold();
-    fullRestic = restic.backup(current);
-    progress(`  restic: ${describe(fullRestic.timed)}, added ${mb(fullRestic.bytesAdded ?? 0)}`);
-  }
   const fullResticRepoBytes = restic ? treeBytes(restic.repo) : null;
-  if (borg) {
-    cold();
-    fullBorg = borg.backup('full', work, path.basename(current));
-    progress(`  borg:   ${describe(fullBorg.timed)}, added ${mb(fullBorg.bytesAdded ?? 0)}`);
-  }
   const fullBorgRepoBytes = borg ? treeBytes(borg.repo) : null;
   let fullBorgTuned: PeerBackup | null = null;
   if (borgTuned) {
@@ -196,9 +214,42 @@ async function main(): Promise<void> {
   }
   const repoBefore = { ours: treeBytes(oursRepo), restic: restic ? treeBytes(restic.repo) : null, borg: borg ? treeBytes(borg.repo) : null };
 
-  cold();
-  const incOurs = runOurs('backup', { repo: oursUrl, checkpoint: { ...c2, path: current }, cache: cacheFile, concurrency: config.concurrency });
-  progress(`  ours:   ${describe(incOurs.timed)}, read ${mb(num(incOurs.result.bytesRead))}, uploaded ${mb(num(incOurs.result.bytesUploaded))}`);
+  // Ours and restic `repeat` times each, from the same starting point every time: hard-linked copies of
+  // the repositories as they are now (neither tool ever rewrites a file in place) and copies of caches.
+  const oursPre = { repo: `${oursRepo}-pre`, cache: `${cacheFile}-pre` };
+  runQuiet('cp', ['-al', oursRepo, oursPre.repo]);
+  fs.copyFileSync(cacheFile, oursPre.cache);
+  const resticPre = restic && config.repeat > 1 ? restic.cloneTo('pre') : null;
+  const incRuns = { ours: [] as OursRun[], restic: [] as PeerBackup[] };
+  for (let round = 1; round <= config.repeat; round++) {
+    if (config.repeat > 1) progress(`  round ${round} of ${config.repeat}`);
+    if (round > 1) {
+      fs.rmSync(oursRepo, { recursive: true, force: true });
+      runQuiet('cp', ['-al', oursPre.repo, oursRepo]);
+      fs.copyFileSync(oursPre.cache, cacheFile);
+    }
+    cold();
+    const ours = runOurs('backup', { repo: oursUrl, checkpoint: { ...c2, path: current }, cache: cacheFile, concurrency: config.concurrency });
+    incRuns.ours.push(ours);
+    progress(`  ours:   ${describe(ours.timed)}, read ${mb(num(ours.result.bytesRead))}, uploaded ${mb(num(ours.result.bytesUploaded))}`);
+    if (restic) {
+      if (round > 1 && resticPre) restic.resetTo(resticPre);
+      cold();
+      const r = restic.backup(current);
+      incRuns.restic.push(r);
+      progress(`  restic: ${describe(r.timed)}, added ${mb(r.bytesAdded ?? 0)}`);
+    }
+  }
+  fs.rmSync(oursPre.repo, { recursive: true, force: true });
+  fs.rmSync(oursPre.cache, { force: true });
+  if (resticPre) {
+    fs.rmSync(resticPre.repo, { recursive: true, force: true });
+    fs.rmSync(resticPre.cacheDir, { recursive: true, force: true });
+  }
+  const incOurs = medianRun(incRuns.ours, (r) => r.timed.seconds)!;
+  const incRestic = medianRun(incRuns.restic, (r) => r.timed.seconds);
+  // Every round made the same backup (same checkpoint, same content): the last one's is in the repository.
+  const latestId = incRuns.ours.at(-1)!.result.id;
   let incOursNoCa: OursRun | null = null;
   if (oursNoCa) {
     cold();
@@ -209,15 +260,9 @@ async function main(): Promise<void> {
     fs.rmSync(oursNoCa.repo, { recursive: true, force: true });
     fs.rmSync(oursNoCa.cache, { force: true });
   }
-  let incRestic: PeerBackup | null = null;
   let incResticTuned: PeerBackup | null = null;
   let incBorg: PeerBackup | null = null;
   let incBorgTuned: PeerBackup | null = null;
-  if (restic) {
-    cold();
-    incRestic = restic.backup(current);
-    progress(`  restic: ${describe(incRestic.timed)}, added ${mb(incRestic.bytesAdded ?? 0)}`);
-  }
   if (resticTuned) {
     cold();
     incResticTuned = resticTuned.backup(current, ['--ignore-ctime']);
@@ -247,13 +292,25 @@ async function main(): Promise<void> {
   loadAverages.restore = os.loadavg()[0]!;
   progress('3/3 restore of the latest backup into a fresh directory, then a byte-for-byte check against checkpoint 2');
   const restoreDirs = { ours: path.join(work, 'restore-ours'), restic: path.join(work, 'restore-restic'), borg: path.join(work, 'restore-borg') };
-  cold();
-  const resOurs = runOurs('restore', { repo: oursUrl, id: incOurs.result.id, to: restoreDirs.ours, concurrency: config.restoreConcurrency });
-  const checkOurs = compareDirs(current, restoreDirs.ours);
-  progress(`  ours:   ${describe(resOurs.timed)}; ${verdict(checkOurs)}`);
-  cold();
-  const restoreCopy = copyFloor(current, path.join(work, 'copy-floor'), gnuTime);
-  progress(`  cp -r:  ${describe(restoreCopy)} (the device: read and write every byte once, durably)`);
+  // Ours and the device `repeat` times (every restore of ours checked); the peers once, after.
+  const resRuns = { ours: [] as OursRun[], cp: [] as TimedProcess[] };
+  let checkOurs: CompareResult = { ok: true, files: 0, bytes: 0, problems: [] };
+  for (let round = 1; round <= config.repeat; round++) {
+    if (config.repeat > 1) progress(`  round ${round} of ${config.repeat}`);
+    fs.rmSync(restoreDirs.ours, { recursive: true, force: true });
+    cold();
+    const ours = runOurs('restore', { repo: oursUrl, id: latestId, to: restoreDirs.ours, concurrency: config.restoreConcurrency });
+    resRuns.ours.push(ours);
+    const check = compareDirs(current, restoreDirs.ours);
+    if (checkOurs.ok) checkOurs = check;
+    progress(`  ours:   ${describe(ours.timed)}; ${verdict(check)}`);
+    cold();
+    const copy = copyFloor(current, path.join(work, 'copy-floor'), gnuTime);
+    resRuns.cp.push(copy);
+    progress(`  cp -r:  ${describe(copy)} (the device: read and write every byte once, durably)`);
+  }
+  const resOurs = medianRun(resRuns.ours, (r) => r.timed.seconds)!;
+  const restoreCopy = medianRun(resRuns.cp, (t) => t.seconds + t.syncSeconds)!;
   let resRestic: TimedProcess | null = null;
   let checkRestic: CompareResult | null = null;
   if (restic) {
@@ -313,9 +370,9 @@ async function main(): Promise<void> {
     database: db0,
     change: { keys, ...change, newFilesInCheckpoint2: delta },
     checkpoints: { full: c1, incremental: c2, stagedAt: current },
-    fullBackup: { ours: fullOurs, restic: fullRestic, borg: fullBorg, repoBytesAfter: m.repoBytesAfterFull },
-    incrementalBackup: { ours: incOurs, restic: incRestic, resticIgnoreCtime: incResticTuned, borg: incBorg, borgFilesCacheMtime: incBorgTuned, borgFilesCacheMtimeFull: fullBorgTuned, repoGrowthBytes: repoGrowth },
-    restore: { ours: resOurs, restic: resRestic, borg: resBorg, verified: { ours: checkOurs, restic: checkRestic, borg: checkBorg } },
+    fullBackup: { ours: fullOurs, restic: fullRestic, borg: fullBorg, copy: fullCopy, repoBytesAfter: m.repoBytesAfterFull, rounds: roundSeconds(fullRuns) },
+    incrementalBackup: { rounds: roundSeconds(incRuns), ours: incOurs, restic: incRestic, resticIgnoreCtime: incResticTuned, borg: incBorg, borgFilesCacheMtime: incBorgTuned, borgFilesCacheMtimeFull: fullBorgTuned, repoGrowthBytes: repoGrowth },
+    restore: { rounds: roundSeconds(resRuns), copy: restoreCopy, ours: resOurs, restic: resRestic, borg: resBorg, verified: { ours: checkOurs, restic: checkRestic, borg: checkBorg } },
     table: rows,
   };
   fs.writeFileSync(resultsPath, JSON.stringify(results, roundNumbers, 2) + '\n');
@@ -345,6 +402,7 @@ function readConfig(): Config {
     peers: peers as PeerName[],
     tuned: process.env.BENCH_TUNED !== '0',
     keep: process.env.BENCH_KEEP === '1',
+    repeat: num('BENCH_REPEAT', 3, true),
   };
 }
 
@@ -698,6 +756,9 @@ function formatTable(
     `peers: ${Object.values(versions).join('; ') || 'none'}; restic: default repo format and compression (auto), encrypted; borg: --encryption=none, default lz4 compression`,
     `page cache ${cacheDropped ? 'dropped before every measured run' : 'NOT dropped (not allowed here): the data is cached for every tool alike'}; every tool is a process timed spawn to exit${gnuTime ? ', peak RSS by GNU time' : ''}; "+N sync" = a sync right after (dirty data it left)`,
   ];
+  if (config.repeat > 1) {
+    notes.push(`every timed run was made ${config.repeat} times, the tools taking turns (the peers' restores and ctime-blind runs once); the table shows the median run; every run is in backup-results.json`);
+  }
   notes.push(`1-min load average per phase (includes this benchmark's previous phase): ${Object.entries(loadAverages).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`);
   if (process.env.NODE_EXTRA_CA_CERTS) notes.push('NODE_EXTRA_CA_CERTS is set: our child processes parse those certificates at start (the AWS SDK import loads TLS), which their wall times include');
   for (const name of missing) notes.push(`MISSING PEER ${name}: its columns are empty. Install: ${INSTALL_HINT[name]}`);
@@ -725,4 +786,16 @@ function copyFloor(dir: string, to: string, gnuTime: boolean): TimedProcess {
   const timed = runTimed('cp', ['-r', dir, to], { gnuTime });
   fs.rmSync(to, { recursive: true, force: true });
   return timed;
+}
+
+/** The run whose `key` is the median (the lower middle one of an even count); null for none. */
+function medianRun<T>(runs: readonly T[], key: (run: T) => number): T | null {
+  if (runs.length === 0) return null;
+  return [...runs].sort((a, b) => key(a) - key(b))[Math.floor((runs.length - 1) / 2)]!;
+}
+
+/** Wall seconds of every round of every tool, for results.json. */
+function roundSeconds(runs: Record<string, readonly (OursRun | PeerBackup | TimedProcess)[]>): Record<string, number[]> {
+  const seconds = (r: OursRun | PeerBackup | TimedProcess) => ('timed' in r ? r.timed.seconds : r.seconds);
+  return Object.fromEntries(Object.entries(runs).map(([tool, list]) => [tool, list.map(seconds)]));
 }

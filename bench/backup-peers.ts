@@ -71,6 +71,21 @@ export class Restic {
     return runTimed('restic', ['restore', 'latest', '--target', target], { env: this.env(), gnuTime: this.gnuTime });
   }
 
+  /** Back to a new, empty repository and cache. */
+  reset(): void {
+    fs.rmSync(this.repo, { recursive: true, force: true });
+    fs.rmSync(this.cacheDir, { recursive: true, force: true });
+    this.init();
+  }
+
+  /** Makes this repository and cache what `from`'s are (a cloneTo copy), replacing what is here. */
+  resetTo(from: Restic): void {
+    fs.rmSync(this.repo, { recursive: true, force: true });
+    fs.rmSync(this.cacheDir, { recursive: true, force: true });
+    runQuiet('cp', ['-al', from.repo, this.repo]);
+    if (fs.existsSync(from.cacheDir)) runQuiet('cp', ['-a', from.cacheDir, this.cacheDir]);
+  }
+
   /** An independent copy of the repository as it is now (restic never rewrites a file: links suffice). */
   cloneTo(suffix: string): Restic {
     const repo = `${this.repo}-${suffix}`;
@@ -104,6 +119,13 @@ export class Borg {
   init(): void {
     fs.mkdirSync(this.home, { recursive: true });
     runQuiet('borg', ['init', '--encryption=none'], { env: this.env() });
+  }
+
+  /** Back to a new, empty repository (and cache). */
+  reset(): void {
+    fs.rmSync(this.repo, { recursive: true, force: true });
+    fs.rmSync(this.home, { recursive: true, force: true });
+    this.init();
   }
 
   /** `borg create ::<archive> <name>`, run in `cwd` so that the archive holds the relative path `name`. */

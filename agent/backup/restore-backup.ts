@@ -5,10 +5,13 @@ import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
 import { fsyncDir, isErrno } from '../fs/durable-fs.js';
 import type { Repository } from './repository/repository.js';
 import { DIRECT_ALIGN, alignedBuffers, isDirectRefused, openDirect, roundUpToAlign } from '../fs/direct-io.js';
+import { mapLimit } from './map-limit.js';
 import { packName, sha256, type Tree } from './repository/format.js';
 
 /** Longest single ranged read: bounds memory at concurrency × MAX_RUN. */
 const MAX_RUN = 2 * 1024 * 1024;
+/** fsyncs of restored files at once (each holds a descriptor). */
+const SYNCS_AT_ONCE = 16;
 // A run is read into, and written from, one page-aligned buffer: with room for the pages around it.
 
 export interface RestoreBackupOptions {
@@ -137,7 +140,10 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
       }
       await writeAll(fh, data, position);
     };
-    // Cut to size, fsync and close a whole file, without holding up the workers; awaited before the rename.
+    // A whole file is cut to size and closed without holding up the workers. It is fsynced later, with
+    // every other one, before the rename: on a journaling filesystem the first of those fsyncs commits
+    // them all and the rest find nothing left to flush, where an fsync per file as it completes costs a
+    // commit and a device flush each (the largest cost of a restore of many files, measured).
     const finishing: Promise<void>[] = [];
     const finishFile = (file: FileState, size: number) => {
       const handle = file.handle!;
@@ -146,7 +152,6 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
         const fh = await handle;
         try {
           if (file.direct) await fh.truncate(size);
-          await fh.sync();
         } finally {
           await fh.close();
         }
@@ -191,6 +196,19 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
       await Promise.allSettled(runs.map(async (r) => (r.file.handle ? (await r.file.handle).close() : undefined)));
       throw failure;
     }
+    // fsync applies to the file, whichever descriptor asks: open each again (a few at a time: no fd limit).
+    await mapLimit(
+      tree.files.map((f) => f.name),
+      SYNCS_AT_ONCE,
+      async (name) => {
+        const fh = await fs.promises.open(path.join(temp, name), 'r');
+        try {
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      },
+    );
     fsyncDir(temp);
     if (targetIsEmptyDir) fs.rmdirSync(to);
     fs.renameSync(temp, to);
