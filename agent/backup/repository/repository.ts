@@ -89,13 +89,24 @@ export class Repository {
     }
   }
 
-  /** Every index file, listed, then read many at once (a cold disk or a far bucket takes ms for each). */
-  private async readIndexFiles(): Promise<{ names: string[]; files: IndexFile[] }> {
-    const names: string[] = [];
-    for await (const obj of this.storage.list('index/')) names.push(obj.name);
+  /**
+   * Every index file, listed, then read many at once (a cold disk or a far bucket takes ms for each).
+   * `skipVanished`: a file deleted since the listing is left out (instead of failing not-found).
+   */
+  private async readIndexFiles(skipVanished = false): Promise<{ names: string[]; files: IndexFile[] }> {
+    const listed: string[] = [];
+    for await (const obj of this.storage.list('index/')) listed.push(obj.name);
     // Learned in name order, so the result does not depend on which read finished first.
-    const files = await mapLimit(names, INDEX_READS_AT_ONCE, async (name) => JSON.parse((await this.storage.get(name)).toString('utf8')) as IndexFile);
-    return { names, files };
+    const read = await mapLimit(listed, INDEX_READS_AT_ONCE, async (name) => {
+      try {
+        return JSON.parse((await this.storage.get(name)).toString('utf8')) as IndexFile;
+      } catch (err) {
+        if (skipVanished && isStorageError(err, 'not-found')) return null;
+        throw err;
+      }
+    });
+    const names = listed.filter((_, i) => read[i] !== null);
+    return { names, files: read.filter((f): f is IndexFile => f !== null) };
   }
 
   /**
@@ -103,10 +114,13 @@ export class Repository {
    * `threshold` of them (a backup writes one per pack: loading thousands costs every later run). The
    * new file is written, durably, before any old one is deleted, so the listed files always cover every
    * pack; a reader whose file vanished lists again (loadIndex). Safe beside backups, which only add
-   * files; prune, which rewrites the index, runs alone. Returns how many files it replaced.
+   * files, and beside another compaction; prune, which rewrites the index, runs alone. Returns how many
+   * files it replaced.
    */
   async compactIndex(threshold: number): Promise<number> {
-    const { names, files } = await this.readIndexFiles();
+    // A file gone since the listing was merged by another compactor, into a file written first: leaving
+    // it out loses nothing, and this run deletes only what it read.
+    const { names, files } = await this.readIndexFiles(true);
     if (names.length <= threshold) return 0;
     const packs = new Map<string, IndexFile['packs'][number]>();
     for (const file of files) for (const pack of file.packs) if (!packs.has(pack.id)) packs.set(pack.id, pack);
