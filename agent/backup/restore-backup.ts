@@ -119,7 +119,9 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
       run.file.handle ??= openFile(run.file);
       const fh = await run.file.handle;
       const position = run.parts[0]!.position;
-      if (run.file.direct && position % DIRECT_ALIGN === 0) {
+      const end = position + data.length;
+      // Padding to whole pages is only safe where nothing else is written: at the end of the file.
+      if (run.file.direct && position % DIRECT_ALIGN === 0 && (end % DIRECT_ALIGN === 0 || end === run.file.size)) {
         // `data` is the start of `lane` (read into it): pad it to whole pages in place.
         const padded = roundUpToAlign(data.length);
         lane.fill(0, data.length, padded);
