@@ -18,11 +18,19 @@ const WASM_PAGE = 64 * 1024;
 // The one piece of WebAssembly used here (lib "es2023" has no WebAssembly types).
 declare const WebAssembly: { Memory: new (descriptor: { initial: number }) => { buffer: ArrayBuffer } };
 
-/** `count` buffers of `size` bytes (a multiple of DIRECT_ALIGN), each starting on a page boundary. */
+/**
+ * `count` buffers of `size` bytes (a multiple of DIRECT_ALIGN), each starting on a page boundary. Where
+ * a WebAssembly memory cannot be had (V8 reserves gigabytes of address space for one: a tight
+ * `ulimit -v` refuses it), ordinary buffers: direct I/O is then refused and ordinary I/O used.
+ */
 export function alignedBuffers(count: number, size: number): Buffer[] {
   if (size <= 0 || size % DIRECT_ALIGN !== 0) throw new Error(`aligned buffer size ${size} is not a positive multiple of ${DIRECT_ALIGN}`);
-  const memory = new WebAssembly.Memory({ initial: Math.ceil((count * size) / WASM_PAGE) || 1 });
-  const all = Buffer.from(memory.buffer);
+  let all: Buffer;
+  try {
+    all = Buffer.from(new WebAssembly.Memory({ initial: Math.ceil((count * size) / WASM_PAGE) || 1 }).buffer);
+  } catch {
+    return Array.from({ length: count }, () => Buffer.allocUnsafeSlow(size));
+  }
   return Array.from({ length: count }, (_, i) => all.subarray(i * size, (i + 1) * size));
 }
 
