@@ -65,7 +65,16 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
   fs.mkdirSync(temp, { mode: 0o750 });
   try {
     // A run is a stretch of one pack that holds consecutive chunks of one file: one ranged read each.
-    interface FileState { name: string; size: number; remaining: number; direct: boolean; handle: Promise<fs.promises.FileHandle> | null }
+    interface FileState {
+      name: string;
+      size: number;
+      remaining: number;
+      /** Whether `handle` was opened with O_DIRECT. */
+      direct: boolean;
+      handle: Promise<fs.promises.FileHandle> | null;
+      /** An ordinary handle beside a direct one, for runs off the page grid. */
+      plain: Promise<fs.promises.FileHandle> | null;
+    }
     interface Run { pack: string; offset: number; length: number; file: FileState; parts: { id: string; length: number; position: number }[] }
     const runs: Run[] = [];
     const empty: string[] = [];
@@ -74,7 +83,7 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
       if (f.name.includes('/') || f.name === '..' || f.name === '.' || f.name === '') {
         throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id} names a bad file ${JSON.stringify(f.name)}`);
       }
-      const file: FileState = { name: f.name, size: f.size, remaining: 0, direct: false, handle: null };
+      const file: FileState = { name: f.name, size: f.size, remaining: 0, direct: false, handle: null, plain: null };
       let position = 0;
       let run: Run | null = null;
       for (const id of f.chunks) {
@@ -102,7 +111,7 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
     // largest cost of a restore. Runs start on chunk boundaries (multiples of the page size); a file's
     // last run is padded to whole pages and the file cut to its size when it is finished.
     let direct = o.directIo !== false;
-    const retired: fs.promises.FileHandle[] = [];
+    /** Opens a file for the first time: with O_DIRECT while the filesystem allows it (`file.direct`). */
     const openFile = async (file: FileState): Promise<fs.promises.FileHandle> => {
       const p = path.join(temp, file.name);
       if (direct) {
@@ -116,48 +125,47 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
       return fs.promises.open(p, 'wx', 0o640);
     };
     const writeRun = async (run: Run, data: Buffer, lane: Buffer) => {
-      run.file.handle ??= openFile(run.file);
-      const fh = await run.file.handle;
-      const position = run.parts[0]!.position;
-      const end = position + data.length;
-      // Padding to whole pages is only safe where nothing else is written: at the end of the file.
-      if (run.file.direct && position % DIRECT_ALIGN === 0 && (end % DIRECT_ALIGN === 0 || end === run.file.size)) {
+      const file = run.file;
+      file.handle ??= openFile(file);
+      const fh = await file.handle; // `file.direct` says what it is, for good, once this resolves
+      if (!file.direct) return writeAll(fh, data, position(run));
+      const start = position(run);
+      const end = start + data.length;
+      // Whole pages only, and padding only where nothing else is written: at the end of the file. So a
+      // direct run never shares a page with a run written the ordinary way.
+      if (start % DIRECT_ALIGN === 0 && (end % DIRECT_ALIGN === 0 || end === file.size)) {
         // `data` is the start of `lane` (read into it): pad it to whole pages in place.
         const padded = roundUpToAlign(data.length);
         lane.fill(0, data.length, padded);
         try {
-          await writeAll(fh, lane.subarray(0, padded), position);
-          return;
+          return await writeAll(fh, lane.subarray(0, padded), start);
         } catch (err) {
           if (!isDirectRefused(err)) throw err;
+          direct = false; // later files: the ordinary way from the start
         }
       }
-      if (run.file.direct) {
-        // Refused (or a run off the page grid): this file, and every later one, the ordinary way.
-        direct = false;
-        run.file.direct = false;
-        run.file.handle = fs.promises.open(path.join(temp, run.file.name), 'r+');
-        retired.push(fh); // other workers may still be writing through it: closed at the end
-        return writeRun(run, data, lane);
-      }
-      await writeAll(fh, data, position);
+      // Off the page grid, or refused: through an ordinary handle of the same file.
+      file.plain ??= fs.promises.open(path.join(temp, file.name), 'r+');
+      await writeAll(await file.plain, data, start);
     };
     // A whole file is cut to size and closed without holding up the workers. It is fsynced later, with
     // every other one, before the rename: on a journaling filesystem the first of those fsyncs commits
     // them all and the rest find nothing left to flush, where an fsync per file as it completes costs a
     // commit and a device flush each (the largest cost of a restore of many files, measured).
     const finishing: Promise<void>[] = [];
-    const finishFile = (file: FileState, size: number) => {
-      const handle = file.handle!;
+    const closeFile = async (file: FileState, size: number | null) => {
+      const handles = [file.handle, file.plain];
       file.handle = null;
-      const done = (async () => {
-        const fh = await handle;
-        try {
-          if (file.direct) await fh.truncate(size);
-        } finally {
-          await fh.close();
-        }
-      })();
+      file.plain = null;
+      const [fh, plain] = await Promise.all(handles);
+      try {
+        if (size !== null && file.direct) await fh!.truncate(size); // the last page was padded
+      } finally {
+        await Promise.all([fh?.close(), plain?.close()]);
+      }
+    };
+    const finishFile = (file: FileState) => {
+      const done = closeFile(file, file.size);
       done.catch(() => {}); // surfaced below, after every worker has stopped
       finishing.push(done);
     };
@@ -181,7 +189,7 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
         await writeRun(run, data, lane);
         bytesDone += data.length;
         o.onProgress?.({ bytesDone, bytesTotal, filesTotal: tree.files.length });
-        if (--run.file.remaining === 0) finishFile(run.file, run.file.size);
+        if (--run.file.remaining === 0) finishFile(run.file);
       }
     };
     // Every worker stops at the first failure; all have settled before anything is cleaned up.
@@ -192,10 +200,10 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
         }),
       ),
     );
-    const finished = await Promise.allSettled([...finishing, ...retired.map((fh) => fh.close())]);
+    const finished = await Promise.allSettled(finishing);
     failure ??= finished.find((r) => r.status === 'rejected')?.reason ?? null;
     if (failure !== null) {
-      await Promise.allSettled(runs.map(async (r) => (r.file.handle ? (await r.file.handle).close() : undefined)));
+      await Promise.allSettled([...new Set(runs.map((r) => r.file))].map((f) => closeFile(f, null)));
       throw failure;
     }
     // fsync applies to the file, whichever descriptor asks: open each again (a few at a time: no fd limit).
@@ -227,4 +235,9 @@ async function writeAll(fh: fs.promises.FileHandle, data: Buffer, position: numb
   while (written < data.length) {
     written += (await fh.write(data, written, data.length - written, position + written)).bytesWritten;
   }
+}
+
+/** Where a run starts in its file. */
+function position(run: { parts: { position: number }[] }): number {
+  return run.parts[0]!.position;
 }
