@@ -181,7 +181,7 @@ async function main(): Promise<void> {
     }
   }
   const fullOurs = medianRun(fullRuns.ours, (r) => r.timed.seconds)!;
-  const fullCopy = medianRun(fullRuns.cp, (t) => t.seconds + t.syncSeconds)!;
+  const fullCopy = medianRun(fullRuns.cp, durableSeconds)!;
   const fullRestic = medianRun(fullRuns.restic, (r) => r.timed.seconds);
   const fullBorg = medianRun(fullRuns.borg, (r) => r.timed.seconds);
   const fullOursRepoBytes = treeBytes(oursRepo);
@@ -310,7 +310,7 @@ async function main(): Promise<void> {
     progress(`  cp -r:  ${describe(copy)} (the device: read and write every byte once, durably)`);
   }
   const resOurs = medianRun(resRuns.ours, (r) => r.timed.seconds)!;
-  const restoreCopy = medianRun(resRuns.cp, (t) => t.seconds + t.syncSeconds)!;
+  const restoreCopy = medianRun(resRuns.cp, durableSeconds)!;
   let resRestic: TimedProcess | null = null;
   let checkRestic: CompareResult | null = null;
   if (restic) {
@@ -528,13 +528,12 @@ function tableRows(m: Measurements, config: Config, versions: Partial<Record<Pee
     goal: '>= 4x',
     met: atLeast(fullR, 4),
   });
-  const durable = (t: TimedProcess) => t.seconds + t.syncSeconds;
   rows.push({
     metric: 'full backup vs the device: cp -r of the checkpoint + sync, cold (info; restic column: cp)',
-    ours: `${durable(m.fullOurs.timed).toFixed(2)} s`,
-    restic: `${durable(m.fullCopy).toFixed(2)} s`,
+    ours: `${durableSeconds(m.fullOurs.timed).toFixed(2)} s`,
+    restic: `${durableSeconds(m.fullCopy).toFixed(2)} s`,
     borg: '-',
-    ratio: ratio(durable(m.fullCopy), durable(m.fullOurs.timed)),
+    ratio: ratio(durableSeconds(m.fullCopy), durableSeconds(m.fullOurs.timed)),
     goal: '-',
     met: null,
   });
@@ -639,7 +638,7 @@ function tableRows(m: Measurements, config: Config, versions: Partial<Record<Pee
     goal: '>= 2x',
     met: atLeast(resR, 2),
   });
-  const withSync = (t: TimedProcess | null | undefined) => (t ? t.seconds + t.syncSeconds : null);
+  const withSync = (t: TimedProcess | null | undefined) => (t ? durableSeconds(t) : null);
   rows.push({
     metric: 'restore wall + trailing sync, i.e. durable (info)',
     ours: `${withSync(m.resOurs.timed)!.toFixed(2)} s`,
@@ -798,4 +797,9 @@ function medianRun<T>(runs: readonly T[], key: (run: T) => number): T | null {
 function roundSeconds(runs: Record<string, readonly (OursRun | PeerBackup | TimedProcess)[]>): Record<string, number[]> {
   const seconds = (r: OursRun | PeerBackup | TimedProcess) => ('timed' in r ? r.timed.seconds : r.seconds);
   return Object.fromEntries(Object.entries(runs).map(([tool, list]) => [tool, list.map(seconds)]));
+}
+
+/** A run's wall time plus the sync after it: the time until its writes were on disk. */
+function durableSeconds(t: TimedProcess): number {
+  return t.seconds + t.syncSeconds;
 }

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
+import { writeFileAtomic } from '../fs/durable-fs.js';
 
 /**
  * What we hashed before, keyed by (device, inode, size, mtime in ns). Checkpoints hard-link the same
@@ -68,27 +68,7 @@ export class HashCache {
     if (!this.file) return;
     const cutoff = Date.now() - MAX_IDLE_MS;
     for (const [k, e] of this.entries) if (e.usedAt < cutoff) this.entries.delete(k);
-    const dir = path.dirname(this.file);
-    await fsp.mkdir(dir, { recursive: true, mode: 0o750 });
-    const tmp = `${this.file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-    try {
-      const fh = await fsp.open(tmp, 'wx', 0o640);
-      try {
-        await fh.writeFile(JSON.stringify({ version: 1, entries: [...this.entries] }));
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await fsp.rename(tmp, this.file);
-    } catch (err) {
-      await fsp.rm(tmp, { force: true });
-      throw err;
-    }
-    const d = await fsp.open(dir, 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
+    await fsp.mkdir(path.dirname(this.file), { recursive: true, mode: 0o750 });
+    await writeFileAtomic(this.file, JSON.stringify({ version: 1, entries: [...this.entries] }));
   }
 }

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
 import { fsyncDir, isErrno } from '../fs/durable-fs.js';
 import type { Repository } from './repository/repository.js';
-import { DIRECT_ALIGN, alignedBuffers, isDirectRefused, openDirect, roundUpToAlign } from '../fs/direct-io.js';
+import { DIRECT_ALIGN, alignedBuffers, isDirectRefused, openDirect, roundUpToAlign, writeAll } from '../fs/direct-io.js';
 import { mapLimit } from './map-limit.js';
 import { packName, sha256, type Tree } from './repository/format.js';
 
@@ -227,13 +227,6 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
   } catch (err) {
     fs.rmSync(temp, { recursive: true, force: true });
     throw toAdminError(err);
-  }
-}
-
-async function writeAll(fh: fs.promises.FileHandle, data: Buffer, position: number): Promise<void> {
-  let written = 0;
-  while (written < data.length) {
-    written += (await fh.write(data, written, data.length - written, position + written)).bytesWritten;
   }
 }
 

@@ -53,3 +53,28 @@ export async function openDirect(file: string, flags: number, mode?: number): Pr
     throw err;
   }
 }
+
+/** Writes all of `data` at `position` (a write may take less than it is given). */
+export async function writeAll(fh: fs.promises.FileHandle, data: Buffer, position: number): Promise<void> {
+  let written = 0;
+  while (written < data.length) {
+    written += (await fh.write(data, written, data.length - written, position + written)).bytesWritten;
+  }
+}
+
+/**
+ * Reads up to `length` bytes at the page-aligned `offset` of a file opened with O_DIRECT into the start
+ * of the page-aligned `buf` (which holds `length` rounded up to whole pages), whole pages at a time.
+ * Returns how many bytes it got: fewer than `length` only where the file ends. Throws the
+ * filesystem's refusal as it comes (see isDirectRefused).
+ */
+export async function readPages(fh: fs.promises.FileHandle, buf: Buffer, offset: number, length: number): Promise<number> {
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, got, roundUpToAlign(length - got), offset + got);
+    got += bytesRead;
+    // A short read of whole pages may go on; anything else is the end of the file.
+    if (bytesRead === 0 || bytesRead % DIRECT_ALIGN !== 0) break;
+  }
+  return got;
+}

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { DIRECT_ALIGN, alignedBuffers, isDirectRefused, openDirect, roundUpToAlign } from './direct-io.js';
+import { alignedBuffers, isDirectRefused, openDirect, readPages } from './direct-io.js';
 
 /**
  * Reads pieces of files into buffers it hands out, with O_DIRECT (direct-io.ts) while the filesystem
@@ -50,13 +50,7 @@ export class DirectReader {
   async read(fh: fs.promises.FileHandle, file: string, buf: Buffer, offset: number, length: number, shrank: () => Error): Promise<void> {
     if (this.direct && this.openedDirect.has(fh)) {
       try {
-        // Whole pages; the last piece of a file comes back short. A short read of whole pages may go on.
-        let got = 0;
-        while (got < length) {
-          const { bytesRead } = await fh.read(buf, got, roundUpToAlign(length - got), offset + got);
-          got += bytesRead;
-          if (got < length && (bytesRead === 0 || bytesRead % DIRECT_ALIGN !== 0)) throw shrank();
-        }
+        if ((await readPages(fh, buf, offset, length)) < length) throw shrank();
         return;
       } catch (err) {
         if (!isDirectRefused(err)) throw err;

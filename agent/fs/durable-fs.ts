@@ -2,8 +2,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 /**
- * Synchronous, durable file primitives. They block the calling thread, so the agent runs them in a
- * worker thread (checkpoint/fs-worker.ts), never on the host node's event loop.
+ * Durable file primitives. The synchronous ones block the calling thread, so the agent runs them in a
+ * worker thread (checkpoint/fs-worker.ts), never on the host node's event loop; the async ones (at the
+ * end) are for work that runs on that loop (backups).
  */
 
 export function fsyncPath(p: string): void {
@@ -91,4 +92,34 @@ export function readFdSync(fd: number): Buffer {
 
 export function isErrno(err: unknown, code: string): boolean {
   return (err as NodeJS.ErrnoException | null)?.code === code;
+}
+
+/** fsyncDir without blocking the event loop. */
+export async function fsyncDirAsync(dir: string): Promise<void> {
+  const fh = await fs.promises.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** writeFileAtomicSync without blocking the event loop: temp file, fsync, rename, fsync of the directory. */
+export async function writeFileAtomic(file: string, data: string | Buffer): Promise<void> {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(16).slice(2, 10)}`);
+  try {
+    const fh = await fs.promises.open(tmp, 'wx', 0o640);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fs.promises.rename(tmp, file);
+  } catch (err) {
+    await fs.promises.rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDirAsync(dir);
 }

@@ -78,7 +78,7 @@ export class Repository {
       this.blobs.clear();
       this.packs.clear();
       try {
-        const { names, files } = await this.readIndexFiles();
+        const { names, files } = await this.readIndexFiles(await this.listIndexFiles());
         files.forEach((file, i) => this.addToIndex(file, names[i]!));
         return;
       } catch (err) {
@@ -89,14 +89,18 @@ export class Repository {
     }
   }
 
+  private async listIndexFiles(): Promise<string[]> {
+    const names: string[] = [];
+    for await (const obj of this.storage.list('index/')) names.push(obj.name);
+    return names;
+  }
+
   /**
-   * Every index file, listed, then read many at once (a cold disk or a far bucket takes ms for each).
-   * `skipVanished`: a file deleted since the listing is left out (instead of failing not-found).
+   * Index files read many at once (a cold disk or a far bucket takes ms for each), in `listed` order so
+   * that the result does not depend on which read finished first. `skipVanished`: a file deleted since
+   * it was listed is left out (instead of failing not-found).
    */
-  private async readIndexFiles(skipVanished = false): Promise<{ names: string[]; files: IndexFile[] }> {
-    const listed: string[] = [];
-    for await (const obj of this.storage.list('index/')) listed.push(obj.name);
-    // Learned in name order, so the result does not depend on which read finished first.
+  private async readIndexFiles(listed: string[], skipVanished = false): Promise<{ names: string[]; files: IndexFile[] }> {
     const read = await mapLimit(listed, INDEX_READS_AT_ONCE, async (name) => {
       try {
         return JSON.parse((await this.storage.get(name)).toString('utf8')) as IndexFile;
@@ -120,8 +124,9 @@ export class Repository {
   async compactIndex(threshold: number): Promise<number> {
     // A file gone since the listing was merged by another compactor, into a file written first: leaving
     // it out loses nothing, and this run deletes only what it read.
-    const { names, files } = await this.readIndexFiles(true);
-    if (names.length <= threshold) return 0;
+    const listed = await this.listIndexFiles();
+    if (listed.length <= threshold) return 0; // counted without reading a file
+    const { names, files } = await this.readIndexFiles(listed, true);
     const packs = new Map<string, IndexFile['packs'][number]>();
     for (const file of files) for (const pack of file.packs) if (!packs.has(pack.id)) packs.set(pack.id, pack);
     const written = await this.writeIndex([...packs.values()]);

@@ -6,7 +6,8 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { ErrorCodes } from '../../../shared/errors.js';
-import { DIRECT_ALIGN, isDirectRefused, openDirect, roundUpToAlign } from '../../fs/direct-io.js';
+import { DIRECT_ALIGN, isDirectRefused, openDirect, readPages, roundUpToAlign, writeAll } from '../../fs/direct-io.js';
+import { fsyncDirAsync } from '../../fs/durable-fs.js';
 import { mapLimit } from '../map-limit.js';
 import { SourceStreamError, StreamSizeMismatch, sizedStream } from './sized-stream.js';
 import {
@@ -131,7 +132,7 @@ export class DirStorage implements Storage {
       const { size } = await fh.stat();
       if (offset + length > size) throw rangeError(this.description, name, offset, length, size);
       if (directFh) {
-        if (await this.readDirect(directFh, into!, offset - head, head + length)) {
+        if (await readPagesUnlessRefused(directFh, into!, offset - head, head + length)) {
           into!.copyWithin(0, head, head + length);
           return into!.subarray(0, length);
         }
@@ -151,26 +152,6 @@ export class DirStorage implements Storage {
     } finally {
       await fh.close();
       if (directFh && directFh !== fh) await directFh.close();
-    }
-  }
-
-  /**
-   * Reads `length` bytes at the page-aligned `offset` of `fh` into `into` with O_DIRECT (the last page
-   * may be cut short by the end of the file). False if `fh` is not direct or the read is refused
-   * (`into` not page-aligned, or the filesystem): the caller then reads the ordinary way.
-   */
-  private async readDirect(fh: FileHandle, into: Buffer, offset: number, length: number): Promise<boolean> {
-    let got = 0;
-    try {
-      while (got < length) {
-        const { bytesRead } = await fh.read(into, got, roundUpToAlign(length - got), offset + got);
-        got += bytesRead;
-        if (got < length && (bytesRead === 0 || bytesRead % DIRECT_ALIGN !== 0)) return false;
-      }
-      return true;
-    } catch (err) {
-      if (!isDirectRefused(err)) throw err;
-      return false;
     }
   }
 
@@ -204,7 +185,7 @@ export class DirStorage implements Storage {
       throw this.error('delete', name, err);
     }
     try {
-      await fsyncDir(path.dirname(file));
+      await fsyncDirAsync(path.dirname(file));
     } catch (err) {
       throw this.error('delete', name, err);
     }
@@ -266,7 +247,7 @@ export class DirStorage implements Storage {
         await fh.close();
       }
       await fs.rename(tmp, file);
-      await fsyncDir(dir);
+      await fsyncDirAsync(dir);
     } catch (err) {
       await fs.rm(tmp, { force: true }).catch(() => {});
       throw this.error(op, name, err);
@@ -297,14 +278,6 @@ function isMissing(err: unknown): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fs.open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
 
 /** mkdir -p, fsyncing each directory it creates into its parent so that the new entries survive a crash. */
 async function mkdirDurable(dir: string): Promise<void> {
@@ -320,12 +293,15 @@ async function mkdirDurable(dir: string): Promise<void> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // a concurrent put made it
   }
-  await fsyncDir(parent);
+  await fsyncDirAsync(parent);
 }
 
-async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
-  let written = 0;
-  while (written < data.length) {
-    written += (await fh.write(data, written, data.length - written, position + written)).bytesWritten;
+/** Whether `length` bytes came in whole pages; false if direct I/O was refused (`into` not page-aligned). */
+async function readPagesUnlessRefused(fh: FileHandle, into: Buffer, offset: number, length: number): Promise<boolean> {
+  try {
+    return (await readPages(fh, into, offset, length)) >= length;
+  } catch (err) {
+    if (!isDirectRefused(err)) throw err;
+    return false;
   }
 }
