@@ -151,27 +151,30 @@ describe('a restore of chunks off the page grid', () => {
   const dir = tempDir('direct-odd');
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('writes every byte where it belongs (no padding over a neighbour), directly or not', async () => {
+  it.each(['aligned', 'contiguous'] as const)('writes every byte where it belongs (no padding over a neighbour), directly or not: %s blobs', async (layout) => {
     // A repository whose file is cut into chunks of odd sizes (format v1 writes 1 MiB chunks, but a
-    // restore must not trust that): runs then start and end off page boundaries, next to each other.
-    const storage = new DirStorage(path.join(dir, 'repo'));
+    // restore must not trust that): writes then start and end off page boundaries, next to each other.
+    // Packs as written now (blobs on page boundaries) and as written before (blobs back to back, so a
+    // run of several chunks is read at once and starts off the page grid in the pack too).
+    const repoDir = path.join(dir, `repo-${layout}`);
+    const storage = new DirStorage(repoDir);
     const repo = await Repository.open(storage, { create: true });
     const sizes = [5000, MiB, 3, 70_000, MiB + 17, 2 * 4096, 12_345]; // more than one run (2 MiB at most)
     const content = randomBytes(sizes.reduce((a, b) => a + b, 0));
     const chunks: string[] = [];
-    const builder = new PackBuilder(Buffer.alloc(4 * MiB));
+    const blobs: [string, Buffer][] = [];
     let at = 0;
     for (const size of sizes) {
       const chunk = content.subarray(at, at + size);
       at += size;
       const id = sha256(chunk);
       chunks.push(id);
-      builder.add(id, chunk);
+      blobs.push([id, chunk]);
     }
     const tree = Buffer.from(canonicalJson({ version: 1, files: [{ name: 'odd', size: content.length, chunks }] }));
     const treeId = sha256(tree);
-    builder.add(treeId, tree);
-    const pack = builder.finish();
+    blobs.push([treeId, tree]);
+    const pack = layout === 'aligned' ? alignedPack(blobs) : contiguousPack(blobs);
     await repo.uploadPack(pack.id, pack.data);
     await repo.writeIndex([{ id: pack.id, size: pack.data.length, blobs: pack.blobs }]);
     const id = '20261122t000000000z-0001';
@@ -194,13 +197,35 @@ describe('a restore of chunks off the page grid', () => {
         return super.getRange(name, offset, length, into);
       }
     }
-    const late = await Repository.open(new FirstRunLate(path.join(dir, 'repo')));
+    const late = await Repository.open(new FirstRunLate(repoDir));
     for (const directIo of [true, false]) {
       for (const [what, r] of [['in order', repo], ['first run late', late]] as const) {
-        const to = path.join(dir, `restored-${directIo}-${what.replace(/ /g, '-')}`);
+        const to = path.join(dir, `restored-${layout}-${directIo}-${what.replace(/ /g, '-')}`);
         await restoreBackup({ repo: r, id, to, directIo, concurrency: 4 });
         expect(fs.readFileSync(path.join(to, 'odd')).equals(content)).toBe(true);
       }
     }
   });
 });
+
+function alignedPack(blobs: [string, Buffer][]): { id: string; data: Buffer; blobs: [string, number, number][] } {
+  const builder = new PackBuilder(Buffer.alloc(4 * MiB));
+  for (const [id, data] of blobs) builder.add(id, data);
+  const pack = builder.finish();
+  return { id: pack.id, data: Buffer.from(pack.data), blobs: pack.blobs };
+}
+
+/** A pack as written before blobs were aligned: back to back, then header, length, magic. */
+function contiguousPack(blobs: [string, Buffer][]): { id: string; data: Buffer; blobs: [string, number, number][] } {
+  const entries: [string, number, number][] = [];
+  let at = 0;
+  for (const [id, data] of blobs) {
+    entries.push([id, at, data.length]);
+    at += data.length;
+  }
+  const header = Buffer.from(canonicalJson({ version: 1, blobs: entries }));
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(header.length);
+  const data = Buffer.concat([...blobs.map(([, b]) => b), header, length, Buffer.from('NAPACK01')]);
+  return { id: sha256(header), data, blobs: entries };
+}

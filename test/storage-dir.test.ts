@@ -17,7 +17,7 @@ runStorageConformance('dir (file://)', async () => {
     storage: new DirStorage(path.join(root, 'repo')),
     cleanup: async () => fs.rmSync(root, { recursive: true, force: true }),
   };
-});
+}, { writer: true });
 
 describe('dir storage on disk', () => {
   let root: string;
@@ -82,6 +82,57 @@ describe('dir storage on disk', () => {
     await s.put('k', Buffer.from('v'));
     expect(fs.readFileSync(path.join(root, 'repo', 'k'), 'utf8')).toBe('v');
     await s.close();
+  });
+
+  it('writes in pieces through a temp file it never lists, and leaves none after a commit, a failed commit or an abort', async () => {
+    const s = new DirStorage(path.join(root, 'repo'));
+    const w = s.openWriter();
+    await w.write(Buffer.from('partial'), 0);
+    const temps = () => fs.readdirSync(path.join(root, 'repo')).filter((n) => n.endsWith('.tmp'));
+    expect(temps()).toHaveLength(1); // the crash case: what a kill -9 here would leave
+    expect(await names(s, '')).toEqual([]);
+    await w.commit('data/ab/pack', 7);
+    expect(fs.readFileSync(path.join(root, 'repo', 'data', 'ab', 'pack'), 'utf8')).toBe('partial');
+    expect((fs.statSync(path.join(root, 'repo', 'data', 'ab', 'pack')).mode & 0o777).toString(8)).toBe('640');
+    const bad = s.openWriter();
+    await bad.write(Buffer.from('xy'), 0);
+    expectKind(await failure(bad.commit('data/ab/other', 3)), 'permanent');
+    const gone = s.openWriter();
+    await gone.write(Buffer.from('xy'), 4096);
+    await gone.abort();
+    expect(temps()).toEqual([]);
+    expect(await names(s, '')).toEqual(['data/ab/pack']);
+  });
+
+  it('deletes writers\' temp files a crash left a day ago, and no others, when it next writes in pieces', async () => {
+    const repo = path.join(root, 'repo');
+    fs.mkdirSync(repo);
+    const old = path.join(repo, '~0123456789abcdef.tmp');
+    const fresh = path.join(repo, '~fedcba9876543210.tmp');
+    const foreign = path.join(repo, '~keep-me.tmp');
+    for (const f of [old, fresh, foreign]) fs.writeFileSync(f, 'x');
+    const dayAndMinute = new Date(Date.now() - 24 * 3600_000 - 60_000);
+    fs.utimesSync(old, dayAndMinute, dayAndMinute);
+    fs.utimesSync(foreign, dayAndMinute, dayAndMinute);
+    const s = new DirStorage(repo);
+    const w = s.openWriter();
+    await w.write(Buffer.from('x'), 0);
+    await w.commit('k', 1);
+    await expect.poll(() => fs.existsSync(old)).toBe(false);
+    expect(fs.existsSync(fresh)).toBe(true);
+    expect(fs.existsSync(foreign)).toBe(true);
+  });
+
+  it('keeps openWriter through the wrappers openStorage stacks (else backups would buffer whole packs)', async () => {
+    const logged = await openStorage(`file://${root}/repo`, { logger: pino({ level: 'silent' }) });
+    const bare = await openStorage(`file://${root}/repo`, { retry: false });
+    for (const s of [logged, bare]) {
+      const w = s.openWriter!();
+      await w.write(Buffer.from('v'), 0);
+      await w.commit('k', 1);
+      expect((await s.get('k')).toString()).toBe('v');
+      await s.close();
+    }
   });
 
   it('refuses a relative root', () => {

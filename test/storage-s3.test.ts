@@ -16,7 +16,7 @@ import { chunked, expectKind, failure, runStorageConformance } from './support/s
 runStorageConformance('s3 (OpenStack Swift s3api)', async () => {
   const storage = s3TestStorage();
   return { storage, cleanup: () => storage.close() };
-});
+}, { writer: false });
 
 describe('s3 storage against Swift', () => {
   let raw: S3Client;

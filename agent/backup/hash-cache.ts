@@ -18,6 +18,14 @@ interface Entry {
   usedAt: number;
 }
 
+/** What identifies a file's content without reading it (the fields of a `stat` with `bigint: true`). */
+export interface FileIdentity {
+  dev: bigint;
+  ino: bigint;
+  size: bigint;
+  mtimeNs: bigint;
+}
+
 export class HashCache {
   private readonly entries: Map<string, Entry>;
 
@@ -42,17 +50,17 @@ export class HashCache {
     return new HashCache(file, entries);
   }
 
-  static key(st: fs.BigIntStats): string {
+  static key(st: FileIdentity): string {
     return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
   }
 
-  get(st: fs.BigIntStats): string[] | undefined {
+  get(st: FileIdentity): string[] | undefined {
     const e = this.entries.get(HashCache.key(st));
     if (e) e.usedAt = Date.now();
     return e?.chunks;
   }
 
-  set(st: fs.BigIntStats, chunks: string[]): void {
+  set(st: FileIdentity, chunks: string[]): void {
     this.entries.set(HashCache.key(st), { chunks, usedAt: Date.now() });
   }
 

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../shared/errors.js';
+import { alignedBuffers } from '../../agent/fs/direct-io.js';
 import { StorageError, type ObjectInfo, type Storage, type StorageErrorKind } from '../../agent/backup/storage/storage.js';
 
 /**
@@ -16,7 +17,12 @@ export interface StorageFixture {
 
 const MiB = 1024 * 1024;
 
-export function runStorageConformance(name: string, makeStorage: () => Promise<StorageFixture>): void {
+export interface ConformanceOptions {
+  /** Whether the backend writes objects in pieces (Storage.openWriter): its tests run, or its absence is checked. */
+  writer: boolean;
+}
+
+export function runStorageConformance(name: string, makeStorage: () => Promise<StorageFixture>, options: ConformanceOptions): void {
   describe(`storage conformance: ${name}`, () => {
     let fixture: StorageFixture | undefined;
     let s: Storage;
@@ -273,6 +279,112 @@ export function runStorageConformance(name: string, makeStorage: () => Promise<S
         expectKind(err, 'permanent');
         expect(err.message).toContain('disk read error');
         expect(await s.stat('sf/obj')).toBeNull();
+      });
+    });
+
+    if (!options.writer) {
+      it('has no openWriter (callers store whole objects with put)', () => {
+        expect(s.openWriter).toBeUndefined();
+      });
+    }
+
+    describe.runIf(options.writer)('openWriter', () => {
+      const writer = () => {
+        expect(s.openWriter, 'this backend should write in pieces').toBeTypeOf('function');
+        return s.openWriter!();
+      };
+
+      it('takes pieces in any order, at once, with gaps that read as zeros; nothing is listed before the commit', async () => {
+        const a = randomBytes(5000);
+        const b = randomBytes(MiB);
+        const c = randomBytes(777);
+        const w = writer();
+        await Promise.all([w.write(c, 2 * MiB + 8192), w.write(b, 8192), w.write(a, 0)]);
+        expect(await names(s, '')).toEqual([]);
+        expect(await s.stat('w/obj')).toBeNull();
+        const size = 2 * MiB + 8192 + c.length;
+        await w.commit('w/obj', size);
+        const want = Buffer.alloc(size);
+        a.copy(want, 0);
+        b.copy(want, 8192);
+        c.copy(want, 2 * MiB + 8192);
+        expect(sha256(await s.get('w/obj'))).toBe(sha256(want));
+        expect(await names(s, '')).toEqual(['w/obj']);
+        expect(equal(await s.getRange('w/obj', 8192, MiB), b)).toBe(true);
+      });
+
+      it('writes page-aligned pieces from page-aligned memory (a backup\'s chunks), partial last pages included', async () => {
+        const mem = alignedBuffers(3, MiB);
+        // Each piece at the next page after the last one ends, as a pack places blobs.
+        const pieces: [Buffer, number][] = [];
+        let at = 0;
+        for (const len of [MiB, 12345, 4096, 1]) {
+          pieces.push([randomBytes(len), at]);
+          at = Math.ceil((at + len) / 4096) * 4096;
+        }
+        const w = writer();
+        for (const [i, [want, pos]] of pieces.entries()) {
+          const buf = mem[i % 3]!;
+          want.copy(buf);
+          await w.write(buf.subarray(0, want.length), pos);
+        }
+        const last = pieces[pieces.length - 1]!;
+        const size = last[1] + last[0].length;
+        await w.commit('aligned/obj', size);
+        const back = await s.get('aligned/obj');
+        expect(back.length).toBe(size);
+        for (const [want, pos] of pieces) expect(equal(back.subarray(pos, pos + want.length), want)).toBe(true);
+      });
+
+      it('commits an empty object, and replaces an object of the same name', async () => {
+        await s.put('r/obj', Buffer.from('old'));
+        const w = writer();
+        await w.write(Buffer.from('new!'), 0);
+        await w.commit('r/obj', 4);
+        expect((await s.get('r/obj')).toString()).toBe('new!');
+        const e = writer();
+        await e.commit('r/empty', 0);
+        expect((await s.get('r/empty')).length).toBe(0);
+      });
+
+      it('stores nothing when the commit size is not where the pieces end (permanent), and keeps the old object', async () => {
+        await s.put('sz/obj', Buffer.from('old'));
+        for (const size of [99, 101]) {
+          const w = writer();
+          await w.write(randomBytes(100), 0);
+          const err = await failure(w.commit('sz/obj', size));
+          expectKind(err, 'permanent');
+          expect(err.message).toMatch(/bytes/);
+          await w.abort();
+        }
+        expect((await s.get('sz/obj')).toString()).toBe('old');
+        expect(await names(s, '')).toEqual(['sz/obj']);
+      });
+
+      it('abort leaves nothing, may be repeated, and a writer aborted or committed takes no more', async () => {
+        const w = writer();
+        await w.write(randomBytes(10_000), 0);
+        await w.abort();
+        await w.abort();
+        expect(await names(s, '')).toEqual([]);
+        expectKind(await failure(w.write(Buffer.from('x'), 0)), 'permanent');
+        expectKind(await failure(w.commit('ab/obj', 1)), 'permanent');
+        expect(await s.stat('ab/obj')).toBeNull();
+        const done = writer();
+        await done.write(Buffer.from('x'), 0);
+        await done.commit('ab/done', 1);
+        await done.abort(); // after a commit: harmless
+        expect((await s.get('ab/done')).toString()).toBe('x');
+        expectKind(await failure(done.commit('ab/again', 1)), 'permanent');
+      });
+
+      it('rejects an invalid name on commit as INVALID_ARGUMENT, storing nothing', async () => {
+        const w = writer();
+        await w.write(Buffer.from('x'), 0);
+        const err = await failure(w.commit('../escape', 1));
+        expect(err.code).toBe(ErrorCodes.INVALID_ARGUMENT);
+        await w.abort();
+        expect(await names(s, '')).toEqual([]);
       });
     });
 

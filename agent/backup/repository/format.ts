@@ -21,6 +21,12 @@ export const FORMAT_VERSION = 1;
 export const PACK_MAGIC = Buffer.from('NAPACK01');
 /** Chunk size for file data: tables (2 MiB by default) are two chunks; a grown WAL re-sends one. */
 export const CHUNK_SIZE = 1024 * 1024;
+/**
+ * Blobs start at multiples of this in a pack (zeros in between): a directory storage then writes each
+ * chunk straight from the page-aligned buffer it was read into, and a restore reads it back, with
+ * O_DIRECT (agent/fs/direct-io.ts). Readers need not know it: the header and index give every offset.
+ */
+export const BLOB_ALIGN = 4096;
 /** A pack is cut once it holds this much. Small enough to bound memory, large enough to save requests. */
 export const PACK_TARGET_SIZE = 8 * 1024 * 1024;
 

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { StorageError, type ObjectInfo, type Storage, type StorageOp } from './storage.js';
+import { StorageError, type ObjectInfo, type ObjectWriter, type Storage, type StorageOp } from './storage.js';
 
 /**
  * One pino debug line per call (per attempt, when under retry-storage): `{storage, op, name, bytes, ms}`,
@@ -17,7 +17,16 @@ export class LoggingStorage implements Storage {
   ) {
     this.description = inner.description;
     this.log = logger.child({ storage: inner.description });
+    if (inner.openWriter) {
+      this.openWriter = () => {
+        const w = inner.openWriter!();
+        return { write: (d, p) => w.write(d, p), commit: (name, size) => this.timed('put', name, size, () => w.commit(name, size)), abort: () => w.abort() };
+      };
+    }
   }
+
+  /** Logs a writer's commit as a put of the whole object. */
+  readonly openWriter?: () => ObjectWriter;
 
   put(name: string, data: Buffer): Promise<void> {
     return this.timed('put', name, data.length, () => this.inner.put(name, data));

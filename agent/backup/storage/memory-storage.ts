@@ -9,7 +9,9 @@ import {
   rangeError,
   streamSizeError,
   streamSourceError,
+  writerSizeError,
   type ObjectInfo,
+  type ObjectWriter,
   type Storage,
 } from './storage.js';
 
@@ -42,6 +44,38 @@ export class MemoryStorage implements Storage {
       throw streamSourceError(this.description, name, err instanceof SourceStreamError ? err.cause : err);
     }
     this.objects.set(name, Buffer.concat(chunks));
+  }
+
+  openWriter(): ObjectWriter {
+    const pieces: [number, Buffer][] = [];
+    let state: 'open' | 'done' = 'open';
+    const closed = (op: string) =>
+      new StorageError('permanent', this.description, `${op} on a writer that was committed or aborted`, { op: 'put' });
+    return {
+      write: async (data, position) => {
+        if (state !== 'open') throw closed('write');
+        if (!Number.isSafeInteger(position) || position < 0) throw new StorageError('permanent', this.description, `bad position ${position}`, { op: 'put' });
+        pieces.push([position, Buffer.from(data)]);
+        await Promise.resolve();
+      },
+      commit: async (name, size) => {
+        checkName(this.description, 'put', name);
+        if (state !== 'open') throw closed('commit');
+        state = 'done';
+        const end = pieces.reduce((e, [at, d]) => Math.max(e, at + d.length), 0);
+        if (end !== size) throw writerSizeError(this.description, name, size, end);
+        const whole = Buffer.alloc(size);
+        for (const [at, d] of pieces) d.copy(whole, at);
+        pieces.length = 0;
+        await Promise.resolve();
+        this.objects.set(name, whole);
+      },
+      abort: async () => {
+        state = 'done';
+        pieces.length = 0;
+        await Promise.resolve();
+      },
+    };
   }
 
   async get(name: string): Promise<Buffer> {

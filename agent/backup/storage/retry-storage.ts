@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { StorageError, type ObjectInfo, type Storage, type StorageOp } from './storage.js';
+import { StorageError, type ObjectInfo, type ObjectWriter, type Storage, type StorageOp } from './storage.js';
 
 export interface RetryOptions {
   /** Attempts per call, the first included. Default 5. */
@@ -48,7 +48,15 @@ export class RetryStorage implements Storage {
     this.maxDelayMs = Math.max(0, options.maxDelayMs ?? 10_000);
     this.random = options.random ?? Math.random;
     this.sleep = options.sleep ?? ((ms) => sleep(ms));
+    if (inner.openWriter) this.openWriter = () => inner.openWriter!();
   }
+
+  /**
+   * Passed through, not retried: only a local directory has writers, whose failures are not transient,
+   * and a piece cannot be retried without the caller's buffer. A failed pack fails its backup, whose
+   * next run writes the pack again.
+   */
+  readonly openWriter?: () => ObjectWriter;
 
   put(name: string, data: Buffer): Promise<void> {
     return this.retry('put', name, () => this.inner.put(name, data));

@@ -72,11 +72,38 @@ export interface Storage {
    */
   list(prefix: string): AsyncIterable<ObjectInfo>;
 
+  /**
+   * Optional: an object written in pieces, at positions the caller chooses, and named only when it is
+   * whole (a pack is named by the hash of its header, which comes last). A backup then writes each chunk
+   * straight from the buffer it was read into, with no pack-sized buffer in memory. Backends that cannot
+   * (S3 needs the name before the first byte) leave it out, and callers fall back to `put`.
+   */
+  openWriter?(): ObjectWriter;
+
   /** Removes the object. Deleting a name that does not exist succeeds. */
   delete(name: string): Promise<void>;
 
   /** Releases connections and handles. The storage is not used afterwards. */
   close(): Promise<void>;
+}
+
+/**
+ * An object being written (Storage.openWriter). Contract:
+ *
+ * - `write` puts `data` at `position`; writes may run concurrently at ranges that do not overlap, in any
+ *   order. Bytes never written inside the object read as zeros. `data` may be reused once `write`
+ *   resolves. Where `position` and `data` are page-aligned, a directory writes them with O_DIRECT.
+ * - `commit(name, size)` is called at most once, after every write has resolved: the object then exists
+ *   under `name` exactly as `put` would have left it (atomic, durable, replacing any object of that
+ *   name). If the bytes written do not end exactly at `size`, nothing is stored and it fails `permanent`.
+ * - Until `commit` resolves nothing is visible under any name, to `get` or `list`, whatever happens to
+ *   the writer (a crash leaves at most an unlisted temp file). `abort` discards it; it may be called
+ *   any number of times, after anything, and never throws.
+ */
+export interface ObjectWriter {
+  write(data: Buffer, position: number): Promise<void>;
+  commit(name: string, size: number): Promise<void>;
+  abort(): Promise<void>;
 }
 
 export interface ObjectInfo {
@@ -232,6 +259,15 @@ export function rangeError(backend: string, name: string, offset: number, length
 }
 
 /** The error for a stream that did not yield the `size` bytes promised to putStream. */
+/** An ObjectWriter committed with a size its writes do not end at. */
+export function writerSizeError(backend: string, name: string, expected: number, got: number): StorageError {
+  return new StorageError('permanent', backend, `the pieces written end at ${got} bytes, not ${expected}; nothing was stored`, {
+    op: 'put',
+    name,
+    code: ErrorCodes.INVALID_ARGUMENT,
+  });
+}
+
 export function streamSizeError(backend: string, name: string, expected: number, got: number): StorageError {
   const what = got > expected ? `more than ${expected} bytes` : `${got} bytes, not ${expected}`;
   return new StorageError('permanent', backend, `the stream yielded ${what}; nothing was stored`, {
