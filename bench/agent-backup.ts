@@ -1,0 +1,206 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cloneDbSync } from '../agent/checkpoint/checkpoint-dir.js';
+import { benchKey } from './bench-db.js';
+import { startExampleNode } from './example-node.js';
+import { percentile } from './stats.js';
+
+/**
+ * A backup as operators run it: the example node (the agent in its process, classic-level open, its KV
+ * API on a port) on a copy of the benchmark's database, and `node-admin backup create --json` through
+ * the admin socket. Measures what the backup costs the node:
+ *
+ *   - the node process's peak RSS while the backup runs (VmHWM, reset through /proc/<pid>/clear_refs
+ *     just before), and its RSS when idle before;
+ *   - the KV API's latency (GETs of random existing keys, one at a time, over a kept-alive connection)
+ *     for a few seconds before the backup and throughout it.
+ *
+ * Standalone: node dist/bench/agent-backup.js <database dir> <key count> <work dir>
+ */
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const NODE_SCRIPT = path.join(ROOT, 'dist', 'agent', 'example-node', 'main.js');
+const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
+
+export interface LatencyStats {
+  count: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+export interface AgentBackupResult {
+  idle: RssBreakdown;
+  /** Peak RSS of the node process from just before the backup until it finished (VmHWM). */
+  peakRssBytes: number;
+  /** The largest of each part of RSS, sampled every 20 ms during the backup. */
+  peakSampled: RssBreakdown;
+  /** Wall time of `node-admin backup create` (a checkpoint is taken first). */
+  seconds: number;
+  kvIdle: LatencyStats;
+  kvDuring: LatencyStats;
+  record: Record<string, unknown>;
+}
+
+/**
+ * RSS in its parts: anonymous memory (heaps, buffers: what the process allocated) and file pages
+ * (mapped files: LevelDB maps its tables, so every GET touches some; the kernel drops them at will).
+ */
+export interface RssBreakdown {
+  rss: number;
+  anon: number;
+  file: number;
+}
+
+export async function measureAgentBackup(dbPath: string, keyCount: number, work: string): Promise<AgentBackupResult> {
+  fs.rmSync(work, { recursive: true, force: true });
+  fs.mkdirSync(work, { recursive: true });
+  const dataDir = path.join(work, 'node');
+  fs.mkdirSync(dataDir);
+  cloneDbSync(dbPath, path.join(dataDir, 'db')); // tables hard-linked: the node may compact its copy freely
+  const socketDir = path.join(work, 'run');
+  fs.mkdirSync(socketDir, { mode: 0o700 });
+  const socket = path.join(socketDir, 'admin.sock');
+  const node = await startExampleNode(NODE_SCRIPT, dataDir, socket);
+  const killOnExit = () => node.killNow();
+  process.once('exit', killOnExit);
+  const port = kvPort(node.pid);
+  try {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const get = () => timedGet(agent, port, benchKey(Math.floor(Math.random() * keyCount)));
+    await sampleFor(get, 1000); // warm the connection and the code paths
+    const idle = await sampleFor(get, 3000);
+    const idleBreakdown = breakdown(node.pid);
+
+    dropCaches();
+    fs.writeFileSync(`/proc/${node.pid}/clear_refs`, '5'); // VmHWM := VmRSS (Linux ≥ 4.0)
+    const during: number[] = [];
+    let backupDone = false;
+    const sampler = (async () => {
+      while (!backupDone) during.push(await get());
+    })();
+    const peakSampled: RssBreakdown = { rss: 0, anon: 0, file: 0 };
+    const rssTimer = setInterval(() => {
+      const b = breakdown(node.pid);
+      for (const k of ['rss', 'anon', 'file'] as const) peakSampled[k] = Math.max(peakSampled[k], b[k]);
+    }, 20);
+    const started = performance.now();
+    const cli = await run(process.execPath, [CLI, 'backup', 'create', '--json', '--socket', socket]);
+    const seconds = (performance.now() - started) / 1000;
+    backupDone = true;
+    clearInterval(rssTimer);
+    await sampler;
+    const peakRssBytes = status(node.pid, 'VmHWM');
+    agent.destroy();
+    if (cli.code !== 0) throw new Error(`node-admin backup create failed (${cli.code}): ${cli.stderr.trim()}`);
+    return {
+      idle: idleBreakdown,
+      peakRssBytes,
+      peakSampled,
+      seconds,
+      kvIdle: stats(idle),
+      kvDuring: stats(during),
+      record: JSON.parse(cli.stdout) as Record<string, unknown>,
+    };
+  } finally {
+    await node.stop();
+    process.off('exit', killOnExit);
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** The KV port the node picked (`--port 0`): from its listening socket in /proc. */
+function kvPort(pid: number): number {
+  const inodes = new Set<string>();
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`, { encoding: 'utf8' }) || '');
+    if (m) inodes.add(m[1]!);
+  }
+  for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    // local_address rem_address st ... inode; st 0A = LISTEN
+    if (f.length > 9 && f[3] === '0A' && inodes.has(f[9]!)) return parseInt(f[1]!.split(':')[1]!, 16);
+  }
+  throw new Error(`the example node (pid ${pid}) listens on no TCP port`);
+}
+
+function timedGet(agent: http.Agent, port: number, key: string): Promise<number> {
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: `/kv/${encodeURIComponent(key)}`, agent }, (res) => {
+      res.resume();
+      res.on('end', () => (res.statusCode === 200 ? resolve(performance.now() - start) : reject(new Error(`GET /kv/${key}: ${res.statusCode}`))));
+    });
+    req.on('error', reject);
+  });
+}
+
+async function sampleFor(get: () => Promise<number>, ms: number): Promise<number[]> {
+  const out: number[] = [];
+  const until = performance.now() + ms;
+  while (performance.now() < until) out.push(await get());
+  return out;
+}
+
+function stats(ms: number[]): LatencyStats {
+  const sorted = [...ms].sort((a, b) => a - b);
+  const r = (v: number) => Math.round(v * 100) / 100;
+  return { count: ms.length, p50Ms: r(percentile(sorted, 50)), p99Ms: r(percentile(sorted, 99)), maxMs: r(sorted[sorted.length - 1] ?? 0) };
+}
+
+function breakdown(pid: number): RssBreakdown {
+  return { rss: status(pid, 'VmRSS'), anon: status(pid, 'RssAnon'), file: status(pid, 'RssFile') };
+}
+
+function status(pid: number, field: 'VmRSS' | 'VmHWM' | 'RssAnon' | 'RssFile'): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
+  return Number(m[1]) * 1024;
+}
+
+function dropCaches(): void {
+  try {
+    fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
+  } catch {
+    // not root: measured with whatever is cached
+  }
+}
+
+function run(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const [db, keys, work] = process.argv.slice(2);
+  if (!db || !keys || !work) {
+    process.stderr.write('usage: node dist/bench/agent-backup.js <database dir> <key count> <work dir>\n');
+    process.exit(2);
+  }
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  measureAgentBackup(path.resolve(db), Number(keys), path.resolve(work)).then(
+    (r) => {
+      process.stdout.write(
+        `backup through the agent: ${r.seconds.toFixed(2)} s, ${String(r.record.files)} files, ${mib(Number(r.record.bytes))}\n` +
+          `node process RSS: idle ${mib(r.idle.rss)} (anonymous ${mib(r.idle.anon)}, file pages ${mib(r.idle.file)}); ` +
+          `peak during the backup ${mib(r.peakRssBytes)} (sampled: anonymous ${mib(r.peakSampled.anon)}, file pages ${mib(r.peakSampled.file)})\n` +
+          `KV GET latency idle: p50 ${r.kvIdle.p50Ms} ms, p99 ${r.kvIdle.p99Ms} ms, max ${r.kvIdle.maxMs} ms (${r.kvIdle.count})\n` +
+          `KV GET latency during: p50 ${r.kvDuring.p50Ms} ms, p99 ${r.kvDuring.p99Ms} ms, max ${r.kvDuring.maxMs} ms (${r.kvDuring.count})\n`,
+      );
+    },
+    (err: unknown) => {
+      process.stderr.write(`agent-backup failed: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
