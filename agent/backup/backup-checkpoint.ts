@@ -70,6 +70,11 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
   const { repo, checkpoint } = o;
   const concurrency = Math.max(1, o.concurrency ?? 4);
   const limiter = new RateLimiter(o.bandwidthLimit ?? null);
+  // The checkpoint's files are listed while the lock is taken (each costs disk round trips; neither
+  // needs the other). The index, though, is read only under the lock: a prune running before it could
+  // delete packs the index names.
+  const listing = listCheckpoint(checkpoint.path);
+  listing.catch(() => {}); // awaited below; a failed lock must not leave it unhandled
   const lock = await repo.lock(`backup of checkpoint ${checkpoint.id}`, false);
   const inFlight = new Set<Promise<void>>();
   let uploadError: unknown = null;
@@ -78,15 +83,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
   let trailing: NodeJS.Timeout | null = null;
   try {
     await repo.loadIndex();
-    const names = (await fs.promises.readdir(checkpoint.path))
-      .filter((n) => n !== 'LOCK' && n !== 'LOG' && n !== 'LOG.old')
-      .sort();
-    // Many at once: on a cold inode cache, one after another costs a disk round trip each.
-    // Only what the hash cache needs: a full BigIntStats is ~1 KB of heap, for every file of the backup.
-    const stats: FileIdentity[] = await mapLimit(names, 32, async (n) => {
-      const { dev, ino, size, mtimeNs } = await fs.promises.stat(path.join(checkpoint.path, n), { bigint: true });
-      return { dev, ino, size, mtimeNs };
-    });
+    const { names, stats } = await listing;
     const progress: BackupProgress = {
       phase: 'uploading',
       filesDone: 0,
@@ -321,7 +318,18 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
     await filling?.abort();
     // What was hashed stays known, whether the backup went through or not; a failure here is only a
     // slower next backup.
-    await o.cache.save().catch(() => {});
-    await lock.release();
+    await Promise.all([o.cache.save().catch(() => {}), lock.release()]);
   }
+}
+
+/** The files of a checkpoint to back up, in name order, with what the hash cache knows them by. */
+async function listCheckpoint(dir: string): Promise<{ names: string[]; stats: FileIdentity[] }> {
+  const names = (await fs.promises.readdir(dir)).filter((n) => n !== 'LOCK' && n !== 'LOG' && n !== 'LOG.old').sort();
+  // Many at once: on a cold inode cache, one after another costs a disk round trip each.
+  // Only what the hash cache needs: a full BigIntStats is ~1 KB of heap, for every file of the backup.
+  const stats = await mapLimit(names, 32, async (n) => {
+    const { dev, ino, size, mtimeNs } = await fs.promises.stat(path.join(dir, n), { bigint: true });
+    return { dev, ino, size, mtimeNs };
+  });
+  return { names, stats };
 }
