@@ -10,11 +10,13 @@ import { percentile } from './stats.js';
 
 /**
  * A backup as operators run it: the example node (the agent in its process, classic-level open, its KV
- * API on a port) on a copy of the benchmark's database, and `node-admin backup create --json` through
- * the admin socket. Measures what the backup costs the node:
+ * API on a port) on a copy of the benchmark's database: `node-admin checkpoint create`, then
+ * `node-admin backup create --checkpoint <it> --json` through the admin socket. Measures what the
+ * backup costs the node:
  *
  *   - the node process's peak RSS while the backup runs (VmHWM, reset through /proc/<pid>/clear_refs
- *     just before), and its RSS when idle before;
+ *     just before), and its RSS when idle before (after the checkpoint: the checkpoint's worker
+ *     thread, which stays, is not the backup's);
  *   - the KV API's latency (GETs of random existing keys, one at a time, over a kept-alive connection)
  *     for a few seconds before the backup and throughout it.
  *
@@ -38,7 +40,7 @@ export interface AgentBackupResult {
   peakRssBytes: number;
   /** The largest of each part of RSS, sampled every 20 ms during the backup. */
   peakSampled: RssBreakdown;
-  /** Wall time of `node-admin backup create` (a checkpoint is taken first). */
+  /** Wall time of `node-admin backup create --checkpoint <id>`. */
   seconds: number;
   kvIdle: LatencyStats;
   kvDuring: LatencyStats;
@@ -72,6 +74,9 @@ export async function measureAgentBackup(dbPath: string, keyCount: number, work:
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const get = () => timedGet(agent, port, benchKey(Math.floor(Math.random() * keyCount)));
     await sampleFor(get, 1000); // warm the connection and the code paths
+    const checkpoint = await run(process.execPath, [CLI, 'checkpoint', 'create', '--json', '--socket', socket]);
+    if (checkpoint.code !== 0) throw new Error(`node-admin checkpoint create failed (${checkpoint.code}): ${checkpoint.stderr.trim()}`);
+    const checkpointId = (JSON.parse(checkpoint.stdout) as { id: string }).id;
     const idle = await sampleFor(get, 3000);
     const idleBreakdown = breakdown(node.pid);
 
@@ -88,7 +93,7 @@ export async function measureAgentBackup(dbPath: string, keyCount: number, work:
       for (const k of ['rss', 'anon', 'file'] as const) peakSampled[k] = Math.max(peakSampled[k], b[k]);
     }, 20);
     const started = performance.now();
-    const cli = await run(process.execPath, [CLI, 'backup', 'create', '--json', '--socket', socket]);
+    const cli = await run(process.execPath, [CLI, 'backup', 'create', '--checkpoint', checkpointId, '--json', '--socket', socket]);
     const seconds = (performance.now() - started) / 1000;
     backupDone = true;
     clearInterval(rssTimer);

@@ -46,7 +46,7 @@ import { progress } from './progress.js';
  * a goal was missed.
  *
  * Environment: BENCH_DB_GB (1), BENCH_DIR (<repo>/.scratch/bench), BENCH_REBUILD=1, BENCH_CHANGE_PCT (5),
- * BENCH_BACKUP_CONCURRENCY (4, the agent's default), BENCH_RESTORE_CONCURRENCY (16, restore's default),
+ * BENCH_BACKUP_CONCURRENCY (4, the agent's default), BENCH_RESTORE_CONCURRENCY (12, restore's default),
  * BENCH_PEERS (restic,borg), BENCH_TUNED=0 to skip the peers' ctime-blind runs, BENCH_AGENT=0 to skip the
  * backup through the agent (step 4), BENCH_REPEAT (3: each timed run that many times, medians count), BENCH_KEEP=1 to keep
  * the repositories and restored directories in <BENCH_DIR>/backup.
@@ -416,7 +416,7 @@ function readConfig(): Config {
     rebuild: process.env.BENCH_REBUILD === '1',
     changePercent: num('BENCH_CHANGE_PCT', 5, false),
     concurrency: num('BENCH_BACKUP_CONCURRENCY', 4, true),
-    restoreConcurrency: num('BENCH_RESTORE_CONCURRENCY', 16, true),
+    restoreConcurrency: num('BENCH_RESTORE_CONCURRENCY', 12, true),
     peers: peers as PeerName[],
     tuned: process.env.BENCH_TUNED !== '0',
     keep: process.env.BENCH_KEEP === '1',

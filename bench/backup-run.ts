@@ -62,7 +62,7 @@ async function main(): Promise<void> {
     const storage = await openStorage(a.repo, {});
     try {
       const repo = await Repository.open(storage);
-      const result = await restoreBackup({ repo, id: a.id, to: a.to, concurrency: a.concurrency ?? 16 });
+      const result = await restoreBackup({ repo, id: a.id, to: a.to, concurrency: a.concurrency ?? 12 });
       print({ ...result, moduleLoadMs, maxRssKb: process.resourceUsage().maxRSS });
     } finally {
       await storage.close();

@@ -19,7 +19,7 @@ export interface RestoreBackupOptions {
   id: string;
   /** The directory to create; must not exist, or be empty. */
   to: string;
-  /** Ranged reads at once (default 16; each up to 2 MiB in memory). */
+  /** Ranged reads at once (default 12: as fast as 16 here, measured; each up to 2 MiB in memory). */
   concurrency?: number;
   signal?: AbortSignal;
   /** Write files around the page cache (O_DIRECT) where the filesystem allows it (default true). */
@@ -194,7 +194,7 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
     };
     // Every worker stops at the first failure; all have settled before anything is cleaned up.
     await Promise.allSettled(
-      alignedBuffers(Math.max(1, o.concurrency ?? 16), MAX_RUN + 2 * DIRECT_ALIGN).map((lane) =>
+      alignedBuffers(Math.max(1, o.concurrency ?? 12), MAX_RUN + 2 * DIRECT_ALIGN).map((lane) =>
         worker(lane).catch((err: unknown) => {
           failure ??= err;
         }),
