@@ -9,6 +9,7 @@ import { cloneDbSync, createCheckpointSync } from '../agent/checkpoint/checkpoin
 import { newCheckpointId } from '../agent/checkpoint/checkpoint-id.js';
 import { benchKey, mb, openBenchDb, prepareBenchDb } from './bench-db.js';
 import { measureAgentBackup, type AgentBackupResult } from './agent-backup.js';
+import { measureDeviceFloor, type DeviceFloor } from './device-floor.js';
 import { compareDirs, findDirWith, treeBytes, type CompareResult } from './backup-compare.js';
 import { Borg, INSTALL_HINT, Restic, peerVersion, type PeerBackup, type PeerName } from './backup-peers.js';
 import { dropPageCache, hasGnuTime, runQuiet, runTimed, type TimedProcess } from './backup-timed.js';
@@ -155,7 +156,8 @@ async function main(): Promise<void> {
   progress('1/4 full backup of checkpoint 1 (page cache dropped before each tool)');
   // Each tool in turn, `repeat` times, every run into fresh repositories; the medians count. The last
   // round's repositories go on to the incremental.
-  const fullRuns = { ours: [] as OursRun[], cp: [] as TimedProcess[], restic: [] as PeerBackup[], borg: [] as PeerBackup[] };
+  const fullRuns = { ours: [] as OursRun[], cp: [] as TimedProcess[], floor: [] as DeviceFloor[], restic: [] as PeerBackup[], borg: [] as PeerBackup[] };
+  const floorFile = path.join(work, 'device-floor.bin');
   for (let round = 1; round <= config.repeat; round++) {
     if (config.repeat > 1) progress(`  round ${round} of ${config.repeat}`);
     fs.rmSync(oursRepo, { recursive: true, force: true });
@@ -169,6 +171,10 @@ async function main(): Promise<void> {
     const copy = copyFloor(current, path.join(work, 'copy-floor'), gnuTime);
     fullRuns.cp.push(copy);
     progress(`  cp -r:  ${describe(copy)} (the device: read and write every byte once, durably)`);
+    cold();
+    const floor = await measureDeviceFloor(current, floorFile);
+    fullRuns.floor.push(floor);
+    progress(`  limit:  ${floor.seconds.toFixed(2)} s (the device: direct-I/O read of every byte and write of as many, at once, fsynced)`);
     if (restic) {
       if (round > 1) restic.reset();
       cold();
@@ -186,6 +192,7 @@ async function main(): Promise<void> {
   }
   const fullOurs = medianRun(fullRuns.ours, (r) => r.timed.seconds)!;
   const fullCopy = medianRun(fullRuns.cp, durableSeconds)!;
+  const fullFloor = medianRun(fullRuns.floor, (f) => f.seconds)!;
   const fullRestic = medianRun(fullRuns.restic, (r) => r.timed.seconds);
   const fullBorg = medianRun(fullRuns.borg, (r) => r.timed.seconds);
   const fullOursRepoBytes = treeBytes(oursRepo);
@@ -297,7 +304,7 @@ async function main(): Promise<void> {
   progress('3/4 restore of the latest backup into a fresh directory, then a byte-for-byte check against checkpoint 2');
   const restoreDirs = { ours: path.join(work, 'restore-ours'), restic: path.join(work, 'restore-restic'), borg: path.join(work, 'restore-borg') };
   // Ours and the device `repeat` times (every restore of ours checked); the peers once, after.
-  const resRuns = { ours: [] as OursRun[], cp: [] as TimedProcess[] };
+  const resRuns = { ours: [] as OursRun[], cp: [] as TimedProcess[], floor: [] as DeviceFloor[] };
   let checkOurs: CompareResult = { ok: true, files: 0, bytes: 0, problems: [] };
   for (let round = 1; round <= config.repeat; round++) {
     if (config.repeat > 1) progress(`  round ${round} of ${config.repeat}`);
@@ -312,9 +319,14 @@ async function main(): Promise<void> {
     const copy = copyFloor(current, path.join(work, 'copy-floor'), gnuTime);
     resRuns.cp.push(copy);
     progress(`  cp -r:  ${describe(copy)} (the device: read and write every byte once, durably)`);
+    cold();
+    const floor = await measureDeviceFloor(current, floorFile);
+    resRuns.floor.push(floor);
+    progress(`  limit:  ${floor.seconds.toFixed(2)} s (the device: direct-I/O read of every byte and write of as many, at once, fsynced)`);
   }
   const resOurs = medianRun(resRuns.ours, (r) => r.timed.seconds)!;
   const restoreCopy = medianRun(resRuns.cp, durableSeconds)!;
+  const restoreFloor = medianRun(resRuns.floor, (f) => f.seconds)!;
   let resRestic: TimedProcess | null = null;
   let checkRestic: CompareResult | null = null;
   if (restic) {
@@ -357,6 +369,7 @@ async function main(): Promise<void> {
     fullBorg,
     repoBytesAfterFull: { ours: fullOursRepoBytes, restic: fullResticRepoBytes, borg: fullBorgRepoBytes },
     fullCopy,
+    fullFloor,
     incOurs,
     incOursNoCa,
     incRestic,
@@ -366,6 +379,7 @@ async function main(): Promise<void> {
     repoGrowth,
     resOurs,
     restoreCopy,
+    restoreFloor,
     resRestic,
     resBorg,
     checkOurs,
@@ -387,9 +401,9 @@ async function main(): Promise<void> {
     database: db0,
     change: { keys, ...change, newFilesInCheckpoint2: delta },
     checkpoints: { full: c1, incremental: c2, stagedAt: current },
-    fullBackup: { ours: fullOurs, restic: fullRestic, borg: fullBorg, copy: fullCopy, repoBytesAfter: m.repoBytesAfterFull, rounds: roundSeconds(fullRuns) },
+    fullBackup: { ours: fullOurs, restic: fullRestic, borg: fullBorg, copy: fullCopy, deviceLimit: fullFloor, repoBytesAfter: m.repoBytesAfterFull, rounds: roundSeconds(fullRuns) },
     incrementalBackup: { rounds: roundSeconds(incRuns), ours: incOurs, restic: incRestic, resticIgnoreCtime: incResticTuned, borg: incBorg, borgFilesCacheMtime: incBorgTuned, borgFilesCacheMtimeFull: fullBorgTuned, repoGrowthBytes: repoGrowth },
-    restore: { rounds: roundSeconds(resRuns), copy: restoreCopy, ours: resOurs, restic: resRestic, borg: resBorg, verified: { ours: checkOurs, restic: checkRestic, borg: checkBorg } },
+    restore: { rounds: roundSeconds(resRuns), copy: restoreCopy, deviceLimit: restoreFloor, ours: resOurs, restic: resRestic, borg: resBorg, verified: { ours: checkOurs, restic: checkRestic, borg: checkBorg } },
     agent,
     table: rows,
   };
@@ -503,6 +517,8 @@ interface Measurements {
   fullOurs: OursRun;
   /** cp -r of the same checkpoint + sync, cold: the floor the device sets. */
   fullCopy: TimedProcess;
+  /** Direct-I/O read + write of every byte at once (device-floor.ts): no tool can be faster. */
+  fullFloor: DeviceFloor;
   fullRestic: PeerBackup | null;
   fullBorg: PeerBackup | null;
   repoBytesAfterFull: { ours: number; restic: number | null; borg: number | null };
@@ -515,6 +531,7 @@ interface Measurements {
   repoGrowth: { ours: number; restic: number | null; borg: number | null };
   resOurs: OursRun;
   restoreCopy: TimedProcess;
+  restoreFloor: DeviceFloor;
   resRestic: TimedProcess | null;
   resBorg: TimedProcess | null;
   checkOurs: CompareResult;
@@ -555,6 +572,24 @@ function tableRows(m: Measurements, config: Config, versions: Partial<Record<Pee
     borg: '-',
     ratio: ratio(durableSeconds(m.fullCopy), durableSeconds(m.fullOurs.timed)),
     goal: '-',
+    met: null,
+  });
+  rows.push({
+    metric: 'full backup vs the device limit: direct-I/O read + write of every byte, at once (info; restic column: the limit)',
+    ours: `${durableSeconds(m.fullOurs.timed).toFixed(2)} s`,
+    restic: `${m.fullFloor.seconds.toFixed(2)} s`,
+    borg: '-',
+    ratio: ratio(m.fullFloor.seconds, durableSeconds(m.fullOurs.timed)),
+    goal: '-',
+    met: null,
+  });
+  rows.push({
+    metric: 'full backup: the most any tool could be faster than restic here, restic / the limit (info)',
+    ours: `${m.fullFloor.seconds.toFixed(2)} s`,
+    restic: secs(m.fullRestic?.timed, 'restic'),
+    borg: '-',
+    ratio: ratio(m.fullRestic?.timed.seconds, m.fullFloor.seconds),
+    goal: '(>= 4x)',
     met: null,
   });
   rows.push({
@@ -675,6 +710,24 @@ function tableRows(m: Measurements, config: Config, versions: Partial<Record<Pee
     borg: '-',
     ratio: ratio(withSync(m.restoreCopy), withSync(m.resOurs.timed)),
     goal: '-',
+    met: null,
+  });
+  rows.push({
+    metric: 'restore vs the device limit: direct-I/O read + write of every byte, at once (info; restic column: the limit)',
+    ours: `${withSync(m.resOurs.timed)!.toFixed(2)} s`,
+    restic: `${m.restoreFloor.seconds.toFixed(2)} s`,
+    borg: '-',
+    ratio: ratio(m.restoreFloor.seconds, withSync(m.resOurs.timed)),
+    goal: '-',
+    met: null,
+  });
+  rows.push({
+    metric: 'restore: the most any tool could be faster than restic here, restic (+sync) / the limit (info)',
+    ours: `${m.restoreFloor.seconds.toFixed(2)} s`,
+    restic: m.resRestic ? `${m.resRestic.seconds.toFixed(2)} s (+${m.resRestic.syncSeconds.toFixed(2)} sync)` : absent('restic'),
+    borg: '-',
+    ratio: ratio(m.resRestic?.seconds, m.restoreFloor.seconds),
+    goal: '(>= 2x)',
     met: null,
   });
   rows.push({
@@ -837,8 +890,8 @@ function medianRun<T>(runs: readonly T[], key: (run: T) => number): T | null {
 }
 
 /** Wall seconds of every round of every tool, for results.json. */
-function roundSeconds(runs: Record<string, readonly (OursRun | PeerBackup | TimedProcess)[]>): Record<string, number[]> {
-  const seconds = (r: OursRun | PeerBackup | TimedProcess) => ('timed' in r ? r.timed.seconds : r.seconds);
+function roundSeconds(runs: Record<string, readonly (OursRun | PeerBackup | TimedProcess | DeviceFloor)[]>): Record<string, number[]> {
+  const seconds = (r: OursRun | PeerBackup | TimedProcess | DeviceFloor) => ('timed' in r ? r.timed.seconds : r.seconds);
   return Object.fromEntries(Object.entries(runs).map(([tool, list]) => [tool, list.map(seconds)]));
 }
 

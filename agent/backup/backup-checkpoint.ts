@@ -112,8 +112,9 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
       progress.bytesPerSecond = Math.round((progress.bytesDone * 1000) / Math.max(1, now - started));
       o.onProgress({ ...progress });
     };
+    const cancelled = () => new AdminError(ErrorCodes.CANCELLED, `backup of checkpoint ${checkpoint.id} was cancelled`);
     const checkCancel = () => {
-      if (o.signal?.aborted) throw new AdminError(ErrorCodes.CANCELLED, `backup of checkpoint ${checkpoint.id} was cancelled`);
+      if (o.signal?.aborted) throw cancelled();
       if (uploadError) throw uploadError;
     };
 
@@ -131,7 +132,6 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
     let pack = (filling = openPack());
     let blobsUploaded = 0;
     let packsUploaded = 0;
-    const cancelled = () => new AdminError(ErrorCodes.CANCELLED, `backup of checkpoint ${checkpoint.id} was cancelled`);
 
     const flushPack = async () => {
       if (pack.count === 0) return;
