@@ -133,12 +133,16 @@ export class DirStorage implements Storage {
     let direct: Promise<FileHandle | null> | null = null;
     let end = 0;
     let failed = false;
-    let state: 'open' | 'done' = 'open';
-    const plainHandle = () =>
-      (plain ??= (async () => {
+    let state: 'open' | 'committing' | 'done' = 'open';
+    const closed = (op: string) => new StorageError('permanent', this.description, `${op} on a writer that was committed or aborted`, { op: 'put', name: tmpName });
+    const plainHandle = () => {
+      // Never (re)create the temp file once aborted: a write still on its way must not leave one.
+      if (state === 'done') return Promise.reject(closed('write'));
+      return (plain ??= (async () => {
         await mkdirDurable(this.root);
         return fs.open(tmp, 'wx', 0o640);
       })());
+    };
     const directHandle = () =>
       (direct ??= plainHandle().then(async () => {
         const fh = await openDirect(tmp, fsConstants.O_WRONLY);
@@ -150,7 +154,6 @@ export class DirStorage implements Storage {
       plain = direct = null;
       await Promise.allSettled(handles.map(async (h) => (await h)?.close()));
     };
-    const closed = (op: string) => new StorageError('permanent', this.description, `${op} on a writer that was committed or aborted`, { op: 'put', name: tmpName });
     return {
       write: async (data, position) => {
         if (state !== 'open') throw closed('write');
@@ -178,7 +181,7 @@ export class DirStorage implements Storage {
       commit: async (name, size) => {
         checkName(this.description, 'put', name);
         if (state !== 'open') throw closed('commit');
-        state = 'done';
+        state = 'committing';
         try {
           if (failed) throw new StorageError('permanent', this.description, 'a write failed; nothing was stored', { op: 'put', name });
           if (end !== size) throw writerSizeError(this.description, name, size, end);
@@ -190,7 +193,9 @@ export class DirStorage implements Storage {
           await mkdirDurable(dir);
           await fs.rename(tmp, file);
           await fsyncDirAsync(dir);
+          state = 'done';
         } catch (err) {
+          state = 'done';
           await closeHandles();
           await fs.rm(tmp, { force: true }).catch(() => {});
           throw this.error('put', name, err);
