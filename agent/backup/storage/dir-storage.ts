@@ -65,34 +65,23 @@ export class DirStorage implements Storage {
   async put(name: string, data: Buffer): Promise<void> {
     checkName(this.description, 'put', name);
     await this.writeAtomic('put', name, async (fh, tmp) => {
-      let at = 0;
-      if (data.length >= DIRECT_MIN_BYTES && this.direct) at = await this.writeDirect(tmp, data);
-      await writeAll(fh, data.subarray(at), at);
+      // Large objects (packs) with O_DIRECT: no kernel copy into the page cache, and no cache full of
+      // pack data nobody reads back.
+      let direct: FileHandle | null = null;
+      try {
+        await writeSplit(async () => (data.length >= DIRECT_MIN_BYTES ? (direct = await this.openDirectFor(tmp)) : null), async () => fh, data, 0);
+      } finally {
+        await (direct as FileHandle | null)?.close();
+      }
     });
   }
 
-  /**
-   * Writes the whole pages of `data` into `tmp` with O_DIRECT (direct-io.ts): no kernel copy into the
-   * page cache and no cache full of pack data nobody reads back. Returns how many bytes it wrote (0 when
-   * `data` is not page-aligned in memory or the filesystem refuses; after a refusal it is not tried
-   * again). The caller writes the rest the ordinary way.
-   */
-  private async writeDirect(tmp: string, data: Buffer): Promise<number> {
-    const whole = data.length - (data.length % DIRECT_ALIGN);
-    const fh = await openDirect(tmp, fsConstants.O_WRONLY);
-    if (!fh) {
-      this.direct = false;
-      return 0;
-    }
-    try {
-      await writeAll(fh, data.subarray(0, whole), 0);
-      return whole;
-    } catch (err) {
-      if (!isDirectRefused(err)) throw err;
-      return 0; // a buffer that is not page-aligned (fine: written the ordinary way)
-    } finally {
-      await fh.close();
-    }
+  /** `file` opened for writing with O_DIRECT; null once the filesystem has refused it (not tried again). */
+  private async openDirectFor(file: string): Promise<FileHandle | null> {
+    if (!this.direct) return null;
+    const fh = await openDirect(file, fsConstants.O_WRONLY);
+    if (!fh) this.direct = false;
+    return fh;
   }
 
   async putStream(name: string, open: () => Readable, size: number): Promise<void> {
@@ -117,10 +106,8 @@ export class DirStorage implements Storage {
 
   /**
    * A temp file in the root (`~<random>.tmp`: never listed), renamed to the name on commit, after an
-   * fsync, and the directory fsynced: the same guarantees as `put`. Whole pages at page-aligned positions
-   * from page-aligned memory go with O_DIRECT; everything else (a piece's partial last page, the pieces
-   * of an unaligned buffer) the ordinary way. A page is written directly only when one piece covers it
-   * whole, so no page is ever written both ways (which could lose a direct write to a stale cached page).
+   * fsync, and the directory fsynced: the same guarantees as `put`. Each piece is written as `put`
+   * writes a pack (writeSplit: its whole pages with O_DIRECT, the rest the ordinary way).
    */
   openWriter(): ObjectWriter {
     if (!this.swept) {
@@ -143,12 +130,7 @@ export class DirStorage implements Storage {
         return fs.open(tmp, 'wx', 0o640);
       })());
     };
-    const directHandle = () =>
-      (direct ??= plainHandle().then(async () => {
-        const fh = await openDirect(tmp, fsConstants.O_WRONLY);
-        if (!fh) this.direct = false;
-        return fh;
-      }));
+    const directHandle = () => (direct ??= plainHandle().then(() => this.openDirectFor(tmp)));
     const closeHandles = async () => {
       const handles = [plain, direct];
       plain = direct = null;
@@ -159,20 +141,7 @@ export class DirStorage implements Storage {
         if (state !== 'open') throw closed('write');
         end = Math.max(end, position + data.length);
         try {
-          let at = 0;
-          const whole = data.length - (data.length % DIRECT_ALIGN);
-          if (this.direct && whole > 0 && position % DIRECT_ALIGN === 0) {
-            const fh = await directHandle();
-            if (fh) {
-              try {
-                await writeAll(fh, data.subarray(0, whole), position);
-                at = whole;
-              } catch (err) {
-                if (!isDirectRefused(err)) throw err; // memory not page-aligned: the ordinary way
-              }
-            }
-          }
-          if (at < data.length) await writeAll(await plainHandle(), data.subarray(at), position + at);
+          await writeSplit(directHandle, plainHandle, data, position);
         } catch (err) {
           failed = true;
           throw this.error('put', tmpName, err);
@@ -393,6 +362,28 @@ function isMissing(err: unknown): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
+
+/**
+ * Writes `data` at `position`: the pages it covers whole through the O_DIRECT handle `direct` gives
+ * (asked for only when `position` is page-aligned and there is a whole page; null: none), the rest
+ * through `plain`. So a page is written directly only when one piece covers it whole, never both ways
+ * (a direct write could be lost under a stale cached page). Memory that is not page-aligned makes the
+ * kernel refuse the direct write: then all of it goes the ordinary way.
+ */
+async function writeSplit(direct: () => Promise<FileHandle | null>, plain: () => Promise<FileHandle>, data: Buffer, position: number): Promise<void> {
+  let at = 0;
+  const whole = data.length - (data.length % DIRECT_ALIGN);
+  const fh = whole > 0 && position % DIRECT_ALIGN === 0 ? await direct() : null;
+  if (fh) {
+    try {
+      await writeAll(fh, data.subarray(0, whole), position);
+      at = whole;
+    } catch (err) {
+      if (!isDirectRefused(err)) throw err;
+    }
+  }
+  if (at < data.length) await writeAll(await plain(), data.subarray(at), position + at);
+}
 
 /** mkdir -p, fsyncing each directory it creates into its parent so that the new entries survive a crash. */
 async function mkdirDurable(dir: string): Promise<void> {
