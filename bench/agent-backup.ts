@@ -6,7 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { cloneDbSync } from '../agent/checkpoint/checkpoint-dir.js';
 import { benchKey } from './bench-db.js';
 import { startExampleNode } from './example-node.js';
-import { percentile } from './stats.js';
+import { dropPageCache } from './backup-timed.js';
+import { summarize } from './stats.js';
 
 /**
  * A backup as operators run it: the example node (the agent in its process, classic-level open, its KV
@@ -69,7 +70,7 @@ export async function measureAgentBackup(dbPath: string, keyCount: number, work:
   const node = await startExampleNode(NODE_SCRIPT, dataDir, socket);
   const killOnExit = () => node.killNow();
   process.once('exit', killOnExit);
-  const port = kvPort(node.pid);
+  const port = node.port;
   try {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const get = () => timedGet(agent, port, benchKey(Math.floor(Math.random() * keyCount)));
@@ -80,7 +81,7 @@ export async function measureAgentBackup(dbPath: string, keyCount: number, work:
     const idle = await sampleFor(get, 3000);
     const idleBreakdown = breakdown(node.pid);
 
-    dropCaches();
+    dropPageCache();
     fs.writeFileSync(`/proc/${node.pid}/clear_refs`, '5'); // VmHWM := VmRSS (Linux ≥ 4.0)
     const during: number[] = [];
     let backupDone = false;
@@ -117,21 +118,6 @@ export async function measureAgentBackup(dbPath: string, keyCount: number, work:
   }
 }
 
-/** The KV port the node picked (`--port 0`): from its listening socket in /proc. */
-function kvPort(pid: number): number {
-  const inodes = new Set<string>();
-  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-    const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`, { encoding: 'utf8' }) || '');
-    if (m) inodes.add(m[1]!);
-  }
-  for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    // local_address rem_address st ... inode; st 0A = LISTEN
-    if (f.length > 9 && f[3] === '0A' && inodes.has(f[9]!)) return parseInt(f[1]!.split(':')[1]!, 16);
-  }
-  throw new Error(`the example node (pid ${pid}) listens on no TCP port`);
-}
-
 function timedGet(agent: http.Agent, port: number, key: string): Promise<number> {
   const start = performance.now();
   return new Promise((resolve, reject) => {
@@ -151,9 +137,9 @@ async function sampleFor(get: () => Promise<number>, ms: number): Promise<number
 }
 
 function stats(ms: number[]): LatencyStats {
-  const sorted = [...ms].sort((a, b) => a - b);
+  const s = summarize(ms);
   const r = (v: number) => Math.round(v * 100) / 100;
-  return { count: ms.length, p50Ms: r(percentile(sorted, 50)), p99Ms: r(percentile(sorted, 99)), maxMs: r(sorted[sorted.length - 1] ?? 0) };
+  return { count: s.n, p50Ms: r(s.p50), p99Ms: r(s.p99), maxMs: r(s.max) };
 }
 
 function breakdown(pid: number): RssBreakdown {
@@ -164,14 +150,6 @@ function status(pid: number, field: 'VmRSS' | 'VmHWM' | 'RssAnon' | 'RssFile'): 
   const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
   return Number(m[1]) * 1024;
-}
-
-function dropCaches(): void {
-  try {
-    fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
-  } catch {
-    // not root: measured with whatever is cached
-  }
 }
 
 function run(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {

@@ -6,6 +6,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
  */
 export interface ExampleNode {
   pid: number;
+  /** The KV API's port (the node is started with `--port 0`), from its "node ready" log line. */
+  port: number;
   /** SIGTERM, then SIGKILL if it has not exited after 10 s; resolves with its exit code. */
   stop(): Promise<number | null>;
   /** For process exit handlers, which cannot wait. */
@@ -26,11 +28,20 @@ export async function startExampleNode(script: string, dataDir: string, socketPa
       resolve(exitCode);
     }),
   );
+  let port = 0;
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`the example node did not get ready in 60 s:\n${out}`)), 60_000);
     const check = () => {
-      if (!out.includes('"node ready"')) return;
+      const at = out.indexOf('"node ready"');
+      const end = at < 0 ? -1 : out.indexOf('\n', at);
+      if (end < 0) return; // not yet, or not the whole line yet
       clearTimeout(timer);
+      try {
+        port = (JSON.parse(out.slice(out.lastIndexOf('\n', at) + 1, end)) as { port: number }).port;
+      } catch {
+        reject(new Error(`the example node's "node ready" line is not JSON:\n${out}`));
+        return;
+      }
       child.stdout!.off('data', check);
       resolve();
     };
@@ -43,6 +54,7 @@ export async function startExampleNode(script: string, dataDir: string, socketPa
   const pid = child.pid!;
   return {
     pid,
+    port,
     async stop() {
       if (exitCode !== undefined) return exitCode;
       child.kill('SIGTERM');
