@@ -31,9 +31,14 @@ const MAX_READERS = 16;
  * in flight on 16 threads, 1.1-1.3 ms with 8). With half, the node always finds a free thread. A node
  * that wants faster backups raises UV_THREADPOOL_SIZE.
  */
-export function defaultReaders(poolSize = Number(process.env.UV_THREADPOOL_SIZE) || 4): number {
+export function defaultReaders(poolSize = threadPoolSize()): number {
   return Math.max(1, Math.min(MAX_READERS, Math.floor(poolSize / 2)));
 }
+/** libuv's thread pool size as the process has it: UV_THREADPOOL_SIZE, else libuv's default 4. */
+export function threadPoolSize(): number {
+  return Number(process.env.UV_THREADPOOL_SIZE) || 4;
+}
+
 /** A backup that leaves more index files than this merges them into one. */
 const INDEX_FILES_BEFORE_COMPACTION = 32;
 

@@ -101,6 +101,7 @@ interface BackupEngine {
   HashCache: (typeof import('./hash-cache.js'))['HashCache'];
   backupCheckpoint: (typeof import('./backup-checkpoint.js'))['backupCheckpoint'];
   defaultReaders: (typeof import('./backup-checkpoint.js'))['defaultReaders'];
+  threadPoolSize: (typeof import('./backup-checkpoint.js'))['threadPoolSize'];
   verifyRepository: (typeof import('./verify-repository.js'))['verifyRepository'];
   pruneRepository: (typeof import('./prune-repository.js'))['pruneRepository'];
 }
@@ -121,6 +122,7 @@ function loadBackupEngine(): Promise<BackupEngine> {
     HashCache: cache.HashCache,
     backupCheckpoint: backup.backupCheckpoint,
     defaultReaders: backup.defaultReaders,
+    threadPoolSize: backup.threadPoolSize,
     verifyRepository: verify.verifyRepository,
     pruneRepository: prune.pruneRepository,
   }));
@@ -334,8 +336,8 @@ export class BackupManager {
       if (signal.aborted) throw cancelled();
       const cache = engine.HashCache.load(path.join(cfg.cacheDir, `hash-cache-${repo.config.id}.json`));
       // Chunks in flight follow libuv's pool (half of it): a host that left it at 4 backs up slowly, so say so.
-      const readers = engine.defaultReaders();
-      const pool = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+      const pool = engine.threadPoolSize();
+      const readers = engine.defaultReaders(pool);
       this.log.info({ checkpoint: checkpoint.id, repository: redactUrl(cfg.repository), trigger, readers, threadPool: pool }, 'backup started');
       if (readers < 8) this.log.warn({ threadPool: pool, readers }, 'backup reads only a few chunks at once: start the node with UV_THREADPOOL_SIZE=16 or more for faster backups');
       const record = await engine.backupCheckpoint({
