@@ -20,6 +20,7 @@ import {
   rangeError,
   streamSizeError,
   streamSourceError,
+  writerClosedError,
   writerSizeError,
   type ObjectInfo,
   type ObjectWriter,
@@ -121,7 +122,7 @@ export class DirStorage implements Storage {
     let end = 0;
     let failed = false;
     let state: 'open' | 'committing' | 'done' = 'open';
-    const closed = (op: string) => new StorageError('permanent', this.description, `${op} on a writer that was committed or aborted`, { op: 'put', name: tmpName });
+    const closed = (op: 'write' | 'commit') => writerClosedError(this.description, op, tmpName);
     const plainHandle = () => {
       // Never (re)create the temp file once aborted: a write still on its way must not leave one.
       if (state === 'done') return Promise.reject(closed('write'));

@@ -9,6 +9,7 @@ import {
   rangeError,
   streamSizeError,
   streamSourceError,
+  writerClosedError,
   writerSizeError,
   type ObjectInfo,
   type ObjectWriter,
@@ -49,8 +50,7 @@ export class MemoryStorage implements Storage {
   openWriter(): ObjectWriter {
     const pieces: [number, Buffer][] = [];
     let state: 'open' | 'done' = 'open';
-    const closed = (op: string) =>
-      new StorageError('permanent', this.description, `${op} on a writer that was committed or aborted`, { op: 'put' });
+    const closed = (op: 'write' | 'commit') => writerClosedError(this.description, op);
     return {
       write: async (data, position) => {
         if (state !== 'open') throw closed('write');

@@ -259,6 +259,11 @@ export function rangeError(backend: string, name: string, offset: number, length
 }
 
 /** The error for a stream that did not yield the `size` bytes promised to putStream. */
+/** A write or commit on an ObjectWriter that was already committed or aborted. */
+export function writerClosedError(backend: string, op: 'write' | 'commit', name?: string): StorageError {
+  return new StorageError('permanent', backend, `${op} on a writer that was committed or aborted`, { op: 'put', ...(name === undefined ? {} : { name }) });
+}
+
 /** An ObjectWriter committed with a size its writes do not end at. */
 export function writerSizeError(backend: string, name: string, expected: number, got: number): StorageError {
   return new StorageError('permanent', backend, `the pieces written end at ${got} bytes, not ${expected}; nothing was stored`, {
