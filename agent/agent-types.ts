@@ -1,22 +1,7 @@
 import type { Logger } from 'pino';
-import type {
-  AgentStatus,
-  BackupProgress,
-  BackupPruneResult,
-  BackupRecord,
-  BackupVerifyReport,
-  CancelResult,
-  CheckpointRecord,
-  CheckpointTrigger,
-  CreateBackupRequest,
-  CreateCheckpointRequest,
-  DeleteResult,
-  PruneRequest,
-  PruneResult,
-  RetentionPolicy,
-  VerifyBackupsRequest,
-  VerifyReport,
-} from '../shared/api.js';
+import type { AdminApi } from '../shared/admin-api.js';
+import type { CheckpointRecord, CheckpointTrigger, CreateCheckpointRequest, RetentionPolicy } from '../shared/api.js';
+import type { KeepKey } from '../shared/input-rules.js';
 
 export interface ScheduleOptions {
   /** Take a checkpoint every intervalMs. */
@@ -44,7 +29,7 @@ export interface BackupOptions {
   /** Where the hash cache lives (default: `<dirname(checkpointDir)>/cache`). */
   cacheDir?: string;
   /** What `pruneBackups` keeps (pinned backups always stay). Absent keys: keepLast 3, the rest 0. */
-  retention?: { keepLast?: number; keepHourly?: number; keepDaily?: number; keepWeekly?: number; keepMonthly?: number };
+  retention?: Partial<Record<KeepKey, number>>;
   /**
    * Back scheduled checkpoints up automatically once they are taken. `scheduled`: every one;
    * `minIntervalMs`: at most one backup per interval (counted from the last successful backup of any
@@ -72,42 +57,15 @@ export interface AgentOptions {
 }
 
 /**
- * The checkpoint manager embedded in a node. The admin socket offers exactly these operations.
- * Every method rejects with an AdminError (shared/errors.ts) on failure.
+ * The checkpoint manager embedded in a node: the admin API (shared/admin-api.ts, where each operation's
+ * contract is stated), served in-process and on the socket, plus its own life cycle. Every method
+ * rejects with an AdminError (shared/errors.ts) on failure.
  */
-export interface Agent {
+export interface Agent extends AdminApi {
   /** Cleans leftovers of interrupted creates, opens the socket, starts the schedule. Called once. */
   start(): Promise<void>;
   /** Stops the schedule, cancels running and queued creates, closes and removes the socket. Idempotent. */
   stop(): Promise<void>;
-  status(): Promise<AgentStatus>;
-  listCheckpoints(): Promise<CheckpointRecord[]>;
-  getCheckpoint(id: string): Promise<CheckpointRecord>;
-  /** Queues a create; resolves when this request's own checkpoint exists (renamed into place, fsynced). */
+  /** As AdminApi's, and in-process a host may say why it creates (the socket's creates are all `manual`). */
   createCheckpoint(req?: CreateCheckpointRequest & { trigger?: CheckpointTrigger }): Promise<CheckpointRecord>;
-  deleteCheckpoint(id: string, options?: { force?: boolean }): Promise<DeleteResult>;
-  pin(id: string): Promise<CheckpointRecord>;
-  unpin(id: string): Promise<CheckpointRecord>;
-  prune(req?: PruneRequest): Promise<PruneResult>;
-  verify(id: string): Promise<VerifyReport>;
-  cancel(): Promise<CancelResult>;
-
-  // ---- remote backups (each rejects with BACKUP_NOT_CONFIGURED without options.backup) ----
-
-  /**
-   * Backs a checkpoint up (default: the newest; if there is none, one is taken first, label "backup").
-   * One backup at a time: while one runs, another request is refused with BUSY (503 on the socket; try
-   * again later). `onProgress` gets the engine's progress (at most every 200 ms, and at least every second).
-   * Cancelled by cancelBackup() or stop(): CANCELLED; the packs already uploaded are reused by the next one.
-   */
-  createBackup(req?: CreateBackupRequest, onProgress?: (p: BackupProgress) => void): Promise<BackupRecord>;
-  /** Stops the running backup (if any) and waits until it has stopped. */
-  cancelBackup(): Promise<CancelResult>;
-  /** Every backup in the repository, oldest first ([] when the repository does not exist yet). */
-  listBackups(): Promise<BackupRecord[]>;
-  getBackup(id: string): Promise<BackupRecord>;
-  /** Applies options.backup.retention and collects garbage (refused with BUSY while a backup runs). */
-  pruneBackups(req?: PruneRequest): Promise<BackupPruneResult>;
-  /** Checks the repository's structure, or with readData every byte; a report with ok:false is not an error. */
-  verifyBackups(req?: VerifyBackupsRequest): Promise<BackupVerifyReport>;
 }

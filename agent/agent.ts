@@ -11,6 +11,7 @@ import type {
   CheckpointTrigger,
   CreateBackupRequest,
   CreateCheckpointRequest,
+  DeleteCheckpointOptions,
   DeleteResult,
   OperationStatus,
   PruneRequest,
@@ -20,6 +21,7 @@ import type {
   VerifyReport,
 } from '../shared/api.js';
 import { AdminError, ErrorCodes, toAdminError } from '../shared/errors.js';
+import { parseLabel, parseOptionalBoolean } from '../shared/input-rules.js';
 import type { Agent, AgentOptions } from './agent-types.js';
 import { BackupManager, parseBackupOptions } from './backup/backup-manager.js';
 import { newCheckpointId } from './checkpoint/checkpoint-id.js';
@@ -29,7 +31,7 @@ import { diskSpace } from './fs/disk-space.js';
 import { applyPolicy, parseRetention } from './retention/apply-policy.js';
 import { Scheduler } from './scheduler.js';
 import { AdminServer } from './admin-server/admin-server.js';
-import { formatBytes } from './format-bytes.js';
+import { formatBytes } from '../shared/units.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -58,18 +60,6 @@ interface QueuedCreate {
   trigger: CheckpointTrigger;
   resolve: (r: CheckpointRecord) => void;
   reject: (e: unknown) => void;
-}
-
-const MAX_LABEL_LENGTH = 200;
-
-/** Labels are shown in tables and logs: one line, printable, bounded. */
-export function parseLabel(label: unknown): string | null {
-  if (label === undefined || label === null) return null;
-  if (typeof label !== 'string') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'label must be a string');
-  if (label.length > MAX_LABEL_LENGTH) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `label is longer than ${MAX_LABEL_LENGTH} characters`);
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(label)) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'label must not contain control characters');
-  return label.length === 0 ? null : label;
 }
 
 class CheckpointAgent implements Agent {
@@ -204,8 +194,10 @@ class CheckpointAgent implements Agent {
       return Promise.reject(new AdminError(ErrorCodes.SHUTTING_DOWN, 'the agent is stopping'));
     }
     let label: string | null;
+    let pinned: boolean;
     try {
       label = parseLabel(req.label);
+      pinned = parseOptionalBoolean(req.pin, 'pin') === true;
     } catch (err) {
       return Promise.reject(err);
     }
@@ -215,7 +207,7 @@ class CheckpointAgent implements Agent {
       );
     }
     return new Promise((resolve, reject) => {
-      this.queue.push({ id: newCheckpointId(), label, pinned: req.pin === true, trigger: req.trigger ?? 'manual', resolve, reject });
+      this.queue.push({ id: newCheckpointId(), label, pinned, trigger: req.trigger ?? 'manual', resolve, reject });
       void this.pump();
     });
   }
@@ -294,7 +286,7 @@ class CheckpointAgent implements Agent {
     return diskSpace(this.checkpointDir).catch(() => diskSpace(path.dirname(this.checkpointDir)));
   }
 
-  async deleteCheckpoint(id: string, options: { force?: boolean } = {}): Promise<DeleteResult> {
+  async deleteCheckpoint(id: string, options: DeleteCheckpointOptions = {}): Promise<DeleteResult> {
     const record = await this.getCheckpoint(id);
     if (id === this.backups.checkpointInUse) {
       throw new AdminError(ErrorCodes.BUSY, `checkpoint ${id} is being backed up; try again when the backup is over (or cancel it)`);

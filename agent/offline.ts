@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ClassicLevel } from 'classic-level';
-import { isCheckpointId, type CheckpointRecord, type VerifyReport } from '../shared/api.js';
+import type { CheckpointRecord, VerifyReport } from '../shared/api.js';
+import { parseCheckpointId, parseLabel } from '../shared/input-rules.js';
 import { AdminError, ErrorCodes, toAdminError } from '../shared/errors.js';
 import {
   checkpointDbPath,
@@ -15,7 +16,6 @@ import { newCheckpointId } from './checkpoint/checkpoint-id.js';
 import { verifyCheckpoint } from './checkpoint/verify-checkpoint.js';
 import { fsyncDir, isErrno } from './fs/durable-fs.js';
 import { checkDbFilesSync } from './leveldb/check-db-files.js';
-import { parseLabel } from './agent.js';
 
 /**
  * What the CLI does with the node stopped (pre-upgrade hooks, restores): the same checkpoint code as
@@ -70,7 +70,7 @@ export async function createOfflineCheckpoint(o: OfflineCheckpointOptions): Prom
  * restore again (it refuses nothing in that state).
  */
 export async function restoreCheckpoint(o: RestoreOptions): Promise<RestoreResult> {
-  if (!isCheckpointId(o.id)) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a checkpoint id: ${JSON.stringify(o.id)}`);
+  parseCheckpointId(o.id);
   const dbPath = path.resolve(o.dbPath);
   const checkpointDir = path.resolve(o.checkpointDir);
   const record = describeOrThrow(checkpointDir, o.id);

@@ -6,7 +6,7 @@ import type { CommandContext, GlobalArgs } from './command.js';
 import { backupGroup } from './commands/backup.js';
 import { checkpointGroup } from './commands/checkpoint.js';
 import { statusCommand } from './commands/status.js';
-import type { Io, Writer } from './output.js';
+import type { Writer } from './output.js';
 import { invalidArgument, runCommand } from './run-command.js';
 import { SOCKET_ENV } from './socket-path.js';
 import { makeContext, type CliIo } from './context.js';

@@ -1,5 +1,5 @@
 import type { Argv, ArgumentsCamelCase } from 'yargs';
-import { isCheckpointId } from '../shared/api.js';
+import { LABEL_MAX_LENGTH, parseCheckpointId, parseLabel } from '../shared/input-rules.js';
 import type { SocketClient } from '../shared/socket-client.js';
 import { invalidArgument } from './run-command.js';
 import type { Io } from './output.js';
@@ -75,29 +75,16 @@ export function defineGroup(name: string, describe: string, subcommands: readonl
 
 // ---- validation at the edge, before any I/O ----
 
-export const LABEL_MAX_LENGTH = 200;
-
+/** A checkpoint id given as the `<id>` argument. */
 export function requireCheckpointId(value: unknown): string {
-  if (!isCheckpointId(value)) {
-    throw invalidArgument(
-      `invalid checkpoint id ${JSON.stringify(String(value))} (expected an id like 20261122T210045123Z-a1b2)`,
-    );
-  }
-  return value;
+  return parseCheckpointId(value, 'the argument');
 }
 
-/** --label: 1 to 200 characters (code points), no control characters. */
+/** --label: the label rule (shared/input-rules.ts); given, it must not be empty (a flag is given for a reason). */
 export function requireLabel(value: unknown): string | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== 'string') throw invalidArgument('--label must be a string');
-  const length = [...value].length;
-  if (length === 0) throw invalidArgument('--label must not be empty');
-  if (length > LABEL_MAX_LENGTH) {
-    throw invalidArgument(`--label is ${length} characters long; at most ${LABEL_MAX_LENGTH} are allowed`);
-  }
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f-\u009f]/.test(value)) throw invalidArgument('--label must not contain control characters');
-  return value;
+  if (value === '') throw invalidArgument(`--label must not be empty (1 to ${LABEL_MAX_LENGTH} characters)`);
+  return parseLabel(value, '--label') ?? undefined;
 }
 
 /** A directory flag given explicitly: must not be empty. */

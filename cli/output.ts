@@ -3,6 +3,9 @@
  * Errors never go through here (see run-command.ts).
  */
 
+// One formatBytes for the agent's messages and the CLI's tables (shared/units.ts).
+export { formatBytes } from '../shared/units.js';
+
 /** Where the CLI writes. process.stdout/process.stderr fit; tests pass collectors. */
 export interface Writer {
   write(chunk: string): unknown;
@@ -21,30 +24,6 @@ export function printJson(out: Writer, value: unknown): void {
 /** Human output: each line ends with a newline. */
 export function printLines(out: Writer, lines: readonly string[]): void {
   if (lines.length > 0) out.write(`${lines.join('\n')}\n`);
-}
-
-const BYTE_UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'] as const;
-
-/** 1536 -> `1.5 KiB`, 1610612736 -> `1.5 GiB`, 512 -> `512 B`; one decimal below 100, none above. */
-export function formatBytes(bytes: number): string {
-  if (!Number.isFinite(bytes)) return String(bytes);
-  const sign = bytes < 0 ? '-' : '';
-  let n = Math.abs(bytes);
-  if (n < 1024) return `${sign}${Math.round(n)} B`;
-  let unit = 0;
-  while (n >= 1024 && unit < BYTE_UNITS.length - 1) {
-    n /= 1024;
-    unit++;
-  }
-  let text = n >= 100 ? n.toFixed(0) : n.toFixed(1);
-  // Rounding can reach the next unit (1023.96 KiB -> "1024 KiB"): move up.
-  if (Number(text) >= 1024 && unit < BYTE_UNITS.length - 1) {
-    n /= 1024;
-    unit++;
-    text = n.toFixed(1);
-  }
-  if (text.endsWith('.0')) text = text.slice(0, -2);
-  return `${sign}${text} ${BYTE_UNITS[unit]}`;
 }
 
 /** 850 -> `850 ms`, 12300 -> `12.3 s`, 192000 -> `3m 12s`, 7500000 -> `2h 5m`, 273600000 -> `3d 4h`. */

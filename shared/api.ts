@@ -1,31 +1,9 @@
 /**
- * The admin API: what travels over the socket, shared by the agent and the CLI.
- *
- * Routes (HTTP/1.1 + JSON on a Unix socket; every route is versioned under /v1):
- *   GET    /v1/status                      -> AgentStatus
- *   GET    /v1/checkpoints                 -> CheckpointRecord[] (oldest first)
- *   POST   /v1/checkpoints                 CreateCheckpointRequest -> 201 CheckpointRecord
- *   POST   /v1/checkpoints/cancel          -> CancelResult (stops the running create and empties the queue)
- *   POST   /v1/checkpoints/prune           PruneRequest -> PruneResult
- *   GET    /v1/checkpoints/{id}            -> CheckpointRecord
- *   DELETE /v1/checkpoints/{id}[?force=true] -> DeleteResult
- *   POST   /v1/checkpoints/{id}/pin        -> CheckpointRecord
- *   POST   /v1/checkpoints/{id}/unpin      -> CheckpointRecord
- *   POST   /v1/checkpoints/{id}/verify     -> VerifyReport
- *   GET    /v1/backups                     -> BackupRecord[] (oldest first; [] before the first backup)
- *   POST   /v1/backups                     CreateBackupRequest -> 200 application/x-ndjson stream:
- *                                          {"progress":BackupProgress} lines, then exactly one
- *                                          {"result":BackupRecord} or {"error":{"code","message"}} line
- *   POST   /v1/backups/cancel              -> CancelResult (stops the running backup)
- *   POST   /v1/backups/prune               PruneRequest -> BackupPruneResult (the agent's backup retention)
- *   POST   /v1/backups/verify              VerifyBackupsRequest -> BackupVerifyReport
- *   GET    /v1/backups/{id}                -> BackupRecord
- * Errors: a 4xx/5xx status and an ErrorBody (shared/errors.ts). A backup create that fails before its
- * stream starts (bad body, BUSY, BACKUP_NOT_CONFIGURED, no such checkpoint, storage refused) is an
- * ordinary error answer; once streaming, a failure arrives in-band as the last line (the Docker convention).
+ * The admin API's wire types: every record, request, report and progress event that travels over the
+ * socket, shared by the agent and the CLI. The routes are in routes.ts, the operations in admin-api.ts.
+ * Nothing here is imported from the agent: an engine field renamed is a compile error, not a silent
+ * change of the API.
  */
-
-import type { BackupProgress } from '../agent/backup/backup-types.js';
 
 export const API_VERSION = 'v1';
 
@@ -87,6 +65,11 @@ export interface PruneResult {
   freedBytes: number;
 }
 
+export interface DeleteCheckpointOptions {
+  /** Delete it even if pinned. */
+  force?: boolean;
+}
+
 export interface DeleteResult {
   deleted: string;
   freedBytes: number;
@@ -141,10 +124,57 @@ export interface AgentStatus {
 
 // ---- remote backups ----
 
-/** The backup engine's own types are the wire format (agent/backup/backup-types.ts). */
-export type { BackupProgress, BackupRecord } from '../agent/backup/backup-types.js';
-export type { VerifyRepositoryReport as BackupVerifyReport } from '../agent/backup/verify-repository.js';
-export type { PruneRepositoryResult as BackupPruneResult } from '../agent/backup/prune-repository.js';
+/** What a backup reports while it runs (one NDJSON line each over the socket). */
+export interface BackupProgress {
+  phase: 'uploading' | 'finishing';
+  filesDone: number;
+  filesTotal: number;
+  /** Bytes of the checkpoint accounted for (read and hashed, or known from the hash cache). */
+  bytesDone: number;
+  bytesTotal: number;
+  /** Bytes actually read from disk (unchanged tables are not read). */
+  bytesRead: number;
+  /** Bytes stored in the repository (packs). */
+  bytesUploaded: number;
+  bytesPerSecond: number;
+}
+
+/** A backup as listed and returned: the snapshot plus, from the run that made it, what it cost. */
+export interface BackupRecord {
+  id: string;
+  createdAt: string;
+  pinned: boolean;
+  checkpoint: { id: string; label: string | null; createdAt: string; trigger: string };
+  files: number;
+  bytes: number;
+  bytesRead?: number;
+  bytesUploaded?: number;
+  blobsUploaded?: number;
+  packsUploaded?: number;
+  durationMs?: number;
+}
+
+/** What `backup verify` found; ok:false is a report, not an error. */
+export interface BackupVerifyReport {
+  ok: boolean;
+  snapshots: number;
+  blobs: number;
+  packs: number;
+  /** Bytes downloaded and re-hashed (readData only). */
+  bytesRead: number;
+  /** Each names the object at fault. */
+  errors: string[];
+}
+
+/** What `backup prune` removed (or would, with dryRun) and what it kept. */
+export interface BackupPruneResult {
+  dryRun: boolean;
+  removed: PruneDecision[];
+  kept: string[];
+  packsDeleted: number;
+  packsRewritten: number;
+  bytesFreed: number;
+}
 
 export interface CreateBackupRequest {
   /** The checkpoint to back up; default: the newest, or a new one (label "backup") if there is none. */
@@ -174,20 +204,6 @@ export interface BackupStatus {
   inProgress: BackupInProgress | null;
   /** The last backup that ended (any trigger): when it ended, and how. `error` is `CODE: message`. */
   lastBackup: { at: string; ok: boolean; id: string | null; error: string | null } | null;
-}
-
-/** Backup ids: like checkpoint ids, lowercase (every object store accepts them): `20261122t213525139z-8dd2`. */
-export const BACKUP_ID_PATTERN = /^\d{8}t\d{9}z-[0-9a-f]{4}$/;
-
-export function isBackupId(value: unknown): value is string {
-  return typeof value === 'string' && BACKUP_ID_PATTERN.test(value);
-}
-
-/** Checkpoint ids: UTC timestamp to the millisecond, a dash, 4 hex digits. */
-export const CHECKPOINT_ID_PATTERN = /^\d{8}T\d{9}Z-[0-9a-f]{4}$/;
-
-export function isCheckpointId(value: unknown): value is string {
-  return typeof value === 'string' && CHECKPOINT_ID_PATTERN.test(value);
 }
 
 /** Where the example node puts its socket, and so where the CLI looks first. */

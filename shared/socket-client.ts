@@ -1,21 +1,8 @@
 import http from 'node:http';
 import { AdminError, ErrorCodes, isErrorCode } from './errors.js';
-import type {
-  AgentStatus,
-  BackupProgress,
-  BackupPruneResult,
-  BackupRecord,
-  BackupVerifyReport,
-  CancelResult,
-  CheckpointRecord,
-  CreateBackupRequest,
-  CreateCheckpointRequest,
-  DeleteResult,
-  PruneRequest,
-  PruneResult,
-  VerifyBackupsRequest,
-  VerifyReport,
-} from './api.js';
+import type { AdminApi, Operation } from './admin-api.js';
+import type { BackupProgress, BackupRecord, CreateBackupRequest } from './api.js';
+import { pathOf, routes, type Route, type WireArgs } from './routes.js';
 
 export interface SocketClientOptions {
   socketPath: string;
@@ -24,11 +11,16 @@ export interface SocketClientOptions {
 }
 
 /**
- * A client of the agent's admin socket. Every method resolves with the decoded answer or rejects with an
- * AdminError: the agent's own error, AGENT_UNAVAILABLE when nothing listens, PROTOCOL_ERROR when the
- * answer is not ours.
+ * A client of the agent's admin socket: AdminApi over HTTP. Every method resolves with the decoded answer
+ * or rejects with an AdminError: the agent's own error, AGENT_UNAVAILABLE when nothing listens,
+ * PROTOCOL_ERROR when the answer is not ours.
  */
-export class SocketClient {
+// The operations come from the route table (below the class): this declaration gives them their types.
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
+export interface SocketClient extends AdminApi {}
+
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
+export class SocketClient implements AdminApi {
   readonly socketPath: string;
   private readonly timeoutMs: number;
 
@@ -37,35 +29,14 @@ export class SocketClient {
     this.timeoutMs = options.timeoutMs ?? 10 * 60_000;
   }
 
-  status(): Promise<AgentStatus> {
-    return this.request('GET', '/v1/status');
-  }
-  listCheckpoints(): Promise<CheckpointRecord[]> {
-    return this.request('GET', '/v1/checkpoints');
-  }
-  createCheckpoint(req: CreateCheckpointRequest = {}): Promise<CheckpointRecord> {
-    return this.request('POST', '/v1/checkpoints', req);
-  }
-  cancel(): Promise<CancelResult> {
-    return this.request('POST', '/v1/checkpoints/cancel', {});
-  }
-  prune(req: PruneRequest = {}): Promise<PruneResult> {
-    return this.request('POST', '/v1/checkpoints/prune', req);
-  }
-  getCheckpoint(id: string): Promise<CheckpointRecord> {
-    return this.request('GET', `/v1/checkpoints/${encodeURIComponent(id)}`);
-  }
-  deleteCheckpoint(id: string, force = false): Promise<DeleteResult> {
-    return this.request('DELETE', `/v1/checkpoints/${encodeURIComponent(id)}${force ? '?force=true' : ''}`);
-  }
-  pin(id: string): Promise<CheckpointRecord> {
-    return this.request('POST', `/v1/checkpoints/${encodeURIComponent(id)}/pin`, {});
-  }
-  unpin(id: string): Promise<CheckpointRecord> {
-    return this.request('POST', `/v1/checkpoints/${encodeURIComponent(id)}/unpin`, {});
-  }
-  verify(id: string): Promise<VerifyReport> {
-    return this.request('POST', `/v1/checkpoints/${encodeURIComponent(id)}/verify`, {});
+  /**
+   * One operation of AdminApi over the socket, as routes.ts says it travels. The operations themselves
+   * are the methods AdminApi declares; they are filled in from the route table below this class.
+   */
+  call<Op extends Operation>(op: Op, ...args: WireArgs<Op>): Promise<Awaited<ReturnType<AdminApi[Op]>>> {
+    const route = routes[op] as Route<Operation>;
+    const parts = route.encode(...(args as WireArgs<Operation>));
+    return this.request(route.method, pathOf(route, parts), parts.body);
   }
 
   /**
@@ -74,25 +45,12 @@ export class SocketClient {
    * The timeout is one of silence: the agent sends progress at least every second while it works.
    */
   createBackup(req: CreateBackupRequest = {}, onProgress?: (p: BackupProgress) => void): Promise<BackupRecord> {
-    return this.requestStream('POST', '/v1/backups', req, (line) => {
+    const route = routes.createBackup;
+    const parts = route.encode(req);
+    return this.requestStream(route.method, pathOf(route, parts), parts.body, (line) => {
       const progress = (line as { progress?: unknown }).progress;
       if (progress !== undefined && progress !== null && typeof progress === 'object') onProgress?.(progress as BackupProgress);
     });
-  }
-  cancelBackup(): Promise<CancelResult> {
-    return this.request('POST', '/v1/backups/cancel', {});
-  }
-  listBackups(): Promise<BackupRecord[]> {
-    return this.request('GET', '/v1/backups');
-  }
-  getBackup(id: string): Promise<BackupRecord> {
-    return this.request('GET', `/v1/backups/${encodeURIComponent(id)}`);
-  }
-  pruneBackups(req: PruneRequest = {}): Promise<BackupPruneResult> {
-    return this.request('POST', '/v1/backups/prune', req);
-  }
-  verifyBackups(req: VerifyBackupsRequest = {}): Promise<BackupVerifyReport> {
-    return this.request('POST', '/v1/backups/verify', req);
   }
 
   /**
@@ -229,6 +187,18 @@ export class SocketClient {
       req.end(payload);
     });
   }
+}
+
+// Every operation but the streamed one is a plain call of its route.
+for (const op of Object.keys(routes) as Operation[]) {
+  if (op === 'createBackup') continue;
+  Object.defineProperty(SocketClient.prototype, op, {
+    value(this: SocketClient, ...args: unknown[]) {
+      return this.call(op, ...(args as WireArgs<typeof op>));
+    },
+    writable: true,
+    configurable: true,
+  });
 }
 
 /** Reads a whole JSON answer: a 2xx value, or the AdminError its error body carries. */

@@ -34,3 +34,27 @@ export function parseBytes(text: string, what = 'size'): number {
   }
   return Math.floor(Number(m[1]) * unit);
 }
+
+const BINARY_UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'] as const;
+
+/** 1536 -> `1.5 KiB`, 1610612736 -> `1.5 GiB`, 512 -> `512 B`; one decimal below 100, none above. */
+export function formatBytes(bytes: number): string {
+  if (!Number.isFinite(bytes)) return String(bytes);
+  const sign = bytes < 0 ? '-' : '';
+  let n = Math.abs(bytes);
+  if (n < 1024) return `${sign}${Math.round(n)} B`;
+  let unit = 0;
+  while (n >= 1024 && unit < BINARY_UNITS.length - 1) {
+    n /= 1024;
+    unit++;
+  }
+  let text = n >= 100 ? n.toFixed(0) : n.toFixed(1);
+  // Rounding can reach the next unit (1023.96 KiB -> "1024 KiB"): move up.
+  if (Number(text) >= 1024 && unit < BINARY_UNITS.length - 1) {
+    n /= 1024;
+    unit++;
+    text = n.toFixed(1);
+  }
+  if (text.endsWith('.0')) text = text.slice(0, -2);
+  return `${sign}${text} ${BINARY_UNITS[unit]}`;
+}

@@ -3,9 +3,10 @@ import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { AdminError, ErrorCodes, httpStatusFor, toAdminError } from '../../shared/errors.js';
-import type { Agent } from '../agent-types.js';
+import type { AdminApi } from '../../shared/admin-api.js';
 import { clearStaleSocket, prepareSocketDir, resolveGroup } from './unix-socket.js';
-import { matchRoute, type RouteRequest, type StreamResult } from './routes.js';
+import type { WireRequest } from '../../shared/routes.js';
+import { matchRoute, type StreamResult } from './routes.js';
 
 /** Request bodies larger than this are refused with 413 before they are read. */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -25,7 +26,7 @@ export class AdminServer {
   private socketIno: number | null = null;
 
   constructor(
-    private readonly agent: Agent,
+    private readonly api: AdminApi,
     private readonly log: Logger,
   ) {
     // Check timeouts every second (Node's default is every 30 s, which lets idle clients linger).
@@ -110,8 +111,8 @@ export class AdminServer {
       // Route on the raw path: URL's pathname resolves dot segments (`/v1/checkpoints/x/../cancel` would run cancel).
       const match = matchRoute(req.method ?? 'GET', (req.url ?? '/').split('?')[0] ?? '/');
       const body = await readJsonBody(req);
-      const request: RouteRequest = { params: match.params, query: url.searchParams, body };
-      const result = await match.handler(this.agent, request);
+      const request: WireRequest = { params: match.params, query: url.searchParams, body };
+      const result = await match.handler(this.api, request);
       status = result.status;
       if ('stream' in result) await stream(res, result);
       else send(res, status, result.body);

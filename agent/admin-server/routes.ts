@@ -1,12 +1,7 @@
-import { isBackupId, isCheckpointId, API_VERSION, type CreateBackupRequest, type VerifyBackupsRequest } from '../../shared/api.js';
+import type { AdminApi, Operation } from '../../shared/admin-api.js';
+import { API_VERSION } from '../../shared/api.js';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
-import type { Agent } from '../agent-types.js';
-
-export interface RouteRequest {
-  params: string[];
-  query: URLSearchParams;
-  body: unknown;
-}
+import { API_PREFIX, routes, type Route, type WireRequest } from '../../shared/routes.js';
 
 export interface RouteResult {
   status: number;
@@ -23,57 +18,60 @@ export interface StreamResult {
   stream: (emit: (line: unknown) => void) => Promise<unknown>;
 }
 
-type Handler = (agent: Agent, req: RouteRequest) => Promise<RouteResult | StreamResult>;
+/** Serves one matched request: decodes it by its route's rules and calls the operation. */
+export type Handler = (api: AdminApi, req: WireRequest) => Promise<RouteResult | StreamResult>;
 
-const ok = (body: unknown): RouteResult => ({ status: 200, body });
-
-/** The route table: one line per route. `{id}` segments are parsed into checkpoint ids before a handler runs. */
-const routes: { method: string; path: RegExp; handler: Handler }[] = [
-  { method: 'GET', path: /^\/status$/, handler: async (a) => ok(await a.status()) },
-  { method: 'GET', path: /^\/checkpoints$/, handler: async (a) => ok(await a.listCheckpoints()) },
-  { method: 'POST', path: /^\/checkpoints$/, handler: async (a, r) => ({ status: 201, body: await a.createCheckpoint(parseCreate(r.body)) }) },
-  { method: 'POST', path: /^\/checkpoints\/cancel$/, handler: async (a, r) => (noBody(r.body), ok(await a.cancel())) },
-  { method: 'POST', path: /^\/checkpoints\/prune$/, handler: async (a, r) => ok(await a.prune(parsePrune(r.body))) },
-  { method: 'GET', path: /^\/checkpoints\/([^/]+)$/, handler: async (a, r) => ok(await a.getCheckpoint(id(r))) },
-  { method: 'DELETE', path: /^\/checkpoints\/([^/]+)$/, handler: async (a, r) => ok(await a.deleteCheckpoint(id(r), { force: flag(r.query, 'force') })) },
-  { method: 'POST', path: /^\/checkpoints\/([^/]+)\/pin$/, handler: async (a, r) => (noBody(r.body), ok(await a.pin(id(r)))) },
-  { method: 'POST', path: /^\/checkpoints\/([^/]+)\/unpin$/, handler: async (a, r) => (noBody(r.body), ok(await a.unpin(id(r)))) },
-  { method: 'POST', path: /^\/checkpoints\/([^/]+)\/verify$/, handler: async (a, r) => (noBody(r.body), ok(await a.verify(id(r)))) },
-  { method: 'GET', path: /^\/backups$/, handler: async (a) => ok(await a.listBackups()) },
-  { method: 'POST', path: /^\/backups$/, handler: async (a, r) => streamBackup(a, parseCreateBackup(r.body)) },
-  { method: 'POST', path: /^\/backups\/cancel$/, handler: async (a, r) => (noBody(r.body), ok(await a.cancelBackup())) },
-  { method: 'POST', path: /^\/backups\/prune$/, handler: async (a, r) => ok(await a.pruneBackups(parsePrune(r.body))) },
-  { method: 'POST', path: /^\/backups\/verify$/, handler: async (a, r) => ok(await a.verifyBackups(parseVerifyBackups(r.body))) },
-  { method: 'GET', path: /^\/backups\/([^/]+)$/, handler: async (a, r) => ok(await a.getBackup(backupId(r.params[0]))) },
-];
-
-/** POST /v1/backups: progress lines while it runs, then the record (see StreamResult). */
-function streamBackup(a: Agent, req: CreateBackupRequest): StreamResult {
-  return { status: 200, stream: (emit) => a.createBackup(req, (progress) => emit({ progress })) };
+interface CompiledRoute {
+  op: Operation;
+  method: string;
+  pattern: RegExp;
+  names: string[];
 }
 
-export function matchRoute(method: string, pathname: string): { handler: Handler; params: string[] } {
-  const prefix = `/${API_VERSION}/`;
-  if (!pathname.startsWith(prefix)) {
+/** The shared route table (shared/routes.ts), its `{name}` segments turned into capture groups. */
+const compiled: CompiledRoute[] = (Object.keys(routes) as Operation[]).map((op) => {
+  const route = routes[op];
+  const names: string[] = [];
+  const source = route.path.replace(/\{(\w+)\}/g, (_, name: string) => (names.push(name), '([^/]+)'));
+  return { op, method: route.method, pattern: new RegExp(`^${source}$`), names };
+});
+
+export function matchRoute(method: string, pathname: string): { handler: Handler; params: Record<string, string> } {
+  if (!pathname.startsWith(`${API_PREFIX}/`)) {
     const version = /^\/(v\d+)\//.exec(pathname)?.[1];
     throw new AdminError(
       ErrorCodes.ROUTE_NOT_FOUND,
       version ? `unsupported API version ${version} (this agent speaks ${API_VERSION})` : `no route ${pathname}`,
     );
   }
-  const rest = pathname.slice(prefix.length - 1);
+  const rest = pathname.slice(API_PREFIX.length);
   const allowed: string[] = [];
-  for (const route of routes) {
-    const m = route.path.exec(rest);
+  for (const route of compiled) {
+    const m = route.pattern.exec(rest);
     if (!m) continue;
     if (route.method !== method) {
       allowed.push(route.method);
       continue;
     }
-    return { handler: route.handler, params: m.slice(1).map(decodeSegment) };
+    const params: Record<string, string> = {};
+    route.names.forEach((name, i) => (params[name] = decodeSegment(m[i + 1] ?? '')));
+    return { handler: handlerFor(route.op), params };
   }
   if (allowed.length > 0) throw new AdminError(ErrorCodes.METHOD_NOT_ALLOWED, `${method} not allowed on ${pathname} (allowed: ${allowed.join(', ')})`);
   throw new AdminError(ErrorCodes.ROUTE_NOT_FOUND, `no route ${pathname}`);
+}
+
+function handlerFor<Op extends Operation>(op: Op): Handler {
+  const route = routes[op] as Route<Operation>;
+  return async (api, req) => {
+    const args = route.decode(req) as unknown[];
+    const call = api[op] as (...a: unknown[]) => Promise<unknown>;
+    if (route.stream) {
+      // The progress callback becomes the stream's lines (AdminApi.createBackup).
+      return { status: route.status, stream: (emit) => call.call(api, ...args, (progress: unknown) => emit({ progress })) };
+    }
+    return { status: route.status, body: await call.apply(api, args) };
+  };
 }
 
 function decodeSegment(s: string): string {
@@ -82,72 +80,4 @@ function decodeSegment(s: string): string {
   } catch {
     throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'malformed percent-encoding in the path');
   }
-}
-
-function id(r: RouteRequest): string {
-  const value = r.params[0];
-  if (!isCheckpointId(value)) {
-    throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a checkpoint id: ${JSON.stringify(value)} (expected like 20261122T210045123Z-a1b2)`);
-  }
-  return value;
-}
-
-function backupId(value: unknown): string {
-  if (!isBackupId(value)) {
-    throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a backup id: ${JSON.stringify(value)} (expected like 20261122t213525139z-8dd2)`);
-  }
-  return value;
-}
-
-function flag(query: URLSearchParams, name: string): boolean {
-  const v = query.get(name);
-  if (v === null || v === 'false' || v === '0') return false;
-  if (v === '' || v === 'true' || v === '1') return true;
-  throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `query parameter ${name} must be true or false`);
-}
-
-function object(body: unknown, allowed: string[]): Record<string, unknown> {
-  if (body === undefined) return {};
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'request body must be a JSON object');
-  }
-  for (const key of Object.keys(body)) {
-    if (!allowed.includes(key)) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `unknown field ${JSON.stringify(key)} in request body`);
-  }
-  return body as Record<string, unknown>;
-}
-
-function noBody(body: unknown): void {
-  object(body, []);
-}
-
-function parseCreate(body: unknown): { label?: string; pin?: boolean } {
-  const o = object(body, ['label', 'pin']);
-  if (o.label !== undefined && o.label !== null && typeof o.label !== 'string') {
-    throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'label must be a string');
-  }
-  if (o.pin !== undefined && typeof o.pin !== 'boolean') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'pin must be true or false');
-  return { ...(typeof o.label === 'string' ? { label: o.label } : {}), ...(o.pin !== undefined ? { pin: o.pin } : {}) };
-}
-
-function parsePrune(body: unknown): { dryRun?: boolean } {
-  const o = object(body, ['dryRun']);
-  if (o.dryRun !== undefined && typeof o.dryRun !== 'boolean') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'dryRun must be true or false');
-  return o.dryRun === undefined ? {} : { dryRun: o.dryRun };
-}
-
-function parseCreateBackup(body: unknown): CreateBackupRequest {
-  const o = object(body, ['checkpointId', 'pin']);
-  if (o.checkpointId !== undefined && !isCheckpointId(o.checkpointId)) {
-    throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `checkpointId must be a checkpoint id like 20261122T210045123Z-a1b2, got ${JSON.stringify(o.checkpointId)}`);
-  }
-  if (o.pin !== undefined && typeof o.pin !== 'boolean') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'pin must be true or false');
-  return { ...(o.checkpointId !== undefined ? { checkpointId: o.checkpointId } : {}), ...(o.pin !== undefined ? { pin: o.pin } : {}) };
-}
-
-function parseVerifyBackups(body: unknown): VerifyBackupsRequest {
-  const o = object(body, ['id', 'readData']);
-  const id = o.id === undefined ? undefined : backupId(o.id);
-  if (o.readData !== undefined && typeof o.readData !== 'boolean') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'readData must be true or false');
-  return { ...(id !== undefined ? { id } : {}), ...(o.readData !== undefined ? { readData: o.readData } : {}) };
 }

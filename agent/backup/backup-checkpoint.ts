@@ -11,7 +11,7 @@ import { mapLimit } from './map-limit.js';
 import { BufferedPack, StreamedPack, type PackSink } from './repository/pack.js';
 import type { Repository } from './repository/repository.js';
 import { CHUNK_SIZE, PACK_TARGET_SIZE, canonicalJson, sha256, type Snapshot, type Tree, type TreeFile } from './repository/format.js';
-import type { BackupProgress, BackupRecord } from './backup-types.js';
+import type { BackupProgress, BackupRecord } from '../../shared/api.js';
 import { RateLimiter } from './rate-limiter.js';
 
 /**

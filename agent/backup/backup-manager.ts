@@ -14,11 +14,11 @@ import type {
   PruneRequest,
   VerifyBackupsRequest,
 } from '../../shared/api.js';
-import { isBackupId, isCheckpointId } from '../../shared/api.js';
+import { parseBackupId, parseCheckpointId, parseKeepCounts, parseOptionalBoolean } from '../../shared/input-rules.js';
+import { backupRecordOf } from './backup-record.js';
 import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
 import type { BackupOptions } from '../agent-types.js';
 import type { Repository } from './repository/repository.js';
-import type { Snapshot } from './repository/format.js';
 import { parseStorageUrl, redactUrl } from './storage/open-storage.js';
 import type { Storage } from './storage/storage.js';
 
@@ -63,13 +63,7 @@ export function parseBackupOptions(o: BackupOptions, checkpointDir: string): Bac
     }
     bandwidthLimit = o.bandwidthLimit;
   }
-  const retention: BackupConfig['retention'] = {};
-  for (const key of ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly'] as const) {
-    const value = o.retention?.[key];
-    if (value === undefined) continue;
-    if (!Number.isSafeInteger(value) || value < 0) throw bad(`backup.retention.${key} must be a non-negative integer, got ${String(value)}`);
-    retention[key] = value;
-  }
+  const retention = parseKeepCounts(o.retention, 'backup.retention');
   let promote: BackupConfig['promote'] = null;
   if (o.promote) {
     const min = o.promote.minIntervalMs;
@@ -88,10 +82,6 @@ export function parseBackupOptions(o: BackupOptions, checkpointDir: string): Bac
     retention,
     promote,
   };
-}
-
-function backupRecordOf(s: Snapshot): BackupRecord {
-  return { id: s.id, createdAt: s.createdAt, pinned: s.pinned, checkpoint: s.checkpoint, files: s.files, bytes: s.bytes };
 }
 
 /** The backup engine, loaded on first use: it pulls in the S3 SDK, which an agent without backups never needs. */
@@ -246,10 +236,8 @@ export class BackupManager {
     try {
       cfg = this.requireBackup();
       if (this.host.isStopping()) throw new AdminError(ErrorCodes.SHUTTING_DOWN, 'the agent is stopping');
-      if (req.checkpointId !== undefined && !isCheckpointId(req.checkpointId)) {
-        throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a checkpoint id: ${JSON.stringify(req.checkpointId)} (expected like 20261122T210045123Z-a1b2)`);
-      }
-      if (req.pin !== undefined && typeof req.pin !== 'boolean') throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'pin must be true or false');
+      if (req.checkpointId !== undefined) parseCheckpointId(req.checkpointId, 'checkpointId');
+      parseOptionalBoolean(req.pin, 'pin');
       const running = this.backupRun;
       if (running) {
         const of = running.state.checkpointId ? ` of checkpoint ${running.state.checkpointId}` : '';
@@ -418,7 +406,7 @@ export class BackupManager {
 
   async getBackup(id: string): Promise<BackupRecord> {
     const cfg = this.requireBackup();
-    if (!isBackupId(id)) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a backup id: ${JSON.stringify(id)} (expected like 20261122t213525139z-8dd2)`);
+    parseBackupId(id);
     const repo = await this.openExistingRepository(cfg);
     if (!repo) throw new AdminError(ErrorCodes.NOT_FOUND, `no backup ${id}: nothing was backed up to ${redactUrl(cfg.repository)} yet`);
     return backupRecordOf(await repo.readSnapshot(id));
@@ -447,9 +435,7 @@ export class BackupManager {
 
   async verifyBackups(req: VerifyBackupsRequest = {}): Promise<BackupVerifyReport> {
     const cfg = this.requireBackup();
-    if (req.id !== undefined && !isBackupId(req.id)) {
-      throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a backup id: ${JSON.stringify(req.id)} (expected like 20261122t213525139z-8dd2)`);
-    }
+    if (req.id !== undefined) parseBackupId(req.id, 'id');
     if (this.pruningBackups) throw new AdminError(ErrorCodes.BUSY, 'the backup repository is being pruned; verify when it is over');
     const repo = await this.openRepository(cfg, false);
     const { verifyRepository } = await loadBackupEngine();

@@ -1,20 +1,12 @@
-import type { PruneDecision, RetentionPolicy } from '../../shared/api.js';
+import type { BackupPruneResult } from '../../shared/api.js';
+import type { KeepKey } from '../../shared/input-rules.js';
 import { applyPolicy, parseRetention } from '../retention/apply-policy.js';
 import type { Repository } from './repository/repository.js';
 import { PackBuilder } from './repository/pack.js';
 import { PACK_TARGET_SIZE, packName, type IndexFile, type Tree } from './repository/format.js';
 
-export interface PruneRepositoryResult {
-  dryRun: boolean;
-  removed: PruneDecision[];
-  kept: string[];
-  packsDeleted: number;
-  packsRewritten: number;
-  bytesFreed: number;
-}
-
-/** Backup retention: the checkpoint policy's rules plus monthly windows; pinned backups are kept. */
-export type BackupRetention = Pick<RetentionPolicy, 'keepLast' | 'keepHourly' | 'keepDaily' | 'keepWeekly' | 'keepMonthly'>;
+/** Backup retention: the keep-N windows of the checkpoint policy (monthly included); pinned backups are kept. */
+export type BackupRetention = Record<KeepKey, number>;
 
 /**
  * Applies retention to the backups, then collects garbage: packs holding no blob a remaining backup
@@ -28,7 +20,7 @@ export async function pruneRepository(
   repo: Repository,
   policy: Partial<BackupRetention>,
   options: { dryRun?: boolean; now?: Date } = {},
-): Promise<PruneRepositoryResult> {
+): Promise<BackupPruneResult> {
   const dryRun = options.dryRun === true;
   const retention = parseRetention({ ...policy, maxAgeMs: null, minFreeBytes: 0 });
   const lock = await repo.lock('prune', true);
@@ -39,7 +31,7 @@ export async function pruneRepository(
       retention,
       options.now ?? new Date(),
     );
-    const result: PruneRepositoryResult = { dryRun, removed: outcome.remove, kept: outcome.keep, packsDeleted: 0, packsRewritten: 0, bytesFreed: 0 };
+    const result: BackupPruneResult = { dryRun, removed: outcome.remove, kept: outcome.keep, packsDeleted: 0, packsRewritten: 0, bytesFreed: 0 };
     await repo.loadIndex();
     const keep = new Set(outcome.keep);
     const referenced = new Set<string>();

@@ -2,24 +2,14 @@ import type { Repository } from './repository/repository.js';
 import { packName, sha256, type Snapshot, type Tree } from './repository/format.js';
 import { toAdminError } from '../../shared/errors.js';
 import { readPackHeader } from './repository/pack.js';
-
-export interface VerifyRepositoryReport {
-  ok: boolean;
-  snapshots: number;
-  blobs: number;
-  packs: number;
-  /** Bytes downloaded and re-hashed (readData only). */
-  bytesRead: number;
-  /** Each names the object at fault. */
-  errors: string[];
-}
+import type { BackupVerifyReport } from '../../shared/api.js';
 
 /**
  * Checks a repository (or one backup in it). Structure: every snapshot's tree and chunks are indexed,
  * every indexed pack is stored with the indexed size. With readData: every referenced pack is
  * downloaded and every blob in it re-hashed (and the pack's own hash and header checked).
  */
-export async function verifyRepository(repo: Repository, options: { id?: string; readData?: boolean } = {}): Promise<VerifyRepositoryReport> {
+export async function verifyRepository(repo: Repository, options: { id?: string; readData?: boolean } = {}): Promise<BackupVerifyReport> {
   const errors: string[] = [];
   await repo.loadIndex();
   const stored = new Map<string, number>();

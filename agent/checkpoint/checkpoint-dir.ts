@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { isCheckpointId, type CheckpointRecord, type CheckpointTrigger } from '../../shared/api.js';
+import type { CheckpointRecord, CheckpointTrigger } from '../../shared/api.js';
+import { isCheckpointId, parseCheckpointId } from '../../shared/input-rules.js';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { copyFileDurableSync, fsyncDir, isErrno, writeFileAtomicSync, writeNewFileSync } from '../fs/durable-fs.js';
 import { parseDbFileName } from '../leveldb/file-names.js';
@@ -75,8 +76,7 @@ export function ensureCheckpointDirSync(checkpointDir: string): void {
 
 function checkpointPath(checkpointDir: string, id: string): string {
   // Ids are validated at the edge; this guards the filesystem against any path that slips through.
-  if (!isCheckpointId(id)) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a checkpoint id: ${JSON.stringify(id)}`);
-  return path.join(checkpointDir, id);
+  return path.join(checkpointDir, parseCheckpointId(id));
 }
 
 export function readMetaSync(checkpointDir: string, id: string): CheckpointMeta {

@@ -10,6 +10,9 @@ import { createAgent, REDACT_PATHS } from '../agent.js';
 import type { AgentOptions } from '../agent-types.js';
 import { AdminError, toAdminError } from '../../shared/errors.js';
 import { parseBytes, parseDuration } from '../../shared/units.js';
+import { KEEP_RULES, type KeepKey } from '../../shared/input-rules.js';
+
+type KeepFlag = (typeof KEEP_RULES)[number]['flag'];
 import { startLoad } from './load.js';
 
 /**
@@ -27,7 +30,7 @@ const USAGE = `usage: node dist/agent/example-node/main.js [options]
   --checkpoint-delay <dur>      first scheduled checkpoint after <dur> (default: the interval)
   --checkpoint-retry <dur>      after a failed one, retry after <dur> (default min(interval, 5m))
   --keep-last <n>               retention: keep the newest n (default 3)
-  --keep-hourly/--keep-daily/--keep-weekly <n>   retention windows (default 0)
+  --keep-hourly/--keep-daily/--keep-weekly/--keep-monthly <n>   retention windows (default 0)
   --max-age <dur>               retention: remove unpinned checkpoints older than <dur>
   --min-free <size>             keep this much free on the checkpoint filesystem (e.g. 10GiB)
   --backup-repo <url>           remote backups: s3://bucket/prefix or file:///path (default file://<data-dir>/backups;
@@ -56,10 +59,7 @@ async function main(): Promise<void> {
       'checkpoint-interval': { type: 'string' },
       'checkpoint-delay': { type: 'string' },
       'checkpoint-retry': { type: 'string' },
-      'keep-last': { type: 'string' },
-      'keep-hourly': { type: 'string' },
-      'keep-daily': { type: 'string' },
-      'keep-weekly': { type: 'string' },
+      ...keepFlags(''),
       'max-age': { type: 'string' },
       'min-free': { type: 'string' },
       'write-buffer-size': { type: 'string' },
@@ -72,11 +72,7 @@ async function main(): Promise<void> {
       'backup-bwlimit': { type: 'string' },
       'promote-scheduled': { type: 'boolean', default: false },
       'promote-min-interval': { type: 'string' },
-      'backup-keep-last': { type: 'string' },
-      'backup-keep-hourly': { type: 'string' },
-      'backup-keep-daily': { type: 'string' },
-      'backup-keep-weekly': { type: 'string' },
-      'backup-keep-monthly': { type: 'string' },
+      ...keepFlags('backup-'),
       'log-level': { type: 'string', default: 'info' },
       help: { type: 'boolean', default: false },
     },
@@ -92,11 +88,7 @@ async function main(): Promise<void> {
   const checkpointDir = path.join(dataDir, 'checkpoints');
   const socketPath = path.resolve(values.socket ?? path.join(dataDir, 'run', 'admin.sock'));
   const port = int(values.port, 'port');
-  const retention: AgentOptions['retention'] = {};
-  if (values['keep-last'] !== undefined) retention.keepLast = int(values['keep-last'], 'keep-last');
-  if (values['keep-hourly'] !== undefined) retention.keepHourly = int(values['keep-hourly'], 'keep-hourly');
-  if (values['keep-daily'] !== undefined) retention.keepDaily = int(values['keep-daily'], 'keep-daily');
-  if (values['keep-weekly'] !== undefined) retention.keepWeekly = int(values['keep-weekly'], 'keep-weekly');
+  const retention: AgentOptions['retention'] = keepCounts(values, '');
   if (values['max-age'] !== undefined) retention.maxAgeMs = parseDuration(values['max-age'], 'max-age');
   if (values['min-free'] !== undefined) retention.minFreeBytes = parseBytes(values['min-free'], 'min-free');
   const interval = values['checkpoint-interval'];
@@ -210,6 +202,21 @@ async function serveKv(db: ClassicLevel<string, Buffer>, req: http.IncomingMessa
   }
 }
 
+/** `--<prefix>keep-last` and its kin (shared/input-rules.ts KEEP_RULES), as parseArgs options. */
+function keepFlags<P extends string>(prefix: P): Record<`${P}${KeepFlag}`, { type: 'string' }> {
+  return Object.fromEntries(KEEP_RULES.map((r) => [`${prefix}${r.flag}`, { type: 'string' }])) as Record<`${P}${KeepFlag}`, { type: 'string' }>;
+}
+
+/** The keep-N counts given as `--<prefix>keep-*` flags. */
+function keepCounts(values: Record<string, string | boolean | undefined>, prefix: string): Partial<Record<KeepKey, number>> {
+  const counts: Partial<Record<KeepKey, number>> = {};
+  for (const rule of KEEP_RULES) {
+    const v = values[`${prefix}${rule.flag}`];
+    if (typeof v === 'string') counts[rule.key] = int(v, `${prefix}${rule.flag}`);
+  }
+  return counts;
+}
+
 /** The --backup-* and --s3-* flags as AgentOptions.backup (null with --backup-repo none). */
 function backupOptions(values: Record<string, string | boolean | undefined>, dataDir: string): AgentOptions['backup'] {
   const str = (name: string) => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
@@ -219,17 +226,7 @@ function backupOptions(values: Record<string, string | boolean | undefined>, dat
   if (str('s3-endpoint') !== undefined) s3.endpoint = str('s3-endpoint');
   if (str('s3-region') !== undefined) s3.region = str('s3-region');
   if (values['s3-path-style'] !== undefined) s3.forcePathStyle = values['s3-path-style'] === true;
-  const retention: NonNullable<NonNullable<AgentOptions['backup']>['retention']> = {};
-  for (const [flag, key] of [
-    ['backup-keep-last', 'keepLast'],
-    ['backup-keep-hourly', 'keepHourly'],
-    ['backup-keep-daily', 'keepDaily'],
-    ['backup-keep-weekly', 'keepWeekly'],
-    ['backup-keep-monthly', 'keepMonthly'],
-  ] as const) {
-    const v = str(flag);
-    if (v !== undefined) retention[key] = int(v, flag);
-  }
+  const retention = keepCounts(values, 'backup-');
   const bw = str('backup-bwlimit');
   const minInterval = str('promote-min-interval');
   const promote =

@@ -7,6 +7,7 @@
 
 import type { PruneDecision, RetentionPolicy } from '../../shared/api.js';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
+import { KEEP_KEYS, describeValue, parseCount } from '../../shared/input-rules.js';
 
 export interface PolicyCheckpoint {
   id: string;
@@ -33,8 +34,6 @@ export const DEFAULT_RETENTION: RetentionPolicy = Object.freeze({
   minFreeBytes: 0,
 });
 
-const COUNT_KEYS = ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'minFreeBytes'] as const;
-
 /**
  * Merges `input` over DEFAULT_RETENTION and validates the result. Keys that are absent or
  * `undefined` take the default. Throws AdminError(INVALID_ARGUMENT) naming the first bad field.
@@ -45,34 +44,21 @@ export function parseRetention(input: Partial<RetentionPolicy>): RetentionPolicy
     throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'retention policy must be an object');
   }
   const policy: RetentionPolicy = { ...DEFAULT_RETENTION };
-  for (const key of COUNT_KEYS) {
+  for (const key of [...KEEP_KEYS, 'minFreeBytes'] as const) {
     const value: unknown = input[key];
-    if (value === undefined) continue;
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-      throw new AdminError(
-        ErrorCodes.INVALID_ARGUMENT,
-        `retention ${key} must be a non-negative integer, got ${describe(value)}`,
-      );
-    }
-    policy[key] = value;
+    if (value !== undefined) policy[key] = parseCount(value, `retention ${key}`);
   }
   const maxAge: unknown = input.maxAgeMs;
   if (maxAge !== undefined) {
     if (maxAge !== null && (typeof maxAge !== 'number' || !Number.isFinite(maxAge) || maxAge <= 0)) {
       throw new AdminError(
         ErrorCodes.INVALID_ARGUMENT,
-        `retention maxAgeMs must be null or a positive number of milliseconds, got ${describe(maxAge)}`,
+        `retention maxAgeMs must be null or a positive number of milliseconds, got ${describeValue(maxAge)}`,
       );
     }
     policy.maxAgeMs = maxAge;
   }
   return policy;
-}
-
-function describe(value: unknown): string {
-  if (typeof value === 'number') return String(value); // JSON.stringify would print NaN as null
-  const json = JSON.stringify(value);
-  return json === undefined ? typeof value : json;
 }
 
 const HOUR_MS = 3_600_000;

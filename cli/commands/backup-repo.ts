@@ -1,10 +1,8 @@
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Argv } from 'yargs';
-import type { BackupRecord } from '../../shared/api.js';
-import { isBackupId } from '../../shared/api.js';
+import { parseBackupId } from '../../shared/input-rules.js';
 import type { Repository } from '../../agent/backup/repository/repository.js';
-import type { Snapshot } from '../../agent/backup/repository/format.js';
 import { invalidArgument } from '../run-command.js';
 
 /**
@@ -51,15 +49,9 @@ export function repoUrl(value: unknown): string {
   return pathToFileURL(path.resolve(value)).href;
 }
 
+/** A backup id given as the `<id>` argument. */
 export function requireBackupId(value: unknown): string {
-  if (!isBackupId(value)) {
-    throw invalidArgument(`invalid backup id ${JSON.stringify(String(value))} (expected an id like 20261122t213525139z-8dd2)`);
-  }
-  return value;
-}
-
-export function backupRecordOf(s: Snapshot): BackupRecord {
-  return { id: s.id, createdAt: s.createdAt, pinned: s.pinned, checkpoint: s.checkpoint, files: s.files, bytes: s.bytes };
+  return parseBackupId(value, 'the argument');
 }
 
 /**

@@ -1,7 +1,8 @@
 import { defineCommand } from '../command.js';
 import { printJson, printLines } from '../output.js';
 import { formatBackup } from './backup-format.js';
-import { backupRecordOf, checkRepoFlags, repoOptions, requireBackupId, withRepository } from './backup-repo.js';
+import { backupRecordOf } from '../../agent/backup/backup-record.js';
+import { checkRepoFlags, repoOptions, requireBackupId, withRepository } from './backup-repo.js';
 
 export const backupShowCommand = defineCommand({
   command: 'show <id>',

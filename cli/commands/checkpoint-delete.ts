@@ -11,7 +11,7 @@ export const checkpointDeleteCommand = defineCommand({
   run: async (argv, ctx) => {
     const id = requireCheckpointId(argv.id);
     const client = await ctx.agent();
-    const result = await client.deleteCheckpoint(id, argv.force);
+    const result = await client.deleteCheckpoint(id, { force: argv.force });
     if (ctx.json) printJson(ctx.io.stdout, result);
     else printLines(ctx.io.stdout, [`deleted ${result.deleted}, freed ${formatBytes(result.freedBytes)}`]);
   },

@@ -111,6 +111,5 @@ export const indexName = (id: string) => `index/${id}`;
 export const snapshotName = (id: string) => `snapshots/${id}`;
 export const lockName = (id: string) => `locks/${id}`;
 
-/** Snapshot ids: like checkpoint ids, sortable by time, lowercase so that every store accepts them. */
-export const SNAPSHOT_ID_PATTERN = /^\d{8}t\d{9}z-[0-9a-f]{4}$/;
-export const isSnapshotId = (s: unknown): s is string => typeof s === 'string' && SNAPSHOT_ID_PATTERN.test(s);
+/** A snapshot's id is its backup's id (shared/input-rules.ts): sortable by time, lowercase for every store. */
+export { isBackupId as isSnapshotId } from '../../../shared/input-rules.js';

@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { AdminError, ErrorCodes } from '../../../shared/errors.js';
+import { parseBackupId } from '../../../shared/input-rules.js';
 import { isStorageError, type Storage } from '../storage/storage.js';
 import { mapLimit } from '../map-limit.js';
 import {
@@ -193,7 +194,7 @@ export class Repository {
   }
 
   async readSnapshot(id: string): Promise<Snapshot> {
-    if (!isSnapshotId(id)) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a backup id: ${JSON.stringify(id)}`);
+    parseBackupId(id);
     let bytes: Buffer;
     try {
       bytes = await this.storage.get(snapshotName(id));

@@ -1,0 +1,66 @@
+import type {
+  AgentStatus,
+  BackupProgress,
+  BackupPruneResult,
+  BackupRecord,
+  BackupVerifyReport,
+  CancelResult,
+  CheckpointRecord,
+  CreateBackupRequest,
+  CreateCheckpointRequest,
+  DeleteCheckpointOptions,
+  DeleteResult,
+  PruneRequest,
+  PruneResult,
+  VerifyBackupsRequest,
+  VerifyReport,
+} from './api.js';
+
+/**
+ * Every operation the admin socket offers, once. The agent implements it in-process (its `Agent` adds
+ * start/stop), the socket client implements it over the socket, and the route handlers depend on it
+ * alone. routes.ts maps each operation to its route. Every method rejects with an AdminError
+ * (shared/errors.ts) on failure, whichever side of the socket it runs on.
+ */
+export interface AdminApi {
+  status(): Promise<AgentStatus>;
+  /** Every checkpoint, oldest first. */
+  listCheckpoints(): Promise<CheckpointRecord[]>;
+  getCheckpoint(id: string): Promise<CheckpointRecord>;
+  /**
+   * Queues a create; resolves when this request's own checkpoint exists (renamed into place, fsynced).
+   * Creates run one at a time; past the queue's bound, BUSY.
+   */
+  createCheckpoint(req?: CreateCheckpointRequest): Promise<CheckpointRecord>;
+  /** A pinned checkpoint only with force (else CHECKPOINT_PINNED); the one being backed up never (BUSY). */
+  deleteCheckpoint(id: string, options?: DeleteCheckpointOptions): Promise<DeleteResult>;
+  pin(id: string): Promise<CheckpointRecord>;
+  unpin(id: string): Promise<CheckpointRecord>;
+  /** Applies the retention policy now (or, with dryRun, says what it would remove). */
+  prune(req?: PruneRequest): Promise<PruneResult>;
+  /** Reads the checkpoint back in full through a throwaway clone; a report with ok:false is not an error. */
+  verify(id: string): Promise<VerifyReport>;
+  /** Stops the running create and empties the queue. */
+  cancel(): Promise<CancelResult>;
+
+  // ---- remote backups (each rejects with BACKUP_NOT_CONFIGURED where no repository is configured) ----
+
+  /**
+   * Backs a checkpoint up (default: the newest; if there is none, one is taken first, label "backup").
+   * One backup at a time: while one runs, another request is refused with BUSY. `onProgress` gets the
+   * engine's progress (at most every 200 ms, at least every second). Cancelled by cancelBackup() or by
+   * the agent stopping: CANCELLED; the packs already stored are reused by the next one.
+   */
+  createBackup(req?: CreateBackupRequest, onProgress?: (p: BackupProgress) => void): Promise<BackupRecord>;
+  /** Stops the running backup (if any) and waits until it has stopped. */
+  cancelBackup(): Promise<CancelResult>;
+  /** Every backup in the repository, oldest first ([] when the repository does not exist yet). */
+  listBackups(): Promise<BackupRecord[]>;
+  getBackup(id: string): Promise<BackupRecord>;
+  /** Applies the backup retention and collects garbage (refused with BUSY while a backup runs). */
+  pruneBackups(req?: PruneRequest): Promise<BackupPruneResult>;
+  /** Checks the repository's structure, or with readData every byte; a report with ok:false is not an error. */
+  verifyBackups(req?: VerifyBackupsRequest): Promise<BackupVerifyReport>;
+}
+
+export type Operation = keyof AdminApi;

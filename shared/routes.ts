@@ -1,0 +1,180 @@
+/**
+ * The route table: every operation of AdminApi, the one route that carries it, and how its arguments
+ * travel. The agent's server matches requests against it and decodes them (agent/admin-server/); the
+ * socket client encodes calls with it (socket-client.ts). A route, its arguments and its checks are
+ * written here once; the compiler makes the table cover every operation.
+ *
+ * HTTP/1.1 + JSON on a Unix socket; every route is versioned under /v1 (an unknown version is a 404
+ * ROUTE_NOT_FOUND). Errors: a 4xx/5xx status and an ErrorBody (errors.ts). The one streamed route,
+ * POST /v1/backups, answers 200 application/x-ndjson: `{"progress":BackupProgress}` lines, then exactly
+ * one `{"result":BackupRecord}` or `{"error":{"code","message"}}` line; a failure before the stream
+ * starts (bad body, BUSY, BACKUP_NOT_CONFIGURED, no such checkpoint, storage refused) is an ordinary
+ * error answer (the Docker Engine convention).
+ */
+
+import type { AdminApi, Operation } from './admin-api.js';
+import { API_VERSION, type CreateBackupRequest, type CreateCheckpointRequest, type PruneRequest, type VerifyBackupsRequest } from './api.js';
+import { AdminError, ErrorCodes } from './errors.js';
+import { parseBackupId, parseCheckpointId, parseLabel, parseOptionalBoolean } from './input-rules.js';
+
+export const API_PREFIX = `/${API_VERSION}`;
+
+/** A request as the server received it: path parameters (percent-decoded), query and parsed JSON body. */
+export interface WireRequest {
+  params: Readonly<Record<string, string>>;
+  query: URLSearchParams;
+  /** undefined when the request had no body. */
+  body: unknown;
+}
+
+/** What the client sends for one call: path parameters, query parameters, a JSON body. */
+export interface WireParts {
+  params?: Record<string, string>;
+  query?: Record<string, string>;
+  body?: unknown;
+}
+
+/** The arguments that cross the socket: all of them, but for a progress callback (it becomes the stream). */
+export type WireArgs<Op extends Operation> = Op extends 'createBackup' ? [req?: CreateBackupRequest] : Parameters<AdminApi[Op]>;
+
+export interface Route<Op extends Operation> {
+  method: 'GET' | 'POST' | 'DELETE';
+  /** Under API_PREFIX; a `{name}` segment is a path parameter. */
+  path: string;
+  /** The status of a success: 201 for a create, else 200. */
+  status: 200 | 201;
+  /** Answered as an NDJSON stream (see above). */
+  stream?: true;
+  /** Server side: the request as the operation's arguments, every input rule applied (throws INVALID_ARGUMENT). */
+  decode(req: WireRequest): WireArgs<Op>;
+  /** Client side: the request for these arguments. */
+  encode(...args: WireArgs<Op>): WireParts;
+}
+
+/** In matching order: the first route whose path and method match serves the request. */
+export const routes: { readonly [Op in Operation]: Route<Op> } = {
+  status: { method: 'GET', path: '/status', status: 200, decode: () => [], encode: () => ({}) },
+  listCheckpoints: { method: 'GET', path: '/checkpoints', status: 200, decode: () => [], encode: () => ({}) },
+  createCheckpoint: {
+    method: 'POST',
+    path: '/checkpoints',
+    status: 201,
+    decode: (r) => [parseCreateCheckpoint(r.body)],
+    encode: (req = {}) => ({ body: req }),
+  },
+  cancel: { method: 'POST', path: '/checkpoints/cancel', status: 200, decode: (r) => (noBody(r.body), []), encode: () => ({ body: {} }) },
+  prune: { method: 'POST', path: '/checkpoints/prune', status: 200, decode: (r) => [parsePrune(r.body)], encode: (req = {}) => ({ body: req }) },
+  getCheckpoint: { method: 'GET', path: '/checkpoints/{id}', status: 200, decode: (r) => [checkpointParam(r)], encode: (id) => ({ params: { id } }) },
+  deleteCheckpoint: {
+    method: 'DELETE',
+    path: '/checkpoints/{id}',
+    status: 200,
+    decode: (r) => [checkpointParam(r), { force: flag(r.query, 'force') }],
+    encode: (id, options = {}) => ({ params: { id }, ...(options.force === true ? { query: { force: 'true' } } : {}) }),
+  },
+  pin: checkpointAction('pin'),
+  unpin: checkpointAction('unpin'),
+  verify: checkpointAction('verify'),
+  listBackups: { method: 'GET', path: '/backups', status: 200, decode: () => [], encode: () => ({}) },
+  createBackup: {
+    method: 'POST',
+    path: '/backups',
+    status: 200,
+    stream: true,
+    decode: (r) => [parseCreateBackup(r.body)],
+    encode: (req = {}) => ({ body: req }),
+  },
+  cancelBackup: { method: 'POST', path: '/backups/cancel', status: 200, decode: (r) => (noBody(r.body), []), encode: () => ({ body: {} }) },
+  pruneBackups: { method: 'POST', path: '/backups/prune', status: 200, decode: (r) => [parsePrune(r.body)], encode: (req = {}) => ({ body: req }) },
+  verifyBackups: {
+    method: 'POST',
+    path: '/backups/verify',
+    status: 200,
+    decode: (r) => [parseVerifyBackups(r.body)],
+    encode: (req = {}) => ({ body: req }),
+  },
+  getBackup: {
+    method: 'GET',
+    path: '/backups/{id}',
+    status: 200,
+    decode: (r) => [parseBackupId(r.params.id, 'the path segment')],
+    encode: (id) => ({ params: { id } }),
+  },
+};
+
+/** POST /checkpoints/{id}/<action>, no body: pin, unpin, verify. */
+function checkpointAction(action: 'pin' | 'unpin' | 'verify'): Route<typeof action> {
+  return {
+    method: 'POST',
+    path: `/checkpoints/{id}/${action}`,
+    status: 200,
+    decode: (r) => (noBody(r.body), [checkpointParam(r)]),
+    encode: (id) => ({ params: { id }, body: {} }),
+  };
+}
+
+/** The path of one call, `{name}` segments filled in (percent-encoded) and the query appended. */
+export function pathOf(route: Route<Operation>, parts: WireParts): string {
+  const path = route.path.replace(/\{(\w+)\}/g, (_, name: string) => {
+    const value = parts.params?.[name];
+    if (value === undefined) throw new AdminError(ErrorCodes.INTERNAL, `no value for {${name}} in ${route.path}`);
+    return encodeURIComponent(value);
+  });
+  const query = parts.query && Object.keys(parts.query).length > 0 ? `?${new URLSearchParams(parts.query).toString()}` : '';
+  return `${API_PREFIX}${path}${query}`;
+}
+
+// ---- the checks of what arrives ----
+
+function checkpointParam(r: WireRequest): string {
+  return parseCheckpointId(r.params.id, 'the path segment');
+}
+
+function flag(query: URLSearchParams, name: string): boolean {
+  const v = query.get(name);
+  if (v === null || v === 'false' || v === '0') return false;
+  if (v === '' || v === 'true' || v === '1') return true;
+  throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `query parameter ${name} must be true or false`);
+}
+
+/** The body as an object of only `allowed` keys (absent: {}); anything else is INVALID_ARGUMENT. */
+function object(body: unknown, allowed: readonly string[]): Record<string, unknown> {
+  if (body === undefined) return {};
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'request body must be a JSON object');
+  }
+  for (const key of Object.keys(body)) {
+    if (!allowed.includes(key)) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `unknown field ${JSON.stringify(key)} in request body`);
+  }
+  return body as Record<string, unknown>;
+}
+
+function noBody(body: unknown): void {
+  object(body, []);
+}
+
+export function parseCreateCheckpoint(body: unknown): CreateCheckpointRequest {
+  const o = object(body, ['label', 'pin']);
+  const label = parseLabel(o.label);
+  const pin = parseOptionalBoolean(o.pin, 'pin');
+  return { ...(label !== null ? { label } : {}), ...(pin !== undefined ? { pin } : {}) };
+}
+
+export function parsePrune(body: unknown): PruneRequest {
+  const dryRun = parseOptionalBoolean(object(body, ['dryRun']).dryRun, 'dryRun');
+  return dryRun === undefined ? {} : { dryRun };
+}
+
+export function parseCreateBackup(body: unknown): CreateBackupRequest {
+  const o = object(body, ['checkpointId', 'pin']);
+  const checkpointId = o.checkpointId === undefined ? undefined : parseCheckpointId(o.checkpointId, 'checkpointId');
+  const pin = parseOptionalBoolean(o.pin, 'pin');
+  return { ...(checkpointId !== undefined ? { checkpointId } : {}), ...(pin !== undefined ? { pin } : {}) };
+}
+
+export function parseVerifyBackups(body: unknown): VerifyBackupsRequest {
+  const o = object(body, ['id', 'readData']);
+  const id = o.id === undefined ? undefined : parseBackupId(o.id, 'id');
+  const readData = parseOptionalBoolean(o.readData, 'readData');
+  return { ...(id !== undefined ? { id } : {}), ...(readData !== undefined ? { readData } : {}) };
+}
