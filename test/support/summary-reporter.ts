@@ -1,8 +1,11 @@
+import fs from 'node:fs';
 import type { Reporter, TestModule } from 'vitest/node';
 
 /**
  * Prints the closing line CI reads: `N passed, N failed, N skipped`. A file that failed to load, or an
- * unhandled error, counts as a failure so that a broken suite can never look green.
+ * unhandled error, counts as a failure so that a broken suite can never look green. With
+ * NODE_ADMIN_SUMMARY_FILE set, the same counts also go there as JSON (.ci/run adds up its runs on each
+ * Node version into one closing line).
  */
 export default class SummaryReporter implements Reporter {
   onTestRunEnd(testModules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<unknown>): void {
@@ -23,5 +26,7 @@ export default class SummaryReporter implements Reporter {
     }
     failed += unhandledErrors.length;
     process.stdout.write(`\n${passed} passed, ${failed} failed, ${skipped} skipped\n`);
+    const file = process.env.NODE_ADMIN_SUMMARY_FILE;
+    if (file) fs.writeFileSync(file, JSON.stringify({ passed, failed, skipped }));
   }
 }
