@@ -9,4 +9,6 @@ export {
   verifyCheckpointOffline,
 } from './offline.js';
 export * from '../shared/api.js';
+export type { AdminApi, Operation } from '../shared/admin-api.js';
+export * from '../shared/input-rules.js';
 export { AdminError, ErrorCodes, type ErrorCode } from '../shared/errors.js';
