@@ -258,7 +258,6 @@ export function rangeError(backend: string, name: string, offset: number, length
   return new StorageError('permanent', backend, `range [${offset}, ${offset + length}) is not within ${of}`, { op: 'getRange', name });
 }
 
-/** The error for a stream that did not yield the `size` bytes promised to putStream. */
 /** A write or commit on an ObjectWriter that was already committed or aborted. */
 export function writerClosedError(backend: string, op: 'write' | 'commit', name?: string): StorageError {
   return new StorageError('permanent', backend, `${op} on a writer that was committed or aborted`, { op: 'put', ...(name === undefined ? {} : { name }) });
@@ -273,6 +272,7 @@ export function writerSizeError(backend: string, name: string, expected: number,
   });
 }
 
+/** The error for a stream that did not yield the `size` bytes promised to putStream. */
 export function streamSizeError(backend: string, name: string, expected: number, got: number): StorageError {
   const what = got > expected ? `more than ${expected} bytes` : `${got} bytes, not ${expected}`;
   return new StorageError('permanent', backend, `the stream yielded ${what}; nothing was stored`, {
