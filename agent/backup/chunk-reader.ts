@@ -43,7 +43,11 @@ export interface ReadChunksOptions {
 export async function readChunks(o: ReadChunksOptions): Promise<void> {
   let failure: unknown = null;
   const readInto = async (buf: Buffer) => {
-    for (let job = o.source.next(); job && failure === null; job = o.source.next()) {
+    // The failure is looked at before a job is taken, never after: a job taken and dropped would never
+    // be settled, and its file (when the source has moved on to the next one) never closed.
+    while (failure === null) {
+      const job = o.source.next();
+      if (!job) return;
       let id: string | null = null;
       try {
         o.checkCancel();
