@@ -135,7 +135,6 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
     progress.phase = 'finishing';
     const snapshot = await writeSnapshot({ repo, packs: placer, tree: plan.tree(), checkpoint, pinned: o.pinned === true, bytes: progress.bytesTotal });
     reporting.report(true);
-    reporting.stop();
     return {
       id: snapshot.id,
       createdAt: snapshot.createdAt,

@@ -8,7 +8,7 @@ import { CHUNK_SIZE, PACK_TARGET_SIZE } from './repository/format.js';
  * A pack's buffer, where a pack must be stored whole (S3): a full pack, one more chunk (the one that made
  * it full) and its header, in whole pages. A directory storage needs none (packs are streamed).
  */
-export const PACK_BUFFER_SIZE = PACK_TARGET_SIZE + CHUNK_SIZE + 64 * 1024;
+const PACK_BUFFER_SIZE = PACK_TARGET_SIZE + CHUNK_SIZE + 64 * 1024;
 
 export interface PackPlacerOptions {
   repo: Repository;
