@@ -106,8 +106,9 @@ describe('chunk reader', () => {
     const jobs = new Jobs(reader, all());
     const buffers = reader.buffers(2);
     /** Buffers holding a chunk that `place` has not released yet. */
-    const held = new Set<ArrayBuffer | number>();
-    const key = (b: Buffer) => b.byteOffset;
+    const held = new Set<number>();
+    /** Which of the buffers `b` is (or is a view of). */
+    const key = (b: Buffer) => buffers.findIndex((x) => x.buffer === b.buffer && x.byteOffset === b.byteOffset);
     const reused: number[] = [];
     const read = reader.read.bind(reader);
     reader.read = async (fh, file, buf, offset, length, shrank) => {
