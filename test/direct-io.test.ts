@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClassicLevel } from 'classic-level';
 import { DirectReader } from '../dist/agent/fs/direct-reader.js';
-import { DIRECT_ALIGN, alignedBuffers } from '../dist/agent/fs/direct-io.js';
+import { DIRECT_ALIGN, DirectOpener, alignedBuffers, readPagesUnlessRefused, writeSplit } from '../dist/agent/fs/direct-io.js';
+import { mkdirDurable } from '../dist/agent/fs/durable-fs.js';
 import { DirStorage } from '../dist/agent/backup/storage/dir-storage.js';
 import { Repository } from '../dist/agent/backup/repository/repository.js';
 import { HashCache } from '../dist/agent/backup/hash-cache.js';
@@ -14,6 +15,7 @@ import { createCheckpointSync } from '../dist/agent/checkpoint/checkpoint-dir.js
 import { PackBuilder } from '../dist/agent/backup/repository/pack.js';
 import { canonicalJson, sha256 } from '../dist/agent/backup/repository/format.js';
 import { tempDir } from './support/processes.js';
+import type { FileHandle } from 'node:fs/promises';
 
 /**
  * O_DIRECT reads (backups) and writes (packs, restores) must give exactly the bytes ordinary I/O gives,
@@ -111,6 +113,98 @@ describe('direct I/O', () => {
         expect((await storage.get(name)).equals(data)).toBe(true);
       }
     }
+  });
+});
+
+describe('the file helpers beside direct I/O (agent/fs)', () => {
+  const dir = tempDir('direct-helpers');
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  /** A handle that records its writes instead of writing, or refuses them as a filesystem without O_DIRECT does. */
+  const recorder = (refuse = false) => {
+    const writes: [number, number][] = [];
+    const fh = {
+      write: async (data: Buffer, offset: number, length: number, position: number) => {
+        if (refuse) throw Object.assign(new Error('EINVAL: invalid argument, write'), { code: 'EINVAL' });
+        writes.push([position, length]);
+        return { bytesWritten: length, buffer: data };
+      },
+    } as unknown as FileHandle;
+    return { fh, writes };
+  };
+
+  it('writeSplit writes the whole pages directly and the rest the ordinary way, never a page both ways', async () => {
+    const data = Buffer.alloc(2 * DIRECT_ALIGN + 100);
+    for (const [position, direct, plain] of [
+      [0, [[0, 2 * DIRECT_ALIGN]], [[2 * DIRECT_ALIGN, 100]]],
+      [3 * DIRECT_ALIGN, [[3 * DIRECT_ALIGN, 2 * DIRECT_ALIGN]], [[5 * DIRECT_ALIGN, 100]]],
+      [100, [], [[100, data.length]]], // off the page grid: the direct handle is not even asked for
+    ] as const) {
+      const d = recorder();
+      const p = recorder();
+      let asked = 0;
+      await writeSplit(async () => (asked++, d.fh), async () => p.fh, data, position);
+      expect([d.writes, p.writes], `at ${position}`).toEqual([direct, plain]);
+      expect(asked).toBe(direct.length);
+    }
+    // Less than a page: all of it the ordinary way.
+    const p = recorder();
+    await writeSplit(async () => recorder().fh, async () => p.fh, Buffer.alloc(100), 0);
+    expect(p.writes).toEqual([[0, 100]]);
+  });
+
+  it('writeSplit writes all of it the ordinary way when the direct write is refused, or there is no direct handle', async () => {
+    const data = Buffer.alloc(2 * DIRECT_ALIGN + 100);
+    for (const direct of [async () => recorder(true).fh, async () => null]) {
+      const p = recorder();
+      await writeSplit(direct, async () => p.fh, data, 0);
+      expect(p.writes).toEqual([[0, data.length]]);
+    }
+  });
+
+  it('writeSplit into a real file, through a direct and an ordinary handle, leaves exactly the bytes', async () => {
+    const file = path.join(dir, 'split');
+    const plain = await fs.promises.open(file, 'wx');
+    const opener = new DirectOpener();
+    const direct = await opener.open(file, fs.constants.O_WRONLY);
+    try {
+      const aligned = alignedBuffers(1, 3 * DIRECT_ALIGN)[0]!;
+      randomBytes(aligned.length).copy(aligned);
+      const first = aligned.subarray(0, 2 * DIRECT_ALIGN + 5); // page-aligned memory: two pages directly
+      const second = randomBytes(DIRECT_ALIGN + 7); // unaligned memory: refused, then ordinary
+      await writeSplit(async () => direct, async () => plain, first, 0);
+      await writeSplit(async () => direct, async () => plain, second, 3 * DIRECT_ALIGN);
+      const expected = Buffer.concat([first, Buffer.alloc(3 * DIRECT_ALIGN - first.length), second]);
+      expect(fs.readFileSync(file).equals(expected)).toBe(true);
+      expect(opener.enabled).toBe(true);
+    } finally {
+      await direct?.close();
+      await plain.close();
+    }
+  });
+
+  it('readPagesUnlessRefused reads whole pages into aligned memory, and says false when the kernel refuses', async () => {
+    const file = path.join(dir, 'pages');
+    const data = randomBytes(3 * DIRECT_ALIGN);
+    fs.writeFileSync(file, data);
+    const fh = (await new DirectOpener().open(file, fs.constants.O_RDONLY))!;
+    try {
+      const buf = alignedBuffers(1, 4 * DIRECT_ALIGN)[0]!;
+      expect(await readPagesUnlessRefused(fh, buf, DIRECT_ALIGN, 2 * DIRECT_ALIGN)).toBe(true);
+      expect(buf.subarray(0, 2 * DIRECT_ALIGN).equals(data.subarray(DIRECT_ALIGN))).toBe(true);
+      expect(await readPagesUnlessRefused(fh, buf.subarray(1), 0, DIRECT_ALIGN)).toBe(false);
+    } finally {
+      await fh.close();
+    }
+  });
+
+  it('mkdirDurable makes every missing directory, and is harmless when racing itself or when they exist', async () => {
+    const deep = path.join(dir, 'a', 'b', 'c');
+    await Promise.all([mkdirDurable(deep), mkdirDurable(deep), mkdirDurable(path.join(dir, 'a', 'b'))]);
+    expect(fs.statSync(deep).isDirectory()).toBe(true);
+    await mkdirDurable(deep);
+    fs.writeFileSync(path.join(dir, 'file'), 'x');
+    await expect(mkdirDurable(path.join(dir, 'file', 'sub'))).rejects.toThrow(/ENOTDIR|EEXIST/);
   });
 });
 

@@ -78,3 +78,62 @@ export async function readPages(fh: fs.promises.FileHandle, buf: Buffer, offset:
   }
   return got;
 }
+
+/**
+ * Writes `data` at `position`: the pages it covers whole through the O_DIRECT handle `direct` gives
+ * (asked for only when `position` is page-aligned and there is a whole page; null: none), the rest
+ * through `plain`. So a page is written directly only when one piece covers it whole, never both ways
+ * (a direct write could be lost under a stale cached page). Memory that is not page-aligned makes the
+ * kernel refuse the direct write: then all of it goes the ordinary way.
+ */
+export async function writeSplit(
+  direct: () => Promise<fs.promises.FileHandle | null>,
+  plain: () => Promise<fs.promises.FileHandle>,
+  data: Buffer,
+  position: number,
+): Promise<void> {
+  let at = 0;
+  const whole = data.length - (data.length % DIRECT_ALIGN);
+  const fh = whole > 0 && position % DIRECT_ALIGN === 0 ? await direct() : null;
+  if (fh) {
+    try {
+      await writeAll(fh, data.subarray(0, whole), position);
+      at = whole;
+    } catch (err) {
+      if (!isDirectRefused(err)) throw err;
+    }
+  }
+  if (at < data.length) await writeAll(await plain(), data.subarray(at), position + at);
+}
+
+/** Whether `length` bytes came in whole pages (readPages); false if direct I/O was refused (`into` not page-aligned). */
+export async function readPagesUnlessRefused(fh: fs.promises.FileHandle, into: Buffer, offset: number, length: number): Promise<boolean> {
+  try {
+    return (await readPages(fh, into, offset, length)) >= length;
+  } catch (err) {
+    if (!isDirectRefused(err)) throw err;
+    return false;
+  }
+}
+
+/**
+ * Opens files with O_DIRECT until the filesystem refuses once, and never tries again after that (a
+ * refusal is the filesystem's, so every later open would be refused too). Shared by whatever writes
+ * to one filesystem (a directory storage's puts and its streamed writers).
+ */
+export class DirectOpener {
+  private refused = false;
+
+  /** Whether direct opens are still tried. */
+  get enabled(): boolean {
+    return !this.refused;
+  }
+
+  /** `file` opened with O_DIRECT added to `flags`; null once the filesystem has refused it. */
+  async open(file: string, flags: number): Promise<fs.promises.FileHandle | null> {
+    if (this.refused) return null;
+    const fh = await openDirect(file, flags);
+    if (!fh) this.refused = true;
+    return fh;
+  }
+}

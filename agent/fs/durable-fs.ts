@@ -123,3 +123,20 @@ export async function writeFileAtomic(file: string, data: string | Buffer): Prom
   }
   await fsyncDirAsync(dir);
 }
+
+/** mkdir -p, fsyncing each directory it creates into its parent so that the new entries survive a crash. */
+export async function mkdirDurable(dir: string): Promise<void> {
+  try {
+    if ((await fs.promises.stat(dir)).isDirectory()) return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const parent = path.dirname(dir);
+  if (parent !== dir) await mkdirDurable(parent);
+  try {
+    await fs.promises.mkdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // a concurrent put made it
+  }
+  await fsyncDirAsync(parent);
+}

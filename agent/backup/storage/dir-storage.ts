@@ -6,9 +6,10 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { ErrorCodes } from '../../../shared/errors.js';
-import { DIRECT_ALIGN, isDirectRefused, openDirect, readPages, roundUpToAlign, writeAll } from '../../fs/direct-io.js';
-import { fsyncDirAsync } from '../../fs/durable-fs.js';
+import { DIRECT_ALIGN, DirectOpener, openDirect, readPagesUnlessRefused, roundUpToAlign, writeSplit } from '../../fs/direct-io.js';
+import { fsyncDirAsync, mkdirDurable } from '../../fs/durable-fs.js';
 import { mapLimit } from '../map-limit.js';
+import { DirWriter } from './dir-writer.js';
 import { SourceStreamError, StreamSizeMismatch, sizedStream } from './sized-stream.js';
 import {
   StorageError,
@@ -20,8 +21,6 @@ import {
   rangeError,
   streamSizeError,
   streamSourceError,
-  writerClosedError,
-  writerSizeError,
   type ObjectInfo,
   type ObjectWriter,
   type Storage,
@@ -50,8 +49,8 @@ const STATS_AT_ONCE = 32;
  */
 export class DirStorage implements Storage {
   readonly description: string;
-  /** Whether large puts still try O_DIRECT (false once the filesystem refused it). */
-  private direct = true;
+  /** Large puts and writers' pieces with O_DIRECT, until the filesystem refuses it. */
+  private readonly direct = new DirectOpener();
   /** Whether this instance has looked for writers' temp files left by a crash. */
   private swept = false;
 
@@ -70,19 +69,11 @@ export class DirStorage implements Storage {
       // pack data nobody reads back.
       let direct: FileHandle | null = null;
       try {
-        await writeSplit(async () => (data.length >= DIRECT_MIN_BYTES ? (direct = await this.openDirectFor(tmp)) : null), async () => fh, data, 0);
+        await writeSplit(async () => (data.length >= DIRECT_MIN_BYTES ? (direct = await this.direct.open(tmp, fsConstants.O_WRONLY)) : null), async () => fh, data, 0);
       } finally {
         await (direct as FileHandle | null)?.close();
       }
     });
-  }
-
-  /** `file` opened for writing with O_DIRECT; null once the filesystem has refused it (not tried again). */
-  private async openDirectFor(file: string): Promise<FileHandle | null> {
-    if (!this.direct) return null;
-    const fh = await openDirect(file, fsConstants.O_WRONLY);
-    if (!fh) this.direct = false;
-    return fh;
   }
 
   async putStream(name: string, open: () => Readable, size: number): Promise<void> {
@@ -105,78 +96,20 @@ export class DirStorage implements Storage {
     });
   }
 
-  /**
-   * A temp file in the root (`~<random>.tmp`: never listed), renamed to the name on commit, after an
-   * fsync, and the directory fsynced: the same guarantees as `put`. Each piece is written as `put`
-   * writes a pack (writeSplit: its whole pages with O_DIRECT, the rest the ordinary way).
-   */
+  /** An object written in pieces through a temp file in the root (dir-writer.ts). */
   openWriter(): ObjectWriter {
     if (!this.swept) {
       this.swept = true;
       this.sweepStaleTemps().catch(() => {}); // only space: never worth failing a backup for
     }
-    const tmp = path.join(this.root, `~${randomBytes(8).toString('hex')}.tmp`);
-    const tmpName = path.basename(tmp);
-    let plain: Promise<FileHandle> | null = null;
-    let direct: Promise<FileHandle | null> | null = null;
-    let end = 0;
-    let failed = false;
-    let state: 'open' | 'committing' | 'done' = 'open';
-    const closed = (op: 'write' | 'commit') => writerClosedError(this.description, op, tmpName);
-    const plainHandle = () => {
-      // Never (re)create the temp file once aborted: a write still on its way must not leave one.
-      if (state === 'done') return Promise.reject(closed('write'));
-      return (plain ??= (async () => {
-        await mkdirDurable(this.root);
-        return fs.open(tmp, 'wx', 0o640);
-      })());
-    };
-    const directHandle = () => (direct ??= plainHandle().then(() => this.openDirectFor(tmp)));
-    const closeHandles = async () => {
-      const handles = [plain, direct];
-      plain = direct = null;
-      await Promise.allSettled(handles.map(async (h) => (await h)?.close()));
-    };
-    return {
-      write: async (data, position) => {
-        if (state !== 'open') throw closed('write');
-        end = Math.max(end, position + data.length);
-        try {
-          await writeSplit(directHandle, plainHandle, data, position);
-        } catch (err) {
-          failed = true;
-          throw this.error('put', tmpName, err);
-        }
-      },
-      commit: async (name, size) => {
-        checkName(this.description, 'put', name);
-        if (state !== 'open') throw closed('commit');
-        state = 'committing';
-        try {
-          if (failed) throw new StorageError('permanent', this.description, 'a write failed; nothing was stored', { op: 'put', name });
-          if (end !== size) throw writerSizeError(this.description, name, size, end);
-          // fsync is of the file: it flushes what either handle wrote, and the file's size and blocks.
-          await (await plainHandle()).sync();
-          await closeHandles();
-          const file = this.file(name);
-          const dir = path.dirname(file);
-          await mkdirDurable(dir);
-          await fs.rename(tmp, file);
-          await fsyncDirAsync(dir);
-          state = 'done';
-        } catch (err) {
-          state = 'done';
-          await closeHandles();
-          await fs.rm(tmp, { force: true }).catch(() => {});
-          throw this.error('put', name, err);
-        }
-      },
-      abort: async () => {
-        state = 'done';
-        await closeHandles();
-        await fs.rm(tmp, { force: true }).catch(() => {});
-      },
-    };
+    return new DirWriter({
+      root: this.root,
+      tmp: path.join(this.root, `~${randomBytes(8).toString('hex')}.tmp`),
+      description: this.description,
+      file: (name) => this.file(name),
+      direct: this.direct,
+      error: (op, name, err) => this.error(op, name, err),
+    });
   }
 
   /** Deletes writers' temp files in the root that nobody has written to for STALE_TEMP_MS. */
@@ -204,7 +137,7 @@ export class DirStorage implements Storage {
     checkRangeArgs(this.description, name, offset, length, into);
     // Into a caller's buffer with room for the whole pages around the range: read them with O_DIRECT.
     const head = offset % DIRECT_ALIGN;
-    const direct = into !== undefined && this.direct && length >= DIRECT_MIN_BYTES / 4 && into.length >= roundUpToAlign(head + length);
+    const direct = into !== undefined && this.direct.enabled && length >= DIRECT_MIN_BYTES / 4 && into.length >= roundUpToAlign(head + length);
     let fh: FileHandle;
     let directFh: FileHandle | null = null;
     try {
@@ -363,52 +296,3 @@ function isMissing(err: unknown): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
-
-/**
- * Writes `data` at `position`: the pages it covers whole through the O_DIRECT handle `direct` gives
- * (asked for only when `position` is page-aligned and there is a whole page; null: none), the rest
- * through `plain`. So a page is written directly only when one piece covers it whole, never both ways
- * (a direct write could be lost under a stale cached page). Memory that is not page-aligned makes the
- * kernel refuse the direct write: then all of it goes the ordinary way.
- */
-async function writeSplit(direct: () => Promise<FileHandle | null>, plain: () => Promise<FileHandle>, data: Buffer, position: number): Promise<void> {
-  let at = 0;
-  const whole = data.length - (data.length % DIRECT_ALIGN);
-  const fh = whole > 0 && position % DIRECT_ALIGN === 0 ? await direct() : null;
-  if (fh) {
-    try {
-      await writeAll(fh, data.subarray(0, whole), position);
-      at = whole;
-    } catch (err) {
-      if (!isDirectRefused(err)) throw err;
-    }
-  }
-  if (at < data.length) await writeAll(await plain(), data.subarray(at), position + at);
-}
-
-/** mkdir -p, fsyncing each directory it creates into its parent so that the new entries survive a crash. */
-async function mkdirDurable(dir: string): Promise<void> {
-  try {
-    if ((await fs.stat(dir)).isDirectory()) return;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  const parent = path.dirname(dir);
-  if (parent !== dir) await mkdirDurable(parent);
-  try {
-    await fs.mkdir(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // a concurrent put made it
-  }
-  await fsyncDirAsync(parent);
-}
-
-/** Whether `length` bytes came in whole pages; false if direct I/O was refused (`into` not page-aligned). */
-async function readPagesUnlessRefused(fh: FileHandle, into: Buffer, offset: number, length: number): Promise<boolean> {
-  try {
-    return (await readPages(fh, into, offset, length)) >= length;
-  } catch (err) {
-    if (!isDirectRefused(err)) throw err;
-    return false;
-  }
-}

@@ -1,0 +1,77 @@
+import { AdminError, ErrorCodes } from '../../shared/errors.js';
+import type { DirectReader } from '../fs/direct-reader.js';
+import type { ChunkJob } from './backup-plan.js';
+import { sha256 } from './repository/format.js';
+
+/** Where chunks to read come from (backup-plan.ts's BackupPlan), as readChunks uses it. */
+export interface ChunkSource {
+  next(): ChunkJob | null;
+  settle(job: ChunkJob, id: string | null): Promise<void>;
+  abandon(): Promise<void>;
+}
+
+export interface ReadChunksOptions {
+  source: ChunkSource;
+  reader: DirectReader;
+  /** One per reader, from `reader.buffers()`: as many chunks in flight, whatever the file sizes. */
+  buffers: Buffer[];
+  /** Takes a chunk by its hash; resolves when its buffer may be reused (pack-placer.ts). */
+  place: (id: string, chunk: Buffer) => Promise<void>;
+  /** Throws when the backup must stop (cancelled, an upload failed); called before each chunk. */
+  checkCancel: () => void;
+  /** A chunk came from disk. */
+  onRead: (bytes: number) => void;
+  /** A chunk was placed. */
+  onPlaced: (bytes: number) => void;
+}
+
+/**
+ * Reads and hashes a backup's chunks: one reader per buffer, each taking the next chunk from `source`,
+ * reading it into its own buffer (O_DIRECT where allowed: `reader`), hashing it on the event loop as it
+ * arrives (SHA-NI: ~0.7 ms per MiB, so a host's loop is never held long) and handing it to `place`.
+ *
+ * Contract:
+ * - Memory: the buffers are the only ones; a buffer is read into again only once `place` has resolved
+ *   for the chunk it held.
+ * - Every chunk handed out is settled exactly once (with its hash once placed, else null), so every
+ *   file opened is closed, whatever fails.
+ * - The first failure (a read, a file that shrank, `place`, `checkCancel`) stops every reader from
+ *   taking another chunk; once all have stopped and the left-open file is closed, it is thrown.
+ *   Resolves only when every chunk was read and placed.
+ * - It never writes, and never decides what to read.
+ */
+export async function readChunks(o: ReadChunksOptions): Promise<void> {
+  let failure: unknown = null;
+  const readInto = async (buf: Buffer) => {
+    // The failure is looked at before a job is taken, never after: a job taken and dropped would never
+    // be settled, and its file (when the source has moved on to the next one) never closed.
+    while (failure === null) {
+      const job = o.source.next();
+      if (!job) return;
+      let id: string | null = null;
+      try {
+        o.checkCancel();
+        const { file, offset, length } = job;
+        await o.reader.read(await file.handle, file.path, buf, offset, length, () => new AdminError(ErrorCodes.CORRUPT, `${file.name} shrank while being backed up`));
+        const chunk = buf.subarray(0, length);
+        o.onRead(length);
+        const hash = sha256(chunk);
+        await o.place(hash, chunk);
+        o.onPlaced(length);
+        id = hash;
+      } finally {
+        // The last chunk of a file closes it, whether it went well or not (no handle leaks).
+        await o.source.settle(job, id);
+      }
+    }
+  };
+  await Promise.all(
+    o.buffers.map((buf) =>
+      readInto(buf).catch((err: unknown) => {
+        failure ??= err;
+      }),
+    ),
+  );
+  await o.source.abandon();
+  if (failure !== null) throw failure;
+}

@@ -1,0 +1,135 @@
+import { alignedBuffers } from '../fs/direct-io.js';
+import type { RateLimiter } from './rate-limiter.js';
+import { BufferedPack, StreamedPack, type PackSink } from './repository/pack.js';
+import type { Repository } from './repository/repository.js';
+import { CHUNK_SIZE, PACK_TARGET_SIZE } from './repository/format.js';
+
+/**
+ * A pack's buffer, where a pack must be stored whole (S3): a full pack, one more chunk (the one that made
+ * it full) and its header, in whole pages. A directory storage needs none (packs are streamed).
+ */
+const PACK_BUFFER_SIZE = PACK_TARGET_SIZE + CHUNK_SIZE + 64 * 1024;
+
+export interface PackPlacerOptions {
+  repo: Repository;
+  /** Packs being stored at once, at most (at least 1). */
+  concurrency: number;
+  /** Paces the bytes placed (the upload bandwidth cap). */
+  limiter: RateLimiter;
+  signal?: AbortSignal;
+  /** The error a cancelled backup fails with. */
+  cancelled: () => Error;
+  /** A pack and its index file were stored: `bytes`, the pack's size. */
+  onPackStored: (bytes: number) => void;
+}
+
+/**
+ * Places a backup's blobs into packs and stores them, each pack with an index file of its own as soon as
+ * it is stored (so an interrupted backup leaves packs the next run reuses).
+ *
+ * Contract:
+ * - `place(id, data)` stores blob `id` once: a blob the repository or a pack of this run already holds
+ *   is skipped (`holds`). One blob at a time takes its place, in the order `place` was called; a full
+ *   pack (PACK_TARGET_SIZE) is handed to storing before the next blob is placed. Resolves when `data`
+ *   may be reused: at once where the pack is a buffer, once written where it is streamed.
+ * - Packs go straight into the storage where it has `openWriter` (StreamedPack: each blob written from
+ *   the caller's buffer, no pack in memory), else into one of `concurrency + 1` page-aligned buffers,
+ *   reused (BufferedPack). Blobs are 4 KiB-aligned with zero gaps either way (pack.ts).
+ * - Backpressure: at most `concurrency` packs being stored plus the one being filled; a placement that
+ *   would start another waits for a slot.
+ * - The first failure to store a pack (or a cancel, when the signal is aborted) is remembered and
+ *   thrown by `check()` and by the next flush; `place` throws the cancel itself.
+ * - `flush()` hands the pack being filled (if it holds a blob) to storing; `drain()` waits until
+ *   every pack handed over is stored or failed. `close()`, once, always, last: waits for every store
+ *   to settle and discards the pack being filled (nothing of it is stored).
+ * - It never reads a file and never writes a snapshot.
+ */
+export class PackPlacer {
+  /** Blobs in a pack of this run, not yet indexed. */
+  private readonly pending = new Set<string>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private failure: unknown = null;
+  /** Where a pack must be stored whole: that many buffers, reused. Page-aligned, so that a storage can write them with O_DIRECT. */
+  private freeBuffers: Buffer[] | null = null;
+  /** The pack being filled (an abort after its finish is harmless: see ObjectWriter). */
+  private pack: PackSink;
+  /** The placement before the next one's: a full pack is flushed before anyone adds to the next. */
+  private turn: Promise<unknown> = Promise.resolve();
+  private readonly concurrency: number;
+  blobsStored = 0;
+  packsStored = 0;
+
+  constructor(private readonly o: PackPlacerOptions) {
+    this.concurrency = Math.max(1, o.concurrency);
+    this.pack = this.openPack();
+  }
+
+  /** Whether blob `id` is in the repository or in a pack of this run. */
+  holds(id: string): boolean {
+    return this.o.repo.hasBlob(id) || this.pending.has(id);
+  }
+
+  /** Throws the cancel, or the first failure to store a pack. */
+  check(): void {
+    if (this.o.signal?.aborted) throw this.o.cancelled();
+    if (this.failure) throw this.failure;
+  }
+
+  place(id: string, data: Buffer): Promise<void> {
+    // The turn ends when the blob has its place; its write may go on (wrapped: a promise returned
+    // from the turn would hold the next blob's turn until written).
+    const turn = this.turn.then(async (): Promise<{ written: Promise<void> } | null> => {
+      if (this.holds(id)) return null;
+      await this.o.limiter.take(data.length, this.o.signal);
+      // A cancel while queued behind the limiter must not write more.
+      if (this.o.signal?.aborted) throw this.o.cancelled();
+      this.pending.add(id);
+      const written = this.pack.add(id, data);
+      written.catch(() => {}); // awaited below, after the turn
+      if (this.pack.size >= PACK_TARGET_SIZE) await this.flush();
+      return { written };
+    });
+    this.turn = turn.catch(() => {});
+    return turn.then((t) => t?.written);
+  }
+
+  async flush(): Promise<void> {
+    if (this.pack.count === 0) return;
+    const full = this.pack;
+    // Backpressure: wait for a free upload slot before the next pack starts filling.
+    while (this.inFlight.size >= this.concurrency) await Promise.race(this.inFlight);
+    this.check();
+    this.pack = this.openPack();
+    const upload = (async () => {
+      const { id, size, blobs } = await full.finish();
+      await this.o.repo.writeIndex([{ id, size, blobs }]);
+      for (const [blob] of blobs) this.pending.delete(blob);
+      this.blobsStored += blobs.length;
+      this.packsStored++;
+      this.o.onPackStored(size);
+    })().catch(async (err: unknown) => {
+      this.failure ??= this.o.signal?.aborted ? this.o.cancelled() : err;
+      await full.abort();
+    });
+    const tracked = upload.finally(() => this.inFlight.delete(tracked));
+    this.inFlight.add(tracked);
+  }
+
+  async drain(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.race(this.inFlight);
+  }
+
+  async close(): Promise<void> {
+    // Never leave uploads running behind a failed or cancelled backup, nor a half-written pack behind.
+    await Promise.allSettled(this.inFlight);
+    await this.pack.abort();
+  }
+
+  private openPack(): PackSink {
+    const writer = this.o.repo.storage.openWriter?.();
+    if (writer) return new StreamedPack(writer);
+    this.freeBuffers ??= alignedBuffers(this.concurrency + 1, PACK_BUFFER_SIZE);
+    const buffer = this.freeBuffers.pop() ?? Buffer.allocUnsafe(PACK_BUFFER_SIZE);
+    return new BufferedPack(buffer, (id, data) => this.o.repo.uploadPack(id, data), () => this.freeBuffers!.push(buffer));
+  }
+}

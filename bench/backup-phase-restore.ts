@@ -1,0 +1,149 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { compareDirs, findDirWith, type CompareResult } from './backup-compare.js';
+import type { TimedProcess } from './backup-timed.js';
+import { measureDeviceFloor, type DeviceFloor } from './device-floor.js';
+import { progress } from './progress.js';
+import { copyFloor, describe, durableSeconds, medianRun, roundSeconds, verdict, type BenchContext, type OursRun } from './backup-bench-kit.js';
+import type { Row } from './backup-rows.js';
+
+/** Phase 3 of the backup benchmark, measured and in rows. */
+export interface RestorePhase {
+  ours: OursRun;
+  copy: TimedProcess;
+  floor: DeviceFloor;
+  restic: TimedProcess | null;
+  borg: TimedProcess | null;
+  checkOurs: CompareResult;
+  checkRestic: CompareResult | null;
+  checkBorg: CompareResult | null;
+  rows: Row[];
+  workRow: Row;
+  /** backup-results.json's `restore`. */
+  results: Record<string, unknown>;
+}
+
+/**
+ * 3. Restore of the latest backup (checkpoint 2) into a fresh directory, checked byte for byte against
+ * the checkpoint: ours and the device `repeat` times (every restore of ours checked); the peers once,
+ * after.
+ */
+export async function restorePhase(ctx: BenchContext, latestId: unknown): Promise<RestorePhase> {
+  const { config, current, work, restic, borg } = ctx;
+  ctx.loadAverages.restore = os.loadavg()[0]!;
+  progress('3/4 restore of the latest backup into a fresh directory, then a byte-for-byte check against checkpoint 2');
+  const dirs = { ours: path.join(work, 'restore-ours'), restic: path.join(work, 'restore-restic'), borg: path.join(work, 'restore-borg') };
+  const runs = { ours: [] as OursRun[], cp: [] as TimedProcess[], floor: [] as DeviceFloor[] };
+  let checkOurs: CompareResult = { ok: true, files: 0, bytes: 0, problems: [] };
+  for (let round = 1; round <= config.repeat; round++) {
+    if (config.repeat > 1) progress(`  round ${round} of ${config.repeat}`);
+    fs.rmSync(dirs.ours, { recursive: true, force: true });
+    ctx.cold();
+    const ours = ctx.runOurs('restore', { repo: ctx.oursUrl, id: latestId, to: dirs.ours, concurrency: config.restoreConcurrency });
+    runs.ours.push(ours);
+    const check = compareDirs(current, dirs.ours);
+    if (checkOurs.ok) checkOurs = check;
+    progress(`  ours:   ${describe(ours.timed)}; ${verdict(check)}`);
+    ctx.cold();
+    const copy = copyFloor(current, path.join(work, 'copy-floor'), ctx.gnuTime);
+    runs.cp.push(copy);
+    progress(`  cp -r:  ${describe(copy)} (the device: read and write every byte once, durably)`);
+    ctx.cold();
+    const floor = await measureDeviceFloor(current, ctx.floorFile);
+    runs.floor.push(floor);
+    progress(`  limit:  ${floor.seconds.toFixed(2)} s (the device: direct-I/O read of every byte and write of as many, at once, fsynced)`);
+  }
+  const ours = medianRun(runs.ours, (r) => r.timed.seconds)!;
+  const copy = medianRun(runs.cp, durableSeconds)!;
+  const floor = medianRun(runs.floor, (f) => f.seconds)!;
+  let resticRun: TimedProcess | null = null;
+  let checkRestic: CompareResult | null = null;
+  if (restic) {
+    ctx.cold();
+    resticRun = restic.restore(dirs.restic);
+    const dir = findDirWith(dirs.restic, 'CURRENT');
+    checkRestic = dir ? compareDirs(current, dir) : { ok: false, files: 0, bytes: 0, problems: ['no CURRENT file restored'] };
+    progress(`  restic: ${describe(resticRun)}; ${verdict(checkRestic)}`);
+  }
+  let borgRun: TimedProcess | null = null;
+  let checkBorg: CompareResult | null = null;
+  if (borg) {
+    ctx.cold();
+    borgRun = borg.restore('incr', dirs.borg);
+    checkBorg = compareDirs(current, path.join(dirs.borg, path.basename(current)));
+    progress(`  borg:   ${describe(borgRun)}; ${verdict(checkBorg)}`);
+  }
+  if (!config.keep) for (const d of Object.values(dirs)) fs.rmSync(d, { recursive: true, force: true });
+  const m = { ours, copy, floor, restic: resticRun, borg: borgRun, checkOurs, checkRestic, checkBorg };
+  return {
+    ...m,
+    rows: restoreRows(ctx, m),
+    workRow: ctx.rows.inProcess('restore', ours, resticRun, '(>= 2x)'),
+    results: {
+      rounds: roundSeconds(runs),
+      copy,
+      deviceLimit: floor,
+      ours,
+      restic: resticRun,
+      borg: borgRun,
+      verified: { ours: checkOurs, restic: checkRestic, borg: checkBorg },
+    },
+  };
+}
+
+function restoreRows(ctx: BenchContext, m: Omit<RestorePhase, 'rows' | 'workRow' | 'results'>): Row[] {
+  const { secs, rss, ratio, atLeast, rssMet, absent, deviceRows } = ctx.rows;
+  const resR = ratio(m.restic?.seconds, m.ours.timed.seconds);
+  const withSync = (t: TimedProcess | null | undefined) => (t ? durableSeconds(t) : null);
+  const check = (c: CompareResult | null, name: 'restic' | 'borg' | null) => (c ? (c.ok ? `identical (${c.files} files)` : 'DIFFERENT') : name ? absent(name) : 'n/a');
+  return [
+    {
+      metric: `restore latest wall (ours fsyncs; peers' dirty data shown as +sync)`,
+      ours: secs(m.ours.timed),
+      restic: secs(m.restic, 'restic'),
+      borg: secs(m.borg, 'borg'),
+      ratio: resR,
+      goal: '>= 2x',
+      met: atLeast(resR, 2),
+    },
+    {
+      metric: 'restore wall + trailing sync, i.e. durable (info)',
+      ours: `${withSync(m.ours.timed)!.toFixed(2)} s`,
+      restic: m.restic ? `${withSync(m.restic)!.toFixed(2)} s` : absent('restic'),
+      borg: m.borg ? `${withSync(m.borg)!.toFixed(2)} s` : absent('borg'),
+      ratio: ratio(withSync(m.restic), withSync(m.ours.timed)),
+      goal: '(>= 2x)',
+      met: null,
+    },
+    ...deviceRows({
+      phase: 'restore',
+      copied: 'checkpoint 2',
+      ours: withSync(m.ours.timed)!,
+      copy: withSync(m.copy)!,
+      limit: m.floor.seconds,
+      restic: m.restic ? `${m.restic.seconds.toFixed(2)} s (+${m.restic.syncSeconds.toFixed(2)} sync)` : absent('restic'),
+      resticSeconds: m.restic?.seconds,
+      resticLabel: 'restic (+sync)',
+      goal: '(>= 2x)',
+    }),
+    {
+      metric: 'restore peak RSS',
+      ours: rss(m.ours.timed),
+      restic: rss(m.restic, 'restic'),
+      borg: rss(m.borg, 'borg'),
+      ratio: ratio(m.restic?.peakRssBytes, m.ours.timed.peakRssBytes),
+      goal: '<= 128 MiB',
+      met: rssMet(m.ours.timed),
+    },
+    {
+      metric: 'restored files == checkpoint 2, byte for byte',
+      ours: check(m.checkOurs, null),
+      restic: check(m.checkRestic, 'restic'),
+      borg: check(m.checkBorg, 'borg'),
+      ratio: null,
+      goal: 'identical',
+      met: m.checkOurs.ok,
+    },
+  ];
+}
