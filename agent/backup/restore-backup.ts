@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
 import { fsyncDir, isErrno } from '../fs/durable-fs.js';
 import type { Repository } from './repository/repository.js';
-import { DIRECT_ALIGN, alignedBuffers, isDirectRefused, openDirect, roundUpToAlign, writeAll } from '../fs/direct-io.js';
+import { DIRECT_ALIGN, alignedBuffers } from '../fs/direct-io.js';
+import { RestoreFileWriter, type RestoredFile } from './restore-file-writer.js';
 import { mapLimit } from './map-limit.js';
 import { packName, sha256, type Tree } from './repository/format.js';
 
@@ -64,18 +65,12 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
   const temp = path.join(parent, `.${path.basename(to)}.restoring-${randomBytes(4).toString('hex')}`);
   fs.mkdirSync(temp, { mode: 0o750 });
   try {
+    // Files are written with O_DIRECT where the filesystem allows it (restore-file-writer.ts): from an
+    // aligned buffer per worker, straight to the device, instead of a kernel copy into the page cache,
+    // the largest cost of a restore.
+    const files = new RestoreFileWriter(temp, o.directIo !== false);
     // A run is a stretch of one pack that holds consecutive chunks of one file: one ranged read each.
-    interface FileState {
-      name: string;
-      size: number;
-      remaining: number;
-      /** Whether `handle` was opened with O_DIRECT. */
-      direct: boolean;
-      handle: Promise<fs.promises.FileHandle> | null;
-      /** An ordinary handle beside a direct one, for runs off the page grid. */
-      plain: Promise<fs.promises.FileHandle> | null;
-    }
-    interface Run { pack: string; offset: number; length: number; file: FileState; parts: { id: string; length: number; position: number }[] }
+    interface Run { pack: string; offset: number; length: number; file: RestoredFile; parts: { id: string; length: number; position: number }[] }
     const runs: Run[] = [];
     const empty: string[] = [];
     let bytesTotal = 0;
@@ -83,7 +78,7 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
       if (f.name.includes('/') || f.name === '..' || f.name === '.' || f.name === '') {
         throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id} names a bad file ${JSON.stringify(f.name)}`);
       }
-      const file: FileState = { name: f.name, size: f.size, remaining: 0, direct: false, handle: null, plain: null };
+      const file = files.file(f.name, f.size);
       let position = 0;
       let run: Run | null = null;
       for (const id of f.chunks) {
@@ -106,70 +101,6 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
     }
     for (const name of empty) fs.writeFileSync(path.join(temp, name), Buffer.alloc(0), { flag: 'wx', mode: 0o640 });
 
-    // Files are written with O_DIRECT where the filesystem allows it (direct-io.ts): from an aligned
-    // buffer per worker, straight to the device, instead of a kernel copy into the page cache, the
-    // largest cost of a restore. Runs start on chunk boundaries (multiples of the page size); a file's
-    // last run is padded to whole pages and the file cut to its size when it is finished.
-    let direct = o.directIo !== false;
-    /** Opens a file for the first time: with O_DIRECT while the filesystem allows it (`file.direct`). */
-    const openFile = async (file: FileState): Promise<fs.promises.FileHandle> => {
-      const p = path.join(temp, file.name);
-      if (direct) {
-        const fh = await openDirect(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o640);
-        if (fh) {
-          file.direct = true;
-          return fh;
-        }
-        direct = false;
-      }
-      return fs.promises.open(p, 'wx', 0o640);
-    };
-    const writeRun = async (run: Run, data: Buffer, lane: Buffer) => {
-      const file = run.file;
-      file.handle ??= openFile(file);
-      const fh = await file.handle; // `file.direct` says what it is, for good, once this resolves
-      if (!file.direct) return writeAll(fh, data, position(run));
-      const start = position(run);
-      const end = start + data.length;
-      // Whole pages only, and padding only where nothing else is written: at the end of the file. So a
-      // direct run never shares a page with a run written the ordinary way.
-      if (start % DIRECT_ALIGN === 0 && (end % DIRECT_ALIGN === 0 || end === file.size)) {
-        // `data` is the start of `lane` (read into it): pad it to whole pages in place.
-        const padded = roundUpToAlign(data.length);
-        lane.fill(0, data.length, padded);
-        try {
-          return await writeAll(fh, lane.subarray(0, padded), start);
-        } catch (err) {
-          if (!isDirectRefused(err)) throw err;
-          direct = false; // later files: the ordinary way from the start
-        }
-      }
-      // Off the page grid, or refused: through an ordinary handle of the same file.
-      file.plain ??= fs.promises.open(path.join(temp, file.name), 'r+');
-      await writeAll(await file.plain, data, start);
-    };
-    // A whole file is cut to size and closed without holding up the workers. It is fsynced later, with
-    // every other one, before the rename: on a journaling filesystem the first of those fsyncs commits
-    // them all and the rest find nothing left to flush, where an fsync per file as it completes costs a
-    // commit and a device flush each (the largest cost of a restore of many files, measured).
-    const finishing: Promise<void>[] = [];
-    const closeFile = async (file: FileState, size: number | null) => {
-      const handles = [file.handle, file.plain];
-      file.handle = null;
-      file.plain = null;
-      const [fh, plain] = await Promise.all(handles);
-      try {
-        if (size !== null && file.direct) await fh!.truncate(size); // the last page was padded
-      } finally {
-        await Promise.all([fh?.close(), plain?.close()]);
-      }
-    };
-    const finishFile = (file: FileState) => {
-      const done = closeFile(file, file.size);
-      done.catch(() => {}); // surfaced below, after every worker has stopped
-      finishing.push(done);
-    };
-
     let next = 0;
     let bytesDone = 0;
     let failure: unknown = null;
@@ -186,10 +117,10 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
           }
           at += part.length;
         }
-        await writeRun(run, data, lane);
+        await files.write(run.file, data, lane, position(run));
         bytesDone += data.length;
         o.onProgress?.({ bytesDone, bytesTotal, filesTotal: tree.files.length });
-        if (--run.file.remaining === 0) finishFile(run.file);
+        if (--run.file.remaining === 0) files.finish(run.file);
       }
     };
     // Every worker stops at the first failure; all have settled before anything is cleaned up.
@@ -200,10 +131,9 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
         }),
       ),
     );
-    const finished = await Promise.allSettled(finishing);
-    failure ??= finished.find((r) => r.status === 'rejected')?.reason ?? null;
+    failure ??= await files.settle();
     if (failure !== null) {
-      await Promise.allSettled([...new Set(runs.map((r) => r.file))].map((f) => closeFile(f, null)));
+      await files.abandon(new Set(runs.map((r) => r.file)));
       throw failure;
     }
     // fsync applies to the file, whichever descriptor asks: open each again (a few at a time: no fd limit).
