@@ -5,11 +5,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AgentStatus, CheckpointRecord, VerifyReport } from '../shared/api.js';
-import { DEFAULT_SOCKET_PATH, SYSTEM_SOCKET_PATH } from '../shared/api.js';
-import { main } from '../cli/cli.js';
-import { formatBytes, formatDuration } from '../cli/output.js';
-import { resolveSocketPath } from '../cli/socket-path.js';
+import type { AgentStatus, CheckpointRecord, VerifyReport } from '../dist/shared/api.js';
+import { DEFAULT_SOCKET_PATH, SYSTEM_SOCKET_PATH } from '../dist/shared/api.js';
+import { main } from '../dist/cli/cli.js';
+import { formatBytes, formatDuration } from '../dist/cli/output.js';
+import { resolveSocketPath } from '../dist/cli/socket-path.js';
 
 // The built CLI (the test script runs `tsc -p tsconfig.json` before vitest).
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
