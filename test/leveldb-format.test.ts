@@ -135,7 +135,8 @@ describe('checksum verification of a database directory', () => {
     const table = fs.readdirSync(record.path).find((n) => n.endsWith('.ldb'))!;
     const file = path.join(record.path, table);
     const bytes = fs.readFileSync(file);
-    bytes[Math.floor(bytes.length / 3)] ^= 0x20;
+    const at = Math.floor(bytes.length / 3);
+    bytes[at] = bytes[at]! ^ 0x20;
     fs.writeFileSync(file, bytes);
     expect(() => checkDbFilesSync(record.path)).toThrow(new RegExp(`${table}: checksum mismatch`));
     const bad = await runCli(['checkpoint', 'verify', record.id, '--checkpoint-dir', checkpointDir]);
