@@ -230,6 +230,8 @@ describe(`live checkpoints under load (${DB_MB} MB, ${CHECKPOINTS} checkpoints)`
     const aheadTotals: number[] = [];
     const tablesSeen = new Set<number>();
     let maxTablesInOne = 0;
+    let rereads = 0;
+    let rereadIn = 0;
     // Verification of checkpoint i overlaps the creation of checkpoint i+1, as an operator's would.
     let pending: Promise<void> = Promise.resolve();
     const createMs: number[] = [];
@@ -244,6 +246,10 @@ describe(`live checkpoints under load (${DB_MB} MB, ${CHECKPOINTS} checkpoints)`
       const tables = tableNumbers(taken.path);
       tables.forEach((t) => tablesSeen.add(t));
       maxTablesInOne = Math.max(maxTablesInOne, tables.length);
+      // How often a table vanished under the build (a compaction committed) and the MANIFEST was read again.
+      const meta = JSON.parse(fs.readFileSync(path.join(taken.path, '..', 'checkpoint.json'), 'utf8')) as { build?: { manifestRereads: number } };
+      rereads += meta.build?.manifestRereads ?? 0;
+      if ((meta.build?.manifestRereads ?? 0) > 0) rereadIn++;
       await pending;
       pending = (async () => {
         const t1 = performance.now();
@@ -261,6 +267,7 @@ describe(`live checkpoints under load (${DB_MB} MB, ${CHECKPOINTS} checkpoints)`
     console.log(
       `differential: ${CHECKPOINTS} checkpoints of ${(dbBytes / 2 ** 20).toFixed(0)} MB, ${failures.length} mismatches; ` +
         `${opsDuringLoad} ops; ${tablesSeen.size} distinct tables seen (max ${maxTablesInOne} in one checkpoint); ` +
+        `a table vanished mid-build in ${rereadIn} checkpoints (${rereads} MANIFEST re-reads); ` +
         `ops past the last acknowledged one, summed over writers: median ${median(aheadTotals)}; ` +
         `create median ${median(createMs).toFixed(0)} ms, check median ${median(checkMs).toFixed(0)} ms`,
     );
