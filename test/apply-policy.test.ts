@@ -1,12 +1,12 @@
 import { describe, it, expect } from 'vitest';
-import type { PruneDecision, RetentionPolicy } from '../shared/api.js';
-import { AdminError, ErrorCodes } from '../shared/errors.js';
+import type { PruneDecision, RetentionPolicy } from '../dist/shared/api.js';
+import { AdminError, ErrorCodes } from '../dist/shared/errors.js';
 import {
   DEFAULT_RETENTION,
   applyPolicy,
   parseRetention,
   type PolicyCheckpoint,
-} from '../agent/retention/apply-policy.js';
+} from '../dist/agent/retention/apply-policy.js';
 
 type Reason = PruneDecision['reason'];
 

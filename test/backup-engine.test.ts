@@ -222,7 +222,8 @@ describe.each(backends)('backups on $name', (backend) => {
     const damaged = Buffer.from(original);
     // A byte inside a blob (the middle of the pack may be a gap between blobs: zeros no reader uses).
     const blob = [...repo.blobs.values()].find((b) => b.pack === packId)!;
-    damaged[blob.offset + Math.floor(blob.length / 2)] ^= 0x01;
+    const at = blob.offset + Math.floor(blob.length / 2);
+    damaged[at] = damaged[at]! ^ 0x01;
     await storage.put(name, damaged);
     try {
       const structural = await verifyRepository(repo);

@@ -5,11 +5,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AgentStatus, CheckpointRecord, VerifyReport } from '../shared/api.js';
-import { DEFAULT_SOCKET_PATH, SYSTEM_SOCKET_PATH } from '../shared/api.js';
-import { main } from '../cli/cli.js';
-import { formatBytes, formatDuration } from '../cli/output.js';
-import { resolveSocketPath } from '../cli/socket-path.js';
+import type { AgentStatus, CheckpointRecord, VerifyReport } from '../dist/shared/api.js';
+import { DEFAULT_SOCKET_PATH, SYSTEM_SOCKET_PATH } from '../dist/shared/api.js';
+import { main } from '../dist/cli/cli.js';
+import { formatBytes, formatDuration } from '../dist/cli/output.js';
+import { resolveSocketPath } from '../dist/cli/socket-path.js';
 
 // The built CLI (the test script runs `tsc -p tsconfig.json` before vitest).
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -195,7 +195,8 @@ describe('main() against a fake agent', () => {
     bytes: 1.5 * 1024 ** 3,
     exclusiveBytes: 1024,
   };
-  const status: AgentStatus = {
+  // An agent from before remote backups: its status has no `backup` field, which the CLI still reads.
+  const status: Omit<AgentStatus, 'backup'> = {
     version: '0.1.0',
     pid: 42,
     startedAt: '2026-11-22T20:00:00.000Z',
@@ -206,7 +207,7 @@ describe('main() against a fake agent', () => {
     inProgress: null,
     queued: 0,
     schedule: { enabled: true, intervalMs: 3_600_000, nextRunAt: '2026-11-22T22:00:00.000Z', lastRun: null },
-    retention: { keepLast: 5, keepHourly: 24, keepDaily: 7, keepWeekly: 4, maxAgeMs: null, minFreeBytes: 1024 ** 3 },
+    retention: { keepLast: 5, keepHourly: 24, keepDaily: 7, keepWeekly: 4, keepMonthly: 0, maxAgeMs: null, minFreeBytes: 1024 ** 3 },
     filesystem: { freeBytes: 10 * 1024 ** 3, totalBytes: 100 * 1024 ** 3 },
   };
   const badReport: VerifyReport = {
@@ -263,6 +264,7 @@ describe('main() against a fake agent', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('/data/db');
     expect(r.stdout).toContain('1.5 GiB');
+    expect(r.stdout).toMatch(/backups:\s+not configured/);
     expect(r.stderr).toBe('');
   });
 

@@ -8,26 +8,81 @@ import { listCheckpointsOffline, verifyCheckpointOffline } from '../dist/agent/i
 import { kvAll, startExampleNode, tempDir, type RunningNode } from './support/processes.js';
 
 /**
- * kill -9 of the node at random moments while it builds a checkpoint under a write load. Afterwards:
- * nothing partial is listed, every listed checkpoint verifies, the database opens, and the next start
- * removes the leftovers. Half the kills aim at the moment a staging directory appears, so that many of
- * them land inside the build (counted, and required), not only before or after it.
+ * kill -9 of the node while it builds a checkpoint under a write load, aimed at every step of the build
+ * (docs/checkpoint-design.md): the test watches the checkpoint directory from outside and kills the
+ * moment the step it aims at shows on disk, then reads from the disk where the build really was when the
+ * node died. Every step must be hit (a kill that landed later is tried again). After every kill: nothing
+ * partial is listed, a checkpoint renamed into place is listed and verifies, the next start removes the
+ * leftovers, and in the end the database opens with every entry.
  */
 
-const ROUNDS = 20;
+/** The steps of a build, in order, as they show in the checkpoint directory. */
+const STEPS = [
+  'request', //  the create was sent; no staging directory yet
+  'staging', //  .staging-<id>/ exists; no table linked yet (WALs pinned, MANIFEST read)
+  'tables', //   tables being hard-linked into .staging-<id>/db/
+  'logs', //     the pinned WALs being copied (and fsynced)
+  'manifest', // the MANIFEST copy written (and fsynced); no CURRENT yet
+  'current', //  CURRENT written; the db directory fsynced; no checkpoint.json yet
+  'meta', //     checkpoint.json written; staging fsynced; not yet renamed
+  'renamed', //  renamed into place: a whole checkpoint
+] as const;
+type Step = (typeof STEPS)[number];
 
-function post(socketPath: string, route: string): void {
-  const req = http.request({ socketPath, method: 'POST', path: route, headers: { 'content-type': 'application/json' } });
-  req.on('error', () => {}); // the node dies under it: expected
-  req.end('{}');
+/** How often each step must be hit, and how many kills one step may take to be hit that often. */
+const HITS_PER_STEP = 3;
+const MAX_KILLS_PER_STEP = 15;
+
+function readdirOrEmpty(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
 }
 
 function leftovers(checkpointDir: string): string[] {
+  return readdirOrEmpty(checkpointDir).filter((n) => n.startsWith('.'));
+}
+
+/**
+ * Where the build of the one new checkpoint is, from what is on disk; null if the staging directory went
+ * away while it was being read (renamed or removed): look again.
+ */
+function stepOnDisk(checkpointDir: string, before: Set<string>): { step: Step; id: string | null } | null {
+  const names = readdirOrEmpty(checkpointDir);
+  const fresh = names.filter((n) => !n.startsWith('.') && !before.has(n));
+  if (fresh.length > 0) return { step: 'renamed', id: fresh[0]! };
+  const staging = names.find((n) => n.startsWith('.staging-'));
+  if (staging === undefined) return { step: 'request', id: null };
+  const id = staging.slice('.staging-'.length);
+  let inStaging: string[];
+  let db: string[];
   try {
-    return fs.readdirSync(checkpointDir).filter((n) => n.startsWith('.'));
-  } catch {
-    return [];
+    inStaging = fs.readdirSync(path.join(checkpointDir, staging));
+    db = inStaging.includes('db') ? fs.readdirSync(path.join(checkpointDir, staging, 'db')) : [];
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
   }
+  if (inStaging.includes('checkpoint.json')) return { step: 'meta', id };
+  if (db.includes('CURRENT')) return { step: 'current', id };
+  if (db.some((n) => n.startsWith('MANIFEST-'))) return { step: 'manifest', id };
+  if (db.some((n) => n.endsWith('.log'))) return { step: 'logs', id };
+  if (db.some((n) => /\.(ldb|sst)$/.test(n))) return { step: 'tables', id };
+  return { step: 'staging', id };
+}
+
+/** Sends POST /v1/checkpoints and resolves once the request is written to the socket. */
+function postCreate(socketPath: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath, method: 'POST', path: '/v1/checkpoints', headers: { 'content-type': 'application/json' } });
+    req.on('error', () => {}); // the node dies under it: expected
+    req.on('finish', () => resolve());
+    req.on('close', () => reject(new Error('the create request closed before it was sent')));
+    req.end('{}');
+  });
 }
 
 describe('kill -9 during checkpoint creation', () => {
@@ -36,7 +91,7 @@ describe('kill -9 during checkpoint creation', () => {
   let node: RunningNode | null = null;
 
   beforeAll(async () => {
-    // A database of many small tables so that a build takes long enough to be hit.
+    // A database of many small tables, so that the linking step is long enough to be aimed at.
     const db = new ClassicLevel<string, Buffer>(path.join(dir, 'db'), { valueEncoding: 'buffer', writeBufferSize: 256 * 1024, maxFileSize: 128 * 1024 });
     await db.open();
     const value = randomBytes(1000);
@@ -51,39 +106,57 @@ describe('kill -9 during checkpoint creation', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it(`leaves no partial checkpoint after ${ROUNDS} kills`, async () => {
+  it(`leaves no partial checkpoint after kills aimed at each step of the build (${STEPS.join(', ')})`, async () => {
     const nodeArgs = ['--load', '500', '--write-buffer-size', '256KiB', '--max-file-size', '128KiB', '--keep-last', '5'];
-    let hitInside = 0;
+    const hits = new Map<Step, number>(STEPS.map((s) => [s, 0]));
+    const kills = new Map<Step, number>(STEPS.map((s) => [s, 0]));
+    let killedInsideBuild = 0;
     let cleanedAtStart = 0;
-    for (let round = 0; round < ROUNDS; round++) {
-      node = await startExampleNode(dir, nodeArgs);
-      // Previous round's leftovers are gone once the agent has started.
-      expect(leftovers(checkpointDir)).toEqual([]);
-      if (node.output().includes('removed leftovers of interrupted checkpoint work')) cleanedAtStart++;
+    let previousLeftStaging = false;
 
-      const before = new Set(fs.existsSync(checkpointDir) ? fs.readdirSync(checkpointDir) : []);
-      post(node.socketPath, '/v1/checkpoints');
-      if (round % 2 === 0) {
-        // Aim inside the build: wait for its staging directory, then a random few milliseconds more.
-        const deadline = Date.now() + 5_000;
-        while (Date.now() < deadline && !leftovers(checkpointDir).some((n) => n.startsWith('.staging-'))) {
-          await new Promise((r) => setImmediate(r));
+    for (const target of STEPS) {
+      while (hits.get(target)! < HITS_PER_STEP) {
+        expect(kills.get(target)!, `kills aimed at step "${target}" never landed there often enough: ${JSON.stringify(Object.fromEntries(hits))}`).toBeLessThan(MAX_KILLS_PER_STEP);
+        node = await startExampleNode(dir, nodeArgs);
+        // The previous kill's leftovers are gone once the agent has started, and it says so.
+        expect(leftovers(checkpointDir)).toEqual([]);
+        const cleaned = node.output().includes('removed leftovers of interrupted checkpoint work');
+        if (previousLeftStaging) expect(cleaned, 'the agent must remove the staging directory a kill left').toBe(true);
+        if (cleaned) cleanedAtStart++;
+
+        const before = new Set(readdirOrEmpty(checkpointDir));
+        const pid = node.child.pid!;
+        await postCreate(node.socketPath);
+        // From here to the kill this thread never yields: it looks at the directory as fast as it can
+        // and kills the moment the build has reached the target step.
+        const deadline = Date.now() + 30_000;
+        for (;;) {
+          const seen = stepOnDisk(checkpointDir, before);
+          if (seen !== null && STEPS.indexOf(seen.step) >= STEPS.indexOf(target)) break;
+          if (Date.now() > deadline) throw new Error(`the build never reached step "${target}" within 30 s`);
         }
-        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 15)));
-      } else {
-        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 120)));
-      }
-      const stagingAtKill = leftovers(checkpointDir).some((n) => n.startsWith('.staging-'));
-      await node.kill();
-      node = null;
-      if (stagingAtKill) hitInside++;
+        process.kill(pid, 'SIGKILL');
+        await node.exited;
+        node = null;
+        kills.set(target, kills.get(target)! + 1);
 
-      // Nothing that is not whole may be listed.
-      const listed = await listCheckpointsOffline(checkpointDir);
-      for (const r of listed) {
-        if (before.has(r.id)) continue;
-        const report = await verifyCheckpointOffline(checkpointDir, r.id);
-        expect(report, `checkpoint ${r.id} listed after a kill must be whole`).toMatchObject({ ok: true });
+        // Where the build really was when the node died (nothing moves now).
+        const landed = stepOnDisk(checkpointDir, before)!;
+        if (landed.step === target) hits.set(target, hits.get(target)! + 1);
+        const insideBuild = landed.step !== 'request' && landed.step !== 'renamed';
+        if (insideBuild) killedInsideBuild++;
+        previousLeftStaging = insideBuild;
+
+        // Either a whole checkpoint or nothing: a build cut short is not listed; one renamed into place
+        // is, and verifies; nothing else new is listed.
+        const listed = await listCheckpointsOffline(checkpointDir);
+        const fresh = listed.filter((r) => !before.has(r.id));
+        if (landed.step === 'renamed') expect(fresh.map((r) => r.id)).toEqual([landed.id]);
+        else expect(fresh, `a kill at step "${landed.step}" must leave no new checkpoint listed`).toEqual([]);
+        for (const r of fresh) {
+          const report = await verifyCheckpointOffline(checkpointDir, r.id);
+          expect(report, `checkpoint ${r.id} listed after a kill must be whole`).toMatchObject({ ok: true });
+        }
       }
     }
 
@@ -97,8 +170,14 @@ describe('kill -9 during checkpoint creation', () => {
     for (const r of await listCheckpointsOffline(checkpointDir)) {
       expect(await verifyCheckpointOffline(checkpointDir, r.id)).toMatchObject({ ok: true });
     }
-    console.log(`kill -9: ${ROUNDS} kills, ${hitInside} inside a build (staging directory present), ${cleanedAtStart} starts cleaned leftovers`);
-    expect(hitInside).toBeGreaterThanOrEqual(5);
+    const totalKills = [...kills.values()].reduce((a, b) => a + b, 0);
+    console.log(
+      `kill -9: ${totalKills} kills, ${killedInsideBuild} inside a build; hits/kills per step: ` +
+        STEPS.map((s) => `${s} ${hits.get(s)}/${kills.get(s)}`).join(', ') +
+        `; ${cleanedAtStart} starts cleaned leftovers`,
+    );
+    for (const s of STEPS) expect(hits.get(s), `step "${s}" hit`).toBeGreaterThanOrEqual(HITS_PER_STEP);
+    expect(killedInsideBuild).toBeGreaterThanOrEqual(5);
     expect(cleanedAtStart).toBeGreaterThanOrEqual(1);
   });
 });

@@ -76,6 +76,57 @@ describe('LevelDB log reader', () => {
   });
 });
 
+interface StableView {
+  state: ReturnType<typeof replayManifest>;
+  /** LevelDB's own list of live tables (leveldb.sstables). */
+  report: string;
+  /** Which of the state's tables exist as files. */
+  onDisk: Set<number>;
+}
+
+const reportedTables = (report: string): number[] => [...report.matchAll(/^\s*(\d+):(\d+)\[/gm)].map((m) => Number(m[1]));
+const sameSet = (a: Iterable<number>, b: Iterable<number>): boolean => {
+  const x = new Set(a);
+  const y = new Set(b);
+  return x.size === y.size && [...x].every((n) => y.has(n));
+};
+
+/**
+ * A replay of the MANIFEST and LevelDB's report of its live tables, taken while no edit landed (CURRENT
+ * and the MANIFEST the same, and whole, before and after; the report the same twice) and once LevelDB
+ * has installed the MANIFEST's last edit: it appends an edit, fsyncs, and only then installs the new
+ * version, so for an fsync's time the report is exactly one edit behind. Only in that case is it looked
+ * at again (polled, with a deadline); any other difference is returned, for the test to fail on. The
+ * state's tables are checked for on disk inside the same window: LevelDB deletes a table only after an
+ * edit that drops it is in the MANIFEST.
+ */
+async function stableView(db: ClassicLevel<string, Buffer>, dbPath: string): Promise<StableView & { lagged: number }> {
+  const deadline = Date.now() + 60_000;
+  let lagged = 0;
+  for (;;) {
+    const current = fs.readFileSync(path.join(dbPath, 'CURRENT'), 'utf8').trim();
+    const manifest = fs.readFileSync(path.join(dbPath, current));
+    const report = db.getProperty('leveldb.sstables');
+    const state = replayManifest(manifest);
+    const onDisk = new Set([...state.tables.keys()].filter((n) => fs.existsSync(path.join(dbPath, `${String(n).padStart(6, '0')}.ldb`))));
+    const stable =
+      db.getProperty('leveldb.sstables') === report &&
+      fs.readFileSync(path.join(dbPath, 'CURRENT'), 'utf8').trim() === current &&
+      fs.statSync(path.join(dbPath, current)).size === manifest.length &&
+      state.manifestBytes === manifest.length;
+    if (stable) {
+      const records = parseLog(manifest).records;
+      const oneEditBehind = records.length >= 2 ? replayManifest(manifest.subarray(0, records.at(-2)!.end)) : null;
+      const tables = reportedTables(report);
+      const lagging = oneEditBehind !== null && !sameSet(tables, state.tables.keys()) && sameSet(tables, oneEditBehind.tables.keys());
+      if (!lagging) return { state, report, onDisk, lagged };
+      lagged++;
+    }
+    if (Date.now() > deadline) throw new Error('the MANIFEST and LevelDB\'s report never stood still together for one look in 60 s');
+    await new Promise((r) => setImmediate(r)); // let LevelDB go on
+  }
+}
+
 describe('MANIFEST replay against a live database', () => {
   const dir = tempDir('manifest');
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -85,22 +136,28 @@ describe('MANIFEST replay against a live database', () => {
     const db = new ClassicLevel<string, Buffer>(dbPath, { valueEncoding: 'buffer', writeBufferSize: 64 * 1024, maxFileSize: 64 * 1024 });
     await db.open();
     const value = randomBytes(700);
+    const everLive = new Set<number>();
+    let live = new Set<number>();
+    let lagged = 0;
     for (let round = 0; round < 8; round++) {
       for (let b = 0; b < 10; b++) {
         await db.batch(Array.from({ length: 100 }, (_, i) => ({ type: 'put' as const, key: `k${(round * 7 + b * 131 + i * 17) % 5000}`, value })));
       }
       if (round % 3 === 2) await db.compactRange('k0', 'k~');
-      // Quiesce: LevelDB's own report and our replay must agree when no compaction is in flight.
-      await new Promise((r) => setTimeout(r, 300));
-      const current = fs.readFileSync(path.join(dbPath, 'CURRENT'), 'utf8').trim();
-      const state = replayManifest(fs.readFileSync(path.join(dbPath, current)));
-      const reported = [...db.getProperty('leveldb.sstables').matchAll(/^\s*(\d+):(\d+)\[/gm)].map((m) => Number(m[1]));
-      expect([...state.tables.keys()].sort((a, b) => a - b)).toEqual(reported.sort((a, b) => a - b));
-      expect(state.nextFileNumber).toBeGreaterThan(Math.max(0, ...reported));
-      for (const n of state.tables.keys()) {
-        expect(fs.existsSync(path.join(dbPath, `${String(n).padStart(6, '0')}.ldb`))).toBe(true);
-      }
+      // Compactions may still run: compare at a moment no MANIFEST edit lands in (see stableView).
+      const view = await stableView(db, dbPath);
+      lagged += view.lagged;
+      const reported = reportedTables(view.report);
+      expect([...view.state.tables.keys()].sort((a, b) => a - b)).toEqual(reported.sort((a, b) => a - b));
+      expect(view.state.nextFileNumber).toBeGreaterThan(Math.max(0, ...reported));
+      for (const n of view.state.tables.keys()) expect(view.onDisk.has(n), `table ${n} on disk`).toBe(true);
+      live = new Set(view.state.tables.keys());
+      live.forEach((n) => everLive.add(n));
     }
+    // Compactions really happened in between: tables live at one look were gone at a later one.
+    const compactedAway = [...everLive].filter((n) => !live.has(n)).length;
+    console.log(`MANIFEST replay: ${everLive.size} tables seen live, ${compactedAway} compacted away; ${lagged} looks found LevelDB one edit behind its MANIFEST`);
+    expect(compactedAway).toBeGreaterThan(0);
     await db.close();
   });
 });
@@ -135,7 +192,8 @@ describe('checksum verification of a database directory', () => {
     const table = fs.readdirSync(record.path).find((n) => n.endsWith('.ldb'))!;
     const file = path.join(record.path, table);
     const bytes = fs.readFileSync(file);
-    bytes[Math.floor(bytes.length / 3)] ^= 0x20;
+    const at = Math.floor(bytes.length / 3);
+    bytes[at] = bytes[at]! ^ 0x20;
     fs.writeFileSync(file, bytes);
     expect(() => checkDbFilesSync(record.path)).toThrow(new RegExp(`${table}: checksum mismatch`));
     const bad = await runCli(['checkpoint', 'verify', record.id, '--checkpoint-dir', checkpointDir]);

@@ -12,6 +12,7 @@ import { verifyRepository } from '../dist/agent/backup/verify-repository.js';
 import { readPackHeader } from '../dist/agent/backup/repository/pack.js';
 import { BLOB_ALIGN, sha256 } from '../dist/agent/backup/repository/format.js';
 import type { Storage } from '../dist/agent/backup/storage/storage.js';
+import type { CheckpointRecord } from '../dist/shared/index.js';
 import { tempDir } from './support/processes.js';
 
 /**
@@ -30,15 +31,16 @@ for (let i = 0; i < 60; i++) SIZES.push(300_000 + i * 40_999);
 describe('pack layout', () => {
   const dir = tempDir('pack-layout');
   const files = new Map<string, Buffer>();
-  const checkpoint = {
+  const checkpoint: CheckpointRecord = {
     id: '20261123T000000000Z-0001',
     label: null,
     createdAt: '2026-11-23T00:00:00.000Z',
-    trigger: 'manual' as const,
+    trigger: 'manual',
     pinned: false,
     path: path.join(dir, 'checkpoint'),
     files: SIZES.length,
     bytes: 0,
+    exclusiveBytes: 0,
   };
 
   beforeAll(() => {

@@ -3,12 +3,12 @@ import { Readable } from 'node:stream';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ErrorCodes } from '../shared/errors.js';
-import { FaultStorage, type FaultRule } from '../agent/backup/storage/fault-storage.js';
-import { LoggingStorage } from '../agent/backup/storage/logging-storage.js';
-import { MemoryStorage } from '../agent/backup/storage/memory-storage.js';
-import { RetryStorage, type RetryOptions } from '../agent/backup/storage/retry-storage.js';
-import type { Storage } from '../agent/backup/storage/storage.js';
+import { ErrorCodes } from '../dist/shared/errors.js';
+import { FaultStorage, type FaultRule } from '../dist/agent/backup/storage/fault-storage.js';
+import { LoggingStorage } from '../dist/agent/backup/storage/logging-storage.js';
+import { MemoryStorage } from '../dist/agent/backup/storage/memory-storage.js';
+import { RetryStorage, type RetryOptions } from '../dist/agent/backup/storage/retry-storage.js';
+import type { Storage } from '../dist/agent/backup/storage/storage.js';
 import { FaultProxy, s3Server, s3TestStorage, type ProxyFault } from './support/s3-server.js';
 import { collect, expectKind, failure, names } from './support/storage-conformance.js';
 

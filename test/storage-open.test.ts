@@ -3,10 +3,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AdminError, ErrorCodes } from '../shared/errors.js';
-import { LoggingStorage } from '../agent/backup/storage/logging-storage.js';
-import { openStorage, redactUrl } from '../agent/backup/storage/open-storage.js';
-import { RetryStorage } from '../agent/backup/storage/retry-storage.js';
+import { AdminError, ErrorCodes } from '../dist/shared/errors.js';
+import { LoggingStorage } from '../dist/agent/backup/storage/logging-storage.js';
+import { openStorage, redactUrl } from '../dist/agent/backup/storage/open-storage.js';
+import { RetryStorage } from '../dist/agent/backup/storage/retry-storage.js';
 
 const logger = pino({ level: 'silent' });
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'node-admin-open-storage-'));

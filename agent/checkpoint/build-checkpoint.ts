@@ -35,7 +35,8 @@ const MAX_MANIFEST_REREADS = 1000;
  *
  * The result is crash-consistent: the state after some prefix of the write history, batches whole, and
  * that prefix holds every write acknowledged before this call. No write pause is needed; correctness
- * comes from the ORDER of steps (see ../shared/notes/leveldb-checkpoint.md, "barrier-free"):
+ * comes from the ORDER of steps (docs/checkpoint-design.md: the LevelDB facts, why each step is safe,
+ * the hazards and their tests):
  *   1. pin every WAL: open it and record its size now (an acknowledged write is in it or in a table);
  *   2. read CURRENT and the MANIFEST it names, AFTER pinning;
  *   3. hard-link exactly the tables that MANIFEST state references (never another: an opened
@@ -89,7 +90,9 @@ export function buildCheckpointSync(dbPath: string, targetDir: string): BuildSta
         if (++rereads > MAX_MANIFEST_REREADS) throw corrupt(`the MANIFEST of ${dbPath} keeps changing`);
         state = next;
       }
-      // Links made for tables that a later edit dropped must go: the opened checkpoint could reuse them.
+      // Links made for tables that a later edit dropped go, so that the checkpoint holds exactly the tables
+      // its MANIFEST references (what cloneDbSync, the checksum check and exclusiveBytes assume; their
+      // numbers are below nextFileNumber, so an opened copy would delete them, never reuse them).
       for (const [number, name] of linked) {
         if (!state.tables.has(number)) {
           fs.unlinkSync(path.join(targetDir, name));
@@ -136,7 +139,8 @@ function pinLogs(dbPath: string): Map<number, PinnedLog> {
     if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) throw new AdminError(ErrorCodes.NOT_FOUND, `database directory ${dbPath} does not exist`);
     throw err;
   }
-  // A second listing catches a log created while the first was being pinned: a fresher checkpoint.
+  // A second listing catches a log created while the first was being pinned: a fresher checkpoint, but
+  // see docs/checkpoint-design.md, "Known gap": it can break the prefix property in a narrow race.
   for (let pass = 0; pass < 2; pass++) {
     for (const name of names) {
       const parsed = parseDbFileName(name);

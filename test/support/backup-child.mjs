@@ -7,6 +7,9 @@ import { HashCache } from '../../dist/agent/backup/hash-cache.js';
 import { backupCheckpoint } from '../../dist/agent/backup/backup-checkpoint.js';
 
 const [url, recordJson, cacheFile, limit, s3Json] = process.argv.slice(2);
+if (url === undefined || recordJson === undefined || cacheFile === undefined || limit === undefined) {
+  throw new Error('usage: backup-child.mjs <storage url> <checkpoint record json> <cache file> <bandwidth limit bytes/s> [s3 json]');
+}
 const storage = await openStorage(url, { logger: pino({ level: 'silent' }), ...(s3Json ? { s3: JSON.parse(s3Json) } : {}) });
 const repo = await Repository.open(storage, { create: true });
 const result = await backupCheckpoint({

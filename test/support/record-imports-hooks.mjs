@@ -1,12 +1,19 @@
 // The module hooks of record-imports.mjs (they run on Node's loader thread).
 import { appendFileSync } from 'node:fs';
 
+/** @type {string | undefined} */
 let file;
 
+/** @param {{ file?: string }} data */
 export function initialize(data) {
   file = data.file;
 }
 
+/**
+ * @param {string} specifier
+ * @param {unknown} context
+ * @param {(specifier: string, context: unknown) => Promise<{ url: string }>} next
+ */
 export async function resolve(specifier, context, next) {
   const result = await next(specifier, context);
   if (file) appendFileSync(file, `${result.url}\n`);

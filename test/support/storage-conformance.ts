@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ErrorCodes } from '../../shared/errors.js';
-import { alignedBuffers } from '../../agent/fs/direct-io.js';
-import { StorageError, type ObjectInfo, type Storage, type StorageErrorKind } from '../../agent/backup/storage/storage.js';
+import { ErrorCodes } from '../../dist/shared/errors.js';
+import { alignedBuffers } from '../../dist/agent/fs/direct-io.js';
+import { StorageError, type ObjectInfo, type Storage, type StorageErrorKind } from '../../dist/agent/backup/storage/storage.js';
 
 /**
  * The one test suite every storage backend runs (like restic's backend test suite and kopia's
