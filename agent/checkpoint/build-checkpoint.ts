@@ -139,22 +139,20 @@ function pinLogs(dbPath: string): Map<number, PinnedLog> {
     if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) throw new AdminError(ErrorCodes.NOT_FOUND, `database directory ${dbPath} does not exist`);
     throw err;
   }
-  // A second listing catches a log created while the first was being pinned: a fresher checkpoint, but
-  // see docs/checkpoint-design.md, "Known gap": it can break the prefix property in a narrow race.
-  for (let pass = 0; pass < 2; pass++) {
-    for (const name of names) {
-      const parsed = parseDbFileName(name);
-      if (parsed?.kind !== 'log' || parsed.number === null || pinned.has(parsed.number)) continue;
-      let fd: number;
-      try {
-        fd = fs.openSync(path.join(dbPath, name), 'r');
-      } catch (err) {
-        if (isErrno(err, 'ENOENT')) continue; // flushed and deleted: its writes are in a table now
-        throw err;
-      }
-      pinned.set(parsed.number, { fd, size: fs.fstatSync(fd).size });
+  // One listing only. A log created after it is not pinned, and must not be: its writes follow the end of
+  // an older log that may have been pinned before it ended, so keeping them would leave a hole in the
+  // history (docs/checkpoint-design.md, "One listing"; test/checkpoint-log-switch.test.ts forces it).
+  for (const name of names) {
+    const parsed = parseDbFileName(name);
+    if (parsed?.kind !== 'log' || parsed.number === null) continue;
+    let fd: number;
+    try {
+      fd = fs.openSync(path.join(dbPath, name), 'r');
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) continue; // flushed and deleted: its writes are in a table now
+      throw err;
     }
-    if (pass === 0) names = fs.readdirSync(dbPath);
+    pinned.set(parsed.number, { fd, size: fs.fstatSync(fd).size });
   }
   return pinned;
 }
