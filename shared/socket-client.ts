@@ -16,10 +16,8 @@ export interface SocketClientOptions {
  * PROTOCOL_ERROR when the answer is not ours.
  */
 // The operations come from the route table (below the class): this declaration gives them their types.
-// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export interface SocketClient extends AdminApi {}
 
-// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export class SocketClient implements AdminApi {
   readonly socketPath: string;
   private readonly timeoutMs: number;
