@@ -7,7 +7,8 @@ import { newCheckpointId } from '../agent/checkpoint/checkpoint-id.js';
 import type { BenchDbInfo } from './bench-db.js';
 import { mb } from './bench-db.js';
 import type { CompareResult } from './backup-compare.js';
-import type { DeviceFloor } from './device-floor.js';
+import { measureDeviceFloor, type DeviceFloor } from './device-floor.js';
+import { progress } from './progress.js';
 import { Borg, Restic, type PeerBackup, type PeerName } from './backup-peers.js';
 import { dropPageCache, runQuiet, runTimed, type TimedProcess } from './backup-timed.js';
 import { mib, rowKit, type RowKit } from './backup-rows.js';
@@ -118,6 +119,17 @@ export function copyFloor(dir: string, to: string, gnuTime: boolean): TimedProce
   const timed = runTimed('cp', ['-r', dir, to], { gnuTime });
   fs.rmSync(to, { recursive: true, force: true });
   return timed;
+}
+
+/** The disk's two measures of `dir` in this round, each cold: `cp -r` + sync, and the device's limit. */
+export async function measureDevice(ctx: BenchContext, dir: string, work: string): Promise<{ copy: TimedProcess; floor: DeviceFloor }> {
+  ctx.cold();
+  const copy = copyFloor(dir, path.join(work, 'copy-floor'), ctx.gnuTime);
+  progress(`  cp -r:  ${describe(copy)} (the device: read and write every byte once, durably)`);
+  ctx.cold();
+  const floor = await measureDeviceFloor(dir, ctx.floorFile);
+  progress(`  limit:  ${floor.seconds.toFixed(2)} s (the device: direct-I/O read of every byte and write of as many, at once, fsynced)`);
+  return { copy, floor };
 }
 
 /** The run whose `key` is the median (the lower middle one of an even count); null for none. */

@@ -6,9 +6,9 @@ import { mb } from './bench-db.js';
 import { treeBytes } from './backup-compare.js';
 import type { PeerBackup } from './backup-peers.js';
 import type { TimedProcess } from './backup-timed.js';
-import { measureDeviceFloor, type DeviceFloor } from './device-floor.js';
+import type { DeviceFloor } from './device-floor.js';
 import { progress } from './progress.js';
-import { BORG_TUNED, copyFloor, describe, durableSeconds, medianRun, roundSeconds, stage, takeCheckpoint, type BenchContext, type OursRun } from './backup-bench-kit.js';
+import { BORG_TUNED, describe, measureDevice, durableSeconds, medianRun, roundSeconds, stage, takeCheckpoint, type BenchContext, type OursRun } from './backup-bench-kit.js';
 import { num, type Row } from './backup-rows.js';
 
 /** Phase 1 of the backup benchmark, measured and in rows. */
@@ -54,14 +54,9 @@ export async function fullBackupPhase(ctx: BenchContext): Promise<FullBackupPhas
     const ours = ctx.runOurs('backup', { repo: ctx.oursUrl, checkpoint: { ...c1, path: current }, cache: cacheFile, concurrency: config.concurrency });
     runs.ours.push(ours);
     progress(`  ours:   ${describe(ours.timed)}, uploaded ${mb(num(ours.result.bytesUploaded))}`);
-    ctx.cold();
-    const copy = copyFloor(current, path.join(work, 'copy-floor'), ctx.gnuTime);
-    runs.cp.push(copy);
-    progress(`  cp -r:  ${describe(copy)} (the device: read and write every byte once, durably)`);
-    ctx.cold();
-    const floor = await measureDeviceFloor(current, ctx.floorFile);
-    runs.floor.push(floor);
-    progress(`  limit:  ${floor.seconds.toFixed(2)} s (the device: direct-I/O read of every byte and write of as many, at once, fsynced)`);
+    const device = await measureDevice(ctx, current, work);
+    runs.cp.push(device.copy);
+    runs.floor.push(device.floor);
     if (restic) {
       if (round > 1) restic.reset();
       ctx.cold();
@@ -100,7 +95,7 @@ export async function fullBackupPhase(ctx: BenchContext): Promise<FullBackupPhas
 }
 
 function fullBackupRows(ctx: BenchContext, m: Omit<FullBackupPhase, 'rows' | 'workRow' | 'results'>): Row[] {
-  const { secs, rss, bytes, ratio, atLeast, rssMet, cpu, absent, deviceRows } = ctx.rows;
+  const { secs, bytes, ratio, atLeast, cpu, absent, deviceRows, rssRow } = ctx.rows;
   const fullR = ratio(m.restic?.timed.seconds, m.ours.timed.seconds);
   return [
     {
@@ -141,14 +136,6 @@ function fullBackupRows(ctx: BenchContext, m: Omit<FullBackupPhase, 'rows' | 'wo
       goal: '-',
       met: null,
     },
-    {
-      metric: 'full backup peak RSS',
-      ours: rss(m.ours.timed),
-      restic: rss(m.restic?.timed, 'restic'),
-      borg: rss(m.borg?.timed, 'borg'),
-      ratio: ratio(m.restic?.timed.peakRssBytes, m.ours.timed.peakRssBytes),
-      goal: '<= 128 MiB',
-      met: rssMet(m.ours.timed),
-    },
+    rssRow('full backup peak RSS', m.ours.timed, m.restic?.timed, m.borg?.timed),
   ];
 }

@@ -167,7 +167,7 @@ export async function incrementalPhase(ctx: BenchContext, full: FullBackupPhase)
 
 function incrementalRows(ctx: BenchContext, m: Omit<IncrementalPhase, 'rows' | 'workRow' | 'results'>): Row[] {
   const { config } = ctx;
-  const { secs, rss, bytes, ratio, atLeast, rssMet, absent } = ctx.rows;
+  const { secs, bytes, ratio, atLeast, absent, rssRow } = ctx.rows;
   const rows: Row[] = [];
   const incR = ratio(m.restic?.timed.seconds, m.ours.timed.seconds);
   rows.push({
@@ -220,15 +220,7 @@ function incrementalRows(ctx: BenchContext, m: Omit<IncrementalPhase, 'rows' | '
     goal: '-',
     met: null,
   });
-  rows.push({
-    metric: 'incremental peak RSS',
-    ours: rss(m.ours.timed),
-    restic: rss(m.restic?.timed, 'restic'),
-    borg: rss(m.borg?.timed, 'borg'),
-    ratio: ratio(m.restic?.timed.peakRssBytes, m.ours.timed.peakRssBytes),
-    goal: '<= 128 MiB',
-    met: rssMet(m.ours.timed),
-  });
+  rows.push(rssRow('incremental peak RSS', m.ours.timed, m.restic?.timed, m.borg?.timed));
   return rows;
 }
 

@@ -3,9 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { compareDirs, findDirWith, type CompareResult } from './backup-compare.js';
 import type { TimedProcess } from './backup-timed.js';
-import { measureDeviceFloor, type DeviceFloor } from './device-floor.js';
+import type { DeviceFloor } from './device-floor.js';
 import { progress } from './progress.js';
-import { copyFloor, describe, durableSeconds, medianRun, roundSeconds, verdict, type BenchContext, type OursRun } from './backup-bench-kit.js';
+import { describe, durableSeconds, measureDevice, medianRun, roundSeconds, verdict, type BenchContext, type OursRun } from './backup-bench-kit.js';
 import type { Row } from './backup-rows.js';
 
 /** Phase 3 of the backup benchmark, measured and in rows. */
@@ -45,14 +45,9 @@ export async function restorePhase(ctx: BenchContext, latestId: unknown): Promis
     const check = compareDirs(current, dirs.ours);
     if (checkOurs.ok) checkOurs = check;
     progress(`  ours:   ${describe(ours.timed)}; ${verdict(check)}`);
-    ctx.cold();
-    const copy = copyFloor(current, path.join(work, 'copy-floor'), ctx.gnuTime);
-    runs.cp.push(copy);
-    progress(`  cp -r:  ${describe(copy)} (the device: read and write every byte once, durably)`);
-    ctx.cold();
-    const floor = await measureDeviceFloor(current, ctx.floorFile);
-    runs.floor.push(floor);
-    progress(`  limit:  ${floor.seconds.toFixed(2)} s (the device: direct-I/O read of every byte and write of as many, at once, fsynced)`);
+    const device = await measureDevice(ctx, current, work);
+    runs.cp.push(device.copy);
+    runs.floor.push(device.floor);
   }
   const ours = medianRun(runs.ours, (r) => r.timed.seconds)!;
   const copy = medianRun(runs.cp, durableSeconds)!;

@@ -95,7 +95,17 @@ export function rowKit(config: Config, versions: Partial<Record<PeerName, string
       met: null,
     };
   };
-  return { absent, secs, rss, bytes, ratio, atLeast, rssMet, cpu, deviceRows, inProcess };
+  /** A phase's peak RSS row: ours against the 128 MiB goal, restic's and borg's beside it. */
+  const rssRow = (metric: string, ours: TimedProcess, restic: TimedProcess | null | undefined, borg: TimedProcess | null | undefined): Row => ({
+    metric,
+    ours: rss(ours),
+    restic: rss(restic, 'restic'),
+    borg: rss(borg, 'borg'),
+    ratio: ratio(restic?.peakRssBytes, ours.peakRssBytes),
+    goal: '<= 128 MiB',
+    met: rssMet(ours),
+  });
+  return { absent, secs, rss, bytes, ratio, atLeast, rssMet, cpu, deviceRows, inProcess, rssRow };
 }
 
 /** What the rows about every phase at once need of each (the phases' own results). */
