@@ -21,6 +21,12 @@ import { checkpointDbPath, readMetaSync, type BuiltCheckpoint, type CheckpointMe
  * by name alone. `extra` is whatever else links a file (an operator's `ln`, a verify clone): measured
  * by lstat, and measured again at every read while it is not 0.
  *
+ * Not seen until a rescan (a restart of the agent, or of its fs worker): a new hard link, made by someone
+ * else, to a file already known as exclusive (looking for that would be a full scan at every read), and
+ * a checkpoint.json rewritten by someone else. A verify's clone links a checkpoint's tables for the
+ * time it runs: a full scan then counts them shared, the index keeps them exclusive (they are again
+ * once the clone is gone).
+ *
  * lstat happens only for: a checkpoint that appeared behind the agent's back (or all of them on first
  * use: the index lives in the fs worker and is rebuilt if the worker is), tables new since the last
  * checkpoint, and files whose last other link just went (one owner left, not live) until one lstat
