@@ -362,8 +362,9 @@ export class CheckpointIndex {
         this.suspects.delete(key);
         continue;
       }
-      // With two owners it is nobody's alone whatever else links it: measured once it has one.
-      if (n.owners.size !== 1) continue;
+      // With two owners, or linked by the live database, it is nobody's alone whatever else links it:
+      // measured once it has one owner and the live database dropped it (refreshLive, drop).
+      if (n.owners.size !== 1 || n.live) continue;
       const owner = this.checkpoints.get(n.owners.values().next().value!)!;
       const st = fs.lstatSync(path.join(owner.dbDir, n.name), { bigint: true, throwIfNoEntry: false });
       if (!st || `${st.dev}:${st.ino}` !== key) {
