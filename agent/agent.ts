@@ -129,6 +129,10 @@ class CheckpointAgent implements Agent {
       this.backups.start();
       const removed = await this.files.call('cleanLeftovers', this.checkpointDir);
       if (removed.length > 0) this.log.warn({ removed }, 'removed leftovers of interrupted checkpoint work');
+      // The checkpoint index is built by one scan of every checkpoint: now, in the background, rather
+      // than in the time of the first request (which waits for it if it comes sooner). A failure here is
+      // the first request's to report.
+      this.files.call('summary', this.checkpointDir, this.dbPath).catch(() => {});
       if (this.socketPath) {
         this.server = new AdminServer(this, this.log);
         await this.server.listen(this.socketPath, this.socketGroup);
