@@ -64,12 +64,13 @@ describe('kill -9 during checkpoint creation', () => {
       const before = new Set(fs.existsSync(checkpointDir) ? fs.readdirSync(checkpointDir) : []);
       post(node.socketPath, '/v1/checkpoints');
       if (round % 2 === 0) {
-        // Aim inside the build: wait for its staging directory, then a random few milliseconds more.
+        // Aim inside the build: wait for its staging directory, then a random few milliseconds more
+        // (a build here takes about 5-10 ms: its fsyncs are issued at once).
         const deadline = Date.now() + 5_000;
         while (Date.now() < deadline && !leftovers(checkpointDir).some((n) => n.startsWith('.staging-'))) {
           await new Promise((r) => setImmediate(r));
         }
-        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 15)));
+        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 5)));
       } else {
         await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 120)));
       }
