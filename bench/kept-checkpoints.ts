@@ -3,6 +3,7 @@ import path from 'node:path';
 import { timeCommand } from './command-timer.js';
 import { startExampleNode } from './example-node.js';
 import { progress } from './progress.js';
+import { waitForQuietDir } from './quiet-dir.js';
 import { timedRequest } from './socket-request.js';
 import { summarize, type Summary } from './stats.js';
 
@@ -36,6 +37,7 @@ export async function measureKeptCheckpoints(options: {
   const env: NodeJS.ProcessEnv = { ...process.env, NODE_ADMIN_SOCKET: '' };
   const listCli = () => timeCommand(process.execPath, [options.cli, 'checkpoint', 'list', '--socket', sock], env);
   try {
+    await waitForQuietDir(path.join(options.dataDir, 'db'), 120_000);
     const t0 = performance.now();
     for (let i = 0; i < options.kept; i++) await timedRequest(sock, 'POST', '/v1/checkpoints', { label: `kept ${i + 1}` });
     progress(`  ${options.kept} checkpoints made in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

@@ -123,8 +123,13 @@ export class CheckpointIndex {
   added(built: BuiltCheckpoint): CheckpointRecord {
     const id = built.meta.id;
     if (this.scanned) {
-      this.checkIncarnation();
-      if (!this.checkpoints.has(id)) this.addBuilt(built);
+      try {
+        this.checkIncarnation();
+        if (!this.checkpoints.has(id)) this.addBuilt(built);
+      } catch (err) {
+        this.reset(); // half taken in: the next read starts over from the disk
+        throw err;
+      }
     }
     // A fresh index (first use, or a restarted worker) scans everything, this checkpoint included.
     this.refresh();
@@ -180,10 +185,16 @@ export class CheckpointIndex {
   /** Brings the index up to date with the disk: the live database, the checkpoint directory, suspects. */
   protected refresh(): void {
     for (let attempt = 0; ; attempt++) {
-      this.checkIncarnation();
-      this.refreshLive();
-      this.syncDirectory();
-      this.checkSuspects();
+      try {
+        this.checkIncarnation();
+        this.refreshLive();
+        this.syncDirectory();
+        this.checkSuspects();
+      } catch (err) {
+        // An error half-way (an unreadable checkpoint.json, EIO) must not leave half a scan behind.
+        this.reset();
+        throw err;
+      }
       this.scanned = true;
       if (!this.inconsistent) return;
       // Something changed that only a full scan explains (a file inside a checkpoint removed or replaced

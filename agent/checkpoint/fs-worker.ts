@@ -23,7 +23,7 @@ function indexOf(checkpointDir: string, dbPath: string): CheckpointIndex {
  * how a job is cancelled.
  */
 export const workerOps = {
-  /** Builds a checkpoint (the builder worker); the files worker's index takes it in with `added`. */
+  /** Builds a checkpoint (the builder worker); the files worker's index takes it in with `addedAndRetire`. */
   build: ops.buildCheckpointDir,
   list: (checkpointDir: string, dbPath: string) => indexOf(checkpointDir, dbPath).list(),
   describe: (checkpointDir: string, dbPath: string, id: string) => indexOf(checkpointDir, dbPath).get(id),
@@ -32,7 +32,6 @@ export const workerOps = {
   /** Renames checkpoints aside (they are gone from the listing on return); their trees go with removeRetired. */
   retire: (checkpointDir: string, dbPath: string, ids: string[]) => indexOf(checkpointDir, dbPath).retire(ids),
   removeRetired: removeRetiredSync,
-  added: (checkpointDir: string, dbPath: string, built: ops.BuiltCheckpoint) => indexOf(checkpointDir, dbPath).added(built),
   addedAndRetire: (checkpointDir: string, dbPath: string, built: ops.BuiltCheckpoint, retention: Parameters<typeof retireAfterCreate>[2]) =>
     retireAfterCreate(indexOf(checkpointDir, dbPath), built, retention),
   cleanLeftovers: ops.cleanLeftoversSync,
