@@ -17,9 +17,10 @@ import { checkpointDbPath, readMetaSync, type BuiltCheckpoint, type CheckpointMe
  * through this index (creates, deletes); `live` changes behind our back when LevelDB drops a table, and
  * is followed by listing the live directory: a table name that vanished is unlinked for good, because
  * LevelDB never gives a table number to another file while the directory lives (a restore replaces the
- * directory: see checkIncarnation). A name is trusted only after its inode was seen to be ours, never
- * by name alone. `extra` is whatever else links a file (an operator's `ln`, a verify clone): measured
- * by lstat, and measured again at every read while it is not 0.
+ * directory: see checkIncarnation). A name is trusted only once tied to an inode: seen to be ours by
+ * lstat of the live file, or linked from it by our own build in this incarnation; never by name alone.
+ * `extra` is whatever else links a file (an operator's `ln`, a verify clone): measured by lstat, and
+ * measured again at every read while it is not 0 (and the live database does not link the file).
  *
  * Not seen until a rescan (a restart of the agent, or of its fs worker): a new hard link, made by someone
  * else, to a file already known as exclusive (looking for that would be a full scan at every read), and
@@ -316,7 +317,16 @@ export class CheckpointIndex {
       fresh.push({ n, nlink: Number(st.nlink) });
     }
     for (const c of built.copies) this.own(`copy:${id}/${c.name}`, c.name, c.size, id, e);
-    for (const { n, nlink } of fresh) this.observe(n, nlink);
+    for (const { n, nlink } of fresh) {
+      // Linked from the live file of that name moments ago, in this incarnation of the live directory:
+      // one of its links is the live one (no second lstat to check; refreshLive, which follows, drops
+      // it if the live database has dropped the file since).
+      if (!n.live && nlink > n.owners.size) {
+        this.change(n, () => (n.live = true));
+        this.liveNames.set(n.name, { key: n.key, size: n.size });
+      }
+      this.observe(n, nlink);
+    }
   }
 
   /** Adds `id` as an owner of the file (creating its record), and the file to the checkpoint's. */
