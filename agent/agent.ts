@@ -26,6 +26,7 @@ import type { Agent, AgentOptions } from './agent-types.js';
 import { BackupManager, parseBackupOptions } from './backup/backup-manager.js';
 import { newCheckpointId } from './checkpoint/checkpoint-id.js';
 import { FsWorkerClient } from './checkpoint/fs-worker-client.js';
+import type { BuiltCheckpoint } from './checkpoint/checkpoint-dir.js';
 import { verifyCheckpoint } from './checkpoint/verify-checkpoint.js';
 import { diskSpace } from './fs/disk-space.js';
 import { applyPolicy, parseRetention } from './retention/apply-policy.js';
@@ -118,6 +119,10 @@ class CheckpointAgent implements Agent {
       this.backups.start();
       const removed = await this.files.call('cleanLeftovers', this.checkpointDir);
       if (removed.length > 0) this.log.warn({ removed }, 'removed leftovers of interrupted checkpoint work');
+      // The checkpoint index is built by one scan of every checkpoint: now, in the background, rather
+      // than in the time of the first request (which waits for it if it comes sooner). A failure here is
+      // the first request's to report.
+      this.files.call('summary', this.checkpointDir, this.dbPath).catch(() => {});
       if (this.socketPath) {
         this.server = new AdminServer(this, this.log);
         await this.server.listen(this.socketPath, this.socketGroup);
@@ -155,7 +160,8 @@ class CheckpointAgent implements Agent {
   }
 
   async status(): Promise<AgentStatus> {
-    const [records, disk] = await Promise.all([this.listCheckpoints(), this.diskSpace()]);
+    // Totals kept by the files worker's index: no listing of every checkpoint (checkpoint-index.ts).
+    const [checkpoints, disk] = await Promise.all([this.files.call('summary', this.checkpointDir, this.dbPath), this.diskSpace()]);
     const running = this.running;
     return {
       version: AGENT_VERSION,
@@ -164,12 +170,7 @@ class CheckpointAgent implements Agent {
       dbPath: this.dbPath,
       checkpointDir: this.checkpointDir,
       socketPath: this.socketPath,
-      checkpoints: {
-        count: records.length,
-        pinned: records.filter((r) => r.pinned).length,
-        bytes: records.reduce((s, r) => s + r.bytes, 0),
-        exclusiveBytes: records.reduce((s, r) => s + r.exclusiveBytes, 0),
-      },
+      checkpoints: { count: checkpoints.count, pinned: checkpoints.pinned, bytes: checkpoints.bytes, exclusiveBytes: checkpoints.exclusiveBytes },
       inProgress: running
         ? { kind: running.kind, id: running.id, label: running.label, trigger: running.trigger, startedAt: running.startedAt, phase: running.phase }
         : null,
@@ -182,11 +183,11 @@ class CheckpointAgent implements Agent {
   }
 
   listCheckpoints(): Promise<CheckpointRecord[]> {
-    return this.files.call('list', this.checkpointDir);
+    return this.files.call('list', this.checkpointDir, this.dbPath);
   }
 
   getCheckpoint(id: string): Promise<CheckpointRecord> {
-    return this.files.call('describe', this.checkpointDir, id);
+    return this.files.call('describe', this.checkpointDir, this.dbPath, id);
   }
 
   createCheckpoint(req: CreateCheckpointRequest & { trigger?: CheckpointTrigger } = {}): Promise<CheckpointRecord> {
@@ -233,7 +234,7 @@ class CheckpointAgent implements Agent {
       await this.guardFreeSpace();
       if (op.cancelled) throw new AdminError(ErrorCodes.CANCELLED, `checkpoint ${next.id} was cancelled`);
       op.phase = 'linking';
-      const record = await this.builder.call('create', {
+      const built = await this.builder.call('build', {
         dbPath: this.dbPath,
         checkpointDir: this.checkpointDir,
         id: next.id,
@@ -242,9 +243,9 @@ class CheckpointAgent implements Agent {
         trigger: next.trigger,
       });
       op.built = true;
-      this.log.info({ checkpoint: record.id, files: record.files, bytes: record.bytes, trigger: record.trigger, ms: Date.now() - Date.parse(op.startedAt) }, 'checkpoint created');
       op.phase = 'applying retention';
-      await this.prune({}).catch((err: unknown) => this.log.error({ err: toAdminError(err).message }, 'retention after create failed'));
+      const record = await this.indexAndRetire(built);
+      this.log.info({ checkpoint: record.id, files: record.files, bytes: record.bytes, trigger: record.trigger, ms: Date.now() - Date.parse(op.startedAt) }, 'checkpoint created');
       next.resolve(record);
     } catch (err) {
       const e = op.cancelled ? new AdminError(ErrorCodes.CANCELLED, `checkpoint ${next.id} was cancelled`) : toAdminError(err);
@@ -252,7 +253,7 @@ class CheckpointAgent implements Agent {
         // The build worker was terminated mid-way: its staging directory is the only trace.
         await this.files.call('removeTree', path.join(this.checkpointDir, `.staging-${next.id}`)).catch(() => {});
         // ...unless the cancel raced the end of the build and the checkpoint was already renamed into place: CANCELLED keeps nothing.
-        await this.files.call('delete', this.checkpointDir, next.id).catch(() => {});
+        await this.removeCheckpoints([next.id]).catch(() => {});
       }
       this.log.warn({ checkpoint: next.id, code: e.code, err: e.message }, 'checkpoint failed');
       next.reject(e);
@@ -260,6 +261,44 @@ class CheckpointAgent implements Agent {
       this.running = null;
       void this.pump();
     }
+  }
+
+  /**
+   * After a build: the files worker indexes the new checkpoint, applies retention in memory and renames
+   * what it removes aside (no longer listed) in one trip; the removed trees are deleted after the answer,
+   * queued in the same worker, so any later request sees them gone.
+   */
+  private async indexAndRetire(built: BuiltCheckpoint): Promise<CheckpointRecord> {
+    try {
+      const disk = this.retention.minFreeBytes > 0 ? await this.diskSpace() : null;
+      const r = await this.files.call('addedAndRetire', this.checkpointDir, this.dbPath, built, {
+        policy: this.retention,
+        now: Date.now(),
+        disk,
+        protect: this.backups.checkpointInUse ?? null,
+      });
+      if (r.error !== null) this.log.error({ err: r.error }, 'retention after create failed');
+      for (const x of r.removed) this.log.info({ checkpoint: x.id, reason: x.reason, freedBytes: x.freedBytes }, 'checkpoint pruned');
+      if (r.removed.length > 0) {
+        const doomed = r.removed.map((x) => x.doomed);
+        // Queued now, before the answer goes out: every request after this one finds them gone.
+        this.files
+          .call('removeRetired', this.checkpointDir, doomed)
+          .catch((err: unknown) => this.log.warn({ doomed, err: toAdminError(err).message }, 'removing pruned checkpoints failed; the next start removes them'));
+      }
+      return r.record;
+    } catch (err) {
+      // The checkpoint is made and durable: answer with it even if the index could not take it in.
+      this.log.error({ err: toAdminError(err).message }, 'retention after create failed');
+      return this.getCheckpoint(built.meta.id);
+    }
+  }
+
+  /** Takes checkpoints out of the listing (renamed aside), then removes their trees. */
+  private async removeCheckpoints(ids: string[]): Promise<{ id: string; freedBytes: number }[]> {
+    const retired = await this.files.call('retire', this.checkpointDir, this.dbPath, ids);
+    await this.files.call('removeRetired', this.checkpointDir, retired.map((x) => x.doomed));
+    return retired;
   }
 
   /**
@@ -294,17 +333,19 @@ class CheckpointAgent implements Agent {
     if (record.pinned && !options.force) {
       throw new AdminError(ErrorCodes.CHECKPOINT_PINNED, `checkpoint ${id} is pinned; unpin it or use --force`);
     }
-    const { freedBytes } = await this.files.call('delete', this.checkpointDir, id);
+    const removed = await this.removeCheckpoints([id]);
+    if (removed.length === 0) throw new AdminError(ErrorCodes.NOT_FOUND, `no checkpoint ${id}`);
+    const freedBytes = removed[0]!.freedBytes;
     this.log.info({ checkpoint: id, freedBytes, forced: record.pinned }, 'checkpoint deleted');
     return { deleted: id, freedBytes };
   }
 
   async pin(id: string): Promise<CheckpointRecord> {
-    return this.files.call('setPinned', this.checkpointDir, id, true);
+    return this.files.call('setPinned', this.checkpointDir, this.dbPath, id, true);
   }
 
   async unpin(id: string): Promise<CheckpointRecord> {
-    return this.files.call('setPinned', this.checkpointDir, id, false);
+    return this.files.call('setPinned', this.checkpointDir, this.dbPath, id, false);
   }
 
   async prune(req: PruneRequest = {}): Promise<PruneResult> {
@@ -320,19 +361,19 @@ class CheckpointAgent implements Agent {
     const byId = new Map(records.map((r) => [r.id, r]));
     let freedBytes = 0;
     const removed = [];
-    for (const decision of outcome.remove) {
-      if (dryRun) {
+    if (dryRun) {
+      for (const decision of outcome.remove) {
         freedBytes += byId.get(decision.id)?.exclusiveBytes ?? 0;
         removed.push(decision);
-        continue;
       }
-      try {
-        const r = await this.files.call('delete', this.checkpointDir, decision.id);
-        freedBytes += r.freedBytes;
+    } else {
+      // One by one, as before: each freedBytes counts what removing the ones before it made exclusive.
+      for (const decision of outcome.remove) {
+        const r = await this.removeCheckpoints([decision.id]);
+        if (r.length === 0) continue; // gone meanwhile
+        freedBytes += r[0]!.freedBytes;
         removed.push(decision);
-        this.log.info({ checkpoint: decision.id, reason: decision.reason, freedBytes: r.freedBytes }, 'checkpoint pruned');
-      } catch (err) {
-        if (toAdminError(err).code !== ErrorCodes.NOT_FOUND) throw err;
+        this.log.info({ checkpoint: decision.id, reason: decision.reason, freedBytes: r[0]!.freedBytes }, 'checkpoint pruned');
       }
     }
     return { dryRun, removed, kept: outcome.keep, freedBytes };

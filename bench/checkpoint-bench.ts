@@ -8,6 +8,8 @@ import { createAgent, REDACT_PATHS } from '../agent/agent.js';
 import { benchKey, mb, openBenchDb, prepareBenchDb, snapshotLevels, waitForCompactions } from './bench-db.js';
 import { measureCheckpointVsCp } from './checkpoint-vs-cp.js';
 import { measureCliLatency } from './cli-latency.js';
+import { measureKeptCheckpoints, type KeptResult } from './kept-checkpoints.js';
+import { measureSocketCreates, type SocketCreatesResult } from './socket-creates.js';
 import { startExampleNode, type ExampleNode } from './example-node.js';
 import { measureLatencyUnderCheckpoints } from './latency-under-checkpoints.js';
 import { progress } from './progress.js';
@@ -18,8 +20,13 @@ import { progress } from './progress.js';
  * detail to <BENCH_DIR>/results.json, logs progress on stderr. Not a test: it exits non-zero only
  * when something crashed, never because a goal was missed.
  *
- * Environment: BENCH_DB_GB (1), BENCH_DIR (<repo>/.scratch/bench), BENCH_RUNS (10),
- * BENCH_WINDOW_S (20), BENCH_WRITERS (16), BENCH_REBUILD=1 to rebuild a reusable database.
+ * Then, with the example node as a separate process: creates through the admin socket (request
+ * included) against `cp -al`, on this database and on a second, smaller one (BENCH_SMALL_DB_GB), and
+ * create, status and `checkpoint list` with 1 and with BENCH_KEEP_MANY checkpoints kept.
+ *
+ * Environment: BENCH_DB_GB (1), BENCH_SMALL_DB_GB (0.6), BENCH_DIR (<repo>/.scratch/bench), BENCH_RUNS
+ * (10), BENCH_SOCKET_RUNS (20), BENCH_KEEP_MANY (200), BENCH_WINDOW_S (20), BENCH_WRITERS (16),
+ * BENCH_REBUILD=1 to rebuild the reusable databases.
  */
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -28,6 +35,9 @@ const EXAMPLE_NODE = path.join(ROOT, 'dist', 'agent', 'example-node', 'main.js')
 
 interface Config {
   dbGb: number;
+  smallDbGb: number;
+  socketRuns: number;
+  keepMany: number;
   benchDir: string;
   runs: number;
   windowSeconds: number;
@@ -83,11 +93,11 @@ async function main(): Promise<void> {
     progress(`idle database: ${mb(idle.bytes)}, ${idle.tables} tables (per level ${idle.filesPerLevel.join('/')}), MANIFEST ${mb(idle.manifestBytes)}`);
 
     loadAverages.checkpointVsCp = os.loadavg()[0]!;
-    progress(`1/3 checkpoint vs cp -al, ${config.runs} runs each, database open and idle`);
+    progress(`1/5 checkpoint vs cp -al, ${config.runs} runs each, database open and idle`);
     vsCp = await measureCheckpointVsCp(agent, { dbPath: db0.dbPath, checkpointDir, scratchDir: config.benchDir, runs: config.runs });
 
     loadAverages.writeLatency = os.loadavg()[0]!;
-    progress(`2/3 write latency, ${config.writers} writers, with and without checkpoints`);
+    progress(`2/5 write latency, ${config.writers} writers, with and without checkpoints`);
     latency = await measureLatencyUnderCheckpoints(agent, db, {
       dbPath: db0.dbPath,
       checkpointDir,
@@ -105,9 +115,26 @@ async function main(): Promise<void> {
     await db.close();
   }
 
-  loadAverages.cli = os.loadavg()[0]!;
-  progress('3/3 CLI wall time against the example node as a separate process');
   const socketPath = socketPathFor(dataDir);
+  loadAverages.socketCreates = os.loadavg()[0]!;
+  progress(`3/5 creates through the admin socket against cp -al, ${config.socketRuns} runs each`);
+  const smallDataDir = path.join(config.benchDir, `data-${config.smallDbGb}gb`);
+  const small = await prepareBenchDb(smallDataDir, Math.round(config.smallDbGb * 2 ** 30), config.rebuild);
+  const socketCreates: { label: string; r: SocketCreatesResult }[] = [];
+  for (const [label, dir] of [[mb(db0.bytes), dataDir], [mb(small.bytes), smallDataDir]] as const) {
+    const r = await measureSocketCreates({ exampleNode: EXAMPLE_NODE, dataDir: dir, socketPath, scratchDir: config.benchDir, runs: config.socketRuns });
+    socketCreates.push({ label, r });
+  }
+
+  loadAverages.kept = os.loadavg()[0]!;
+  progress(`4/5 create, status and list with 1 and with ${config.keepMany} checkpoints kept (${mb(db0.bytes)} database)`);
+  const kept: KeptResult[] = [];
+  for (const k of [1, config.keepMany]) {
+    kept.push(await measureKeptCheckpoints({ exampleNode: EXAMPLE_NODE, cli: CLI, dataDir, socketPath, kept: k, runs: config.socketRuns }));
+  }
+
+  loadAverages.cli = os.loadavg()[0]!;
+  progress('5/5 CLI wall time against the example node as a separate process');
   runningNode = await startExampleNode(EXAMPLE_NODE, dataDir, socketPath);
   let cli;
   try {
@@ -121,7 +148,7 @@ async function main(): Promise<void> {
 
   const totalSeconds = (performance.now() - t0) / 1000;
   loadAverages.end = os.loadavg()[0]!;
-  const rows = tableRows(db0.reused, db0.buildSeconds, db0.tables, vsCp, latency, cli, totalSeconds);
+  const rows = [...socketRows(socketCreates, kept), ...tableRows(db0.reused, db0.buildSeconds, db0.tables, vsCp, latency, cli, totalSeconds)];
   process.stdout.write(formatTable(rows, config, db0.bytes, db0.reused, loadAverages));
   const resultsPath = path.join(config.benchDir, 'results.json');
   const results = {
@@ -141,6 +168,9 @@ async function main(): Promise<void> {
     },
     database: db0,
     checkpointVsCp: vsCp,
+    smallDatabase: small,
+    socketCreates,
+    kept,
     writeLatency: latency,
     cli,
     table: rows,
@@ -153,6 +183,9 @@ function readConfig(): Config {
   const num = envNumber;
   return {
     dbGb: num('BENCH_DB_GB', 1, false),
+    smallDbGb: num('BENCH_SMALL_DB_GB', 0.6, false),
+    socketRuns: num('BENCH_SOCKET_RUNS', 20, true),
+    keepMany: num('BENCH_KEEP_MANY', 200, true),
     benchDir: path.resolve(process.env.BENCH_DIR || path.join(ROOT, '.scratch', 'bench')),
     runs: num('BENCH_RUNS', 10, true),
     windowSeconds: num('BENCH_WINDOW_S', 20, false),
@@ -243,6 +276,28 @@ function tableRows(
     met: null,
   });
   rows.push({ metric: 'total runtime', ours: `${totalSeconds.toFixed(0)} s`, peer: '-', ratio: null, goal: '<= ~360 s', met: totalSeconds <= 360 });
+  return rows;
+}
+
+/** The socket phases' rows: creates against cp -al per database, then what keeping many checkpoints costs. */
+function socketRows(creates: { label: string; r: SocketCreatesResult }[], kept: KeptResult[]): Row[] {
+  const rows: Row[] = [];
+  for (const { label, r } of creates) {
+    const where = `${label}, ${r.tables} tables`;
+    const p90 = r.cpAlMs.p90 > 0 ? r.createMs.p90 / r.cpAlMs.p90 : null;
+    rows.push({ metric: `create via socket p50 (${where})`, ours: ms(r.createMs.p50), peer: `cp -al ${ms(r.cpAlMs.p50)}`, ratio: r.createMs.p50 / r.cpAlMs.p50, goal: '-', met: null });
+    rows.push({ metric: `create via socket p90 (${where})`, ours: ms(r.createMs.p90), peer: `cp -al ${ms(r.cpAlMs.p90)}`, ratio: p90, goal: '<= 1.5x', met: p90 === null ? null : p90 <= 1.5 });
+    rows.push({ metric: `create via curl p50 (info: + curl start-up)`, ours: ms(r.curlCreateMs.p50), peer: `cp -al ${ms(r.cpAlMs.p50)}`, ratio: r.curlCreateMs.p50 / r.cpAlMs.p50, goal: '-', met: null });
+  }
+  const one = kept[0];
+  for (const k of kept) {
+    const vsOne = (a: number, b: number | undefined) => (one && k !== one && b ? a / b : null);
+    const peer = (v: number | undefined) => (one && k !== one && v !== undefined ? `1 kept ${ms(v)}` : '-');
+    rows.push({ metric: `create p50, ${k.kept} kept (socket)`, ours: ms(k.createMs.p50), peer: peer(one?.createMs.p50), ratio: vsOne(k.createMs.p50, one?.createMs.p50), goal: '-', met: null });
+    rows.push({ metric: `status p50 / p90, ${k.kept} kept (socket)`, ours: `${ms(k.statusMs.p50)} / ${ms(k.statusMs.p90)}`, peer: peer(one?.statusMs.p50), ratio: vsOne(k.statusMs.p50, one?.statusMs.p50), goal: '<= 5 ms', met: k.statusMs.p50 <= 5 });
+    rows.push({ metric: `CLI checkpoint list p50 / p90, ${k.kept} kept`, ours: `${ms(k.listCliMs.p50)} / ${ms(k.listCliMs.p90)}`, peer: peer(one?.listCliMs.p50), ratio: vsOne(k.listCliMs.p50, one?.listCliMs.p50), goal: '<= 200 ms', met: k.listCliMs.p50 <= 200 });
+    rows.push({ metric: `list p50, ${k.kept} kept (socket, info)`, ours: ms(k.listSocketMs.p50), peer: peer(one?.listSocketMs.p50), ratio: vsOne(k.listSocketMs.p50, one?.listSocketMs.p50), goal: '-', met: null });
+  }
   return rows;
 }
 

@@ -14,8 +14,8 @@ export interface ExampleNode {
   killNow(): void;
 }
 
-export async function startExampleNode(script: string, dataDir: string, socketPath: string): Promise<ExampleNode> {
-  const child: ChildProcess = spawn(process.execPath, [script, '--data-dir', dataDir, '--port', '0', '--socket', socketPath], {
+export async function startExampleNode(script: string, dataDir: string, socketPath: string, extraArgs: readonly string[] = []): Promise<ExampleNode> {
+  const child: ChildProcess = spawn(process.execPath, [script, '--data-dir', dataDir, '--port', '0', '--socket', socketPath, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { replayManifest, type DbState } from '../leveldb/db-state.js';
 import { logFileName, parseDbFileName, tableFileNames } from '../leveldb/file-names.js';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
-import { copyFdPrefixSync, copyFileDurableSync, fsyncDir, isErrno, readFdSync, writeNewFileSync } from '../fs/durable-fs.js';
+import { copyFdPrefixSync, copyFileDurableSync, deferDirSync, fsyncDir, isErrno, readFdSync, writeNewFileSync, type PendingSyncs } from '../fs/durable-fs.js';
 
 export interface BuildStats {
   /** Tables the checkpoint references. */
@@ -16,6 +16,15 @@ export interface BuildStats {
   /** How often a table vanished under us and the MANIFEST was read again. */
   manifestRereads: number;
   lastSequence: number;
+}
+
+/** What a build put in the target directory, so that its caller need not list and stat it again. */
+export interface BuildOutcome {
+  stats: BuildStats;
+  /** Tables hard-linked from the live database (same inode as the live file of that name). */
+  linkedTables: string[];
+  /** Files written as copies (WALs, MANIFEST, CURRENT, and tables across filesystems), with their sizes. */
+  copies: { name: string; size: number }[];
 }
 
 function corrupt(message: string): AdminError {
@@ -46,8 +55,10 @@ const MAX_MANIFEST_REREADS = 1000;
  *      and the MANIFEST cut at the last complete record applied, then CURRENT; fsync all.
  * Synchronous on purpose: the caller runs it in a worker thread, out of both the host's event loop and
  * libuv's thread pool, where links would queue behind the database's own work.
+ * With `pending`, the files written and `targetDir` itself are left there unsynced for the caller to
+ * fsync all at once (durable-fs.ts syncAll) before anything makes them visible; else each is fsynced.
  */
-export function buildCheckpointSync(dbPath: string, targetDir: string): BuildStats {
+export function buildCheckpointSync(dbPath: string, targetDir: string, pending?: PendingSyncs): BuildOutcome {
   fs.mkdirSync(targetDir, { mode: 0o750 });
   const pinned = pinLogs(dbPath);
   try {
@@ -58,7 +69,7 @@ export function buildCheckpointSync(dbPath: string, targetDir: string): BuildSta
       if (readCurrent(dbPath) !== manifestName) {
         throw corrupt(`database ${dbPath} was reopened during the checkpoint (CURRENT changed)`);
       }
-      const linked = new Map<number, string>();
+      const linked = new Map<number, { name: string; copiedSize: number | null }>();
       let crossDevice = false;
       let rereads = 0;
       let linkedCount = 0;
@@ -67,14 +78,14 @@ export function buildCheckpointSync(dbPath: string, targetDir: string): BuildSta
         let vanished: number | null = null;
         for (const number of state.tables.keys()) {
           if (linked.has(number)) continue;
-          const r = shareTable(dbPath, targetDir, number, crossDevice);
+          const r = shareTable(dbPath, targetDir, number, crossDevice, pending);
           if (r === null) {
             vanished = number;
             break;
           }
           crossDevice = r.crossDevice;
           if (!r.crossDevice) linkedCount++;
-          linked.set(number, r.name);
+          linked.set(number, { name: r.name, copiedSize: r.copiedSize });
         }
         if (vanished === null) break;
         // The table was deleted, so an edit that drops it is already in the MANIFEST (LevelDB deletes
@@ -93,12 +104,18 @@ export function buildCheckpointSync(dbPath: string, targetDir: string): BuildSta
       // Links made for tables that a later edit dropped go, so that the checkpoint holds exactly the tables
       // its MANIFEST references (what cloneDbSync, the checksum check and exclusiveBytes assume; their
       // numbers are below nextFileNumber, so an opened copy would delete them, never reuse them).
-      for (const [number, name] of linked) {
+      for (const [number, t] of linked) {
         if (!state.tables.has(number)) {
-          fs.unlinkSync(path.join(targetDir, name));
+          fs.unlinkSync(path.join(targetDir, t.name));
           linked.delete(number);
-          linkedCount--;
+          if (t.copiedSize === null) linkedCount--;
         }
+      }
+      const linkedTables: string[] = [];
+      const copies: { name: string; size: number }[] = [];
+      for (const t of linked.values()) {
+        if (t.copiedSize === null) linkedTables.push(t.name);
+        else copies.push({ name: t.name, size: t.copiedSize });
       }
 
       let logs = 0;
@@ -106,21 +123,29 @@ export function buildCheckpointSync(dbPath: string, targetDir: string): BuildSta
       for (const [number, log] of pinned) {
         const needed = number >= state.logNumber || (state.prevLogNumber !== 0 && number === state.prevLogNumber);
         if (!needed) continue;
-        copyFdPrefixSync(log.fd, log.size, path.join(targetDir, logFileName(number)));
+        const name = logFileName(number);
+        copies.push({ name, size: copyFdPrefixSync(log.fd, log.size, path.join(targetDir, name), pending) });
         logs++;
         logBytes += log.size;
       }
       const manifest = readFdSync(mfd).subarray(0, state.manifestBytes);
-      writeNewFileSync(path.join(targetDir, manifestName), manifest);
-      writeNewFileSync(path.join(targetDir, 'CURRENT'), Buffer.from(`${manifestName}\n`));
-      fsyncDir(targetDir);
+      const current = Buffer.from(`${manifestName}\n`);
+      writeNewFileSync(path.join(targetDir, manifestName), manifest, pending);
+      writeNewFileSync(path.join(targetDir, 'CURRENT'), current, pending);
+      copies.push({ name: manifestName, size: manifest.length }, { name: 'CURRENT', size: current.length });
+      if (pending) deferDirSync(targetDir, pending);
+      else fsyncDir(targetDir);
       return {
-        tables: linked.size,
-        linked: linkedCount,
-        logs,
-        logBytes,
-        manifestRereads: rereads,
-        lastSequence: state.lastSequence,
+        stats: {
+          tables: linked.size,
+          linked: linkedCount,
+          logs,
+          logBytes,
+          manifestRereads: rereads,
+          lastSequence: state.lastSequence,
+        },
+        linkedTables,
+        copies,
       };
     } finally {
       fs.closeSync(mfd);
@@ -195,14 +220,15 @@ function shareTable(
   targetDir: string,
   number: number,
   crossDevice: boolean,
-): { name: string; crossDevice: boolean } | null {
+  pending: PendingSyncs | undefined,
+): { name: string; crossDevice: boolean; copiedSize: number | null } | null {
   for (const name of tableFileNames(number)) {
     const src = path.join(dbPath, name);
     const dst = path.join(targetDir, name);
     if (!crossDevice) {
       try {
         fs.linkSync(src, dst);
-        return { name, crossDevice: false };
+        return { name, crossDevice: false, copiedSize: null };
       } catch (err) {
         if (isErrno(err, 'ENOENT')) continue;
         if (!isErrno(err, 'EXDEV')) throw err;
@@ -210,8 +236,8 @@ function shareTable(
       }
     }
     try {
-      copyFileDurableSync(src, dst);
-      return { name, crossDevice: true };
+      copyFileDurableSync(src, dst, pending);
+      return { name, crossDevice: true, copiedSize: fs.statSync(dst).size };
     } catch (err) {
       if (isErrno(err, 'ENOENT')) {
         fs.rmSync(dst, { force: true });

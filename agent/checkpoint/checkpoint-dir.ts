@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { CheckpointRecord, CheckpointTrigger } from '../../shared/api.js';
 import { isCheckpointId, parseCheckpointId } from '../../shared/input-rules.js';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
-import { copyFileDurableSync, fsyncDir, isErrno, writeFileAtomicSync, writeNewFileSync } from '../fs/durable-fs.js';
+import { closeAll, copyFileDurableSync, deferDirSync, fsyncDir, isErrno, syncAll, syncAllSync, writeNewFileSync, type PendingSyncs } from '../fs/durable-fs.js';
 import { parseDbFileName } from '../leveldb/file-names.js';
 import { buildCheckpointSync, type BuildStats } from './build-checkpoint.js';
 
@@ -42,14 +42,63 @@ export interface CreateCheckpointArgs {
   trigger: CheckpointTrigger;
 }
 
+/** A checkpoint just made, with what its build put in it: enough to index it without listing it again. */
+export interface BuiltCheckpoint {
+  meta: CheckpointMeta;
+  linkedTables: string[];
+  copies: { name: string; size: number }[];
+}
+
 export function createCheckpointSync(args: CreateCheckpointArgs): CheckpointRecord {
+  buildCheckpointDirSync(args);
+  return describeCheckpointSync(args.checkpointDir, args.id);
+}
+
+/** Builds a checkpoint in a staging directory and renames it into place once all of it is durable. */
+export function buildCheckpointDirSync(args: CreateCheckpointArgs): BuiltCheckpoint {
+  const pending: PendingSyncs = [];
+  const staged = stageCheckpointSync(args, pending);
+  try {
+    syncAllSync(pending);
+  } catch (err) {
+    fs.rmSync(staged.staging, { recursive: true, force: true });
+    throw err;
+  }
+  return publish(args, staged);
+}
+
+/**
+ * buildCheckpointDirSync with the final fsyncs of the staging directory's files issued all at once
+ * (durable-fs.ts syncAll): what the agent's builder worker runs.
+ */
+export async function buildCheckpointDir(args: CreateCheckpointArgs): Promise<BuiltCheckpoint> {
+  const pending: PendingSyncs = [];
+  const staged = stageCheckpointSync(args, pending);
+  try {
+    await syncAll(pending);
+  } catch (err) {
+    fs.rmSync(staged.staging, { recursive: true, force: true });
+    throw err;
+  }
+  return publish(args, staged);
+}
+
+interface Staged {
+  staging: string;
+  built: BuiltCheckpoint;
+}
+
+/**
+ * Everything but the fsyncs: the database files and checkpoint.json are written into `.staging-<id>`
+ * and left in `pending` with both directories. build.durationMs is the time until then.
+ */
+function stageCheckpointSync(args: CreateCheckpointArgs, pending: PendingSyncs): Staged {
   const started = Date.now();
   ensureCheckpointDirSync(args.checkpointDir);
   const staging = path.join(args.checkpointDir, `.staging-${args.id}`);
-  const final = path.join(args.checkpointDir, args.id);
   fs.mkdirSync(staging, { mode: 0o750 });
   try {
-    const stats = buildCheckpointSync(args.dbPath, path.join(staging, DB_DIR));
+    const built = buildCheckpointSync(args.dbPath, path.join(staging, DB_DIR), pending);
     const meta: CheckpointMeta = {
       format: FORMAT,
       id: args.id,
@@ -57,17 +106,28 @@ export function createCheckpointSync(args: CreateCheckpointArgs): CheckpointReco
       label: args.label,
       pinned: args.pinned,
       trigger: args.trigger,
-      build: { ...stats, durationMs: Date.now() - started },
+      build: { ...built.stats, durationMs: Date.now() - started },
     };
-    writeNewFileSync(path.join(staging, META_FILE), Buffer.from(JSON.stringify(meta, null, 2) + '\n'));
-    fsyncDir(staging);
-    fs.renameSync(staging, final);
-    fsyncDir(args.checkpointDir);
+    writeNewFileSync(path.join(staging, META_FILE), Buffer.from(JSON.stringify(meta, null, 2) + '\n'), pending);
+    deferDirSync(staging, pending);
+    return { staging, built: { meta, linkedTables: built.linkedTables, copies: built.copies } };
   } catch (err) {
+    closeAll(pending);
     fs.rmSync(staging, { recursive: true, force: true });
     throw err;
   }
-  return describeCheckpointSync(args.checkpointDir, args.id);
+}
+
+/** Renames a durable staging directory into place: from here on it is a checkpoint. */
+function publish(args: CreateCheckpointArgs, staged: Staged): BuiltCheckpoint {
+  try {
+    fs.renameSync(staged.staging, path.join(args.checkpointDir, args.id));
+  } catch (err) {
+    fs.rmSync(staged.staging, { recursive: true, force: true });
+    throw err;
+  }
+  fsyncDir(args.checkpointDir);
+  return staged.built;
 }
 
 export function ensureCheckpointDirSync(checkpointDir: string): void {
@@ -136,24 +196,6 @@ export function listCheckpointsSync(checkpointDir: string): CheckpointRecord[] {
     }
   }
   return records;
-}
-
-export function setPinnedSync(checkpointDir: string, id: string, pinned: boolean): CheckpointRecord {
-  const meta = readMetaSync(checkpointDir, id);
-  if (meta.pinned !== pinned) {
-    writeFileAtomicSync(path.join(checkpointPath(checkpointDir, id), META_FILE), JSON.stringify({ ...meta, pinned }, null, 2) + '\n');
-  }
-  return describeCheckpointSync(checkpointDir, id);
-}
-
-/** Removes a checkpoint: renamed aside first (it stops being listed at once, atomically), then deleted. */
-export function deleteCheckpointSync(checkpointDir: string, id: string): { freedBytes: number } {
-  const record = describeCheckpointSync(checkpointDir, id);
-  const doomed = path.join(checkpointDir, `.deleting-${id}`);
-  fs.renameSync(checkpointPath(checkpointDir, id), doomed);
-  fsyncDir(checkpointDir);
-  fs.rmSync(doomed, { recursive: true, force: true });
-  return { freedBytes: record.exclusiveBytes };
 }
 
 /** Removes what interrupted creates, deletes and verifies left behind. Returns the names removed. */

@@ -14,7 +14,7 @@ export class FsWorkerClient {
   private seq = 0;
   private readonly pending = new Map<number, Pending>();
 
-  call<K extends keyof WorkerOps>(op: K, ...args: Parameters<WorkerOps[K]>): Promise<ReturnType<WorkerOps[K]>> {
+  call<K extends keyof WorkerOps>(op: K, ...args: Parameters<WorkerOps[K]>): Promise<Awaited<ReturnType<WorkerOps[K]>>> {
     const worker = this.ensureWorker();
     const seq = ++this.seq;
     return new Promise((resolve, reject) => {

@@ -56,6 +56,12 @@ class Cursor {
     this.pos += len;
     return s;
   }
+  /** A slice passed over without making a Buffer of it: keys are most of a MANIFEST, and unused here. */
+  skipSlice(): void {
+    const len = this.varint();
+    if (this.pos + len > this.buf.length) throw new VersionEditError('truncated slice');
+    this.pos += len;
+  }
 }
 
 export function decodeVersionEdit(payload: Buffer): VersionEdit {
@@ -81,7 +87,7 @@ export function decodeVersionEdit(payload: Buffer): VersionEdit {
         break;
       case Tag.CompactPointer:
         c.varint();
-        c.slice();
+        c.skipSlice();
         break;
       case Tag.DeletedFile: {
         const level = c.varint();
@@ -92,8 +98,8 @@ export function decodeVersionEdit(payload: Buffer): VersionEdit {
         const level = c.varint();
         const number = c.varint();
         const size = c.varint();
-        c.slice(); // smallest key
-        c.slice(); // largest key
+        c.skipSlice(); // smallest key
+        c.skipSlice(); // largest key
         edit.newFiles.push({ level, number, size });
         break;
       }
