@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClassicLevel } from 'classic-level';
 import { randomBytes } from 'node:crypto';
 import { listCheckpointsOffline, verifyCheckpointOffline } from '../dist/agent/index.js';
-import { kvAll, startExampleNode, tempDir, type RunningNode } from './support/processes.js';
+import { kv, kvAll, startExampleNode, tempDir, type RunningNode } from './support/processes.js';
 
 /**
  * kill -9 of the node while it builds a checkpoint under a write load, aimed at every step of the build
@@ -21,10 +21,10 @@ const STEPS = [
   'request', //  the create was sent; no staging directory yet
   'staging', //  .staging-<id>/ exists; no table linked yet (WALs pinned, MANIFEST read)
   'tables', //   tables being hard-linked into .staging-<id>/db/
-  'logs', //     the pinned WALs being copied (and fsynced)
-  'manifest', // the MANIFEST copy written (and fsynced); no CURRENT yet
-  'current', //  CURRENT written; the db directory fsynced; no checkpoint.json yet
-  'meta', //     checkpoint.json written; staging fsynced; not yet renamed
+  'logs', //     the pinned WALs being copied
+  // The MANIFEST copy, CURRENT and checkpoint.json are written one right after the other (microseconds:
+  // no kill from outside can aim between them), then all are fsynced at once, with both directories.
+  'written', //  some or all of them written, the fsyncs in flight; not yet renamed
   'renamed', //  renamed into place: a whole checkpoint
 ] as const;
 type Step = (typeof STEPS)[number];
@@ -66,9 +66,7 @@ function stepOnDisk(checkpointDir: string, before: Set<string>): { step: Step; i
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
-  if (inStaging.includes('checkpoint.json')) return { step: 'meta', id };
-  if (db.includes('CURRENT')) return { step: 'current', id };
-  if (db.some((n) => n.startsWith('MANIFEST-'))) return { step: 'manifest', id };
+  if (inStaging.includes('checkpoint.json') || db.includes('CURRENT') || db.some((n) => n.startsWith('MANIFEST-'))) return { step: 'written', id };
   if (db.some((n) => n.endsWith('.log'))) return { step: 'logs', id };
   if (db.some((n) => /\.(ldb|sst)$/.test(n))) return { step: 'tables', id };
   return { step: 'staging', id };
@@ -117,7 +115,12 @@ describe('kill -9 during checkpoint creation', () => {
     for (const target of STEPS) {
       while (hits.get(target)! < HITS_PER_STEP) {
         expect(kills.get(target)!, `kills aimed at step "${target}" never landed there often enough: ${JSON.stringify(Object.fromEntries(hits))}`).toBeLessThan(MAX_KILLS_PER_STEP);
-        node = await startExampleNode(dir, nodeArgs);
+        // Copying the WALs takes as long as they are big: for that step, a memtable that holds 8 MiB of
+        // fresh writes (one WAL of that size to copy), so that the step lasts long enough to be aimed at.
+        node = await startExampleNode(dir, target === 'logs' ? [...nodeArgs, '--write-buffer-size', '16MiB'] : nodeArgs);
+        if (target === 'logs') {
+          for (let i = 0; i < 8; i++) expect((await kv(node.port, 'PUT', `wal-filler/${i}`, randomBytes(768 * 1024).toString('base64'))).status).toBe(204);
+        }
         // The previous kill's leftovers are gone once the agent has started, and it says so.
         expect(leftovers(checkpointDir)).toEqual([]);
         const cleaned = node.output().includes('removed leftovers of interrupted checkpoint work');
