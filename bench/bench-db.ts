@@ -2,7 +2,8 @@ import { randomFillSync } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ClassicLevel } from 'classic-level';
-import { progress, sleep } from './progress.js';
+import { progress } from './progress.js';
+import { waitUntilStable } from './wait-stable.js';
 
 /**
  * The benchmark's database: `keyCount` keys of `valueBytes` random (incompressible) bytes, default
@@ -183,21 +184,9 @@ export function snapshotLevels(db: BenchLevel, dbPath: string): LevelSnapshot {
  * measurement on an "idle" database is not one on a database still compacting after its build or open.
  */
 export async function waitForCompactions(db: BenchLevel, dbPath: string, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  const signature = () => `${db.getProperty('leveldb.stats')}|${tableNames(dbPath)}`;
-  let last = signature();
-  let stableSince = performance.now();
-  while (performance.now() < deadline) {
-    await sleep(250);
-    const now = signature();
-    if (now !== last) {
-      last = now;
-      stableSince = performance.now();
-    } else if (performance.now() - stableSince >= 3000) {
-      return;
-    }
+  if (!(await waitUntilStable(() => `${db.getProperty('leveldb.stats')}|${tableNames(dbPath)}`, timeoutMs))) {
+    progress(`  compactions still running after ${timeoutMs / 1000} s; going on`);
   }
-  progress(`  compactions still running after ${timeoutMs / 1000} s; going on`);
 }
 
 function tableNames(dbPath: string): string {

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
-import { progress, sleep } from './progress.js';
+import { progress } from './progress.js';
+import { waitUntilStable } from './wait-stable.js';
 
 /**
  * Waits until a database directory held open by another process stops changing (same file names for
@@ -7,19 +8,7 @@ import { progress, sleep } from './progress.js';
  * directory whose files vanish under it fails.
  */
 export async function waitForQuietDir(dbPath: string, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  const signature = () => fs.readdirSync(dbPath).sort().join(',');
-  let last = signature();
-  let stableSince = performance.now();
-  while (performance.now() < deadline) {
-    await sleep(250);
-    const now = signature();
-    if (now !== last) {
-      last = now;
-      stableSince = performance.now();
-    } else if (performance.now() - stableSince >= 3000) {
-      return;
-    }
+  if (!(await waitUntilStable(() => fs.readdirSync(dbPath).sort().join(','), timeoutMs))) {
+    progress(`  ${dbPath} still changing after ${timeoutMs / 1000} s; going on`);
   }
-  progress(`  ${dbPath} still changing after ${timeoutMs / 1000} s; going on`);
 }
