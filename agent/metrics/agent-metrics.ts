@@ -73,6 +73,12 @@ export interface MetricsSources {
  * failures by stable error code, and the time of their last success. Backup byte counters and the
  * backup count are fed by the backup manager as it learns them; checkpoint totals and free space are
  * read at scrape time from `sources`. A scrape never makes a storage request.
+ *
+ * Adding a source (the log archive: node_admin_log_archive_last_shipped_timestamp_seconds and
+ * node_admin_log_archive_lag_seconds): its names go in METRIC_NAMES, its metrics are made here with
+ * the same `registers`, and the module that knows the values feeds them through a method of this class
+ * (as the backup manager does with backupBytes and backupsListed), or a `collect` reads them from what
+ * that module already holds. Never from storage at scrape time.
  */
 export class AgentMetrics {
   /** Our metrics alone (the socket's GET /v1/metrics). */
