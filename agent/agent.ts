@@ -83,7 +83,7 @@ class CheckpointAgent implements Agent {
   private state: 'new' | 'started' | 'stopping' | 'stopped' = 'new';
   private readonly socketGroup: string | number | null;
   private readonly backups: BackupManager;
-  private readonly metricsOf: AgentMetrics;
+  private readonly agentMetrics: AgentMetrics;
   /** The checkpoint index's last answer (for scrapes while the files worker is busy with long work). */
   private lastFacts: CheckpointFacts | null = null;
 
@@ -97,7 +97,7 @@ class CheckpointAgent implements Agent {
     this.retention = parseRetention(options.retention ?? {});
     this.maxQueued = options.maxQueuedCreates ?? 8;
     this.log = (options.logger ?? pino({ redact: REDACT_PATHS })).child({ component: 'node-admin' });
-    this.metricsOf = new AgentMetrics(
+    this.agentMetrics = new AgentMetrics(
       { checkpoints: () => this.checkpointFacts(), freeBytes: async () => (await this.diskSpace()).freeBytes },
       { hostRegistry: options.metrics?.registry ?? null, minFreeBytes: this.retention.minFreeBytes },
     );
@@ -110,7 +110,7 @@ class CheckpointAgent implements Agent {
         isStopping: () => this.state === 'stopping' || this.state === 'stopped',
       },
       this.log,
-      this.metricsOf,
+      this.agentMetrics,
     );
     this.scheduler = options.schedule
       ? new Scheduler(options.schedule, async () => {
@@ -209,7 +209,7 @@ class CheckpointAgent implements Agent {
   }
 
   metrics(): Promise<string> {
-    return this.metricsOf.exposition();
+    return this.agentMetrics.exposition();
   }
 
   listCheckpoints(): Promise<CheckpointRecord[]> {
@@ -261,7 +261,7 @@ class CheckpointAgent implements Agent {
     };
     this.running = op;
     try {
-      next.resolve(await this.metricsOf.withMetrics('checkpoint', () => this.runCreate(next, op)));
+      next.resolve(await this.agentMetrics.withMetrics('checkpoint', () => this.runCreate(next, op)));
     } catch (err) {
       next.reject(err);
     } finally {
@@ -372,7 +372,7 @@ class CheckpointAgent implements Agent {
     if (record.pinned && !options.force) {
       throw new AdminError(ErrorCodes.CHECKPOINT_PINNED, `checkpoint ${id} is pinned; unpin it or use --force`);
     }
-    return this.metricsOf.withMetrics('checkpoint_delete', async () => {
+    return this.agentMetrics.withMetrics('checkpoint_delete', async () => {
       const removed = await this.removeCheckpoints([id]);
       if (removed.length === 0) throw new AdminError(ErrorCodes.NOT_FOUND, `no checkpoint ${id}`);
       const freedBytes = removed[0]!.freedBytes;
@@ -391,7 +391,7 @@ class CheckpointAgent implements Agent {
 
   prune(req: PruneRequest = {}): Promise<PruneResult> {
     // A dry run changes nothing: not a prune the metrics count.
-    return req.dryRun === true ? this.runPrune(true) : this.metricsOf.withMetrics('checkpoint_prune', () => this.runPrune(false));
+    return req.dryRun === true ? this.runPrune(true) : this.agentMetrics.withMetrics('checkpoint_prune', () => this.runPrune(false));
   }
 
   private async runPrune(dryRun: boolean): Promise<PruneResult> {
@@ -426,7 +426,7 @@ class CheckpointAgent implements Agent {
 
   async verify(id: string): Promise<VerifyReport> {
     const record = await this.getCheckpoint(id);
-    return this.metricsOf.withMetrics('checkpoint_verify', () => this.runVerify(id, record), (r) => (r.ok ? null : ErrorCodes.CORRUPT));
+    return this.agentMetrics.withMetrics('checkpoint_verify', () => this.runVerify(id, record), (r) => (r.ok ? null : ErrorCodes.CORRUPT));
   }
 
   private async runVerify(id: string, record: CheckpointRecord): Promise<VerifyReport> {
