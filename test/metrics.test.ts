@@ -323,6 +323,16 @@ describe('the example node serves the metrics on its HTTP port, and the socket a
     const cli = await runCli([...sock, 'metrics']);
     expect(cli.code, cli.stderr).toBe(0);
     expect(sampleValue(parseExposition(cli.stdout), 'node_admin_checkpoints', { pinned: 'false' })).toBe(1);
+    // --json: one JSON document, the exposition as a string.
+    const json = await runCli([...sock, 'metrics', '--json']);
+    expect(json.code, json.stderr).toBe(0);
+    expect(sampleValue(parseExposition(JSON.parse(json.stdout) as string), 'node_admin_checkpoints', { pinned: 'false' })).toBe(1);
+
+    // The text route's errors are JSON like every other route's.
+    const post = await execFileAsync('curl', ['-sS', '-i', '-X', 'POST', '--unix-socket', node.socketPath, 'http://localhost/v1/metrics']);
+    const [postHead, postBody] = post.stdout.split('\r\n\r\n') as [string, string];
+    expect(postHead).toMatch(/^HTTP\/1\.1 405/);
+    expect((JSON.parse(postBody) as { error: { code: string } }).error.code).toBe('METHOD_NOT_ALLOWED');
   }, 120_000);
 
   it('scrapes of the node make no storage request (its debug log has one line per request)', async () => {
