@@ -196,6 +196,30 @@ describe('metrics of an in-process agent', () => {
     expect(sampleValue(s, 'host_requests_total')).toBe(3);
     expect(sampleValue(s, 'node_admin_backups')).toBe(1);
   });
+
+  it('after a restart: the checkpoint time from the newest checkpoint at once, the backup time and count from the first listing', async () => {
+    await agent.stop();
+    const again = createAgent({
+      dbPath: path.join(dir, 'db'),
+      checkpointDir: path.join(dir, 'checkpoints'),
+      backup: { repository: pathToFileURL(path.join(dir, 'backups')).href },
+      logger: pino({ enabled: false }),
+    });
+    await again.start();
+    try {
+      const newestCheckpoint = (await again.listCheckpoints()).at(-1)!;
+      let s = await scrape(again);
+      expect(sampleValue(s, 'node_admin_checkpoint_last_success_timestamp_seconds')).toBe(Date.parse(newestCheckpoint.createdAt) / 1000);
+      expect(sampleValue(s, 'node_admin_backup_last_success_timestamp_seconds')).toBeUndefined();
+      expect(sampleValue(s, 'node_admin_backups')).toBeUndefined();
+      const backups = await again.listBackups();
+      s = await scrape(again);
+      expect(sampleValue(s, 'node_admin_backups')).toBe(backups.length);
+      expect(sampleValue(s, 'node_admin_backup_last_success_timestamp_seconds')).toBe(Date.parse(backups.at(-1)!.createdAt) / 1000);
+    } finally {
+      await again.stop();
+    }
+  });
 });
 
 describe('failures are counted with their stable code', () => {
