@@ -1,6 +1,7 @@
 /** node-admin's library: embed the checkpoint manager in a node with createAgent(). */
 export { createAgent, AGENT_VERSION, REDACT_PATHS } from './agent.js';
 export type { Agent, AgentOptions, BackupOptions, ScheduleOptions } from './agent-types.js';
+export { METRIC_NAMES, METRIC_OPERATIONS, type MetricOperation } from './metrics/agent-metrics.js';
 export { applyPolicy, parseRetention, DEFAULT_RETENTION } from './retention/apply-policy.js';
 export {
   createOfflineCheckpoint,
