@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import type { AdminApi } from '../shared/admin-api.js';
 import type { CheckpointRecord, CheckpointTrigger, CreateCheckpointRequest, RetentionPolicy } from '../shared/api.js';
 import type { KeepKey } from '../shared/input-rules.js';
@@ -53,6 +54,12 @@ export interface AgentOptions {
   maxQueuedCreates?: number;
   /** Remote backups; absent or null: backup operations answer BACKUP_NOT_CONFIGURED. */
   backup?: BackupOptions | null;
+  /**
+   * Prometheus metrics (README "Metrics"). `registry`: a prom-client Registry of the host's own, which
+   * gets our metrics beside its own (the host serves it on its /metrics). The agent keeps them in a
+   * registry of its own too: `agent.metrics()` and the socket's GET /v1/metrics serve ours alone.
+   */
+  metrics?: { registry?: Registry | null } | null;
   logger?: Logger;
 }
 

@@ -33,6 +33,7 @@ import { applyPolicy, parseRetention } from './retention/apply-policy.js';
 import { Scheduler } from './scheduler.js';
 import { AdminServer } from './admin-server/admin-server.js';
 import { formatBytes } from '../shared/units.js';
+import { AgentMetrics, type CheckpointFacts } from './metrics/agent-metrics.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -82,6 +83,9 @@ class CheckpointAgent implements Agent {
   private state: 'new' | 'started' | 'stopping' | 'stopped' = 'new';
   private readonly socketGroup: string | number | null;
   private readonly backups: BackupManager;
+  private readonly metricsOf: AgentMetrics;
+  /** The checkpoint index's last answer (for scrapes while the files worker is busy with long work). */
+  private lastFacts: CheckpointFacts | null = null;
 
   constructor(options: AgentOptions) {
     if (!options.dbPath) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'dbPath is required');
@@ -93,6 +97,10 @@ class CheckpointAgent implements Agent {
     this.retention = parseRetention(options.retention ?? {});
     this.maxQueued = options.maxQueuedCreates ?? 8;
     this.log = (options.logger ?? pino({ redact: REDACT_PATHS })).child({ component: 'node-admin' });
+    this.metricsOf = new AgentMetrics(
+      { checkpoints: () => this.checkpointFacts(), freeBytes: async () => (await this.diskSpace()).freeBytes },
+      { hostRegistry: options.metrics?.registry ?? null, minFreeBytes: this.retention.minFreeBytes },
+    );
     this.backups = new BackupManager(
       options.backup ? parseBackupOptions(options.backup, this.checkpointDir) : null,
       {
@@ -102,6 +110,7 @@ class CheckpointAgent implements Agent {
         isStopping: () => this.state === 'stopping' || this.state === 'stopped',
       },
       this.log,
+      this.metricsOf,
     );
     this.scheduler = options.schedule
       ? new Scheduler(options.schedule, async () => {
@@ -122,7 +131,7 @@ class CheckpointAgent implements Agent {
       // The checkpoint index is built by one scan of every checkpoint: now, in the background, rather
       // than in the time of the first request (which waits for it if it comes sooner). A failure here is
       // the first request's to report.
-      this.files.call('summary', this.checkpointDir, this.dbPath).catch(() => {});
+      this.summary().catch(() => {});
       if (this.socketPath) {
         this.server = new AdminServer(this, this.log);
         await this.server.listen(this.socketPath, this.socketGroup);
@@ -161,7 +170,7 @@ class CheckpointAgent implements Agent {
 
   async status(): Promise<AgentStatus> {
     // Totals kept by the files worker's index: no listing of every checkpoint (checkpoint-index.ts).
-    const [checkpoints, disk] = await Promise.all([this.files.call('summary', this.checkpointDir, this.dbPath), this.diskSpace()]);
+    const [checkpoints, disk] = await Promise.all([this.summary(), this.diskSpace()]);
     const running = this.running;
     return {
       version: AGENT_VERSION,
@@ -180,6 +189,27 @@ class CheckpointAgent implements Agent {
       filesystem: disk,
       backup: this.backups.status(),
     };
+  }
+
+  /** The checkpoint index's totals, remembered for scrapes. */
+  private async summary(): Promise<CheckpointFacts> {
+    const s = await this.files.call('summary', this.checkpointDir, this.dbPath);
+    this.lastFacts = s;
+    return s;
+  }
+
+  /**
+   * For a scrape: the index's totals (a stat and two readdirs in the files worker), or, while that
+   * worker is busy with long work (a verify reading every entry, a large tree being removed), the last
+   * ones it gave: a scrape must answer in milliseconds.
+   */
+  private async checkpointFacts(): Promise<CheckpointFacts | null> {
+    if (this.state !== 'started' || (this.files.busy && this.lastFacts !== null)) return this.lastFacts;
+    return this.summary().catch(() => this.lastFacts);
+  }
+
+  metrics(): Promise<string> {
+    return this.metricsOf.exposition();
   }
 
   listCheckpoints(): Promise<CheckpointRecord[]> {
@@ -231,6 +261,18 @@ class CheckpointAgent implements Agent {
     };
     this.running = op;
     try {
+      next.resolve(await this.metricsOf.withMetrics('checkpoint', () => this.runCreate(next, op)));
+    } catch (err) {
+      next.reject(err);
+    } finally {
+      this.running = null;
+      void this.pump();
+    }
+  }
+
+  /** One create, from the free-space guard to the answer; rejects with CANCELLED if it was cancelled. */
+  private async runCreate(next: QueuedCreate, op: OperationStatus & { cancelled: boolean; built: boolean }): Promise<CheckpointRecord> {
+    try {
       await this.guardFreeSpace();
       if (op.cancelled) throw new AdminError(ErrorCodes.CANCELLED, `checkpoint ${next.id} was cancelled`);
       op.phase = 'linking';
@@ -246,7 +288,7 @@ class CheckpointAgent implements Agent {
       op.phase = 'applying retention';
       const record = await this.indexAndRetire(built);
       this.log.info({ checkpoint: record.id, files: record.files, bytes: record.bytes, trigger: record.trigger, ms: Date.now() - Date.parse(op.startedAt) }, 'checkpoint created');
-      next.resolve(record);
+      return record;
     } catch (err) {
       const e = op.cancelled ? new AdminError(ErrorCodes.CANCELLED, `checkpoint ${next.id} was cancelled`) : toAdminError(err);
       if (e.code === ErrorCodes.CANCELLED) {
@@ -256,10 +298,7 @@ class CheckpointAgent implements Agent {
         await this.removeCheckpoints([next.id]).catch(() => {});
       }
       this.log.warn({ checkpoint: next.id, code: e.code, err: e.message }, 'checkpoint failed');
-      next.reject(e);
-    } finally {
-      this.running = null;
-      void this.pump();
+      throw e;
     }
   }
 
@@ -333,11 +372,13 @@ class CheckpointAgent implements Agent {
     if (record.pinned && !options.force) {
       throw new AdminError(ErrorCodes.CHECKPOINT_PINNED, `checkpoint ${id} is pinned; unpin it or use --force`);
     }
-    const removed = await this.removeCheckpoints([id]);
-    if (removed.length === 0) throw new AdminError(ErrorCodes.NOT_FOUND, `no checkpoint ${id}`);
-    const freedBytes = removed[0]!.freedBytes;
-    this.log.info({ checkpoint: id, freedBytes, forced: record.pinned }, 'checkpoint deleted');
-    return { deleted: id, freedBytes };
+    return this.metricsOf.withMetrics('checkpoint_delete', async () => {
+      const removed = await this.removeCheckpoints([id]);
+      if (removed.length === 0) throw new AdminError(ErrorCodes.NOT_FOUND, `no checkpoint ${id}`);
+      const freedBytes = removed[0]!.freedBytes;
+      this.log.info({ checkpoint: id, freedBytes, forced: record.pinned }, 'checkpoint deleted');
+      return { deleted: id, freedBytes };
+    });
   }
 
   async pin(id: string): Promise<CheckpointRecord> {
@@ -348,8 +389,12 @@ class CheckpointAgent implements Agent {
     return this.files.call('setPinned', this.checkpointDir, this.dbPath, id, false);
   }
 
-  async prune(req: PruneRequest = {}): Promise<PruneResult> {
-    const dryRun = req.dryRun === true;
+  prune(req: PruneRequest = {}): Promise<PruneResult> {
+    // A dry run changes nothing: not a prune the metrics count.
+    return req.dryRun === true ? this.runPrune(true) : this.metricsOf.withMetrics('checkpoint_prune', () => this.runPrune(false));
+  }
+
+  private async runPrune(dryRun: boolean): Promise<PruneResult> {
     const [records, disk] = await Promise.all([this.listCheckpoints(), this.diskSpace()]);
     const outcome = applyPolicy(
       // The checkpoint a backup is reading counts as pinned until the backup is over.
@@ -381,6 +426,10 @@ class CheckpointAgent implements Agent {
 
   async verify(id: string): Promise<VerifyReport> {
     const record = await this.getCheckpoint(id);
+    return this.metricsOf.withMetrics('checkpoint_verify', () => this.runVerify(id, record), (r) => (r.ok ? null : ErrorCodes.CORRUPT));
+  }
+
+  private async runVerify(id: string, record: CheckpointRecord): Promise<VerifyReport> {
     const report = await verifyCheckpoint(id, record.path, this.checkpointDir, {
       clone: (src, dst) => this.files.call('clone', src, dst),
       removeTree: (p) => this.files.call('removeTree', p),

@@ -61,6 +61,12 @@ export interface AdminApi {
   pruneBackups(req?: PruneRequest): Promise<BackupPruneResult>;
   /** Checks the repository's structure, or with readData every byte; a report with ok:false is not an error. */
   verifyBackups(req?: VerifyBackupsRequest): Promise<BackupVerifyReport>;
+
+  /**
+   * The agent's Prometheus metrics in the text exposition format (METRICS_CONTENT_TYPE): from what the
+   * agent already knows, never a request to the backup storage; answers in milliseconds.
+   */
+  metrics(): Promise<string>;
 }
 
 export type Operation = keyof AdminApi;

@@ -9,7 +9,8 @@
  * POST /v1/backups, answers 200 application/x-ndjson: `{"progress":BackupProgress}` lines, then exactly
  * one `{"result":BackupRecord}` or `{"error":{"code","message"}}` line; a failure before the stream
  * starts (bad body, BUSY, BACKUP_NOT_CONFIGURED, no such checkpoint, storage refused) is an ordinary
- * error answer (the Docker Engine convention).
+ * error answer (the Docker Engine convention). One route answers text rather than JSON: GET /v1/metrics,
+ * the Prometheus exposition (METRICS_CONTENT_TYPE); its errors are JSON like every other.
  */
 
 import type { AdminApi, Operation } from './admin-api.js';
@@ -18,6 +19,9 @@ import { AdminError, ErrorCodes } from './errors.js';
 import { parseBackupId, parseCheckpointId, parseLabel, parseOptionalBoolean } from './input-rules.js';
 
 export const API_PREFIX = `/${API_VERSION}`;
+
+/** The Prometheus text exposition format, version 0.0.4 (what prom-client's default registry writes). */
+export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 /** A request as the server received it: path parameters (percent-decoded), query and parsed JSON body. */
 export interface WireRequest {
@@ -45,6 +49,8 @@ export interface Route<Op extends Operation> {
   status: 200 | 201;
   /** Answered as an NDJSON stream (see above). */
   stream?: true;
+  /** Answered as text of this content type (the operation resolves with a string), not JSON. */
+  text?: string;
   /** Server side: the request as the operation's arguments, every input rule applied (throws INVALID_ARGUMENT). */
   decode(req: WireRequest): WireArgs<Op>;
   /** Client side: the request for these arguments. */
@@ -100,6 +106,7 @@ export const routes: { readonly [Op in Operation]: Route<Op> } = {
     decode: (r) => [parseBackupId(r.params.id, 'the path segment')],
     encode: (id) => ({ params: { id } }),
   },
+  metrics: { method: 'GET', path: '/metrics', status: 200, text: METRICS_CONTENT_TYPE, decode: () => [], encode: () => ({}) },
 };
 
 /** POST /checkpoints/{id}/<action>, no body: pin, unpin, verify. */

@@ -34,6 +34,7 @@ export class SocketClient implements AdminApi {
   call<Op extends Operation>(op: Op, ...args: WireArgs<Op>): Promise<Awaited<ReturnType<AdminApi[Op]>>> {
     const route = routes[op] as Route<Operation>;
     const parts = route.encode(...(args as WireArgs<Operation>));
+    if (route.text !== undefined) return this.requestText(route.method, pathOf(route, parts)) as Promise<Awaited<ReturnType<AdminApi[Op]>>>;
     return this.request(route.method, pathOf(route, parts), parts.body);
   }
 
@@ -139,6 +140,24 @@ export class SocketClient implements AdminApi {
 
   /** One request, one JSON answer. Exposed for tools that speak routes this class has no method for. */
   request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    return this.exchange(method, path, body, 'application/json', (text, status) => {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        throw new AdminError(ErrorCodes.PROTOCOL_ERROR, `agent answered ${status} with a body that is not JSON`);
+      }
+      return parsed as T;
+    });
+  }
+
+  /** One request whose success is text (a route with `text` in routes.ts); its errors are JSON as ever. */
+  requestText(method: string, path: string): Promise<string> {
+    return this.exchange(method, path, undefined, 'text/plain, application/json', (text) => text);
+  }
+
+  /** Sends one request; a 2xx body goes through `decode`, anything else is the agent's JSON error. */
+  private exchange<T>(method: string, path: string, body: unknown, accept: string, decode: (text: string, status: number) => T): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise<T>((resolve, reject) => {
       const req = http.request(
@@ -147,7 +166,7 @@ export class SocketClient implements AdminApi {
           method,
           path,
           headers: {
-            accept: 'application/json',
+            accept,
             ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
           },
         },
@@ -157,16 +176,20 @@ export class SocketClient implements AdminApi {
           res.on('error', (err) => reject(unavailable(this.socketPath, err)));
           res.on('end', () => {
             const text = Buffer.concat(chunks).toString('utf8');
+            const status = res.statusCode ?? 0;
+            if (status >= 200 && status < 300) {
+              try {
+                resolve(decode(text, status));
+              } catch (err) {
+                reject(err);
+              }
+              return;
+            }
             let parsed: unknown;
             try {
               parsed = JSON.parse(text);
             } catch {
-              reject(new AdminError(ErrorCodes.PROTOCOL_ERROR, `agent answered ${res.statusCode} with a body that is not JSON`));
-              return;
-            }
-            const status = res.statusCode ?? 0;
-            if (status >= 200 && status < 300) {
-              resolve(parsed as T);
+              reject(new AdminError(ErrorCodes.PROTOCOL_ERROR, `agent answered ${status} with a body that is not JSON`));
               return;
             }
             const e = (parsed as { error?: { code?: unknown; message?: unknown } }).error;

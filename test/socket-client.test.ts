@@ -33,6 +33,7 @@ const calls: { [Op in Operation]: unknown[][] } = {
   getBackup: [[BK]],
   pruneBackups: [[{ dryRun: false }]],
   verifyBackups: [[], [{ id: BK, readData: true }]],
+  metrics: [[]],
 };
 
 /** What an argument list means, whichever way it was spelled: absent options and `{}` are the same. */
@@ -47,13 +48,18 @@ function meaning(op: Operation, args: unknown[]): unknown[] {
 let received: { op: Operation; args: unknown[] }[] = [];
 const progress: BackupProgress = { phase: 'uploading', filesDone: 1, filesTotal: 2, bytesDone: 3, bytesTotal: 4, bytesRead: 3, bytesUploaded: 2, bytesPerSecond: 1 };
 
-// Every operation answers { op, n }: the client must hand back exactly that.
+/** What the fake agent answers: { op, n }, or for the text route (metrics) the same as exposition text. */
+function answerOf(op: string, n: number): unknown {
+  return routes[op as Operation].text !== undefined ? `# ${op} ${n}\nnode_admin_fake{op="${op}"} ${n}\n` : { op, n };
+}
+
+// Every operation answers answerOf(op, n): the client must hand back exactly that.
 const api = new Proxy({} as AdminApi, {
   get: (_t, op: string) => async (...args: unknown[]) => {
     received.push({ op: op as Operation, args });
     const onProgress = args.find((a) => typeof a === 'function') as ((p: BackupProgress) => void) | undefined;
     onProgress?.(progress);
-    return { op, n: received.length };
+    return answerOf(op, received.length);
   },
 });
 
@@ -90,7 +96,7 @@ describe('SocketClient -> socket -> AdminServer -> AdminApi', () => {
         expect(received).toHaveLength(1);
         expect(received[0]!.op).toBe(op);
         expect(meaning(op, received[0]!.args)).toEqual(meaning(op, args));
-        expect(answer).toEqual({ op, n: 1 });
+        expect(answer).toEqual(answerOf(op, 1));
         if (op === 'createBackup') expect(seen).toEqual([progress]);
       });
     }

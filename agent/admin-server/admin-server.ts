@@ -17,8 +17,8 @@ export const BODY_TIMEOUT_MS = 10_000;
 export const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 
 /**
- * The admin socket: HTTP/1.1 + JSON on a Unix domain socket, never TCP. Every answer is JSON; every
- * error is `{"error":{"code","message"}}` with the status shared/errors.ts maps its code to.
+ * The admin socket: HTTP/1.1 + JSON on a Unix domain socket, never TCP. Every answer is JSON (but for
+ * the metrics route's text, shared/routes.ts); every error is `{"error":{"code","message"}}` with the status shared/errors.ts maps its code to.
  */
 export class AdminServer {
   private readonly server: http.Server;
@@ -115,6 +115,7 @@ export class AdminServer {
       const result = await match.handler(this.api, request);
       status = result.status;
       if ('stream' in result) await stream(res, result);
+      else if ('text' in result) sendText(res, status, result.text, result.contentType);
       else send(res, status, result.body);
     } catch (err) {
       const e = toAdminError(err);
@@ -139,6 +140,11 @@ function send(res: http.ServerResponse, status: number, body: unknown): void {
   }
   const text = JSON.stringify(body) + '\n';
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendText(res: http.ServerResponse, status: number, text: string, contentType: string): void {
+  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
 

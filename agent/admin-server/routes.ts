@@ -8,6 +8,13 @@ export interface RouteResult {
   body: unknown;
 }
 
+/** A text answer (GET /v1/metrics): `text` sent as is, with its content type. */
+export interface TextResult {
+  status: number;
+  text: string;
+  contentType: string;
+}
+
 /**
  * A streamed answer (application/x-ndjson): `run` calls `emit` for each line it sends (the first one sends
  * the headers with `status`), then resolves with the value of the final `{"result": ...}` line. If it
@@ -19,7 +26,7 @@ export interface StreamResult {
 }
 
 /** Serves one matched request: decodes it by its route's rules and calls the operation. */
-export type Handler = (api: AdminApi, req: WireRequest) => Promise<RouteResult | StreamResult>;
+export type Handler = (api: AdminApi, req: WireRequest) => Promise<RouteResult | StreamResult | TextResult>;
 
 interface CompiledRoute {
   op: Operation;
@@ -70,7 +77,12 @@ function handlerFor<Op extends Operation>(op: Op): Handler {
       // The progress callback becomes the stream's lines (AdminApi.createBackup).
       return { status: route.status, stream: (emit) => call.call(api, ...args, (progress: unknown) => emit({ progress })) };
     }
-    return { status: route.status, body: await call.apply(api, args) };
+    const value = await call.apply(api, args);
+    if (route.text !== undefined) {
+      if (typeof value !== 'string') throw new AdminError(ErrorCodes.INTERNAL, `${op} answered ${typeof value}, not text`);
+      return { status: route.status, text: value, contentType: route.text };
+    }
+    return { status: route.status, body: value };
   };
 }
 

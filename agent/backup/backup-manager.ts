@@ -21,6 +21,7 @@ import type { BackupOptions } from '../agent-types.js';
 import type { Repository } from './repository/repository.js';
 import { parseStorageUrl, redactUrl } from './storage/open-storage.js';
 import type { Storage } from './storage/storage.js';
+import type { AgentMetrics } from '../metrics/agent-metrics.js';
 
 /** What the backup manager needs of the agent that hosts it. */
 export interface BackupHost {
@@ -152,6 +153,7 @@ export class BackupManager {
     private readonly cfg: BackupConfig | null,
     private readonly host: BackupHost,
     private readonly log: Logger,
+    private readonly metrics: AgentMetrics,
   ) {}
 
   /** The checkpoint a running backup reads, if any. */
@@ -264,7 +266,7 @@ export class BackupManager {
       done: Promise.resolve(),
     };
     this.backupRun = run;
-    const result = this.runBackup(cfg, req, run, onProgress, trigger).finally(() => {
+    const result = this.metrics.withMetrics('backup', () => this.runBackup(cfg, req, run, onProgress, trigger)).finally(() => {
       if (this.backupRun === run) this.backupRun = null;
     });
     run.done = result.then(
@@ -298,6 +300,12 @@ export class BackupManager {
       if (last && Date.now() - lastSentAt >= BACKUP_HEARTBEAT_MS) send({ ...last });
     }, BACKUP_HEARTBEAT_MS / 2);
     heartbeat.unref();
+    // The byte counters advance with the progress, so that rate() shows a long backup as it goes.
+    let counted = { read: 0, uploaded: 0 };
+    const count = (read: number, uploaded: number) => {
+      this.metrics.backupBytes(read - counted.read, uploaded - counted.uploaded);
+      counted = { read: Math.max(read, counted.read), uploaded: Math.max(uploaded, counted.uploaded) };
+    };
     try {
       const engine = await loadBackupEngine();
       let checkpoint: CheckpointRecord;
@@ -337,11 +345,14 @@ export class BackupManager {
         signal,
         pinned: req.pin === true,
         onProgress: (p) => {
+          count(p.bytesRead, p.bytesUploaded);
           Object.assign(state, p);
           last = p;
           send(p);
         },
       });
+      count(record.bytesRead ?? counted.read, record.bytesUploaded ?? counted.uploaded);
+      this.metrics.backupAdded();
       this.lastBackup = { at: new Date().toISOString(), ok: true, id: record.id, error: null };
       this.lastBackupOkAt = Date.now();
       this.log.info(
@@ -400,8 +411,13 @@ export class BackupManager {
   async listBackups(): Promise<BackupRecord[]> {
     const cfg = this.requireBackup();
     const repo = await this.openExistingRepository(cfg);
-    if (!repo) return [];
-    return (await repo.listSnapshots()).map(backupRecordOf);
+    if (!repo) {
+      this.metrics.backupsListed(0, null);
+      return [];
+    }
+    const records = (await repo.listSnapshots()).map(backupRecordOf);
+    this.metrics.backupsListed(records.length, newestOf(records));
+    return records;
   }
 
   async getBackup(id: string): Promise<BackupRecord> {
@@ -418,7 +434,7 @@ export class BackupManager {
     if (this.backupRun) throw new AdminError(ErrorCodes.BUSY, 'a backup is running; prune when it is over (or cancel it)');
     if (this.pruningBackups) throw new AdminError(ErrorCodes.BUSY, 'the backup repository is already being pruned');
     this.pruningBackups = true;
-    try {
+    const prune = async (): Promise<BackupPruneResult> => {
       const repo = await this.openExistingRepository(cfg);
       if (!repo) return { dryRun, removed: [], kept: [], packsDeleted: 0, packsRewritten: 0, bytesFreed: 0 };
       const { pruneRepository } = await loadBackupEngine();
@@ -427,7 +443,13 @@ export class BackupManager {
         { dryRun, removed: result.removed.map((d) => d.id), kept: result.kept.length, packsDeleted: result.packsDeleted, packsRewritten: result.packsRewritten, bytesFreed: result.bytesFreed },
         'backups pruned',
       );
+      // It listed the repository: what it keeps is what is left (a dry run removed nothing).
+      this.metrics.backupsListed(result.kept.length + (dryRun ? result.removed.length : 0), null);
       return result;
+    };
+    try {
+      // A dry run changes nothing: not a prune the metrics count.
+      return await (dryRun ? prune() : this.metrics.withMetrics('backup_prune', prune));
     } finally {
       this.pruningBackups = false;
     }
@@ -437,10 +459,23 @@ export class BackupManager {
     const cfg = this.requireBackup();
     if (req.id !== undefined) parseBackupId(req.id, 'id');
     if (this.pruningBackups) throw new AdminError(ErrorCodes.BUSY, 'the backup repository is being pruned; verify when it is over');
-    const repo = await this.openRepository(cfg, false);
-    const { verifyRepository } = await loadBackupEngine();
-    const report = await verifyRepository(repo, { ...(req.id !== undefined ? { id: req.id } : {}), readData: req.readData === true });
-    this.log.info({ backup: req.id ?? null, readData: req.readData === true, ok: report.ok, snapshots: report.snapshots, packs: report.packs, errors: report.errors.length }, 'backups verified');
-    return report;
+    return this.metrics.withMetrics(
+      'backup_verify',
+      async () => {
+        const repo = await this.openRepository(cfg, false);
+        const { verifyRepository } = await loadBackupEngine();
+        const report = await verifyRepository(repo, { ...(req.id !== undefined ? { id: req.id } : {}), readData: req.readData === true });
+        this.log.info({ backup: req.id ?? null, readData: req.readData === true, ok: report.ok, snapshots: report.snapshots, packs: report.packs, errors: report.errors.length }, 'backups verified');
+        return report;
+      },
+      (report) => (report.ok ? null : ErrorCodes.CORRUPT),
+    );
   }
+}
+
+/** createdAt of the newest backup of a listing (they are oldest first, but do not rely on it). */
+function newestOf(records: readonly BackupRecord[]): string | null {
+  let newest: string | null = null;
+  for (const r of records) if (newest === null || r.createdAt > newest) newest = r.createdAt;
+  return newest;
 }

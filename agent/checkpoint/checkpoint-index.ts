@@ -64,6 +64,8 @@ export interface IndexSummary {
   pinned: number;
   bytes: number;
   exclusiveBytes: number;
+  /** createdAt of the newest checkpoint, null when there is none (the metrics' last checkpoint time). */
+  newestCreatedAt: string | null;
 }
 
 /** Removes what CheckpointIndex.retire renamed aside, once the renames are durable. */
@@ -111,9 +113,10 @@ export class CheckpointIndex {
 
   summary(): IndexSummary {
     this.refresh();
-    const s: IndexSummary = { count: 0, pinned: 0, bytes: 0, exclusiveBytes: 0 };
+    const s: IndexSummary = { count: 0, pinned: 0, bytes: 0, exclusiveBytes: 0, newestCreatedAt: null };
     for (const e of this.checkpoints.values()) {
       s.count++;
+      if (s.newestCreatedAt === null || e.meta.createdAt > s.newestCreatedAt) s.newestCreatedAt = e.meta.createdAt;
       if (e.meta.pinned) s.pinned++;
       s.bytes += e.bytes;
       s.exclusiveBytes += e.exclusiveBytes;

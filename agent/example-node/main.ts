@@ -6,6 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { pino } from 'pino';
+import { Counter, Registry } from 'prom-client';
 import { createAgent, REDACT_PATHS } from '../agent.js';
 import type { AgentOptions } from '../agent-types.js';
 import { AdminError, toAdminError } from '../../shared/errors.js';
@@ -17,14 +18,14 @@ import { startLoad } from './load.js';
 
 /**
  * A small but real storage node: a classic-level database behind a key-value HTTP API on 127.0.0.1,
- * with the node-admin agent embedded. `npm start` runs it with everything under ./var.
+ * with the node-admin agent embedded and Prometheus metrics at GET /metrics on the same port. `npm start` runs it with everything under ./var.
  */
 
 const USAGE = `usage: node dist/agent/example-node/main.js [options]
   --data-dir <dir>              database in <dir>/db, checkpoints in <dir>/checkpoints (default ./var)
   --socket <path>               admin socket (default <data-dir>/run/admin.sock)
   --socket-group <group>        let this group use the socket too (socket 0660, directory 0750)
-  --port <n>                    KV API port on 127.0.0.1 (default 7070; 0 picks a free one)
+  --port <n>                    KV API and GET /metrics port on 127.0.0.1 (default 7070; 0 picks a free one)
   --load <writes/s>             generate a write load (puts, overwrites, deletes, batches)
   --checkpoint-interval <dur>   take a checkpoint every <dur> (e.g. 24h); off by default
   --checkpoint-delay <dur>      first scheduled checkpoint after <dur> (default: the interval)
@@ -109,6 +110,17 @@ async function main(): Promise<void> {
   });
   await db.open();
 
+  // The node's own metrics (here one: its KV requests): the agent adds its own to this registry, and
+  // GET /metrics on the KV port serves them all, as a node that already exports metrics would.
+  // (Not prom-client's default process metrics: some of their names fail `promtool check metrics`.)
+  const registry = new Registry();
+  const kvRequests = new Counter({
+    name: 'example_node_kv_requests_total',
+    help: 'Requests to the example node\'s KV API, by method',
+    labelNames: ['method'],
+    registers: [registry],
+  });
+
   const agent = createAgent({
     dbPath,
     checkpointDir,
@@ -117,11 +129,16 @@ async function main(): Promise<void> {
     retention,
     schedule,
     backup,
+    metrics: { registry },
     logger: log,
   });
   await agent.start();
 
-  const server = http.createServer((req, res) => void serveKv(db, req, res));
+  const server = http.createServer((req, res) => {
+    if (req.url === '/metrics' && req.method === 'GET') return void serveMetrics(registry, res);
+    kvRequests.inc({ method: req.method ?? 'unknown' });
+    void serveKv(db, req, res);
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, '127.0.0.1', () => resolve());
@@ -155,6 +172,19 @@ async function main(): Promise<void> {
 }
 
 const MAX_VALUE_BYTES = 4 * 1024 * 1024;
+
+/** GET /metrics: the Prometheus exposition of the node's registry (its metrics and the agent's). */
+async function serveMetrics(registry: Registry, res: http.ServerResponse): Promise<void> {
+  try {
+    const text = await registry.metrics();
+    res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  } catch (err) {
+    const body = JSON.stringify({ error: { code: 'INTERNAL', message: toAdminError(err).message } }) + '\n';
+    res.writeHead(500, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  }
+}
 
 /** PUT /kv/{key} (body = value), GET /kv/{key} (404 when missing), DELETE /kv/{key}, GET /kv (all, JSON). */
 async function serveKv(db: ClassicLevel<string, Buffer>, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
