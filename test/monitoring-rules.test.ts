@@ -133,6 +133,26 @@ describe('alerting rules (promtool)', () => {
   });
 });
 
+describe("the README's Prometheus configuration", () => {
+  it('is valid for promtool check config, and loads the rules from monitoring/', async () => {
+    const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('## Monitoring'));
+    const block = /```yaml\n([\s\S]*?)```/.exec(section)?.[1];
+    expect(block).toContain('127.0.0.1:7070');
+    expect(block).toContain('job_name: node-admin');
+    const dir = tempDir('readme-config');
+    try {
+      const file = path.join(dir, 'prometheus.yml');
+      fs.writeFileSync(file, block!.replace('/path/to/node-admin/monitoring/', `${MONITORING}/`));
+      const r = await promtool(['check', 'config', file]);
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect(r.stdout).toContain(`SUCCESS: ${alertNames.length + recordNames.length} rules found`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('Grafana dashboard (structure)', () => {
   const dashboard = JSON.parse(fs.readFileSync(DASHBOARD, 'utf8')) as Dashboard;
 
