@@ -8,6 +8,8 @@ export interface ExampleNode {
   pid: number;
   /** The KV API's port (the node is started with `--port 0`), from its "node ready" log line. */
   port: number;
+  /** Everything the node wrote on stdout and stderr so far (pino JSON lines). */
+  output(): string;
   /** SIGTERM, then SIGKILL if it has not exited after 10 s; resolves with its exit code. */
   stop(): Promise<number | null>;
   /** For process exit handlers, which cannot wait. */
@@ -55,6 +57,7 @@ export async function startExampleNode(script: string, dataDir: string, socketPa
   return {
     pid,
     port,
+    output: () => out,
     async stop() {
       if (exitCode !== undefined) return exitCode;
       child.kill('SIGTERM');

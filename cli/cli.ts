@@ -5,6 +5,7 @@ import { AdminError, ErrorCodes } from '../shared/errors.js';
 import type { CommandContext, GlobalArgs } from './command.js';
 import { backupGroup } from './commands/backup.js';
 import { checkpointGroup } from './commands/checkpoint.js';
+import { metricsCommand } from './commands/metrics.js';
 import { statusCommand } from './commands/status.js';
 import type { Writer } from './output.js';
 import { invalidArgument, runCommand } from './run-command.js';
@@ -79,6 +80,7 @@ function build(onSelect: (run: Selected) => void): Argv<GlobalArgs> {
   y = statusCommand.attach(y, onSelect);
   y = checkpointGroup.attach(y, onSelect);
   y = backupGroup.attach(y, onSelect);
+  y = metricsCommand.attach(y, onSelect);
   return y;
 }
 

@@ -4,7 +4,7 @@ import { makeContext, type CliIo } from './context.js';
 import { runCommand } from './run-command.js';
 
 /**
- * The commands that hooks, cron and scripts run most (`status`, `checkpoint list|show|create` through
+ * The commands that hooks, cron and scripts run most (`status`, `metrics`, `checkpoint list|show|create` through
  * the agent), parsed with node:util instead of yargs: importing yargs costs ~200 ms of every start
  * (cliui's Unicode tables), which is most of a pre-upgrade hook's budget. Returns null for anything it
  * does not take exactly — help, version, unknown or malformed flags, offline mode — and the full parser
@@ -61,6 +61,7 @@ interface Route {
 
 function pick(words: readonly string[]): Route | null {
   if (words[0] === 'status') return { words: 1, positionals: [], flags: [], load: async () => (await import('./commands/status.js')).statusCommand };
+  if (words[0] === 'metrics') return { words: 1, positionals: [], flags: [], load: async () => (await import('./commands/metrics.js')).metricsCommand };
   if (words[0] !== 'checkpoint') return null;
   switch (words[1]) {
     case 'list':

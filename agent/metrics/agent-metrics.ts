@@ -25,6 +25,24 @@ export const METRIC_OPERATIONS = [
 
 export type MetricOperation = (typeof METRIC_OPERATIONS)[number];
 
+/** Every metric the agent registers (README "Metrics"). Log-archive metrics join here once it exists. */
+export const METRIC_NAMES = [
+  'node_admin_operation_duration_seconds',
+  'node_admin_operation_failures_total',
+  'node_admin_checkpoint_last_success_timestamp_seconds',
+  'node_admin_backup_last_success_timestamp_seconds',
+  'node_admin_prune_last_success_timestamp_seconds',
+  'node_admin_verify_last_success_timestamp_seconds',
+  'node_admin_checkpoints',
+  'node_admin_checkpoint_bytes',
+  'node_admin_checkpoint_exclusive_bytes',
+  'node_admin_checkpoint_filesystem_free_bytes',
+  'node_admin_checkpoint_filesystem_min_free_bytes',
+  'node_admin_backup_read_bytes_total',
+  'node_admin_backup_uploaded_bytes_total',
+  'node_admin_backups',
+] as const;
+
 /** Checkpoint totals as the checkpoint index knows them (agent/checkpoint/checkpoint-index.ts). */
 export interface CheckpointFacts {
   count: number;
@@ -80,125 +98,130 @@ export class AgentMetrics {
     sources: MetricsSources,
     options: { hostRegistry?: Registry | null; minFreeBytes: number },
   ) {
-    const registers = options.hostRegistry ? [this.registry, options.hostRegistry] : [this.registry];
+    const host = options.hostRegistry ?? null;
+    if (host && host.contentType !== Registry.PROMETHEUS_CONTENT_TYPE) {
+      // prom-client renames counters in an OpenMetrics registry (drops _total), in the metric object
+      // itself: our own registry's exposition would change with it.
+      throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'metrics.registry must be a Prometheus-format prom-client Registry (not OpenMetrics)');
+    }
+    // A name taken in the host's registry (a second agent on it): refused before anything is registered.
+    const taken = host ? METRIC_NAMES.find((name) => host.getSingleMetric(name) !== undefined) : undefined;
+    if (taken !== undefined) {
+      throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `metrics.registry: ${taken} is already registered there (one agent per registry)`);
+    }
+    const registers = host ? [this.registry, host] : [this.registry];
     const checkpointFacts = (): Promise<CheckpointFacts | null> => {
       // Shared by the gauges of one scrape (they are collected together), then dropped.
       this.facts ??= sources.checkpoints().finally(() => queueMicrotask(() => (this.facts = null)));
       return this.facts;
     };
     const self = this;
-    try {
-      this.duration = new Histogram({
-        name: 'node_admin_operation_duration_seconds',
-        help: 'How long successful operations took, by operation (checkpoint, backup, checkpoint_prune, backup_verify, ...)',
-        labelNames: ['operation'],
-        // From a small checkpoint (tens of ms) to a full backup of a large database (hours).
-        buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400],
-        registers,
-      });
-      this.failures = new Counter({
-        name: 'node_admin_operation_failures_total',
-        help: 'Operations that failed, by operation and stable error code (cancelled ones count, with code CANCELLED)',
-        labelNames: ['operation', 'code'],
-        registers,
-      });
-      this.checkpointOk = new Gauge({
-        name: 'node_admin_checkpoint_last_success_timestamp_seconds',
-        help: 'When the newest checkpoint was taken (Unix time); absent before the first',
-        registers,
-        async collect() {
-          const facts = await checkpointFacts();
-          const newest = facts?.newestCreatedAt ? Date.parse(facts.newestCreatedAt) : NaN;
-          const at = Math.max(self.checkpointOkAt ?? -Infinity, Number.isNaN(newest) ? -Infinity : newest);
-          if (Number.isFinite(at)) this.set(at / 1000);
-          else absent(this);
-        },
-      });
-      absent(this.checkpointOk);
-      this.backupOk = new Gauge({
-        name: 'node_admin_backup_last_success_timestamp_seconds',
-        help: 'When the last successful backup ended (Unix time); absent until this agent has made or listed one',
-        registers,
-      });
-      absent(this.backupOk);
-      this.pruneOk = new Gauge({
-        name: 'node_admin_prune_last_success_timestamp_seconds',
-        help: 'When a prune last succeeded (Unix time), by operation: checkpoint_prune, backup_prune; absent before the first',
-        labelNames: ['operation'],
-        registers,
-      });
-      this.verifyOk = new Gauge({
-        name: 'node_admin_verify_last_success_timestamp_seconds',
-        help: 'When a verify last found everything sound (Unix time), by operation: checkpoint_verify, backup_verify; absent before the first',
-        labelNames: ['operation'],
-        registers,
-      });
-      new Gauge({
-        name: 'node_admin_checkpoints',
-        help: 'Checkpoints kept, by pinned (true, false)',
-        labelNames: ['pinned'],
-        registers,
-        async collect() {
-          const facts = await checkpointFacts();
-          if (!facts) return this.reset();
-          this.set({ pinned: 'true' }, facts.pinned);
-          this.set({ pinned: 'false' }, facts.count - facts.pinned);
-        },
-      });
-      new Gauge({
-        name: 'node_admin_checkpoint_bytes',
-        help: 'Logical size of all checkpoints together (a table shared by several counts in each)',
-        registers,
-        async collect() {
-          const facts = await checkpointFacts();
-          if (facts) this.set(facts.bytes);
-          else absent(this);
-        },
-      });
-      new Gauge({
-        name: 'node_admin_checkpoint_exclusive_bytes',
-        help: 'Bytes that deleting every checkpoint would free (files linked by no live database table)',
-        registers,
-        async collect() {
-          const facts = await checkpointFacts();
-          if (facts) this.set(facts.exclusiveBytes);
-          else absent(this);
-        },
-      });
-      new Gauge({
-        name: 'node_admin_checkpoint_filesystem_free_bytes',
-        help: 'Free bytes on the checkpoint filesystem (for an unprivileged writer)',
-        registers,
-        async collect() {
-          this.set(await sources.freeBytes());
-        },
-      });
-      new Gauge({
-        name: 'node_admin_checkpoint_filesystem_min_free_bytes',
-        help: 'The free-space guard (retention minFreeBytes): below it old checkpoints are pruned and creates refused; 0 when none',
-        registers,
-      }).set(options.minFreeBytes);
-      this.backupReadBytes = new Counter({
-        name: 'node_admin_backup_read_bytes_total',
-        help: 'Bytes backups read from checkpoints (unchanged tables already hashed are not read)',
-        registers,
-      });
-      this.backupUploadedBytes = new Counter({
-        name: 'node_admin_backup_uploaded_bytes_total',
-        help: 'Bytes backups stored in the repository (new packs and metadata)',
-        registers,
-      });
-      this.backups = new Gauge({
-        name: 'node_admin_backups',
-        help: 'Backups in the repository as last listed, pruned or made by this agent; absent until then',
-        registers,
-      });
-      absent(this.backups);
-    } catch (err) {
-      // prom-client refuses a second metric of the same name in one registry: two agents, one host registry.
-      for (const r of registers) r.clear();
-      throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `cannot register node-admin's metrics: ${toAdminError(err).message}`);
-    }
+    this.duration = new Histogram({
+      name: 'node_admin_operation_duration_seconds',
+      help: 'How long successful operations took, by operation (checkpoint, backup, checkpoint_prune, backup_verify, ...)',
+      labelNames: ['operation'],
+      // From a small checkpoint (tens of ms) to a full backup of a large database (hours).
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400],
+      registers,
+    });
+    this.failures = new Counter({
+      name: 'node_admin_operation_failures_total',
+      help: 'Operations that failed, by operation and stable error code (cancelled ones count, with code CANCELLED)',
+      labelNames: ['operation', 'code'],
+      registers,
+    });
+    this.checkpointOk = new Gauge({
+      name: 'node_admin_checkpoint_last_success_timestamp_seconds',
+      help: 'When the last checkpoint was taken (Unix time): the newest one kept, or the last create that succeeded; absent before the first',
+      registers,
+      async collect() {
+        const facts = await checkpointFacts();
+        const newest = facts?.newestCreatedAt ? Date.parse(facts.newestCreatedAt) : NaN;
+        const at = Math.max(self.checkpointOkAt ?? -Infinity, Number.isNaN(newest) ? -Infinity : newest);
+        if (Number.isFinite(at)) this.set(at / 1000);
+        else absent(this);
+      },
+    });
+    absent(this.checkpointOk);
+    this.backupOk = new Gauge({
+      name: 'node_admin_backup_last_success_timestamp_seconds',
+      help: 'When the last successful backup ended (Unix time); absent until this agent has made or listed one',
+      registers,
+    });
+    absent(this.backupOk);
+    this.pruneOk = new Gauge({
+      name: 'node_admin_prune_last_success_timestamp_seconds',
+      help: 'When a prune last succeeded (Unix time), by operation: checkpoint_prune, backup_prune; absent before the first',
+      labelNames: ['operation'],
+      registers,
+    });
+    this.verifyOk = new Gauge({
+      name: 'node_admin_verify_last_success_timestamp_seconds',
+      help: 'When a verify last found everything sound (Unix time), by operation: checkpoint_verify, backup_verify; absent before the first',
+      labelNames: ['operation'],
+      registers,
+    });
+    new Gauge({
+      name: 'node_admin_checkpoints',
+      help: 'Checkpoints kept, by pinned (true, false)',
+      labelNames: ['pinned'],
+      registers,
+      async collect() {
+        const facts = await checkpointFacts();
+        if (!facts) return this.reset();
+        this.set({ pinned: 'true' }, facts.pinned);
+        this.set({ pinned: 'false' }, facts.count - facts.pinned);
+      },
+    });
+    new Gauge({
+      name: 'node_admin_checkpoint_bytes',
+      help: 'Logical size of all checkpoints together (a table shared by several counts in each)',
+      registers,
+      async collect() {
+        const facts = await checkpointFacts();
+        if (facts) this.set(facts.bytes);
+        else absent(this);
+      },
+    });
+    new Gauge({
+      name: 'node_admin_checkpoint_exclusive_bytes',
+      help: 'Sum over checkpoints of what deleting each alone would free (its files linked by nothing else)',
+      registers,
+      async collect() {
+        const facts = await checkpointFacts();
+        if (facts) this.set(facts.exclusiveBytes);
+        else absent(this);
+      },
+    });
+    new Gauge({
+      name: 'node_admin_checkpoint_filesystem_free_bytes',
+      help: 'Free bytes on the checkpoint filesystem (for an unprivileged writer)',
+      registers,
+      async collect() {
+        this.set(await sources.freeBytes());
+      },
+    });
+    new Gauge({
+      name: 'node_admin_checkpoint_filesystem_min_free_bytes',
+      help: 'The free-space guard (retention minFreeBytes): below it old checkpoints are pruned and creates refused; 0 when none',
+      registers,
+    }).set(options.minFreeBytes);
+    this.backupReadBytes = new Counter({
+      name: 'node_admin_backup_read_bytes_total',
+      help: 'Bytes backups read from checkpoints (unchanged tables already hashed are not read)',
+      registers,
+    });
+    this.backupUploadedBytes = new Counter({
+      name: 'node_admin_backup_uploaded_bytes_total',
+      help: 'Bytes backups stored in the repository (new packs and metadata)',
+      registers,
+    });
+    this.backups = new Gauge({
+      name: 'node_admin_backups',
+      help: 'Backups in the repository as last listed, pruned or made by this agent; absent until then',
+      registers,
+    });
+    absent(this.backups);
   }
 
   /**
