@@ -126,8 +126,8 @@ describe('metrics of an in-process agent', () => {
     expect(sampleValue(s, 'node_admin_backup_read_bytes_total')).toBe(first.bytesRead);
     expect(sampleValue(s, 'node_admin_backup_uploaded_bytes_total')).toBe(first.bytesUploaded);
     expect(sampleValue(s, 'node_admin_operation_duration_seconds_count', { operation: 'backup' })).toBe(1);
-    // Not listed yet: the count is unknown, not 0.
-    expect(sampleValue(s, 'node_admin_backups')).toBeUndefined();
+    // The agent listed the (empty) repository at start, and counted the backup it made since.
+    expect(sampleValue(s, 'node_admin_backups')).toBe(1);
     expect(await agent.listBackups()).toHaveLength(1);
     expect(sampleValue(await scrape(agent), 'node_admin_backups')).toBe(1);
     const second = await agent.createBackup({ checkpointId: (await agent.listCheckpoints())[0]!.id });
@@ -197,7 +197,7 @@ describe('metrics of an in-process agent', () => {
     expect(sampleValue(s, 'node_admin_backups')).toBe(1);
   });
 
-  it('after a restart: the checkpoint time from the newest checkpoint at once, the backup time and count from the first listing', async () => {
+  it('after a restart: the checkpoint time from the newest checkpoint at once, the backup time and count from the listing the agent makes at start', async () => {
     await agent.stop();
     const again = createAgent({
       dbPath: path.join(dir, 'db'),
@@ -210,10 +210,17 @@ describe('metrics of an in-process agent', () => {
       const newestCheckpoint = (await again.listCheckpoints()).at(-1)!;
       let s = await scrape(again);
       expect(sampleValue(s, 'node_admin_checkpoint_last_success_timestamp_seconds')).toBe(Date.parse(newestCheckpoint.createdAt) / 1000);
-      expect(sampleValue(s, 'node_admin_backup_last_success_timestamp_seconds')).toBeUndefined();
-      expect(sampleValue(s, 'node_admin_backups')).toBeUndefined();
-      const backups = await again.listBackups();
-      s = await scrape(again);
+      // The agent lists the repository once at start, in the background: wait for it (bounded).
+      const deadline = Date.now() + 20_000;
+      while (sampleValue(s, 'node_admin_backups') === undefined && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+        s = await scrape(again);
+      }
+      // What the repository holds, read without the agent (the offline CLI).
+      const listed = await runCli(['backup', 'list', '--repo', pathToFileURL(path.join(dir, 'backups')).href, '--json']);
+      expect(listed.code).toBe(0);
+      const backups = JSON.parse(listed.stdout) as { createdAt: string }[];
+      expect(backups.length).toBeGreaterThan(0);
       expect(sampleValue(s, 'node_admin_backups')).toBe(backups.length);
       expect(sampleValue(s, 'node_admin_backup_last_success_timestamp_seconds')).toBe(Date.parse(backups.at(-1)!.createdAt) / 1000);
     } finally {
@@ -267,7 +274,7 @@ describe('failures are counted with their stable code', () => {
       const s = await scrape(a);
       expect(sampleValue(s, 'node_admin_operation_failures_total', { operation: 'backup', code: 'STORAGE_UNAVAILABLE' })).toBe(1);
       expect(sampleValue(s, 'node_admin_backup_last_success_timestamp_seconds')).toBeUndefined();
-      expect(sampleValue(s, 'node_admin_operation_duration_seconds_count', { operation: 'backup' })).toBeUndefined();
+      expect(sampleValue(s, 'node_admin_operation_duration_seconds_count', { operation: 'backup' })).toBe(0);
       // The checkpoint it took first did succeed.
       expect(sampleValue(s, 'node_admin_operation_duration_seconds_count', { operation: 'checkpoint' })).toBe(1);
     } finally {

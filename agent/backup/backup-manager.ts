@@ -148,6 +148,8 @@ export class BackupManager {
   /** A checkpoint being backed up: retention keeps it and delete refuses it until the backup is over. */
   private backingUp: string | null = null;
   private pruningBackups = false;
+  /** The listing `start` makes; a backup waits for it, so that its count is not left ambiguous by the backup. */
+  private startListing: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly cfg: BackupConfig | null,
@@ -161,9 +163,23 @@ export class BackupManager {
     return this.backingUp;
   }
 
-  /** Only the URL's syntax (no I/O, no AWS SDK): a bad one should stop the node at start, not fail the first backup. */
+  /**
+   * Checks the URL's syntax at once (no I/O): a bad one should stop the node at start, not fail the first
+   * backup. Then lists the repository once, in the background, so that the backup count and the last
+   * backup's time are known to metrics and alerts after a restart, not only after the first backup or
+   * `backup list` (a node that restarts daily would otherwise never show them). A scrape never lists: this
+   * one listing at start is the only storage request the agent makes on its own. Its failure is logged
+   * and changes nothing else (the metrics stay absent until a later listing).
+   */
   start(): void {
-    if (this.cfg) parseStorageUrl(this.cfg.repository);
+    if (!this.cfg) return;
+    parseStorageUrl(this.cfg.repository);
+    this.startListing = this.listBackups().then(
+      () => {},
+      (err: unknown) => {
+        this.log.warn({ err: toAdminError(err).message }, 'could not list the backup repository at start; backup metrics stay unknown until a backup or a listing succeeds');
+      },
+    );
   }
 
   /** Cancels the running backup, if any; resolves once it has stopped (its stream got its last line). */
@@ -327,6 +343,7 @@ export class BackupManager {
       }
       state.checkpointId = checkpoint.id;
       state.phase = 'starting';
+      await this.startListing;
       if (signal.aborted) throw cancelled();
       const repo = await this.openRepository(cfg, true);
       if (signal.aborted) throw cancelled();
@@ -410,13 +427,14 @@ export class BackupManager {
 
   async listBackups(): Promise<BackupRecord[]> {
     const cfg = this.requireBackup();
+    const mark = this.metrics.listingStarts();
     const repo = await this.openExistingRepository(cfg);
     if (!repo) {
-      this.metrics.backupsListed(0, null);
+      this.metrics.backupsListed(0, null, mark);
       return [];
     }
     const records = (await repo.listSnapshots()).map(backupRecordOf);
-    this.metrics.backupsListed(records.length, newestOf(records));
+    this.metrics.backupsListed(records.length, newestOf(records), mark);
     return records;
   }
 
@@ -435,6 +453,7 @@ export class BackupManager {
     if (this.pruningBackups) throw new AdminError(ErrorCodes.BUSY, 'the backup repository is already being pruned');
     this.pruningBackups = true;
     const prune = async (): Promise<BackupPruneResult> => {
+      const mark = this.metrics.listingStarts();
       const repo = await this.openExistingRepository(cfg);
       if (!repo) return { dryRun, removed: [], kept: [], packsDeleted: 0, packsRewritten: 0, bytesFreed: 0 };
       const { pruneRepository } = await loadBackupEngine();
@@ -444,7 +463,7 @@ export class BackupManager {
         'backups pruned',
       );
       // It listed the repository: what it keeps is what is left (a dry run removed nothing).
-      this.metrics.backupsListed(result.kept.length + (dryRun ? result.removed.length : 0), null);
+      this.metrics.backupsListed(result.kept.length + (dryRun ? result.removed.length : 0), null, mark);
       return result;
     };
     try {

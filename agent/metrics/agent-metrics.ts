@@ -97,6 +97,8 @@ export class AgentMetrics {
   /** The last successful backup (s), as made or listed; null: not known yet. */
   private backupOkAt: number | null = null;
   private backupCount: number | null = null;
+  /** Backups this agent has completed (see listingStarts). */
+  private backupsAddedCount = 0;
   /** A scrape reads the checkpoint totals once, whichever of the gauges asks first. */
   private facts: Promise<CheckpointFacts | null> | null = null;
 
@@ -130,6 +132,9 @@ export class AgentMetrics {
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400],
       registers,
     });
+    // Every operation's series from the start (count 0): a rate or quantile over a window then has data
+    // from the first operation on, not from the second, and a dashboard shows 0 rather than nothing.
+    for (const operation of METRIC_OPERATIONS) this.duration.zero({ operation });
     this.failures = new Counter({
       name: 'node_admin_operation_failures_total',
       help: 'Operations that failed, by operation and stable error code (cancelled ones count, with code CANCELLED)',
@@ -280,12 +285,24 @@ export class AgentMetrics {
   }
 
   /**
+   * Call before listing the repository; pass the result to `backupsListed`. A backup this agent completes
+   * while the listing runs may or may not be in it (storage.ts: a list sees concurrent puts or not), so
+   * such a listing's count is not trusted.
+   */
+  listingStarts(): number {
+    return this.backupsAddedCount;
+  }
+
+  /**
    * What a listing (or prune) of the repository showed: how many backups, and when the newest was made
    * (it sets the last-success time only if this agent knows of none later, e.g. after a restart).
+   * `startedAt` is what `listingStarts` returned before the listing.
    */
-  backupsListed(count: number, newestCreatedAt: string | null): void {
-    this.backupCount = count;
-    this.backups.set(count);
+  backupsListed(count: number, newestCreatedAt: string | null, startedAt: number): void {
+    if (startedAt === this.backupsAddedCount) {
+      this.backupCount = count;
+      this.backups.set(count);
+    }
     const newest = newestCreatedAt ? Date.parse(newestCreatedAt) / 1000 : NaN;
     if (!Number.isNaN(newest) && (this.backupOkAt === null || this.backupOkAt < newest)) {
       this.backupOkAt = newest;
@@ -295,6 +312,7 @@ export class AgentMetrics {
 
   /** One more backup in the repository (if the count is known). */
   backupAdded(): void {
+    this.backupsAddedCount++;
     if (this.backupCount === null) return;
     this.backupCount++;
     this.backups.set(this.backupCount);
