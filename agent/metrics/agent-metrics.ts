@@ -156,7 +156,7 @@ export class AgentMetrics {
     absent(this.checkpointOk);
     this.backupOk = new Gauge({
       name: 'node_admin_backup_last_success_timestamp_seconds',
-      help: 'When the last successful backup ended (Unix time); absent until this agent has made or listed one',
+      help: 'When the last successful backup ended (Unix time); absent until this agent has listed the repository (once at start) or made one',
       registers,
     });
     absent(this.backupOk);
