@@ -32,6 +32,8 @@ export interface FaultRule {
   after?: boolean;
   /** For list: yield this many items, then fail. */
   afterItems?: number;
+  /** Only for a streamed getRange (streamRange): hand over this many bytes, then fail (a download cut short). */
+  afterBytes?: number;
 }
 
 /**
@@ -52,7 +54,32 @@ export class FaultStorage implements Storage {
     private readonly random: () => number = Math.random,
   ) {
     this.description = inner.description;
+    if (inner.streamRange) {
+      const stream = inner.streamRange.bind(inner);
+      this.streamRange = async (name, offset, length, onPiece) => {
+        this.calls.getRange++;
+        const rule = this.fire('getRange', true);
+        if (!rule) return stream(name, offset, length, onPiece);
+        if (rule.afterBytes === undefined) throw await this.fault(rule, 'getRange', name);
+        let handed = 0;
+        const cut = new Error('cut');
+        try {
+          await stream(name, offset, length, async (piece) => {
+            const room = rule.afterBytes! - handed;
+            if (room > 0) await onPiece(piece.subarray(0, Math.min(room, piece.length)));
+            handed += Math.min(Math.max(room, 0), piece.length);
+            if (handed >= rule.afterBytes!) throw cut;
+          });
+        } catch (err) {
+          if (err !== cut) throw err;
+        }
+        throw await this.fault(rule, 'getRange', name);
+      };
+    }
   }
+
+  /** Counted and faulted as a getRange; `afterBytes` cuts it short. */
+  readonly streamRange?: Storage['streamRange'];
 
   /** Replaces the rules (and restarts their `first` counts). */
   setRules(rules: FaultRule[]): void {
@@ -114,9 +141,10 @@ export class FaultStorage implements Storage {
   }
 
   /** The first rule that fires for this call, counting it. */
-  private fire(op: StorageOp): FaultRule | undefined {
+  private fire(op: StorageOp, streamed = false): FaultRule | undefined {
     for (const rule of this.rules) {
       if (rule.ops && !rule.ops.includes(op)) continue;
+      if (rule.afterBytes !== undefined && !streamed) continue;
       const seen = (this.matched.get(rule) ?? 0) + 1;
       this.matched.set(rule, seen);
       let fires: boolean;
