@@ -77,6 +77,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
   let packs: PackPlacer | null = null;
   try {
     await repo.loadIndex();
+    await repo.indexStrayPacks(); // packs an interrupted backup stored without an index: reused, not sent again
     const { names, stats } = await listing;
     const progress: BackupProgress = {
       phase: 'uploading',
@@ -95,6 +96,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
       limiter: new RateLimiter(o.bandwidthLimit ?? null),
       ...(o.signal ? { signal: o.signal } : {}),
       cancelled: () => new AdminError(ErrorCodes.CANCELLED, `backup of checkpoint ${checkpoint.id} was cancelled`),
+      beforeStore: () => repo.markPending(lock.id),
       onPackStored: (bytes) => {
         progress.bytesUploaded += bytes;
         reporting.report(true);
@@ -150,6 +152,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
   } finally {
     reporter?.stop();
     await packs?.close();
+    if (packs?.everyPackIndexed) await repo.clearPending();
     // What was hashed stays known, whether the backup went through or not; a failure here is only a
     // slower next backup.
     await Promise.all([o.cache.save().catch(() => {}), lock.release()]);

@@ -32,6 +32,8 @@ export interface FaultRule {
   after?: boolean;
   /** For list: yield this many items, then fail. */
   afterItems?: number;
+  /** Only calls on names (or list prefixes) starting with this: `index/` fails index writes alone. */
+  prefix?: string;
   /** Only for a streamed getRange (streamRange): hand over this many bytes, then fail (a download cut short). */
   afterBytes?: number;
 }
@@ -58,7 +60,7 @@ export class FaultStorage implements Storage {
       const stream = inner.streamRange.bind(inner);
       this.streamRange = async (name, offset, length, onPiece) => {
         this.calls.getRange++;
-        const rule = this.fire('getRange', true);
+        const rule = this.fire('getRange', name, true);
         if (!rule) return stream(name, offset, length, onPiece);
         if (rule.afterBytes === undefined) throw await this.fault(rule, 'getRange', name);
         let handed = 0;
@@ -113,7 +115,7 @@ export class FaultStorage implements Storage {
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
     this.calls.list++;
-    const rule = this.fire('list');
+    const rule = this.fire('list', prefix);
     if (rule && !rule.after && rule.afterItems === undefined) throw await this.fault(rule, 'list', prefix);
     let n = 0;
     for await (const info of this.inner.list(prefix)) {
@@ -134,16 +136,17 @@ export class FaultStorage implements Storage {
 
   private async call<T>(op: StorageOp, name: string, forward: () => Promise<T>): Promise<T> {
     this.calls[op]++;
-    const rule = this.fire(op);
+    const rule = this.fire(op, name);
     if (!rule) return forward();
     if (rule.after) await forward();
     throw await this.fault(rule, op, name);
   }
 
   /** The first rule that fires for this call, counting it. */
-  private fire(op: StorageOp, streamed = false): FaultRule | undefined {
+  private fire(op: StorageOp, name: string, streamed = false): FaultRule | undefined {
     for (const rule of this.rules) {
       if (rule.ops && !rule.ops.includes(op)) continue;
+      if (rule.prefix !== undefined && !name.startsWith(rule.prefix)) continue;
       if (rule.afterBytes !== undefined && !streamed) continue;
       const seen = (this.matched.get(rule) ?? 0) + 1;
       this.matched.set(rule, seen);
