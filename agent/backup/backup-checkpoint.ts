@@ -55,9 +55,10 @@ export interface BackupOptions {
  * whatever the size. Where the storage writes objects in pieces (a directory), each new chunk is
  * written into its pack straight from the buffer it was read into: no pack is ever held in memory.
  *
- * Crash safety: every pack gets its own index file as soon as it is stored, so an interrupted backup
- * (kill -9, network failure, cancel) leaves packs the next run reuses; the snapshot, written last, is
- * the commit point. Without it the backup does not exist for any reader.
+ * Crash safety: every pack gets its own index file as soon as it is stored, and a pending marker stays
+ * while a pack may be stored without one, so an interrupted backup (kill -9, a full disk, network
+ * failure, cancel) leaves packs the next run reuses (Repository.indexStrayPacks); the snapshot, written
+ * last, is the commit point. Without it the backup does not exist for any reader.
  *
  * The parts, each with its contract: backup-plan.ts lists the checkpoint and decides what to read (the
  * hash cache), chunk-reader.ts reads and hashes chunks, pack-placer.ts places blobs into packs and
