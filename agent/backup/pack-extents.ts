@@ -85,7 +85,7 @@ export class BufferPool {
  * Reads one extent with one streamed read (Storage.streamRange) and hands each needed blob, once whole
  * and its SHA-256 checked, to `deliver`, in a buffer of `pool` (at its start) that goes back to the pool
  * when `deliver` resolves. The read waits for a free buffer, so at most the pool's buffers are held,
- * whatever the extent's size, while the next blob arrives as the last one is written. A blob that does
+ * whatever the extent's size (with one buffer, the next bytes wait in the socket while a blob is written). A blob that does
  * not match its id fails CORRUPT before a byte of it is delivered. Resolves when every blob is delivered.
  */
 export async function streamExtent<F>(
