@@ -78,7 +78,9 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
   let packs: PackPlacer | null = null;
   try {
     await repo.loadIndex();
-    await repo.indexStrayPacks(); // packs an interrupted backup stored without an index: reused, not sent again
+    // Packs an interrupted backup stored without an index object: reused, not sent again. Only a saving:
+    // if it fails, this backup sends them again and the marker stays for the next one.
+    await repo.indexStrayPacks().catch(() => 0);
     const { names, stats } = await listing;
     const progress: BackupProgress = {
       phase: 'uploading',
@@ -153,7 +155,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
   } finally {
     reporter?.stop();
     await packs?.close();
-    if (packs?.everyPackIndexed) await repo.clearPending();
+    await repo.finishPending(packs?.everyPackIndexed ?? true);
     // What was hashed stays known, whether the backup went through or not; a failure here is only a
     // slower next backup.
     await Promise.all([o.cache.save().catch(() => {}), lock.release()]);

@@ -143,12 +143,12 @@ export class Repository {
     return old.size;
   }
 
-  /** This process's pending marker (pendingName), once written: deleted by clearPending. */
+  /** The running backup's pending marker (pendingName), once written: see finishPending. */
   private pending: Promise<string> | null = null;
 
   /**
    * Before the first pack this backup stores (called before each, written once): a marker that stays
-   * until every pack stored has an index object (clearPending). `lockId` is the backup's lock.
+   * until every pack stored has an index object (finishPending). `lockId` is the backup's lock.
    */
   async markPending(lockId: string): Promise<void> {
     this.pending ??= (async () => {
@@ -165,12 +165,16 @@ export class Repository {
     }
   }
 
-  /** Every pack this backup stored has an index object: its marker goes (a failure only costs a listing later). */
-  async clearPending(): Promise<void> {
+  /**
+   * At the end of a backup: its marker is deleted if every pack it stored has an index object (a failed
+   * delete only costs the next backup a listing), else left for the next backup. Either way the next
+   * backup through this Repository writes a marker of its own.
+   */
+  async finishPending(everyPackIndexed: boolean): Promise<void> {
     const written = this.pending;
     this.pending = null;
     const name = await written?.catch(() => null);
-    if (name) await this.storage.delete(name).catch(() => {});
+    if (name && everyPackIndexed) await this.storage.delete(name).catch(() => {});
   }
 
   /**
