@@ -55,9 +55,10 @@ export interface BackupOptions {
  * whatever the size. Where the storage writes objects in pieces (a directory), each new chunk is
  * written into its pack straight from the buffer it was read into: no pack is ever held in memory.
  *
- * Crash safety: every pack gets its own index file as soon as it is stored, so an interrupted backup
- * (kill -9, network failure, cancel) leaves packs the next run reuses; the snapshot, written last, is
- * the commit point. Without it the backup does not exist for any reader.
+ * Crash safety: every pack gets its own index file as soon as it is stored, and a pending marker stays
+ * while a pack may be stored without one, so an interrupted backup (kill -9, a full disk, network
+ * failure, cancel) leaves packs the next run reuses (Repository.indexStrayPacks); the snapshot, written
+ * last, is the commit point. Without it the backup does not exist for any reader.
  *
  * The parts, each with its contract: backup-plan.ts lists the checkpoint and decides what to read (the
  * hash cache), chunk-reader.ts reads and hashes chunks, pack-placer.ts places blobs into packs and
@@ -77,6 +78,9 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
   let packs: PackPlacer | null = null;
   try {
     await repo.loadIndex();
+    // Packs an interrupted backup stored without an index object: reused, not sent again. Only a saving:
+    // if it fails, this backup sends them again and the marker stays for the next one.
+    await repo.indexStrayPacks().catch(() => 0);
     const { names, stats } = await listing;
     const progress: BackupProgress = {
       phase: 'uploading',
@@ -95,6 +99,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
       limiter: new RateLimiter(o.bandwidthLimit ?? null),
       ...(o.signal ? { signal: o.signal } : {}),
       cancelled: () => new AdminError(ErrorCodes.CANCELLED, `backup of checkpoint ${checkpoint.id} was cancelled`),
+      beforeStore: () => repo.markPending(lock.id),
       onPackStored: (bytes) => {
         progress.bytesUploaded += bytes;
         reporting.report(true);
@@ -150,6 +155,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
   } finally {
     reporter?.stop();
     await packs?.close();
+    await repo.finishPending(packs?.everyPackIndexed ?? true);
     // What was hashed stays known, whether the backup went through or not; a failure here is only a
     // slower next backup.
     await Promise.all([o.cache.save().catch(() => {}), lock.release()]);

@@ -21,6 +21,8 @@ export interface PackPlacerOptions {
   cancelled: () => Error;
   /** A pack and its index file were stored: `bytes`, the pack's size. */
   onPackStored: (bytes: number) => void;
+  /** Awaited before each pack is stored (a backup's pending marker: Repository.markPending). */
+  beforeStore?: () => Promise<void>;
 }
 
 /**
@@ -42,6 +44,8 @@ export interface PackPlacerOptions {
  * - `flush()` hands the pack being filled (if it holds a blob) to storing; `drain()` waits until
  *   every pack handed over is stored or failed. `close()`, once, always, last: waits for every store
  *   to settle and discards the pack being filled (nothing of it is stored).
+ * - `beforeStore` is awaited before each pack is stored; `everyPackIndexed`, after `close()`, says that
+ *   no pack can be stored without its index object (no store or index write failed).
  * - It never reads a file and never writes a snapshot.
  */
 export class PackPlacer {
@@ -58,6 +62,13 @@ export class PackPlacer {
   private readonly concurrency: number;
   blobsStored = 0;
   packsStored = 0;
+  /** A pack failed to be stored or indexed: it may be stored without an index object. */
+  private storeFailed = false;
+
+  /** After close(): every pack handed to storing was stored and indexed (none may be stored unindexed). */
+  get everyPackIndexed(): boolean {
+    return !this.storeFailed && this.inFlight.size === 0;
+  }
 
   constructor(private readonly o: PackPlacerOptions) {
     this.concurrency = Math.max(1, o.concurrency);
@@ -101,6 +112,7 @@ export class PackPlacer {
     this.check();
     this.pack = this.openPack();
     const upload = (async () => {
+      await this.o.beforeStore?.();
       const { id, size, blobs } = await full.finish();
       await this.o.repo.writeIndex([{ id, size, blobs }]);
       for (const [blob] of blobs) this.pending.delete(blob);
@@ -108,6 +120,7 @@ export class PackPlacer {
       this.packsStored++;
       this.o.onPackStored(size);
     })().catch(async (err: unknown) => {
+      this.storeFailed = true;
       this.failure ??= this.o.signal?.aborted ? this.o.cancelled() : err;
       await full.abort();
     });

@@ -101,6 +101,9 @@ export async function pruneRepository(
     const written = await repo.writeIndex([...keepPacks, ...newPacks]);
     for (const name of oldIndexes) if (name !== written) await repo.storage.delete(name);
     for (const pack of [...drop, ...rewrite, ...orphans]) await repo.storage.delete(packName(pack));
+    // Every pack no index named is gone: the pending markers of interrupted backups have nothing left to
+    // point at (no backup runs beside a prune).
+    for await (const obj of repo.storage.list('pending/')) await repo.storage.delete(obj.name);
     await repo.loadIndex();
     return result;
   } finally {

@@ -4,13 +4,22 @@ import { randomBytes } from 'node:crypto';
 import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
 import { fsyncDir, isErrno } from '../fs/durable-fs.js';
 import type { Repository } from './repository/repository.js';
-import { DIRECT_ALIGN, alignedBuffers } from '../fs/direct-io.js';
+import { DIRECT_ALIGN, alignedBuffers, roundUpToAlign } from '../fs/direct-io.js';
+import { BufferPool, planExtents, streamExtent, type BlobTarget } from './pack-extents.js';
+import type { Storage } from './storage/storage.js';
 import { RestoreFileWriter, type RestoredFile } from './restore-file-writer.js';
 import { mapLimit } from './map-limit.js';
 import { packName, sha256, type Tree } from './repository/format.js';
 
 /** Longest single ranged read: bounds memory at concurrency × MAX_RUN. */
 const MAX_RUN = 2 * 1024 * 1024;
+/**
+ * Streamed reads at once from a storage that streams ranges (S3), each holding one chunk buffer. Measured
+ * against Swift's s3api on a 2-core machine (1.2 GB, 141 packs): as fast as the raw SDK reading the same
+ * packs as whole objects 4 at once; more reads bought no speed there, and each costs ~4-5 MiB of peak
+ * RSS (socket buffers and the garbage of reading them), which must stay under 128 MiB.
+ */
+const STREAMS_AT_ONCE = 4;
 /** fsyncs of restored files at once (each holds a descriptor). */
 const SYNCS_AT_ONCE = 16;
 // A run is read into, and written from, one page-aligned buffer: with room for the pages around it.
@@ -20,7 +29,10 @@ export interface RestoreBackupOptions {
   id: string;
   /** The directory to create; must not exist, or be empty. */
   to: string;
-  /** Ranged reads at once (default 12: as fast as 16 here, measured; each up to 2 MiB in memory). */
+  /**
+   * Reads at once. From a directory: ranged reads, default 12 (as fast as 16 here, measured; each up to
+   * 2 MiB in memory). From a storage that streams ranges (S3): streamed reads, default STREAMS_AT_ONCE.
+   */
   concurrency?: number;
   signal?: AbortSignal;
   /** Write files around the page cache (O_DIRECT) where the filesystem allows it (default true). */
@@ -69,22 +81,23 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
     // aligned buffer per worker, straight to the device, instead of a kernel copy into the page cache,
     // the largest cost of a restore.
     const files = new RestoreFileWriter(temp, o.directIo !== false);
+    const storage = o.repo.storage;
+    if (storage.streamRange) {
+      await restoreStreamed(o, tree, files, temp, storage as StreamingStorage);
+      return await commit(o, tree, temp, to, parent, targetIsEmptyDir, started);
+    }
     // A run is a stretch of one pack that holds consecutive chunks of one file: one ranged read each.
     interface Run { pack: string; offset: number; length: number; file: RestoredFile; parts: { id: string; length: number; position: number }[] }
     const runs: Run[] = [];
     const empty: string[] = [];
     let bytesTotal = 0;
     for (const f of tree.files) {
-      if (f.name.includes('/') || f.name === '..' || f.name === '.' || f.name === '') {
-        throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id} names a bad file ${JSON.stringify(f.name)}`);
-      }
+      checkFileName(o.id, f.name);
       const file = files.file(f.name, f.size);
       let position = 0;
       let run: Run | null = null;
       for (const id of f.chunks) {
-        const loc = o.repo.blobs.get(id);
-        if (!loc) throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id}: chunk ${id} of ${f.name} is not in the repository`);
-        if (loc.length > MAX_RUN) throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id}: chunk ${id} of ${f.name} is ${loc.length} bytes, more than a chunk can be`);
+        const loc = locate(o, f.name, id);
         if (run && run.pack === loc.pack && run.offset + run.length === loc.offset && run.length + loc.length <= MAX_RUN) {
           run.length += loc.length;
         } else {
@@ -136,28 +149,119 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
       await files.abandon(new Set(runs.map((r) => r.file)));
       throw failure;
     }
-    // fsync applies to the file, whichever descriptor asks: open each again (a few at a time: no fd limit).
-    await mapLimit(
-      tree.files.map((f) => f.name),
-      SYNCS_AT_ONCE,
-      async (name) => {
-        const fh = await fs.promises.open(path.join(temp, name), 'r');
-        try {
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-      },
-    );
-    fsyncDir(temp);
-    if (targetIsEmptyDir) fs.rmdirSync(to);
-    fs.renameSync(temp, to);
-    fsyncDir(parent);
-    return { id: o.id, path: to, files: tree.files.length, bytes: bytesTotal, durationMs: Date.now() - started };
+    return await commit(o, tree, temp, to, parent, targetIsEmptyDir, started);
   } catch (err) {
     fs.rmSync(temp, { recursive: true, force: true });
     throw toAdminError(err);
   }
+}
+
+/** Every file fsynced, the directory too, then renamed into place: a restore appears only whole. */
+async function commit(
+  o: RestoreBackupOptions,
+  tree: Tree,
+  temp: string,
+  to: string,
+  parent: string,
+  targetIsEmptyDir: boolean,
+  started: number,
+): Promise<RestoreBackupResult> {
+  // fsync applies to the file, whichever descriptor asks: open each again (a few at a time: no fd limit).
+  await mapLimit(
+    tree.files.map((f) => f.name),
+    SYNCS_AT_ONCE,
+    async (name) => {
+      const fh = await fs.promises.open(path.join(temp, name), 'r');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    },
+  );
+  fsyncDir(temp);
+  if (targetIsEmptyDir) fs.rmdirSync(to);
+  fs.renameSync(temp, to);
+  fsyncDir(parent);
+  const bytes = tree.files.reduce((sum, f) => sum + f.size, 0);
+  return { id: o.id, path: to, files: tree.files.length, bytes, durationMs: Date.now() - started };
+}
+
+type StreamingStorage = Storage & Required<Pick<Storage, 'streamRange'>>;
+
+/**
+ * From a storage that streams ranges (S3): the needed blobs of each pack read as extents (pack-extents.ts),
+ * a pack needed whole in one GET, each blob written once its hash is checked. Memory: one chunk buffer
+ * per extent in flight, whatever the pack or database size.
+ */
+async function restoreStreamed(o: RestoreBackupOptions, tree: Tree, files: RestoreFileWriter, temp: string, storage: StreamingStorage): Promise<void> {
+  const needs: { pack: string; id: string; offset: number; length: number; target: BlobTarget<RestoredFile> }[] = [];
+  const all: RestoredFile[] = [];
+  let bytesTotal = 0;
+  let longest = 0;
+  for (const f of tree.files) {
+    checkFileName(o.id, f.name);
+    const file = files.file(f.name, f.size);
+    all.push(file);
+    let position = 0;
+    for (const id of f.chunks) {
+      const loc = locate(o, f.name, id);
+      needs.push({ pack: loc.pack, id, offset: loc.offset, length: loc.length, target: { file, position } });
+      file.remaining++;
+      position += loc.length;
+      longest = Math.max(longest, loc.length);
+    }
+    if (position !== f.size) throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id}: chunks of ${f.name} add up to ${position} bytes, not ${f.size}`);
+    if (f.chunks.length === 0) fs.writeFileSync(path.join(temp, f.name), Buffer.alloc(0), { flag: 'wx', mode: 0o640 });
+    bytesTotal += f.size;
+  }
+  const extents = planExtents(needs);
+  const lanes = Math.max(1, o.concurrency ?? STREAMS_AT_ONCE);
+  // One chunk buffer per read: while it is written, the next bytes wait in the socket's kernel buffer
+  // (a second buffer per read was no faster here, and cost ~9 MiB of peak RSS at 4 reads).
+  const buffers = alignedBuffers(lanes, roundUpToAlign(Math.max(longest, 1)) + DIRECT_ALIGN);
+  let next = 0;
+  let bytesDone = 0;
+  let failure: unknown = null;
+  const worker = async (pool: BufferPool) => {
+    while (next < extents.length && failure === null) {
+      if (o.signal?.aborted) throw new AdminError(ErrorCodes.CANCELLED, 'restore cancelled');
+      const extent = extents[next++]!;
+      await streamExtent(storage, extent, pool, async (blob, data, buffer) => {
+        for (const t of blob.targets) {
+          await files.write(t.file, data, buffer, t.position);
+          bytesDone += data.length;
+          if (--t.file.remaining === 0) files.finish(t.file);
+        }
+        o.onProgress?.({ bytesDone, bytesTotal, filesTotal: tree.files.length });
+      });
+    }
+  };
+  await Promise.allSettled(
+    Array.from({ length: lanes }, (_, i) =>
+      worker(new BufferPool([buffers[i]!])).catch((err: unknown) => {
+        failure ??= err;
+      }),
+    ),
+  );
+  failure ??= await files.settle();
+  if (failure !== null) {
+    await files.abandon(all);
+    throw failure;
+  }
+}
+
+function checkFileName(id: string, name: string): void {
+  if (name.includes('/') || name === '..' || name === '.' || name === '') {
+    throw new AdminError(ErrorCodes.CORRUPT, `backup ${id} names a bad file ${JSON.stringify(name)}`);
+  }
+}
+
+function locate(o: RestoreBackupOptions, file: string, id: string): { pack: string; offset: number; length: number } {
+  const loc = o.repo.blobs.get(id);
+  if (!loc) throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id}: chunk ${id} of ${file} is not in the repository`);
+  if (loc.length > MAX_RUN) throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id}: chunk ${id} of ${file} is ${loc.length} bytes, more than a chunk can be`);
+  return loc;
 }
 
 /** Where a run starts in its file. */

@@ -159,6 +159,23 @@ export function runStorageConformance(name: string, makeStorage: () => Promise<S
         const got = await s.getRange('r/big', 3 * MiB + 7, MiB);
         expect(equal(got, big.subarray(3 * MiB + 7, 4 * MiB + 7))).toBe(true);
       });
+
+      it('streams a range (where it can) as consecutive pieces; a range past the end fails permanent, a missing object not-found', async () => {
+        if (!s.streamRange) return; // optional: a directory reads ranges into the caller's buffer instead
+        const big = randomBytes(5 * MiB);
+        await s.put('r/stream', big);
+        const pieces: Buffer[] = [];
+        await s.streamRange('r/stream', MiB + 3, 3 * MiB, (p) => {
+          pieces.push(Buffer.from(p)); // a piece is valid only during its call
+        });
+        expect(pieces.length).toBeGreaterThan(1);
+        expect(equal(Buffer.concat(pieces), big.subarray(MiB + 3, 4 * MiB + 3))).toBe(true);
+        expectKind(await failure(s.streamRange('r/stream', 5 * MiB - 1, 2, () => {})), 'permanent');
+        expectKind(await failure(s.streamRange('r/nope', 0, 1, () => {})), 'not-found');
+        // An error of the consumer ends the read and comes back as it is.
+        const mine = new Error('consumer says stop');
+        await expect(s.streamRange('r/stream', 0, 5 * MiB, () => Promise.reject(mine))).rejects.toBe(mine);
+      });
     });
 
     describe('list', () => {

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
  *   index/<id>                     IndexFile: which blob is where; <id> = sha256 of its bytes
  *   snapshots/<snapshot id>        Snapshot: the commit point of a backup, written LAST
  *   locks/<lock id>                Lock: who works on the repository now
+ *   pending/<lock id>              PendingMarker: a backup that may leave packs without an index
  *
  * Every blob is addressed by the SHA-256 of its bytes (hex). A file is a list of data blobs (fixed-size
  * chunks, so an append-only file that grew shares all but its last chunk with its older self); a
@@ -110,6 +111,22 @@ export const packName = (id: string) => `data/${id.slice(0, 2)}/${id}`;
 export const indexName = (id: string) => `index/${id}`;
 export const snapshotName = (id: string) => `snapshots/${id}`;
 export const lockName = (id: string) => `locks/${id}`;
+export const pendingName = (lockId: string) => `pending/${lockId}`;
+
+/**
+ * `pending/<lock id>`: written by a backup before it stores its first pack, deleted once every pack it
+ * stored has an index object. One left behind (a kill, a full disk, a store that stayed down) says that
+ * packs may be stored that no index names: the next backup then lists the packs and indexes them from
+ * their headers (FORMAT.md, "Packs stored without an index").
+ */
+export interface PendingMarker {
+  version: number;
+  /** The lock of the backup that wrote it: while that lock is live, the backup may still be running. */
+  lock: string;
+  hostname: string;
+  pid: number;
+  createdAt: string;
+}
 
 /** A snapshot's id is its backup's id (shared/input-rules.ts): sortable by time, lowercase for every store. */
 export { isBackupId as isSnapshotId } from '../../../shared/input-rules.js';

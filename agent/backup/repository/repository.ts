@@ -4,6 +4,7 @@ import { AdminError, ErrorCodes } from '../../../shared/errors.js';
 import { parseBackupId } from '../../../shared/input-rules.js';
 import { isStorageError, type Storage } from '../storage/storage.js';
 import { mapLimit } from '../map-limit.js';
+import { readPackHeader } from './pack.js';
 import {
   CHUNK_SIZE,
   FORMAT_VERSION,
@@ -13,10 +14,12 @@ import {
   isSnapshotId,
   lockName,
   packName,
+  pendingName,
   sha256,
   snapshotName,
   type IndexFile,
   type Lock,
+  type PendingMarker,
   type RepoConfig,
   type Snapshot,
 } from './format.js';
@@ -26,6 +29,9 @@ export interface BlobLocation {
   offset: number;
   length: number;
 }
+
+/** Bytes read from the end of a pack no index names, to find its header (the trailer is 12 bytes). */
+const STRAY_TAIL_READ = 64 * 1024;
 
 /** Index files read at once by loadIndex. */
 const INDEX_READS_AT_ONCE = 16;
@@ -135,6 +141,127 @@ export class Repository {
     await mapLimit([...old], INDEX_READS_AT_ONCE, (name) => this.storage.delete(name));
     for (const info of this.packs.values()) if (old.has(info.index)) info.index = written;
     return old.size;
+  }
+
+  /** The running backup's pending marker (pendingName), once written: see finishPending. */
+  private pending: Promise<string> | null = null;
+
+  /**
+   * Before the first pack this backup stores (called before each, written once): a marker that stays
+   * until every pack stored has an index object (finishPending). `lockId` is the backup's lock.
+   */
+  async markPending(lockId: string): Promise<void> {
+    this.pending ??= (async () => {
+      const marker: PendingMarker = { version: 1, lock: lockId, hostname: os.hostname(), pid: process.pid, createdAt: new Date().toISOString() };
+      await this.storage.put(pendingName(lockId), Buffer.from(canonicalJson(marker)));
+      return pendingName(lockId);
+    })();
+    const written = this.pending;
+    try {
+      await written;
+    } catch (err) {
+      if (this.pending === written) this.pending = null; // the next pack tries again
+      throw err;
+    }
+  }
+
+  /**
+   * At the end of a backup: its marker is deleted if every pack it stored has an index object (a failed
+   * delete only costs the next backup a listing), else left for the next backup. Either way the next
+   * backup through this Repository writes a marker of its own.
+   */
+  async finishPending(everyPackIndexed: boolean): Promise<void> {
+    const written = this.pending;
+    this.pending = null;
+    const name = await written?.catch(() => null);
+    if (name && everyPackIndexed) await this.storage.delete(name).catch(() => {});
+  }
+
+  /**
+   * Indexes packs that were stored without an index object (a backup killed, or failed, between storing a
+   * pack and indexing it), so that this backup reuses them instead of storing their blobs again. Paid only
+   * when needed: one listing of `pending/` (empty in a repository whose backups all ended well); only a
+   * marker whose backup is over (its lock gone, expired, or held by a dead process of this host) makes it
+   * list the packs, read the header of each one no index names (a ranged read of its tail, checked against
+   * the pack's name), write one index object for them, and then delete the marker. Objects under `data/`
+   * that are not whole packs are left alone (verify reports them, prune deletes them). Call after
+   * loadIndex, under a lock. Returns how many packs it indexed.
+   */
+  async indexStrayPacks(): Promise<number> {
+    const markers: string[] = [];
+    for await (const obj of this.storage.list('pending/')) markers.push(obj.name);
+    if (markers.length === 0) return 0;
+    const live = await this.liveLocks();
+    const over: string[] = [];
+    for (const name of markers) {
+      let marker: PendingMarker;
+      try {
+        marker = JSON.parse((await this.storage.get(name)).toString('utf8')) as PendingMarker;
+      } catch (err) {
+        if (isStorageError(err, 'not-found')) continue; // another backup dealt with it
+        if (err instanceof SyntaxError) {
+          over.push(name); // unreadable: treat its backup as over (indexing is harmless either way)
+          continue;
+        }
+        throw err;
+      }
+      if (!live.has(marker.lock)) over.push(name);
+    }
+    if (over.length === 0) return 0;
+    const stray: { name: string; size: number }[] = [];
+    for await (const obj of this.storage.list('data/')) {
+      const id = obj.name.slice(obj.name.lastIndexOf('/') + 1);
+      if (isBlobId(id) && obj.name === packName(id) && !this.packs.has(id)) stray.push(obj);
+    }
+    const found = await mapLimit(stray, INDEX_READS_AT_ONCE, (obj) => this.readStrayHeader(obj.name, obj.size));
+    const packs = found.filter((p): p is IndexFile['packs'][number] => p !== null);
+    if (packs.length > 0) await this.writeIndex(packs);
+    await mapLimit(over, INDEX_READS_AT_ONCE, (name) => this.storage.delete(name));
+    return packs.length;
+  }
+
+  /** A stored pack's index entry from its own header, or null if the object is not a whole pack of its name. */
+  private async readStrayHeader(name: string, size: number): Promise<IndexFile['packs'][number] | null> {
+    const id = name.slice(name.lastIndexOf('/') + 1);
+    try {
+      // The tail holds the header of a pack of a few hundred blobs; a longer one takes a second read.
+      let tailLength = Math.min(size, STRAY_TAIL_READ);
+      let tail = await this.storage.getRange(name, size - tailLength, tailLength);
+      const headerLength = tail.length >= 12 ? tail.readUInt32LE(tail.length - 12) : 0;
+      if (headerLength + 12 > tailLength && headerLength + 12 <= size) {
+        tailLength = headerLength + 12;
+        tail = await this.storage.getRange(name, size - tailLength, tailLength);
+      }
+      const header = readPackHeader(tail);
+      if (sha256(header.headerBytes) !== id) return null;
+      const dataEnd = size - header.headerBytes.length - 12;
+      for (const [blob, offset, length] of header.blobs) {
+        if (!isBlobId(blob) || !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > dataEnd) return null;
+      }
+      return { id, size, blobs: header.blobs };
+    } catch (err) {
+      if (err instanceof Error && !(err instanceof AdminError)) return null; // not a pack (bad magic, bad JSON)
+      if (isStorageError(err, 'not-found') || isStorageError(err, 'permanent')) return null; // deleted, or shorter than listed
+      throw err;
+    }
+  }
+
+  /** Locks that may belong to a running backup: not expired, and not held by a process of this host that is gone. */
+  private async liveLocks(): Promise<Set<string>> {
+    const live = new Set<string>();
+    for await (const obj of this.storage.list('locks/')) {
+      let lock: Lock;
+      try {
+        lock = JSON.parse((await this.storage.get(obj.name)).toString('utf8')) as Lock;
+      } catch (err) {
+        if (isStorageError(err, 'not-found') || err instanceof SyntaxError) continue;
+        throw err;
+      }
+      if (Date.parse(lock.expiresAt) < Date.now()) continue;
+      if (lock.hostname === os.hostname() && !processExists(lock.pid)) continue;
+      live.add(lock.id);
+    }
+    return live;
   }
 
   hasBlob(id: string): boolean {
@@ -265,6 +392,17 @@ export class Repository {
   }
 }
 
+/** Whether a process of this host with this pid exists (EPERM: it does, someone else's). */
+function processExists(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** A held lock. Refreshed every third of its lifetime until released. */
 export class RepositoryLock {
   private readonly timer: NodeJS.Timeout;
@@ -276,6 +414,11 @@ export class RepositoryLock {
   ) {
     this.timer = setInterval(() => void this.refresh(), LOCK_TTL_MS / 3);
     this.timer.unref();
+  }
+
+  /** The lock's id (a pending marker names it: pendingName). */
+  get id(): string {
+    return this.lock.id;
   }
 
   private async refresh(): Promise<void> {

@@ -32,6 +32,10 @@ export interface FaultRule {
   after?: boolean;
   /** For list: yield this many items, then fail. */
   afterItems?: number;
+  /** Only calls on names (or list prefixes) starting with this: `index/` fails index writes alone. */
+  prefix?: string;
+  /** Only for a streamed getRange (streamRange): hand over this many bytes, then fail (a download cut short). */
+  afterBytes?: number;
 }
 
 /**
@@ -52,7 +56,32 @@ export class FaultStorage implements Storage {
     private readonly random: () => number = Math.random,
   ) {
     this.description = inner.description;
+    if (inner.streamRange) {
+      const stream = inner.streamRange.bind(inner);
+      this.streamRange = async (name, offset, length, onPiece) => {
+        this.calls.getRange++;
+        const rule = this.fire('getRange', name, true);
+        if (!rule) return stream(name, offset, length, onPiece);
+        if (rule.afterBytes === undefined) throw await this.fault(rule, 'getRange', name);
+        let handed = 0;
+        const cut = new Error('cut');
+        try {
+          await stream(name, offset, length, async (piece) => {
+            const room = rule.afterBytes! - handed;
+            if (room > 0) await onPiece(piece.subarray(0, Math.min(room, piece.length)));
+            handed += Math.min(Math.max(room, 0), piece.length);
+            if (handed >= rule.afterBytes!) throw cut;
+          });
+        } catch (err) {
+          if (err !== cut) throw err;
+        }
+        throw await this.fault(rule, 'getRange', name);
+      };
+    }
   }
+
+  /** Counted and faulted as a getRange; `afterBytes` cuts it short. */
+  readonly streamRange?: Storage['streamRange'];
 
   /** Replaces the rules (and restarts their `first` counts). */
   setRules(rules: FaultRule[]): void {
@@ -86,7 +115,7 @@ export class FaultStorage implements Storage {
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
     this.calls.list++;
-    const rule = this.fire('list');
+    const rule = this.fire('list', prefix);
     if (rule && !rule.after && rule.afterItems === undefined) throw await this.fault(rule, 'list', prefix);
     let n = 0;
     for await (const info of this.inner.list(prefix)) {
@@ -107,16 +136,18 @@ export class FaultStorage implements Storage {
 
   private async call<T>(op: StorageOp, name: string, forward: () => Promise<T>): Promise<T> {
     this.calls[op]++;
-    const rule = this.fire(op);
+    const rule = this.fire(op, name);
     if (!rule) return forward();
     if (rule.after) await forward();
     throw await this.fault(rule, op, name);
   }
 
   /** The first rule that fires for this call, counting it. */
-  private fire(op: StorageOp): FaultRule | undefined {
+  private fire(op: StorageOp, name: string, streamed = false): FaultRule | undefined {
     for (const rule of this.rules) {
       if (rule.ops && !rule.ops.includes(op)) continue;
+      if (rule.prefix !== undefined && !name.startsWith(rule.prefix)) continue;
+      if (rule.afterBytes !== undefined && !streamed) continue;
       const seen = (this.matched.get(rule) ?? 0) + 1;
       this.matched.set(rule, seen);
       let fires: boolean;

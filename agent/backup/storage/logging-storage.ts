@@ -23,7 +23,15 @@ export class LoggingStorage implements Storage {
         return { write: (d, p) => w.write(d, p), commit: (name, size) => this.timed('put', name, size, () => w.commit(name, size)), abort: () => w.abort() };
       };
     }
+    if (inner.streamRange) {
+      const stream = inner.streamRange.bind(inner);
+      this.streamRange = (name, offset, length, onPiece) =>
+        this.timed('getRange', name, length, () => stream(name, offset, length, onPiece), { offset, streamed: true });
+    }
   }
+
+  /** Logged as a getRange. */
+  readonly streamRange?: Storage['streamRange'];
 
   /** Logs a writer's commit as a put of the whole object. */
   readonly openWriter?: () => ObjectWriter;

@@ -49,7 +49,31 @@ export class RetryStorage implements Storage {
     this.random = options.random ?? Math.random;
     this.sleep = options.sleep ?? ((ms) => sleep(ms));
     if (inner.openWriter) this.openWriter = () => inner.openWriter!();
+    if (inner.streamRange) {
+      const stream = inner.streamRange.bind(inner);
+      this.streamRange = async (name, offset, length, onPiece) => {
+        // A read cut short goes on from the first byte not handed over: the caller sees one run of
+        // pieces. Like a listing, its attempt count restarts whenever it makes progress.
+        let done = 0;
+        let failures = 0;
+        for (;;) {
+          try {
+            await stream(name, offset + done, length - done, async (piece) => {
+              await onPiece(piece);
+              done += piece.length;
+              failures = 0;
+            });
+            return;
+          } catch (err) {
+            failures++;
+            await this.backoffOrThrow('getRange', name, err, failures);
+          }
+        }
+      };
+    }
   }
+
+  readonly streamRange?: Storage['streamRange'];
 
   /**
    * Passed through, not retried: only a local directory has writers, whose failures are not transient,

@@ -210,6 +210,63 @@ export class S3Storage implements Storage {
     return data;
   }
 
+  /** One ranged GET whose body is handed over as it arrives (no buffer of the range's size). */
+  async streamRange(name: string, offset: number, length: number, onPiece: (piece: Buffer) => Promise<void> | void): Promise<void> {
+    checkName(this.description, 'getRange', name);
+    checkRangeArgs(this.description, name, offset, length);
+    if (length === 0) {
+      await this.getRangeOwn(name, offset, 0);
+      return;
+    }
+    let res: GetObjectCommandOutput;
+    try {
+      res = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: this.key(name), Range: `bytes=${offset}-${offset + length - 1}` }),
+      );
+    } catch (err) {
+      if (statusOf(err) === 416) throw rangeError(this.description, name, offset, length, undefined);
+      throw this.error('getRange', name, err);
+    }
+    const body = res.Body as (Readable & AsyncIterable<Buffer>) | undefined;
+    // A server that ignored Range sends the whole object: skip to the range.
+    let skip = res.ContentRange === undefined ? offset : 0;
+    let got = 0;
+    let consumerFailure: { err: unknown } | null = null;
+    try {
+      if (body) {
+        for await (const chunk of body) {
+          let piece = chunk;
+          if (skip > 0) {
+            const n = Math.min(skip, piece.length);
+            skip -= n;
+            piece = piece.subarray(n);
+          }
+          if (piece.length > length - got) piece = piece.subarray(0, length - got);
+          if (piece.length === 0) continue;
+          try {
+            await onPiece(piece);
+          } catch (err) {
+            consumerFailure = { err };
+            throw err;
+          }
+          got += piece.length;
+          if (got === length) break;
+        }
+      }
+    } catch (err) {
+      const failure = consumerFailure as { err: unknown } | null; // set inside the loop
+      if (failure) throw failure.err;
+      throw this.error('getRange', name, err);
+    } finally {
+      body?.destroy();
+    }
+    if (got !== length) {
+      const total = res.ContentRange === undefined ? res.ContentLength : totalFromContentRange(res.ContentRange);
+      if (total !== undefined && offset + length > total) throw rangeError(this.description, name, offset, length, total);
+      throw new StorageError('transient', this.description, `short read: ${got} of ${length} bytes`, { op: 'getRange', name });
+    }
+  }
+
   async stat(name: string): Promise<ObjectInfo | null> {
     checkName(this.description, 'stat', name);
     try {

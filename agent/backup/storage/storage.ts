@@ -62,6 +62,18 @@ export interface Storage {
    */
   getRange(name: string, offset: number, length: number, into?: Buffer): Promise<Buffer>;
 
+  /**
+   * Optional: `length` bytes from `offset`, handed to `onPiece` as they arrive, in order, without
+   * holding the range in memory (S3: one GET whose body is read piece by piece). Each piece is
+   * consecutive to the last; `onPiece` is awaited before the next is read (backpressure), and a piece
+   * is valid only until its call resolves. Resolves once all `length` bytes were handed over. Fails
+   * like `getRange` (op `getRange`); an error thrown by `onPiece` ends the read and is rethrown as it
+   * is. A failed read may have handed over some pieces: the retry wrapper goes on from the first byte
+   * not handed over, so that its caller sees one run of consecutive pieces. Backends where a
+   * `getRange` into a reused buffer is as good (a directory) leave it out.
+   */
+  streamRange?(name: string, offset: number, length: number, onPiece: (piece: Buffer) => Promise<void> | void): Promise<void>;
+
   /** The object's size, or null if there is no object of that name. */
   stat(name: string): Promise<ObjectInfo | null>;
 
