@@ -91,7 +91,10 @@ export class PackPlacer {
     // from the turn would hold the next blob's turn until written).
     const turn = this.turn.then(async (): Promise<{ written: Promise<void> } | null> => {
       if (this.holds(id)) return null;
-      await this.o.limiter.take(data.length, this.o.signal);
+      // The limiter's wait ends with the signal's AbortError: the cancel is ours to name (CANCELLED).
+      await this.o.limiter.take(data.length, this.o.signal).catch((err: unknown) => {
+        throw this.o.signal?.aborted ? this.o.cancelled() : err;
+      });
       // A cancel while queued behind the limiter must not write more.
       if (this.o.signal?.aborted) throw this.o.cancelled();
       this.pending.add(id);
