@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,7 +20,7 @@ import { s3Server } from './support/s3-server.js';
  * What a backup to S3 costs in requests, counted on the real Swift server by the storage's own client
  * (S3StorageOptions.onRequest, an SDK middleware: every request that goes out, lib-storage's parts
  * included): one PutObject per pack, never a multipart upload, whatever the pack's few bytes over
- * PACK_TARGET_SIZE.
+ * PACK_TARGET_SIZE; and packs sent UNSIGNED-PAYLOAD, as a proxy in front of the server sees them.
  */
 
 const silent = pino({ level: 'silent' });
@@ -28,6 +29,46 @@ const MULTIPART = ['CreateMultipartUpload', 'UploadPart', 'CompleteMultipartUplo
 interface Counted {
   operation: string;
   name: string | undefined;
+}
+
+/**
+ * A loopback TCP proxy in front of the server that keeps every byte the client sends, to read the
+ * requests' headers as they went on the wire.
+ */
+class RecordingProxy {
+  private readonly server = net.createServer((client) => {
+    const chunks: Buffer[] = [];
+    this.connections.push(chunks);
+    const upstream = net.connect(Number(new URL(this.target).port), '127.0.0.1');
+    client.on('data', (d: Buffer) => chunks.push(d));
+    client.pipe(upstream).pipe(client);
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+  });
+  private readonly connections: Buffer[][] = [];
+
+  constructor(private readonly target: string) {}
+
+  async start(): Promise<string> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    return `http://127.0.0.1:${(this.server.address() as net.AddressInfo).port}`;
+  }
+
+  async stop(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** Every PUT sent: its path and its x-amz-content-sha256 header. */
+  puts(): { path: string; contentSha256: string | undefined }[] {
+    const out: { path: string; contentSha256: string | undefined }[] = [];
+    for (const chunks of this.connections) {
+      const text = Buffer.concat(chunks).toString('latin1');
+      for (const m of text.matchAll(/PUT (\S+) HTTP\/1\.1\r\n([\s\S]*?)\r\n\r\n/g)) {
+        out.push({ path: m[1]!, contentSha256: /^x-amz-content-sha256: *(.*)$/im.exec(m[2]!)?.[1]?.trim() });
+      }
+    }
+    return out;
+  }
 }
 
 async function backupCounting(checkpoint: CheckpointRecord, dir: string, s3: Partial<S3StorageOptions> = {}) {
@@ -90,6 +131,28 @@ describe('requests of a backup to S3 (Swift)', () => {
     expect(packPuts.sort()).toEqual([...packs].sort());
     expect(requests.filter((r) => MULTIPART.includes(r.operation))).toEqual([]);
     expect(verified.errors).toEqual([]);
+  });
+
+  it('sends packs UNSIGNED-PAYLOAD (their bytes are not hashed again) and signs the small objects with their SHA-256', async () => {
+    const signed = async (s3: Partial<S3StorageOptions>) => {
+      const proxy = new RecordingProxy(s3Server().endpoint);
+      const endpoint = await proxy.start();
+      try {
+        const { packs } = await backupCounting(checkpoint, dir, { endpoint, ...s3 });
+        const puts = proxy.puts();
+        const packPuts = puts.filter((p) => p.path.includes('/data/'));
+        expect(packPuts).toHaveLength(packs.length);
+        const others = puts.filter((p) => !p.path.includes('/data/'));
+        expect(others.length).toBeGreaterThanOrEqual(3); // config, lock, index, snapshot
+        for (const p of others) expect(p.contentSha256, p.path).toMatch(/^[0-9a-f]{64}$/);
+        return packPuts.map((p) => p.contentSha256);
+      } finally {
+        await proxy.stop();
+      }
+    };
+    for (const h of await signed({})) expect(h).toBe('UNSIGNED-PAYLOAD');
+    // Control: with every body signed, the same packs carry their SHA-256 (the proxy sees the header).
+    for (const h of await signed({ signedPayloadLimit: Infinity })) expect(h).toMatch(/^[0-9a-f]{64}$/);
   });
 
   it('counts the multipart requests too (control: with the part size as the threshold, as before, packs go multipart)', async () => {
