@@ -67,9 +67,10 @@ export interface S3StorageOptions {
   /**
    * Bodies up to this size are signed with their SHA-256 (x-amz-content-sha256); larger ones (packs) go
    * as UNSIGNED-PAYLOAD. Default 1 MiB. Signing a body hashes every byte of it again, on the event loop,
-   * and makes the server hash it too (Swift's s3api does): for a pack, whose every blob is addressed by
-   * its SHA-256 and checked on every read (restore, verify --read-data), that buys nothing TLS or those
-   * checks do not give. `Infinity` signs every body.
+   * and makes the server hash it too (Swift's s3api does). A pack's every blob is addressed by its SHA-256
+   * and checked on every read (restore, verify --read-data), and TLS guards the transfer on https; what
+   * the signature adds is that a pack damaged on a plain-http wire is refused at once rather than found
+   * by the next verify. `Infinity` signs every body.
    */
   signedPayloadLimit?: number;
 }
