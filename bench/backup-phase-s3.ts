@@ -61,7 +61,7 @@ export async function s3Phase(ctx: BenchContext, c1: CheckpointRecord, c2: Check
     return null;
   }
   ctx.loadAverages.s3 = os.loadavg()[0]!;
-  progress('5. S3 (OpenStack Swift s3api on loopback): full backup, incremental, restore, each beside the raw AWS SDK on the same bytes');
+  progress('5/5 S3 (OpenStack Swift s3api on loopback): full backup, incremental, restore, each beside the raw AWS SDK on the same bytes');
   const base = path.join(work, 's3');
   fs.mkdirSync(base, { recursive: true });
   const server = await startSwift(base);
