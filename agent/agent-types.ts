@@ -22,7 +22,11 @@ export interface BackupOptions {
    * by the first backup operation, which creates the repository if there is none.
    */
   repository: string;
-  s3?: { endpoint?: string; region?: string; forcePathStyle?: boolean };
+  /**
+   * `signedPayloadLimit`: bodies larger than this (packs; default 1 MiB) go UNSIGNED-PAYLOAD, not hashed
+   * a second time; `Infinity` signs every body (s3-storage.ts).
+   */
+  s3?: { endpoint?: string; region?: string; forcePathStyle?: boolean; signedPayloadLimit?: number };
   /** Packs uploading at once (default 4; each holds up to 9 MiB in memory). */
   concurrency?: number;
   /** Upload cap in bytes per second; null or absent: none. */

@@ -20,6 +20,8 @@ export interface Config {
   keep: boolean;
   /** Whether to measure a backup through the agent (the example node) too. */
   agent: boolean;
+  /** Whether to run the S3 phase (backup-phase-s3.ts: Swift's s3api on loopback). */
+  s3: boolean;
   /** How many times each timed run is made; the medians count. */
   repeat: number;
 }
@@ -42,6 +44,7 @@ export function readConfig(): Config {
     tuned: process.env.BENCH_TUNED !== '0',
     keep: process.env.BENCH_KEEP === '1',
     agent: process.env.BENCH_AGENT !== '0',
+    s3: process.env.BENCH_S3 !== '0',
     repeat: num('BENCH_REPEAT', 3, true),
   };
 }

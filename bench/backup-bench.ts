@@ -12,6 +12,7 @@ import { fullBackupPhase } from './backup-phase-full.js';
 import { incrementalPhase } from './backup-phase-incremental.js';
 import { restorePhase } from './backup-phase-restore.js';
 import { agentPhase, type AgentPhase } from './backup-phase-agent.js';
+import { s3Phase, type S3Phase } from './backup-phase-s3.js';
 
 /**
  * The backup benchmark: ours against restic and borg on the same checkpoint of the benchmark database
@@ -21,7 +22,10 @@ import { agentPhase, type AgentPhase } from './backup-phase-agent.js';
  *   1. full backup of checkpoint 1 into fresh repositories;
  *   2. incremental backup of checkpoint 2, taken after ~5% new data was written (same repositories,
  *      same caches); restic and borg also once more with their ctime check off (info: see below);
- *   3. restore of the latest backup into a fresh directory, checked byte for byte against checkpoint 2.
+ *   3. restore of the latest backup into a fresh directory, checked byte for byte against checkpoint 2;
+ *   4. a backup through the agent (backup-phase-agent.ts);
+ *   5. the S3 path on Swift's s3api (backup-phase-s3.ts): full, incremental and restore, each beside the
+ *      raw AWS SDK moving the same bytes, and requests per GB.
  *
  * Beside the peers, the device itself: `cp -r` of the checkpoint plus `sync`, cold, after our full
  * backup and after our restore (both read and write every byte once): how far we are from what the disk
@@ -51,7 +55,7 @@ import { agentPhase, type AgentPhase } from './backup-phase-agent.js';
  * Environment: BENCH_DB_GB (1), BENCH_DIR (<repo>/.scratch/bench), BENCH_REBUILD=1, BENCH_CHANGE_PCT (5),
  * BENCH_BACKUP_CONCURRENCY (4, the agent's default), BENCH_RESTORE_CONCURRENCY (12, restore's default),
  * BENCH_PEERS (restic,borg), BENCH_TUNED=0 to skip the peers' ctime-blind runs, BENCH_AGENT=0 to skip the
- * backup through the agent (step 4), BENCH_REPEAT (3: each timed run that many times, medians count), BENCH_KEEP=1 to keep
+ * backup through the agent (step 4), BENCH_S3=0 to skip the S3 phase (step 5; skipped anyway without Swift), BENCH_REPEAT (3: each timed run that many times, medians count), BENCH_KEEP=1 to keep
  * the repositories and restored directories in <BENCH_DIR>/backup.
  */
 
@@ -93,6 +97,7 @@ async function main(): Promise<void> {
   const incremental = await incrementalPhase(ctx, full);
   const restore = await restorePhase(ctx, incremental.latestId);
   const agent: AgentPhase | null = config.agent ? await agentPhase(ctx) : null;
+  const s3: S3Phase | null = config.s3 ? await s3Phase(ctx, full.c1, incremental.c2) : null;
 
   const totalSeconds = (performance.now() - t0) / 1000;
   loadAverages.end = os.loadavg()[0]!;
@@ -113,6 +118,7 @@ async function main(): Promise<void> {
     totalRow(totalSeconds),
   ];
   process.stdout.write(formatTable(rows, config, db0.bytes, db0.reused, ctx.cacheDropped, versions, missing, gnuTime, loadAverages));
+  if (s3) process.stdout.write(s3.table);
 
   const resultsPath = path.join(config.benchDir, 'backup-results.json');
   const results = {
@@ -128,6 +134,7 @@ async function main(): Promise<void> {
     incrementalBackup: incremental.results,
     restore: restore.results,
     agent: agent?.result ?? null,
+    s3: s3?.results ?? null,
     table: rows,
   };
   fs.writeFileSync(resultsPath, JSON.stringify(results, roundNumbers, 2) + '\n');
@@ -136,6 +143,10 @@ async function main(): Promise<void> {
   progress(`done in ${totalSeconds.toFixed(0)} s; results in ${resultsPath}`);
   if (!restore.checkOurs.ok) {
     process.stderr.write(`OUR RESTORE IS WRONG: ${restore.checkOurs.problems.join('; ')}\n`);
+    process.exitCode = 2;
+  }
+  if (s3?.checkOurs && !s3.checkOurs.ok) {
+    process.stderr.write(`OUR RESTORE FROM S3 IS WRONG: ${s3.checkOurs.problems.join('; ')}\n`);
     process.exitCode = 2;
   }
 }

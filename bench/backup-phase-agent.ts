@@ -16,7 +16,7 @@ export interface AgentPhase {
  * database, and what it costs the node's process (memory, KV latency).
  */
 export async function agentPhase(ctx: BenchContext): Promise<AgentPhase> {
-  progress('4/4 a backup through the agent: the example node on a copy of the database, node-admin backup create');
+  progress('4/5 a backup through the agent: the example node on a copy of the database, node-admin backup create');
   const a = await measureAgentBackup(ctx.db0.dbPath, ctx.db0.keyCount, path.join(ctx.work, 'agent'));
   progress(
     `  ${a.seconds.toFixed(2)} s; node RSS idle ${mib(a.idle.rss)} (anonymous ${mib(a.idle.anon)}), ` +

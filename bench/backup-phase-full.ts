@@ -43,7 +43,7 @@ export async function fullBackupPhase(ctx: BenchContext): Promise<FullBackupPhas
   progress(`checkpoint 1: ${c1.files} files, ${mb(c1.bytes)}; staged at ${current}`);
 
   ctx.loadAverages.fullBackup = os.loadavg()[0]!;
-  progress('1/4 full backup of checkpoint 1 (page cache dropped before each tool)');
+  progress('1/5 full backup of checkpoint 1 (page cache dropped before each tool)');
   const runs = { ours: [] as OursRun[], cp: [] as TimedProcess[], floor: [] as DeviceFloor[], restic: [] as PeerBackup[], borg: [] as PeerBackup[] };
   for (let round = 1; round <= config.repeat; round++) {
     if (config.repeat > 1) progress(`  round ${round} of ${config.repeat}`);

@@ -56,7 +56,7 @@ export async function incrementalPhase(ctx: BenchContext, full: FullBackupPhase)
   const { config, current, oursRepo, cacheFile, restic, borg, borgTuned, work } = ctx;
   ctx.loadAverages.incremental = os.loadavg()[0]!;
   const keys = Math.round((ctx.db0.keyCount * config.changePercent) / 100);
-  progress(`2/4 writing ${keys} new keys of ${ctx.db0.valueBytes} random bytes (~${config.changePercent}%) into the clone, then checkpoint 2`);
+  progress(`2/5 writing ${keys} new keys of ${ctx.db0.valueBytes} random bytes (~${config.changePercent}%) into the clone, then checkpoint 2`);
   const change = await writeNewKeys(ctx.workDb, ctx.db0.keyCount, keys, ctx.db0.valueBytes);
   const c2 = takeCheckpoint(ctx.workDb, ctx.checkpointDir, 'backup-bench incremental');
   stage(c2.path, current);

@@ -32,7 +32,7 @@ export interface RestorePhase {
 export async function restorePhase(ctx: BenchContext, latestId: unknown): Promise<RestorePhase> {
   const { config, current, work, restic, borg } = ctx;
   ctx.loadAverages.restore = os.loadavg()[0]!;
-  progress('3/4 restore of the latest backup into a fresh directory, then a byte-for-byte check against checkpoint 2');
+  progress('3/5 restore of the latest backup into a fresh directory, then a byte-for-byte check against checkpoint 2');
   const dirs = { ours: path.join(work, 'restore-ours'), restic: path.join(work, 'restore-restic'), borg: path.join(work, 'restore-borg') };
   const runs = { ours: [] as OursRun[], cp: [] as TimedProcess[], floor: [] as DeviceFloor[] };
   let checkOurs: CompareResult = { ok: true, files: 0, bytes: 0, problems: [] };

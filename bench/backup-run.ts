@@ -5,7 +5,7 @@ import { backupCheckpoint } from '../agent/backup/backup-checkpoint.js';
 import { HashCache } from '../agent/backup/hash-cache.js';
 import { Repository } from '../agent/backup/repository/repository.js';
 import { restoreBackup } from '../agent/backup/restore-backup.js';
-import { openStorage } from '../agent/backup/storage/open-storage.js';
+import { openStorage, type OpenStorageOptions } from '../agent/backup/storage/open-storage.js';
 
 /**
  * One backup or restore of ours, as its own process, so that the backup benchmark measures its wall time
@@ -18,11 +18,21 @@ import { openStorage } from '../agent/backup/storage/open-storage.js';
  * Prints one JSON line on stdout: the BackupRecord or RestoreBackupResult, plus `maxRssKb` as the
  * process saw itself (a cross-check of /usr/bin/time) and `moduleLoadMs` (start of the process to the
  * first line of work: Node's startup and our imports) and, for a backup, `eventLoopDelayMs` (p50, p99,
- * max of the event loop's delay while it ran: what a host node's requests would have waited).
+ * max of the event loop's delay while it ran: what a host node's requests would have waited). With `s3`
+ * (an s3:// repository), also `requests`: every request sent to the server, by S3 operation.
  */
+
+/** For an s3:// repository: the server (the S3 phase's Swift). */
+interface S3Args {
+  endpoint: string;
+  region?: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+}
 
 interface BackupArgs {
   repo: string;
+  s3?: S3Args;
   checkpoint: CheckpointRecord;
   cache: string;
   concurrency?: number;
@@ -30,6 +40,7 @@ interface BackupArgs {
 
 interface RestoreArgs {
   repo: string;
+  s3?: S3Args;
   id: string;
   to: string;
   concurrency?: number;
@@ -43,7 +54,7 @@ async function main(): Promise<void> {
   }
   if (mode === 'backup') {
     const a = JSON.parse(json) as BackupArgs;
-    const storage = await openStorage(a.repo, {});
+    const storage = await openStorage(a.repo, storageOptions(a.s3));
     try {
       const repo = await Repository.open(storage, { create: true });
       const cache = HashCache.load(a.cache);
@@ -53,21 +64,39 @@ async function main(): Promise<void> {
       const record = await backupCheckpoint({ repo, checkpoint: a.checkpoint, cache, concurrency: a.concurrency ?? 4 });
       loop.disable();
       const eventLoopDelayMs = { p50: loop.percentile(50) / 1e6, p99: loop.percentile(99) / 1e6, max: loop.max / 1e6 };
-      print({ ...record, moduleLoadMs, maxRssKb: process.resourceUsage().maxRSS, eventLoopDelayMs });
+      print({ ...record, moduleLoadMs, maxRssKb: process.resourceUsage().maxRSS, eventLoopDelayMs, ...(a.s3 ? { requests } : {}) });
     } finally {
       await storage.close();
     }
   } else {
     const a = JSON.parse(json) as RestoreArgs;
-    const storage = await openStorage(a.repo, {});
+    const storage = await openStorage(a.repo, storageOptions(a.s3));
     try {
       const repo = await Repository.open(storage);
       const result = await restoreBackup({ repo, id: a.id, to: a.to, concurrency: a.concurrency ?? 12 });
-      print({ ...result, moduleLoadMs, maxRssKb: process.resourceUsage().maxRSS });
+      print({ ...result, moduleLoadMs, maxRssKb: process.resourceUsage().maxRSS, ...(a.s3 ? { requests } : {}) });
     } finally {
       await storage.close();
     }
   }
+}
+
+/** Requests sent to the S3 server, by operation (PutObject, GetObject, ...). */
+const requests: Record<string, number> = {};
+
+function storageOptions(s3: S3Args | undefined): OpenStorageOptions {
+  if (!s3) return {};
+  return {
+    s3: {
+      endpoint: s3.endpoint,
+      region: s3.region ?? 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+      onRequest: (operation) => {
+        requests[operation] = (requests[operation] ?? 0) + 1;
+      },
+    },
+  };
 }
 
 function print(value: unknown): void {

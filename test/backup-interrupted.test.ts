@@ -137,8 +137,14 @@ describe('a backup that stops part way keeps what it stored', () => {
     const filler = path.join(small, 'filler');
     const inner = new DirStorage(path.join(small, 'repo'));
     // The second pack committed, the disk is filled to the last byte: its index object fails ENOSPC.
+    // Packs are indexed up to a second later, and a failed pack's temp file frees space meanwhile: the
+    // disk is filled again right before each index write, so that the write meets a full disk.
     let commits = 0;
     const fillAfterSecondPack: Storage = Object.assign(Object.create(inner) as Storage, {
+      put: (name: string, data: Buffer): Promise<void> => {
+        if (commits >= 2 && name.startsWith('index/')) fillDisk(filler);
+        return inner.put(name, data);
+      },
       openWriter: (): ObjectWriter => {
         const w = inner.openWriter();
         return {

@@ -2,11 +2,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { PackPlacer } from '../dist/agent/backup/pack-placer.js';
+import { INDEX_DELAY_MS, PackPlacer } from '../dist/agent/backup/pack-placer.js';
 import { RateLimiter } from '../dist/agent/backup/rate-limiter.js';
 import { Repository } from '../dist/agent/backup/repository/repository.js';
 import { readPackHeader } from '../dist/agent/backup/repository/pack.js';
-import { CHUNK_SIZE, PACK_TARGET_SIZE, sha256 } from '../dist/agent/backup/repository/format.js';
+import { CHUNK_SIZE, PACK_TARGET_SIZE, packName, sha256, type IndexFile } from '../dist/agent/backup/repository/format.js';
 import { MemoryStorage } from '../dist/agent/backup/storage/memory-storage.js';
 import { DirStorage } from '../dist/agent/backup/storage/dir-storage.js';
 import { StorageError, type Storage } from '../dist/agent/backup/storage/storage.js';
@@ -14,8 +14,8 @@ import { tempDir } from './support/processes.js';
 
 /**
  * Placing blobs into packs alone (pack-placer.ts), on a memory storage (and a directory where a temp
- * file is what is checked): dedup, where packs are cut, one index file per pack, the same packs
- * streamed or buffered, backpressure, failures and cancels.
+ * file is what is checked): dedup, where packs are cut, index files shared by the packs stored close
+ * together, the same packs streamed or buffered, backpressure, failures and cancels.
  */
 
 const BLOBS_PER_PACK = PACK_TARGET_SIZE / CHUNK_SIZE; // whole chunks fill a pack exactly
@@ -44,12 +44,24 @@ class GatedPuts extends WholeObjects {
   }
 }
 
-/** Pack puts fail permanently. */
+/** Pack puts fail permanently, after the first `succeed` of them. */
 class FailingPuts extends WholeObjects {
+  constructor(private succeed = 0) {
+    super();
+  }
   override async put(name: string, data: Buffer): Promise<void> {
-    if (name.startsWith('data/')) throw new StorageError('permanent', this.description, 'disk on fire', { op: 'put', name });
+    if (name.startsWith('data/') && this.succeed-- <= 0) throw new StorageError('permanent', this.description, 'disk on fire', { op: 'put', name });
     return super.put(name, data);
   }
+}
+
+/** The packs the index files name. */
+async function indexedPacks(storage: Storage): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const { name } of storage.list('index/')) {
+    for (const pack of (JSON.parse((await storage.get(name)).toString('utf8')) as IndexFile).packs) ids.push(pack.id);
+  }
+  return ids.sort();
 }
 
 /** Every microtask queued so far, and those they queue, have run (the memory storage only uses those). */
@@ -81,7 +93,7 @@ describe('pack placer', () => {
   const dir = tempDir('pack-placer');
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('stores each blob once, in packs cut at the target size, each pack with an index file of its own', async () => {
+  it('stores each blob once, in packs cut at the target size, packs stored together sharing an index file', async () => {
     const storage = new MemoryStorage();
     const { placer, stored } = await placerOn(storage);
     const data = chunks(2 * BLOBS_PER_PACK + 3);
@@ -96,7 +108,9 @@ describe('pack placer', () => {
     const packs = await objects(storage, 'data/');
     expect([...packs.values()].map((p) => readPackHeader(p).blobs.length).sort()).toEqual([3, BLOBS_PER_PACK, BLOBS_PER_PACK]);
     expect(stored.sort()).toEqual([...packs.values()].map((p) => p.length).sort());
-    expect((await objects(storage, 'index/')).size).toBe(3);
+    // Stored within INDEX_DELAY_MS of each other: one index file names all three (one request, not three).
+    expect((await objects(storage, 'index/')).size).toBe(1);
+    expect(await indexedPacks(storage)).toEqual([...packs.keys()].map((n) => n.split('/').at(-1)!).sort());
 
     // A later run knows them from the index, and places none of them again.
     const again = await placerOn(storage);
@@ -185,6 +199,29 @@ describe('pack placer', () => {
     await placer.close();
     expect((await objects(storage, 'index/')).size).toBe(0);
     expect(placer.packsStored).toBe(0);
+  });
+
+  it('indexes a stored pack within INDEX_DELAY_MS while the backup goes on, without a drain', async () => {
+    const storage = new WholeObjects();
+    const { placer } = await placerOn(storage);
+    for (const d of chunks(BLOBS_PER_PACK + 1)) await placer.place(sha256(d), d); // one full pack, one more blob
+    const deadline = Date.now() + 20 * INDEX_DELAY_MS;
+    while ((await indexedPacks(storage)).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const [name] = (await objects(storage, 'data/')).keys();
+    expect(await indexedPacks(storage)).toEqual([name!.split('/').at(-1)]);
+    await placer.close();
+  });
+
+  it('a backup that fails indexes the packs it stored before the failure (close), so the next run reuses them', async () => {
+    const storage = new FailingPuts(1);
+    const { placer } = await placerOn(storage, { concurrency: 1 });
+    // The second pack is handed over full (and fails); no drain: a backup that fails goes straight to close.
+    for (const d of chunks(2 * BLOBS_PER_PACK)) await placer.place(sha256(d), d);
+    await placer.close();
+    expect(() => placer.check()).toThrow('disk on fire');
+    const stored = [...(await objects(storage, 'data/')).keys()];
+    expect(stored).toHaveLength(1);
+    expect((await indexedPacks(storage)).map(packName)).toEqual(stored);
   });
 
   it('a cancel stops placing, and close leaves nothing of the pack being filled (no temp file)', async () => {

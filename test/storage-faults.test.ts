@@ -9,6 +9,7 @@ import { LoggingStorage } from '../dist/agent/backup/storage/logging-storage.js'
 import { MemoryStorage } from '../dist/agent/backup/storage/memory-storage.js';
 import { RetryStorage, type RetryOptions } from '../dist/agent/backup/storage/retry-storage.js';
 import type { Storage } from '../dist/agent/backup/storage/storage.js';
+import type { S3StorageOptions } from '../dist/agent/backup/storage/s3-storage.js';
 import { FaultProxy, s3Server, s3TestStorage, type ProxyFault } from './support/s3-server.js';
 import { collect, expectKind, failure, names } from './support/storage-conformance.js';
 
@@ -224,10 +225,10 @@ describe('s3 through a faulty network (TCP proxy in front of Swift)', () => {
   let storages: Storage[] = [];
 
   /** A retrying S3 storage whose every connection goes through a new proxy: connection i gets plan[i]. */
-  async function through(plan: ProxyFault[], then: ProxyFault, retry: RetryOptions, prefix?: string): Promise<RetryStorage> {
+  async function through(plan: ProxyFault[], then: ProxyFault, retry: RetryOptions, prefix?: string, options: Partial<S3StorageOptions> = {}): Promise<RetryStorage> {
     proxy = FaultProxy.forEndpoint(s3Server().endpoint, plan, then);
     const endpoint = await proxy.start();
-    const backend = s3TestStorage({ endpoint, timeoutMs: 1000, connectTimeoutMs: 1000, ...(prefix ? { prefix } : {}) });
+    const backend = s3TestStorage({ endpoint, timeoutMs: 1000, connectTimeoutMs: 1000, ...(prefix ? { prefix } : {}), ...options });
     storages.push(backend);
     return new RetryStorage(backend, retry);
   }
@@ -283,8 +284,8 @@ describe('s3 through a faulty network (TCP proxy in front of Swift)', () => {
 
   it('fails a multipart upload cleanly, leaving no object, when new connections keep being reset', async () => {
     // The first connection works (and is reused from the pool); every other one is reset. Parts go up in
-    // parallel, so each attempt needs a second connection and fails.
-    const s = await through(['pass'], 'reset', { maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 20 });
+    // parallel, so each attempt needs a second connection and fails. (12 MiB is one PutObject by default.)
+    const s = await through(['pass'], 'reset', { maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 20 }, undefined, { multipartThreshold: 8 * 1024 * 1024 });
     const data = randomBytes(12 * 1024 * 1024);
     const started = Date.now();
     const err = await failure(s.putStream('net/big', () => Readable.from([data]), data.length));

@@ -33,8 +33,8 @@ describe('s3 storage against Swift', () => {
   });
   afterAll(() => raw?.destroy());
 
-  it('keeps objects at <prefix>/<name>, sends large streams as multipart, aborts failed multipart uploads', async () => {
-    const s = s3TestStorage({ prefix: `layout-${randomBytes(4).toString('hex')}/sub` });
+  it('keeps objects at <prefix>/<name>, sends objects above multipartThreshold as multipart, aborts failed multipart uploads', async () => {
+    const s = s3TestStorage({ prefix: `layout-${randomBytes(4).toString('hex')}/sub`, multipartThreshold: 16 * 1024 * 1024 });
     try {
       const prefix = s.description.replace(`s3://${s3Server().bucket}/`, '');
       const small = randomBytes(1000);
@@ -46,12 +46,20 @@ describe('s3 storage against Swift', () => {
       await s.putStream('data/big', () => chunked(big, 1 << 20), big.length);
       const bigHead = await raw.send(new HeadObjectCommand({ Bucket: s3Server().bucket, Key: `${prefix}/data/big` }));
       expect(bigHead.ETag).toMatch(/-3"$/); // 3 parts of 8 MiB: a multipart upload
+      await s.put('data/big2', big);
+      const big2Head = await raw.send(new HeadObjectCommand({ Bucket: s3Server().bucket, Key: `${prefix}/data/big2` }));
+      expect(big2Head.ETag).toMatch(/-3"$/); // put() above the threshold goes multipart too
+      expect((await s.get('data/big2')).equals(big)).toBe(true);
 
+      // Just over a pack, under the threshold: one PutObject, streamed or not (an ETag without a part count).
       const nine = randomBytes(9 * 1024 * 1024);
       await s.put('data/nine', nine);
-      const nineHead = await raw.send(new HeadObjectCommand({ Bucket: s3Server().bucket, Key: `${prefix}/data/nine` }));
-      expect(nineHead.ETag).toMatch(/-2"$/); // put() of more than a part goes multipart too
-      expect((await s.get('data/nine')).equals(nine)).toBe(true);
+      await s.putStream('data/nine-streamed', () => chunked(nine, 1 << 20), nine.length);
+      for (const name of ['data/nine', 'data/nine-streamed']) {
+        const nineHead = await raw.send(new HeadObjectCommand({ Bucket: s3Server().bucket, Key: `${prefix}/${name}` }));
+        expect(nineHead.ETag).toMatch(/^"[0-9a-f]{32}"$/);
+        expect((await s.get(name)).equals(nine)).toBe(true);
+      }
 
       // A stream that comes up short fails before CompleteMultipartUpload, and the upload is aborted.
       await failure(s.putStream('data/short', () => chunked(big, 1 << 20), big.length + 1));

@@ -2,13 +2,21 @@ import { alignedBuffers } from '../fs/direct-io.js';
 import type { RateLimiter } from './rate-limiter.js';
 import { BufferedPack, StreamedPack, type PackSink } from './repository/pack.js';
 import type { Repository } from './repository/repository.js';
-import { CHUNK_SIZE, PACK_TARGET_SIZE } from './repository/format.js';
+import { CHUNK_SIZE, PACK_TARGET_SIZE, type IndexFile } from './repository/format.js';
 
 /**
  * A pack's buffer, where a pack must be stored whole (S3): a full pack, one more chunk (the one that made
  * it full) and its header, in whole pages. A directory storage needs none (packs are streamed).
  */
 const PACK_BUFFER_SIZE = PACK_TARGET_SIZE + CHUNK_SIZE + 64 * 1024;
+
+/**
+ * How long a stored pack may wait for its index file. A kill -9 loses the index of at most the packs
+ * stored this long before it (plus those being stored): the next run uploads them again.
+ */
+export const INDEX_DELAY_MS = 1000;
+
+type IndexedPack = IndexFile['packs'][number];
 
 export interface PackPlacerOptions {
   repo: Repository;
@@ -19,15 +27,18 @@ export interface PackPlacerOptions {
   signal?: AbortSignal;
   /** The error a cancelled backup fails with. */
   cancelled: () => Error;
-  /** A pack and its index file were stored: `bytes`, the pack's size. */
+  /** A pack was stored (its index file follows within INDEX_DELAY_MS): `bytes`, the pack's size. */
   onPackStored: (bytes: number) => void;
   /** Awaited before each pack is stored (a backup's pending marker: Repository.markPending). */
   beforeStore?: () => Promise<void>;
 }
 
 /**
- * Places a backup's blobs into packs and stores them, each pack with an index file of its own as soon as
- * it is stored (so an interrupted backup leaves packs the next run reuses).
+ * Places a backup's blobs into packs and stores them, and indexes the packs stored (so that an
+ * interrupted backup leaves packs the next run reuses): a stored pack is in an index file within
+ * INDEX_DELAY_MS, and the packs stored meanwhile share that file. One index file per pack would cost a
+ * request per pack and, at the end, two more (compactIndex reads and deletes each): measured on Swift's
+ * s3api, a third of a backup's time.
  *
  * Contract:
  * - `place(id, data)` stores blob `id` once: a blob the repository or a pack of this run already holds
@@ -41,11 +52,13 @@ export interface PackPlacerOptions {
  *   would start another waits for a slot.
  * - The first failure to store a pack (or a cancel, when the signal is aborted) is remembered and
  *   thrown by `check()` and by the next flush; `place` throws the cancel itself.
+ * - An index file never names a pack that is not stored; index files are written one at a time.
  * - `flush()` hands the pack being filled (if it holds a blob) to storing; `drain()` waits until
- *   every pack handed over is stored or failed. `close()`, once, always, last: waits for every store
- *   to settle and discards the pack being filled (nothing of it is stored).
+ *   every pack handed over is stored and indexed, or failed. `close()`, once, always, last: waits for
+ *   every store to settle, indexes (best effort) the packs stored but not yet indexed, whatever made
+ *   the backup stop, and discards the pack being filled (nothing of it is stored).
  * - `beforeStore` is awaited before each pack is stored; `everyPackIndexed`, after `close()`, says that
- *   no pack can be stored without its index object (no store or index write failed).
+ *   no pack can be stored without its index object (no store failed, every stored pack indexed).
  * - It never reads a file and never writes a snapshot.
  */
 export class PackPlacer {
@@ -60,14 +73,19 @@ export class PackPlacer {
   /** The placement before the next one's: a full pack is flushed before anyone adds to the next. */
   private turn: Promise<unknown> = Promise.resolve();
   private readonly concurrency: number;
+  /** Stored packs whose index file is not written yet (nor being written). */
+  private unindexed: IndexedPack[] = [];
+  private indexTimer: NodeJS.Timeout | null = null;
+  /** The index file being written, if any: the next waits for it. Never rejects. */
+  private indexing: Promise<void> = Promise.resolve();
   blobsStored = 0;
   packsStored = 0;
-  /** A pack failed to be stored or indexed: it may be stored without an index object. */
+  /** A pack failed to be stored: it may be stored anyway (an answer lost), without an index object. */
   private storeFailed = false;
 
   /** After close(): every pack handed to storing was stored and indexed (none may be stored unindexed). */
   get everyPackIndexed(): boolean {
-    return !this.storeFailed && this.inFlight.size === 0;
+    return !this.storeFailed && this.inFlight.size === 0 && this.unindexed.length === 0;
   }
 
   constructor(private readonly o: PackPlacerOptions) {
@@ -116,12 +134,12 @@ export class PackPlacer {
     this.pack = this.openPack();
     const upload = (async () => {
       await this.o.beforeStore?.();
-      const { id, size, blobs } = await full.finish();
-      await this.o.repo.writeIndex([{ id, size, blobs }]);
-      for (const [blob] of blobs) this.pending.delete(blob);
-      this.blobsStored += blobs.length;
+      const pack = await full.finish();
+      this.blobsStored += pack.blobs.length;
       this.packsStored++;
-      this.o.onPackStored(size);
+      this.o.onPackStored(pack.size);
+      this.unindexed.push(pack);
+      this.indexTimer ??= setTimeout(() => this.writeIndex(), INDEX_DELAY_MS);
     })().catch(async (err: unknown) => {
       this.storeFailed = true;
       this.failure ??= this.o.signal?.aborted ? this.o.cancelled() : err;
@@ -133,12 +151,35 @@ export class PackPlacer {
 
   async drain(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.race(this.inFlight);
+    this.writeIndex();
+    await this.indexing;
   }
 
   async close(): Promise<void> {
-    // Never leave uploads running behind a failed or cancelled backup, nor a half-written pack behind.
+    // Never leave uploads running behind a failed or cancelled backup, nor a half-written pack behind;
+    // what was stored is indexed, so that the next run reuses it.
     await Promise.allSettled(this.inFlight);
+    this.writeIndex();
+    await this.indexing;
     await this.pack.abort();
+  }
+
+  /** Starts writing an index file for the packs stored and not yet indexed (after the one being written). */
+  private writeIndex(): void {
+    if (this.indexTimer) clearTimeout(this.indexTimer);
+    this.indexTimer = null;
+    if (this.unindexed.length === 0) return;
+    const packs = this.unindexed;
+    this.unindexed = [];
+    this.indexing = this.indexing.then(async () => {
+      try {
+        await this.o.repo.writeIndex(packs);
+        for (const pack of packs) for (const [blob] of pack.blobs) this.pending.delete(blob);
+      } catch (err) {
+        this.failure ??= err;
+        this.unindexed.unshift(...packs); // close() tries once more
+      }
+    });
   }
 
   private openPack(): PackSink {

@@ -50,20 +50,41 @@ export interface S3StorageOptions {
   timeoutMs?: number;
   /** An attempt fails `transient` if the TCP connection is not established within this. Default 10 s. */
   connectTimeoutMs?: number;
-  /** Objects larger than this go up as multipart uploads of this part size. Default 8 MiB (min 5 MiB). */
+  /**
+   * Objects up to this size go up as one PutObject; larger ones as multipart uploads. Default 64 MiB: far
+   * above a pack (PACK_TARGET_SIZE plus one chunk and its header), so that every pack costs one request.
+   */
+  multipartThreshold?: number;
+  /** Part size of a multipart upload. Default 8 MiB (min 5 MiB). */
   partSize?: number;
   /** Parts uploaded at once; memory use is about partSize × queueSize. Default 4. */
   queueSize?: number;
+  /**
+   * Called once for every request sent to the server (each attempt), with the S3 operation's name
+   * (`PutObject`, `GetObject`, `CreateMultipartUpload`, ...): what the bench counts and tests assert on.
+   */
+  onRequest?: (operation: string, name: string | undefined) => void;
+  /**
+   * Bodies up to this size are signed with their SHA-256 (x-amz-content-sha256); larger ones (packs) go
+   * as UNSIGNED-PAYLOAD. Default 1 MiB. Signing a body hashes every byte of it again, on the event loop,
+   * and makes the server hash it too (Swift's s3api does). A pack's every blob is addressed by its SHA-256
+   * and checked on every read (restore, verify --read-data), and TLS guards the transfer on https; what
+   * the signature adds is that a pack damaged on a plain-http wire is refused at once rather than found
+   * by the next verify. `Infinity` signs every body.
+   */
+  signedPayloadLimit?: number;
 }
 
 /**
  * `s3://bucket/prefix`: each object is the key `<prefix>/<name>`, through @aws-sdk/client-s3.
  *
  * - Checksums only WHEN_REQUIRED: the SDK's default aws-chunked uploads with CRC32 trailers are refused
- *   by Swift's s3api (501) and corrupted by some fakes.
+ *   by Swift's s3api (501) and corrupted by some fakes; they would also read every byte once more.
+ * - Packs (bodies over `signedPayloadLimit`) go as UNSIGNED-PAYLOAD, small objects signed (see there).
  * - The SDK does not retry (maxAttempts 1): retry-storage owns retries, so that attempts are counted in
  *   one place and never multiply. Every attempt is bounded by `timeoutMs` of inactivity.
- * - Large objects go up with lib-storage's Upload (multipart); a failed one is aborted, so nothing partial
+ * - One request per object: anything up to `multipartThreshold` (64 MiB, every pack) is one PutObject.
+ *   Only larger objects go up with lib-storage's Upload (multipart); a failed one is aborted, so nothing partial
  *   becomes visible (S3 makes an object visible only on PutObject/CompleteMultipartUpload).
  * - DeleteObjects is not used (single deletes only), so no Content-MD5 middleware is needed.
  * - A missing bucket is `permanent` ("no such bucket"), except for `stat`: HEAD answers a bare 404 for
@@ -77,6 +98,7 @@ export class S3Storage implements Storage {
   private readonly bucket: string;
   private readonly keyPrefix: string;
   private readonly partSize: number;
+  private readonly multipartThreshold: number;
   private readonly queueSize: number;
   private readonly secrets: string[];
 
@@ -86,6 +108,7 @@ export class S3Storage implements Storage {
     this.keyPrefix = prefix === '' ? '' : `${prefix}/`;
     this.description = `s3://${this.bucket}${prefix === '' ? '' : `/${prefix}`}`;
     this.partSize = Math.max(5 * MiB, options.partSize ?? 8 * MiB);
+    this.multipartThreshold = Math.max(this.partSize, options.multipartThreshold ?? 64 * MiB);
     this.queueSize = Math.max(1, options.queueSize ?? 4);
     this.secrets = [options.credentials?.secretAccessKey, options.credentials?.sessionToken].filter((s): s is string => !!s);
     const endpointConfigured = !!(options.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL);
@@ -107,12 +130,35 @@ export class S3Storage implements Storage {
         socketTimeout: timeoutMs,
       },
     });
+    const signedPayloadLimit = Math.max(0, options.signedPayloadLimit ?? MiB);
+    this.client.middlewareStack.add(
+      (next) => (args) => {
+        const request = args.request as { headers: Record<string, string>; body?: unknown };
+        if (Buffer.isBuffer(request.body) && request.body.length > signedPayloadLimit) request.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+        return next(args);
+      },
+      // Before signing (finalizeRequest): the signer uses a hash header it finds instead of computing one.
+      { step: 'build', name: 'nodeAdminUnsignedPayload' },
+    );
+    const onRequest = options.onRequest;
+    if (onRequest) {
+      // At the finalize step: once per request that goes out (lib-storage's parts included).
+      this.client.middlewareStack.add(
+        (next, context) => (args) => {
+          const key = (args.input as { Key?: unknown }).Key;
+          const name = typeof key === 'string' && key.startsWith(this.keyPrefix) ? key.slice(this.keyPrefix.length) : undefined;
+          onRequest((context.commandName ?? 'unknown').replace(/Command$/, ''), name);
+          return next(args);
+        },
+        { step: 'finalizeRequest', name: 'nodeAdminCountRequests' },
+      );
+    }
   }
 
   async put(name: string, data: Buffer): Promise<void> {
     checkName(this.description, 'put', name);
     try {
-      if (data.length > this.partSize) {
+      if (data.length > this.multipartThreshold) {
         await this.upload(name, data, data.length);
       } else {
         await this.client.send(
@@ -136,12 +182,10 @@ export class S3Storage implements Storage {
         throw new SourceStreamError(err);
       }
       body.once('error', (err) => (sourceFailure = err));
-      if (size <= this.partSize) {
-        // Small: read it whole (Upload would too) and send one PutObject with a known length.
-        const chunks: Buffer[] = [];
-        for await (const chunk of body) chunks.push(chunk as Buffer);
-        const data = Buffer.concat(chunks);
-        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.key(name), Body: data, ContentLength: size }));
+      if (size <= this.multipartThreshold) {
+        // One PutObject, the stream as its body with a known length: nothing held in memory. A stream
+        // that ends short or runs long fails (sizedStream) and the request with it: nothing is stored.
+        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.key(name), Body: body, ContentLength: size }));
       } else {
         await this.upload(name, body, size);
       }
