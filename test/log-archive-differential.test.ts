@@ -224,7 +224,7 @@ describe('log archive: restore to a moment', () => {
     windows = await readWindows(storage);
     expect(windows.timelines.length).toBe(1);
     const t = windows.timelines[0]!;
-    expect(t.bases.filter((b) => b.usable).length).toBe(3);
+    expect(t.bases.filter((b) => b.usable).length, JSON.stringify(t.bases)).toBe(3);
     expect(t.brokenAfter).toBeNull();
     expect(t.to! - t.from!).toBeGreaterThan(RUN_MS * 0.8);
     // Logs rotated many times and tables were written: the archive spans far more than one log.

@@ -53,6 +53,8 @@ interface Timeline {
   segmentFrom: number;
   /** Checkpoints taken while this timeline runs, and when each was complete: candidate bases. */
   candidates: Map<string, number>;
+  /** Bases not stored yet: each waits for a shipment that covers everything read before it. */
+  waitingBases: Omit<BaseRecord, 'version' | 'to'>[];
 }
 
 /**
@@ -251,8 +253,9 @@ export class LogArchiver {
       try {
         const checkpoint = await this.host.createCheckpoint({ label: 'log-archive-base' });
         const completedAt = Date.now();
-        const backup = await this.host.createBackup({ checkpointId: checkpoint.id });
+        // Read before the backup: retention may prune the checkpoint once the backup no longer holds it.
         const { sequence } = await dbSequence(checkpoint.path);
+        const backup = await this.host.createBackup({ checkpointId: checkpoint.id });
         await this.enqueue(async () => {
           if (generation !== this.generation || !this.running) return;
           if (this.lastSeq !== null && this.streamFirst! > sequence + 1) {
@@ -263,13 +266,17 @@ export class LogArchiver {
             sequence,
             segmentFrom: Math.min(this.startedAt, completedAt),
             candidates: new Map(),
+            waitingBases: [],
           };
           const straddles = this.pending.find((b) => b.seq <= sequence && batchLast(b) > sequence);
           if (straddles) throw new Error(`batch ${straddles.seq}..${batchLast(straddles)} straddles the base's sequence ${sequence}`);
           this.pending = this.pending.filter((b) => b.seq > sequence);
           this.timeline = timeline;
-          await this.registerBase(timeline, backup.id, sequence, completedAt);
           this.log.info({ timeline: timeline.id, backup: backup.id, sequence }, 'log archive: timeline started');
+          // The timeline exists now; a failed upload leaves its base waiting for the next shipment.
+          await this.registerBase(timeline, backup.id, sequence, completedAt).catch((err: unknown) =>
+            this.log.warn({ timeline: timeline.id, err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval'),
+          );
         });
         this.baseRunning = false;
         if (generation !== this.generation) this.startBase();
@@ -286,28 +293,41 @@ export class LogArchiver {
     })();
   }
 
-  /** Ships everything read so far, then records the base: its `to` is the end of what was shipped. */
+  /**
+   * Records a base: it waits in the timeline until a shipment covers everything read so far, and is
+   * then stored with that shipment's end as its `to` (retried with every later shipment if it fails).
+   */
   private async registerBase(timeline: Timeline, backup: string, sequence: number, from: number): Promise<void> {
+    timeline.waitingBases.push({ timeline: timeline.id, backup, sequence, from });
     await this.ship();
-    if (this.pending.length > 0) throw new Error('the batches read before the base could not be shipped');
-    const to = Math.max(timeline.segmentFrom, from);
-    const record: BaseRecord = { version: 1, timeline: timeline.id, backup, sequence, from, to };
-    const storage = await this.host.openStorage();
-    await storage.put(baseName(record), Buffer.from(canonicalJson(record)));
-    this.log.info({ timeline: timeline.id, backup, sequence }, 'log archive: base registered');
   }
 
-  /** One segment of everything pending, if there is anything (never an empty one: an idle node stays silent). */
+  /**
+   * One segment of everything pending, if there is anything (never an empty one: an idle node stays
+   * silent), then the bases waiting for it.
+   */
   private async ship(): Promise<void> {
     const timeline = this.timeline;
-    if (!timeline || this.pending.length === 0) {
-      if (timeline) timeline.segmentFrom = Math.max(timeline.segmentFrom, this.lastPassEnd);
-      return;
+    if (!timeline) return;
+    let covered: number;
+    if (this.pending.length > 0) {
+      const batches = this.pending.slice();
+      covered = this.lastPassEnd;
+      await this.putSegment(timeline, batches, covered);
+      if (this.timeline === timeline) this.pending = this.pending.slice(batches.length);
+    } else {
+      covered = this.lastPassEnd;
+      timeline.segmentFrom = Math.max(timeline.segmentFrom, covered);
     }
-    const batches = this.pending.slice();
-    const to = this.lastPassEnd;
-    await this.putSegment(timeline, batches, to);
-    if (this.timeline === timeline) this.pending = this.pending.slice(batches.length);
+    if (timeline.waitingBases.length === 0) return;
+    const storage = await this.host.openStorage();
+    while (timeline.waitingBases.length > 0) {
+      const b = timeline.waitingBases[0]!;
+      const record: BaseRecord = { version: 1, ...b, to: covered };
+      await storage.put(baseName(record), Buffer.from(canonicalJson(record)));
+      timeline.waitingBases.shift();
+      this.log.info({ timeline: timeline.id, backup: b.backup, sequence: b.sequence }, 'log archive: base registered');
+    }
   }
 
   private async putSegment(timeline: Timeline, batches: ReadBatch[], to: number): Promise<void> {

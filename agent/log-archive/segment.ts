@@ -70,9 +70,8 @@ export function parseWalName(name: string): WalObject | null {
   }
   m = /^wal\/([^/]+)\/base\/(\d{8}t\d{9}z-[0-9a-f]{4})-(\d{20})-(\d{13})-(\d{13})$/.exec(name);
   if (m && TIMELINE_ID_PATTERN.test(m[1]!)) {
-    const base = { timeline: m[1]!, backup: m[2]!, sequence: Number(m[3]), from: Number(m[4]), to: Number(m[5]) };
-    if (base.from > base.to) return null;
-    return { kind: 'base', name, base };
+    // `to` may be before `from`: the base is then restorable once a later shipment reaches `from`.
+    return { kind: 'base', name, base: { timeline: m[1]!, backup: m[2]!, sequence: Number(m[3]), from: Number(m[4]), to: Number(m[5]) } };
   }
   return null;
 }
