@@ -1,0 +1,99 @@
+/**
+ * The archiver inside an agent: it starts a timeline with a base of its own, ships a write within its
+ * interval, and an idle node costs no storage request at all (not even a LIST) — counted from the
+ * storage layer's own debug line per call, while the archiver is seen to be alive before and after.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ClassicLevel } from 'classic-level';
+import { pino } from 'pino';
+import { createAgent, type Agent } from '../dist/agent/index.js';
+import { readWindows } from '../dist/agent/log-archive/restore-to-moment.js';
+import { openStorage } from '../dist/agent/backup/storage/open-storage.js';
+import type { Storage } from '../dist/agent/backup/storage/storage.js';
+import { tempDir } from './support/processes.js';
+
+const INTERVAL_MS = 200;
+
+let dir: string;
+let db: ClassicLevel<string, string>;
+let agent: Agent;
+let storage: Storage;
+/** Every storage call the agent made (LoggingStorage's debug line), in order. */
+const calls: { op: string; name: string }[] = [];
+
+async function until(what: string, cond: () => Promise<boolean> | boolean, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const segmentsPut = () => calls.filter((c) => c.op === 'put' && c.name.includes('/seg/')).length;
+
+beforeAll(async () => {
+  dir = tempDir('archiver');
+  const dbPath = path.join(dir, 'db');
+  const repoUrl = pathToFileURL(path.join(dir, 'repo')).href;
+  db = new ClassicLevel(dbPath);
+  await db.open();
+  for (let i = 0; i < 100; i++) await db.put(`before-${i}`, 'x'.repeat(100));
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n')) {
+        if (!line) continue;
+        const entry = JSON.parse(line) as { msg?: string; op?: string; name?: string };
+        if (entry.msg?.startsWith('storage ') && entry.op) calls.push({ op: entry.op, name: entry.name ?? '' });
+      }
+      done();
+    },
+  });
+  agent = createAgent({
+    dbPath,
+    checkpointDir: path.join(dir, 'checkpoints'),
+    backup: { repository: repoUrl, logArchive: { intervalMs: INTERVAL_MS } },
+    logger: pino({ level: 'debug' }, sink),
+  });
+  await agent.start();
+  storage = await openStorage(repoUrl, {});
+}, 60_000);
+
+afterAll(async () => {
+  await agent?.stop();
+  await db?.close();
+  await storage?.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('log archiver in the agent', () => {
+  it('starts a timeline with a base backup of its own, and ships a write within its interval', async () => {
+    await until('the base', () => calls.some((c) => c.op === 'put' && c.name.includes('/base/')));
+    const windows = await readWindows(storage);
+    expect(windows.timelines.length).toBe(1);
+    const base = windows.timelines[0]!.bases[0]!;
+    // The 100 writes before the start are in the base: its sequence is exactly theirs.
+    expect(base.sequence).toBe(100);
+    const before = segmentsPut();
+    await db.put('after', 'y');
+    await until('a segment', () => segmentsPut() > before);
+    const after = await readWindows(storage);
+    expect(after.timelines[0]!.lastSequence).toBe(101);
+  }, 60_000);
+
+  it('an idle node makes no storage request at all, not even a LIST', async () => {
+    // Whatever was in flight lands first: a segment for the last write, then quiet.
+    const start = calls.length;
+    const idleFor = 10 * INTERVAL_MS;
+    await new Promise((r) => setTimeout(r, idleFor));
+    expect(calls.slice(start)).toEqual([]);
+    // ...and the archiver was alive all along: the next write is shipped.
+    const before = segmentsPut();
+    await db.put('wake', 'z');
+    await until('a segment after the idle time', () => segmentsPut() > before);
+    expect(calls.slice(start).map((c) => c.op)).toEqual(['put']);
+  }, 60_000);
+});
