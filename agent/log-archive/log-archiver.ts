@@ -45,6 +45,9 @@ export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | u
   return { intervalMs, pollMs, retryMs: Math.max(1000, intervalMs) };
 }
 
+/** Retries of a failed base back off up to this. */
+const MAX_BASE_RETRY_MS = 60_000;
+
 interface Timeline {
   id: string;
   /** The first base's last sequence: batches up to it are not archived. */
@@ -90,6 +93,9 @@ export class LogArchiver {
   private timeline: Timeline | null = null;
   private baseRunning = false;
   private baseRetry: NodeJS.Timeout | null = null;
+  private baseFailures = 0;
+  /** A checkpoint taken for a base whose backup has not succeeded yet. */
+  private baseCheckpoint: { generation: number; id: string; sequence: number; completedAt: number } | null = null;
   private startedAt = 0;
 
   constructor(
@@ -102,7 +108,14 @@ export class LogArchiver {
   /** Opens the logs that exist now (so that nothing written from here on is missed), then runs. */
   async start(): Promise<void> {
     this.follower = new LogFollower(this.dbPath);
-    await this.follower.open();
+    try {
+      await this.follower.open();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new AdminError(ErrorCodes.NOT_FOUND, `the database directory ${this.dbPath} does not exist: open the database before starting an agent that archives its log`);
+      }
+      throw err;
+    }
     this.startedAt = Date.now();
     this.lastPassEnd = this.startedAt;
     this.running = true;
@@ -244,18 +257,33 @@ export class LogArchiver {
     this.startBase();
   }
 
-  /** Takes a checkpoint and backs it up, as the base of a new timeline (retried until it works or stop). */
+  /**
+   * Takes a checkpoint and backs it up, as the base of a new timeline; retried until it works or the
+   * archiver stops, backing off (a backup of another checkpoint may hold the one backup slot for long).
+   * A retry reuses the checkpoint already taken while no break happened since (its sequence is still
+   * covered by the logs read), so a failing backup does not pile up checkpoints.
+   */
   private startBase(): void {
     if (this.baseRunning || !this.running) return;
     this.baseRunning = true;
     const generation = this.generation;
     void (async () => {
       try {
-        const checkpoint = await this.host.createCheckpoint({ label: 'log-archive-base' });
-        const completedAt = Date.now();
-        // Read before the backup: retention may prune the checkpoint once the backup no longer holds it.
-        const { sequence } = await dbSequence(checkpoint.path);
-        const backup = await this.host.createBackup({ checkpointId: checkpoint.id });
+        let taken = this.baseCheckpoint?.generation === generation ? this.baseCheckpoint : null;
+        if (!taken) {
+          const checkpoint = await this.host.createCheckpoint({ label: 'log-archive-base' });
+          const completedAt = Date.now();
+          // Read now: retention may prune the checkpoint once no backup holds it.
+          const { sequence } = await dbSequence(checkpoint.path);
+          taken = { generation, id: checkpoint.id, sequence, completedAt };
+          this.baseCheckpoint = taken;
+        }
+        const backup = await this.host.createBackup({ checkpointId: taken.id }).catch((err: unknown) => {
+          if (toAdminError(err).code === ErrorCodes.NOT_FOUND) this.baseCheckpoint = null; // pruned meanwhile
+          throw err;
+        });
+        this.baseCheckpoint = null;
+        const { sequence, completedAt } = taken;
         await this.enqueue(async () => {
           if (generation !== this.generation || !this.running) return;
           if (this.lastSeq !== null && this.streamFirst! > sequence + 1) {
@@ -272,6 +300,7 @@ export class LogArchiver {
           if (straddles) throw new Error(`batch ${straddles.seq}..${batchLast(straddles)} straddles the base's sequence ${sequence}`);
           this.pending = this.pending.filter((b) => b.seq > sequence);
           this.timeline = timeline;
+          this.baseFailures = 0;
           this.log.info({ timeline: timeline.id, backup: backup.id, sequence }, 'log archive: timeline started');
           // The timeline exists now; a failed upload leaves its base waiting for the next shipment.
           await this.registerBase(timeline, backup.id, sequence, completedAt).catch((err: unknown) =>
@@ -283,11 +312,12 @@ export class LogArchiver {
       } catch (err) {
         this.baseRunning = false;
         if (!this.running) return;
-        this.log.warn({ err: toAdminError(err).message, retryMs: this.cfg.retryMs }, 'log archive: taking a base failed; retrying');
+        const retryMs = Math.min(MAX_BASE_RETRY_MS, this.cfg.retryMs * 2 ** this.baseFailures++);
+        this.log.warn({ err: toAdminError(err).message, retryMs }, 'log archive: taking a base failed; retrying');
         this.baseRetry = setTimeout(() => {
           this.baseRetry = null;
           if (this.timeline === null) this.startBase();
-        }, this.cfg.retryMs);
+        }, retryMs);
         this.baseRetry.unref();
       }
     })();

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseDbFileName } from '../leveldb/file-names.js';
+import { logFileName, parseDbFileName } from '../leveldb/file-names.js';
 import { LogCorruptionError } from '../leveldb/log-reader.js';
 import { LogTail } from './log-tail.js';
 import { batchHeader, WriteBatchError } from './write-batch.js';
@@ -56,6 +56,8 @@ export class LogFollower {
   private readonly logs: OpenLog[] = [];
   /** Every log number opened or tried (a log is opened once: a closed one is finished). */
   private readonly attempted = new Set<number>();
+  /** The inode of every log opened, while its name is still listed: a different file under a known name means the directory was replaced. */
+  private readonly inodes = new Map<number, number>();
   /** Opens in flight (from the directory watch), awaited by each pass. */
   private readonly opening = new Set<Promise<void>>();
   private watcher: fs.FSWatcher | null = null;
@@ -88,6 +90,14 @@ export class LogFollower {
   }
 
   async pass(): Promise<FollowerPass> {
+    if (await this.replaced()) {
+      // Another history (a restore in place, a directory swapped): nothing read so far continues into it.
+      for (const log of [...this.logs]) await this.closeLog(log);
+      this.attempted.clear();
+      this.inodes.clear();
+      await this.openNewLogs();
+      return { batches: [], readAt: Date.now(), bytesRead: 0, problem: 'the database directory was replaced (a log name now holds another file)' };
+    }
     const newest = await this.openNewLogs();
     if (this.openError) {
       const err = this.openError;
@@ -145,6 +155,25 @@ export class LogFollower {
     return Math.max(numbers.at(-1) ?? -1, ...this.logs.map((l) => l.number));
   }
 
+  /** True if a log name the follower opened now holds another file. One stat per listed log already opened. */
+  private async replaced(): Promise<boolean> {
+    const listed = new Set(
+      (await fs.promises.readdir(this.dbPath)).map(parseDbFileName).filter((f) => f !== null && f.kind === 'log').map((f) => f!.number!),
+    );
+    for (const [number, ino] of this.inodes) {
+      if (!listed.has(number)) {
+        this.inodes.delete(number); // unlinked: LevelDB never reuses a number within one history
+        continue;
+      }
+      try {
+        if ((await fs.promises.stat(path.join(this.dbPath, logFileName(number)))).ino !== ino) return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    return false;
+  }
+
   /** Opens a log once (whoever sees it first: the watch or a listing), keeping the list sorted. */
   private openLog(number: number): void {
     if (this.attempted.has(number)) return;
@@ -157,6 +186,7 @@ export class LogFollower {
             await fh.close();
             return;
           }
+          this.inodes.set(number, (await fh.stat()).ino);
           const at = this.logs.findIndex((l) => l.number > number);
           this.logs.splice(at < 0 ? this.logs.length : at, 0, { number, fh, tail: new LogTail() });
         },
