@@ -143,7 +143,7 @@ class CheckpointAgent implements Agent {
           createCheckpoint: (req) => this.createCheckpoint(req),
           createBackup: (req) => this.createBackup(req),
           openStorage: () => this.openArchiveStorage(),
-        }, this.log.child({ component: 'log-archive' }));
+        }, this.log);
         await archiver.start();
         this.archiver = archiver;
       }
