@@ -122,7 +122,8 @@ describe('log archiver in the agent', () => {
     for (let i = 0; i < 5; i++) await db.put(`rolled-${i}`, 'r');
     await until('a second timeline covering the writes after the rollback', async () => {
       const w = await readWindows(storage);
-      return w.timelines.length === 2 && w.timelines[1]!.from !== null && w.timelines[1]!.lastSequence! >= w.timelines[1]!.bases[0]!.sequence + 5;
+      // The checkpoint held everything up to the first timeline's end before the change: 5 writes on.
+      return w.timelines.length === 2 && w.timelines[1]!.from !== null && w.timelines[1]!.lastSequence! >= first.lastSequence! + 5;
     });
     // The old timeline claims nothing past the rollback.
     const after = await readWindows(storage);

@@ -324,8 +324,9 @@ export class LogArchiver {
   }
 
   /**
-   * Records a base: it waits in the timeline until a shipment covers everything read so far, and is
-   * then stored with that shipment's end as its `to` (retried with every later shipment if it fails).
+   * Records a base: it waits in the timeline until a shipment covers everything read up to a pass that
+   * ended after its checkpoint, and is then stored with that shipment's end as its `to` (at the next
+   * interval at the latest; retried with every later shipment if it fails).
    */
   private async registerBase(timeline: Timeline, backup: string, sequence: number, from: number): Promise<void> {
     timeline.waitingBases.push({ timeline: timeline.id, backup, sequence, from });
@@ -349,13 +350,15 @@ export class LogArchiver {
       covered = this.lastPassEnd;
       timeline.segmentFrom = Math.max(timeline.segmentFrom, covered);
     }
-    if (timeline.waitingBases.length === 0) return;
+    // A base waits for a shipment that covers a pass ended after its checkpoint: its record then says
+    // it is restorable from the start (`to` >= `from`), even if the node writes nothing more.
+    const ready = timeline.waitingBases.filter((b) => b.from <= covered);
+    if (ready.length === 0) return;
     const storage = await this.host.openStorage();
-    while (timeline.waitingBases.length > 0) {
-      const b = timeline.waitingBases[0]!;
+    for (const b of ready) {
       const record: BaseRecord = { version: 1, ...b, to: covered };
       await storage.put(baseName(record), Buffer.from(canonicalJson(record)));
-      timeline.waitingBases.shift();
+      timeline.waitingBases.splice(timeline.waitingBases.indexOf(b), 1);
       this.log.info({ timeline: timeline.id, backup: b.backup, sequence: b.sequence }, 'log archive: base registered');
     }
   }
