@@ -3,6 +3,7 @@ import type { Registry } from 'prom-client';
 import type { AdminApi } from '../shared/admin-api.js';
 import type { CheckpointRecord, CheckpointTrigger, CreateCheckpointRequest, RetentionPolicy } from '../shared/api.js';
 import type { KeepKey } from '../shared/input-rules.js';
+import type { LogArchiveOptions } from './log-archive/log-archiver.js';
 
 export interface ScheduleOptions {
   /** Take a checkpoint every intervalMs. */
@@ -41,6 +42,12 @@ export interface BackupOptions {
    * trigger). Failures are logged and shown in status; they never fail the checkpoint. Null: never.
    */
   promote?: { scheduled?: boolean; minIntervalMs?: number } | null;
+  /**
+   * Continuous archiving of the database's write-ahead log into the repository, for restores to any
+   * moment (docs/log-archive-design.md). `true` or an object: on (default interval 1 s); absent, null or
+   * false: off. At start the agent takes a checkpoint and a backup as the base of a new timeline.
+   */
+  logArchive?: LogArchiveOptions | boolean | null;
 }
 
 export interface AgentOptions {

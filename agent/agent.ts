@@ -34,6 +34,8 @@ import { Scheduler } from './scheduler.js';
 import { AdminServer } from './admin-server/admin-server.js';
 import { formatBytes } from '../shared/units.js';
 import { AgentMetrics, type CheckpointFacts } from './metrics/agent-metrics.js';
+import { LogArchiver, parseLogArchiveOptions, type LogArchiveConfig } from './log-archive/log-archiver.js';
+import type { Storage } from './backup/storage/storage.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -86,6 +88,11 @@ class CheckpointAgent implements Agent {
   private readonly agentMetrics: AgentMetrics;
   /** The checkpoint index's last answer (for scrapes while the files worker is busy with long work). */
   private lastFacts: CheckpointFacts | null = null;
+  /** Log archiving (agent/log-archive/), when options.backup.logArchive asks for it. */
+  private readonly archiveCfg: LogArchiveConfig | null;
+  private archiver: LogArchiver | null = null;
+  private archiveStorage: Promise<Storage> | null = null;
+  private readonly backupOptions: AgentOptions['backup'];
 
   constructor(options: AgentOptions) {
     if (!options.dbPath) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'dbPath is required');
@@ -112,6 +119,8 @@ class CheckpointAgent implements Agent {
       this.log,
       this.agentMetrics,
     );
+    this.backupOptions = options.backup;
+    this.archiveCfg = options.backup ? parseLogArchiveOptions(options.backup.logArchive) : null;
     this.scheduler = options.schedule
       ? new Scheduler(options.schedule, async () => {
           const r = await this.createCheckpoint({ trigger: 'scheduled', label: 'scheduled' });
@@ -138,8 +147,18 @@ class CheckpointAgent implements Agent {
         this.log.info({ socket: this.socketPath }, 'admin socket listening');
       }
       this.scheduler?.start();
+      if (this.archiveCfg) {
+        const archiver = new LogArchiver(this.dbPath, this.archiveCfg, {
+          createCheckpoint: (req) => this.createCheckpoint(req),
+          createBackup: (req) => this.createBackup(req),
+          openStorage: () => this.openArchiveStorage(),
+        }, this.log);
+        await archiver.start();
+        this.archiver = archiver;
+      }
     } catch (err) {
       this.state = 'stopping';
+      this.scheduler?.stop();
       await this.server?.close().catch(() => {});
       this.server = null;
       await this.builder.cancel();
@@ -153,6 +172,8 @@ class CheckpointAgent implements Agent {
     if (this.state === 'stopped' || this.state === 'stopping') return;
     this.state = 'stopping';
     this.scheduler?.stop();
+    // First: its last batches are shipped while the storage is open.
+    await this.archiver?.stop().catch((err: unknown) => this.log.warn({ err: toAdminError(err).message }, 'log archive: stopping failed'));
     const backupStopped = this.backups.abort();
     const cancelled = this.cancelAll('the agent is stopping');
     if (cancelled > 0) this.log.info({ cancelled }, 'cancelled checkpoint work on stop');
@@ -162,6 +183,9 @@ class CheckpointAgent implements Agent {
     await this.server?.close();
     this.server = null;
     await this.backups.close();
+    const archiveStorage = this.archiveStorage;
+    this.archiveStorage = null;
+    await archiveStorage?.then((st) => st.close()).catch(() => {});
     // Whatever a cancelled build left is a staging directory: clean it now rather than at next start.
     await this.files.call('cleanLeftovers', this.checkpointDir).catch(() => {});
     await this.files.cancel();
@@ -288,6 +312,7 @@ class CheckpointAgent implements Agent {
       op.phase = 'applying retention';
       const record = await this.indexAndRetire(built);
       this.log.info({ checkpoint: record.id, files: record.files, bytes: record.bytes, trigger: record.trigger, ms: Date.now() - Date.parse(op.startedAt) }, 'checkpoint created');
+      this.archiver?.checkpointCreated(record, Date.now());
       return record;
     } catch (err) {
       const e = op.cancelled ? new AdminError(ErrorCodes.CANCELLED, `checkpoint ${next.id} was cancelled`) : toAdminError(err);
@@ -462,8 +487,30 @@ class CheckpointAgent implements Agent {
 
   // ---- remote backups (agent/backup/backup-manager.ts) ----
 
-  createBackup(req: CreateBackupRequest = {}, onProgress?: (p: BackupProgress) => void): Promise<BackupRecord> {
-    return this.backups.createBackup(req, onProgress);
+  async createBackup(req: CreateBackupRequest = {}, onProgress?: (p: BackupProgress) => void): Promise<BackupRecord> {
+    const record = await this.backups.createBackup(req, onProgress);
+    const archiver = this.archiver;
+    if (archiver) {
+      // A backup of a checkpoint taken during the current timeline becomes one of its bases.
+      const checkpoint = await this.getCheckpoint(record.checkpoint.id).catch(() => null);
+      if (checkpoint) await archiver.backupCreated(record, checkpoint.path);
+    }
+    return record;
+  }
+
+  /** The archiver's own handle on the repository (opened on first use, closed at stop). */
+  private openArchiveStorage(): Promise<Storage> {
+    if (!this.archiveStorage) {
+      const b = this.backupOptions!;
+      const opening = import('./backup/storage/open-storage.js').then(({ openStorage }) =>
+        openStorage(b.repository, { logger: this.log, ...(b.s3 ? { s3: b.s3 } : {}) }),
+      );
+      this.archiveStorage = opening;
+      opening.catch(() => {
+        if (this.archiveStorage === opening) this.archiveStorage = null;
+      });
+    }
+    return this.archiveStorage;
   }
 
   cancelBackup(): Promise<CancelResult> {

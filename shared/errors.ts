@@ -56,6 +56,11 @@ export const ErrorCodes = {
   REPOSITORY_LOCKED: 'REPOSITORY_LOCKED',
   /** A backup operation was asked of an agent that has no backup repository configured. */
   BACKUP_NOT_CONFIGURED: 'BACKUP_NOT_CONFIGURED',
+  /**
+   * A restore to a moment asked for one the log archive cannot restore exactly: before its first base,
+   * in a gap between timelines, after the last archived batch, or there is no log archive at all.
+   */
+  MOMENT_NOT_RESTORABLE: 'MOMENT_NOT_RESTORABLE',
   /** A bug or an unexpected failure of the system. */
   INTERNAL: 'INTERNAL',
 } as const;
@@ -86,6 +91,7 @@ const httpStatusByCode: Record<ErrorCode, number> = {
   REPOSITORY_NOT_FOUND: 404,
   REPOSITORY_LOCKED: 409,
   BACKUP_NOT_CONFIGURED: 409,
+  MOMENT_NOT_RESTORABLE: 404,
   INTERNAL: 500,
 };
 
@@ -131,6 +137,7 @@ const exitCodeByCode: Record<ErrorCode, number> = {
   REPOSITORY_NOT_FOUND: ExitCodes.NOT_FOUND,
   REPOSITORY_LOCKED: ExitCodes.CONFLICT,
   BACKUP_NOT_CONFIGURED: ExitCodes.CONFLICT,
+  MOMENT_NOT_RESTORABLE: ExitCodes.NOT_FOUND,
   INTERNAL: ExitCodes.INTERNAL,
 };
 

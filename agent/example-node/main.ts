@@ -43,6 +43,9 @@ const USAGE = `usage: node dist/agent/example-node/main.js [options]
   --backup-bwlimit <size/s>     upload bandwidth cap (e.g. 10MiB/s); none by default
   --promote-scheduled           back up every scheduled checkpoint once it is taken
   --promote-min-interval <dur>  ...but at most one backup per <dur> (implies --promote-scheduled)
+  --log-archive on|off          archive the database's log to the backup repository, for restores to any moment
+                                (\`node-admin backup restore --at <time>\`); default off for now
+  --log-archive-interval <dur>  ship newly written batches at most this often (default 1s)
   --backup-keep-last <n>        backup retention for \`backup prune\` (default 3)
   --backup-keep-hourly/--backup-keep-daily/--backup-keep-weekly/--backup-keep-monthly <n>   (default 0)
   --write-buffer-size <size>    LevelDB memtable size (default 4MiB)
@@ -73,6 +76,8 @@ async function main(): Promise<void> {
       'backup-bwlimit': { type: 'string' },
       'promote-scheduled': { type: 'boolean', default: false },
       'promote-min-interval': { type: 'string' },
+      'log-archive': { type: 'string' },
+      'log-archive-interval': { type: 'string' },
       ...keepFlags('backup-'),
       'log-level': { type: 'string', default: 'info' },
       help: { type: 'boolean', default: false },
@@ -251,7 +256,10 @@ function keepCounts(values: Record<string, string | boolean | undefined>, prefix
 function backupOptions(values: Record<string, string | boolean | undefined>, dataDir: string): AgentOptions['backup'] {
   const str = (name: string) => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
   const repository = str('backup-repo') ?? pathToFileURL(path.join(dataDir, 'backups')).href;
-  if (repository === 'none') return null;
+  if (repository === 'none') {
+    if (values['log-archive'] === 'on') throw new AdminError('INVALID_ARGUMENT', '--log-archive on needs a backup repository (not --backup-repo none)');
+    return null;
+  }
   const s3: NonNullable<NonNullable<AgentOptions['backup']>['s3']> = {};
   if (str('s3-endpoint') !== undefined) s3.endpoint = str('s3-endpoint');
   if (str('s3-region') !== undefined) s3.region = str('s3-region');
@@ -265,6 +273,11 @@ function backupOptions(values: Record<string, string | boolean | undefined>, dat
       : values['promote-scheduled'] === true
         ? { scheduled: true }
         : null;
+  const archive = str('log-archive') ?? 'off';
+  if (archive !== 'on' && archive !== 'off') throw new AdminError('INVALID_ARGUMENT', `--log-archive must be on or off, not ${JSON.stringify(archive)}`);
+  const archiveInterval = str('log-archive-interval');
+  if (archiveInterval !== undefined && archive !== 'on') throw new AdminError('INVALID_ARGUMENT', '--log-archive-interval goes with --log-archive on');
+  const logArchive = archive === 'on' ? { intervalMs: archiveInterval !== undefined ? parseDuration(archiveInterval, 'log-archive-interval') : 1000 } : null;
   return {
     repository,
     ...(Object.keys(s3).length > 0 ? { s3 } : {}),
@@ -272,6 +285,7 @@ function backupOptions(values: Record<string, string | boolean | undefined>, dat
     ...(bw !== undefined ? { bandwidthLimit: parseBytes(bw.replace(/\/s$/i, ''), 'backup-bwlimit') } : {}),
     retention,
     promote,
+    logArchive,
   };
 }
 

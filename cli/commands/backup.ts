@@ -5,6 +5,7 @@ import { backupListCommand } from './backup-list.js';
 import { backupPruneCommand } from './backup-prune.js';
 import { backupRestoreCommand } from './backup-restore.js';
 import { backupShowCommand } from './backup-show.js';
+import { backupTimelineCommand } from './backup-timeline.js';
 import { backupVerifyCommand } from './backup-verify.js';
 
 const subcommands: readonly CliCommand[] = [
@@ -15,6 +16,7 @@ const subcommands: readonly CliCommand[] = [
   backupPruneCommand,
   backupCancelCommand,
   backupRestoreCommand,
+  backupTimelineCommand,
 ];
 
 export const backupGroup = defineGroup('backup', 'Back checkpoints up to a remote repository (S3 or a directory), list, verify, prune and restore backups', subcommands);

@@ -1,0 +1,377 @@
+import type { Logger } from 'pino';
+import type { BackupRecord, CheckpointRecord, CreateBackupRequest, CreateCheckpointRequest } from '../../shared/api.js';
+import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
+import { canonicalJson } from '../backup/repository/format.js';
+import type { Storage } from '../backup/storage/storage.js';
+import { newCheckpointId } from '../checkpoint/checkpoint-id.js';
+import { dbSequence } from './db-sequence.js';
+import { LogFollower, type ReadBatch } from './log-follower.js';
+import { baseName, encodeSegment, segmentName, type BaseRecord } from './segment.js';
+import { batchLast } from './write-batch.js';
+
+/** What the archiver needs of the agent that hosts it. */
+export interface LogArchiveHost {
+  createCheckpoint(req: CreateCheckpointRequest): Promise<CheckpointRecord>;
+  createBackup(req: CreateBackupRequest): Promise<BackupRecord>;
+  /** The repository's storage (opened by the host; the archiver never closes it). */
+  openStorage(): Promise<Storage>;
+}
+
+export interface LogArchiveConfig {
+  /** Ship new batches at most this often (ms). */
+  intervalMs: number;
+  /** Read the logs this often (ms): bounds how long an acknowledged write waits to be read. */
+  pollMs: number;
+  /** After a failed base (checkpoint or backup), try again after this long (ms). */
+  retryMs: number;
+}
+
+export interface LogArchiveOptions {
+  /** Ship new batches at most this often (default 1000 ms). */
+  intervalMs?: number;
+  /** Read the logs this often (default: a quarter of the interval, at most 250 ms). */
+  pollMs?: number;
+}
+
+export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | undefined): LogArchiveConfig | null {
+  if (o === undefined || o === null || o === false) return null;
+  const opts = o === true ? {} : o;
+  const bad = (m: string) => new AdminError(ErrorCodes.INVALID_ARGUMENT, m);
+  if (typeof opts !== 'object') throw bad('backup.logArchive must be an object, true or null');
+  const intervalMs = opts.intervalMs ?? 1000;
+  if (!Number.isFinite(intervalMs) || intervalMs < 10 || intervalMs > 3_600_000) throw bad(`backup.logArchive.intervalMs must be from 10 ms to 1 h, got ${String(opts.intervalMs)}`);
+  const pollMs = opts.pollMs ?? Math.min(250, Math.max(10, Math.floor(intervalMs / 4)));
+  if (!Number.isFinite(pollMs) || pollMs < 5 || pollMs > intervalMs) throw bad(`backup.logArchive.pollMs must be from 5 ms to the interval, got ${String(opts.pollMs)}`);
+  return { intervalMs, pollMs, retryMs: Math.max(1000, intervalMs) };
+}
+
+/** Retries of a failed base back off up to this. */
+const MAX_BASE_RETRY_MS = 60_000;
+
+interface Timeline {
+  id: string;
+  /** The first base's last sequence: batches up to it are not archived. */
+  sequence: number;
+  /** The next segment covers batches read after this time (ms). */
+  segmentFrom: number;
+  /** Checkpoints taken while this timeline runs, and when each was complete: candidate bases. */
+  candidates: Map<string, number>;
+  /** Bases not stored yet: each waits for a shipment that covers everything read before it. */
+  waitingBases: Omit<BaseRecord, 'version' | 'to'>[];
+}
+
+/**
+ * Continuous archiving of the database's write-ahead log into the backup repository.
+ *
+ * Contract: from start() to stop() it follows the live logs (LogFollower), and ships the batches it read
+ * as segments of the current timeline, at most once per interval and only when something new was read
+ * (an idle node costs no storage request). A timeline starts with a base — a checkpoint and backup it
+ * takes itself, whose last sequence it reads from the checkpoint — and lasts while every batch follows
+ * the previous one; on any break (a jump in sequence numbers, a damaged log) it ends, and a new timeline
+ * with a new base begins. Every agent start begins a new timeline. A failed upload keeps its batches
+ * and is retried at the next interval. Backups the agent makes of checkpoints it took during a timeline
+ * become more bases of it. Layout and reasoning: docs/log-archive-design.md.
+ */
+export class LogArchiver {
+  private follower: LogFollower | null = null;
+  private running = false;
+  private loop: Promise<void> = Promise.resolve();
+  private wake: (() => void) | null = null;
+  /** Storage work and timeline changes, one at a time. */
+  private work: Promise<void> = Promise.resolve();
+  private shipTimer: NodeJS.Timeout | null = null;
+
+  /** Batches read and not yet shipped (or, before the base, not yet known to be needed), in order. */
+  private pending: ReadBatch[] = [];
+  /** The last sequence number of the stream read since the last break, and where the stream began. */
+  private lastSeq: number | null = null;
+  private streamFirst: number | null = null;
+  /** When the last pass ended: everything read by then is in `pending` or shipped. */
+  private lastPassEnd = 0;
+  /** Bumped at every break: a base begun before it is discarded. */
+  private generation = 0;
+  private timeline: Timeline | null = null;
+  private baseRunning = false;
+  private baseRetry: NodeJS.Timeout | null = null;
+  private baseFailures = 0;
+  /** A checkpoint taken for a base whose backup has not succeeded yet. */
+  private baseCheckpoint: { generation: number; id: string; sequence: number; completedAt: number } | null = null;
+  private startedAt = 0;
+
+  constructor(
+    private readonly dbPath: string,
+    private readonly cfg: LogArchiveConfig,
+    private readonly host: LogArchiveHost,
+    private readonly log: Logger,
+  ) {}
+
+  /** Opens the logs that exist now (so that nothing written from here on is missed), then runs. */
+  async start(): Promise<void> {
+    this.follower = new LogFollower(this.dbPath);
+    try {
+      await this.follower.open();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new AdminError(ErrorCodes.NOT_FOUND, `the database directory ${this.dbPath} does not exist: open the database before starting an agent that archives its log`);
+      }
+      throw err;
+    }
+    this.startedAt = Date.now();
+    this.lastPassEnd = this.startedAt;
+    this.running = true;
+    this.loop = this.readLoop();
+    this.shipTimer = setInterval(() => this.enqueue(() => this.ship()), this.cfg.intervalMs);
+    this.shipTimer.unref();
+    this.startBase();
+    this.log.info({ intervalMs: this.cfg.intervalMs, pollMs: this.cfg.pollMs }, 'log archiver started');
+  }
+
+  /** A last read and upload, then stops following. Idempotent. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    if (this.shipTimer) clearInterval(this.shipTimer);
+    if (this.baseRetry) clearTimeout(this.baseRetry);
+    this.wake?.();
+    await this.loop;
+    await this.enqueue(() => this.ship());
+    await this.work;
+    await this.follower?.close();
+    this.log.info({ timeline: this.timeline?.id ?? null }, 'log archiver stopped');
+  }
+
+  /** The agent took a checkpoint: during a timeline, a backup of it can become a base. */
+  checkpointCreated(record: CheckpointRecord, completedAt: number): void {
+    this.timeline?.candidates.set(record.id, completedAt);
+  }
+
+  /** The agent made a backup: if its checkpoint was taken during the current timeline, it becomes a base. */
+  backupCreated(record: BackupRecord, checkpointPath: string): Promise<void> {
+    const timeline = this.timeline;
+    const completedAt = timeline?.candidates.get(record.checkpoint.id);
+    if (!timeline || completedAt === undefined || !this.running) return Promise.resolve();
+    return this.enqueue(async () => {
+      if (this.timeline !== timeline) return;
+      const { sequence } = await dbSequence(checkpointPath);
+      if (sequence < timeline.sequence) return;
+      await this.registerBase(timeline, record.id, sequence, completedAt);
+    }).catch((err: unknown) => this.log.warn({ backup: record.id, err: toAdminError(err).message }, 'log archive: registering a base failed'));
+  }
+
+  /** The current timeline and its first sequence (tests and status). */
+  get current(): { id: string; sequence: number } | null {
+    return this.timeline ? { id: this.timeline.id, sequence: this.timeline.sequence } : null;
+  }
+
+  private enqueue(fn: () => Promise<void>): Promise<void> {
+    const next = this.work.then(fn);
+    this.work = next.catch(() => {});
+    return next;
+  }
+
+  private async readLoop(): Promise<void> {
+    while (this.running) {
+      try {
+        const pass = await this.follower!.pass();
+        this.take(pass.batches, pass.problem, pass.readAt);
+      } catch (err) {
+        this.log.error({ err: toAdminError(err).message }, 'log archive: reading the logs failed');
+        this.break('reading the logs failed');
+      }
+      if (!this.running) break;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, this.cfg.pollMs);
+        this.wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wake = null;
+    }
+    // The last pass: what was written up to stop is shipped by stop().
+    try {
+      const pass = await this.follower!.pass();
+      this.take(pass.batches, pass.problem, pass.readAt);
+    } catch {
+      // stop() ships what was read before
+    }
+  }
+
+  /** Appends a pass's batches to the stream, ending the timeline where they do not follow on. */
+  private take(batches: ReadBatch[], problem: string | null, readAt: number): void {
+    for (let i = 0; i < batches.length; i++) {
+      const b = batches[i]!;
+      const t = this.timeline;
+      const follows = this.lastSeq === null ? t === null || b.seq <= t.sequence + 1 : b.seq === this.lastSeq + 1;
+      if (!follows) {
+        // This pass is not claimed by the old timeline (its batches before the break are dropped); the
+        // batches from here on start a new stream.
+        this.break(`sequence ${b.seq} does not follow ${this.lastSeq ?? (t ? t.sequence : '?')}`);
+        this.pending = [];
+        for (const rest of batches.slice(i)) this.append(rest);
+        this.lastPassEnd = readAt;
+        return;
+      }
+      this.append(b);
+    }
+    if (problem !== null) {
+      this.break(problem);
+      this.pending = [];
+      this.lastSeq = null;
+      this.streamFirst = null;
+    }
+    this.lastPassEnd = readAt;
+  }
+
+  private append(b: ReadBatch): void {
+    const t = this.timeline;
+    if (this.streamFirst === null) this.streamFirst = b.seq;
+    this.lastSeq = batchLast(b);
+    if (t && batchLast(b) <= t.sequence) return; // already in the base
+    if (t && b.seq <= t.sequence) {
+      this.break(`batch ${b.seq}..${batchLast(b)} straddles the base's sequence ${t.sequence}`);
+      return;
+    }
+    this.pending.push(b);
+  }
+
+  /**
+   * Ends the current timeline where continuity is lost: what it read before the break pass is shipped
+   * (claiming up to the last whole pass), then a new base starts a new timeline.
+   */
+  private break(why: string): void {
+    const old = this.timeline;
+    this.log.warn({ timeline: old?.id ?? null, why }, 'log archive: continuity lost; the timeline ends and a new one begins with a new base');
+    this.generation++;
+    const shipTo = this.lastPassEnd;
+    const toShip = old ? this.pending.slice() : [];
+    this.timeline = null;
+    this.pending = [];
+    this.lastSeq = null;
+    this.streamFirst = null;
+    if (old && toShip.length > 0) {
+      void this.enqueue(() => this.putSegment(old, toShip, shipTo)).catch((err: unknown) =>
+        this.log.error({ timeline: old.id, err: toAdminError(err).message }, 'log archive: the end of a timeline could not be shipped'),
+      );
+    }
+    this.startBase();
+  }
+
+  /**
+   * Takes a checkpoint and backs it up, as the base of a new timeline; retried until it works or the
+   * archiver stops, backing off (a backup of another checkpoint may hold the one backup slot for long).
+   * A retry reuses the checkpoint already taken while no break happened since (its sequence is still
+   * covered by the logs read), so a failing backup does not pile up checkpoints.
+   */
+  private startBase(): void {
+    if (this.baseRunning || !this.running) return;
+    this.baseRunning = true;
+    const generation = this.generation;
+    void (async () => {
+      try {
+        let taken = this.baseCheckpoint?.generation === generation ? this.baseCheckpoint : null;
+        if (!taken) {
+          const checkpoint = await this.host.createCheckpoint({ label: 'log-archive-base' });
+          const completedAt = Date.now();
+          // Read now: retention may prune the checkpoint once no backup holds it.
+          const { sequence } = await dbSequence(checkpoint.path);
+          taken = { generation, id: checkpoint.id, sequence, completedAt };
+          this.baseCheckpoint = taken;
+        }
+        const backup = await this.host.createBackup({ checkpointId: taken.id }).catch((err: unknown) => {
+          if (toAdminError(err).code === ErrorCodes.NOT_FOUND) this.baseCheckpoint = null; // pruned meanwhile
+          throw err;
+        });
+        this.baseCheckpoint = null;
+        const { sequence, completedAt } = taken;
+        await this.enqueue(async () => {
+          if (generation !== this.generation || !this.running) return;
+          if (this.lastSeq !== null && this.streamFirst! > sequence + 1) {
+            throw new Error(`the logs read begin at sequence ${this.streamFirst}, after the base's ${sequence}`);
+          }
+          const timeline: Timeline = {
+            id: newCheckpointId().toLowerCase(),
+            sequence,
+            segmentFrom: Math.min(this.startedAt, completedAt),
+            candidates: new Map(),
+            waitingBases: [],
+          };
+          const straddles = this.pending.find((b) => b.seq <= sequence && batchLast(b) > sequence);
+          if (straddles) throw new Error(`batch ${straddles.seq}..${batchLast(straddles)} straddles the base's sequence ${sequence}`);
+          this.pending = this.pending.filter((b) => b.seq > sequence);
+          this.timeline = timeline;
+          this.baseFailures = 0;
+          this.log.info({ timeline: timeline.id, backup: backup.id, sequence }, 'log archive: timeline started');
+          // The timeline exists now; a failed upload leaves its base waiting for the next shipment.
+          await this.registerBase(timeline, backup.id, sequence, completedAt).catch((err: unknown) =>
+            this.log.warn({ timeline: timeline.id, err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval'),
+          );
+        });
+        this.baseRunning = false;
+        if (generation !== this.generation) this.startBase();
+      } catch (err) {
+        this.baseRunning = false;
+        if (!this.running) return;
+        const retryMs = Math.min(MAX_BASE_RETRY_MS, this.cfg.retryMs * 2 ** this.baseFailures++);
+        this.log.warn({ err: toAdminError(err).message, retryMs }, 'log archive: taking a base failed; retrying');
+        this.baseRetry = setTimeout(() => {
+          this.baseRetry = null;
+          if (this.timeline === null) this.startBase();
+        }, retryMs);
+        this.baseRetry.unref();
+      }
+    })();
+  }
+
+  /**
+   * Records a base: it waits in the timeline until a shipment covers everything read up to a pass that
+   * ended after its checkpoint, and is then stored with that shipment's end as its `to` (at the next
+   * interval at the latest; retried with every later shipment if it fails).
+   */
+  private async registerBase(timeline: Timeline, backup: string, sequence: number, from: number): Promise<void> {
+    timeline.waitingBases.push({ timeline: timeline.id, backup, sequence, from });
+    await this.ship();
+  }
+
+  /**
+   * One segment of everything pending, if there is anything (never an empty one: an idle node stays
+   * silent), then the bases waiting for it.
+   */
+  private async ship(): Promise<void> {
+    const timeline = this.timeline;
+    if (!timeline) return;
+    let covered: number;
+    if (this.pending.length > 0) {
+      const batches = this.pending.slice();
+      covered = this.lastPassEnd;
+      await this.putSegment(timeline, batches, covered);
+      if (this.timeline === timeline) this.pending = this.pending.slice(batches.length);
+    } else {
+      covered = this.lastPassEnd;
+      timeline.segmentFrom = Math.max(timeline.segmentFrom, covered);
+    }
+    // A base waits for a shipment that covers a pass ended after its checkpoint: its record then says
+    // it is restorable from the start (`to` >= `from`), even if the node writes nothing more.
+    const ready = timeline.waitingBases.filter((b) => b.from <= covered);
+    if (ready.length === 0) return;
+    const storage = await this.host.openStorage();
+    for (const b of ready) {
+      const record: BaseRecord = { version: 1, ...b, to: covered };
+      await storage.put(baseName(record), Buffer.from(canonicalJson(record)));
+      timeline.waitingBases.splice(timeline.waitingBases.indexOf(b), 1);
+      this.log.info({ timeline: timeline.id, backup: b.backup, sequence: b.sequence }, 'log archive: base registered');
+    }
+  }
+
+  private async putSegment(timeline: Timeline, batches: ReadBatch[], to: number): Promise<void> {
+    const info = { timeline: timeline.id, first: batches[0]!.seq, last: batchLast(batches.at(-1)!), from: Math.min(timeline.segmentFrom, batches[0]!.readAt), to };
+    const storage = await this.host.openStorage();
+    try {
+      await storage.put(segmentName(info), encodeSegment(info, batches));
+    } catch (err) {
+      this.log.warn({ timeline: timeline.id, first: info.first, last: info.last, err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval');
+      throw err;
+    }
+    timeline.segmentFrom = to;
+  }
+}

@@ -1,0 +1,211 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { logFileName, parseDbFileName } from '../leveldb/file-names.js';
+import { LogCorruptionError } from '../leveldb/log-reader.js';
+import { LogTail } from './log-tail.js';
+import { batchHeader, WriteBatchError } from './write-batch.js';
+
+/** One write batch as the follower read it from a log. */
+export interface ReadBatch {
+  /** First sequence number; the batch covers seq … seq+count-1. */
+  seq: number;
+  count: number;
+  /** The WriteBatch bytes exactly as LevelDB wrote them (the log record's payload). */
+  payload: Buffer;
+  /** When the pass that read it ended (ms since the epoch): the archive's time axis. */
+  readAt: number;
+}
+
+/** What one pass over the logs found. */
+export interface FollowerPass {
+  batches: ReadBatch[];
+  /** The time the pass ended: every byte in the logs before the pass began has been read by then. */
+  readAt: number;
+  bytesRead: number;
+  /**
+   * Why continuity cannot be proven past this pass (a damaged log, a torn record at the end of a
+   * finished log), or null. The batches before the damage are in `batches`; nothing after it.
+   */
+  problem: string | null;
+}
+
+interface OpenLog {
+  number: number;
+  fh: fs.promises.FileHandle;
+  tail: LogTail;
+}
+
+/** Read this much at a time: a log grows by a write buffer (4 MiB by default) before it is switched. */
+const READ_SIZE = 1024 * 1024;
+
+/**
+ * Follows the write-ahead logs (`NNNNNN.log`) of a live LevelDB directory as they grow.
+ *
+ * Contract: each `pass()` lists the directory, opens every log it has not seen (keeping its descriptor,
+ * so the bytes stay readable after LevelDB unlinks the file), reads every open log from where the last
+ * pass stopped to its end, in ascending log order, and returns the complete batches it found, in the
+ * order LevelDB wrote them. A record not yet whole is left for a later pass. A log is closed once a newer
+ * log exists and it has been read to its end after that was seen. Reads are one at a time (libuv's pool:
+ * one thread at most). Passes must not overlap (the caller awaits each).
+ *
+ * The follower does not check sequence continuity (a log deleted before it could be opened shows up as a
+ * jump in sequence numbers): the archiver does.
+ */
+export class LogFollower {
+  /** Open logs, ascending by number. */
+  private readonly logs: OpenLog[] = [];
+  /** Every log number opened or tried (a log is opened once: a closed one is finished). */
+  private readonly attempted = new Set<number>();
+  /** The inode of every log opened, while its name is still listed: a different file under a known name means the directory was replaced. */
+  private readonly inodes = new Map<number, number>();
+  /** Opens in flight (from the directory watch), awaited by each pass. */
+  private readonly opening = new Set<Promise<void>>();
+  private watcher: fs.FSWatcher | null = null;
+  private readonly buffer = Buffer.allocUnsafe(READ_SIZE);
+  private closed = false;
+
+  constructor(readonly dbPath: string) {}
+
+  /**
+   * Opens the logs that exist now (the start of following), and watches the directory so that a new
+   * log is opened the moment it appears rather than at the next pass: under heavy writes with a small
+   * write buffer, a log can be created, filled, flushed and unlinked between two passes. Call before
+   * taking a base checkpoint.
+   */
+  async open(): Promise<void> {
+    try {
+      this.watcher = fs.watch(this.dbPath, { persistent: false }, (_event, name) => {
+        const f = typeof name === 'string' ? parseDbFileName(name) : null;
+        if (f?.kind === 'log' && !this.closed) this.openLog(f.number!);
+      });
+      this.watcher.on('error', () => {
+        // Watching is an optimisation: each pass lists the directory anyway.
+        this.watcher?.close();
+        this.watcher = null;
+      });
+    } catch {
+      this.watcher = null;
+    }
+    await this.openNewLogs();
+  }
+
+  async pass(): Promise<FollowerPass> {
+    if (await this.replaced()) {
+      // Another history (a restore in place, a directory swapped): nothing read so far continues into it.
+      for (const log of [...this.logs]) await this.closeLog(log);
+      this.attempted.clear();
+      this.inodes.clear();
+      await this.openNewLogs();
+      return { batches: [], readAt: Date.now(), bytesRead: 0, problem: 'the database directory was replaced (a log name now holds another file)' };
+    }
+    const newest = await this.openNewLogs();
+    if (this.openError) {
+      const err = this.openError;
+      this.openError = null;
+      throw err;
+    }
+    const found: Omit<ReadBatch, 'readAt'>[] = [];
+    let bytesRead = 0;
+    let problem: string | null = null;
+    for (const log of [...this.logs]) {
+      if (problem !== null) break;
+      try {
+        for (;;) {
+          const { bytesRead: n } = await log.fh.read(this.buffer, 0, READ_SIZE, log.tail.offset);
+          if (n === 0) break;
+          bytesRead += n;
+          for (const payload of log.tail.push(this.buffer.subarray(0, n))) {
+            const { seq, count } = batchHeader(payload);
+            found.push({ seq, count, payload });
+          }
+        }
+        if (log.number < newest) {
+          // A newer log exists, so LevelDB writes no more to this one: what is left is a torn record.
+          if (log.tail.incompleteBytes > 0) problem = `log ${log.number} ends with ${log.tail.incompleteBytes} bytes of an incomplete record`;
+          await this.closeLog(log);
+        }
+      } catch (err) {
+        if (!(err instanceof LogCorruptionError || err instanceof WriteBatchError)) throw err;
+        problem = `log ${log.number}: ${err.message}`;
+        await this.closeLog(log);
+      }
+    }
+    const readAt = Date.now();
+    return { batches: found.map((b) => ({ ...b, readAt })), readAt, bytesRead, problem };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.watcher?.close();
+    this.watcher = null;
+    await Promise.all(this.opening);
+    for (const log of [...this.logs]) await this.closeLog(log);
+  }
+
+  /** Lists the directory and opens the logs not opened before; returns the newest log number seen. */
+  private async openNewLogs(): Promise<number> {
+    if (this.closed) throw new Error('the log follower is closed');
+    const numbers = (await fs.promises.readdir(this.dbPath))
+      .map(parseDbFileName)
+      .filter((f) => f !== null && f.kind === 'log')
+      .map((f) => f!.number!)
+      .sort((a, b) => a - b);
+    for (const number of numbers) this.openLog(number);
+    await Promise.all(this.opening);
+    return Math.max(numbers.at(-1) ?? -1, ...this.logs.map((l) => l.number));
+  }
+
+  /** True if a log name the follower opened now holds another file. One stat per listed log already opened. */
+  private async replaced(): Promise<boolean> {
+    const listed = new Set(
+      (await fs.promises.readdir(this.dbPath)).map(parseDbFileName).filter((f) => f !== null && f.kind === 'log').map((f) => f!.number!),
+    );
+    for (const [number, ino] of this.inodes) {
+      if (!listed.has(number)) {
+        this.inodes.delete(number); // unlinked: LevelDB never reuses a number within one history
+        continue;
+      }
+      try {
+        if ((await fs.promises.stat(path.join(this.dbPath, logFileName(number)))).ino !== ino) return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    return false;
+  }
+
+  /** Opens a log once (whoever sees it first: the watch or a listing), keeping the list sorted. */
+  private openLog(number: number): void {
+    if (this.attempted.has(number)) return;
+    this.attempted.add(number);
+    const p = fs.promises
+      .open(path.join(this.dbPath, `${String(number).padStart(6, '0')}.log`), 'r')
+      .then(
+        async (fh) => {
+          if (this.closed) {
+            await fh.close();
+            return;
+          }
+          this.inodes.set(number, (await fh.stat()).ino);
+          const at = this.logs.findIndex((l) => l.number > number);
+          this.logs.splice(at < 0 ? this.logs.length : at, 0, { number, fh, tail: new LogTail() });
+        },
+        (err: NodeJS.ErrnoException) => {
+          // Flushed and deleted before it could be opened: its batches, if any, are lost to the
+          // follower, which the archiver sees as a jump in sequence numbers.
+          if (err.code !== 'ENOENT') this.openError ??= err;
+        },
+      )
+      .finally(() => this.opening.delete(p));
+    this.opening.add(p);
+  }
+
+  /** An open that failed for another reason than the file being gone: reported by the next pass. */
+  private openError: Error | null = null;
+
+  private async closeLog(log: OpenLog): Promise<void> {
+    const i = this.logs.indexOf(log);
+    if (i >= 0) this.logs.splice(i, 1);
+    await log.fh.close().catch(() => {});
+  }
+}

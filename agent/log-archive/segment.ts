@@ -1,0 +1,151 @@
+import { createHash } from 'node:crypto';
+import { AdminError, ErrorCodes } from '../../shared/errors.js';
+import { canonicalJson } from '../backup/repository/format.js';
+import { batchHeader, batchLast } from './write-batch.js';
+
+/**
+ * The log archive's objects in a backup repository (agent/backup/FORMAT.md, version 2):
+ *
+ *   wal/<timeline>/base/<backup id>-<seq>-<from>-<to>   BaseRecord (JSON): a base backup of the timeline
+ *   wal/<timeline>/seg/<first>-<last>-<from>-<to>       a segment: batches first..last read in (from, to]
+ *
+ * Names carry what the windows need, so a listing of `wal/` says them without reading any object.
+ */
+
+export const WAL_PREFIX = 'wal/';
+export const SEGMENT_MAGIC = Buffer.from('NAWSEG01');
+export const SEGMENT_VERSION = 1;
+const DIGEST = 32;
+
+/** Timeline ids look like backup ids (sortable by start time, lowercase). */
+export const TIMELINE_ID_PATTERN = /^\d{8}t\d{9}z-[0-9a-f]{4}$/;
+
+export interface SegmentBatch {
+  seq: number;
+  count: number;
+  payload: Buffer;
+  readAt: number;
+}
+
+export interface SegmentInfo {
+  timeline: string;
+  first: number;
+  last: number;
+  /** The segment holds every batch of the timeline read in (from, to], ms since the epoch. */
+  from: number;
+  to: number;
+}
+
+export interface BaseRecord {
+  version: number;
+  timeline: string;
+  backup: string;
+  /** The last sequence number in the backup: a restore of it opens with exactly this. */
+  sequence: number;
+  /** The base's checkpoint was complete at this time (ms): restorable from here on. */
+  from: number;
+  /** Every batch after `sequence` read by this time was in segments stored before this record. */
+  to: number;
+}
+
+const pad = (n: number, width: number) => String(n).padStart(width, '0');
+
+export function segmentName(s: SegmentInfo): string {
+  return `${WAL_PREFIX}${s.timeline}/seg/${pad(s.first, 20)}-${pad(s.last, 20)}-${pad(s.from, 13)}-${pad(s.to, 13)}`;
+}
+
+export function baseName(b: Omit<BaseRecord, 'version'>): string {
+  return `${WAL_PREFIX}${b.timeline}/base/${b.backup}-${pad(b.sequence, 20)}-${pad(b.from, 13)}-${pad(b.to, 13)}`;
+}
+
+export type WalObject = { kind: 'segment'; name: string; segment: SegmentInfo } | { kind: 'base'; name: string; base: Omit<BaseRecord, 'version'> };
+
+/** What a name under `wal/` is, or null for anything else (left alone). */
+export function parseWalName(name: string): WalObject | null {
+  let m = /^wal\/([^/]+)\/seg\/(\d{20})-(\d{20})-(\d{13})-(\d{13})$/.exec(name);
+  if (m && TIMELINE_ID_PATTERN.test(m[1]!)) {
+    const segment = { timeline: m[1]!, first: Number(m[2]), last: Number(m[3]), from: Number(m[4]), to: Number(m[5]) };
+    if (segment.first > segment.last || segment.from > segment.to) return null;
+    return { kind: 'segment', name, segment };
+  }
+  m = /^wal\/([^/]+)\/base\/(\d{8}t\d{9}z-[0-9a-f]{4})-(\d{20})-(\d{13})-(\d{13})$/.exec(name);
+  if (m && TIMELINE_ID_PATTERN.test(m[1]!)) {
+    // `to` may be before `from`: the base is then restorable once a later shipment reaches `from`.
+    return { kind: 'base', name, base: { timeline: m[1]!, backup: m[2]!, sequence: Number(m[3]), from: Number(m[4]), to: Number(m[5]) } };
+  }
+  return null;
+}
+
+/**
+ * A segment's bytes: magic, header length (u32 LE), canonical-JSON header, then per batch readAt (u64 LE,
+ * ms), payload length (u32 LE) and payload, then the SHA-256 of everything before it.
+ */
+export function encodeSegment(info: SegmentInfo, batches: readonly SegmentBatch[]): Buffer {
+  const header = Buffer.from(
+    canonicalJson({ batches: batches.length, first: info.first, from: info.from, last: info.last, timeline: info.timeline, to: info.to, version: SEGMENT_VERSION }),
+  );
+  const parts: Buffer[] = [SEGMENT_MAGIC, u32(header.length), header];
+  for (const b of batches) {
+    const head = Buffer.alloc(12);
+    head.writeBigUInt64LE(BigInt(b.readAt), 0);
+    head.writeUInt32LE(b.payload.length, 8);
+    parts.push(head, b.payload);
+  }
+  const body = Buffer.concat(parts);
+  return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+}
+
+/**
+ * Checks a segment whole before any of it is used: the digest, the header against the name it was read
+ * under, every batch's sequence numbers (contiguous, first..last) and read time (within (from, to]).
+ * Throws CORRUPT naming the object.
+ */
+export function decodeSegment(name: string, expected: SegmentInfo, data: Buffer): SegmentBatch[] {
+  const bad = (why: string) => new AdminError(ErrorCodes.CORRUPT, `archived log segment ${name} is damaged: ${why}`);
+  if (data.length < SEGMENT_MAGIC.length + 4 + DIGEST || !data.subarray(0, SEGMENT_MAGIC.length).equals(SEGMENT_MAGIC)) throw bad('not a segment');
+  const body = data.subarray(0, data.length - DIGEST);
+  if (!createHash('sha256').update(body).digest().equals(data.subarray(data.length - DIGEST))) throw bad('checksum mismatch');
+  const headerLength = body.readUInt32LE(SEGMENT_MAGIC.length);
+  let at = SEGMENT_MAGIC.length + 4 + headerLength;
+  if (at > body.length) throw bad('header runs past the end');
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(body.subarray(SEGMENT_MAGIC.length + 4, at).toString('utf8')) as Record<string, unknown>;
+  } catch {
+    throw bad('header is not JSON');
+  }
+  for (const key of ['timeline', 'first', 'last', 'from', 'to'] as const) {
+    if (header[key] !== expected[key]) throw bad(`header's ${key} ${JSON.stringify(header[key])} is not the name's ${JSON.stringify(expected[key])}`);
+  }
+  if (header.version !== SEGMENT_VERSION) throw bad(`version ${String(header.version)} is not ${SEGMENT_VERSION}`);
+  const batches: SegmentBatch[] = [];
+  let next = expected.first;
+  while (at < body.length) {
+    if (at + 12 > body.length) throw bad('batch header runs past the end');
+    const readAt = Number(body.readBigUInt64LE(at));
+    const length = body.readUInt32LE(at + 8);
+    at += 12;
+    if (at + length > body.length) throw bad('batch runs past the end');
+    const payload = body.subarray(at, at + length);
+    at += length;
+    let h;
+    try {
+      h = batchHeader(payload);
+    } catch (err) {
+      throw bad((err as Error).message);
+    }
+    if (h.seq !== next) throw bad(`batch at sequence ${h.seq} where ${next} was expected`);
+    if (readAt > expected.to) throw bad(`batch read at ${readAt}, after the segment's end ${expected.to}`);
+    next = batchLast(h) + 1;
+    batches.push({ seq: h.seq, count: h.count, payload, readAt });
+  }
+  if (batches.length !== header.batches) throw bad(`${batches.length} batches, the header says ${String(header.batches)}`);
+  if (next - 1 !== expected.last) throw bad(`batches end at sequence ${next - 1}, not ${expected.last}`);
+  return batches;
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n, 0);
+  return b;
+}

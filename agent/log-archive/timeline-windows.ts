@@ -1,0 +1,112 @@
+import type { BaseRecord, SegmentInfo, WalObject } from './segment.js';
+
+export interface BaseView {
+  backup: string;
+  sequence: number;
+  /** Restorable from this time (ms) when usable. */
+  from: number;
+  usable: boolean;
+  /** Why not, when not usable. */
+  problem: string | null;
+}
+
+export interface TimelineView {
+  id: string;
+  bases: BaseView[];
+  segments: SegmentInfo[];
+  /** The restorable window (ms, both ends included), or null if no moment of it can be restored. */
+  from: number | null;
+  to: number | null;
+  /** The last sequence number the window reaches. */
+  lastSequence: number | null;
+  /** A segment missing inside the timeline: nothing after it is claimed. */
+  brokenAfter: number | null;
+}
+
+export interface Windows {
+  /** Oldest first. */
+  timelines: TimelineView[];
+  /** Between restorable windows, oldest first (ms). */
+  gaps: { from: number; to: number }[];
+}
+
+/**
+ * The restorable windows of a log archive, from a listing of `wal/` and the ids of the backups that
+ * exist. A pure function: the archive's whole meaning is decided here (docs/log-archive-design.md,
+ * "Windows"), so it is tested as data.
+ *
+ * Per timeline, segments sorted by first sequence must chain (first == previous last + 1); a gap cuts
+ * the chain and nothing after it is claimed. A base is usable if its backup exists and the chain covers
+ * its sequence + 1 (or the chain ends at or before its sequence). The timeline's restorable end is the
+ * chain's end, or later if a base record says everything read until then was shipped (without a gap).
+ */
+export function timelineWindows(objects: readonly WalObject[], backups: ReadonlySet<string>): Windows {
+  const byTimeline = new Map<string, { bases: Omit<BaseRecord, 'version'>[]; segments: SegmentInfo[] }>();
+  const entry = (id: string) => {
+    let e = byTimeline.get(id);
+    if (!e) byTimeline.set(id, (e = { bases: [], segments: [] }));
+    return e;
+  };
+  for (const o of objects) {
+    if (o.kind === 'segment') entry(o.segment.timeline).segments.push(o.segment);
+    else entry(o.base.timeline).bases.push(o.base);
+  }
+  const timelines: TimelineView[] = [];
+  for (const id of [...byTimeline.keys()].sort()) {
+    const { bases, segments } = byTimeline.get(id)!;
+    segments.sort((a, b) => a.first - b.first || a.last - b.last);
+    const chain: SegmentInfo[] = [];
+    let brokenAfter: number | null = null;
+    for (const s of segments) {
+      const prev = chain.at(-1);
+      if (prev && s.first !== prev.last + 1) {
+        brokenAfter = prev.last;
+        break;
+      }
+      chain.push(s);
+    }
+    const chainFirst = chain[0]?.first ?? null;
+    const chainLast = chain.at(-1)?.last ?? null;
+    const chainTo = chain.at(-1)?.to ?? null;
+    // Without a gap, a base record's `to` extends the window: every batch read until then was stored.
+    const recordTo = brokenAfter === null ? Math.max(-1, ...bases.map((b) => b.to)) : -1;
+    const end = Math.max(chainTo ?? -1, recordTo);
+    const views: BaseView[] = bases
+      .sort((a, b) => a.sequence - b.sequence || a.from - b.from)
+      .map((b) => {
+        let problem: string | null = null;
+        if (!backups.has(b.backup)) problem = `backup ${b.backup} no longer exists`;
+        else if (chainFirst !== null && b.sequence + 1 < chainFirst) problem = `the archive begins at sequence ${chainFirst}, after the base's ${b.sequence} + 1`;
+        else if (brokenAfter !== null && b.sequence > brokenAfter) problem = `a segment after sequence ${brokenAfter} is missing`;
+        else if (end < b.from) problem = 'nothing archived since its checkpoint';
+        return { backup: b.backup, sequence: b.sequence, from: b.from, usable: problem === null, problem };
+      });
+    const usable = views.filter((b) => b.usable);
+    const from = usable.length > 0 ? Math.min(...usable.map((b) => b.from)) : null;
+    const lastSequence = usable.length > 0 ? Math.max(chainLast ?? -1, ...usable.map((b) => b.sequence)) : null;
+    timelines.push({ id, bases: views, segments: chain, from, to: from === null ? null : end, lastSequence, brokenAfter });
+  }
+  const restorable = timelines.filter((t) => t.from !== null).sort((a, b) => a.from! - b.from!);
+  const gaps: Windows['gaps'] = [];
+  let reach = -Infinity;
+  for (const t of restorable) {
+    if (reach !== -Infinity && t.from! > reach) gaps.push({ from: reach, to: t.from! });
+    reach = Math.max(reach, t.to!);
+  }
+  return { timelines, gaps };
+}
+
+/** The timeline and base a restore to `at` (ms) uses: the newest timeline whose window holds it, its newest base at or before it. */
+export function chooseBase(w: Windows, at: number): { timeline: TimelineView; base: BaseView } | null {
+  const candidates = w.timelines.filter((t) => t.from !== null && t.from <= at && at <= t.to!);
+  const timeline = candidates.at(-1);
+  if (!timeline) return null;
+  const base = timeline.bases.filter((b) => b.usable && b.from <= at).sort((a, b) => a.from - b.from || a.sequence - b.sequence).at(-1);
+  return base ? { timeline, base } : null;
+}
+
+/** The newest restorable moment of all, or null. */
+export function latestMoment(w: Windows): number | null {
+  const ends = w.timelines.filter((t) => t.to !== null).map((t) => t.to!);
+  return ends.length > 0 ? Math.max(...ends) : null;
+}
