@@ -172,7 +172,9 @@ describe('log archive: kill -9 under load, restart, load again', () => {
     const refused = async (args: string[], code: string, exit: number, json = false) => {
       const x = await runCli(['backup', 'restore', ...args, '--repo', repoDir, '--to', target, ...(json ? ['--json'] : [])]);
       expect(x.code, x.stderr).toBe(exit);
-      expect(x.stderr).toContain(`(${code})`);
+      // With --json the error is one JSON record; without, a line ending in its code.
+      if (json) expect((JSON.parse(x.stderr) as { error: { code: string } }).error.code).toBe(code);
+      else expect(x.stderr).toContain(`(${code})`);
       expect(x.stderr.trim().split('\n').length, x.stderr).toBe(1);
       expect(x.stderr).not.toMatch(/\n\s+at /);
       expect(x.stdout).toBe('');
