@@ -96,8 +96,8 @@ describe('log archive: kill -9 under load, restart, load again', () => {
     killedAt = Date.now();
     node = null;
     // The writers keep going (their ops fail and are retried) while the node is down.
-    node = await startExampleNode(dataDir, NODE_ARGS);
     restartedAt = Date.now();
+    node = await startExampleNode(dataDir, NODE_ARGS);
     await until('the second timeline to span the run', () => restorable(2, RUN_MS / 2));
     await writers.stop();
     expect(await node.stop()).toBe(0);
