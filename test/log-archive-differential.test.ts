@@ -27,129 +27,14 @@ import { dbSequence } from '../dist/agent/log-archive/db-sequence.js';
 import { batchEntries, batchLast } from '../dist/agent/log-archive/write-batch.js';
 import { logFileName } from '../dist/agent/leveldb/file-names.js';
 import { runCli, tempDir } from './support/processes.js';
-import { WriterModel, keyOf, opOfValue, parseKey, valueOf, type Change } from './support/write-model.js';
+import { keyOf, parseKey, valueOf } from './support/write-model.js';
+import { Writers, levelApply, readState, size, until } from './support/pitr-writers.js';
 
 const WRITERS = 4;
 const KEYS_PER_WRITER = 400;
 const RUN_MS = Number(process.env.NODE_ADMIN_PITR_RUN_MS ?? 18_000);
 const RESTORES = Number(process.env.NODE_ADMIN_PITR_RESTORES ?? 100);
-/** Every write acknowledged this long before a moment must be in a restore to it. */
-const ACK_BOUND_MS = 2000;
-const size = (op: number, k: number) => ((op + k) % 97 === 0 ? 40_000 : 200 + ((op * 31 + k * 17) % 1800));
 const silent = pino({ level: 'silent' });
-
-interface Timed {
-  issuedAt: number[];
-  ackedAt: number[];
-}
-
-class Writers {
-  readonly models = Array.from({ length: WRITERS }, (_, w) => new WriterModel(w));
-  /** Per writer, per op (index op - 1): when it was issued and acknowledged. */
-  readonly times: Timed[] = this.models.map(() => ({ issuedAt: [], ackedAt: [] }));
-  private stopped = false;
-  private running: Promise<void>[] = [];
-
-  constructor(readonly db: ClassicLevel<string, Buffer>) {}
-
-  start(): void {
-    this.stopped = false;
-    this.running = this.models.map(async (m) => {
-      let seed = m.writer * 7 + 1 + m.issued;
-      const rnd = () => {
-        seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648;
-        return seed / 2_147_483_648;
-      };
-      const key = () => Math.floor(rnd() * KEYS_PER_WRITER);
-      while (!this.stopped) {
-        const r = rnd();
-        let changes: Change[];
-        if (r < 0.55) changes = [{ k: key(), put: true }];
-        else if (r < 0.7) changes = [{ k: key(), put: false }];
-        else {
-          const n = 2 + Math.floor(rnd() * 8);
-          const seen = new Set<number>();
-          changes = [];
-          for (let i = 0; i < n; i++) {
-            const k = key();
-            if (seen.has(k)) continue;
-            seen.add(k);
-            changes.push({ k, put: rnd() < 0.75 });
-          }
-        }
-        await this.apply(m, changes);
-        // A few hundred ops a second in all (logs still rotate several times a second): the test is
-        // about exactness, and each restore replays every batch since its base.
-        await new Promise((res) => setTimeout(res, 5));
-      }
-    });
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await Promise.all(this.running);
-  }
-
-  private async apply(m: WriterModel, changes: Change[]): Promise<void> {
-    m.ops.push(changes);
-    const op = ++m.issued;
-    const t = this.times[m.writer]!;
-    const writes = changes.map((c) =>
-      c.put ? { type: 'put' as const, key: keyOf(m.writer, c.k), value: valueOf(m.writer, op, c.k, size(op, c.k)) } : { type: 'del' as const, key: keyOf(m.writer, c.k) },
-    );
-    t.issuedAt.push(Date.now());
-    if (writes.length === 1) {
-      const w = writes[0]!;
-      await (w.type === 'put' ? this.db.put(w.key, w.value) : this.db.del(w.key));
-    } else {
-      await this.db.batch(writes);
-    }
-    t.ackedAt.push(Date.now());
-    m.acked = op;
-  }
-
-  /** Per writer: [lo, hi] = [last op acknowledged ≥ ACK_BOUND_MS before `at`, last op issued at or before `at`]. */
-  bounds(at: number): [number, number][] {
-    return this.times.map((t) => {
-      let lo = 0;
-      while (lo < t.ackedAt.length && t.ackedAt[lo]! <= at - ACK_BOUND_MS) lo++;
-      let hi = 0;
-      while (hi < t.issuedAt.length && t.issuedAt[hi]! <= at) hi++;
-      return [lo, hi];
-    });
-  }
-}
-
-/** What a restored database holds, per writer: key -> the op that wrote it. */
-async function readState(dir: string): Promise<Map<number, number>[]> {
-  const db = new ClassicLevel<string, Buffer>(dir, { createIfMissing: false, valueEncoding: 'buffer' });
-  await db.open();
-  const seen = Array.from({ length: WRITERS }, () => new Map<number, number>());
-  try {
-    for await (const [key, value] of db.iterator()) {
-      const parsed = parseKey(key);
-      if (!parsed) throw new Error(`unexpected key ${key}`);
-      const op = opOfValue(parsed.writer, parsed.k, value, size);
-      if (op === null) throw new Error(`value of ${key} is not one any op wrote`);
-      seen[parsed.writer]!.set(parsed.k, op);
-    }
-  } finally {
-    await db.close();
-  }
-  return seen;
-}
-
-/** Null if the state is a prefix of every writer's history within its bounds; else which writer is not. */
-function mismatch(writers: Writers, seen: Map<number, number>[], bounds: [number, number][], fresh: boolean): string | null {
-  for (let w = 0; w < WRITERS; w++) {
-    // matchPrefix walks forward only: the restores are checked in order of their moments. A negative
-    // control checks with a fresh model.
-    const model = fresh ? Object.assign(new WriterModel(w), { ops: writers.models[w]!.ops }) : writers.models[w]!;
-    const [lo, hi] = bounds[w]!;
-    if (model.matchPrefix(seen[w]!, lo, hi) === null) return `writer ${w}: not the state after any op in [${lo}, ${hi}]`;
-  }
-  return null;
-}
 
 let dir: string;
 let dbPath: string;
@@ -177,14 +62,6 @@ async function bases(): Promise<string[]> {
   return names;
 }
 
-async function until(what: string, cond: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 beforeAll(async () => {
   dir = tempDir('pitr');
   dbPath = path.join(dir, 'db');
@@ -193,7 +70,9 @@ beforeAll(async () => {
   db = new ClassicLevel<string, Buffer>(dbPath, { valueEncoding: 'buffer', writeBufferSize: 256 * 1024, maxFileSize: 256 * 1024 });
   await db.open();
   storage = await openStorage(pathToFileURL(repoDir).href, { logger: silent });
-  writers = new Writers(db);
+  // A few hundred ops a second in all (logs still rotate several times a second): the test is about
+  // exactness, and each restore replays every batch since its base.
+  writers = new Writers(levelApply(db), { writers: WRITERS, keysPerWriter: KEYS_PER_WRITER, batches: true, pauseMs: 5 });
 }, 60_000);
 
 afterAll(async () => {
@@ -251,7 +130,7 @@ describe('log archive: restore to a moment', () => {
       batchesApplied += r.batches;
       expect(r.reached.time).toBeLessThanOrEqual(at);
       maxBehind = Math.max(maxBehind, at - r.reached.time);
-      const problem = mismatch(writers, await readState(to), writers.bounds(at), false);
+      const problem = writers.mismatch(await readState(to, WRITERS), writers.bounds(at), false);
       expect(problem, `restore to ${new Date(at).toISOString()} (${r.batches} batches on backup ${r.backup})`).toBeNull();
       fs.rmSync(to, { recursive: true });
     }
@@ -288,7 +167,7 @@ describe('log archive: restore to a moment', () => {
       const { nextFileNumber } = await dbSequence(to);
       // Written straight, past appendBatches' own check (which refuses both plants: see below).
       fs.writeFileSync(path.join(to, logFileName(nextFileNumber)), encodeLog(planted.map((b) => b.payload)));
-      const problem = mismatch(writers, await readState(to), bounds, true);
+      const problem = writers.mismatch(await readState(to, WRITERS), bounds, true);
       fs.rmSync(to, { recursive: true });
       return problem;
     };

@@ -58,6 +58,8 @@ interface Timeline {
   candidates: Map<string, number>;
   /** Bases not stored yet: each waits for a shipment that covers everything read before it. */
   waitingBases: Omit<BaseRecord, 'version' | 'to'>[];
+  /** The last sequence stored in a segment (the base's before the first). */
+  shipped: number;
 }
 
 /**
@@ -250,7 +252,12 @@ export class LogArchiver {
     this.lastSeq = null;
     this.streamFirst = null;
     if (old && toShip.length > 0) {
-      void this.enqueue(() => this.putSegment(old, toShip, shipTo)).catch((err: unknown) =>
+      // An upload in flight holds the first of these batches: ship only what it did not store, or the
+      // two segments would overlap and the window would read as broken after the first.
+      void this.enqueue(async () => {
+        const rest = toShip.filter((b) => b.seq > old.shipped);
+        if (rest.length > 0) await this.putSegment(old, rest, shipTo);
+      }).catch((err: unknown) =>
         this.log.error({ timeline: old.id, err: toAdminError(err).message }, 'log archive: the end of a timeline could not be shipped'),
       );
     }
@@ -295,6 +302,7 @@ export class LogArchiver {
             segmentFrom: Math.min(this.startedAt, completedAt),
             candidates: new Map(),
             waitingBases: [],
+            shipped: sequence,
           };
           const straddles = this.pending.find((b) => b.seq <= sequence && batchLast(b) > sequence);
           if (straddles) throw new Error(`batch ${straddles.seq}..${batchLast(straddles)} straddles the base's sequence ${sequence}`);
@@ -373,5 +381,6 @@ export class LogArchiver {
       throw err;
     }
     timeline.segmentFrom = to;
+    timeline.shipped = info.last;
   }
 }
