@@ -81,6 +81,7 @@ const api: AdminApi = {
   getBackup: unsupported('getBackup'),
   pruneBackups: unsupported('pruneBackups'),
   verifyBackups: unsupported('verifyBackups'),
+  backupTimeline: unsupported('backupTimeline'),
   metrics: unsupported('metrics'),
 };
 
