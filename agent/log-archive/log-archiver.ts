@@ -93,7 +93,8 @@ interface Timeline {
  * the previous one; on any break (a jump in sequence numbers, a damaged log) it ends, and a new timeline
  * with a new base begins. Every agent start begins a new timeline. A failed upload keeps its batches
  * and is retried at the next interval. Backups the agent makes of checkpoints it took during a timeline
- * become more bases of it. Layout and reasoning: docs/log-archive-design.md.
+ * become more bases of it. What it holds is shown by status() (no storage request) and told to its
+ * observer as it happens (metrics). Layout and reasoning: docs/log-archive-design.md.
  */
 export class LogArchiver {
   private follower: LogFollower | null = null;
