@@ -13,6 +13,7 @@ import type {
   CreateCheckpointRequest,
   DeleteCheckpointOptions,
   DeleteResult,
+  LogArchiveTimelines,
   OperationStatus,
   PruneRequest,
   PruneResult,
@@ -104,8 +105,24 @@ class CheckpointAgent implements Agent {
     this.retention = parseRetention(options.retention ?? {});
     this.maxQueued = options.maxQueuedCreates ?? 8;
     this.log = (options.logger ?? pino({ redact: REDACT_PATHS })).child({ component: 'node-admin' });
+    this.archiveCfg = options.backup ? parseLogArchiveOptions(options.backup.logArchive) : null;
     this.agentMetrics = new AgentMetrics(
-      { checkpoints: () => this.checkpointFacts(), freeBytes: async () => (await this.diskSpace()).freeBytes },
+      {
+        checkpoints: () => this.checkpointFacts(),
+        freeBytes: async () => (await this.diskSpace()).freeBytes,
+        ...(this.archiveCfg
+          ? {
+              logArchive: {
+                lagSeconds: () => this.archiver?.lagSeconds() ?? null,
+                lagBytes: async () => {
+                  if (!this.archiver) return null;
+                  const lag = await this.archiver.lagBytes();
+                  return lag.bytes + lag.unreadBytes;
+                },
+              },
+            }
+          : {}),
+      },
       { hostRegistry: options.metrics?.registry ?? null, minFreeBytes: this.retention.minFreeBytes },
     );
     this.backups = new BackupManager(
@@ -120,7 +137,6 @@ class CheckpointAgent implements Agent {
       this.agentMetrics,
     );
     this.backupOptions = options.backup;
-    this.archiveCfg = options.backup ? parseLogArchiveOptions(options.backup.logArchive) : null;
     this.scheduler = options.schedule
       ? new Scheduler(options.schedule, async () => {
           const r = await this.createCheckpoint({ trigger: 'scheduled', label: 'scheduled' });
@@ -152,7 +168,7 @@ class CheckpointAgent implements Agent {
           createCheckpoint: (req) => this.createCheckpoint(req),
           createBackup: (req) => this.createBackup(req),
           openStorage: () => this.openArchiveStorage(),
-        }, this.log);
+        }, this.log, this.agentMetrics.logArchive);
         await archiver.start();
         this.archiver = archiver;
       }
@@ -212,6 +228,23 @@ class CheckpointAgent implements Agent {
       retention: this.retention,
       filesystem: disk,
       backup: this.backups.status(),
+      logArchive: this.archiveCfg === null ? null : ((await this.archiver?.status()) ?? this.archiveStarting()),
+    };
+  }
+
+  /** The archiver's status before it exists (the socket listens before the archiver starts). */
+  private archiveStarting(): NonNullable<AgentStatus['logArchive']> {
+    return {
+      state: this.state === 'started' ? 'starting' : 'stopped',
+      intervalMs: this.archiveCfg!.intervalMs,
+      timeline: null,
+      lag: { seconds: (Date.now() - this.startedAt.getTime()) / 1000, batches: 0, bytes: 0, unreadBytes: 0 },
+      lastShipped: null,
+      shippedSegments: 0,
+      shippedBytes: 0,
+      breaks: 0,
+      lastBreak: null,
+      lastError: null,
     };
   }
 
@@ -531,5 +564,9 @@ class CheckpointAgent implements Agent {
 
   verifyBackups(req: VerifyBackupsRequest = {}): Promise<BackupVerifyReport> {
     return this.backups.verifyBackups(req);
+  }
+
+  backupTimeline(): Promise<LogArchiveTimelines> {
+    return this.backups.timeline();
   }
 }

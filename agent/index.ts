@@ -2,6 +2,7 @@
 export { createAgent, AGENT_VERSION, REDACT_PATHS } from './agent.js';
 export type { Agent, AgentOptions, BackupOptions, ScheduleOptions } from './agent-types.js';
 export { METRIC_NAMES, METRIC_OPERATIONS, type MetricOperation } from './metrics/agent-metrics.js';
+export { LOG_ARCHIVE_METRIC_NAMES } from './metrics/log-archive-metrics.js';
 export { applyPolicy, parseRetention, DEFAULT_RETENTION } from './retention/apply-policy.js';
 export {
   createOfflineCheckpoint,

@@ -10,6 +10,7 @@ import type {
   CreateCheckpointRequest,
   DeleteCheckpointOptions,
   DeleteResult,
+  LogArchiveTimelines,
   PruneRequest,
   PruneResult,
   VerifyBackupsRequest,
@@ -61,6 +62,11 @@ export interface AdminApi {
   pruneBackups(req?: PruneRequest): Promise<BackupPruneResult>;
   /** Checks the repository's structure, or with readData every byte; a report with ok:false is not an error. */
   verifyBackups(req?: VerifyBackupsRequest): Promise<BackupVerifyReport>;
+  /**
+   * The log archive's restorable windows (`backup timeline`): two listings of the repository (`wal/`,
+   * `snapshots/`), no object read. Empty when the repository has no log archive (or does not exist yet).
+   */
+  backupTimeline(): Promise<LogArchiveTimelines>;
 
   /**
    * The agent's Prometheus metrics in the text exposition format (METRICS_CONTENT_TYPE): from what the

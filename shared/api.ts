@@ -120,6 +120,71 @@ export interface AgentStatus {
   filesystem: { freeBytes: number; totalBytes: number };
   /** Remote backups; null when the agent has no backup repository configured. */
   backup: BackupStatus | null;
+  /** The log archiver; null when log archiving is off (agents before it have no such field). */
+  logArchive?: LogArchiveStatus | null;
+}
+
+/**
+ * The log archiver as `status` shows it: from what it holds in memory (and one fstat per open log for
+ * `unreadBytes`), never a storage request.
+ *
+ * `state`: `starting` (taking the first base of this agent run), `following` (a timeline runs; nothing
+ * being stored right now), `shipping` (a segment or base record is being stored), `retrying` (the last
+ * storage attempt or base failed: `lastError` says why; retried at the next interval, or with backoff for
+ * a base), `broken` (continuity was lost — `lastBreak` says why — and the new timeline's base is being
+ * taken: writes since the break are not restorable yet), `stopped`.
+ */
+export interface LogArchiveStatus {
+  state: 'starting' | 'following' | 'shipping' | 'retrying' | 'broken' | 'stopped';
+  intervalMs: number;
+  /** The current timeline: its id, its first base's last sequence and when it began; null while there is none. */
+  timeline: { id: string; sequence: number; startedAt: string } | null;
+  lag: {
+    /** How long the oldest write not yet stored has waited (s): since the archive was last complete. */
+    seconds: number;
+    /** Batches read and not yet stored, and their bytes. */
+    batches: number;
+    bytes: number;
+    /** Bytes of the live logs not yet read. */
+    unreadBytes: number;
+  };
+  /** The last segment stored: when, and the last sequence number it holds. */
+  lastShipped: { at: string; sequence: number; timeline: string } | null;
+  /** Since the agent started. */
+  shippedSegments: number;
+  shippedBytes: number;
+  /** Timelines ended by a break since the agent started (the start itself not counted). */
+  breaks: number;
+  lastBreak: { at: string; reason: string; detail: string } | null;
+  /** The last failure (storage, base, reading the logs), kept after a later success; `error` is `CODE: message`. */
+  lastError: { at: string; error: string } | null;
+}
+
+/** A base backup of a timeline, as `backup timeline` shows it (times ISO 8601). */
+export interface TimelineBase {
+  backup: string;
+  sequence: number;
+  from: string;
+  usable: boolean;
+  problem: string | null;
+}
+
+/** One timeline of the log archive: its restorable window (null ends: nothing restorable). */
+export interface TimelineWindow {
+  id: string;
+  from: string | null;
+  to: string | null;
+  lastSequence: number | null;
+  segments: number;
+  /** A segment is missing after this sequence: nothing after it is claimed. */
+  brokenAfterSequence: number | null;
+  bases: TimelineBase[];
+}
+
+/** `backup timeline`: the restorable windows of the repository's log archive, oldest first, and the gaps between them. */
+export interface LogArchiveTimelines {
+  timelines: TimelineWindow[];
+  gaps: { from: string; to: string }[];
 }
 
 // ---- remote backups ----

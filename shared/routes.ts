@@ -106,6 +106,7 @@ export const routes: { readonly [Op in Operation]: Route<Op> } = {
     decode: (r) => [parseBackupId(r.params.id, 'the path segment')],
     encode: (id) => ({ params: { id } }),
   },
+  backupTimeline: { method: 'GET', path: '/log-archive/timeline', status: 200, decode: () => [], encode: () => ({}) },
   metrics: { method: 'GET', path: '/metrics', status: 200, text: METRICS_CONTENT_TYPE, decode: () => [], encode: () => ({}) },
 };
 

@@ -40,6 +40,18 @@ const status: AgentStatus = {
   retention: { keepLast: 3, keepHourly: 0, keepDaily: 0, keepWeekly: 0, keepMonthly: 0, maxAgeMs: null, minFreeBytes: 0 },
   filesystem: { freeBytes: 10 * 1024 ** 3, totalBytes: 100 * 1024 ** 3 },
   backup: null,
+  logArchive: {
+    state: 'retrying',
+    intervalMs: 1000,
+    timeline: { id: '20261122t200001000z-ab12', sequence: 4242, startedAt: '2026-11-22T20:00:01.000Z' },
+    lag: { seconds: 12.5, batches: 3, bytes: 3300, unreadBytes: 120 },
+    lastShipped: { at: '2026-11-22T20:59:50.000Z', sequence: 9000, timeline: '20261122t200001000z-ab12' },
+    shippedSegments: 17,
+    shippedBytes: 123456,
+    breaks: 1,
+    lastBreak: { at: '2026-11-22T20:30:00.000Z', reason: 'gap', detail: 'sequence 5000 does not follow 4990' },
+    lastError: { at: '2026-11-22T21:00:00.000Z', error: 'STORAGE_UNAVAILABLE: connection refused' },
+  },
 };
 
 /** Every call the double received: the operation and its arguments as the server decoded them. */
@@ -81,6 +93,7 @@ const api: AdminApi = {
   getBackup: unsupported('getBackup'),
   pruneBackups: unsupported('pruneBackups'),
   verifyBackups: unsupported('verifyBackups'),
+  backupTimeline: unsupported('backupTimeline'),
   metrics: unsupported('metrics'),
 };
 

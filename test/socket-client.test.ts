@@ -33,6 +33,7 @@ const calls: { [Op in Operation]: unknown[][] } = {
   getBackup: [[BK]],
   pruneBackups: [[{ dryRun: false }]],
   verifyBackups: [[], [{ id: BK, readData: true }]],
+  backupTimeline: [[]],
   metrics: [[]],
 };
 

@@ -13,6 +13,7 @@ import type {
   CreateCheckpointRequest,
   PruneRequest,
   VerifyBackupsRequest,
+  LogArchiveTimelines,
 } from '../../shared/api.js';
 import { parseBackupId, parseCheckpointId, parseKeepCounts, parseOptionalBoolean } from '../../shared/input-rules.js';
 import { backupRecordOf } from './backup-record.js';
@@ -232,6 +233,20 @@ export class BackupManager {
   private async openRepository(cfg: BackupConfig, create: boolean): Promise<Repository> {
     const [engine, storage] = await Promise.all([loadBackupEngine(), this.openStorage(cfg)]);
     return engine.Repository.open(storage, { create });
+  }
+
+  /**
+   * The log archive's windows (`backup timeline`): two listings (`wal/`, `snapshots/`) through the
+   * backup storage, no object read; empty when there is no archive or no repository yet.
+   */
+  async timeline(): Promise<LogArchiveTimelines> {
+    const cfg = this.requireBackup();
+    const [{ readWindows }, { timelineReport }, storage] = await Promise.all([
+      import('../log-archive/restore-to-moment.js'),
+      import('../log-archive/timeline-report.js'),
+      this.openStorage(cfg),
+    ]);
+    return timelineReport(await readWindows(storage));
   }
 
   /** Null when there is no repository yet (nothing was ever backed up). */

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
-import type { BackupRecord, CheckpointRecord, CreateBackupRequest, CreateCheckpointRequest } from '../../shared/api.js';
-import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
+import type { BackupRecord, CheckpointRecord, CreateBackupRequest, CreateCheckpointRequest, LogArchiveStatus } from '../../shared/api.js';
+import { AdminError, ErrorCodes, toAdminError, type ErrorCode } from '../../shared/errors.js';
 import { canonicalJson } from '../backup/repository/format.js';
 import type { Storage } from '../backup/storage/storage.js';
 import { newCheckpointId } from '../checkpoint/checkpoint-id.js';
@@ -45,6 +45,29 @@ export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | u
   return { intervalMs, pollMs, retryMs: Math.max(1000, intervalMs) };
 }
 
+/**
+ * Why a timeline ended (the `reason` label of node_admin_log_archive_timeline_breaks_total): `start`
+ * every agent start (continuity across a restart is not proven); `gap` a batch after a jump in sequence
+ * numbers (a log gone before it could be opened); `fork` a batch whose sequence number goes back (the
+ * database reopened on another history); `damaged` a log's bytes (checksum, format, torn record);
+ * `replaced` the database directory replaced under the agent; `overlap` a batch straddling the base's
+ * sequence; `read_error` reading the logs failed.
+ */
+export type BreakReason = 'start' | 'gap' | 'fork' | 'damaged' | 'replaced' | 'overlap' | 'read_error';
+
+/**
+ * What the archiver tells its observer (the agent's metrics) as it happens, so that a scrape reads
+ * counters and never asks storage. Called synchronously; must not throw.
+ */
+export interface LogArchiveObserver {
+  /** A segment of `bytes` bytes was stored at `at` (ms). */
+  shipped(bytes: number, at: number): void;
+  /** Storing a segment or a base record failed with this code (retried at the next interval). */
+  shipFailed(code: ErrorCode): void;
+  /** A timeline ended (or, `start`, this agent run begins a new one). */
+  timelineBreak(reason: BreakReason): void;
+}
+
 /** Retries of a failed base back off up to this. */
 const MAX_BASE_RETRY_MS = 60_000;
 
@@ -72,7 +95,8 @@ interface Timeline {
  * the previous one; on any break (a jump in sequence numbers, a damaged log) it ends, and a new timeline
  * with a new base begins. Every agent start begins a new timeline. A failed upload keeps its batches
  * and is retried at the next interval. Backups the agent makes of checkpoints it took during a timeline
- * become more bases of it. Layout and reasoning: docs/log-archive-design.md.
+ * become more bases of it. What it holds is shown by status() (no storage request) and told to its
+ * observer as it happens (metrics). Layout and reasoning: docs/log-archive-design.md.
  */
 export class LogArchiver {
   private follower: LogFollower | null = null;
@@ -100,11 +124,31 @@ export class LogArchiver {
   private baseCheckpoint: { generation: number; id: string; sequence: number; completedAt: number } | null = null;
   private startedAt = 0;
 
+  // ---- what status and metrics show (kept as it happens: a status asks no storage) ----
+  private stopped = false;
+  /** Storage puts in flight (a segment, a base record). */
+  private shipping = 0;
+  /** The last storage attempt failed (until one succeeds). */
+  private shipFailing = false;
+  private timelineStartedAt = 0;
+  /** The current timeline has stored something (its first base record at least). */
+  private timelineStored = false;
+  private everTimeline = false;
+  /** Every batch read at or before this time (ms) was stored, or is in a base; null: never yet. */
+  private storedUntil: number | null = null;
+  private lastShipped: LogArchiveStatus['lastShipped'] = null;
+  private shippedSegments = 0;
+  private shippedBytes = 0;
+  private breaks = 0;
+  private lastBreak: LogArchiveStatus['lastBreak'] = null;
+  private lastError: LogArchiveStatus['lastError'] = null;
+
   constructor(
     private readonly dbPath: string,
     private readonly cfg: LogArchiveConfig,
     private readonly host: LogArchiveHost,
     private readonly log: Logger,
+    private readonly observer: LogArchiveObserver | null = null,
   ) {}
 
   /** Opens the logs that exist now (so that nothing written from here on is missed), then runs. */
@@ -124,6 +168,7 @@ export class LogArchiver {
     this.loop = this.readLoop();
     this.shipTimer = setInterval(() => this.enqueue(() => this.ship()), this.cfg.intervalMs);
     this.shipTimer.unref();
+    this.observer?.timelineBreak('start');
     this.startBase();
     this.log.info({ intervalMs: this.cfg.intervalMs, pollMs: this.cfg.pollMs }, 'log archiver started');
   }
@@ -136,9 +181,13 @@ export class LogArchiver {
     if (this.baseRetry) clearTimeout(this.baseRetry);
     this.wake?.();
     await this.loop;
-    await this.enqueue(() => this.ship());
-    await this.work;
-    await this.follower?.close();
+    try {
+      await this.enqueue(() => this.ship());
+      await this.work;
+    } finally {
+      await this.follower?.close();
+      this.stopped = true;
+    }
     this.log.info({ timeline: this.timeline?.id ?? null }, 'log archiver stopped');
   }
 
@@ -160,6 +209,80 @@ export class LogArchiver {
     }).catch((err: unknown) => this.log.warn({ backup: record.id, err: toAdminError(err).message }, 'log archive: registering a base failed'));
   }
 
+  /**
+   * How long the oldest write not yet stored has waited (s): 0 right after a shipment; on an idle node
+   * the time since the last pass (under the poll interval); growing while storage fails or no timeline
+   * runs (starting, broken: writes since then are not restorable yet).
+   */
+  lagSeconds(now = Date.now()): number {
+    const upToDate = this.timeline !== null && this.timelineStored && this.pending.length === 0;
+    const since = upToDate ? this.lastPassEnd : (this.storedUntil ?? this.startedAt);
+    return Math.max(0, now - since) / 1000;
+  }
+
+  /** Bytes not yet stored: of the batches read and waiting, and of the live logs not read yet (one fstat per open log). */
+  async lagBytes(): Promise<{ batches: number; bytes: number; unreadBytes: number }> {
+    const unreadBytes = this.follower && !this.stopped ? await this.follower.unreadBytes().catch(() => 0) : 0;
+    return { batches: this.pending.length, bytes: this.pending.reduce((n, b) => n + b.payload.length, 0), unreadBytes };
+  }
+
+  /** What `status` shows (shared/api.ts LogArchiveStatus); no storage request. */
+  async status(): Promise<LogArchiveStatus> {
+    const now = Date.now();
+    const lag = await this.lagBytes();
+    const t = this.timeline;
+    const state: LogArchiveStatus['state'] = this.stopped
+      ? 'stopped'
+      : this.shipFailing || this.baseRetry !== null
+        ? 'retrying'
+        : this.shipping > 0
+          ? 'shipping'
+          : t !== null
+            ? 'following'
+            : this.everTimeline
+              ? 'broken'
+              : 'starting';
+    return {
+      state,
+      intervalMs: this.cfg.intervalMs,
+      timeline: t ? { id: t.id, sequence: t.sequence, startedAt: new Date(this.timelineStartedAt).toISOString() } : null,
+      lag: { seconds: this.lagSeconds(now), ...lag },
+      lastShipped: this.lastShipped,
+      shippedSegments: this.shippedSegments,
+      shippedBytes: this.shippedBytes,
+      breaks: this.breaks,
+      lastBreak: this.lastBreak,
+      lastError: this.lastError,
+    };
+  }
+
+  private failed(err: unknown): void {
+    const e = toAdminError(err);
+    this.lastError = { at: new Date().toISOString(), error: `${e.code}: ${e.message}` };
+  }
+
+  /** A storage attempt failed: remembered for status, counted for metrics. */
+  private storeFailed(err: unknown): void {
+    this.shipFailing = true;
+    this.failed(err);
+    this.observer?.shipFailed(toAdminError(err).code);
+  }
+
+  /** Stores one object, counted as a shipment in flight, its failure remembered. */
+  private async store(name: string, data: Buffer): Promise<void> {
+    this.shipping++;
+    try {
+      const storage = await this.host.openStorage();
+      await storage.put(name, data);
+      this.shipFailing = false;
+    } catch (err) {
+      this.storeFailed(err);
+      throw err;
+    } finally {
+      this.shipping--;
+    }
+  }
+
   /** The current timeline and its first sequence (tests and status). */
   get current(): { id: string; sequence: number } | null {
     return this.timeline ? { id: this.timeline.id, sequence: this.timeline.sequence } : null;
@@ -175,10 +298,11 @@ export class LogArchiver {
     while (this.running) {
       try {
         const pass = await this.follower!.pass();
-        this.take(pass.batches, pass.problem, pass.readAt);
+        this.take(pass.batches, pass.problem, pass.readAt, pass.problemKind);
       } catch (err) {
         this.log.error({ err: toAdminError(err).message }, 'log archive: reading the logs failed');
-        this.break('reading the logs failed');
+        this.failed(err);
+        this.break('read_error', 'reading the logs failed');
       }
       if (!this.running) break;
       await new Promise<void>((resolve) => {
@@ -193,14 +317,14 @@ export class LogArchiver {
     // The last pass: what was written up to stop is shipped by stop().
     try {
       const pass = await this.follower!.pass();
-      this.take(pass.batches, pass.problem, pass.readAt);
+      this.take(pass.batches, pass.problem, pass.readAt, pass.problemKind);
     } catch {
       // stop() ships what was read before
     }
   }
 
   /** Appends a pass's batches to the stream, ending the timeline where they do not follow on. */
-  private take(batches: ReadBatch[], problem: string | null, readAt: number): void {
+  private take(batches: ReadBatch[], problem: string | null, readAt: number, problemKind: 'damaged' | 'replaced' | null = null): void {
     for (let i = 0; i < batches.length; i++) {
       const b = batches[i]!;
       const t = this.timeline;
@@ -208,7 +332,8 @@ export class LogArchiver {
       if (!follows) {
         // This pass is not claimed by the old timeline (its batches before the break are dropped); the
         // batches from here on start a new stream.
-        this.break(`sequence ${b.seq} does not follow ${this.lastSeq ?? (t ? t.sequence : '?')}`);
+        const expected = this.lastSeq !== null ? this.lastSeq + 1 : t!.sequence + 1;
+        this.break(b.seq < expected ? 'fork' : 'gap', `sequence ${b.seq} does not follow ${this.lastSeq ?? (t ? t.sequence : '?')}`);
         this.pending = [];
         for (const rest of batches.slice(i)) this.append(rest);
         this.lastPassEnd = readAt;
@@ -217,7 +342,7 @@ export class LogArchiver {
       this.append(b);
     }
     if (problem !== null) {
-      this.break(problem);
+      this.break(problemKind ?? 'damaged', problem);
       this.pending = [];
       this.lastSeq = null;
       this.streamFirst = null;
@@ -231,7 +356,7 @@ export class LogArchiver {
     this.lastSeq = batchLast(b);
     if (t && batchLast(b) <= t.sequence) return; // already in the base
     if (t && b.seq <= t.sequence) {
-      this.break(`batch ${b.seq}..${batchLast(b)} straddles the base's sequence ${t.sequence}`);
+      this.break('overlap', `batch ${b.seq}..${batchLast(b)} straddles the base's sequence ${t.sequence}`);
       return;
     }
     this.pending.push(b);
@@ -241,9 +366,12 @@ export class LogArchiver {
    * Ends the current timeline where continuity is lost: what it read before the break pass is shipped
    * (claiming up to the last whole pass), then a new base starts a new timeline.
    */
-  private break(why: string): void {
+  private break(reason: BreakReason, why: string): void {
     const old = this.timeline;
-    this.log.warn({ timeline: old?.id ?? null, why }, 'log archive: continuity lost; the timeline ends and a new one begins with a new base');
+    this.log.warn({ timeline: old?.id ?? null, reason, why }, 'log archive: continuity lost; the timeline ends and a new one begins with a new base');
+    this.breaks++;
+    this.lastBreak = { at: new Date().toISOString(), reason, detail: why };
+    this.observer?.timelineBreak(reason);
     this.generation++;
     const shipTo = this.lastPassEnd;
     const toShip = old ? this.pending.slice() : [];
@@ -308,6 +436,9 @@ export class LogArchiver {
           if (straddles) throw new Error(`batch ${straddles.seq}..${batchLast(straddles)} straddles the base's sequence ${sequence}`);
           this.pending = this.pending.filter((b) => b.seq > sequence);
           this.timeline = timeline;
+          this.timelineStartedAt = Date.now();
+          this.timelineStored = false;
+          this.everTimeline = true;
           this.baseFailures = 0;
           this.log.info({ timeline: timeline.id, backup: backup.id, sequence }, 'log archive: timeline started');
           // The timeline exists now; a failed upload leaves its base waiting for the next shipment.
@@ -320,6 +451,7 @@ export class LogArchiver {
       } catch (err) {
         this.baseRunning = false;
         if (!this.running) return;
+        this.failed(err);
         const retryMs = Math.min(MAX_BASE_RETRY_MS, this.cfg.retryMs * 2 ** this.baseFailures++);
         this.log.warn({ err: toAdminError(err).message, retryMs }, 'log archive: taking a base failed; retrying');
         this.baseRetry = setTimeout(() => {
@@ -348,6 +480,15 @@ export class LogArchiver {
   private async ship(): Promise<void> {
     const timeline = this.timeline;
     if (!timeline) return;
+    await this.shipTimeline(timeline);
+    // Everything read by the end of the last pass shipped is stored (and no base waits): up to date.
+    if (this.timeline === timeline && timeline.waitingBases.length === 0) {
+      this.timelineStored = true;
+      this.storedUntil = Math.max(this.storedUntil ?? 0, timeline.segmentFrom);
+    }
+  }
+
+  private async shipTimeline(timeline: Timeline): Promise<void> {
     let covered: number;
     if (this.pending.length > 0) {
       const batches = this.pending.slice();
@@ -362,10 +503,9 @@ export class LogArchiver {
     // it is restorable from the start (`to` >= `from`), even if the node writes nothing more.
     const ready = timeline.waitingBases.filter((b) => b.from <= covered);
     if (ready.length === 0) return;
-    const storage = await this.host.openStorage();
     for (const b of ready) {
       const record: BaseRecord = { version: 1, ...b, to: covered };
-      await storage.put(baseName(record), Buffer.from(canonicalJson(record)));
+      await this.store(baseName(record), Buffer.from(canonicalJson(record)));
       timeline.waitingBases.splice(timeline.waitingBases.indexOf(b), 1);
       this.log.info({ timeline: timeline.id, backup: b.backup, sequence: b.sequence }, 'log archive: base registered');
     }
@@ -373,14 +513,19 @@ export class LogArchiver {
 
   private async putSegment(timeline: Timeline, batches: ReadBatch[], to: number): Promise<void> {
     const info = { timeline: timeline.id, first: batches[0]!.seq, last: batchLast(batches.at(-1)!), from: Math.min(timeline.segmentFrom, batches[0]!.readAt), to };
-    const storage = await this.host.openStorage();
+    const data = encodeSegment(info, batches);
     try {
-      await storage.put(segmentName(info), encodeSegment(info, batches));
+      await this.store(segmentName(info), data);
     } catch (err) {
       this.log.warn({ timeline: timeline.id, first: info.first, last: info.last, err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval');
       throw err;
     }
     timeline.segmentFrom = to;
     timeline.shipped = info.last;
+    const at = Date.now();
+    this.shippedSegments++;
+    this.shippedBytes += data.length;
+    this.lastShipped = { at: new Date(at).toISOString(), sequence: info.last, timeline: timeline.id };
+    this.observer?.shipped(data.length, at);
   }
 }

@@ -27,6 +27,8 @@ export interface FollowerPass {
    * finished log), or null. The batches before the damage are in `batches`; nothing after it.
    */
   problem: string | null;
+  /** What kind of problem: the log's bytes are damaged, or the directory now holds another history. */
+  problemKind: 'damaged' | 'replaced' | null;
 }
 
 interface OpenLog {
@@ -96,7 +98,7 @@ export class LogFollower {
       this.attempted.clear();
       this.inodes.clear();
       await this.openNewLogs();
-      return { batches: [], readAt: Date.now(), bytesRead: 0, problem: 'the database directory was replaced (a log name now holds another file)' };
+      return { batches: [], readAt: Date.now(), bytesRead: 0, problem: 'the database directory was replaced (a log name now holds another file)', problemKind: 'replaced' };
     }
     const newest = await this.openNewLogs();
     if (this.openError) {
@@ -131,7 +133,20 @@ export class LogFollower {
       }
     }
     const readAt = Date.now();
-    return { batches: found.map((b) => ({ ...b, readAt })), readAt, bytesRead, problem };
+    return { batches: found.map((b) => ({ ...b, readAt })), readAt, bytesRead, problem, problemKind: problem === null ? null : 'damaged' };
+  }
+
+  /**
+   * Bytes of the open logs not read yet (one fstat per open log; for status and metrics). A log closed
+   * meanwhile counts 0: it was read to its end.
+   */
+  async unreadBytes(): Promise<number> {
+    let n = 0;
+    for (const log of [...this.logs]) {
+      const size = await log.fh.stat().then((st) => st.size, () => log.tail.offset);
+      n += Math.max(0, size - log.tail.offset);
+    }
+    return n;
   }
 
   async close(): Promise<void> {

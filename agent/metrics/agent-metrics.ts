@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { AdminError, ErrorCodes, toAdminError, type ErrorCode } from '../../shared/errors.js';
+import { LOG_ARCHIVE_METRIC_NAMES, LogArchiveMetrics, type LogArchiveLagSource } from './log-archive-metrics.js';
 
 /**
  * The `operation` label of node_admin_operation_duration_seconds and node_admin_operation_failures_total:
@@ -25,7 +26,7 @@ export const METRIC_OPERATIONS = [
 
 export type MetricOperation = (typeof METRIC_OPERATIONS)[number];
 
-/** Every metric the agent registers (README "Metrics"). Log-archive metrics join here once it exists. */
+/** Every metric the agent registers (README "Metrics"); an agent that archives its log adds LOG_ARCHIVE_METRIC_NAMES. */
 export const METRIC_NAMES = [
   'node_admin_operation_duration_seconds',
   'node_admin_operation_failures_total',
@@ -62,6 +63,8 @@ export interface MetricsSources {
   checkpoints(): Promise<CheckpointFacts | null>;
   /** Free bytes on the checkpoint filesystem (one statfs). */
   freeBytes(): Promise<number>;
+  /** The log archive's lag, when the agent archives its log (its metrics are registered only then). */
+  logArchive?: LogArchiveLagSource;
 }
 
 /**
@@ -74,11 +77,10 @@ export interface MetricsSources {
  * backup count are fed by the backup manager as it learns them; checkpoint totals and free space are
  * read at scrape time from `sources`. A scrape never makes a storage request.
  *
- * Adding a source (the log archive: node_admin_log_archive_last_shipped_timestamp_seconds and
- * node_admin_log_archive_lag_seconds): its names go in METRIC_NAMES, its metrics are made here with
- * the same `registers`, and the module that knows the values feeds them through a method of this class
- * (as the backup manager does with backupBytes and backupsListed), or a `collect` reads them from what
- * that module already holds. Never from storage at scrape time.
+ * The log archive's metrics (log-archive-metrics.ts) are registered with the same `registers` when
+ * `sources.logArchive` is given; the archiver feeds them through `logArchive` (its observer). Adding a
+ * source works the same way: the module that knows the values feeds them through a method, or a
+ * `collect` reads them from what that module already holds. Never from storage at scrape time.
  */
 export class AgentMetrics {
   /** Our metrics alone (the socket's GET /v1/metrics). */
@@ -101,6 +103,8 @@ export class AgentMetrics {
   private backupsAddedCount = 0;
   /** A scrape reads the checkpoint totals once, whichever of the gauges asks first. */
   private facts: Promise<CheckpointFacts | null> | null = null;
+  /** The log archive's metrics, the archiver's observer; null when the agent does not archive. */
+  readonly logArchive: LogArchiveMetrics | null;
 
   constructor(
     sources: MetricsSources,
@@ -113,7 +117,8 @@ export class AgentMetrics {
       throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'metrics.registry must be a Prometheus-format prom-client Registry (not OpenMetrics)');
     }
     // A name taken in the host's registry (a second agent on it): refused before anything is registered.
-    const taken = host ? METRIC_NAMES.find((name) => host.getSingleMetric(name) !== undefined) : undefined;
+    const names = sources.logArchive ? [...METRIC_NAMES, ...LOG_ARCHIVE_METRIC_NAMES] : METRIC_NAMES;
+    const taken = host ? names.find((name) => host.getSingleMetric(name) !== undefined) : undefined;
     if (taken !== undefined) {
       throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `metrics.registry: ${taken} is already registered there (one agent per registry)`);
     }
@@ -233,6 +238,7 @@ export class AgentMetrics {
       registers,
     });
     absent(this.backups);
+    this.logArchive = sources.logArchive ? new LogArchiveMetrics(registers, sources.logArchive) : null;
   }
 
   /**

@@ -1,4 +1,4 @@
-import type { AgentStatus, RetentionPolicy } from '../../shared/api.js';
+import type { AgentStatus, LogArchiveStatus, RetentionPolicy } from '../../shared/api.js';
 import { defineCommand } from '../command.js';
 import {
   clean,
@@ -90,7 +90,32 @@ export function formatStatus(s: AgentStatus, now: number = Date.now()): string[]
         : `${formatTimeRelative(lb.at, now)} ${lb.ok ? `ok${lb.id !== null ? `, ${clean(lb.id)}` : ''}` : `failed${lb.error !== null ? `: ${clean(lb.error)}` : ''}`}`,
     ]);
   }
+  pairs.push(...formatLogArchive(s.logArchive ?? null, now));
   return formatKeyValues(pairs);
+}
+
+/** The log archiver's lines of `status` (agents before it have no `logArchive` field: off). */
+function formatLogArchive(a: LogArchiveStatus | null, now: number): [string, string][] {
+  if (a === null) return [['log archive', 'off']];
+  const t = a.timeline;
+  const pairs: [string, string][] = [
+    ['log archive', `${clean(a.state)}${t !== null ? `, timeline ${clean(t.id)} (from sequence ${t.sequence}, began ${formatTimeRelative(t.startedAt, now)})` : ''}, every ${formatDuration(a.intervalMs)}`],
+    [
+      'archive lag',
+      `${formatDuration(a.lag.seconds * 1000)}; ${plural(a.lag.batches, 'batch', 'batches')} (${formatBytes(a.lag.bytes)}) read and not stored, ${formatBytes(a.lag.unreadBytes)} of the log not read`,
+    ],
+    [
+      'last shipped',
+      a.lastShipped === null
+        ? 'nothing yet (since the agent started)'
+        : `${formatTimeRelative(a.lastShipped.at, now)}, up to sequence ${a.lastShipped.sequence}; ${plural(a.shippedSegments, 'segment')}, ${formatBytes(a.shippedBytes)} since start`,
+    ],
+  ];
+  if (a.lastBreak !== null) {
+    pairs.push(['timeline breaks', `${a.breaks}, last ${formatTimeRelative(a.lastBreak.at, now)}: ${clean(a.lastBreak.reason)} (${clean(a.lastBreak.detail)})`]);
+  }
+  if (a.lastError !== null) pairs.push(['archive error', `${formatTimeRelative(a.lastError.at, now)}: ${clean(a.lastError.error)}`]);
+  return pairs;
 }
 
 function formatRetention(r: RetentionPolicy): string {
