@@ -7,11 +7,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClassicLevel } from 'classic-level';
-import { pino } from 'pino';
 import { createAgent, type Agent } from '../dist/agent/index.js';
 import { readWindows } from '../dist/agent/log-archive/restore-to-moment.js';
 import { openStorage } from '../dist/agent/backup/storage/open-storage.js';
@@ -20,6 +18,7 @@ import { cloneDbSync } from '../dist/agent/checkpoint/checkpoint-dir.js';
 import { restoreToMoment } from '../dist/agent/log-archive/restore-to-moment.js';
 import { Repository } from '../dist/agent/backup/repository/repository.js';
 import { tempDir } from './support/processes.js';
+import { storageCallLogger } from './support/storage-calls.js';
 
 const INTERVAL_MS = 200;
 
@@ -28,8 +27,8 @@ let dbPath: string;
 let db: ClassicLevel<string, string>;
 let agent: Agent;
 let storage: Storage;
-/** Every storage call the agent made (LoggingStorage's debug line), in order. */
-const calls: { op: string; name: string }[] = [];
+/** The agent's logger, and every storage call the agent made (LoggingStorage's debug line), in order. */
+const { logger, calls } = storageCallLogger();
 
 async function until(what: string, cond: () => Promise<boolean> | boolean, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -48,21 +47,11 @@ beforeAll(async () => {
   db = new ClassicLevel(dbPath);
   await db.open();
   for (let i = 0; i < 100; i++) await db.put(`before-${i}`, 'x'.repeat(100));
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n')) {
-        if (!line) continue;
-        const entry = JSON.parse(line) as { msg?: string; op?: string; name?: string };
-        if (entry.msg?.startsWith('storage ') && entry.op) calls.push({ op: entry.op, name: entry.name ?? '' });
-      }
-      done();
-    },
-  });
   agent = createAgent({
     dbPath,
     checkpointDir: path.join(dir, 'checkpoints'),
     backup: { repository: repoUrl, logArchive: { intervalMs: INTERVAL_MS } },
-    logger: pino({ level: 'debug' }, sink),
+    logger,
   });
   await agent.start();
   storage = await openStorage(repoUrl, {});

@@ -10,7 +10,6 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClassicLevel } from 'classic-level';
@@ -19,6 +18,7 @@ import { createAgent, type Agent } from '../dist/agent/index.js';
 import { cloneDbSync } from '../dist/agent/checkpoint/checkpoint-dir.js';
 import { SocketClient, type AgentStatus, type LogArchiveStatus, type LogArchiveTimelines } from '../dist/shared/index.js';
 import { runCli, tempDir } from './support/processes.js';
+import { storageCallLogger } from './support/storage-calls.js';
 
 const INTERVAL_MS = 200;
 
@@ -29,8 +29,8 @@ let socketPath: string;
 let db: ClassicLevel<string, string>;
 let agent: Agent;
 let client: SocketClient;
-/** Every storage call the agent made (LoggingStorage's debug line), in order. */
-const calls: { op: string; name: string }[] = [];
+/** The agent's logger, and every storage call the agent made (LoggingStorage's debug line), in order. */
+const { logger, calls } = storageCallLogger();
 
 async function until<T>(what: string, get: () => Promise<T | null | false> | T | null | false, timeoutMs = 40_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -62,22 +62,12 @@ beforeAll(async () => {
   db = new ClassicLevel(dbPath);
   await db.open();
   for (let i = 0; i < 100; i++) await db.put(`before-${i}`, 'x'.repeat(100));
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n')) {
-        if (!line) continue;
-        const entry = JSON.parse(line) as { msg?: string; op?: string; name?: string };
-        if (entry.msg?.startsWith('storage ') && entry.op) calls.push({ op: entry.op, name: entry.name ?? '' });
-      }
-      done();
-    },
-  });
   agent = createAgent({
     dbPath,
     checkpointDir: path.join(dir, 'checkpoints'),
     socketPath,
     backup: { repository: pathToFileURL(repoDir).href, logArchive: { intervalMs: INTERVAL_MS } },
-    logger: pino({ level: 'debug' }, sink),
+    logger,
   });
   await agent.start();
   client = new SocketClient({ socketPath });

@@ -9,7 +9,6 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { ClassicLevel } from 'classic-level';
@@ -19,25 +18,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAgent, type Agent } from '../dist/agent/index.js';
 import { parseExposition, sampleValue, type Sample } from './support/exposition.js';
 import { kv, runCli, startExampleNode, tempDir, type RunningNode } from './support/processes.js';
+import { storageCallLogger, storageCallOf } from './support/storage-calls.js';
 
 const execFileAsync = promisify(execFile);
 
-/** A pino logger at debug level whose lines are kept, and how many of them were storage calls. */
+/** A pino logger at debug level, and how many storage calls it has logged. */
 function recordingLogger() {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const l of chunk.toString().split('\n')) if (l !== '') lines.push(l);
-      done();
-    },
-  });
-  return { logger: pino({ level: 'debug' }, stream), lines, storageCalls: () => lines.filter(isStorageCall).length };
-}
-
-/** A LoggingStorage line: one per storage request (per attempt). */
-function isStorageCall(line: string): boolean {
-  const o = JSON.parse(line) as { storage?: unknown; op?: unknown };
-  return typeof o.storage === 'string' && typeof o.op === 'string';
+  const { logger, calls } = storageCallLogger();
+  return { logger, storageCalls: () => calls.length };
 }
 
 async function scrape(agent: Agent): Promise<Sample[]> {
@@ -322,7 +310,7 @@ describe('the example node serves the metrics on its HTTP port, and the socket a
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const storageCalls = () => node.output().split('\n').filter((l) => l.startsWith('{') && isStorageCall(l)).length;
+  const storageCalls = () => node.output().split('\n').filter((l) => l.startsWith('{') && storageCallOf(l) !== null).length;
 
   it('a checkpoint and a backup through the CLI show on GET /metrics, on GET /v1/metrics and in `node-admin metrics`', async () => {
     expect((await kv(node.port, 'PUT', 'greeting', 'hello')).status).toBe(204);
