@@ -69,11 +69,15 @@ async function main(): Promise<void> {
       await storage.close();
     }
   } else {
+    // The CLI restores (offline) in its own process, its young generation kept small; a backup runs in
+    // the agent, in the host's process, with V8's defaults.
+    await import('../cli/young-generation.js');
     const a = JSON.parse(json) as RestoreArgs;
     const storage = await openStorage(a.repo, storageOptions(a.s3));
     try {
       const repo = await Repository.open(storage);
-      const result = await restoreBackup({ repo, id: a.id, to: a.to, concurrency: a.concurrency ?? 12 });
+      // Without `concurrency`, the engine's default, as the CLI restores.
+      const result = await restoreBackup({ repo, id: a.id, to: a.to, ...(a.concurrency !== undefined ? { concurrency: a.concurrency } : {}) });
       print({ ...result, moduleLoadMs, maxRssKb: process.resourceUsage().maxRSS, ...(a.s3 ? { requests } : {}) });
     } finally {
       await storage.close();

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import '../shared/threadpool.js'; // first: sizes libuv's pool before anything uses it
+import './young-generation.js'; // before the first allocation worth collecting
 import { fastPath } from './fast-path.js';
 
 // `node-admin checkpoint list | head`: a closed pipe is not an error worth a stack trace.
