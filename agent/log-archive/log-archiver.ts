@@ -24,6 +24,8 @@ export interface LogArchiveConfig {
   pollMs: number;
   /** After a failed base (checkpoint or backup), try again after this long (ms). */
   retryMs: number;
+  /** Most bytes of batches read and not yet stored the archiver holds; beyond, the timeline ends (`spool_full`). */
+  spoolBytes: number;
 }
 
 export interface LogArchiveOptions {
@@ -31,7 +33,16 @@ export interface LogArchiveOptions {
   intervalMs?: number;
   /** Read the logs this often (default: a quarter of the interval, at most 250 ms). */
   pollMs?: number;
+  /**
+   * While the storage cannot be reached, batches read wait in memory up to this many bytes (default
+   * 64 MiB: about a minute of 1 KiB writes at 1,000/s) and are stored when it returns; past it, the
+   * timeline ends with a declared gap (reason `spool_full`) rather than grow without bound or drop
+   * batches silently. The writes made while a base is taken wait here too: at least 1 MiB.
+   */
+  spoolBytes?: number;
 }
+
+export const DEFAULT_SPOOL_BYTES = 64 * 1024 * 1024;
 
 export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | undefined): LogArchiveConfig | null {
   if (o === undefined || o === null || o === false) return null;
@@ -42,7 +53,10 @@ export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | u
   if (!Number.isFinite(intervalMs) || intervalMs < 10 || intervalMs > 3_600_000) throw bad(`backup.logArchive.intervalMs must be from 10 ms to 1 h, got ${String(opts.intervalMs)}`);
   const pollMs = opts.pollMs ?? Math.min(250, Math.max(10, Math.floor(intervalMs / 4)));
   if (!Number.isFinite(pollMs) || pollMs < 5 || pollMs > intervalMs) throw bad(`backup.logArchive.pollMs must be from 5 ms to the interval, got ${String(opts.pollMs)}`);
-  return { intervalMs, pollMs, retryMs: Math.max(1000, intervalMs) };
+  const spoolBytes = opts.spoolBytes ?? DEFAULT_SPOOL_BYTES;
+  // Below 1 MiB, the writes made while a base is being backed up could overflow it every time: no timeline would ever start.
+  if (!Number.isSafeInteger(spoolBytes) || spoolBytes < 1024 * 1024) throw bad(`backup.logArchive.spoolBytes must be a whole number of bytes, at least 1 MiB, got ${String(opts.spoolBytes)}`);
+  return { intervalMs, pollMs, retryMs: Math.max(1000, intervalMs), spoolBytes };
 }
 
 /**
@@ -51,9 +65,10 @@ export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | u
  * numbers (a log gone before it could be opened); `fork` a batch whose sequence number goes back (the
  * database reopened on another history); `damaged` a log's bytes (checksum, format, torn record);
  * `replaced` the database directory replaced under the agent; `overlap` a batch straddling the base's
- * sequence; `read_error` reading the logs failed.
+ * sequence; `read_error` reading the logs failed; `spool_full` the storage stayed unreachable (or too
+ * slow) until more than `spoolBytes` of batches waited.
  */
-export type BreakReason = 'start' | 'gap' | 'fork' | 'damaged' | 'replaced' | 'overlap' | 'read_error';
+export type BreakReason = 'start' | 'gap' | 'fork' | 'damaged' | 'replaced' | 'overlap' | 'read_error' | 'spool_full';
 
 /**
  * What the archiver tells its observer (the agent's metrics) as it happens, so that a scrape reads
@@ -68,8 +83,14 @@ export interface LogArchiveObserver {
   timelineBreak(reason: BreakReason): void;
 }
 
-/** Retries of a failed base back off up to this. */
-const MAX_BASE_RETRY_MS = 60_000;
+/** Retries of a failed base back off up to this: after an outage, the new timeline starts at most this late. */
+const MAX_BASE_RETRY_MS = 30_000;
+/**
+ * Once this much waits, a segment is shipped without waiting for the interval: a burst of writes then
+ * makes several segments of about this size (memory and object size bounded) instead of filling the
+ * spool between two intervals.
+ */
+const EARLY_SHIP_BYTES = 8 * 1024 * 1024;
 
 interface Timeline {
   id: string;
@@ -94,7 +115,7 @@ interface Timeline {
  * takes itself, whose last sequence it reads from the checkpoint — and lasts while every batch follows
  * the previous one; on any break (a jump in sequence numbers, a damaged log) it ends, and a new timeline
  * with a new base begins. Every agent start begins a new timeline. A failed upload keeps its batches
- * and is retried at the next interval. Backups the agent makes of checkpoints it took during a timeline
+ * (up to spoolBytes; beyond, the timeline ends: `spool_full`) and is retried at the next interval. Backups the agent makes of checkpoints it took during a timeline
  * become more bases of it. What it holds is shown by status() (no storage request) and told to its
  * observer as it happens (metrics). Layout and reasoning: docs/log-archive-design.md.
  */
@@ -109,6 +130,10 @@ export class LogArchiver {
 
   /** Batches read and not yet shipped (or, before the base, not yet known to be needed), in order. */
   private pending: ReadBatch[] = [];
+  /** The payload bytes in `pending`: bounded by the config's spoolBytes. */
+  private pendingBytes = 0;
+  /** A shipment queued early (EARLY_SHIP_BYTES), not yet run. */
+  private earlyShip = false;
   /** The last sequence number of the stream read since the last break, and where the stream began. */
   private lastSeq: number | null = null;
   private streamFirst: number | null = null;
@@ -223,7 +248,7 @@ export class LogArchiver {
   /** Bytes not yet stored: of the batches read and waiting, and of the live logs not read yet (one fstat per open log). */
   async lagBytes(): Promise<{ batches: number; bytes: number; unreadBytes: number }> {
     const unreadBytes = this.follower && !this.stopped ? await this.follower.unreadBytes().catch(() => 0) : 0;
-    return { batches: this.pending.length, bytes: this.pending.reduce((n, b) => n + b.payload.length, 0), unreadBytes };
+    return { batches: this.pending.length, bytes: this.pendingBytes, unreadBytes };
   }
 
   /** What `status` shows (shared/api.ts LogArchiveStatus); no storage request. */
@@ -334,20 +359,62 @@ export class LogArchiver {
         // batches from here on start a new stream.
         const expected = this.lastSeq !== null ? this.lastSeq + 1 : t!.sequence + 1;
         this.break(b.seq < expected ? 'fork' : 'gap', `sequence ${b.seq} does not follow ${this.lastSeq ?? (t ? t.sequence : '?')}`);
-        this.pending = [];
+        this.setPending([]);
         for (const rest of batches.slice(i)) this.append(rest);
         this.lastPassEnd = readAt;
+        this.checkSpool();
         return;
       }
       this.append(b);
     }
     if (problem !== null) {
       this.break(problemKind ?? 'damaged', problem);
-      this.pending = [];
+      this.setPending([]);
       this.lastSeq = null;
       this.streamFirst = null;
     }
     this.lastPassEnd = readAt;
+    this.checkSpool();
+    this.shipEarly();
+  }
+
+  private shipEarly(): void {
+    // Not while uploads fail: the interval's retry is enough, and the spool is what bounds the wait.
+    if (this.earlyShip || this.shipFailing || this.timeline === null || this.pendingBytes < EARLY_SHIP_BYTES) return;
+    this.earlyShip = true;
+    void this.enqueue(async () => {
+      this.earlyShip = false;
+      await this.ship();
+    }).catch(() => {}); // remembered by store(); retried at the next interval
+  }
+
+  private setPending(batches: ReadBatch[]): void {
+    this.pending = batches;
+    this.pendingBytes = batches.reduce((n, b) => n + b.payload.length, 0);
+  }
+
+  /**
+   * More read than the spool may hold (the storage unreachable, or slower than the writes): never grow
+   * without bound, never drop a batch silently. With a timeline, it ends (`spool_full`: what it read is
+   * still offered to the storage once, then the gap is declared). Without one (its base cannot be
+   * stored either), what waits for the base is let go and the base is taken afresh when it can be: a new
+   * checkpoint holds those writes.
+   */
+  private checkSpool(): void {
+    if (this.pendingBytes <= this.cfg.spoolBytes) return;
+    const why = `${this.pendingBytes} bytes of batches waited for the storage, more than the spool's ${this.cfg.spoolBytes}`;
+    if (this.timeline !== null) {
+      this.log.error({ timeline: this.timeline.id, pendingBytes: this.pendingBytes, spoolBytes: this.cfg.spoolBytes }, 'log archive: the spool is full; the timeline ends here (a declared gap)');
+      this.break('spool_full', why);
+      return;
+    }
+    this.log.warn({ pendingBytes: this.pendingBytes, spoolBytes: this.cfg.spoolBytes }, 'log archive: the spool is full while no base could be stored; a new base will be taken');
+    this.failed(new AdminError(ErrorCodes.STORAGE_UNAVAILABLE, why));
+    // The stream now starts after what is let go (continuity is still checked from lastSeq): a base in
+    // flight whose checkpoint is older than that is refused when it lands, and the next is taken anew.
+    this.baseCheckpoint = null;
+    this.setPending([]);
+    this.streamFirst = this.lastSeq === null ? null : this.lastSeq + 1;
   }
 
   private append(b: ReadBatch): void {
@@ -360,6 +427,7 @@ export class LogArchiver {
       return;
     }
     this.pending.push(b);
+    this.pendingBytes += b.payload.length;
   }
 
   /**
@@ -376,7 +444,7 @@ export class LogArchiver {
     const shipTo = this.lastPassEnd;
     const toShip = old ? this.pending.slice() : [];
     this.timeline = null;
-    this.pending = [];
+    this.setPending([]);
     this.lastSeq = null;
     this.streamFirst = null;
     if (old && toShip.length > 0) {
@@ -434,7 +502,7 @@ export class LogArchiver {
           };
           const straddles = this.pending.find((b) => b.seq <= sequence && batchLast(b) > sequence);
           if (straddles) throw new Error(`batch ${straddles.seq}..${batchLast(straddles)} straddles the base's sequence ${sequence}`);
-          this.pending = this.pending.filter((b) => b.seq > sequence);
+          this.setPending(this.pending.filter((b) => b.seq > sequence));
           this.timeline = timeline;
           this.timelineStartedAt = Date.now();
           this.timelineStored = false;
@@ -494,7 +562,7 @@ export class LogArchiver {
       const batches = this.pending.slice();
       covered = this.lastPassEnd;
       await this.putSegment(timeline, batches, covered);
-      if (this.timeline === timeline) this.pending = this.pending.slice(batches.length);
+      if (this.timeline === timeline) this.setPending(this.pending.slice(batches.length));
     } else {
       covered = this.lastPassEnd;
       timeline.segmentFrom = Math.max(timeline.segmentFrom, covered);

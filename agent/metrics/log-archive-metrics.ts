@@ -66,7 +66,7 @@ export class LogArchiveMetrics implements LogArchiveObserver {
     });
     this.breaks = new Counter({
       name: 'node_admin_log_archive_timeline_breaks_total',
-      help: 'Timelines the log archiver ended, by reason: start (each agent start; expected), gap, fork, damaged, replaced, overlap, read_error',
+      help: 'Timelines the log archiver ended, by reason: start (each agent start; expected), gap, fork, damaged, replaced, overlap, read_error, spool_full',
       labelNames: ['reason'],
       registers,
     });

@@ -117,6 +117,11 @@ export class FaultProxy {
     return `http://127.0.0.1:${port}`;
   }
 
+  /** Cuts every connection open now (a client's pooled keep-alive sockets too): what comes next gets `then`. */
+  dropConnections(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
   async stop(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));

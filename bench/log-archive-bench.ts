@@ -1,0 +1,298 @@
+import '../shared/threadpool.js'; // as the example node does: the archiver shares libuv's pool with classic-level
+import fs from 'node:fs';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { ClassicLevel } from 'classic-level';
+import { pino } from 'pino';
+import { createAgent, type Agent } from '../agent/index.js';
+import { openStorage } from '../agent/backup/storage/open-storage.js';
+import { Repository } from '../agent/backup/repository/repository.js';
+import { dbSequence } from '../agent/log-archive/db-sequence.js';
+import { readWindows, restoreToMoment } from '../agent/log-archive/restore-to-moment.js';
+import { envNumber } from './env-number.js';
+import { progress, sleep } from './progress.js';
+import { summarize, type Summary } from './stats.js';
+
+/**
+ * The log archive's benchmark (issue "restore to any second"), one run, an embedded agent archiving to a
+ * `file://` repository at the default 1 s interval, as a host node would run it:
+ *
+ * 1. The same load twice, without archiving and with: BENCH_LA_RATE writes/s (1,000) of 1 KiB values,
+ *    one at a time, for BENCH_LA_SECONDS (20): the node's write latency p99 with against without, and
+ *    the process's CPU (user + system, libuv's threads included) with minus without, as a share of one
+ *    core: what the archiver costs.
+ * 2. RPO under that load: for every write, from its acknowledgment to the moment a segment holding its
+ *    sequence number was stored (the archiver's status, sampled every 10 ms in both runs alike).
+ * 3. Storage requests per hour under the load and idle (the storage layer's debug lines: one per
+ *    request), and segment objects added per hour of load.
+ * 4. A restore to the latest moment, BENCH_LA_RESTORE_MB (500) MB of archived log after its base:
+ *    the time, and log bytes applied per second.
+ *
+ * Environment: BENCH_LA_RATE, BENCH_LA_SECONDS, BENCH_LA_IDLE_SECONDS (10), BENCH_LA_RESTORE_MB,
+ * BENCH_DIR (<repo>/.scratch/bench).
+ */
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const VALUE = Buffer.alloc(1024, 'v');
+
+interface LoadResult {
+  /** Per write, ms (performance.now). */
+  ackAt: number[];
+  latency: Summary;
+  /** Process CPU over the load, % of one core. */
+  cpuPercent: number;
+  seconds: number;
+  rate: number;
+}
+
+/** Storage requests as the agent's storage layer logs them (one debug line each). */
+class RequestCounter {
+  count = 0;
+  readonly logger = pino(
+    { level: 'debug' },
+    new Writable({
+      write: (chunk: Buffer, _enc, done) => {
+        for (const line of chunk.toString().split('\n')) {
+          if (!line) continue;
+          const o = JSON.parse(line) as { msg?: unknown; op?: unknown };
+          if (typeof o.msg === 'string' && o.msg.startsWith('storage ') && typeof o.op === 'string') this.count++;
+        }
+        done();
+      },
+    }),
+  );
+}
+
+/** `rate` writes a second of 1 KiB values, one at a time, for `seconds`. */
+async function load(db: ClassicLevel<string, Buffer>, prefix: string, rate: number, seconds: number, onTick: () => void): Promise<LoadResult> {
+  const n = Math.round(rate * seconds);
+  const ackAt: number[] = new Array<number>(n);
+  const latencies = new Float64Array(n);
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) {
+    const due = t0 + (i * 1000) / rate;
+    const ahead = due - performance.now();
+    if (ahead >= 1) await sleep(Math.floor(ahead));
+    const start = performance.now();
+    await db.put(`${prefix}-${i % 20_000}`, VALUE);
+    const end = performance.now();
+    latencies[i] = end - start;
+    ackAt[i] = end;
+    if (i % 50 === 0) onTick();
+  }
+  const wall = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  return { ackAt, latency: summarize(latencies), cpuPercent: ((cpu.user + cpu.system) / 1e6 / wall) * 100, seconds: wall, rate: n / wall };
+}
+
+interface Shipped {
+  /** performance.now() when seen. */
+  at: number;
+  sequence: number;
+}
+
+async function main(): Promise<void> {
+  const rate = envNumber('BENCH_LA_RATE', 1000, true);
+  const seconds = envNumber('BENCH_LA_SECONDS', 20, false);
+  const idleSeconds = envNumber('BENCH_LA_IDLE_SECONDS', 10, false);
+  const restoreMb = envNumber('BENCH_LA_RESTORE_MB', 500, false);
+  const benchDir = path.resolve(process.env.BENCH_DIR || path.join(ROOT, '.scratch', 'bench'));
+  const dir = path.join(benchDir, 'log-archive');
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const silent = pino({ level: 'silent' });
+  const agents: Agent[] = [];
+  const dbs: ClassicLevel<string, Buffer>[] = [];
+  try {
+    // 1. Without archiving: the same agent, no logArchive.
+    progress(`log archive: ${rate} writes/s of 1 KiB for ${seconds} s, without archiving`);
+    const plainDb = new ClassicLevel<string, Buffer>(path.join(dir, 'plain-db'), { valueEncoding: 'buffer' });
+    await plainDb.open();
+    dbs.push(plainDb);
+    const plain = createAgent({ dbPath: path.join(dir, 'plain-db'), checkpointDir: path.join(dir, 'plain-checkpoints'), backup: { repository: pathToFileURL(path.join(dir, 'plain-repo')).href }, logger: silent });
+    agents.push(plain);
+    await plain.start();
+    let sampler = sampleStatus(plain, () => {});
+    const without = await load(plainDb, 'plain', rate, seconds, () => {});
+    await sampler.stop();
+    await plain.stop();
+    agents.pop();
+
+    // 2. With archiving.
+    progress(`log archive: the same load with archiving (file://, 1 s interval)`);
+    const dbPath = path.join(dir, 'db');
+    const repoDir = path.join(dir, 'repo');
+    const db = new ClassicLevel<string, Buffer>(dbPath, { valueEncoding: 'buffer' });
+    await db.open();
+    dbs.push(db);
+    const counter = new RequestCounter();
+    const agent = createAgent({
+      dbPath,
+      checkpointDir: path.join(dir, 'checkpoints'),
+      retention: { keepLast: 5 },
+      backup: { repository: pathToFileURL(repoDir).href, logArchive: { intervalMs: 1000 } },
+      logger: counter.logger,
+    });
+    agents.push(agent);
+    await agent.start();
+    const storage = await openStorage(pathToFileURL(repoDir).href, {});
+    await until(async () => (await readWindows(storage)).timelines.some((t) => t.from !== null), 60_000, 'the first base');
+    const checkpoint = await agent.createCheckpoint({ label: 'bench-sequence' });
+    const s0 = (await dbSequence(checkpoint.path)).sequence;
+    const segmentsBefore = countSegments(repoDir);
+    const requestsBefore = counter.count;
+    const shipped: Shipped[] = [];
+    sampler = sampleStatus(agent, (s) => shipped.push(s));
+    const withArchive = await load(db, 'load', rate, seconds, () => {});
+    const n = withArchive.ackAt.length;
+    await until(async () => (shipped.at(-1)?.sequence ?? 0) >= s0 + n, 30_000, 'every write of the load stored');
+    const requestsLoad = counter.count - requestsBefore;
+    const loadWindow = (shipped.at(-1)!.at - (withArchive.ackAt[0]! - 1)) / 1000;
+    const segmentsLoad = countSegments(repoDir) - segmentsBefore;
+    await sampler.stop();
+    // RPO: the first sample at which a shipment covering the write's sequence was seen.
+    const rpo = new Float64Array(n);
+    let j = 0;
+    for (let i = 0; i < n; i++) {
+      while (j < shipped.length && shipped[j]!.sequence < s0 + 1 + i) j++;
+      if (j === shipped.length) throw new Error(`write ${i} (sequence ${s0 + 1 + i}) never seen stored`);
+      rpo[i] = Math.max(0, shipped[j]!.at - withArchive.ackAt[i]!);
+    }
+    const rpoSummary = summarize(rpo);
+
+    progress(`log archive: idle for ${idleSeconds} s`);
+    const idleBefore = counter.count;
+    await sleep(idleSeconds * 1000);
+    const requestsIdle = counter.count - idleBefore;
+
+    // 4. ≥ restoreMb of log after the base: big batches, the archiver keeping up (segments shipped early).
+    progress(`log archive: ${restoreMb} MB of writes in 1 MiB batches, archived, then a restore to the latest moment`);
+    const bulkValue = Buffer.alloc(16 * 1024, 'b');
+    const batches = Math.ceil((restoreMb * 1e6) / (64 * bulkValue.length));
+    for (let b = 0; b < batches; b++) {
+      const batch = db.batch();
+      for (let k = 0; k < 64; k++) batch.put(`bulk-${b % 2000}-${k}`, bulkValue);
+      await batch.write();
+    }
+    // Nothing else writes: every put and every batch entry takes one sequence number.
+    const finalSequence = s0 + n + batches * 64;
+    await until(async () => ((await agent.status()).logArchive?.lastShipped?.sequence ?? 0) >= finalSequence, 300_000, 'the bulk writes stored');
+    await agent.stop();
+    agents.pop();
+    const windows = await readWindows(storage);
+    const timeline = windows.timelines.at(-1)!;
+    if (timeline.bases.filter((b) => b.usable).length === 0) throw new Error('no usable base');
+    const logBytes = segmentBytes(repoDir, timeline.id);
+    const repo = await Repository.open(storage);
+    const to = path.join(dir, 'restored');
+    const rss0 = process.resourceUsage().maxRSS;
+    const t0 = performance.now();
+    const result = await restoreToMoment({ repo, at: 'latest', to });
+    const restoreSeconds = (performance.now() - t0) / 1000;
+    const rssKb = process.resourceUsage().maxRSS;
+    if (result.reached.sequence !== finalSequence) throw new Error(`the restore reached ${result.reached.sequence}, not ${finalSequence}`);
+    await storage.close();
+
+    const ratio = without.latency.p99 > 0 ? withArchive.latency.p99 / without.latency.p99 : Number.NaN;
+    const cpu = withArchive.cpuPercent - without.cpuPercent;
+    const mbps = logBytes / 1e6 / restoreSeconds;
+    const rows: Row[] = [
+      { metric: `load achieved (writes/s of 1 KiB, without / with archiving)`, value: `${without.rate.toFixed(0)} / ${withArchive.rate.toFixed(0)}`, goal: `${rate}`, met: null },
+      { metric: 'RPO: acknowledgment -> stored in the repository, p50 / p99 (10 ms samples)', value: `${secs(rpoSummary.p50)} / ${secs(rpoSummary.p99)}`, goal: 'p99 <= 2 s', met: rpoSummary.p99 <= 2000 },
+      { metric: 'write latency p99: with archiving / without', value: `${ms(withArchive.latency.p99)} / ${ms(without.latency.p99)} = ${ratio.toFixed(2)}x`, goal: '<= 1.1x', met: ratio <= 1.1 },
+      { metric: 'write latency p50: with / without (info)', value: `${ms(withArchive.latency.p50)} / ${ms(without.latency.p50)}`, goal: '-', met: null },
+      { metric: "archiver's CPU: process CPU with archiving - without, % of one core", value: `${cpu.toFixed(1)}% (${withArchive.cpuPercent.toFixed(1)}% - ${without.cpuPercent.toFixed(1)}%)`, goal: '<= 5%', met: cpu <= 5 },
+      { metric: 'storage requests per hour under the load', value: `${perHour(requestsLoad, loadWindow)} (${requestsLoad} in ${loadWindow.toFixed(1)} s)`, goal: '-', met: null },
+      { metric: 'storage requests per hour idle', value: `${perHour(requestsIdle, idleSeconds)} (${requestsIdle} in ${idleSeconds} s)`, goal: '0', met: requestsIdle === 0 },
+      { metric: 'segment objects added per hour of load (no merging yet)', value: `${perHour(segmentsLoad, loadWindow)} (${segmentsLoad} in ${loadWindow.toFixed(1)} s)`, goal: '-', met: null },
+      { metric: `restore to the latest moment: ${mb(logBytes)} of log after its base`, value: `${restoreSeconds.toFixed(2)} s, ${mbps.toFixed(0)} MB/s of log (${result.batches} batches)`, goal: '>= 50 MB/s', met: mbps >= 50 },
+      { metric: 'restore: peak RSS of this process (info: the synthetic log is built in memory)', value: `${(Math.max(rss0, rssKb) / 1024).toFixed(0)} MiB`, goal: '-', met: null },
+    ];
+    process.stdout.write(table(rows));
+    const results = { rate, seconds, without, withArchive: { ...withArchive, ackAt: undefined }, rpo: rpoSummary, cpuPercent: cpu, requestsLoad, requestsIdle, loadWindow, segmentsLoad, restore: { seconds: restoreSeconds, logBytes, mbps, batches: result.batches } };
+    fs.writeFileSync(path.join(benchDir, 'log-archive-results.json'), JSON.stringify(results, (_k, v: unknown) => (typeof v === 'number' && !Number.isInteger(v) ? Math.round(v * 1000) / 1000 : v), 2) + '\n');
+    progress(`log archive: results in ${path.join(benchDir, 'log-archive-results.json')}`);
+  } finally {
+    for (const a of agents) await a.stop().catch(() => {});
+    for (const d of dbs) await d.close().catch(() => {});
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Samples the agent's status every 10 ms (both runs alike: its cost is in both CPU figures), reporting each new shipment. */
+function sampleStatus(agent: Agent, onShipped: (s: Shipped) => void): { stop(): Promise<void> } {
+  let running = true;
+  let last = -1;
+  const loop = (async () => {
+    while (running) {
+      const s = (await agent.status()).logArchive?.lastShipped;
+      if (s && s.sequence !== last) {
+        last = s.sequence;
+        onShipped({ at: performance.now(), sequence: s.sequence });
+      }
+      await sleep(10);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+    },
+  };
+}
+
+async function until(cond: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+function countSegments(repoDir: string): number {
+  const wal = path.join(repoDir, 'wal');
+  if (!fs.existsSync(wal)) return 0;
+  let n = 0;
+  for (const t of fs.readdirSync(wal)) {
+    const seg = path.join(wal, t, 'seg');
+    if (fs.existsSync(seg)) n += fs.readdirSync(seg).length;
+  }
+  return n;
+}
+
+function segmentBytes(repoDir: string, timeline: string): number {
+  const seg = path.join(repoDir, 'wal', timeline, 'seg');
+  return fs.readdirSync(seg).reduce((n, f) => n + fs.statSync(path.join(seg, f)).size, 0);
+}
+
+interface Row {
+  metric: string;
+  value: string;
+  goal: string;
+  met: boolean | null;
+}
+
+function table(rows: Row[]): string {
+  const w0 = Math.max(...rows.map((r) => r.metric.length));
+  const w1 = Math.max(...rows.map((r) => r.value.length));
+  const w2 = Math.max(...rows.map((r) => r.goal.length));
+  return [
+    '',
+    `Log archive: embedded agent, file:// repository, 1 s interval (Node ${process.version})`,
+    `${'metric'.padEnd(w0)} | ${'ours'.padEnd(w1)} | ${'goal'.padEnd(w2)} | met?`,
+    ...rows.map((r) => `${r.metric.padEnd(w0)} | ${r.value.padEnd(w1)} | ${r.goal.padEnd(w2)} | ${r.met === null ? '-' : r.met ? 'yes' : 'NO'}`),
+    '',
+  ].join('\n') + '\n';
+}
+
+const secs = (v: number) => `${(v / 1000).toFixed(2)} s`;
+const ms = (v: number) => `${v < 10 ? v.toFixed(3) : v.toFixed(1)} ms`;
+const mb = (bytes: number) => `${(bytes / 1e6).toFixed(0)} MB`;
+const perHour = (count: number, seconds: number) => ((count / seconds) * 3600).toFixed(0);
+
+main().catch((err: unknown) => {
+  process.stderr.write(`log archive bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+});
