@@ -239,6 +239,8 @@ export interface BackupPruneResult {
   packsDeleted: number;
   packsRewritten: number;
   bytesFreed: number;
+  /** Log archive objects (wal/: segments, base records) no kept backup needs any more. */
+  walObjectsDeleted: number;
 }
 
 export interface CreateBackupRequest {

@@ -4,13 +4,16 @@ import { applyPolicy, parseRetention } from '../retention/apply-policy.js';
 import type { Repository } from './repository/repository.js';
 import { PackBuilder } from './repository/pack.js';
 import { PACK_TARGET_SIZE, packName, type IndexFile, type Tree } from './repository/format.js';
+import { parseWalName, WAL_PREFIX, type WalObject } from '../log-archive/segment.js';
+import { walObjectsToPrune } from '../log-archive/wal-prune.js';
 
 /** Backup retention: the keep-N windows of the checkpoint policy (monthly included); pinned backups are kept. */
 export type BackupRetention = Record<KeepKey, number>;
 
 /**
  * Applies retention to the backups, then collects garbage: packs holding no blob a remaining backup
- * needs are deleted; packs holding some are rewritten with only those. Under an exclusive lock, so no
+ * needs are deleted; packs holding some are rewritten with only those; archived log (wal/) no kept
+ * base needs is deleted (wal-prune.ts). Under an exclusive lock, so no
  * backup runs meanwhile (a backup holds a shared lock for its whole run, and a prune that finds one
  * refuses with REPOSITORY_LOCKED). Crash-safe order: new packs, then one new index listing every pack
  * kept, then old index files, then old packs. Interrupted anywhere, every remaining backup is whole
@@ -31,7 +34,7 @@ export async function pruneRepository(
       retention,
       options.now ?? new Date(),
     );
-    const result: BackupPruneResult = { dryRun, removed: outcome.remove, kept: outcome.keep, packsDeleted: 0, packsRewritten: 0, bytesFreed: 0 };
+    const result: BackupPruneResult = { dryRun, removed: outcome.remove, kept: outcome.keep, packsDeleted: 0, packsRewritten: 0, bytesFreed: 0, walObjectsDeleted: 0 };
     await repo.loadIndex();
     const keep = new Set(outcome.keep);
     const referenced = new Set<string>();
@@ -71,9 +74,23 @@ export async function pruneRepository(
     result.bytesFreed =
       [...drop, ...orphans].reduce((s, p) => s + (stored.get(p) ?? 0), 0) +
       rewrite.reduce((s, p) => s + (packBlobs.get(p) ?? []).filter(([id]) => !referenced.has(id)).reduce((t, b) => t + b[2], 0), 0);
+    // The log archive (wal/): what no kept base needs (wal-prune.ts).
+    const walObjects: WalObject[] = [];
+    const walSizes = new Map<string, number>();
+    for await (const obj of repo.storage.list(WAL_PREFIX)) {
+      const parsed = parseWalName(obj.name);
+      if (!parsed) continue;
+      walObjects.push(parsed);
+      walSizes.set(obj.name, obj.size);
+    }
+    const walDoomed = walObjectsToPrune(walObjects, keep);
+    result.walObjectsDeleted = walDoomed.length;
+    result.bytesFreed += walDoomed.reduce((n, name) => n + (walSizes.get(name) ?? 0), 0);
     if (dryRun) return result;
 
     for (const id of outcome.remove.map((d) => d.id)) await repo.deleteSnapshot(id);
+    // After the snapshots: interrupted between the two, what is left is deleted by the next prune.
+    for (const name of walDoomed) await repo.storage.delete(name);
 
     const packBuffer = Buffer.allocUnsafe(PACK_TARGET_SIZE + 2 * 1024 * 1024);
     let builder = new PackBuilder(packBuffer);

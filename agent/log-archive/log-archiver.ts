@@ -91,6 +91,8 @@ const MAX_BASE_RETRY_MS = 30_000;
  * spool between two intervals.
  */
 const EARLY_SHIP_BYTES = 8 * 1024 * 1024;
+/** A pass of the follower hands over about this much at most (a burst is read, and shipped, in pieces). */
+const PASS_BYTES = 4 * 1024 * 1024;
 
 interface Timeline {
   id: string;
@@ -321,15 +323,21 @@ export class LogArchiver {
 
   private async readLoop(): Promise<void> {
     while (this.running) {
+      let more = false;
       try {
-        const pass = await this.follower!.pass();
+        const pass = await this.follower!.pass(PASS_BYTES);
         this.take(pass.batches, pass.problem, pass.readAt, pass.problemKind);
+        more = pass.more;
       } catch (err) {
         this.log.error({ err: toAdminError(err).message }, 'log archive: reading the logs failed');
         this.failed(err);
         this.break('read_error', 'reading the logs failed');
       }
       if (!this.running) break;
+      if (more) {
+        await new Promise<void>((resolve) => setImmediate(resolve)); // the node's own work first
+        continue;
+      }
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, this.cfg.pollMs);
         this.wake = () => {

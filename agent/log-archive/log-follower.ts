@@ -19,9 +19,14 @@ export interface ReadBatch {
 /** What one pass over the logs found. */
 export interface FollowerPass {
   batches: ReadBatch[];
-  /** The time the pass ended: every byte in the logs before the pass began has been read by then. */
+  /**
+   * The time the pass ended: every byte in the logs before the pass began has been read by then, unless
+   * `more` (the pass stopped at its byte limit).
+   */
   readAt: number;
   bytesRead: number;
+  /** The pass stopped at its byte limit with bytes left to read: the next pass should follow at once. */
+  more: boolean;
   /**
    * Why continuity cannot be proven past this pass (a damaged log, a torn record at the end of a
    * finished log), or null. The batches before the damage are in `batches`; nothing after it.
@@ -91,14 +96,19 @@ export class LogFollower {
     await this.openNewLogs();
   }
 
-  async pass(): Promise<FollowerPass> {
+  /**
+   * Reads every open log, in order, from where it stopped, to its end — or until about `maxBytes` are
+   * read (`more`): a burst of writes is then handed over in pieces, so that shipping can start on the
+   * first while the rest is read.
+   */
+  async pass(maxBytes = Infinity): Promise<FollowerPass> {
     if (await this.replaced()) {
       // Another history (a restore in place, a directory swapped): nothing read so far continues into it.
       for (const log of [...this.logs]) await this.closeLog(log);
       this.attempted.clear();
       this.inodes.clear();
       await this.openNewLogs();
-      return { batches: [], readAt: Date.now(), bytesRead: 0, problem: 'the database directory was replaced (a log name now holds another file)', problemKind: 'replaced' };
+      return { batches: [], readAt: Date.now(), bytesRead: 0, more: false, problem: 'the database directory was replaced (a log name now holds another file)', problemKind: 'replaced' };
     }
     const newest = await this.openNewLogs();
     if (this.openError) {
@@ -109,10 +119,15 @@ export class LogFollower {
     const found: Omit<ReadBatch, 'readAt'>[] = [];
     let bytesRead = 0;
     let problem: string | null = null;
+    let more = false;
     for (const log of [...this.logs]) {
-      if (problem !== null) break;
+      if (problem !== null || more) break;
       try {
         for (;;) {
+          if (bytesRead >= maxBytes) {
+            more = true;
+            break;
+          }
           const { bytesRead: n } = await log.fh.read(this.buffer, 0, READ_SIZE, log.tail.offset);
           if (n === 0) break;
           bytesRead += n;
@@ -121,7 +136,7 @@ export class LogFollower {
             found.push({ seq, count, payload });
           }
         }
-        if (log.number < newest) {
+        if (!more && log.number < newest) {
           // A newer log exists, so LevelDB writes no more to this one: what is left is a torn record.
           if (log.tail.incompleteBytes > 0) problem = `log ${log.number} ends with ${log.tail.incompleteBytes} bytes of an incomplete record`;
           await this.closeLog(log);
@@ -133,7 +148,7 @@ export class LogFollower {
       }
     }
     const readAt = Date.now();
-    return { batches: found.map((b) => ({ ...b, readAt })), readAt, bytesRead, problem, problemKind: problem === null ? null : 'damaged' };
+    return { batches: found.map((b) => ({ ...b, readAt })), readAt, bytesRead, more, problem, problemKind: problem === null ? null : 'damaged' };
   }
 
   /**

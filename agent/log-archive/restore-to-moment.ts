@@ -8,7 +8,7 @@ import { restoreBackup } from '../backup/restore-backup.js';
 import type { Repository } from '../backup/repository/repository.js';
 import type { Storage } from '../backup/storage/storage.js';
 import { dbSequence } from './db-sequence.js';
-import { encodeLog } from './log-writer.js';
+import { LogEncoder } from './log-writer.js';
 import { decodeSegment, parseWalName, segmentName, WAL_PREFIX, type SegmentBatch, type WalObject } from './segment.js';
 import { chooseBase, latestMoment, timelineWindows, type BaseView, type TimelineView, type Windows } from './timeline-windows.js';
 import { batchLast } from './write-batch.js';
@@ -27,59 +27,107 @@ export async function readWindows(storage: Storage): Promise<Windows> {
 
 /**
  * The archived batches a restore from `base` to `at` applies: every batch after the base's sequence read
- * at or before `at`, in order. Each segment is verified whole (digest, header, sequence numbers) before
- * any of it is used, and the batches must run on from the base's sequence + 1 without a gap or an overlap.
+ * at or before `at`, in order, one segment in memory at a time. Each segment is verified whole (digest,
+ * header, sequence numbers) before any of it is used, and the batches must run on from the base's
+ * sequence + 1 without a gap or an overlap. `counts.segments` says how many segments were read.
  */
-export async function collectBatches(storage: Storage, timeline: TimelineView, base: BaseView, at: number): Promise<{ batches: SegmentBatch[]; segments: number }> {
-  const batches: SegmentBatch[] = [];
-  let segments = 0;
+export async function* archivedBatches(
+  storage: Storage,
+  timeline: TimelineView,
+  base: BaseView,
+  at: number,
+  counts: { segments: number } = { segments: 0 },
+): AsyncGenerator<SegmentBatch> {
   let next = base.sequence + 1;
   for (const s of timeline.segments) {
     if (s.last <= base.sequence) continue;
     if (s.first > next) throw new AdminError(ErrorCodes.CORRUPT, `the log archive of timeline ${timeline.id} has no batch at sequence ${next}`);
     const name = segmentName(s);
     const decoded = decodeSegment(name, s, await storage.get(name));
-    segments++;
-    let done = false;
+    counts.segments++;
     for (const b of decoded) {
       if (batchLast(b) <= base.sequence) continue;
-      if (b.readAt > at) {
-        done = true;
-        break;
-      }
+      if (b.readAt > at) return;
       if (b.seq !== next) throw new AdminError(ErrorCodes.CORRUPT, `segment ${name}: batch at sequence ${b.seq} where ${next} was expected`);
-      batches.push(b);
+      yield b;
       next = batchLast(b) + 1;
     }
-    if (done) break;
   }
-  return { batches, segments };
 }
+
+/** archivedBatches, all in memory (tests; a restore streams them). */
+export async function collectBatches(storage: Storage, timeline: TimelineView, base: BaseView, at: number): Promise<{ batches: SegmentBatch[]; segments: number }> {
+  const counts = { segments: 0 };
+  const batches: SegmentBatch[] = [];
+  for await (const b of archivedBatches(storage, timeline, base, at, counts)) batches.push(b);
+  return { batches, segments: counts.segments };
+}
+
+/** Written to the new log in pieces of about this size: memory stays bounded whatever the log's size. */
+const WRITE_CHUNK = 1024 * 1024;
 
 /**
  * Writes `batches` into `dir` (a base restored, not yet opened) as one new log, numbered above every
  * file there and above the MANIFEST's next file number: LevelDB's recovery replays it after the base's
- * own logs, with the sequence numbers it holds. The batches must follow the directory's last sequence.
+ * own logs, with the sequence numbers it holds. The batches must follow the directory's last sequence
+ * (checked before each is written). Streams: about one WRITE_CHUNK held at a time. No batch, no log.
  * Returns the sequence the directory will open with.
  */
-export async function appendBatches(dir: string, batches: readonly SegmentBatch[]): Promise<number> {
+export async function appendBatches(
+  dir: string,
+  batches: Iterable<SegmentBatch> | AsyncIterable<SegmentBatch>,
+): Promise<number> {
+  return (await writeBatches(dir, batches)).sequence;
+}
+
+async function writeBatches(
+  dir: string,
+  batches: Iterable<SegmentBatch> | AsyncIterable<SegmentBatch>,
+): Promise<{ sequence: number; batches: number; lastReadAt: number | null }> {
   const { sequence, nextFileNumber } = await dbSequence(dir);
   let next = sequence + 1;
-  for (const b of batches) {
-    if (b.seq !== next) throw new AdminError(ErrorCodes.CORRUPT, `batch at sequence ${b.seq} does not follow ${next - 1}`);
-    next = batchLast(b) + 1;
-  }
-  if (batches.length === 0) return sequence;
-  const file = path.join(dir, logFileName(nextFileNumber));
-  const fh = await fs.promises.open(file, 'wx', 0o640);
+  let count = 0;
+  let lastReadAt: number | null = null;
+  let fh: fs.promises.FileHandle | null = null;
+  const encoder = new LogEncoder();
+  let parts: Buffer[] = [];
+  let held = 0;
+  const flush = async () => {
+    if (held === 0) return;
+    await fh!.writev(parts);
+    parts = [];
+    held = 0;
+  };
   try {
-    await fh.writeFile(encodeLog(batches.map((b) => b.payload)));
-    await fh.sync();
+    for await (const b of batches) {
+      if (b.seq !== next) throw new AdminError(ErrorCodes.CORRUPT, `batch at sequence ${b.seq} does not follow ${next - 1}`);
+      next = batchLast(b) + 1;
+      fh ??= await fs.promises.open(path.join(dir, logFileName(nextFileNumber)), 'wx', 0o640);
+      for (const p of encoder.encode(b.payload)) {
+        parts.push(p);
+        held += p.length;
+      }
+      if (held >= WRITE_CHUNK) await flush();
+      count++;
+      lastReadAt = b.readAt;
+    }
+    if (fh) {
+      await flush();
+      await fh.sync();
+    }
+  } catch (err) {
+    // A log cut short must not be left for LevelDB to replay.
+    if (fh) {
+      await fh.close().catch(() => {});
+      fh = null;
+      fs.rmSync(path.join(dir, logFileName(nextFileNumber)), { force: true });
+    }
+    throw err;
   } finally {
-    await fh.close();
+    await fh?.close();
   }
-  fsyncDir(dir);
-  return next - 1;
+  if (fh) fsyncDir(dir);
+  return { sequence: next - 1, batches: count, lastReadAt };
 }
 
 /** Opens the directory once with classic-level (LevelDB replays the new log) and checks the sequence it reached. */
@@ -161,21 +209,21 @@ export async function restoreToMoment(o: RestoreToMomentOptions): Promise<Restor
     if (restored.sequence !== base.sequence) {
       throw new AdminError(ErrorCodes.CORRUPT, `backup ${base.backup} holds sequence ${restored.sequence}, the log archive says ${base.sequence}`);
     }
-    const { batches, segments } = await collectBatches(o.repo.storage, timeline, base, at);
-    const sequence = await appendBatches(temp, batches);
+    const counts = { segments: 0 };
+    const written = await writeBatches(temp, archivedBatches(o.repo.storage, timeline, base, at, counts));
+    const sequence = written.sequence;
     await openAndCheck(temp, sequence);
     if (fs.existsSync(target)) fs.rmdirSync(target);
     fs.renameSync(temp, target);
     fsyncDir(parent);
-    const last = batches.at(-1);
     return {
       path: target,
       timeline: timeline.id,
       backup: base.backup,
       requested: at,
-      reached: { time: last ? last.readAt : base.from, sequence },
-      batches: batches.length,
-      segments,
+      reached: { time: written.lastReadAt ?? base.from, sequence },
+      batches: written.batches,
+      segments: counts.segments,
       durationMs: Date.now() - started,
     };
   } catch (err) {

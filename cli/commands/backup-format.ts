@@ -42,10 +42,12 @@ export function formatBackupCreated(r: BackupRecord): string {
 export function formatBackupPrune(r: BackupPruneResult): string[] {
   const kept = `${plural(r.kept.length, 'backup')} kept`;
   const verb = r.dryRun ? 'would remove' : 'removed';
-  const packs = `${plural(r.packsDeleted, 'pack')} ${r.dryRun ? 'to delete' : 'deleted'}, ${r.packsRewritten} ${r.dryRun ? 'to rewrite' : 'rewritten'}`;
+  const wal = r.walObjectsDeleted ?? 0; // an agent older than the log archive does not say
+  const archived = wal > 0 ? `, ${plural(wal, 'archived log object')} ${r.dryRun ? 'to delete' : 'deleted'}` : '';
+  const packs = `${plural(r.packsDeleted, 'pack')} ${r.dryRun ? 'to delete' : 'deleted'}, ${r.packsRewritten} ${r.dryRun ? 'to rewrite' : 'rewritten'}${archived}`;
   return [
     ...r.removed.map((d) => `${verb} ${clean(d.id)} (${d.reason})`),
-    r.removed.length === 0 && r.packsDeleted === 0 && r.packsRewritten === 0
+    r.removed.length === 0 && r.packsDeleted === 0 && r.packsRewritten === 0 && wal === 0
       ? `${r.dryRun ? 'nothing would be removed' : 'nothing removed'}; ${kept}`
       : `${r.dryRun ? 'would free' : 'freed'} ${formatBytes(r.bytesFreed)} (${packs}); ${kept}`,
   ];

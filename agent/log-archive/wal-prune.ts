@@ -1,0 +1,40 @@
+import type { WalObject } from './segment.js';
+
+/**
+ * What `backup prune` deletes under `wal/` once retention has chosen the backups to keep. A pure
+ * function (tested as data); the caller deletes the names after the snapshots it removes.
+ *
+ * Per timeline:
+ * - the base records of backups not kept (their snapshot is gone: nothing can be restored from them);
+ * - the segments wholly at or before the oldest kept base's sequence: a restore from a base applies
+ *   only batches after its sequence, so no kept base will read them;
+ * - every object of a timeline with no kept base left (nothing of it is restorable) — except in the
+ *   newest timeline: a running archiver may be extending it, and the record of its next base (a backup
+ *   just made, registered at the next shipment) may not be listed yet. Only its records of removed
+ *   backups go; the next prune takes the rest once a newer timeline exists.
+ *
+ * Never deleted: a segment holding any batch after the oldest kept base's sequence, a record of a kept
+ * backup, anything that is not a log archive object (the caller lists only what parseWalName knows).
+ */
+export function walObjectsToPrune(objects: readonly WalObject[], keptBackups: ReadonlySet<string>): string[] {
+  const byTimeline = new Map<string, WalObject[]>();
+  for (const o of objects) {
+    const id = o.kind === 'segment' ? o.segment.timeline : o.base.timeline;
+    const list = byTimeline.get(id) ?? [];
+    list.push(o);
+    byTimeline.set(id, list);
+  }
+  const newest = [...byTimeline.keys()].sort().at(-1);
+  const doomed: string[] = [];
+  for (const [id, list] of byTimeline) {
+    const keptBases = list.flatMap((o) => (o.kind === 'base' && keptBackups.has(o.base.backup) ? [o.base] : []));
+    for (const o of list) if (o.kind === 'base' && !keptBackups.has(o.base.backup)) doomed.push(o.name);
+    if (keptBases.length === 0) {
+      if (id !== newest) for (const o of list) if (o.kind === 'segment') doomed.push(o.name);
+      continue;
+    }
+    const oldest = Math.min(...keptBases.map((b) => b.sequence));
+    for (const o of list) if (o.kind === 'segment' && o.segment.last <= oldest) doomed.push(o.name);
+  }
+  return doomed.sort();
+}
