@@ -8,6 +8,7 @@ import { dbSequence } from './db-sequence.js';
 import { LogFollower, type ReadBatch } from './log-follower.js';
 import { baseName, encodeSegment, segmentName, type BaseRecord } from './segment.js';
 import { batchLast } from './write-batch.js';
+import { HOUR_MS, MINUTE_MS, listSegments, planMerges, runMerges } from './segment-merger.js';
 
 /** What the archiver needs of the agent that hosts it. */
 export interface LogArchiveHost {
@@ -26,6 +27,8 @@ export interface LogArchiveConfig {
   retryMs: number;
   /** Most bytes of batches read and not yet stored the archiver holds; beyond, the timeline ends (`spool_full`). */
   spoolBytes: number;
+  /** Segment merging's windows (segment-merger.ts), or null: no merging. */
+  merge: { windowMs: number; largeWindowMs: number } | null;
 }
 
 export interface LogArchiveOptions {
@@ -40,6 +43,11 @@ export interface LogArchiveOptions {
    * batches silently. The writes made while a base is taken wait here too: at least 1 MiB.
    */
   spoolBytes?: number;
+  /**
+   * Merging of aged segments (default on: finished minutes become one segment, finished hours as few
+   * as 32 MiB each allows). The windows can be shortened for tests; `false` turns merging off.
+   */
+  merge?: false | { windowMs?: number; largeWindowMs?: number };
 }
 
 export const DEFAULT_SPOOL_BYTES = 64 * 1024 * 1024;
@@ -56,7 +64,17 @@ export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | u
   const spoolBytes = opts.spoolBytes ?? DEFAULT_SPOOL_BYTES;
   // Below 1 MiB, the writes made while a base is being backed up could overflow it every time: no timeline would ever start.
   if (!Number.isSafeInteger(spoolBytes) || spoolBytes < 1024 * 1024) throw bad(`backup.logArchive.spoolBytes must be a whole number of bytes, at least 1 MiB, got ${String(opts.spoolBytes)}`);
-  return { intervalMs, pollMs, retryMs: Math.max(1000, intervalMs), spoolBytes };
+  let merge: LogArchiveConfig['merge'] = null;
+  if (opts.merge !== false) {
+    const m = opts.merge ?? {};
+    if (typeof m !== 'object' || m === null) throw bad('backup.logArchive.merge must be an object or false');
+    const windowMs = m.windowMs ?? MINUTE_MS;
+    const largeWindowMs = m.largeWindowMs ?? HOUR_MS;
+    if (!Number.isSafeInteger(windowMs) || windowMs < 100) throw bad(`backup.logArchive.merge.windowMs must be at least 100 ms, got ${String(m.windowMs)}`);
+    if (!Number.isSafeInteger(largeWindowMs) || largeWindowMs <= windowMs) throw bad(`backup.logArchive.merge.largeWindowMs must be more than windowMs, got ${String(m.largeWindowMs)}`);
+    merge = { windowMs, largeWindowMs };
+  }
+  return { intervalMs, pollMs, retryMs: Math.max(1000, intervalMs), spoolBytes, merge };
 }
 
 /**
@@ -91,6 +109,8 @@ const MAX_BASE_RETRY_MS = 30_000;
  * spool between two intervals.
  */
 const EARLY_SHIP_BYTES = 8 * 1024 * 1024;
+/** Merges carried out per run at most (each reads and writes up to 32 MiB). */
+const MERGES_PER_RUN = 8;
 /** A pass of the follower hands over about this much at most (a burst is read, and shipped, in pieces). */
 const PASS_BYTES = 4 * 1024 * 1024;
 
@@ -136,6 +156,10 @@ export class LogArchiver {
   private pendingBytes = 0;
   /** A shipment queued early (EARLY_SHIP_BYTES), not yet run. */
   private earlyShip = false;
+  /** Segment merging: the run in flight (beside shipping, never in its queue), when the last began, whether a segment was stored since. */
+  private mergeRun: Promise<void> | null = null;
+  private lastMergeAt = 0;
+  private shippedSinceMerge = false;
   /** The last sequence number of the stream read since the last break, and where the stream began. */
   private lastSeq: number | null = null;
   private streamFirst: number | null = null;
@@ -211,6 +235,7 @@ export class LogArchiver {
     try {
       await this.enqueue(() => this.ship());
       await this.work;
+      await this.mergeRun;
     } finally {
       await this.follower?.close();
       this.stopped = true;
@@ -603,5 +628,35 @@ export class LogArchiver {
     this.shippedBytes += data.length;
     this.lastShipped = { at: new Date(at).toISOString(), sequence: info.last, timeline: timeline.id };
     this.observer?.shipped(data.length, at);
+    this.shippedSinceMerge = true;
+    this.maybeMerge(timeline.id);
+  }
+
+  /**
+   * At most once per merge window, and only after a segment was stored since the last run (an idle node
+   * makes no request): merges the current timeline's finished windows (segment-merger.ts). Runs beside
+   * shipping, not in its queue, so a long merge never holds up the RPO: it touches only finished windows,
+   * shipping only adds newer segments. A failure is logged and tried again at the next run.
+   */
+  private maybeMerge(timeline: string): void {
+    const cfg = this.cfg.merge;
+    if (!cfg || this.mergeRun || !this.shippedSinceMerge || Date.now() - this.lastMergeAt < cfg.windowMs) return;
+    this.shippedSinceMerge = false;
+    this.lastMergeAt = Date.now();
+    this.mergeRun = (async () => {
+      try {
+        const storage = await this.host.openStorage();
+        const plan = planMerges(await listSegments(storage, timeline), { windowMs: cfg.windowMs, largeWindowMs: cfg.largeWindowMs });
+        // Bounded work per run: a backlog is merged over the next runs.
+        const limited = { merges: plan.merges.slice(0, MERGES_PER_RUN), leftovers: plan.leftovers };
+        if (limited.merges.length === 0 && limited.leftovers.length === 0) return;
+        const done = await runMerges(storage, limited);
+        this.log.debug({ timeline, ...done }, 'log archive: segments merged');
+      } catch (err) {
+        this.log.warn({ timeline, err: toAdminError(err).message }, 'log archive: merging segments failed; trying again at the next run');
+      } finally {
+        this.mergeRun = null;
+      }
+    })();
   }
 }

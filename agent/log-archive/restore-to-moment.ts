@@ -6,7 +6,7 @@ import { fsyncDir } from '../fs/durable-fs.js';
 import { logFileName } from '../leveldb/file-names.js';
 import { restoreBackup } from '../backup/restore-backup.js';
 import type { Repository } from '../backup/repository/repository.js';
-import type { Storage } from '../backup/storage/storage.js';
+import { StorageError, type Storage } from '../backup/storage/storage.js';
 import { dbSequence } from './db-sequence.js';
 import { LogEncoder } from './log-writer.js';
 import { decodeSegment, parseWalName, segmentName, WAL_PREFIX, type SegmentBatch, type WalObject } from './segment.js';
@@ -187,6 +187,20 @@ export async function restoreToMoment(o: RestoreToMomentOptions): Promise<Restor
   const started = Date.now();
   const now = o.now ?? Date.now();
   if (o.at !== 'latest' && o.at > now) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `--at ${new Date(o.at).toISOString()} is in the future`);
+  // A running archiver merges aged segments and then deletes their inputs: a segment listed can be gone
+  // when it is read (its merged replacement is there). The listing is taken again, a few times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await restoreOnce(o, started);
+    } catch (err) {
+      if (!(err instanceof StorageError && err.kind === 'not-found' && err.objectName?.startsWith(WAL_PREFIX)) || attempt === MAX_ATTEMPTS) throw err;
+    }
+  }
+}
+
+const MAX_ATTEMPTS = 3;
+
+async function restoreOnce(o: RestoreToMomentOptions, started: number): Promise<RestoreToMomentResult> {
   const windows = await readWindows(o.repo.storage);
   const at = o.at === 'latest' ? latestMoment(windows) : o.at;
   if (at === null) throw notRestorable(windows, 'no moment can be restored');
@@ -228,6 +242,6 @@ export async function restoreToMoment(o: RestoreToMomentOptions): Promise<Restor
     };
   } catch (err) {
     fs.rmSync(temp, { recursive: true, force: true });
-    throw toAdminError(err);
+    throw err instanceof StorageError ? err : toAdminError(err);
   }
 }

@@ -35,8 +35,9 @@ export interface Windows {
  * exist. A pure function: the archive's whole meaning is decided here (docs/log-archive-design.md,
  * "Windows"), so it is tested as data.
  *
- * Per timeline, segments sorted by first sequence must chain (first == previous last + 1); a gap cuts
- * the chain and nothing after it is claimed. A base is usable if its backup exists and the chain covers
+ * Per timeline, segments sorted by first sequence must chain (first == previous last + 1; where a merged
+ * segment and its inputs are both listed, the merged one); a gap cuts the chain and nothing after it is
+ * claimed. A base is usable if its backup exists and the chain covers
  * its sequence + 1 (or the chain ends at or before its sequence). The timeline's restorable end is the
  * chain's end, or later if a base record says everything read until then was shipped (without a gap).
  */
@@ -54,17 +55,7 @@ export function timelineWindows(objects: readonly WalObject[], backups: Readonly
   const timelines: TimelineView[] = [];
   for (const id of [...byTimeline.keys()].sort()) {
     const { bases, segments } = byTimeline.get(id)!;
-    segments.sort((a, b) => a.first - b.first || a.last - b.last);
-    const chain: SegmentInfo[] = [];
-    let brokenAfter: number | null = null;
-    for (const s of segments) {
-      const prev = chain.at(-1);
-      if (prev && s.first !== prev.last + 1) {
-        brokenAfter = prev.last;
-        break;
-      }
-      chain.push(s);
-    }
+    const { chain, brokenAfter } = chainOf(segments);
     const chainFirst = chain[0]?.first ?? null;
     const chainLast = chain.at(-1)?.last ?? null;
     const chainTo = chain.at(-1)?.to ?? null;
@@ -94,6 +85,37 @@ export function timelineWindows(objects: readonly WalObject[], backups: Readonly
     reach = Math.max(reach, t.to!);
   }
   return { timelines, gaps };
+}
+
+/**
+ * The segments a reader uses, from one timeline's listing: from the lowest first sequence, each next one
+ * starting right after the last, taking the one that reaches furthest where several start there (a merged
+ * segment and the inputs it replaces, both listed until the merge has deleted them). A segment not taken
+ * is covered by one that is, or lies past a gap: `brokenAfter`, the last sequence before the gap (nothing
+ * after it is claimed).
+ */
+function chainOf<S extends SegmentInfo>(segments: readonly S[]): { chain: S[]; brokenAfter: number | null } {
+  const sorted = [...segments].sort((a, b) => a.first - b.first || b.last - a.last);
+  const chain: S[] = [];
+  for (const s of sorted) {
+    const prev = chain.at(-1);
+    if (!prev) {
+      chain.push(s);
+      continue;
+    }
+    if (s.first <= prev.last) continue; // covered, or a partial overlap (never spliced: see below)
+    if (s.first !== prev.last + 1) return { chain, brokenAfter: prev.last };
+    chain.push(s);
+  }
+  // A segment reaching past the chain's end that the chain could not take (it overlaps part of it):
+  // the batches after the chain's end are listed but not claimed.
+  const end = chain.at(-1)?.last ?? -1;
+  return { chain, brokenAfter: sorted.some((s) => s.last > end) ? end : null };
+}
+
+/** The covering chain of one timeline's segments (chainOf), without what follows a gap. */
+export function coveringChain<S extends SegmentInfo>(segments: readonly S[]): S[] {
+  return chainOf(segments).chain;
 }
 
 /** The timeline and base a restore to `at` (ms) uses: the newest timeline whose window holds it, its newest base at or before it. */

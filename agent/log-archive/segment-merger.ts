@@ -1,0 +1,135 @@
+import type { Storage } from '../backup/storage/storage.js';
+import { decodeSegment, encodeSegment, parseWalName, segmentName, WAL_PREFIX, type SegmentBatch, type SegmentInfo } from './segment.js';
+import { coveringChain } from './timeline-windows.js';
+
+/**
+ * Merging the log archive's segments as they age, so that a day of archiving leaves few objects and a
+ * restore reads few (Litestream's users paid for the opposite: restores through thousands of small
+ * objects). Two levels, on windows aligned to the clock, each merged only once it is complete:
+ *
+ * - a minute: the segments whose `to` falls in a finished minute become one (a segment per interval,
+ *   60 at the default 1 s, become 1);
+ * - an hour: the segments of a finished hour become as few as MAX_MERGED_BYTES allows.
+ *
+ * So every byte is rewritten at most twice, and a timeline holds, besides its finished hours (a few
+ * objects each), at most 60 minute segments and the current minute's raw ones. A merged segment holds
+ * every batch of its inputs with its own `readAt`: no restore point is lost. A window is finished when a
+ * newer segment exists (the archiver ships in order: nothing more will land in it).
+ *
+ * Crash safety: the merged segment is stored before its inputs are deleted; in between (or after a kill
+ * -9 there) both exist, and readers take the covering chain (timeline-windows.ts), which prefers the
+ * merged one; the next merge deletes the leftover inputs.
+ */
+
+export const MINUTE_MS = 60_000;
+export const HOUR_MS = 3_600_000;
+/** A merged segment stops growing here (memory of a merge, size of one GET on restore). */
+export const MAX_MERGED_BYTES = 32 * 1024 * 1024;
+
+export interface SizedSegment extends SegmentInfo {
+  name: string;
+  size: number;
+}
+
+export interface MergePlan {
+  /** Merge these (consecutive in the chain, ≥ 2) into one. */
+  merges: SizedSegment[][];
+  /** Inputs of an earlier merge whose merged segment is stored: delete. */
+  leftovers: string[];
+}
+
+/**
+ * Which segments of one timeline to merge (a pure function, tested as data), from every segment listed
+ * for it. A window is finished when it ends at or before the newest segment's `to`.
+ */
+export function planMerges(
+  segments: readonly SizedSegment[],
+  windows: { windowMs: number; largeWindowMs: number } = { windowMs: MINUTE_MS, largeWindowMs: HOUR_MS },
+  maxBytes = MAX_MERGED_BYTES,
+): MergePlan {
+  const chain = coveringChain(segments) as SizedSegment[];
+  const inChain = new Set(chain.map((s) => s.name));
+  // Not in the chain but inside its range: covered by a merged segment (left by a merge cut short).
+  const leftovers = segments.filter((s) => !inChain.has(s.name) && chain.some((c) => c.first <= s.first && s.last <= c.last)).map((s) => s.name);
+  const newestTo = chain.at(-1)?.to ?? 0;
+  const merges: SizedSegment[][] = [];
+  // Hours first: a finished hour with more segments than its size needs.
+  const byWindow = (span: number) => {
+    const groups = new Map<number, SizedSegment[]>();
+    for (const s of chain) {
+      const w = Math.floor(s.to / span);
+      if ((w + 1) * span > newestTo) continue; // not finished
+      const g = groups.get(w) ?? [];
+      g.push(s);
+      groups.set(w, g);
+    }
+    return groups;
+  };
+  const used = new Set<string>();
+  for (const [, group] of byWindow(windows.largeWindowMs)) {
+    for (const run of packRuns(group, maxBytes)) {
+      if (run.length < 2) continue;
+      merges.push(run);
+      for (const s of run) used.add(s.name);
+    }
+  }
+  for (const [, group] of byWindow(windows.windowMs)) {
+    const fresh = group.filter((s) => !used.has(s.name));
+    for (const run of packRuns(fresh, maxBytes)) if (run.length >= 2) merges.push(run);
+  }
+  return { merges, leftovers };
+}
+
+/** Consecutive runs (in sequence order, each following the last) of at most maxBytes each. */
+function packRuns(group: readonly SizedSegment[], maxBytes: number): SizedSegment[][] {
+  const runs: SizedSegment[][] = [];
+  let run: SizedSegment[] = [];
+  let bytes = 0;
+  for (const s of group) {
+    const prev = run.at(-1);
+    if (run.length > 0 && (prev!.last + 1 !== s.first || bytes + s.size > maxBytes)) {
+      runs.push(run);
+      run = [];
+      bytes = 0;
+    }
+    run.push(s);
+    bytes += s.size;
+  }
+  if (run.length > 0) runs.push(run);
+  return runs;
+}
+
+/** The segments listed for one timeline, with their sizes. One LIST. */
+export async function listSegments(storage: Storage, timeline: string): Promise<SizedSegment[]> {
+  const out: SizedSegment[] = [];
+  for await (const o of storage.list(`${WAL_PREFIX}${timeline}/seg/`)) {
+    const parsed = parseWalName(o.name);
+    if (parsed?.kind === 'segment') out.push({ ...parsed.segment, name: o.name, size: o.size });
+  }
+  return out;
+}
+
+/**
+ * Carries out a plan: per merge, every input read and verified whole, the merged segment stored, then
+ * the inputs deleted; then the leftovers deleted. Returns the objects stored and deleted.
+ */
+export async function runMerges(storage: Storage, plan: MergePlan): Promise<{ stored: number; deleted: number }> {
+  let stored = 0;
+  let deleted = 0;
+  for (const run of plan.merges) {
+    const batches: SegmentBatch[] = [];
+    for (const s of run) batches.push(...decodeSegment(s.name, s, await storage.get(s.name)));
+    const info: SegmentInfo = { timeline: run[0]!.timeline, first: run[0]!.first, last: run.at(-1)!.last, from: run[0]!.from, to: run.at(-1)!.to };
+    await storage.put(segmentName(info), encodeSegment(info, batches));
+    stored++;
+    for (const s of run) {
+      await storage.delete(s.name);
+      deleted++;
+    }
+  }
+  for (const name of plan.leftovers) {
+    await storage.delete(name);
+    deleted++;
+  }
+  return { stored, deleted };
+}
