@@ -10,6 +10,7 @@ import { openStorage } from '../agent/backup/storage/open-storage.js';
 import { Repository } from '../agent/backup/repository/repository.js';
 import { dbSequence } from '../agent/log-archive/db-sequence.js';
 import { readWindows, restoreToMoment } from '../agent/log-archive/restore-to-moment.js';
+import { MAX_MERGED_BYTES } from '../agent/log-archive/segment-merger.js';
 import { envNumber } from './env-number.js';
 import { progress, sleep } from './progress.js';
 import { summarize, type Summary } from './stats.js';
@@ -25,7 +26,9 @@ import { summarize, type Summary } from './stats.js';
  * 2. RPO under that load: for every write, from its acknowledgment to the moment a segment holding its
  *    sequence number was stored (the archiver's status, sampled every 10 ms in both runs alike).
  * 3. Storage requests per hour under the load and idle (the storage layer's debug lines: one per
- *    request), and segment objects added per hour of load.
+ *    request), segments stored per hour of load, and what merging makes of them over an hour (projected
+ *    from the bytes archived: a 20 s run cannot show an hour's merge; the merge itself is tested in
+ *    test/log-archive-merge.test.ts).
  * 4. A restore to the latest moment, BENCH_LA_RESTORE_MB (500) MB of archived log after its base:
  *    the time, and log bytes applied per second.
  *
@@ -144,6 +147,8 @@ async function main(): Promise<void> {
     const checkpoint = await agent.createCheckpoint({ label: 'bench-sequence' });
     const s0 = (await dbSequence(checkpoint.path)).sequence;
     const segmentsBefore = countSegments(repoDir);
+    const segmentBytesBefore = allSegmentBytes(repoDir);
+    const shippedBefore = (await agent.status()).logArchive!.shippedSegments;
     const requestsBefore = counter.count;
     const shipped: Shipped[] = [];
     sampler = sampleStatus(agent, (s) => shipped.push(s));
@@ -152,7 +157,15 @@ async function main(): Promise<void> {
     await until(async () => (shipped.at(-1)?.sequence ?? 0) >= s0 + n, 30_000, 'every write of the load stored');
     const requestsLoad = counter.count - requestsBefore;
     const loadWindow = (shipped.at(-1)!.at - (withArchive.ackAt[0]! - 1)) / 1000;
-    const segmentsLoad = countSegments(repoDir) - segmentsBefore;
+    const segmentsLoad = (await agent.status()).logArchive!.shippedSegments - shippedBefore;
+    const segmentsListedLoad = countSegments(repoDir) - segmentsBefore;
+    const bytesLoad = allSegmentBytes(repoDir) - segmentBytesBefore;
+    // With merging (segment-merger.ts), per hour of this load: finished hours keep ceil(bytes / 32 MiB)
+    // objects; every segment is read and deleted once by its minute's merge, every minute segment once by
+    // its hour's; one LIST and at most one PUT per minute, plus the hour's PUTs.
+    const segmentsPerHour = (segmentsLoad / loadWindow) * 3600;
+    const keptPerHour = Math.max(1, Math.ceil(((bytesLoad / loadWindow) * 3600) / MAX_MERGED_BYTES));
+    const mergeRequestsPerHour = 2 * (segmentsPerHour + 60) + 60 + 60 + keptPerHour;
     await sampler.stop();
     // RPO: the first sample at which a shipment covering the write's sequence was seen.
     const rpo = new Float64Array(n);
@@ -208,12 +221,14 @@ async function main(): Promise<void> {
       { metric: "archiver's CPU: process CPU with archiving - without, % of one core", value: `${cpu.toFixed(1)}% (${withArchive.cpuPercent.toFixed(1)}% - ${without.cpuPercent.toFixed(1)}%)`, goal: '<= 5%', met: cpu <= 5 },
       { metric: 'storage requests per hour under the load', value: `${perHour(requestsLoad, loadWindow)} (${requestsLoad} in ${loadWindow.toFixed(1)} s)`, goal: '-', met: null },
       { metric: 'storage requests per hour idle', value: `${perHour(requestsIdle, idleSeconds)} (${requestsIdle} in ${idleSeconds} s)`, goal: '0', met: requestsIdle === 0 },
-      { metric: 'segment objects added per hour of load (no merging yet)', value: `${perHour(segmentsLoad, loadWindow)} (${segmentsLoad} in ${loadWindow.toFixed(1)} s)`, goal: '-', met: null },
+      { metric: 'storage requests per hour under the load with merging (projected: + GET, DELETE of each segment, LIST, PUT)', value: `${(requestsLoad / loadWindow * 3600 + mergeRequestsPerHour).toFixed(0)}`, goal: '-', met: null },
+      { metric: 'segments stored per hour of load (one per interval with something new)', value: `${perHour(segmentsLoad, loadWindow)} (${segmentsLoad} in ${loadWindow.toFixed(1)} s; ${segmentsListedLoad} listed after)`, goal: '-', met: null },
+      { metric: 'objects kept per hour of load after merging (finished hours in 32 MiB pieces, from the bytes archived)', value: `${keptPerHour} (${mb(bytesLoad / loadWindow * 3600)}/h of log)`, goal: 'few', met: null },
       { metric: `restore to the latest moment: ${mb(logBytes)} of log after its base`, value: `${restoreSeconds.toFixed(2)} s, ${mbps.toFixed(0)} MB/s of log (${result.batches} batches)`, goal: '>= 50 MB/s', met: mbps >= 50 },
       { metric: 'restore: peak RSS of this process (info: segments streamed, one at a time)', value: `${(Math.max(rss0, rssKb) / 1024).toFixed(0)} MiB`, goal: '-', met: null },
     ];
     process.stdout.write(table(rows));
-    const results = { rate, seconds, without, withArchive: { ...withArchive, ackAt: undefined }, rpo: rpoSummary, cpuPercent: cpu, requestsLoad, requestsIdle, loadWindow, segmentsLoad, restore: { seconds: restoreSeconds, logBytes, mbps, batches: result.batches } };
+    const results = { rate, seconds, without, withArchive: { ...withArchive, ackAt: undefined }, rpo: rpoSummary, cpuPercent: cpu, requestsLoad, requestsIdle, loadWindow, segmentsLoad, bytesLoad, keptPerHour, mergeRequestsPerHour, restore: { seconds: restoreSeconds, logBytes, mbps, batches: result.batches } };
     fs.writeFileSync(path.join(benchDir, 'log-archive-results.json'), JSON.stringify(results, (_k, v: unknown) => (typeof v === 'number' && !Number.isInteger(v) ? Math.round(v * 1000) / 1000 : v), 2) + '\n');
     progress(`log archive: results in ${path.join(benchDir, 'log-archive-results.json')}`);
   } finally {
@@ -262,6 +277,12 @@ function countSegments(repoDir: string): number {
     if (fs.existsSync(seg)) n += fs.readdirSync(seg).length;
   }
   return n;
+}
+
+function allSegmentBytes(repoDir: string): number {
+  const wal = path.join(repoDir, 'wal');
+  if (!fs.existsSync(wal)) return 0;
+  return fs.readdirSync(wal).reduce((n, t) => (fs.existsSync(path.join(wal, t, 'seg')) ? n + segmentBytes(repoDir, t) : n), 0);
 }
 
 function segmentBytes(repoDir: string, timeline: string): number {
