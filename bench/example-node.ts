@@ -17,7 +17,10 @@ export interface ExampleNode {
 }
 
 export async function startExampleNode(script: string, dataDir: string, socketPath: string, extraArgs: readonly string[] = []): Promise<ExampleNode> {
-  const child: ChildProcess = spawn(process.execPath, [script, '--data-dir', dataDir, '--port', '0', '--socket', socketPath, ...extraArgs], {
+  // Without the log archive (on by default), unless asked: these benches measure checkpoints, backups
+  // and scrapes alone; the archive has its own (log-archive-bench.ts).
+  const archive = extraArgs.includes('--log-archive') ? [] : ['--log-archive', 'off'];
+  const child: ChildProcess = spawn(process.execPath, [script, '--data-dir', dataDir, '--port', '0', '--socket', socketPath, ...archive, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

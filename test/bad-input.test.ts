@@ -146,7 +146,7 @@ describe('bad input against a running example node', () => {
 
   it('a second example node on the same socket exits non-zero with SOCKET_IN_USE; the first keeps answering', async () => {
     const otherData = path.join(scratch, 'second-node');
-    const child = spawn(process.execPath, [EXAMPLE_NODE, '--data-dir', otherData, '--port', '0', '--socket', sock], {
+    const child = spawn(process.execPath, [EXAMPLE_NODE, '--data-dir', otherData, '--port', '0', '--socket', sock, '--log-archive', 'off'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';

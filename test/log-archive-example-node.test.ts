@@ -24,7 +24,7 @@ describe('example node: --log-archive', () => {
   it('refuses bad values with one line', () => {
     for (const [args, message] of [
       [['--log-archive', 'yes'], /--log-archive must be on or off/],
-      [['--log-archive-interval', '2s'], /goes with --log-archive on/],
+      [['--log-archive', 'off', '--log-archive-interval', '2s'], /goes with --log-archive on/],
       [['--log-archive', 'on', '--log-archive-interval', 'soon'], /log-archive-interval/],
       [['--log-archive', 'on', '--backup-repo', 'none'], /needs a backup repository/],
     ] as const) {
@@ -35,10 +35,10 @@ describe('example node: --log-archive', () => {
     }
   });
 
-  it('archives with --log-archive on, and a restore to the latest moment has the node\'s writes', async () => {
+  it('archives by default (to the default file:// repository), and a restore to the latest moment has the node\'s writes', async () => {
     const d = tempDir('example-archive');
     dirs.push(d);
-    const node = await startExampleNode(d, ['--log-archive', 'on', '--log-archive-interval', '200ms']);
+    const node = await startExampleNode(d, ['--log-archive-interval', '200ms'], { defaults: true });
     try {
       const repo = path.join(d, 'backups');
       const timeline = async () => JSON.parse((await runCli(['backup', 'timeline', '--repo', repo, '--json'])).stdout || '{"timelines":[]}') as { timelines: { from: string | null; lastSequence: number | null }[] };

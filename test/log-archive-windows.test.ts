@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { baseName, parseWalName, segmentName, type WalObject } from '../dist/agent/log-archive/segment.js';
 import { chooseBase, latestMoment, timelineWindows } from '../dist/agent/log-archive/timeline-windows.js';
+import { toSecond, windowToSecond } from '../dist/cli/commands/backup-timeline.js';
 
 const T1 = '20261123t100000000z-aaaa';
 const T2 = '20261123t120000000z-bbbb';
@@ -83,5 +84,21 @@ describe('timelineWindows', () => {
     expect(chooseBase(w.raw, 3000)).toBeNull();
     expect(chooseBase(w.raw, 5500)?.timeline.id).toBe(T2);
     expect(latestMoment(w.raw)).toBe(6000);
+  });
+});
+
+describe('backup timeline to the second', () => {
+  it('rounds a window inwards and a gap outwards, so every printed second of a window is restorable', () => {
+    const cases: [string, 'up' | 'down', string][] = [
+      ['2026-11-24T00:41:07.000Z', 'up', '2026-11-24T00:41:07Z'],
+      ['2026-11-24T00:41:07.000Z', 'down', '2026-11-24T00:41:07Z'],
+      ['2026-11-24T00:41:07.001Z', 'up', '2026-11-24T00:41:08Z'],
+      ['2026-11-24T00:41:07.999Z', 'down', '2026-11-24T00:41:07Z'],
+      ['2026-11-24T23:59:59.500Z', 'up', '2026-11-25T00:00:00Z'],
+    ];
+    for (const [iso, round, want] of cases) expect(toSecond(iso, round), `${iso} ${round}`).toBe(want);
+    expect(windowToSecond('2026-11-24T00:41:07.200Z', '2026-11-24T00:45:00.900Z')).toBe('2026-11-24T00:41:08Z to 2026-11-24T00:45:00Z');
+    // No whole second inside: said in milliseconds rather than claimed wider.
+    expect(windowToSecond('2026-11-24T00:41:07.200Z', '2026-11-24T00:41:07.900Z')).toBe('2026-11-24T00:41:07.200Z to 2026-11-24T00:41:07.900Z');
   });
 });

@@ -44,7 +44,8 @@ const USAGE = `usage: node dist/agent/example-node/main.js [options]
   --promote-scheduled           back up every scheduled checkpoint once it is taken
   --promote-min-interval <dur>  ...but at most one backup per <dur> (implies --promote-scheduled)
   --log-archive on|off          archive the database's log to the backup repository, for restores to any moment
-                                (\`node-admin backup restore --at <time>\`); default off for now
+                                (\`node-admin backup restore --at <time>\`); default on whenever there is a
+                                backup repository (the default one included)
   --log-archive-interval <dur>  ship newly written batches at most this often (default 1s)
   --backup-keep-last <n>        backup retention for \`backup prune\` (default 3)
   --backup-keep-hourly/--backup-keep-daily/--backup-keep-weekly/--backup-keep-monthly <n>   (default 0)
@@ -273,10 +274,11 @@ function backupOptions(values: Record<string, string | boolean | undefined>, dat
       : values['promote-scheduled'] === true
         ? { scheduled: true }
         : null;
-  const archive = str('log-archive') ?? 'off';
+  // On by default: the off-site copy is then seconds behind the node, not a backup interval.
+  const archive = str('log-archive') ?? 'on';
   if (archive !== 'on' && archive !== 'off') throw new AdminError('INVALID_ARGUMENT', `--log-archive must be on or off, not ${JSON.stringify(archive)}`);
   const archiveInterval = str('log-archive-interval');
-  if (archiveInterval !== undefined && archive !== 'on') throw new AdminError('INVALID_ARGUMENT', '--log-archive-interval goes with --log-archive on');
+  if (archiveInterval !== undefined && archive !== 'on') throw new AdminError('INVALID_ARGUMENT', '--log-archive-interval goes with --log-archive on (the default), not off');
   const logArchive = archive === 'on' ? { intervalMs: archiveInterval !== undefined ? parseDuration(archiveInterval, 'log-archive-interval') : 1000 } : null;
   return {
     repository,

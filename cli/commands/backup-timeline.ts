@@ -24,15 +24,33 @@ export const backupTimelineCommand = defineCommand({
   },
 });
 
+/**
+ * A time to the whole second, rounded `up` or `down`, as `2026-11-24T00:41:07Z`. The human output says
+ * windows to the second, rounded inwards (from up, to down) so that every second it prints can be
+ * restored; a gap rounded outwards. The JSON keeps the milliseconds.
+ */
+export function toSecond(iso: string, round: 'up' | 'down'): string {
+  const ms = Date.parse(iso);
+  const s = round === 'up' ? Math.ceil(ms / 1000) : Math.floor(ms / 1000);
+  return new Date(s * 1000).toISOString().replace('.000Z', 'Z');
+}
+
+/** A window to the second (rounded inwards); one holding no whole second is said in ms. */
+export function windowToSecond(from: string, to: string): string {
+  const a = toSecond(from, 'up');
+  const b = toSecond(to, 'down');
+  return Date.parse(a) <= Date.parse(b) ? `${a} to ${b}` : `${from} to ${to}`;
+}
+
 export function formatTimelines(report: LogArchiveTimelines): string[] {
   if (report.timelines.length === 0) return ['no log archive in this repository'];
   const lines: string[] = [];
   for (const t of report.timelines) {
-    const window = t.from === null ? 'nothing restorable' : `${t.from} to ${t.to} (up to sequence ${t.lastSequence})`;
+    const window = t.from === null ? 'nothing restorable' : `${windowToSecond(t.from, t.to!)} (up to sequence ${t.lastSequence})`;
     lines.push(`timeline ${clean(t.id)}: ${window}, ${t.segments} segments`);
     if (t.brokenAfterSequence !== null) lines.push(`  a segment after sequence ${t.brokenAfterSequence} is missing: nothing after it is claimed`);
-    for (const b of t.bases) lines.push(`  base ${clean(b.backup)} at sequence ${b.sequence}, from ${b.from}${b.usable ? '' : ` — not usable: ${clean(b.problem ?? '')}`}`);
+    for (const b of t.bases) lines.push(`  base ${clean(b.backup)} at sequence ${b.sequence}, from ${toSecond(b.from, 'up')}${b.usable ? '' : ` — not usable: ${clean(b.problem ?? '')}`}`);
   }
-  for (const g of report.gaps) lines.push(`gap: ${g.from} to ${g.to} (${formatDuration(Date.parse(g.to) - Date.parse(g.from))}) cannot be restored`);
+  for (const g of report.gaps) lines.push(`gap: ${toSecond(g.from, 'down')} to ${toSecond(g.to, 'up')} (${formatDuration(Date.parse(g.to) - Date.parse(g.from))}) cannot be restored`);
   return lines;
 }

@@ -54,10 +54,16 @@ export interface RunningNode {
   exited: Promise<number | null>;
 }
 
-/** Starts the example node as a real process and waits for its "node ready" line. */
-export async function startExampleNode(dataDir: string, extraArgs: string[] = []): Promise<RunningNode> {
+/**
+ * Starts the example node as a real process and waits for its "node ready" line. Its log archive (on by
+ * default) is turned off unless the test says `--log-archive` itself or asks for the node's defaults
+ * (`defaults: true`): a test about something else must not count the archive's base checkpoint,
+ * backup and storage requests as its own.
+ */
+export async function startExampleNode(dataDir: string, extraArgs: string[] = [], options: { defaults?: boolean } = {}): Promise<RunningNode> {
   const socketPath = path.join(dataDir, 'run', 'admin.sock');
-  const child = spawn(process.execPath, [EXAMPLE_NODE, '--data-dir', dataDir, '--port', '0', '--socket', socketPath, ...extraArgs], {
+  const archive = options.defaults === true || extraArgs.includes('--log-archive') ? [] : ['--log-archive', 'off'];
+  const child = spawn(process.execPath, [EXAMPLE_NODE, '--data-dir', dataDir, '--port', '0', '--socket', socketPath, ...archive, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
