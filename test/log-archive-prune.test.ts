@@ -29,7 +29,7 @@ const B3 = '20261123t120001000z-0003';
 const B4 = '20261123t120501000z-0004';
 
 const seg = (timeline: string, first: number, last: number, from: number, to: number) => parseWalName(segmentName({ timeline, first, last, from, to }))!;
-const base = (timeline: string, backup: string, sequence: number, from: number, to: number) => parseWalName(baseName({ timeline, backup, sequence, from, to }))!;
+const base = (timeline: string, backup: string, sequence: number, from: number, to: number, last = sequence) => parseWalName(baseName({ timeline, backup, sequence, last, from, to }))!;
 
 /** Two timelines, two bases each, segments before, between and after the bases. */
 const LISTING: WalObject[] = [

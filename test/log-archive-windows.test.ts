@@ -15,7 +15,7 @@ const B2 = '20261123t100501000z-0002';
 const B3 = '20261123t120001000z-0003';
 
 const seg = (timeline: string, first: number, last: number, from: number, to: number) => parseWalName(segmentName({ timeline, first, last, from, to }))!;
-const base = (timeline: string, backup: string, sequence: number, from: number, to: number) => parseWalName(baseName({ timeline, backup, sequence, from, to }))!;
+const base = (timeline: string, backup: string, sequence: number, from: number, to: number, last = sequence) => parseWalName(baseName({ timeline, backup, sequence, last, from, to }))!;
 
 function windows(objects: WalObject[], backups = [B1, B2, B3]) {
   const w = timelineWindows(objects, new Set(backups));
@@ -50,6 +50,18 @@ describe('timelineWindows', () => {
   it('a base record says everything read until its `to` was shipped: an idle node keeps its window', () => {
     const w = windows([base(T1, B1, 10, 1000, 5000)]);
     expect(w.timelines[0]).toMatchObject({ from: 1000, to: 5000, last: 10 });
+  });
+
+  it('a base record extends the window only while the segments reach the sequence it says was stored', () => {
+    // The record says: by 5000, everything read was in segments up to 30. The segment 21..30 is lost.
+    const whole = windows([base(T1, B1, 10, 1000, 5000, 30), seg(T1, 11, 20, 900, 2000), seg(T1, 21, 30, 2000, 3000)]);
+    expect(whole.timelines[0]).toMatchObject({ from: 1000, to: 5000, last: 30 });
+    const lost = windows([base(T1, B1, 10, 1000, 5000, 30), seg(T1, 11, 20, 900, 2000)]);
+    expect(lost.timelines[0]).toMatchObject({ from: 1000, to: 2000, last: 20 });
+    // A record named before `last` was (…-<seq>-<from>-<to>) extends nothing; it still is a base.
+    const old = parseWalName(`wal/${T1}/base/${B1}-00000000000000000010-0000000001000-0000000005000`)!;
+    expect(old).toMatchObject({ kind: 'base', base: { sequence: 10, from: 1000, to: 5000 } });
+    expect(windows([old, seg(T1, 11, 20, 900, 2000)]).timelines[0]).toMatchObject({ from: 1000, to: 2000, usable: [B1] });
   });
 
   it('a base whose record ends before its checkpoint is not restorable until a shipment reaches it', () => {

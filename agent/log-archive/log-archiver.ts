@@ -123,7 +123,7 @@ interface Timeline {
   /** Checkpoints taken while this timeline runs, and when each was complete: candidate bases. */
   candidates: Map<string, number>;
   /** Bases not stored yet: each waits for a shipment that covers everything read before it. */
-  waitingBases: Omit<BaseRecord, 'version' | 'to'>[];
+  waitingBases: Omit<BaseRecord, 'version' | 'to' | 'last'>[];
   /** The last sequence stored in a segment (the base's before the first). */
   shipped: number;
 }
@@ -605,7 +605,7 @@ export class LogArchiver {
     const ready = timeline.waitingBases.filter((b) => b.from <= covered);
     if (ready.length === 0) return;
     for (const b of ready) {
-      const record: BaseRecord = { version: 1, ...b, to: covered };
+      const record: BaseRecord = { version: 1, ...b, to: covered, last: timeline.shipped };
       await this.store(baseName(record), Buffer.from(canonicalJson(record)));
       timeline.waitingBases.splice(timeline.waitingBases.indexOf(b), 1);
       this.log.info({ timeline: timeline.id, backup: b.backup, sequence: b.sequence }, 'log archive: base registered');

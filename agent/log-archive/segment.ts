@@ -6,7 +6,7 @@ import { batchHeader, batchLast } from './write-batch.js';
 /**
  * The log archive's objects in a backup repository (agent/backup/FORMAT.md, version 2):
  *
- *   wal/<timeline>/base/<backup id>-<seq>-<from>-<to>   BaseRecord (JSON): a base backup of the timeline
+ *   wal/<timeline>/base/<backup id>-<seq>-<last>-<from>-<to>   BaseRecord (JSON): a base backup of the timeline
  *   wal/<timeline>/seg/<first>-<last>-<from>-<to>       a segment: batches first..last read in (from, to]
  *
  * Names carry what the windows need, so a listing of `wal/` says them without reading any object.
@@ -44,8 +44,14 @@ export interface BaseRecord {
   sequence: number;
   /** The base's checkpoint was complete at this time (ms): restorable from here on. */
   from: number;
-  /** Every batch after `sequence` read by this time was in segments stored before this record. */
+  /** Every batch after `sequence` read by this time was in segments stored before this record... */
   to: number;
+  /**
+   * ...up to this sequence number: the record extends the window to `to` only while the segments reach
+   * it (a lost last segment must not leave a window claiming moments it cannot restore). Records written
+   * before it was named (`<backup id>-<seq>-<from>-<to>`) read as MAX_SAFE_INTEGER: they extend nothing.
+   */
+  last: number;
 }
 
 const pad = (n: number, width: number) => String(n).padStart(width, '0');
@@ -55,7 +61,7 @@ export function segmentName(s: SegmentInfo): string {
 }
 
 export function baseName(b: Omit<BaseRecord, 'version'>): string {
-  return `${WAL_PREFIX}${b.timeline}/base/${b.backup}-${pad(b.sequence, 20)}-${pad(b.from, 13)}-${pad(b.to, 13)}`;
+  return `${WAL_PREFIX}${b.timeline}/base/${b.backup}-${pad(b.sequence, 20)}-${pad(b.last, 20)}-${pad(b.from, 13)}-${pad(b.to, 13)}`;
 }
 
 export type WalObject = { kind: 'segment'; name: string; segment: SegmentInfo } | { kind: 'base'; name: string; base: Omit<BaseRecord, 'version'> };
@@ -68,10 +74,11 @@ export function parseWalName(name: string): WalObject | null {
     if (segment.first > segment.last || segment.from > segment.to) return null;
     return { kind: 'segment', name, segment };
   }
-  m = /^wal\/([^/]+)\/base\/(\d{8}t\d{9}z-[0-9a-f]{4})-(\d{20})-(\d{13})-(\d{13})$/.exec(name);
+  m = /^wal\/([^/]+)\/base\/(\d{8}t\d{9}z-[0-9a-f]{4})-(\d{20})-(?:(\d{20})-)?(\d{13})-(\d{13})$/.exec(name);
   if (m && TIMELINE_ID_PATTERN.test(m[1]!)) {
     // `to` may be before `from`: the base is then restorable once a later shipment reaches `from`.
-    return { kind: 'base', name, base: { timeline: m[1]!, backup: m[2]!, sequence: Number(m[3]), from: Number(m[4]), to: Number(m[5]) } };
+    const last = m[4] === undefined ? Number.MAX_SAFE_INTEGER : Number(m[4]);
+    return { kind: 'base', name, base: { timeline: m[1]!, backup: m[2]!, sequence: Number(m[3]), last, from: Number(m[5]), to: Number(m[6]) } };
   }
   return null;
 }

@@ -59,8 +59,10 @@ export function timelineWindows(objects: readonly WalObject[], backups: Readonly
     const chainFirst = chain[0]?.first ?? null;
     const chainLast = chain.at(-1)?.last ?? null;
     const chainTo = chain.at(-1)?.to ?? null;
-    // Without a gap, a base record's `to` extends the window: every batch read until then was stored.
-    const recordTo = brokenAfter === null ? Math.max(-1, ...bases.map((b) => b.to)) : -1;
+    // Without a gap, a base record's `to` extends the window: every batch read until then was stored, up
+    // to its `last` — which the segments listed must reach (a lost last segment would over-claim).
+    const reached = Math.max(chainLast ?? -1, ...bases.map((b) => b.sequence));
+    const recordTo = brokenAfter === null ? Math.max(-1, ...bases.filter((b) => b.last <= reached).map((b) => b.to)) : -1;
     const end = Math.max(chainTo ?? -1, recordTo);
     const views: BaseView[] = bases
       .sort((a, b) => a.sequence - b.sequence || a.from - b.from)
