@@ -11,6 +11,8 @@
  * - With a spool smaller than what the outage brings, the timeline ends (`spool_full`), declared in
  *   the status, the log, the metric and `backup timeline` (a gap); no window claims a moment inside the
  *   gap (a restore there is refused); restores on both sides are exact.
+ * - The agent stopped while the storage is away: what it read waits in the spool's directory, and the
+ *   next start stores it, so the old timeline's window reaches the last write before the stop.
  * Negative control: the model check refuses a restore that lost a batch (one op of a writer undone).
  */
 import fs from 'node:fs';
@@ -42,6 +44,7 @@ interface Run {
   writers: Writers;
   messages: { level: number; msg: string }[];
   env: NodeJS.ProcessEnv;
+  endpoint: string;
 }
 
 const runs: Run[] = [];
@@ -58,19 +61,19 @@ afterAll(async () => {
 });
 
 /** An agent archiving a database under writes to S3 through a proxy, up to its first usable base. */
-async function start(name: string, spoolBytes: number): Promise<Run> {
+async function start(name: string, spoolBytes: number, reuse?: Run): Promise<Run> {
   const server = s3Server();
-  const dir = tempDir(`pitr-outage-${name}`);
+  const dir = reuse?.dir ?? tempDir(`pitr-outage-${name}`);
   const dbPath = path.join(dir, 'db');
-  const url = `s3://${server.bucket}/outage-${path.basename(dir)}`;
-  const proxy = FaultProxy.forEndpoint(server.endpoint);
-  const endpoint = await proxy.start();
+  const url = reuse?.url ?? `s3://${server.bucket}/outage-${path.basename(dir)}`;
+  const proxy = reuse?.proxy ?? FaultProxy.forEndpoint(server.endpoint);
+  const endpoint = reuse ? reuse.endpoint : await proxy.start();
   const s3 = { endpoint, region: server.region, forcePathStyle: true, credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey } };
-  const db = new ClassicLevel<string, Buffer>(dbPath, { valueEncoding: 'buffer', writeBufferSize: 256 * 1024, maxFileSize: 256 * 1024 });
-  await db.open();
+  const db = reuse?.db ?? new ClassicLevel<string, Buffer>(dbPath, { valueEncoding: 'buffer', writeBufferSize: 256 * 1024, maxFileSize: 256 * 1024 });
+  if (!reuse) await db.open();
   // The test reads the repository straight from the server, never through the proxy.
-  const storage = await openStorage(url, { s3: { ...s3, endpoint: server.endpoint } });
-  const writers = new Writers(levelApply(db), { writers: WRITERS, keysPerWriter: 300, batches: true, pauseMs: 5 });
+  const storage = reuse?.storage ?? (await openStorage(url, { s3: { ...s3, endpoint: server.endpoint } }));
+  const writers = reuse?.writers ?? new Writers(levelApply(db), { writers: WRITERS, keysPerWriter: 300, batches: true, pauseMs: 5 });
   const messages: Run['messages'] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -83,14 +86,16 @@ async function start(name: string, spoolBytes: number): Promise<Run> {
     dbPath,
     checkpointDir: path.join(dir, 'checkpoints'),
     retention: { keepLast: 20 },
-    backup: { repository: url, s3, logArchive: { intervalMs: 1000, spoolBytes } },
+    // A small memory part: the outage fills the spool's directory, not just memory.
+    backup: { repository: url, s3, logArchive: { intervalMs: 1000, spoolBytes, spoolMemoryBytes: 1024 * 1024 } },
     logger: pino({ level: 'info' }, sink),
   });
   const run: Run = {
-    dir, url, db, agent, proxy, storage, writers, messages,
+    dir, url, db, agent, proxy, storage, writers, messages, endpoint,
     env: { AWS_ACCESS_KEY_ID: server.accessKeyId, AWS_SECRET_ACCESS_KEY: server.secretAccessKey, AWS_ENDPOINT_URL_S3: server.endpoint, AWS_REGION: server.region },
   };
-  runs.push(run);
+  if (!reuse) runs.push(run);
+  else Object.assign(reuse, { agent, messages });
   await agent.start();
   await until('the first base', async () => (await readWindows(storage)).timelines.some((t) => t.from !== null && t.to! > t.from));
   return run;
@@ -106,6 +111,12 @@ async function outage(r: Run, over: () => Promise<boolean>, minMs: number): Prom
   return { from, to: Date.now() };
 }
 
+/** The spool's files (beside the database directory). */
+const spooled = (r: Run) => {
+  const d = path.join(r.dir, 'db.log-archive-spool');
+  return fs.existsSync(d) ? fs.readdirSync(d).filter((n) => n.endsWith('.seg')) : [];
+};
+
 async function restoreAndCheck(r: Run, repo: Repository, at: number, name: string): Promise<void> {
   const to = path.join(r.dir, name);
   const result = await restoreToMoment({ repo, at, to });
@@ -119,12 +130,14 @@ describe('log archive: the storage unreachable for 30 s under load', () => {
   it('with room in the spool: every batch is stored when the storage returns, one window across the outage', async () => {
     const r = await start('room', 64 * 1024 * 1024);
     const failures = () => r.messages.filter((m) => m.msg.includes('upload failed')).length;
-    const out = await outage(r, async () => failures() > 0, OUTAGE_MS);
+    // Over once the uploads fail and what waits has gone to the spool's directory on disk.
+    const out = await outage(r, async () => failures() > 0 && spooled(r).length > 0, OUTAGE_MS);
     // Writes go on after the outage; then everything read is stored.
     await until('a segment stored after the outage', async () => {
       const s = await r.agent.status();
       return s.logArchive?.lastShipped !== null && Date.parse(s.logArchive!.lastShipped!.at) > out.to;
     });
+    await until('the spool emptied', () => spooled(r).length === 0);
     const resumed = Date.now();
     await until('writes after the outage', () => Date.now() >= resumed + 3000, 10_000);
     await r.writers.stop();
@@ -200,4 +213,33 @@ describe('log archive: the storage unreachable for 30 s under load', () => {
     await restoreAndCheck(r, repo, after.from!, 'after-start');
     await restoreAndCheck(r, repo, after.to!, 'after-end');
   }, 300_000);
+
+  it('stopped during an outage: what was read waits in the spool on disk, and the next start stores it', async () => {
+    const r = await start('restart', 64 * 1024 * 1024);
+    const failures = () => r.messages.filter((m) => m.msg.includes('upload failed')).length;
+    const out = await outage(r, async () => failures() > 0 && spooled(r).length > 0, 5000);
+    r.proxy.then = 'reset'; // still away while the agent stops
+    r.proxy.dropConnections();
+    await r.writers.stop();
+    const lastWrite = Date.now();
+    await r.agent.stop();
+    expect(spooled(r).length).toBeGreaterThan(0);
+    const oldTimeline = (await readWindows(r.storage)).timelines.at(-1)!;
+    expect(oldTimeline.to!).toBeLessThan(lastWrite); // not stored yet
+
+    r.proxy.then = 'pass';
+    await start('restart', 64 * 1024 * 1024, r);
+    await until('the spool stored by the new start', () => spooled(r).length === 0);
+    await r.agent.stop();
+    const w = await readWindows(r.storage);
+    const old = w.timelines.find((t) => t.id === oldTimeline.id)!;
+    expect(old.brokenAfter).toBeNull();
+    expect(old.to!).toBeGreaterThan(out.to);
+    const repo = await Repository.open(r.storage);
+    // Every write acknowledged before the stop is in the old timeline's last moment.
+    const to = path.join(r.dir, 'old-end');
+    await restoreToMoment({ repo, at: old.to!, to });
+    expect(r.writers.mismatch(await readState(to, WRITERS), r.writers.bounds(lastWrite + 2000), true)).toBeNull();
+    fs.rmSync(to, { recursive: true });
+  }, 240_000);
 });

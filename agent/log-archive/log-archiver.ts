@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { BackupRecord, CheckpointRecord, CreateBackupRequest, CreateCheckpointRequest, LogArchiveStatus } from '../../shared/api.js';
 import { AdminError, ErrorCodes, toAdminError, type ErrorCode } from '../../shared/errors.js';
@@ -6,7 +8,8 @@ import type { Storage } from '../backup/storage/storage.js';
 import { newCheckpointId } from '../checkpoint/checkpoint-id.js';
 import { dbSequence } from './db-sequence.js';
 import { LogFollower, type ReadBatch } from './log-follower.js';
-import { baseName, encodeSegment, segmentName, type BaseRecord } from './segment.js';
+import { baseName, decodeSegment, encodeSegment, parseWalName, segmentName, WAL_PREFIX, type BaseRecord, type SegmentInfo } from './segment.js';
+import { mkdirDurable, writeFileAtomic } from '../fs/durable-fs.js';
 import { batchLast } from './write-batch.js';
 import { HOUR_MS, MINUTE_MS, listSegments, planMerges, runMerges } from './segment-merger.js';
 
@@ -29,6 +32,10 @@ export interface LogArchiveConfig {
   spoolBytes: number;
   /** Segment merging's windows (segment-merger.ts), or null: no merging. */
   merge: { windowMs: number; largeWindowMs: number } | null;
+  /** Where batches waiting for the storage go past spoolMemoryBytes; null: beside the database (`<db>.log-archive-spool`). */
+  spoolDir: string | null;
+  /** Batches waiting in memory beyond this go to the spool directory. */
+  spoolMemoryBytes: number;
 }
 
 export interface LogArchiveOptions {
@@ -37,9 +44,10 @@ export interface LogArchiveOptions {
   /** Read the logs this often (default: a quarter of the interval, at most 250 ms). */
   pollMs?: number;
   /**
-   * While the storage cannot be reached, batches read wait in memory up to this many bytes (default
-   * 64 MiB: about a minute of 1 KiB writes at 1,000/s) and are stored when it returns; past it, the
-   * timeline ends with a declared gap (reason `spool_full`) rather than grow without bound or drop
+   * While the storage cannot be reached, batches read wait — the first MEMORY_BYTES in memory, the rest
+   * on disk, in the spool directory, as finished segments — up to this many bytes in all (default
+   * 256 MiB: about four minutes of 1 KiB writes at 1,000/s), and are stored when it returns; past it,
+   * the timeline ends with a declared gap (reason `spool_full`) rather than grow without bound or drop
    * batches silently. The writes made while a base is taken wait here too: at least 1 MiB.
    */
   spoolBytes?: number;
@@ -48,9 +56,13 @@ export interface LogArchiveOptions {
    * as 32 MiB each allows). The windows can be shortened for tests; `false` turns merging off.
    */
   merge?: false | { windowMs?: number; largeWindowMs?: number };
+  /** The spool's directory (default: beside the database directory, `<db>.log-archive-spool`). */
+  spoolDir?: string;
+  /** Batches waiting for the storage kept in memory before the rest go to the spool directory (default 16 MiB). */
+  spoolMemoryBytes?: number;
 }
 
-export const DEFAULT_SPOOL_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_SPOOL_BYTES = 256 * 1024 * 1024;
 
 export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | undefined): LogArchiveConfig | null {
   if (o === undefined || o === null || o === false) return null;
@@ -74,7 +86,10 @@ export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | u
     if (!Number.isSafeInteger(largeWindowMs) || largeWindowMs <= windowMs) throw bad(`backup.logArchive.merge.largeWindowMs must be more than windowMs, got ${String(m.largeWindowMs)}`);
     merge = { windowMs, largeWindowMs };
   }
-  return { intervalMs, pollMs, retryMs: Math.max(1000, intervalMs), spoolBytes, merge };
+  if (opts.spoolDir !== undefined && (typeof opts.spoolDir !== 'string' || opts.spoolDir === '')) throw bad('backup.logArchive.spoolDir must be a directory path');
+  const spoolMemoryBytes = opts.spoolMemoryBytes ?? MEMORY_BYTES;
+  if (!Number.isSafeInteger(spoolMemoryBytes) || spoolMemoryBytes < 64 * 1024) throw bad(`backup.logArchive.spoolMemoryBytes must be a whole number of bytes, at least 64 KiB, got ${String(opts.spoolMemoryBytes)}`);
+  return { intervalMs, pollMs, retryMs: Math.max(1000, intervalMs), spoolBytes, merge, spoolDir: opts.spoolDir ?? null, spoolMemoryBytes };
 }
 
 /**
@@ -111,6 +126,8 @@ const MAX_BASE_RETRY_MS = 30_000;
 const EARLY_SHIP_BYTES = 8 * 1024 * 1024;
 /** Merges carried out per run at most (each reads and writes up to 32 MiB). */
 const MERGES_PER_RUN = 8;
+/** Batches waiting in memory beyond this go to the spool on disk (whole passes, in segments of about EARLY_SHIP_BYTES). */
+const MEMORY_BYTES = 16 * 1024 * 1024;
 /** A pass of the follower hands over about this much at most (a burst is read, and shipped, in pieces). */
 const PASS_BYTES = 4 * 1024 * 1024;
 
@@ -156,6 +173,14 @@ export class LogArchiver {
   private pendingBytes = 0;
   /** A shipment queued early (EARLY_SHIP_BYTES), not yet run. */
   private earlyShip = false;
+  /**
+   * The current timeline's segments written to the spool directory, oldest first, not yet stored (each
+   * a finished segment, named as it will be stored); stored before anything newer.
+   */
+  private spool: { info: SegmentInfo; file: string; bytes: number }[] = [];
+  private spooledBytes = 0;
+  private spilling = false;
+  private readonly spoolDir: string;
   /** Segment merging: the run in flight (beside shipping, never in its queue), when the last began, whether a segment was stored since. */
   private mergeRun: Promise<void> | null = null;
   private lastMergeAt = 0;
@@ -200,7 +225,9 @@ export class LogArchiver {
     private readonly host: LogArchiveHost,
     private readonly log: Logger,
     private readonly observer: LogArchiveObserver | null = null,
-  ) {}
+  ) {
+    this.spoolDir = cfg.spoolDir ?? path.join(path.dirname(dbPath), `${path.basename(dbPath)}.log-archive-spool`);
+  }
 
   /** Opens the logs that exist now (so that nothing written from here on is missed), then runs. */
   async start(): Promise<void> {
@@ -221,7 +248,42 @@ export class LogArchiver {
     this.shipTimer.unref();
     this.observer?.timelineBreak('start');
     this.startBase();
-    this.log.info({ intervalMs: this.cfg.intervalMs, pollMs: this.cfg.pollMs }, 'log archiver started');
+    void this.enqueue(() => this.shipLeftovers()).catch(() => {}); // logged there
+    this.log.info({ intervalMs: this.cfg.intervalMs, pollMs: this.cfg.pollMs, spool: this.spoolDir }, 'log archiver started');
+  }
+
+  /**
+   * Segments a previous run wrote to the spool and could not store (the storage was away when it
+   * stopped or crashed): they end that run's timeline, in order, and are stored now, oldest first. One
+   * that cannot be stored stays for the next start (logged); a damaged one is deleted (a gap, declared
+   * by the windows).
+   */
+  private async shipLeftovers(): Promise<void> {
+    let names: string[];
+    try {
+      names = (await fs.promises.readdir(this.spoolDir)).filter((n) => n.endsWith('.seg')).sort();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    for (const n of names) {
+      const file = path.join(this.spoolDir, n);
+      const info = spoolInfo(n);
+      try {
+        if (!info) throw new AdminError(ErrorCodes.CORRUPT, `${n} is not a spooled segment`);
+        const data = await fs.promises.readFile(file);
+        decodeSegment(n, info, data);
+        await this.store(segmentName(info), data);
+        this.log.info({ timeline: info.timeline, first: info.first, last: info.last }, 'log archive: a segment spooled before the restart stored');
+      } catch (err) {
+        if (toAdminError(err).code !== ErrorCodes.CORRUPT) {
+          this.log.warn({ file, err: toAdminError(err).message }, 'log archive: a segment spooled before the restart could not be stored; trying again at the next start');
+          return;
+        }
+        this.log.error({ file, err: toAdminError(err).message }, 'log archive: a spooled segment is damaged; deleted (its batches are a gap in that timeline)');
+      }
+      await fs.promises.rm(file, { force: true });
+    }
   }
 
   /** A last read and upload, then stops following. Idempotent. */
@@ -233,7 +295,12 @@ export class LogArchiver {
     this.wake?.();
     await this.loop;
     try {
-      await this.enqueue(() => this.ship());
+      await this.enqueue(() => this.ship()).catch(async (err: unknown) => {
+        // The storage is away: what was read goes to the spool, stored by the next start.
+        this.log.warn({ err: toAdminError(err).message }, 'log archive: the last shipment failed; what was read waits in the spool for the next start');
+        const t = this.timeline;
+        if (t) await this.enqueue(() => this.spill(t, 0));
+      });
       await this.work;
       await this.mergeRun;
     } finally {
@@ -267,7 +334,7 @@ export class LogArchiver {
    * runs (starting, broken: writes since then are not restorable yet).
    */
   lagSeconds(now = Date.now()): number {
-    const upToDate = this.timeline !== null && this.timelineStored && this.pending.length === 0;
+    const upToDate = this.timeline !== null && this.timelineStored && this.pending.length === 0 && this.spool.length === 0;
     const since = upToDate ? this.lastPassEnd : (this.storedUntil ?? this.startedAt);
     return Math.max(0, now - since) / 1000;
   }
@@ -275,7 +342,7 @@ export class LogArchiver {
   /** Bytes not yet stored: of the batches read and waiting, and of the live logs not read yet (one fstat per open log). */
   async lagBytes(): Promise<{ batches: number; bytes: number; unreadBytes: number }> {
     const unreadBytes = this.follower && !this.stopped ? await this.follower.unreadBytes().catch(() => 0) : 0;
-    return { batches: this.pending.length, bytes: this.pendingBytes, unreadBytes };
+    return { batches: this.pending.length, bytes: this.pendingBytes + this.spooledBytes, unreadBytes };
   }
 
   /** What `status` shows (shared/api.ts LogArchiveStatus); no storage request. */
@@ -421,6 +488,37 @@ export class LogArchiver {
     }).catch(() => {}); // remembered by store(); retried at the next interval
   }
 
+  /**
+   * Moves whole passes from the front of `pending` to the spool directory, as the segments they will be
+   * stored as (about EARLY_SHIP_BYTES each, atomic files), until at most `keep` bytes wait in memory. In
+   * the work queue: no upload of these batches is in flight meanwhile.
+   */
+  private async spill(timeline: Timeline, keep: number): Promise<void> {
+    if (this.timeline !== timeline || this.pendingBytes <= keep) return;
+    await mkdirDurable(this.spoolDir);
+    while (this.timeline === timeline && this.pendingBytes > keep && this.pending.length > 0) {
+      let n = 0;
+      let bytes = 0;
+      while (n < this.pending.length && bytes < Math.min(EARLY_SHIP_BYTES, this.cfg.spoolMemoryBytes)) {
+        const readAt = this.pending[n]!.readAt; // a pass's batches share it: never cut a pass
+        while (n < this.pending.length && this.pending[n]!.readAt === readAt) bytes += this.pending[n++]!.payload.length;
+      }
+      const chunk = this.pending.slice(0, n);
+      const info: SegmentInfo = { timeline: timeline.id, first: chunk[0]!.seq, last: batchLast(chunk.at(-1)!), from: Math.min(timeline.segmentFrom, chunk[0]!.readAt), to: chunk.at(-1)!.readAt };
+      const data = encodeSegment(info, chunk);
+      const file = path.join(this.spoolDir, spoolFileName(info));
+      await writeFileAtomic(file, data);
+      if (this.timeline !== timeline || this.pending[0] !== chunk[0]) {
+        await fs.promises.rm(file, { force: true }); // a break meanwhile: its end is shipped from memory
+        return;
+      }
+      this.spool.push({ info, file, bytes: data.length });
+      this.spooledBytes += data.length;
+      timeline.segmentFrom = info.to;
+      this.setPending(this.pending.slice(n));
+    }
+  }
+
   private setPending(batches: ReadBatch[]): void {
     this.pending = batches;
     this.pendingBytes = batches.reduce((n, b) => n + b.payload.length, 0);
@@ -434,14 +532,24 @@ export class LogArchiver {
    * checkpoint holds those writes.
    */
   private checkSpool(): void {
-    if (this.pendingBytes <= this.cfg.spoolBytes) return;
-    const why = `${this.pendingBytes} bytes of batches waited for the storage, more than the spool's ${this.cfg.spoolBytes}`;
+    const waiting = this.pendingBytes + this.spooledBytes;
+    const t = this.timeline;
+    if (waiting <= this.cfg.spoolBytes) {
+      if (t && this.pendingBytes > this.cfg.spoolMemoryBytes && !this.spilling) {
+        this.spilling = true;
+        void this.enqueue(() => this.spill(t, Math.min(EARLY_SHIP_BYTES, this.cfg.spoolMemoryBytes / 2)))
+          .catch((err: unknown) => this.log.error({ err: toAdminError(err).message }, 'log archive: writing to the spool failed; the batches stay in memory'))
+          .finally(() => (this.spilling = false));
+      }
+      return;
+    }
+    const why = `${waiting} bytes of batches waited for the storage, more than the spool's ${this.cfg.spoolBytes}`;
     if (this.timeline !== null) {
-      this.log.error({ timeline: this.timeline.id, pendingBytes: this.pendingBytes, spoolBytes: this.cfg.spoolBytes }, 'log archive: the spool is full; the timeline ends here (a declared gap)');
+      this.log.error({ timeline: this.timeline.id, waitingBytes: waiting, spoolBytes: this.cfg.spoolBytes }, 'log archive: the spool is full; the timeline ends here (a declared gap)');
       this.break('spool_full', why);
       return;
     }
-    this.log.warn({ pendingBytes: this.pendingBytes, spoolBytes: this.cfg.spoolBytes }, 'log archive: the spool is full while no base could be stored; a new base will be taken');
+    this.log.warn({ waitingBytes: waiting, spoolBytes: this.cfg.spoolBytes }, 'log archive: the spool is full while no base could be stored; a new base will be taken');
     this.failed(new AdminError(ErrorCodes.STORAGE_UNAVAILABLE, why));
     // The stream now starts after what is let go (continuity is still checked from lastSeq): a base in
     // flight whose checkpoint is older than that is refused when it lands, and the next is taken anew.
@@ -476,19 +584,26 @@ export class LogArchiver {
     this.generation++;
     const shipTo = this.lastPassEnd;
     const toShip = old ? this.pending.slice() : [];
+    const oldSpool = this.spool;
+    this.spool = [];
+    this.spooledBytes = 0;
     this.timeline = null;
     this.setPending([]);
     this.lastSeq = null;
     this.streamFirst = null;
-    if (old && toShip.length > 0) {
+    if (old && (toShip.length > 0 || oldSpool.length > 0)) {
       // An upload in flight holds the first of these batches: ship only what it did not store, or the
-      // two segments would overlap and the window would read as broken after the first.
+      // two segments would overlap and the window would read as broken after the first. Offered once:
+      // what cannot be stored now is the declared gap (the spool's files of it are deleted).
       void this.enqueue(async () => {
+        await this.shipSpool(old, oldSpool);
         const rest = toShip.filter((b) => b.seq > old.shipped);
         if (rest.length > 0) await this.putSegment(old, rest, shipTo);
-      }).catch((err: unknown) =>
-        this.log.error({ timeline: old.id, err: toAdminError(err).message }, 'log archive: the end of a timeline could not be shipped'),
-      );
+      })
+        .catch((err: unknown) => this.log.error({ timeline: old.id, err: toAdminError(err).message }, 'log archive: the end of a timeline could not be shipped'))
+        .finally(async () => {
+          for (const s of oldSpool) await fs.promises.rm(s.file, { force: true });
+        });
     }
     this.startBase();
   }
@@ -590,6 +705,7 @@ export class LogArchiver {
   }
 
   private async shipTimeline(timeline: Timeline): Promise<void> {
+    await this.shipSpool(timeline, this.spool);
     let covered: number;
     if (this.pending.length > 0) {
       const batches = this.pending.slice();
@@ -612,16 +728,33 @@ export class LogArchiver {
     }
   }
 
+  /** Stores a timeline's spooled segments, oldest first, each deleted from the spool once stored. */
+  private async shipSpool(timeline: Timeline, spool: { info: SegmentInfo; file: string; bytes: number }[]): Promise<void> {
+    while (spool.length > 0) {
+      const s = spool[0]!;
+      const data = await fs.promises.readFile(s.file);
+      decodeSegment(s.file, s.info, data); // what the disk gives back is checked before it is stored
+      await this.storeSegment(timeline, s.info, data);
+      spool.shift();
+      if (spool === this.spool) this.spooledBytes -= s.bytes;
+      await fs.promises.rm(s.file, { force: true });
+    }
+  }
+
   private async putSegment(timeline: Timeline, batches: ReadBatch[], to: number): Promise<void> {
     const info = { timeline: timeline.id, first: batches[0]!.seq, last: batchLast(batches.at(-1)!), from: Math.min(timeline.segmentFrom, batches[0]!.readAt), to };
-    const data = encodeSegment(info, batches);
+    await this.storeSegment(timeline, info, encodeSegment(info, batches));
+  }
+
+  /** Stores one segment of the timeline (the next in order), and counts it. */
+  private async storeSegment(timeline: Timeline, info: SegmentInfo, data: Buffer): Promise<void> {
     try {
       await this.store(segmentName(info), data);
     } catch (err) {
       this.log.warn({ timeline: timeline.id, first: info.first, last: info.last, err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval');
       throw err;
     }
-    timeline.segmentFrom = to;
+    timeline.segmentFrom = Math.max(timeline.segmentFrom, info.to);
     timeline.shipped = info.last;
     const at = Date.now();
     this.shippedSegments++;
@@ -659,4 +792,17 @@ export class LogArchiver {
       }
     })();
   }
+}
+
+/** A spooled segment's file name: its timeline, then its stored name's fields (sorts oldest first). */
+function spoolFileName(info: SegmentInfo): string {
+  return `${info.timeline}~${segmentName(info).slice(`${WAL_PREFIX}${info.timeline}/seg/`.length)}.seg`;
+}
+
+/** The segment a spool file name stands for, or null. */
+function spoolInfo(name: string): SegmentInfo | null {
+  const m = /^([^~/]+)~([^/]+)\.seg$/.exec(name);
+  if (!m) return null;
+  const parsed = parseWalName(`${WAL_PREFIX}${m[1]!}/seg/${m[2]!}`);
+  return parsed?.kind === 'segment' ? parsed.segment : null;
 }
