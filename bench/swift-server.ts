@@ -7,7 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT } from './backup-bench-config.js';
 
 /**
- * The S3 server of the backup benchmark's S3 phase: OpenStack Swift with s3api on loopback, the same
+ * The S3 server of the backup benchmark's S3 phase, and the pieces the tests' global setup
+ * (test/global-setup-s3.ts) starts its own with (the packages, a free port block, the bucket): OpenStack Swift with s3api on loopback, the same
  * single-node recipe the tests start (test/support/swift-s3.sh, run as a script: one copy of it), under
  * a directory of the benchmark's, on a free block of 5 ports. It installs nothing: without Swift the
  * phase is skipped with the packages to install.
@@ -29,7 +30,7 @@ export const SWIFT_PACKAGES = 'swift swift-proxy swift-account swift-container s
 /** Why Swift cannot run here (a missing binary), or null. */
 export function swiftMissing(): string | null {
   const missing = BINARIES.filter((b) => spawnSync('sh', ['-c', `command -v ${b}`]).status !== 0);
-  if (missing.length > 0) return `${missing.join(', ')} not installed (apt-get install -y --no-install-recommends ${SWIFT_PACKAGES})`;
+  if (missing.length > 0) return `${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not installed: apt-get install -y --no-install-recommends ${SWIFT_PACKAGES}`;
   if (!fs.existsSync(SCRIPT)) return `${SCRIPT} is missing`;
   return null;
 }
@@ -56,8 +57,11 @@ export async function startSwift(base: string): Promise<SwiftServer> {
   return server;
 }
 
-/** The proxy answers its healthcheck before the account and container servers listen: retry a little. */
-async function createBucket(s: Omit<SwiftServer, 'stop'>): Promise<void> {
+/**
+ * Creates the bucket (one already there is fine). The proxy answers its healthcheck before the account
+ * and container servers listen: retried for up to a minute.
+ */
+export async function createBucket(s: Omit<SwiftServer, 'stop'>): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'; // as s3-storage.ts does
   const client = new S3Client({
     endpoint: s.endpoint,
@@ -75,7 +79,9 @@ async function createBucket(s: Omit<SwiftServer, 'stop'>): Promise<void> {
         await client.send(new CreateBucketCommand({ Bucket: s.bucket }));
         return;
       } catch (err) {
-        if (Date.now() > deadline) throw new Error(`cannot create the bench bucket: ${(err as Error).message}`);
+        const name = (err as Error).name;
+        if (name === 'BucketAlreadyOwnedByYou' || name === 'BucketAlreadyExists') return;
+        if (Date.now() > deadline) throw new Error(`creating bucket ${s.bucket} failed: ${name}: ${(err as Error).message}`);
         await sleep(200);
       }
     }
@@ -84,7 +90,8 @@ async function createBucket(s: Omit<SwiftServer, 'stop'>): Promise<void> {
   }
 }
 
-async function freePortBlock(count: number): Promise<number> {
+/** A random port p such that p..p+count-1 are all free on 127.0.0.1 (Swift uses PORT..PORT+4). */
+export async function freePortBlock(count: number): Promise<number> {
   for (let tries = 0; tries < 50; tries++) {
     const first = 20_000 + Math.floor(Math.random() * 30_000);
     let free = true;

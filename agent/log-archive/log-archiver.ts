@@ -1,4 +1,3 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { BackupRecord, CheckpointRecord, CreateBackupRequest, CreateCheckpointRequest, LogArchiveStatus } from '../../shared/api.js';
@@ -8,8 +7,8 @@ import type { Storage } from '../backup/storage/storage.js';
 import { newCheckpointId } from '../checkpoint/checkpoint-id.js';
 import { dbSequence } from './db-sequence.js';
 import { LogFollower, type ReadBatch } from './log-follower.js';
-import { baseName, decodeSegment, encodeSegment, parseWalName, segmentName, WAL_PREFIX, type BaseRecord, type SegmentInfo } from './segment.js';
-import { mkdirDurable, writeFileAtomic } from '../fs/durable-fs.js';
+import { baseName, encodeSegment, segmentName, type BaseRecord, type SegmentInfo } from './segment.js';
+import { SegmentSpool, type SpooledSegment } from './segment-spool.js';
 import { batchLast } from './write-batch.js';
 import { HOUR_MS, MINUTE_MS, listSegments, planMerges, runMerges } from './segment-merger.js';
 
@@ -177,10 +176,10 @@ export class LogArchiver {
    * The current timeline's segments written to the spool directory, oldest first, not yet stored (each
    * a finished segment, named as it will be stored); stored before anything newer.
    */
-  private spool: { info: SegmentInfo; file: string; bytes: number }[] = [];
+  private spool: SpooledSegment[] = [];
   private spooledBytes = 0;
   private spilling = false;
-  private readonly spoolDir: string;
+  private readonly diskSpool: SegmentSpool;
   /** Segment merging: the run in flight (beside shipping, never in its queue), when the last began, whether a segment was stored since. */
   private mergeRun: Promise<void> | null = null;
   private lastMergeAt = 0;
@@ -226,7 +225,7 @@ export class LogArchiver {
     private readonly log: Logger,
     private readonly observer: LogArchiveObserver | null = null,
   ) {
-    this.spoolDir = cfg.spoolDir ?? path.join(path.dirname(dbPath), `${path.basename(dbPath)}.log-archive-spool`);
+    this.diskSpool = new SegmentSpool(cfg.spoolDir ?? path.join(path.dirname(dbPath), `${path.basename(dbPath)}.log-archive-spool`));
   }
 
   /** Opens the logs that exist now (so that nothing written from here on is missed), then runs. */
@@ -249,7 +248,7 @@ export class LogArchiver {
     this.observer?.timelineBreak('start');
     this.startBase();
     void this.enqueue(() => this.shipLeftovers()).catch(() => {}); // logged there
-    this.log.info({ intervalMs: this.cfg.intervalMs, pollMs: this.cfg.pollMs, spool: this.spoolDir }, 'log archiver started');
+    this.log.info({ intervalMs: this.cfg.intervalMs, pollMs: this.cfg.pollMs, spool: this.diskSpool.dir }, 'log archiver started');
   }
 
   /**
@@ -259,21 +258,10 @@ export class LogArchiver {
    * by the windows).
    */
   private async shipLeftovers(): Promise<void> {
-    let names: string[];
-    try {
-      names = (await fs.promises.readdir(this.spoolDir)).filter((n) => n.endsWith('.seg')).sort();
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err;
-    }
-    for (const n of names) {
-      const file = path.join(this.spoolDir, n);
-      const info = spoolInfo(n);
+    for (const { file, info } of await this.diskSpool.list()) {
       try {
-        if (!info) throw new AdminError(ErrorCodes.CORRUPT, `${n} is not a spooled segment`);
-        const data = await fs.promises.readFile(file);
-        decodeSegment(n, info, data);
-        await this.store(segmentName(info), data);
+        if (!info) throw new AdminError(ErrorCodes.CORRUPT, `${path.basename(file)} is not a spooled segment`);
+        await this.store(segmentName(info), await this.diskSpool.read({ info, file }));
         this.log.info({ timeline: info.timeline, first: info.first, last: info.last }, 'log archive: a segment spooled before the restart stored');
       } catch (err) {
         if (toAdminError(err).code !== ErrorCodes.CORRUPT) {
@@ -282,7 +270,7 @@ export class LogArchiver {
         }
         this.log.error({ file, err: toAdminError(err).message }, 'log archive: a spooled segment is damaged; deleted (its batches are a gap in that timeline)');
       }
-      await fs.promises.rm(file, { force: true });
+      await this.diskSpool.remove({ file });
     }
   }
 
@@ -495,7 +483,6 @@ export class LogArchiver {
    */
   private async spill(timeline: Timeline, keep: number): Promise<void> {
     if (this.timeline !== timeline || this.pendingBytes <= keep) return;
-    await mkdirDurable(this.spoolDir);
     while (this.timeline === timeline && this.pendingBytes > keep && this.pending.length > 0) {
       let n = 0;
       let bytes = 0;
@@ -505,15 +492,13 @@ export class LogArchiver {
       }
       const chunk = this.pending.slice(0, n);
       const info: SegmentInfo = { timeline: timeline.id, first: chunk[0]!.seq, last: batchLast(chunk.at(-1)!), from: Math.min(timeline.segmentFrom, chunk[0]!.readAt), to: chunk.at(-1)!.readAt };
-      const data = encodeSegment(info, chunk);
-      const file = path.join(this.spoolDir, spoolFileName(info));
-      await writeFileAtomic(file, data);
+      const spooled = await this.diskSpool.write(info, encodeSegment(info, chunk));
       if (this.timeline !== timeline || this.pending[0] !== chunk[0]) {
-        await fs.promises.rm(file, { force: true }); // a break meanwhile: its end is shipped from memory
+        await this.diskSpool.remove(spooled); // a break meanwhile: its end is shipped from memory
         return;
       }
-      this.spool.push({ info, file, bytes: data.length });
-      this.spooledBytes += data.length;
+      this.spool.push(spooled);
+      this.spooledBytes += spooled.bytes;
       timeline.segmentFrom = info.to;
       this.setPending(this.pending.slice(n));
     }
@@ -604,7 +589,7 @@ export class LogArchiver {
       })
         .catch((err: unknown) => this.log.error({ timeline: old.id, err: toAdminError(err).message }, 'log archive: the end of a timeline could not be shipped'))
         .finally(async () => {
-          for (const s of oldSpool) await fs.promises.rm(s.file, { force: true });
+          for (const s of oldSpool) await this.diskSpool.remove(s);
         });
     }
     this.startBase();
@@ -731,15 +716,13 @@ export class LogArchiver {
   }
 
   /** Stores a timeline's spooled segments, oldest first, each deleted from the spool once stored. */
-  private async shipSpool(timeline: Timeline, spool: { info: SegmentInfo; file: string; bytes: number }[]): Promise<void> {
+  private async shipSpool(timeline: Timeline, spool: SpooledSegment[]): Promise<void> {
     while (spool.length > 0) {
       const s = spool[0]!;
-      const data = await fs.promises.readFile(s.file);
-      decodeSegment(s.file, s.info, data); // what the disk gives back is checked before it is stored
-      await this.storeSegment(timeline, s.info, data);
+      await this.storeSegment(timeline, s.info, await this.diskSpool.read(s));
       spool.shift();
       if (spool === this.spool) this.spooledBytes -= s.bytes;
-      await fs.promises.rm(s.file, { force: true });
+      await this.diskSpool.remove(s);
     }
   }
 
@@ -794,17 +777,4 @@ export class LogArchiver {
       }
     })();
   }
-}
-
-/** A spooled segment's file name: its timeline, then its stored name's fields (sorts oldest first). */
-function spoolFileName(info: SegmentInfo): string {
-  return `${info.timeline}~${segmentName(info).slice(`${WAL_PREFIX}${info.timeline}/seg/`.length)}.seg`;
-}
-
-/** The segment a spool file name stands for, or null. */
-function spoolInfo(name: string): SegmentInfo | null {
-  const m = /^([^~/]+)~([^/]+)\.seg$/.exec(name);
-  if (!m) return null;
-  const parsed = parseWalName(`${WAL_PREFIX}${m[1]!}/seg/${m[2]!}`);
-  return parsed?.kind === 'segment' ? parsed.segment : null;
 }

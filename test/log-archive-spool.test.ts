@@ -1,0 +1,68 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { encodeSegment, type SegmentInfo } from '../dist/agent/log-archive/segment.js';
+import { SegmentSpool } from '../dist/agent/log-archive/segment-spool.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function spoolIn(): SegmentSpool {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'node-admin-spool-'));
+  dirs.push(d);
+  return new SegmentSpool(path.join(d, 'db.log-archive-spool')); // created by the first write
+}
+
+/** A WriteBatch as LevelDB writes it: seq (u64 LE), count (u32 LE), then one put (tag 1, varint-sized key and value). */
+function putBatch(seq: number, key: string, value: string): Buffer {
+  const head = Buffer.alloc(12);
+  head.writeBigUInt64LE(BigInt(seq), 0);
+  head.writeUInt32LE(1, 8);
+  const k = Buffer.from(key);
+  const v = Buffer.from(value);
+  return Buffer.concat([head, Buffer.from([1, k.length]), k, Buffer.from([v.length]), v]);
+}
+
+function segment(timeline: string, first: number, count: number, from: number): { info: SegmentInfo; data: Buffer } {
+  const batches = Array.from({ length: count }, (_, i) => ({ seq: first + i, count: 1, payload: putBatch(first + i, `k${first + i}`, 'v'), readAt: from + i }));
+  const info: SegmentInfo = { timeline, first, last: first + count - 1, from, to: from + 1000 };
+  return { info, data: encodeSegment(info, batches) };
+}
+
+describe('the log archive spool on disk (SegmentSpool)', () => {
+  it('lists what was written oldest first per timeline, reads it back byte for byte, removes it', async () => {
+    const spool = spoolIn();
+    expect(await spool.list()).toEqual([]); // no directory yet
+    const written = [segment('20261124t010000000z-aaaa', 100, 3, 5000), segment('20261124t010000000z-aaaa', 9, 2, 1000), segment('20261124t000000000z-bbbb', 1, 1, 9000)];
+    for (const s of written) await spool.write(s.info, s.data);
+    const listed = await spool.list();
+    expect(listed.map((e) => e.info)).toEqual([written[2]!.info, written[1]!.info, written[0]!.info]);
+    for (const e of listed) {
+      const original = written.find((w) => w.info.first === e.info!.first)!;
+      expect((await spool.read({ info: e.info!, file: e.file })).equals(original.data)).toBe(true);
+    }
+    await spool.remove(listed[0]!);
+    expect((await spool.list()).length).toBe(2);
+    expect(fs.readdirSync(spool.dir).filter((n) => !n.endsWith('.seg'))).toEqual([]); // no temp file left
+  });
+
+  it('a damaged file is CORRUPT on read; a file not named as a segment lists with info null', async () => {
+    const spool = spoolIn();
+    const s = segment('20261124t010000000z-aaaa', 5, 4, 1000);
+    const spooled = await spool.write(s.info, s.data);
+    await expect(spool.read(spooled)).resolves.toBeInstanceOf(Buffer); // positive control
+    const bytes = fs.readFileSync(spooled.file);
+    bytes[bytes.length - 40]! ^= 0xff;
+    fs.writeFileSync(spooled.file, bytes);
+    await expect(spool.read(spooled)).rejects.toMatchObject({ code: 'CORRUPT' });
+    // Bytes of another segment under this one's name: also refused.
+    const other = segment('20261124t010000000z-aaaa', 5, 4, 2000);
+    fs.writeFileSync(spooled.file, other.data);
+    await expect(spool.read(spooled)).rejects.toMatchObject({ code: 'CORRUPT' });
+    fs.writeFileSync(path.join(spool.dir, 'stray.seg'), 'x');
+    expect((await spool.list()).find((e) => e.file.endsWith('stray.seg'))?.info).toBeNull();
+  });
+});
