@@ -212,6 +212,17 @@ describe('remote backups: create, list, verify, stream, restore', () => {
     );
     expect(json).toMatchObject({ id: again.id, path: path.join(dir, 'restored-2'), files: first.files, bytes: first.bytes });
     expect(await readAll(json.path)).toEqual(before);
+
+    // One read at a time (--concurrency), the same data; a bad value is refused before anything is made.
+    const serial = await runCli(['backup', 'restore', again.id, '--repo', repoDir, '--to', path.join(dir, 'restored-3'), '--concurrency', '1']);
+    expect(serial.code, serial.stderr).toBe(0);
+    expect(await readAll(path.join(dir, 'restored-3'))).toEqual(before);
+    for (const bad of ['0', '65', 'many']) {
+      const r = await runCli(['backup', 'restore', again.id, '--repo', repoDir, '--to', path.join(dir, 'restored-4'), '--concurrency', bad]);
+      expect(r.code).toBe(2);
+      oneErrorLine(r, 'INVALID_ARGUMENT');
+      expect(fs.existsSync(path.join(dir, 'restored-4'))).toBe(false);
+    }
   });
 });
 

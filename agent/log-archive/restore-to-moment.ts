@@ -152,6 +152,8 @@ export interface RestoreToMomentOptions {
   to: string;
   /** Now (ms), for refusing moments in the future. */
   now?: number;
+  /** The base backup's reads at once (restoreBackup's default without). */
+  concurrency?: number;
   onProgress?: (p: { bytesDone: number; bytesTotal: number; filesTotal: number }) => void;
 }
 
@@ -218,7 +220,7 @@ async function restoreOnce(o: RestoreToMomentOptions, started: number): Promise<
     throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `restore target ${target} is not empty`);
   }
   try {
-    await restoreBackup({ repo: o.repo, id: base.backup, to: temp, ...(o.onProgress ? { onProgress: o.onProgress } : {}) });
+    await restoreBackup({ repo: o.repo, id: base.backup, to: temp, ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}), ...(o.onProgress ? { onProgress: o.onProgress } : {}) });
     const restored = await dbSequence(temp);
     if (restored.sequence !== base.sequence) {
       throw new AdminError(ErrorCodes.CORRUPT, `backup ${base.backup} holds sequence ${restored.sequence}, the log archive says ${base.sequence}`);

@@ -5,6 +5,15 @@ import { progressBar } from './backup-format.js';
 import { repoOptions, requireBackupId, withRepository } from './backup-repo.js';
 import { parseMoment } from './restore-moment.js';
 
+/** Each read holds a buffer of up to a chunk (a few MiB): a bound that keeps a typo from exhausting memory. */
+const MAX_CONCURRENCY = 64;
+
+function parseConcurrency(value: string): number {
+  const n = /^[0-9]{1,3}$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 1 && n <= MAX_CONCURRENCY)) throw invalidArgument(`--concurrency must be a whole number from 1 to ${MAX_CONCURRENCY}, got ${JSON.stringify(value)}`);
+  return n;
+}
+
 const NEXT_STEPS = (dir: string) => [
   'it is a complete database directory; to make it the node\'s database:',
   '  1. stop the node (systemctl stop <unit>, or Ctrl-C)',
@@ -27,6 +36,10 @@ export const backupRestoreCommand = defineCommand({
       .option('at', {
         type: 'string',
         describe: 'Restore to this moment from the log archive: an ISO-8601 time with its zone, or "latest"',
+      })
+      .option('concurrency', {
+        type: 'string', // parsed here: a number option would turn "abc" into NaN before the message could quote it
+        describe: `Reads from the repository at once, 1-${MAX_CONCURRENCY} (default: 4 from S3, sized to keep memory under 128 MiB; 12 from a directory); more for a store far away`,
       }),
   run: async (argv, ctx) => {
     if (argv.at !== undefined && argv.id !== undefined) throw invalidArgument('give a backup id or --at, not both (--at picks the base backup itself)');
@@ -34,12 +47,13 @@ export const backupRestoreCommand = defineCommand({
     const at = argv.at !== undefined ? parseMoment(argv.at) : null;
     const id = at === null ? requireBackupId(argv.id) : null;
     const to = requireDir('to', argv.to);
+    const concurrency = argv.concurrency === undefined ? {} : { concurrency: parseConcurrency(argv.concurrency) };
     const bar = progressBar(ctx.io, 'restore');
     if (at !== null) {
       const { restoreToMoment } = await import('../../agent/log-archive/restore-to-moment.js');
       let result;
       try {
-        result = await withRepository(argv, (repo) => restoreToMoment({ repo, at, to, onProgress: (p) => bar?.update(p.bytesDone, p.bytesTotal) }));
+        result = await withRepository(argv, (repo) => restoreToMoment({ repo, at, to, ...concurrency, onProgress: (p) => bar?.update(p.bytesDone, p.bytesTotal) }));
       } finally {
         bar?.finish();
       }
@@ -69,7 +83,7 @@ export const backupRestoreCommand = defineCommand({
     const { restoreBackup } = await import('../../agent/backup/restore-backup.js');
     let result;
     try {
-      result = await withRepository(argv, (repo) => restoreBackup({ repo, id: id!, to, onProgress: (p) => bar?.update(p.bytesDone, p.bytesTotal) }));
+      result = await withRepository(argv, (repo) => restoreBackup({ repo, id: id!, to, ...concurrency, onProgress: (p) => bar?.update(p.bytesDone, p.bytesTotal) }));
     } finally {
       bar?.finish();
     }
