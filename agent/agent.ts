@@ -76,8 +76,13 @@ class CheckpointAgent implements Agent {
   private readonly log: Logger;
   /** Builds checkpoints, one at a time; terminated to cancel. */
   private readonly builder = new FsWorkerClient();
-  /** Everything else (list, pin, delete, clone): answers while a build runs. */
+  /** Everything else (list, pin, delete): answers while a build or a verify runs. */
   private readonly files = new FsWorkerClient();
+  /**
+   * Verifies: reads every byte of a checkpoint (minutes for a large one), so not in `files`, where
+   * status, list and pin would wait behind it.
+   */
+  private readonly reader = new FsWorkerClient();
   private readonly queue: QueuedCreate[] = [];
   private running: (OperationStatus & { cancelled: boolean; built: boolean }) | null = null;
   private readonly scheduler: Scheduler | null;
@@ -178,6 +183,7 @@ class CheckpointAgent implements Agent {
       await this.server?.close().catch(() => {});
       this.server = null;
       await this.builder.cancel();
+      await this.reader.close();
       await this.files.cancel();
       this.state = 'stopped';
       throw toAdminError(err);
@@ -194,6 +200,7 @@ class CheckpointAgent implements Agent {
     const cancelled = this.cancelAll('the agent is stopping');
     if (cancelled > 0) this.log.info({ cancelled }, 'cancelled checkpoint work on stop');
     await this.builder.cancel();
+    await this.reader.close(); // a verify in progress ends CANCELLED; its clone is removed with the leftovers below
     // The backup's stream (if any) gets its CANCELLED line before the socket closes.
     await backupStopped;
     await this.server?.close();
@@ -489,9 +496,9 @@ class CheckpointAgent implements Agent {
 
   private async runVerify(id: string, record: CheckpointRecord): Promise<VerifyReport> {
     const report = await verifyCheckpoint(id, record.path, this.checkpointDir, {
-      clone: (src, dst) => this.files.call('clone', src, dst),
-      removeTree: (p) => this.files.call('removeTree', p),
-      checkFiles: (dir) => this.files.call('checkFiles', dir),
+      clone: (src, dst) => this.reader.call('clone', src, dst),
+      removeTree: (p) => this.reader.call('removeTree', p),
+      checkFiles: (dir) => this.reader.call('checkFiles', dir),
     });
     this.log.info({ checkpoint: id, ok: report.ok, entries: report.entries, error: report.error?.message }, 'checkpoint verified');
     return report;

@@ -523,6 +523,59 @@ describe('admin socket of an in-process agent', () => {
   });
 
   describe('concurrency', () => {
+    it('a verify held up reading a file does not hold up status, list, show or pin', async () => {
+      // A verify reads every byte of a checkpoint: minutes for a large one. Here its WAL is a FIFO, so
+      // the verify blocks inside that read for as long as the test wants: no timing involved.
+      const held = json<CheckpointRecord>(await call(sock, 'POST', '/v1/checkpoints', { label: 'held' }), 201);
+      const wal = fs.readdirSync(held.path).find((n) => /^\d+\.log$/.test(n));
+      expect(wal).toBeDefined();
+      const fifo = path.join(held.path, wal!);
+      fs.rmSync(fifo);
+      await execFileAsync('mkfifo', [fifo]);
+      const verifying = call(sock, 'POST', `/v1/checkpoints/${held.id}/verify`);
+      // Opening the FIFO to write without blocking succeeds only once the verify has it open to read.
+      let writer: number | null = null;
+      while (writer === null) {
+        try {
+          writer = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENXIO') throw err;
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      }
+      // Let the verify go: a block of noise where its WAL should be, then the end of the file. Done after
+      // the routes below answered, or, if one is stuck behind the verify, after 20 s (so that such a
+      // regression fails below rather than hanging the suite).
+      let stuck = false;
+      const release = () => {
+        if (writer === null) return;
+        fs.writeSync(writer, crypto.randomBytes(32 * 1024));
+        fs.closeSync(writer);
+        writer = null;
+      };
+      const guard = setTimeout(() => {
+        stuck = true;
+        release();
+      }, 20_000);
+      try {
+        // Now the verify waits on the FIFO, and every other route answers all the same.
+        json<AgentStatus>(await call(sock, 'GET', '/v1/status'), 200);
+        expect(json<CheckpointRecord[]>(await call(sock, 'GET', '/v1/checkpoints'), 200).map((r) => r.id)).toContain(held.id);
+        expect(json<CheckpointRecord>(await call(sock, 'GET', `/v1/checkpoints/${held.id}`), 200).id).toBe(held.id);
+        expect(json<CheckpointRecord>(await call(sock, 'POST', `/v1/checkpoints/${held.id}/pin`), 200).pinned).toBe(true);
+        expect(json<CheckpointRecord>(await call(sock, 'POST', `/v1/checkpoints/${held.id}/unpin`), 200).pinned).toBe(false);
+        expect(stuck, 'a route waited for the verify to finish').toBe(false);
+      } finally {
+        clearTimeout(guard);
+        release();
+      }
+      const report = json<VerifyReport>(await verifying, 200);
+      expect(report).toMatchObject({ id: held.id, ok: false, error: { code: 'CORRUPT' } });
+      expect(report.error?.message).toContain(wal);
+      json<DeleteResult>(await call(sock, 'DELETE', `/v1/checkpoints/${held.id}`), 200);
+      expect(leftovers(checkpointDir)).toEqual([]);
+    }, 60_000);
+
     it('5 creates at once: 5 distinct checkpoints, each request its own', async () => {
       const replies = await Promise.all(Array.from({ length: 5 }, (_, i) => call(sock, 'POST', '/v1/checkpoints', { label: `burst-${i}` })));
       const records = replies.map((r) => json<CheckpointRecord>(r, 201));

@@ -13,8 +13,10 @@ export class FsWorkerClient {
   private worker: Worker | null = null;
   private seq = 0;
   private readonly pending = new Map<number, Pending>();
+  private closed = false;
 
   call<K extends keyof WorkerOps>(op: K, ...args: Parameters<WorkerOps[K]>): Promise<Awaited<ReturnType<WorkerOps[K]>>> {
+    if (this.closed) return Promise.reject(new AdminError(ErrorCodes.CANCELLED, 'cancelled: the agent is stopping'));
     const worker = this.ensureWorker();
     const seq = ++this.seq;
     return new Promise((resolve, reject) => {
@@ -35,6 +37,12 @@ export class FsWorkerClient {
     this.worker = null;
     this.failAll(new AdminError(ErrorCodes.CANCELLED, 'cancelled'));
     await w.terminate();
+  }
+
+  /** Stops the worker for good: what is in flight rejects with CANCELLED, and so does every later call. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.cancel();
   }
 
   private ensureWorker(): Worker {

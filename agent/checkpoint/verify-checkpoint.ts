@@ -2,7 +2,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ClassicLevel } from 'classic-level';
 import type { VerifyReport } from '../../shared/api.js';
-import { toAdminError } from '../../shared/errors.js';
+import { ErrorCodes, toAdminError } from '../../shared/errors.js';
 
 /** The file work verification needs: done in the agent's worker, or directly by the CLI. */
 export interface VerifyFs {
@@ -52,6 +52,7 @@ export async function verifyCheckpoint(
     return { id, ok: true, entries, durationMs: Date.now() - started };
   } catch (err) {
     const e = toAdminError(err);
+    if (e.code === ErrorCodes.CANCELLED) throw e; // stopped, not damaged: no verdict on the checkpoint
     const cause = (err as { cause?: { message?: string } }).cause?.message;
     const message = cause && !e.message.includes(cause) ? `${e.message}: ${cause}` : e.message;
     return { id, ok: false, entries, durationMs: Date.now() - started, error: { code: 'CORRUPT', message } };
