@@ -11,6 +11,7 @@ import { Repository } from '../agent/backup/repository/repository.js';
 import { dbSequence } from '../agent/log-archive/db-sequence.js';
 import { readWindows, restoreToMoment } from '../agent/log-archive/restore-to-moment.js';
 import { MAX_MERGED_BYTES } from '../agent/log-archive/segment-merger.js';
+import { parseWalName } from '../agent/log-archive/segment.js';
 import { envNumber } from './env-number.js';
 import { progress, sleep } from './progress.js';
 import { summarize, type Summary } from './stats.js';
@@ -199,7 +200,10 @@ async function main(): Promise<void> {
     const windows = await readWindows(storage);
     const timeline = windows.timelines.at(-1)!;
     if (timeline.bases.filter((b) => b.usable).length === 0) throw new Error('no usable base');
-    const logBytes = segmentBytes(repoDir, timeline.id);
+    const sizes = segmentSizes(repoDir, timeline.id);
+    const logBytes = sizes.reduce((a, b) => a + b, 0);
+    const burst = segmentSizes(repoDir, timeline.id, s0 + n); // the segments holding the bulk writes only
+    const largestSegment = Math.max(...burst);
     const repo = await Repository.open(storage);
     const to = path.join(dir, 'restored');
     const rss0 = process.resourceUsage().maxRSS;
@@ -225,10 +229,11 @@ async function main(): Promise<void> {
       { metric: 'segments stored per hour of load (one per interval with something new)', value: `${perHour(segmentsLoad, loadWindow)} (${segmentsLoad} in ${loadWindow.toFixed(1)} s; ${segmentsListedLoad} listed after)`, goal: '-', met: null },
       { metric: 'objects kept per hour of load after merging (finished hours in 32 MiB pieces, from the bytes archived)', value: `${keptPerHour} (${mb(bytesLoad / loadWindow * 3600)}/h of log)`, goal: 'few', met: null },
       { metric: `restore to the latest moment: ${mb(logBytes)} of log after its base`, value: `${restoreSeconds.toFixed(2)} s, ${mbps.toFixed(0)} MB/s of log (${result.batches} batches)`, goal: '>= 50 MB/s', met: mbps >= 50 },
+      { metric: 'largest segment stored in that burst (a backlog goes up in pieces of whole passes, about 8 MiB)', value: `${mb(largestSegment)} (${burst.length} segments)`, goal: '-', met: null },
       { metric: 'restore: peak RSS of this process (info: segments streamed, one at a time)', value: `${(Math.max(rss0, rssKb) / 1024).toFixed(0)} MiB`, goal: '-', met: null },
     ];
     process.stdout.write(table(rows));
-    const results = { rate, seconds, without, withArchive: { ...withArchive, ackAt: undefined }, rpo: rpoSummary, cpuPercent: cpu, requestsLoad, requestsIdle, loadWindow, segmentsLoad, bytesLoad, keptPerHour, mergeRequestsPerHour, restore: { seconds: restoreSeconds, logBytes, mbps, batches: result.batches } };
+    const results = { rate, seconds, without, withArchive: { ...withArchive, ackAt: undefined }, rpo: rpoSummary, cpuPercent: cpu, requestsLoad, requestsIdle, loadWindow, segmentsLoad, bytesLoad, keptPerHour, mergeRequestsPerHour, restore: { seconds: restoreSeconds, logBytes, mbps, batches: result.batches, burstSegments: burst.length, largestSegment } };
     fs.writeFileSync(path.join(benchDir, 'log-archive-results.json'), JSON.stringify(results, (_k, v: unknown) => (typeof v === 'number' && !Number.isInteger(v) ? Math.round(v * 1000) / 1000 : v), 2) + '\n');
     progress(`log archive: results in ${path.join(benchDir, 'log-archive-results.json')}`);
   } finally {
@@ -282,12 +287,16 @@ function countSegments(repoDir: string): number {
 function allSegmentBytes(repoDir: string): number {
   const wal = path.join(repoDir, 'wal');
   if (!fs.existsSync(wal)) return 0;
-  return fs.readdirSync(wal).reduce((n, t) => (fs.existsSync(path.join(wal, t, 'seg')) ? n + segmentBytes(repoDir, t) : n), 0);
+  return fs.readdirSync(wal).reduce((n, t) => (fs.existsSync(path.join(wal, t, 'seg')) ? n + segmentSizes(repoDir, t).reduce((a, b) => a + b, 0) : n), 0);
 }
 
-function segmentBytes(repoDir: string, timeline: string): number {
+/** The sizes of a timeline's segments (bytes), of those whose first sequence is above `after` if given. */
+function segmentSizes(repoDir: string, timeline: string, after = -1): number[] {
   const seg = path.join(repoDir, 'wal', timeline, 'seg');
-  return fs.readdirSync(seg).reduce((n, f) => n + fs.statSync(path.join(seg, f)).size, 0);
+  return fs.readdirSync(seg).flatMap((f) => {
+    const parsed = parseWalName(`wal/${timeline}/seg/${f}`);
+    return parsed?.kind === 'segment' && parsed.segment.first > after ? [fs.statSync(path.join(seg, f)).size] : [];
+  });
 }
 
 interface Row {

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeSegment, type SegmentInfo } from '../dist/agent/log-archive/segment.js';
+import { encodeSegment, wholePasses, type SegmentBatch, type SegmentInfo } from '../dist/agent/log-archive/segment.js';
 import { SegmentSpool } from '../dist/agent/log-archive/segment-spool.js';
 
 const dirs: string[] = [];
@@ -64,5 +64,51 @@ describe('the log archive spool on disk (SegmentSpool)', () => {
     await expect(spool.read(spooled)).rejects.toMatchObject({ code: 'CORRUPT' });
     fs.writeFileSync(path.join(spool.dir, 'stray.seg'), 'x');
     expect((await spool.list()).find((e) => e.file.endsWith('stray.seg'))?.info).toBeNull();
+  });
+});
+
+describe('segments of whole passes (wholePasses): what a shipment or a spill puts in one segment', () => {
+  /** Passes given as payload sizes per batch; a pass's batches share their readAt. */
+  function passes(...sizes: number[][]): SegmentBatch[] {
+    let seq = 1;
+    return sizes.flatMap((pass, p) => pass.map((n) => ({ seq: seq++, count: 1, payload: Buffer.alloc(n), readAt: 1000 + p })));
+  }
+  /** The result as pass sizes again. */
+  function shape(batches: SegmentBatch[]): number[][] {
+    const out = new Map<number, number[]>();
+    for (const b of batches) out.set(b.readAt, [...(out.get(b.readAt) ?? []), b.payload.length]);
+    return [...out.values()];
+  }
+  const cases: { name: string; in: number[][]; max: number; out: number[][] }[] = [
+    { name: 'nothing', in: [], max: 10, out: [] },
+    { name: 'all of it, when it fits', in: [[3, 3], [4]], max: 10, out: [[3, 3], [4]] },
+    { name: 'exactly the limit', in: [[5], [5], [1]], max: 10, out: [[5], [5]] },
+    { name: 'never cuts a pass', in: [[4], [4, 4], [1]], max: 10, out: [[4]] },
+    { name: 'a first pass over the limit, alone', in: [[8, 8], [1]], max: 10, out: [[8, 8]] },
+    { name: 'a single batch over the limit', in: [[30]], max: 10, out: [[30]] },
+  ];
+  it.each(cases)('$name', (c) => {
+    const batches = passes(...c.in);
+    const got = wholePasses(batches, c.max);
+    expect(shape(got)).toEqual(c.out);
+    expect(got).toEqual(batches.slice(0, got.length)); // a prefix, in order
+  });
+
+  it('taken again and again, cuts the whole backlog into segments that each hold at most the limit or one pass', () => {
+    const sizes = Array.from({ length: 200 }, (_, i) => Array.from({ length: 1 + (i % 4) }, (_, j) => 100 + ((i * 7 + j * 13) % 900)));
+    let rest = passes(...sizes);
+    const segments: SegmentBatch[][] = [];
+    while (rest.length > 0) {
+      const s = wholePasses(rest, 2000);
+      segments.push(s);
+      rest = rest.slice(s.length);
+    }
+    expect(segments.flat()).toEqual(passes(...sizes)); // nothing lost, nothing twice, in order
+    for (const s of segments) {
+      const bytes = s.reduce((n, b) => n + b.payload.length, 0);
+      expect(bytes <= 2000 || shape(s).length === 1).toBe(true);
+    }
+    // Each segment ends at a pass's end: the next begins with a later readAt.
+    for (let i = 1; i < segments.length; i++) expect(segments[i]![0]!.readAt).toBeGreaterThan(segments[i - 1]!.at(-1)!.readAt);
   });
 });

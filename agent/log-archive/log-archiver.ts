@@ -7,7 +7,7 @@ import type { Storage } from '../backup/storage/storage.js';
 import { newCheckpointId } from '../checkpoint/checkpoint-id.js';
 import { dbSequence } from './db-sequence.js';
 import { LogFollower, type ReadBatch } from './log-follower.js';
-import { baseName, encodeSegment, segmentName, type BaseRecord, type SegmentInfo } from './segment.js';
+import { baseName, encodeSegment, segmentName, wholePasses, type BaseRecord, type SegmentInfo } from './segment.js';
 import { SegmentSpool, type SpooledSegment } from './segment-spool.js';
 import { batchLast } from './write-batch.js';
 import { HOUR_MS, MINUTE_MS, listSegments, planMerges, runMerges } from './segment-merger.js';
@@ -123,6 +123,12 @@ const MAX_BASE_RETRY_MS = 30_000;
  * spool between two intervals.
  */
 const EARLY_SHIP_BYTES = 8 * 1024 * 1024;
+/**
+ * A segment holds whole passes up to about this much (more only if one pass is larger): what waited
+ * through a slow upload goes up as several segments, so neither the host's memory (a segment is encoded
+ * in one buffer) nor a restore's (it holds one segment at a time) grows with the backlog.
+ */
+const SEGMENT_BYTES = EARLY_SHIP_BYTES;
 /** Merges carried out per run at most (each reads and writes up to 32 MiB). */
 const MERGES_PER_RUN = 8;
 /** Batches waiting in memory beyond this go to the spool on disk (whole passes, in segments of about EARLY_SHIP_BYTES). */
@@ -427,10 +433,17 @@ export class LogArchiver {
       });
       this.wake = null;
     }
-    // The last pass: what was written up to stop is shipped by stop().
+    // The last passes: what was written up to stop is shipped by stop(). In passes of PASS_BYTES, as
+    // always (no segment has to hold one larger pass), up to what the logs held now: a node that keeps
+    // writing does not keep the stop going (the next start's base covers the rest).
     try {
-      const pass = await this.follower!.pass();
-      this.take(pass.batches, pass.problem, pass.readAt, pass.problemKind);
+      let budget = (await this.follower!.unreadBytes()) + PASS_BYTES;
+      for (let more = true; more && budget > 0; ) {
+        const pass = await this.follower!.pass(PASS_BYTES);
+        this.take(pass.batches, pass.problem, pass.readAt, pass.problemKind);
+        budget -= Math.max(1, pass.bytesRead);
+        more = pass.more && pass.problem === null;
+      }
     } catch {
       // stop() ships what was read before
     }
@@ -484,13 +497,8 @@ export class LogArchiver {
   private async spill(timeline: Timeline, keep: number): Promise<void> {
     if (this.timeline !== timeline || this.pendingBytes <= keep) return;
     while (this.timeline === timeline && this.pendingBytes > keep && this.pending.length > 0) {
-      let n = 0;
-      let bytes = 0;
-      while (n < this.pending.length && bytes < Math.min(EARLY_SHIP_BYTES, this.cfg.spoolMemoryBytes)) {
-        const readAt = this.pending[n]!.readAt; // a pass's batches share it: never cut a pass
-        while (n < this.pending.length && this.pending[n]!.readAt === readAt) bytes += this.pending[n++]!.payload.length;
-      }
-      const chunk = this.pending.slice(0, n);
+      const chunk = wholePasses(this.pending, Math.min(SEGMENT_BYTES, this.cfg.spoolMemoryBytes));
+      const n = chunk.length;
       const info: SegmentInfo = { timeline: timeline.id, first: chunk[0]!.seq, last: batchLast(chunk.at(-1)!), from: Math.min(timeline.segmentFrom, chunk[0]!.readAt), to: chunk.at(-1)!.readAt };
       const spooled = await this.diskSpool.write(info, encodeSegment(info, chunk));
       if (this.timeline !== timeline || this.pending[0] !== chunk[0]) {
@@ -695,10 +703,15 @@ export class LogArchiver {
     await this.shipSpool(timeline, this.spool);
     let covered: number;
     if (this.pending.length > 0) {
-      const batches = this.pending.slice();
       covered = this.lastPassEnd;
-      await this.putSegment(timeline, batches, covered);
-      if (this.timeline === timeline) this.setPending(this.pending.slice(batches.length));
+      let left = this.pending.length; // what was read by `covered`; more may be appended meanwhile
+      while (left > 0 && this.timeline === timeline) {
+        const chunk = wholePasses(this.pending.slice(0, left), SEGMENT_BYTES);
+        // Not the last: it covers up to its own last pass (the next pass's batches are in the next one).
+        await this.putSegment(timeline, chunk, chunk.length === left ? covered : chunk.at(-1)!.readAt);
+        left -= chunk.length;
+        if (this.timeline === timeline) this.setPending(this.pending.slice(chunk.length));
+      }
     } else {
       covered = this.lastPassEnd;
       timeline.segmentFrom = Math.max(timeline.segmentFrom, covered);

@@ -156,3 +156,23 @@ function u32(n: number): Buffer {
   b.writeUInt32LE(n, 0);
   return b;
 }
+
+/**
+ * The first batches of `batches` that make whole passes (a pass's batches share their readAt: a segment
+ * never cuts one, so its `to` is a pass's end) of at most `maxBytes` of payload, or the first pass if it
+ * alone is larger. At least one batch when there is one.
+ */
+export function wholePasses<T extends SegmentBatch>(batches: readonly T[], maxBytes: number): T[] {
+  let n = 0;
+  let bytes = 0;
+  while (n < batches.length) {
+    const readAt = batches[n]!.readAt;
+    let end = n;
+    let passBytes = 0;
+    while (end < batches.length && batches[end]!.readAt === readAt) passBytes += batches[end++]!.payload.length;
+    if (n > 0 && bytes + passBytes > maxBytes) break;
+    bytes += passBytes;
+    n = end;
+  }
+  return batches.slice(0, n);
+}
