@@ -236,6 +236,11 @@ export interface BackupPruneResult {
   dryRun: boolean;
   removed: PruneDecision[];
   kept: string[];
+  /**
+   * A backup the policy would have removed and that was kept (it is in `kept`): the newest base of the
+   * log archive's newest timeline, without which that timeline would have no restorable window. Null: none.
+   */
+  logArchiveBase: string | null;
   packsDeleted: number;
   packsRewritten: number;
   bytesFreed: number;

@@ -14,9 +14,12 @@ import { createAgent, type Agent } from '../dist/agent/index.js';
 import { openStorage } from '../dist/agent/backup/storage/open-storage.js';
 import { Repository } from '../dist/agent/backup/repository/repository.js';
 import { pruneRepository } from '../dist/agent/backup/prune-repository.js';
+import { backupCheckpoint } from '../dist/agent/backup/backup-checkpoint.js';
+import { HashCache } from '../dist/agent/backup/hash-cache.js';
+import { listCheckpointsOffline } from '../dist/agent/offline.js';
 import { baseName, parseWalName, segmentName, type WalObject } from '../dist/agent/log-archive/segment.js';
 import { timelineWindows } from '../dist/agent/log-archive/timeline-windows.js';
-import { walObjectsToPrune } from '../dist/agent/log-archive/wal-prune.js';
+import { protectedBase, walObjectsToPrune } from '../dist/agent/log-archive/wal-prune.js';
 import { readWindows, restoreToMoment } from '../dist/agent/log-archive/restore-to-moment.js';
 import { runCli, tempDir } from './support/processes.js';
 import { until } from './support/pitr-writers.js';
@@ -116,6 +119,21 @@ afterAll(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
+describe('protectedBase: the base backup retention must keep', () => {
+  const cases: { what: string; objects: WalObject[]; backups: string[]; want: string | null }[] = [
+    { what: "the newest timeline's newest base", objects: LISTING, backups: [B1, B2, B3, B4], want: B4 },
+    { what: 'its newest base whose backup still exists', objects: LISTING, backups: [B1, B2, B3], want: B3 },
+    { what: "none when no base of the newest timeline has a backup (an older timeline's do not count)", objects: LISTING, backups: [B1, B2], want: null },
+    { what: 'the newest timeline decides even if it has segments only', objects: [...LISTING, seg('20261123t130000000z-cccc', 1, 5, 0, 1)], backups: [B1, B2, B3, B4], want: null },
+    { what: 'nothing archived: none', objects: [], backups: [B1], want: null },
+  ];
+  for (const c of cases) {
+    it(c.what, () => {
+      expect(protectedBase(c.objects, new Set(c.backups))).toBe(c.want);
+    });
+  }
+});
+
 describe('backup prune on a repository with a log archive', () => {
   it('deletes the archive no kept base needs; the kept window restores exactly as before; a dry run deletes nothing', async () => {
     dir = tempDir('pitr-prune');
@@ -176,5 +194,32 @@ describe('backup prune on a repository with a log archive', () => {
     };
     expect(await read(path.join(dir, 'latest-after'))).toEqual(await read(path.join(dir, 'latest-before')));
     expect(await read(path.join(dir, 'latest-after'))).toEqual(await db.iterator().all());
+
+    // A newer backup that is no base (of a checkpoint older than the timeline's bases, made with the
+    // archiver stopped), then keep-last 1: the policy alone would remove the timeline's only base and
+    // its whole window; the base is kept beyond the policy, said so, and the window restores as before.
+    const older = (await listCheckpointsOffline(path.join(dir, 'checkpoints'))).find((c) => c.id !== checkpoint.id)!;
+    const cache = HashCache.load(path.join(dir, 'hash-cache.json'));
+    const notABase = await backupCheckpoint({ repo, checkpoint: older, cache });
+    const dryKeep = await pruneRepository(repo, { keepLast: 1 }, { dryRun: true });
+    expect(dryKeep.removed).toEqual([]);
+    expect(dryKeep.logArchiveBase).toBe(b2!.backup);
+    expect(dryKeep.kept.sort()).toEqual([b2!.backup, notABase.id].sort());
+    const cliKeep = await runCli(['backup', 'prune', '--repo', repoDir, '--keep-last', '1', '--dry-run']);
+    expect(cliKeep.code, cliKeep.stderr).toBe(0);
+    expect(cliKeep.stdout).toContain(`kept ${b2!.backup} beyond the policy`);
+    const kept = await pruneRepository(repo, { keepLast: 1 });
+    expect(kept.removed).toEqual([]);
+    expect((await readWindows(storage)).timelines[0]!.to).toBe(before.timelines[0]!.to);
+    const latestKept = await restoreToMoment({ repo, at: 'latest', to: path.join(dir, 'latest-kept') });
+    expect(latestKept.reached).toEqual(latestBefore.reached);
+    // Without the archive's objects the same policy removes that base: the keeping above is the rule's doing.
+    const noWal = path.join(dir, 'no-wal');
+    fs.cpSync(repoDir, noWal, { recursive: true, filter: (src) => src !== path.join(repoDir, 'wal') });
+    const noWalStorage = await openStorage(pathToFileURL(noWal).href, {});
+    const walFree = await pruneRepository(await Repository.open(noWalStorage), { keepLast: 1 }, { dryRun: true });
+    await noWalStorage.close();
+    expect(walFree.removed.map((r) => r.id)).toEqual([b2!.backup]);
+    expect(walFree.logArchiveBase).toBeNull();
   }, 120_000);
 });

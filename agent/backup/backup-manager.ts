@@ -470,7 +470,7 @@ export class BackupManager {
     const prune = async (): Promise<BackupPruneResult> => {
       const mark = this.metrics.listingStarts();
       const repo = await this.openExistingRepository(cfg);
-      if (!repo) return { dryRun, removed: [], kept: [], packsDeleted: 0, packsRewritten: 0, bytesFreed: 0, walObjectsDeleted: 0 };
+      if (!repo) return { dryRun, removed: [], kept: [], logArchiveBase: null, packsDeleted: 0, packsRewritten: 0, bytesFreed: 0, walObjectsDeleted: 0 };
       const { pruneRepository } = await loadBackupEngine();
       const result = await pruneRepository(repo, cfg.retention, { dryRun });
       this.log.info(

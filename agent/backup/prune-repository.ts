@@ -5,7 +5,7 @@ import type { Repository } from './repository/repository.js';
 import { PackBuilder } from './repository/pack.js';
 import { PACK_TARGET_SIZE, packName, type IndexFile, type Tree } from './repository/format.js';
 import { parseWalName, WAL_PREFIX, type WalObject } from '../log-archive/segment.js';
-import { walObjectsToPrune } from '../log-archive/wal-prune.js';
+import { protectedBase, walObjectsToPrune } from '../log-archive/wal-prune.js';
 
 /** Backup retention: the keep-N windows of the checkpoint policy (monthly included); pinned backups are kept. */
 export type BackupRetention = Record<KeepKey, number>;
@@ -29,12 +29,34 @@ export async function pruneRepository(
   const lock = await repo.lock('prune', true);
   try {
     const snapshots = await repo.listSnapshots();
-    const outcome = applyPolicy(
+    // The log archive (wal/): its newest timeline's newest base is kept as if pinned (wal-prune.ts).
+    const walObjects: WalObject[] = [];
+    const walSizes = new Map<string, number>();
+    for await (const obj of repo.storage.list(WAL_PREFIX)) {
+      const parsed = parseWalName(obj.name);
+      if (!parsed) continue;
+      walObjects.push(parsed);
+      walSizes.set(obj.name, obj.size);
+    }
+    const logArchiveBase = protectedBase(walObjects, new Set(snapshots.map((s) => s.id)));
+    const policy = applyPolicy(
       snapshots.map((s) => ({ id: s.id, createdAt: new Date(s.createdAt), pinned: s.pinned, exclusiveBytes: 0 })),
       retention,
       options.now ?? new Date(),
     );
-    const result: BackupPruneResult = { dryRun, removed: outcome.remove, kept: outcome.keep, packsDeleted: 0, packsRewritten: 0, bytesFreed: 0, walObjectsDeleted: 0 };
+    // Taken out of what the policy removes, after it decided (as a pin it would not count towards keep-N).
+    const saved = policy.remove.some((d) => d.id === logArchiveBase);
+    const outcome = saved ? { remove: policy.remove.filter((d) => d.id !== logArchiveBase), keep: [...policy.keep, logArchiveBase!] } : policy;
+    const result: BackupPruneResult = {
+      dryRun,
+      removed: outcome.remove,
+      kept: outcome.keep,
+      logArchiveBase: saved ? logArchiveBase : null,
+      packsDeleted: 0,
+      packsRewritten: 0,
+      bytesFreed: 0,
+      walObjectsDeleted: 0,
+    };
     await repo.loadIndex();
     const keep = new Set(outcome.keep);
     const referenced = new Set<string>();
@@ -75,14 +97,6 @@ export async function pruneRepository(
       [...drop, ...orphans].reduce((s, p) => s + (stored.get(p) ?? 0), 0) +
       rewrite.reduce((s, p) => s + (packBlobs.get(p) ?? []).filter(([id]) => !referenced.has(id)).reduce((t, b) => t + b[2], 0), 0);
     // The log archive (wal/): what no kept base needs (wal-prune.ts).
-    const walObjects: WalObject[] = [];
-    const walSizes = new Map<string, number>();
-    for await (const obj of repo.storage.list(WAL_PREFIX)) {
-      const parsed = parseWalName(obj.name);
-      if (!parsed) continue;
-      walObjects.push(parsed);
-      walSizes.set(obj.name, obj.size);
-    }
     const walDoomed = walObjectsToPrune(walObjects, keep);
     result.walObjectsDeleted = walDoomed.length;
     result.bytesFreed += walDoomed.reduce((n, name) => n + (walSizes.get(name) ?? 0), 0);

@@ -38,3 +38,25 @@ export function walObjectsToPrune(objects: readonly WalObject[], keptBackups: Re
   }
   return doomed.sort();
 }
+
+/**
+ * The backup retention must keep whatever its policy says: the newest base (whose backup still exists)
+ * of the newest timeline, which a running archiver may be extending. Without it that timeline has no
+ * window at all while its archiver goes on shipping and reports nothing wrong: protection lost in
+ * silence. Usually the newest backup is that base anyway; not when newer backups are of checkpoints
+ * older than the timeline, or made while no timeline ran. Older timelines' bases follow the policy
+ * (their windows go with them). Null when the newest timeline has no base with a backup.
+ */
+export function protectedBase(objects: readonly WalObject[], backups: ReadonlySet<string>): string | null {
+  let newest: string | undefined;
+  for (const o of objects) {
+    const id = o.kind === 'segment' ? o.segment.timeline : o.base.timeline;
+    if (newest === undefined || id > newest) newest = id;
+  }
+  let best: { backup: string; sequence: number } | null = null;
+  for (const o of objects) {
+    if (o.kind !== 'base' || o.base.timeline !== newest || !backups.has(o.base.backup)) continue;
+    if (best === null || o.base.sequence > best.sequence) best = o.base;
+  }
+  return best?.backup ?? null;
+}

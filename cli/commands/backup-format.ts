@@ -45,8 +45,11 @@ export function formatBackupPrune(r: BackupPruneResult): string[] {
   const wal = r.walObjectsDeleted ?? 0; // an agent older than the log archive does not say
   const archived = wal > 0 ? `, ${plural(wal, 'archived log object')} ${r.dryRun ? 'to delete' : 'deleted'}` : '';
   const packs = `${plural(r.packsDeleted, 'pack')} ${r.dryRun ? 'to delete' : 'deleted'}, ${r.packsRewritten} ${r.dryRun ? 'to rewrite' : 'rewritten'}${archived}`;
+  // An agent older than this field does not say (undefined).
+  const base = r.logArchiveBase ? [`kept ${clean(r.logArchiveBase)} beyond the policy: the newest base of the log archive's newest timeline`] : [];
   return [
     ...r.removed.map((d) => `${verb} ${clean(d.id)} (${d.reason})`),
+    ...base,
     r.removed.length === 0 && r.packsDeleted === 0 && r.packsRewritten === 0 && wal === 0
       ? `${r.dryRun ? 'nothing would be removed' : 'nothing removed'}; ${kept}`
       : `${r.dryRun ? 'would free' : 'freed'} ${formatBytes(r.bytesFreed)} (${packs}); ${kept}`,
