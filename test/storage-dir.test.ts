@@ -40,6 +40,25 @@ describe('dir storage on disk', () => {
     expect((fs.statSync(path.join(repo, 'data', 'ab', 'cdef')).mode & 0o777).toString(8)).toBe('640');
   });
 
+  it('get refuses an object larger than it reads whole (CORRUPT, before reading it); up to the limit it reads', async () => {
+    const s = new DirStorage(root, 10);
+    await s.put('snapshots/at-limit', Buffer.alloc(10, 1));
+    await s.put('snapshots/over', Buffer.alloc(11, 1));
+    expect((await s.get('snapshots/at-limit')).length).toBe(10);
+    const err = await failure(s.get('snapshots/over'));
+    expectKind(err, 'permanent');
+    expect(err.code).toBe('CORRUPT');
+    expect(err.message).toMatch(/11 bytes, more than the 10/);
+    // The default limit (1 GiB), against a sparse file just over it: refused without allocating a byte of it.
+    const big = path.join(root, 'index', 'huge');
+    fs.mkdirSync(path.dirname(big), { recursive: true });
+    fs.closeSync(fs.openSync(big, 'w'));
+    fs.truncateSync(big, 1024 ** 3 + 1);
+    const rssBefore = process.memoryUsage().rss;
+    expectKind(await failure(new DirStorage(root).get('index/huge')), 'permanent');
+    expect(process.memoryUsage().rss - rssBefore).toBeLessThan(512 * 1024 * 1024);
+  });
+
   it('does not list temp files left by a crash, nor foreign files with names it would refuse', async () => {
     const s = new DirStorage(root);
     await s.put('index/one', Buffer.from('1'));

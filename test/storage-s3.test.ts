@@ -33,6 +33,22 @@ describe('s3 storage against Swift', () => {
   });
   afterAll(() => raw?.destroy());
 
+  it('get refuses an object larger than it reads whole (CORRUPT, from the stated length, before the body); up to the limit it reads', async () => {
+    const s = s3TestStorage({ maxGetBytes: 1000 });
+    try {
+      await s.put('snapshots/at-limit', randomBytes(1000));
+      await s.put('snapshots/over', randomBytes(1001));
+      expect((await s.get('snapshots/at-limit')).length).toBe(1000);
+      const err = await failure(s.get('snapshots/over'));
+      expectKind(err, 'permanent');
+      expect(err.code).toBe('CORRUPT');
+      expect(err.message).toMatch(/1001 bytes, more than the 1000/);
+      expect((await s.getRange('snapshots/over', 0, 1001)).length).toBe(1001); // ranged reads are the caller's bound
+    } finally {
+      await emptyAndClose(s);
+    }
+  });
+
   it('keeps objects at <prefix>/<name>, sends objects above multipartThreshold as multipart, aborts failed multipart uploads', async () => {
     const s = s3TestStorage({ prefix: `layout-${randomBytes(4).toString('hex')}/sub`, multipartThreshold: 16 * 1024 * 1024 });
     try {

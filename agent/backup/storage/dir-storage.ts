@@ -12,12 +12,14 @@ import { mapLimit } from '../map-limit.js';
 import { DirWriter } from './dir-writer.js';
 import { SourceStreamError, StreamSizeMismatch, sizedStream } from './sized-stream.js';
 import {
+  MAX_GET_BYTES,
   StorageError,
   checkName,
   checkPrefix,
   checkRangeArgs,
   checkSize,
   isValidName,
+  objectTooLarge,
   rangeError,
   streamSizeError,
   streamSourceError,
@@ -54,7 +56,11 @@ export class DirStorage implements Storage {
   /** Whether this instance has looked for writers' temp files left by a crash. */
   private swept = false;
 
-  constructor(readonly root: string) {
+  /** `maxGetBytes`: the largest object get() reads (default MAX_GET_BYTES). */
+  constructor(
+    readonly root: string,
+    private readonly maxGetBytes = MAX_GET_BYTES,
+  ) {
     if (!path.isAbsolute(root)) {
       throw new StorageError('permanent', `file:${root}`, 'the storage directory must be an absolute path', { code: ErrorCodes.INVALID_ARGUMENT });
     }
@@ -126,7 +132,14 @@ export class DirStorage implements Storage {
   async get(name: string): Promise<Buffer> {
     checkName(this.description, 'get', name);
     try {
-      return await fs.readFile(this.file(name));
+      const fh = await fs.open(this.file(name), 'r');
+      try {
+        const { size } = await fh.stat();
+        if (size > this.maxGetBytes) throw objectTooLarge(this.description, name, size, this.maxGetBytes);
+        return await fh.readFile();
+      } finally {
+        await fh.close();
+      }
     } catch (err) {
       throw this.error('get', name, err);
     }

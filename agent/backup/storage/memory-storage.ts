@@ -6,6 +6,8 @@ import {
   checkPrefix,
   checkRangeArgs,
   checkSize,
+  MAX_GET_BYTES,
+  objectTooLarge,
   rangeError,
   streamSizeError,
   streamSourceError,
@@ -81,7 +83,9 @@ export class MemoryStorage implements Storage {
   async get(name: string): Promise<Buffer> {
     checkName(this.description, 'get', name);
     await Promise.resolve();
-    return Buffer.from(this.object('get', name));
+    const data = this.object('get', name);
+    if (data.length > MAX_GET_BYTES) throw objectTooLarge(this.description, name, data.length, MAX_GET_BYTES);
+    return Buffer.from(data);
   }
 
   async getRange(name: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {

@@ -17,6 +17,8 @@ import {
   checkRangeArgs,
   checkSize,
   isValidName,
+  MAX_GET_BYTES,
+  objectTooLarge,
   rangeError,
   streamSizeError,
   streamSourceError,
@@ -55,6 +57,8 @@ export interface S3StorageOptions {
    * above a pack (PACK_TARGET_SIZE plus one chunk and its header), so that every pack costs one request.
    */
   multipartThreshold?: number;
+  /** The largest object get() reads (default MAX_GET_BYTES). */
+  maxGetBytes?: number;
   /** Part size of a multipart upload. Default 8 MiB (min 5 MiB). */
   partSize?: number;
   /** Parts uploaded at once; memory use is about partSize × queueSize. Default 4. */
@@ -99,6 +103,7 @@ export class S3Storage implements Storage {
   private readonly keyPrefix: string;
   private readonly partSize: number;
   private readonly multipartThreshold: number;
+  private readonly maxGetBytes: number;
   private readonly queueSize: number;
   private readonly secrets: string[];
 
@@ -109,6 +114,7 @@ export class S3Storage implements Storage {
     this.description = `s3://${this.bucket}${prefix === '' ? '' : `/${prefix}`}`;
     this.partSize = Math.max(5 * MiB, options.partSize ?? 8 * MiB);
     this.multipartThreshold = Math.max(this.partSize, options.multipartThreshold ?? 64 * MiB);
+    this.maxGetBytes = options.maxGetBytes ?? MAX_GET_BYTES;
     this.queueSize = Math.max(1, options.queueSize ?? 4);
     this.secrets = [options.credentials?.secretAccessKey, options.credentials?.sessionToken].filter((s): s is string => !!s);
     const endpointConfigured = !!(options.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL);
@@ -211,6 +217,11 @@ export class S3Storage implements Storage {
     checkName(this.description, 'get', name);
     try {
       const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(name) }));
+      // The server states the length (the object's content cannot change that), so it is checked first.
+      if (res.ContentLength !== undefined && res.ContentLength > this.maxGetBytes) {
+        (res.Body as { destroy?: () => void } | undefined)?.destroy?.();
+        throw objectTooLarge(this.description, name, res.ContentLength, this.maxGetBytes);
+      }
       const data = await readBody(res);
       if (res.ContentLength !== undefined && data.length !== res.ContentLength) {
         throw new StorageError('transient', this.description, `short read: ${data.length} of ${res.ContentLength} bytes`, { op: 'get', name });

@@ -50,7 +50,11 @@ export interface Storage {
    */
   putStream(name: string, open: () => Readable, size: number): Promise<void>;
 
-  /** The whole object. `not-found` if there is none. */
+  /**
+   * The whole object. `not-found` if there is none. One larger than the backend's `maxGetBytes` (default
+   * MAX_GET_BYTES) is refused `permanent` (code CORRUPT) before it is read: a repository is untrusted
+   * input, and no object may make a reader allocate without bound.
+   */
   get(name: string): Promise<Buffer>;
 
   /**
@@ -217,6 +221,22 @@ export function prefixProblem(prefix: string): string | null {
 
 export function isValidName(name: string): boolean {
   return nameProblem(name) === null;
+}
+
+/**
+ * The largest object `get` reads by default. Everything node-admin reads whole is far smaller (a pack's
+ * index, a snapshot, a log segment: MiBs), and JSON larger than V8's longest string (~512 MiB) could not
+ * be parsed anyway.
+ */
+export const MAX_GET_BYTES = 1024 * 1024 * 1024;
+
+/** The error of a `get` refused for its size. */
+export function objectTooLarge(backend: string, name: string, size: number, max: number): StorageError {
+  return new StorageError('permanent', backend, `the object is ${size} bytes, more than the ${max} read whole: not one node-admin wrote`, {
+    op: 'get',
+    name,
+    code: ErrorCodes.CORRUPT,
+  });
 }
 
 /** Throws the permanent INVALID_ARGUMENT StorageError every backend gives for a bad name. */
