@@ -7,11 +7,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT } from './backup-bench-config.js';
 
 /**
- * The S3 server of the backup benchmark's S3 phase, and the pieces the tests' global setup
- * (test/global-setup-s3.ts) starts its own with (the packages, a free port block, the bucket): OpenStack Swift with s3api on loopback, the same
+ * The S3 server of the backup benchmark's S3 phase: OpenStack Swift with s3api on loopback, the same
  * single-node recipe the tests start (test/support/swift-s3.sh, run as a script: one copy of it), under
  * a directory of the benchmark's, on a free block of 5 ports. It installs nothing: without Swift the
- * phase is skipped with the packages to install.
+ * phase is skipped with the packages to install. The tests' global setup (test/global-setup-s3.ts)
+ * starts its own with the pieces exported here (the package check, a free port block, the bucket).
  */
 
 export interface SwiftServer {

@@ -29,7 +29,7 @@ export async function pruneRepository(
   const lock = await repo.lock('prune', true);
   try {
     const snapshots = await repo.listSnapshots();
-    // The log archive (wal/): its newest timeline's newest base is kept as if pinned (wal-prune.ts).
+    // The log archive (wal/): listed first, for the base retention may not take (protectedBase).
     const walObjects: WalObject[] = [];
     const walSizes = new Map<string, number>();
     for await (const obj of repo.storage.list(WAL_PREFIX)) {
