@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ClassicLevel } from 'classic-level';
 import { LogFollower, type ReadBatch } from '../dist/agent/log-archive/log-follower.js';
+import { ArchiveWorker } from '../dist/agent/log-archive/archive-worker-client.js';
 import { LogTail } from '../dist/agent/log-archive/log-tail.js';
 import { encodeLog } from '../dist/agent/log-archive/log-writer.js';
 import { batchEntries, batchLast } from '../dist/agent/log-archive/write-batch.js';
@@ -18,7 +19,10 @@ import { LogCorruptionError, parseLog } from '../dist/agent/leveldb/log-reader.j
 import { tempDir } from './support/processes.js';
 
 const dirs: string[] = [];
-afterAll(() => {
+/** The thread where the followers' records are assembled and checked, as in the archiver. */
+const worker = new ArchiveWorker();
+afterAll(async () => {
+  await worker.close();
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 function newDir(name: string): string {
@@ -53,7 +57,7 @@ describe('LogFollower', () => {
     const dir = newDir('follow');
     const db = new ClassicLevel<string, string>(dir, { writeBufferSize: 64 * 1024 });
     await db.open();
-    const follower = new LogFollower(dir);
+    const follower = new LogFollower(dir, worker);
     await follower.open();
     const read: ReadBatch[] = [];
     const seenLogs = new Set<number>();
@@ -106,12 +110,65 @@ describe('LogFollower', () => {
     expect(parseLog(bytes).records.length).toBe(20);
     bytes.writeUInt8(bytes[bytes.length - 300]! ^ 0x40, bytes.length - 300); // inside a record's payload, well before the end
     fs.writeFileSync(file, bytes);
-    const follower = new LogFollower(dir);
+    const follower = new LogFollower(dir, worker);
     await follower.open();
     const pass = await follower.pass();
     await follower.close();
     expect(pass.problem).toMatch(/checksum mismatch/);
     expect(pass.batches.length).toBeLessThan(20);
+  });
+});
+
+describe('LogFollower in the archive worker', () => {
+  it('assembles and checks records in the worker thread, never on this one', async () => {
+    const dir = newDir('follow-thread');
+    const db = new ClassicLevel<string, string>(dir);
+    await db.open();
+    for (let i = 0; i < 50; i++) await db.put(`k${i}`, 'v'.repeat(2000));
+    // Every LogTail.push made on this thread is counted (the worker has its own copy of the module).
+    let here = 0;
+    const push = LogTail.prototype.push;
+    LogTail.prototype.push = function (this: LogTail, bytes: Buffer) {
+      here++;
+      return push.call(this, bytes);
+    };
+    try {
+      const follower = new LogFollower(dir, worker);
+      await follower.open();
+      const pass = await follower.pass();
+      await follower.close();
+      expect(pass.problem).toBeNull();
+      expect(pass.batches.length).toBe(50);
+      expect(here).toBe(0);
+      // Control: the counter sees a push made on this thread.
+      new LogTail().push(Buffer.alloc(0));
+      expect(here).toBe(1);
+    } finally {
+      LogTail.prototype.push = push;
+      await db.close();
+    }
+  });
+
+  it('declares a break, never a splice, when the worker lost its place (restarted mid-log)', async () => {
+    const dir = newDir('follow-restarted');
+    const db = new ClassicLevel<string, string>(dir);
+    await db.open();
+    const own = new ArchiveWorker();
+    const follower = new LogFollower(dir, own);
+    await follower.open();
+    for (let i = 0; i < 10; i++) await db.put(`a${i}`, 'x'.repeat(100));
+    const first = await follower.pass();
+    expect(first.problem).toBeNull();
+    expect(first.batches.length).toBe(10);
+    await own.cancel(); // the next call starts a fresh thread, which knows nothing of the log
+    for (let i = 0; i < 10; i++) await db.put(`b${i}`, 'y'.repeat(100));
+    const second = await follower.pass();
+    expect(second.problem).toMatch(/lost its place/);
+    expect(second.problemKind).toBe('damaged');
+    expect(second.batches).toEqual([]);
+    await follower.close();
+    await own.close();
+    await db.close();
   });
 });
 
@@ -160,7 +217,7 @@ describe('appendBatches', () => {
     const src = newDir('append-src');
     const db = new ClassicLevel<string, string>(src, { writeBufferSize: 32 * 1024 });
     await db.open();
-    const follower = new LogFollower(src);
+    const follower = new LogFollower(src, worker);
     await follower.open();
     for (let i = 0; i < 200; i++) {
       if (i % 3 === 0) await db.batch([{ type: 'put', key: `a${i % 50}`, value: `v${i}`.repeat(50) }, { type: 'del', key: `a${(i + 7) % 50}` }]);

@@ -1,19 +1,33 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { encodeSegment, wholePasses, type SegmentBatch, type SegmentInfo } from '../dist/agent/log-archive/segment.js';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import {
+  decodeSegment,
+  decodeSegmentWith,
+  encodeSegment,
+  encodeSegmentWith,
+  sha256Here,
+  wholePasses,
+  type SegmentBatch,
+  type SegmentInfo,
+  type Sha256,
+} from '../dist/agent/log-archive/segment.js';
 import { SegmentSpool } from '../dist/agent/log-archive/segment-spool.js';
+import { ArchiveWorker } from '../dist/agent/log-archive/archive-worker-client.js';
 
 const dirs: string[] = [];
 afterEach(() => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
+/** Hashes in its own thread, as the agent's archiver does. */
+const worker = new ArchiveWorker();
+afterAll(() => worker.close());
 
-function spoolIn(): SegmentSpool {
+function spoolIn(sha256: Sha256 = sha256Here): SegmentSpool {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'node-admin-spool-'));
   dirs.push(d);
-  return new SegmentSpool(path.join(d, 'db.log-archive-spool')); // created by the first write
+  return new SegmentSpool(path.join(d, 'db.log-archive-spool'), sha256); // created by the first write
 }
 
 /** A WriteBatch as LevelDB writes it: seq (u64 LE), count (u32 LE), then one put (tag 1, varint-sized key and value). */
@@ -32,6 +46,24 @@ function segment(timeline: string, first: number, count: number, from: number): 
   return { info, data: encodeSegment(info, batches) };
 }
 
+describe('segments hashed in the archive worker', () => {
+  it('are the same bytes as hashed here, and damage is caught the same way', async () => {
+    for (const [first, count] of [[1, 1], [10, 300], [5000, 40]] as const) {
+      const batches = Array.from({ length: count }, (_, i) => ({ seq: first + i, count: 1, payload: putBatch(first + i, `k${i}`, 'v'.repeat(i % 200)), readAt: 1000 + i }));
+      const info: SegmentInfo = { timeline: '20261124t010000000z-aaaa', first, last: first + count - 1, from: 999, to: 1000 + count };
+      const here = encodeSegment(info, batches);
+      const there = await encodeSegmentWith(info, batches, worker.sha256);
+      expect(there.equals(here)).toBe(true);
+      expect((await decodeSegmentWith('s', info, there, worker.sha256)).map((b) => b.seq)).toEqual(decodeSegment('s', info, here).map((b) => b.seq));
+      for (const at of [0, 20, Math.floor(there.length / 2), there.length - 1]) {
+        const bad = Buffer.from(there);
+        bad[at]! ^= 0x01;
+        await expect(decodeSegmentWith('s', info, bad, worker.sha256)).rejects.toMatchObject({ code: 'CORRUPT' });
+      }
+    }
+  });
+});
+
 describe('the log archive spool on disk (SegmentSpool)', () => {
   it('lists what was written oldest first per timeline, reads it back byte for byte, removes it', async () => {
     const spool = spoolIn();
@@ -49,8 +81,11 @@ describe('the log archive spool on disk (SegmentSpool)', () => {
     expect(fs.readdirSync(spool.dir).filter((n) => !n.endsWith('.seg'))).toEqual([]); // no temp file left
   });
 
-  it('a damaged file is CORRUPT on read; a file not named as a segment lists with info null', async () => {
-    const spool = spoolIn();
+  it.each([
+    ['this thread', sha256Here],
+    ['the archive worker', worker.sha256],
+  ])('a damaged file is CORRUPT on read (hashed in %s); a file not named as a segment lists with info null', async (_where, sha256) => {
+    const spool = spoolIn(sha256);
     const s = segment('20261124t010000000z-aaaa', 5, 4, 1000);
     const spooled = await spool.write(s.info, s.data);
     await expect(spool.read(spooled)).resolves.toBeInstanceOf(Buffer); // positive control

@@ -1,83 +1,13 @@
-import { Worker } from 'node:worker_threads';
-import { AdminError, ErrorCodes, isErrorCode, toAdminError } from '../../shared/errors.js';
-import type { WorkerOps, WorkerRequest, WorkerResponse } from './fs-worker.js';
-
-type Pending = { resolve: (v: unknown) => void; reject: (e: unknown) => void };
+import { WorkerClient } from '../worker/worker-client.js';
+import type { FsWorkerOps } from './fs-worker.js';
 
 /**
  * A handle on one fs worker thread (fs-worker.ts). Calls run one after another in the worker.
  * `cancel()` terminates the thread: every call in flight rejects with CANCELLED, and the next call
  * starts a fresh thread. The worker never keeps the host process alive.
  */
-export class FsWorkerClient {
-  private worker: Worker | null = null;
-  private seq = 0;
-  private readonly pending = new Map<number, Pending>();
-  private closed = false;
-
-  call<K extends keyof WorkerOps>(op: K, ...args: Parameters<WorkerOps[K]>): Promise<Awaited<ReturnType<WorkerOps[K]>>> {
-    if (this.closed) return Promise.reject(new AdminError(ErrorCodes.CANCELLED, 'cancelled: the agent is stopping'));
-    const worker = this.ensureWorker();
-    const seq = ++this.seq;
-    return new Promise((resolve, reject) => {
-      this.pending.set(seq, { resolve: resolve as (v: unknown) => void, reject });
-      worker.ref();
-      worker.postMessage({ seq, op, args } satisfies WorkerRequest);
-    });
+export class FsWorkerClient extends WorkerClient<FsWorkerOps> {
+  constructor() {
+    super(new URL('./fs-worker.js', import.meta.url), 'fs worker');
   }
-
-  get busy(): boolean {
-    return this.pending.size > 0;
-  }
-
-  /** Stops whatever the worker is doing, now. */
-  async cancel(): Promise<void> {
-    const w = this.worker;
-    if (!w) return;
-    this.worker = null;
-    this.failAll(new AdminError(ErrorCodes.CANCELLED, 'cancelled'));
-    await w.terminate();
-  }
-
-  /** Stops the worker for good: what is in flight rejects with CANCELLED, and so does every later call. */
-  async close(): Promise<void> {
-    this.closed = true;
-    await this.cancel();
-  }
-
-  private ensureWorker(): Worker {
-    if (this.worker) return this.worker;
-    const w = new Worker(new URL('./fs-worker.js', import.meta.url));
-    w.unref();
-    w.on('message', (msg: WorkerResponse) => {
-      const p = this.pending.get(msg.seq);
-      if (!p) return;
-      this.pending.delete(msg.seq);
-      if (this.pending.size === 0) w.unref();
-      if (msg.ok) p.resolve(msg.result);
-      else p.reject(reviveError(msg.error));
-    });
-    w.on('error', (err) => {
-      if (this.worker === w) this.worker = null;
-      this.failAll(toAdminError(err));
-    });
-    w.on('exit', () => {
-      if (this.worker === w) this.worker = null;
-      this.failAll(new AdminError(ErrorCodes.INTERNAL, 'fs worker exited'));
-    });
-    this.worker = w;
-    return w;
-  }
-
-  private failAll(err: unknown): void {
-    const all = [...this.pending.values()];
-    this.pending.clear();
-    for (const p of all) p.reject(err);
-  }
-}
-
-function reviveError(e: { name: string; message: string; code?: string; adminCode?: string }): AdminError {
-  if (e.adminCode && isErrorCode(e.adminCode)) return new AdminError(e.adminCode, e.message);
-  const err = Object.assign(new Error(e.message), { name: e.name, code: e.code });
-  return toAdminError(err);
 }

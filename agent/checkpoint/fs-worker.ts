@@ -1,5 +1,4 @@
-import { parentPort } from 'node:worker_threads';
-import { AdminError } from '../../shared/errors.js';
+import { serveWorkerOps } from '../worker/serve-worker-ops.js';
 import * as ops from './checkpoint-dir.js';
 import { checkDbFilesSync } from '../leveldb/check-db-files.js';
 import { CheckpointIndex, removeRetiredSync } from './checkpoint-index.js';
@@ -40,40 +39,10 @@ export const workerOps = {
   checkFiles: checkDbFilesSync,
 } as const;
 
-export type WorkerOps = typeof workerOps;
-
-export interface WorkerRequest {
-  seq: number;
-  op: keyof WorkerOps;
-  args: unknown[];
-}
-
-export type WorkerResponse =
-  | { seq: number; ok: true; result: unknown }
-  | { seq: number; ok: false; error: { name: string; message: string; code?: string; adminCode?: string } };
-
-parentPort?.on('message', (req: WorkerRequest) => void handle(req));
+export type FsWorkerOps = typeof workerOps;
 
 /**
  * Every op but `build` is synchronous and runs whole before the next message is read; `build` awaits
  * its fsyncs, and the builder is given one call at a time.
  */
-async function handle(req: WorkerRequest): Promise<void> {
-  try {
-    const fn = workerOps[req.op] as (...a: unknown[]) => unknown;
-    const result = await fn(...req.args);
-    parentPort!.postMessage({ seq: req.seq, ok: true, result } satisfies WorkerResponse);
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    parentPort!.postMessage({
-      seq: req.seq,
-      ok: false,
-      error: {
-        name: e?.name ?? 'Error',
-        message: e?.message ?? String(err),
-        ...(typeof e?.code === 'string' ? { code: e.code } : {}),
-        ...(err instanceof AdminError ? { adminCode: err.code } : {}),
-      },
-    } satisfies WorkerResponse);
-  }
-}
+serveWorkerOps(workerOps);

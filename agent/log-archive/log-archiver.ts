@@ -7,7 +7,8 @@ import type { Storage } from '../backup/storage/storage.js';
 import { newCheckpointId } from '../checkpoint/checkpoint-id.js';
 import { dbSequence } from './db-sequence.js';
 import { LogFollower, type ReadBatch } from './log-follower.js';
-import { baseName, encodeSegment, segmentName, wholePasses, type BaseRecord, type SegmentInfo } from './segment.js';
+import { ArchiveWorker } from './archive-worker-client.js';
+import { baseName, encodeSegmentWith, segmentName, wholePasses, type BaseRecord, type SegmentInfo } from './segment.js';
 import { SegmentSpool, type SpooledSegment } from './segment-spool.js';
 import { batchLast } from './write-batch.js';
 import { HOUR_MS, MINUTE_MS, listSegments, planMerges, runMerges } from './segment-merger.js';
@@ -164,6 +165,8 @@ interface Timeline {
  * observer as it happens (metrics). Layout and reasoning: docs/log-archive-design.md.
  */
 export class LogArchiver {
+  /** Checksums and digests, off the host's event loop. */
+  private readonly worker = new ArchiveWorker();
   private follower: LogFollower | null = null;
   private running = false;
   private loop: Promise<void> = Promise.resolve();
@@ -231,12 +234,12 @@ export class LogArchiver {
     private readonly log: Logger,
     private readonly observer: LogArchiveObserver | null = null,
   ) {
-    this.diskSpool = new SegmentSpool(cfg.spoolDir ?? path.join(path.dirname(dbPath), `${path.basename(dbPath)}.log-archive-spool`));
+    this.diskSpool = new SegmentSpool(cfg.spoolDir ?? path.join(path.dirname(dbPath), `${path.basename(dbPath)}.log-archive-spool`), this.worker.sha256);
   }
 
   /** Opens the logs that exist now (so that nothing written from here on is missed), then runs. */
   async start(): Promise<void> {
-    this.follower = new LogFollower(this.dbPath);
+    this.follower = new LogFollower(this.dbPath, this.worker);
     try {
       await this.follower.open();
     } catch (err) {
@@ -299,6 +302,7 @@ export class LogArchiver {
       await this.mergeRun;
     } finally {
       await this.follower?.close();
+      await this.worker.close();
       this.stopped = true;
     }
     this.log.info({ timeline: this.timeline?.id ?? null }, 'log archiver stopped');
@@ -500,7 +504,7 @@ export class LogArchiver {
       const chunk = wholePasses(this.pending, Math.min(SEGMENT_BYTES, this.cfg.spoolMemoryBytes));
       const n = chunk.length;
       const info: SegmentInfo = { timeline: timeline.id, first: chunk[0]!.seq, last: batchLast(chunk.at(-1)!), from: Math.min(timeline.segmentFrom, chunk[0]!.readAt), to: chunk.at(-1)!.readAt };
-      const spooled = await this.diskSpool.write(info, encodeSegment(info, chunk));
+      const spooled = await this.diskSpool.write(info, await encodeSegmentWith(info, chunk, this.worker.sha256));
       if (this.timeline !== timeline || this.pending[0] !== chunk[0]) {
         await this.diskSpool.remove(spooled); // a break meanwhile: its end is shipped from memory
         return;
@@ -741,7 +745,7 @@ export class LogArchiver {
 
   private async putSegment(timeline: Timeline, batches: ReadBatch[], to: number): Promise<void> {
     const info = { timeline: timeline.id, first: batches[0]!.seq, last: batchLast(batches.at(-1)!), from: Math.min(timeline.segmentFrom, batches[0]!.readAt), to };
-    await this.storeSegment(timeline, info, encodeSegment(info, batches));
+    await this.storeSegment(timeline, info, await encodeSegmentWith(info, batches, this.worker.sha256));
   }
 
   /** Stores one segment of the timeline (the next in order), and counts it. */
@@ -781,7 +785,7 @@ export class LogArchiver {
         // Bounded work per run: a backlog is merged over the next runs.
         const limited = { merges: plan.merges.slice(0, MERGES_PER_RUN), leftovers: plan.leftovers };
         if (limited.merges.length === 0 && limited.leftovers.length === 0) return;
-        const done = await runMerges(storage, limited);
+        const done = await runMerges(storage, limited, this.worker.sha256);
         this.log.debug({ timeline, ...done }, 'log archive: segments merged');
       } catch (err) {
         this.log.warn({ timeline, err: toAdminError(err).message }, 'log archive: merging segments failed; trying again at the next run');

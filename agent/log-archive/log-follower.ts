@@ -1,8 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { logFileName, parseDbFileName } from '../leveldb/file-names.js';
-import { LogCorruptionError } from '../leveldb/log-reader.js';
-import { LogTail } from './log-tail.js';
+import type { ArchiveWorker } from './archive-worker-client.js';
 import { batchHeader, WriteBatchError } from './write-batch.js';
 
 /** One write batch as the follower read it from a log. */
@@ -39,8 +38,16 @@ export interface FollowerPass {
 interface OpenLog {
   number: number;
   fh: fs.promises.FileHandle;
-  tail: LogTail;
+  /** The worker's id for this log's record assembly. */
+  tail: number;
+  /** File offset just past the last byte read. */
+  offset: number;
+  /** Bytes read that belong to no complete record yet (a torn tail, if the log is finished). */
+  incompleteBytes: number;
 }
+
+/** Ids of logs' record assemblies in the worker, unique in the process (followers may share a worker). */
+let nextTail = 1;
 
 /** Read this much at a time: a log grows by a write buffer (4 MiB by default) before it is switched. */
 const READ_SIZE = 1024 * 1024;
@@ -53,7 +60,8 @@ const READ_SIZE = 1024 * 1024;
  * pass stopped to its end, in ascending log order, and returns the complete batches it found, in the
  * order LevelDB wrote them. A record not yet whole is left for a later pass. A log is closed once a newer
  * log exists and it has been read to its end after that was seen. Reads are one at a time (libuv's pool:
- * one thread at most). Passes must not overlap (the caller awaits each).
+ * one thread at most); the records' checksums and framing are worked out in the archive worker's thread,
+ * off the host's event loop. Passes must not overlap (the caller awaits each).
  *
  * The follower does not check sequence continuity (a log deleted before it could be opened shows up as a
  * jump in sequence numbers): the archiver does.
@@ -68,10 +76,14 @@ export class LogFollower {
   /** Opens in flight (from the directory watch), awaited by each pass. */
   private readonly opening = new Set<Promise<void>>();
   private watcher: fs.FSWatcher | null = null;
-  private readonly buffer = Buffer.allocUnsafe(READ_SIZE);
+  /** The next read's buffer: moved to the worker with the bytes read, so a fresh one after each. */
+  private buffer: Buffer | null = null;
   private closed = false;
 
-  constructor(readonly dbPath: string) {}
+  constructor(
+    readonly dbPath: string,
+    private readonly worker: ArchiveWorker,
+  ) {}
 
   /**
    * Opens the logs that exist now (the start of following), and watches the directory so that a new
@@ -128,21 +140,27 @@ export class LogFollower {
             more = true;
             break;
           }
-          const { bytesRead: n } = await log.fh.read(this.buffer, 0, READ_SIZE, log.tail.offset);
+          const buffer = (this.buffer ??= Buffer.allocUnsafeSlow(READ_SIZE));
+          const { bytesRead: n } = await log.fh.read(buffer, 0, READ_SIZE, log.offset);
           if (n === 0) break;
           bytesRead += n;
-          for (const payload of log.tail.push(this.buffer.subarray(0, n))) {
+          this.buffer = null;
+          const pushed = await this.worker.pushLog(log.tail, log.offset, buffer.subarray(0, n));
+          log.offset += n;
+          log.incompleteBytes = pushed.incompleteBytes;
+          for (const payload of pushed.records) {
             const { seq, count } = batchHeader(payload);
             found.push({ seq, count, payload });
           }
+          if (pushed.damage !== null) throw new DamagedLog(pushed.damage);
         }
         if (!more && log.number < newest) {
           // A newer log exists, so LevelDB writes no more to this one: what is left is a torn record.
-          if (log.tail.incompleteBytes > 0) problem = `log ${log.number} ends with ${log.tail.incompleteBytes} bytes of an incomplete record`;
+          if (log.incompleteBytes > 0) problem = `log ${log.number} ends with ${log.incompleteBytes} bytes of an incomplete record`;
           await this.closeLog(log);
         }
       } catch (err) {
-        if (!(err instanceof LogCorruptionError || err instanceof WriteBatchError)) throw err;
+        if (!(err instanceof DamagedLog || err instanceof WriteBatchError)) throw err;
         problem = `log ${log.number}: ${err.message}`;
         await this.closeLog(log);
       }
@@ -158,8 +176,8 @@ export class LogFollower {
   async unreadBytes(): Promise<number> {
     let n = 0;
     for (const log of [...this.logs]) {
-      const size = await log.fh.stat().then((st) => st.size, () => log.tail.offset);
-      n += Math.max(0, size - log.tail.offset);
+      const size = await log.fh.stat().then((st) => st.size, () => log.offset);
+      n += Math.max(0, size - log.offset);
     }
     return n;
   }
@@ -218,7 +236,7 @@ export class LogFollower {
           }
           this.inodes.set(number, (await fh.stat()).ino);
           const at = this.logs.findIndex((l) => l.number > number);
-          this.logs.splice(at < 0 ? this.logs.length : at, 0, { number, fh, tail: new LogTail() });
+          this.logs.splice(at < 0 ? this.logs.length : at, 0, { number, fh, tail: nextTail++, offset: 0, incompleteBytes: 0 });
         },
         (err: NodeJS.ErrnoException) => {
           // Flushed and deleted before it could be opened: its batches, if any, are lost to the
@@ -236,6 +254,10 @@ export class LogFollower {
   private async closeLog(log: OpenLog): Promise<void> {
     const i = this.logs.indexOf(log);
     if (i >= 0) this.logs.splice(i, 1);
+    if (log.offset > 0) this.worker.dropLog(log.tail);
     await log.fh.close().catch(() => {});
   }
 }
+
+/** A log's bytes that cannot be read on (the worker's verdict): the batches before it stand, none after. */
+class DamagedLog extends Error {}

@@ -1,5 +1,5 @@
 import type { Storage } from '../backup/storage/storage.js';
-import { decodeSegment, encodeSegment, parseWalName, segmentName, WAL_PREFIX, type SegmentBatch, type SegmentInfo } from './segment.js';
+import { decodeSegmentWith, encodeSegmentWith, parseWalName, segmentName, sha256Here, WAL_PREFIX, type SegmentBatch, type SegmentInfo, type Sha256 } from './segment.js';
 import { coveringChain } from './timeline-windows.js';
 
 /**
@@ -111,16 +111,17 @@ export async function listSegments(storage: Storage, timeline: string): Promise<
 
 /**
  * Carries out a plan: per merge, every input read and verified whole, the merged segment stored, then
- * the inputs deleted; then the leftovers deleted. Returns the objects stored and deleted.
+ * the inputs deleted; then the leftovers deleted. Returns the objects stored and deleted. `sha256` checks
+ * the inputs and seals the output (the agent's runs off its event loop).
  */
-export async function runMerges(storage: Storage, plan: MergePlan): Promise<{ stored: number; deleted: number }> {
+export async function runMerges(storage: Storage, plan: MergePlan, sha256: Sha256 = sha256Here): Promise<{ stored: number; deleted: number }> {
   let stored = 0;
   let deleted = 0;
   for (const run of plan.merges) {
     const batches: SegmentBatch[] = [];
-    for (const s of run) batches.push(...decodeSegment(s.name, s, await storage.get(s.name)));
+    for (const s of run) batches.push(...(await decodeSegmentWith(s.name, s, await storage.get(s.name), sha256)));
     const info: SegmentInfo = { timeline: run[0]!.timeline, first: run[0]!.first, last: run.at(-1)!.last, from: run[0]!.from, to: run.at(-1)!.to };
-    await storage.put(segmentName(info), encodeSegment(info, batches));
+    await storage.put(segmentName(info), await encodeSegmentWith(info, batches, sha256));
     stored++;
     for (const s of run) {
       await storage.delete(s.name);

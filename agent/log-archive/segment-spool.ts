@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { mkdirDurable, writeFileAtomic } from '../fs/durable-fs.js';
-import { decodeSegment, parseWalName, segmentName, WAL_PREFIX, type SegmentInfo } from './segment.js';
+import { decodeSegmentWith, parseWalName, segmentName, sha256Here, WAL_PREFIX, type SegmentInfo, type Sha256 } from './segment.js';
 
 /** A segment in the spool: what it holds, its file, its size. */
 export interface SpooledSegment {
@@ -17,7 +17,11 @@ export interface SpooledSegment {
  * against its digest when read back, so a file the disk damaged is never stored as if whole.
  */
 export class SegmentSpool {
-  constructor(readonly dir: string) {}
+  /** `sha256` checks what is read back (the agent's runs off its event loop). */
+  constructor(
+    readonly dir: string,
+    private readonly sha256: Sha256 = sha256Here,
+  ) {}
 
   /** Writes one finished segment. Atomic. */
   async write(info: SegmentInfo, data: Buffer): Promise<SpooledSegment> {
@@ -30,7 +34,7 @@ export class SegmentSpool {
   /** A spooled segment's bytes, checked (CORRUPT if they are not the segment its name says). */
   async read(s: { info: SegmentInfo; file: string }): Promise<Buffer> {
     const data = await fs.promises.readFile(s.file);
-    decodeSegment(s.file, s.info, data);
+    await decodeSegmentWith(s.file, s.info, data, this.sha256);
     return data;
   }
 

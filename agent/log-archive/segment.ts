@@ -83,23 +83,50 @@ export function parseWalName(name: string): WalObject | null {
   return null;
 }
 
+/** SHA-256 of some bytes. The agent's runs in its archive worker, off the host's event loop. */
+export type Sha256 = (data: Uint8Array) => Promise<Buffer>;
+
+/** SHA-256 in this thread: for the offline restore, which has no host to keep responsive. */
+export const sha256Here: Sha256 = async (data) => sha256Sync(data);
+
+function sha256Sync(data: Uint8Array): Buffer {
+  return createHash('sha256').update(data).digest();
+}
+
 /**
  * A segment's bytes: magic, header length (u32 LE), canonical-JSON header, then per batch readAt (u64 LE,
  * ms), payload length (u32 LE) and payload, then the SHA-256 of everything before it.
  */
 export function encodeSegment(info: SegmentInfo, batches: readonly SegmentBatch[]): Buffer {
+  const { sealed, body } = segmentBody(info, batches);
+  sha256Sync(body).copy(sealed, body.length);
+  return sealed;
+}
+
+/** encodeSegment, hashed by `sha256`. */
+export async function encodeSegmentWith(info: SegmentInfo, batches: readonly SegmentBatch[], sha256: Sha256): Promise<Buffer> {
+  const { sealed, body } = segmentBody(info, batches);
+  (await sha256(body)).copy(sealed, body.length);
+  return sealed;
+}
+
+/** The segment's buffer, its digest's place left at the end, and the body it covers. */
+function segmentBody(info: SegmentInfo, batches: readonly SegmentBatch[]): { sealed: Buffer; body: Buffer } {
   const header = Buffer.from(
     canonicalJson({ batches: batches.length, first: info.first, from: info.from, last: info.last, timeline: info.timeline, to: info.to, version: SEGMENT_VERSION }),
   );
-  const parts: Buffer[] = [SEGMENT_MAGIC, u32(header.length), header];
+  let length = SEGMENT_MAGIC.length + 4 + header.length + DIGEST;
+  for (const b of batches) length += 12 + b.payload.length;
+  const sealed = Buffer.allocUnsafe(length);
+  let at = SEGMENT_MAGIC.copy(sealed, 0);
+  at = sealed.writeUInt32LE(header.length, at);
+  at += header.copy(sealed, at);
   for (const b of batches) {
-    const head = Buffer.alloc(12);
-    head.writeBigUInt64LE(BigInt(b.readAt), 0);
-    head.writeUInt32LE(b.payload.length, 8);
-    parts.push(head, b.payload);
+    at = sealed.writeBigUInt64LE(BigInt(b.readAt), at);
+    at = sealed.writeUInt32LE(b.payload.length, at);
+    at += b.payload.copy(sealed, at);
   }
-  const body = Buffer.concat(parts);
-  return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+  return { sealed, body: sealed.subarray(0, at) };
 }
 
 /**
@@ -108,10 +135,31 @@ export function encodeSegment(info: SegmentInfo, batches: readonly SegmentBatch[
  * Throws CORRUPT naming the object.
  */
 export function decodeSegment(name: string, expected: SegmentInfo, data: Buffer): SegmentBatch[] {
-  const bad = (why: string) => new AdminError(ErrorCodes.CORRUPT, `archived log segment ${name} is damaged: ${why}`);
-  if (data.length < SEGMENT_MAGIC.length + 4 + DIGEST || !data.subarray(0, SEGMENT_MAGIC.length).equals(SEGMENT_MAGIC)) throw bad('not a segment');
-  const body = data.subarray(0, data.length - DIGEST);
-  if (!createHash('sha256').update(body).digest().equals(data.subarray(data.length - DIGEST))) throw bad('checksum mismatch');
+  const body = segmentDigested(name, data);
+  if (!sha256Sync(body).equals(data.subarray(body.length))) throw damaged(name, 'checksum mismatch');
+  return parseSegmentBody(name, expected, body);
+}
+
+/** decodeSegment, hashed by `sha256`. */
+export async function decodeSegmentWith(name: string, expected: SegmentInfo, data: Buffer, sha256: Sha256): Promise<SegmentBatch[]> {
+  const body = segmentDigested(name, data);
+  if (!(await sha256(body)).equals(data.subarray(body.length))) throw damaged(name, 'checksum mismatch');
+  return parseSegmentBody(name, expected, body);
+}
+
+function damaged(name: string, why: string): AdminError {
+  return new AdminError(ErrorCodes.CORRUPT, `archived log segment ${name} is damaged: ${why}`);
+}
+
+/** The part of a segment its digest covers (CORRUPT if it cannot be a segment at all). */
+function segmentDigested(name: string, data: Buffer): Buffer {
+  if (data.length < SEGMENT_MAGIC.length + 4 + DIGEST || !data.subarray(0, SEGMENT_MAGIC.length).equals(SEGMENT_MAGIC)) throw damaged(name, 'not a segment');
+  return data.subarray(0, data.length - DIGEST);
+}
+
+/** The batches of a segment's body whose digest was checked. */
+function parseSegmentBody(name: string, expected: SegmentInfo, body: Buffer): SegmentBatch[] {
+  const bad = (why: string) => damaged(name, why);
   const headerLength = body.readUInt32LE(SEGMENT_MAGIC.length);
   let at = SEGMENT_MAGIC.length + 4 + headerLength;
   if (at > body.length) throw bad('header runs past the end');
@@ -149,12 +197,6 @@ export function decodeSegment(name: string, expected: SegmentInfo, data: Buffer)
   if (batches.length !== header.batches) throw bad(`${batches.length} batches, the header says ${String(header.batches)}`);
   if (next - 1 !== expected.last) throw bad(`batches end at sequence ${next - 1}, not ${expected.last}`);
   return batches;
-}
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n, 0);
-  return b;
 }
 
 /**

@@ -1,0 +1,44 @@
+import { WorkerClient } from '../worker/worker-client.js';
+import type { ArchiveWorkerOps } from './archive-worker.js';
+import type { Sha256 } from './segment.js';
+
+/** A log's records completed by a push, and what the log's reading stands at after it. */
+export interface LogPushed {
+  records: Buffer[];
+  incompleteBytes: number;
+  damage: string | null;
+}
+
+/**
+ * The host's handle on the log archive's worker thread (archive-worker.ts): a log's records are
+ * assembled and checked there, and segments hashed. Calls for one log must not overlap (the follower
+ * awaits each); the thread is started at the first call and stopped by close().
+ */
+export class ArchiveWorker extends WorkerClient<ArchiveWorkerOps> {
+  constructor() {
+    super(new URL('./archive-worker.js', import.meta.url), 'log archive worker');
+  }
+
+  /**
+   * Pushes the bytes read from log `tail` at `offset`. `bytes` must view a buffer of its own
+   * (Buffer.allocUnsafeSlow, never a slice of Node's shared pool): that buffer is moved to the worker,
+   * and the caller may not use it after.
+   */
+  async pushLog(tail: number, offset: number, bytes: Buffer): Promise<LogPushed> {
+    const got = await this.callMoving([bytes.buffer as ArrayBuffer], 'tailPush', tail, offset, bytes);
+    const all = Buffer.from(got.records.buffer, got.records.byteOffset, got.records.byteLength);
+    const records = got.ends.map((end, i) => all.subarray(i === 0 ? 0 : got.ends[i - 1], end));
+    return { records, incompleteBytes: got.incompleteBytes, damage: got.damage };
+  }
+
+  /** Forgets a log the follower closed (nothing to wait for). */
+  dropLog(tail: number): void {
+    this.call('tailDrop', tail).catch(() => {});
+  }
+
+  /** SHA-256 in the worker (the bytes are copied there). */
+  readonly sha256: Sha256 = async (data) => {
+    const d = await this.call('sha256', data);
+    return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
+  };
+}

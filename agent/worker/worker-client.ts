@@ -1,0 +1,99 @@
+import { Worker, type Transferable } from 'node:worker_threads';
+import { AdminError, ErrorCodes, isErrorCode, toAdminError } from '../../shared/errors.js';
+import type { Transferring, WorkerOps, WorkerRequest, WorkerResponse } from './serve-worker-ops.js';
+
+type Pending = { resolve: (v: unknown) => void; reject: (e: unknown) => void };
+
+/** What a call resolves to: the op's result, unwrapped from Transferring. */
+type Result<R> = Unwrapped<Awaited<R>>;
+type Unwrapped<R> = R extends Transferring<infer T> ? T : R;
+
+/**
+ * A handle on one worker thread that serves `Ops` (serveWorkerOps). The thread starts at the first call.
+ * `cancel()` terminates it: every call in flight rejects with CANCELLED, and the next call starts a
+ * fresh thread (whatever state the old one kept is gone). If the thread dies, the calls in flight
+ * reject (INTERNAL). The worker never keeps the host process alive while no call is in flight.
+ */
+export class WorkerClient<Ops extends WorkerOps> {
+  private worker: Worker | null = null;
+  private seq = 0;
+  private readonly pending = new Map<number, Pending>();
+  private closed = false;
+
+  /** `name` names the thread in errors ("fs worker exited"). */
+  constructor(
+    private readonly url: URL,
+    private readonly name: string,
+  ) {}
+
+  call<K extends keyof Ops & string>(op: K, ...args: Parameters<Ops[K]>): Promise<Result<ReturnType<Ops[K]>>> {
+    return this.callMoving([], op, ...args);
+  }
+
+  /** A call whose listed buffers are moved to the worker rather than copied (the caller loses them). */
+  callMoving<K extends keyof Ops & string>(transfer: Transferable[], op: K, ...args: Parameters<Ops[K]>): Promise<Result<ReturnType<Ops[K]>>> {
+    if (this.closed) return Promise.reject(new AdminError(ErrorCodes.CANCELLED, 'cancelled: the agent is stopping'));
+    const worker = this.ensureWorker();
+    const seq = ++this.seq;
+    return new Promise((resolve, reject) => {
+      this.pending.set(seq, { resolve: resolve as (v: unknown) => void, reject });
+      worker.ref();
+      worker.postMessage({ seq, op, args } satisfies WorkerRequest, transfer);
+    });
+  }
+
+  get busy(): boolean {
+    return this.pending.size > 0;
+  }
+
+  /** Stops whatever the worker is doing, now. */
+  async cancel(): Promise<void> {
+    const w = this.worker;
+    if (!w) return;
+    this.worker = null;
+    this.failAll(new AdminError(ErrorCodes.CANCELLED, 'cancelled'));
+    await w.terminate();
+  }
+
+  /** Stops the worker for good: what is in flight rejects with CANCELLED, and so does every later call. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.cancel();
+  }
+
+  private ensureWorker(): Worker {
+    if (this.worker) return this.worker;
+    const w = new Worker(this.url);
+    w.unref();
+    w.on('message', (msg: WorkerResponse) => {
+      const p = this.pending.get(msg.seq);
+      if (!p) return;
+      this.pending.delete(msg.seq);
+      if (this.pending.size === 0) w.unref();
+      if (msg.ok) p.resolve(msg.result);
+      else p.reject(reviveError(msg.error));
+    });
+    w.on('error', (err) => {
+      if (this.worker === w) this.worker = null;
+      this.failAll(toAdminError(err));
+    });
+    w.on('exit', () => {
+      if (this.worker === w) this.worker = null;
+      this.failAll(new AdminError(ErrorCodes.INTERNAL, `${this.name} exited`));
+    });
+    this.worker = w;
+    return w;
+  }
+
+  private failAll(err: unknown): void {
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of all) p.reject(err);
+  }
+}
+
+function reviveError(e: { name: string; message: string; code?: string; adminCode?: string }): AdminError {
+  if (e.adminCode && isErrorCode(e.adminCode)) return new AdminError(e.adminCode, e.message);
+  const err = Object.assign(new Error(e.message), { name: e.name, code: e.code });
+  return toAdminError(err);
+}
