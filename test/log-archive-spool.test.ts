@@ -4,9 +4,7 @@ import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import {
   decodeSegment,
-  decodeSegmentWith,
   encodeSegment,
-  encodeSegmentWith,
   sha256Here,
   wholePasses,
   type SegmentBatch,
@@ -40,10 +38,10 @@ function putBatch(seq: number, key: string, value: string): Buffer {
   return Buffer.concat([head, Buffer.from([1, k.length]), k, Buffer.from([v.length]), v]);
 }
 
-function segment(timeline: string, first: number, count: number, from: number): { info: SegmentInfo; data: Buffer } {
+async function segment(timeline: string, first: number, count: number, from: number): Promise<{ info: SegmentInfo; data: Buffer }> {
   const batches = Array.from({ length: count }, (_, i) => ({ seq: first + i, count: 1, payload: putBatch(first + i, `k${first + i}`, 'v'), readAt: from + i }));
   const info: SegmentInfo = { timeline, first, last: first + count - 1, from, to: from + 1000 };
-  return { info, data: encodeSegment(info, batches) };
+  return { info, data: await encodeSegment(info, batches) };
 }
 
 describe('segments hashed in the archive worker', () => {
@@ -51,14 +49,14 @@ describe('segments hashed in the archive worker', () => {
     for (const [first, count] of [[1, 1], [10, 300], [5000, 40]] as const) {
       const batches = Array.from({ length: count }, (_, i) => ({ seq: first + i, count: 1, payload: putBatch(first + i, `k${i}`, 'v'.repeat(i % 200)), readAt: 1000 + i }));
       const info: SegmentInfo = { timeline: '20261124t010000000z-aaaa', first, last: first + count - 1, from: 999, to: 1000 + count };
-      const here = encodeSegment(info, batches);
-      const there = await encodeSegmentWith(info, batches, worker.sha256);
+      const here = await encodeSegment(info, batches);
+      const there = await encodeSegment(info, batches, worker.sha256);
       expect(there.equals(here)).toBe(true);
-      expect((await decodeSegmentWith('s', info, there, worker.sha256)).map((b) => b.seq)).toEqual(decodeSegment('s', info, here).map((b) => b.seq));
+      expect((await decodeSegment('s', info, there, worker.sha256)).map((b) => b.seq)).toEqual((await decodeSegment('s', info, here)).map((b) => b.seq));
       for (const at of [0, 20, Math.floor(there.length / 2), there.length - 1]) {
         const bad = Buffer.from(there);
         bad[at]! ^= 0x01;
-        await expect(decodeSegmentWith('s', info, bad, worker.sha256)).rejects.toMatchObject({ code: 'CORRUPT' });
+        await expect(decodeSegment('s', info, bad, worker.sha256)).rejects.toMatchObject({ code: 'CORRUPT' });
       }
     }
   });
@@ -68,7 +66,7 @@ describe('the log archive spool on disk (SegmentSpool)', () => {
   it('lists what was written oldest first per timeline, reads it back byte for byte, removes it', async () => {
     const spool = spoolIn();
     expect(await spool.list()).toEqual([]); // no directory yet
-    const written = [segment('20261124t010000000z-aaaa', 100, 3, 5000), segment('20261124t010000000z-aaaa', 9, 2, 1000), segment('20261124t000000000z-bbbb', 1, 1, 9000)];
+    const written = [await segment('20261124t010000000z-aaaa', 100, 3, 5000), await segment('20261124t010000000z-aaaa', 9, 2, 1000), await segment('20261124t000000000z-bbbb', 1, 1, 9000)];
     for (const s of written) await spool.write(s.info, s.data);
     const listed = await spool.list();
     expect(listed.map((e) => e.info)).toEqual([written[2]!.info, written[1]!.info, written[0]!.info]);
@@ -86,7 +84,7 @@ describe('the log archive spool on disk (SegmentSpool)', () => {
     ['the archive worker', worker.sha256],
   ])('a damaged file is CORRUPT on read (hashed in %s); a file not named as a segment lists with info null', async (_where, sha256) => {
     const spool = spoolIn(sha256);
-    const s = segment('20261124t010000000z-aaaa', 5, 4, 1000);
+    const s = await segment('20261124t010000000z-aaaa', 5, 4, 1000);
     const spooled = await spool.write(s.info, s.data);
     await expect(spool.read(spooled)).resolves.toBeInstanceOf(Buffer); // positive control
     const bytes = fs.readFileSync(spooled.file);
@@ -94,7 +92,7 @@ describe('the log archive spool on disk (SegmentSpool)', () => {
     fs.writeFileSync(spooled.file, bytes);
     await expect(spool.read(spooled)).rejects.toMatchObject({ code: 'CORRUPT' });
     // Bytes of another segment under this one's name: also refused.
-    const other = segment('20261124t010000000z-aaaa', 5, 4, 2000);
+    const other = await segment('20261124t010000000z-aaaa', 5, 4, 2000);
     fs.writeFileSync(spooled.file, other.data);
     await expect(spool.read(spooled)).rejects.toMatchObject({ code: 'CORRUPT' });
     fs.writeFileSync(path.join(spool.dir, 'stray.seg'), 'x');

@@ -31,17 +31,13 @@ const archiveWorkerOps = {
   tailPush(tail: number, offset: number, bytes: Uint8Array): Transferring<TailPushed> | TailPushed {
     let t = tails.get(tail);
     if (!t && offset === 0) tails.set(tail, (t = new LogTail()));
-    if (!t || t.offset !== offset) {
-      tails.delete(tail);
-      return { records: new Uint8Array(0), ends: [], incompleteBytes: 0, damage: `the reader lost its place in the log (at offset ${offset})` };
-    }
+    if (!t || t.offset !== offset) return damaged(tail, `the reader lost its place in the log (at offset ${offset})`);
     let got: Buffer[];
     try {
       got = t.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
     } catch (err) {
       if (!(err instanceof LogCorruptionError)) throw err;
-      tails.delete(tail);
-      return { records: new Uint8Array(0), ends: [], incompleteBytes: 0, damage: err.message };
+      return damaged(tail, err.message);
     }
     // One buffer of its own (never a slice of Node's shared pool, which must not be moved).
     const records = Buffer.allocUnsafeSlow(got.reduce((n, r) => n + r.length, 0));
@@ -60,5 +56,11 @@ const archiveWorkerOps = {
 } as const;
 
 export type ArchiveWorkerOps = typeof archiveWorkerOps;
+
+/** The log cannot be read on: its assembly is forgotten, and no record of this push is given. */
+function damaged(tail: number, why: string): TailPushed {
+  tails.delete(tail);
+  return { records: new Uint8Array(0), ends: [], incompleteBytes: 0, damage: why };
+}
 
 serveWorkerOps(archiveWorkerOps);

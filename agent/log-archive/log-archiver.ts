@@ -8,7 +8,7 @@ import { newCheckpointId } from '../checkpoint/checkpoint-id.js';
 import { dbSequence } from './db-sequence.js';
 import { LogFollower, type ReadBatch } from './log-follower.js';
 import { ArchiveWorker } from './archive-worker-client.js';
-import { baseName, encodeSegmentWith, segmentName, wholePasses, type BaseRecord, type SegmentInfo } from './segment.js';
+import { baseName, encodeSegment, segmentName, wholePasses, type BaseRecord, type SegmentInfo } from './segment.js';
 import { SegmentSpool, type SpooledSegment } from './segment-spool.js';
 import { batchLast } from './write-batch.js';
 import { HOUR_MS, MINUTE_MS, listSegments, planMerges, runMerges } from './segment-merger.js';
@@ -504,7 +504,7 @@ export class LogArchiver {
       const chunk = wholePasses(this.pending, Math.min(SEGMENT_BYTES, this.cfg.spoolMemoryBytes));
       const n = chunk.length;
       const info: SegmentInfo = { timeline: timeline.id, first: chunk[0]!.seq, last: batchLast(chunk.at(-1)!), from: Math.min(timeline.segmentFrom, chunk[0]!.readAt), to: chunk.at(-1)!.readAt };
-      const spooled = await this.diskSpool.write(info, await encodeSegmentWith(info, chunk, this.worker.sha256));
+      const spooled = await this.diskSpool.write(info, await encodeSegment(info, chunk, this.worker.sha256));
       if (this.timeline !== timeline || this.pending[0] !== chunk[0]) {
         await this.diskSpool.remove(spooled); // a break meanwhile: its end is shipped from memory
         return;
@@ -745,7 +745,7 @@ export class LogArchiver {
 
   private async putSegment(timeline: Timeline, batches: ReadBatch[], to: number): Promise<void> {
     const info = { timeline: timeline.id, first: batches[0]!.seq, last: batchLast(batches.at(-1)!), from: Math.min(timeline.segmentFrom, batches[0]!.readAt), to };
-    await this.storeSegment(timeline, info, await encodeSegmentWith(info, batches, this.worker.sha256));
+    await this.storeSegment(timeline, info, await encodeSegment(info, batches, this.worker.sha256));
   }
 
   /** Stores one segment of the timeline (the next in order), and counts it. */

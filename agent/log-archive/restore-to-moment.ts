@@ -43,7 +43,7 @@ export async function* archivedBatches(
     if (s.last <= base.sequence) continue;
     if (s.first > next) throw new AdminError(ErrorCodes.CORRUPT, `the log archive of timeline ${timeline.id} has no batch at sequence ${next}`);
     const name = segmentName(s);
-    const decoded = decodeSegment(name, s, await storage.get(name));
+    const decoded = await decodeSegment(name, s, await storage.get(name));
     counts.segments++;
     for (const b of decoded) {
       if (batchLast(b) <= base.sequence) continue;

@@ -1,5 +1,5 @@
 import type { Storage } from '../backup/storage/storage.js';
-import { decodeSegmentWith, encodeSegmentWith, parseWalName, segmentName, sha256Here, WAL_PREFIX, type SegmentBatch, type SegmentInfo, type Sha256 } from './segment.js';
+import { decodeSegment, encodeSegment, parseWalName, segmentName, sha256Here, WAL_PREFIX, type SegmentBatch, type SegmentInfo, type Sha256 } from './segment.js';
 import { coveringChain } from './timeline-windows.js';
 
 /**
@@ -119,9 +119,9 @@ export async function runMerges(storage: Storage, plan: MergePlan, sha256: Sha25
   let deleted = 0;
   for (const run of plan.merges) {
     const batches: SegmentBatch[] = [];
-    for (const s of run) batches.push(...(await decodeSegmentWith(s.name, s, await storage.get(s.name), sha256)));
+    for (const s of run) batches.push(...(await decodeSegment(s.name, s, await storage.get(s.name), sha256)));
     const info: SegmentInfo = { timeline: run[0]!.timeline, first: run[0]!.first, last: run.at(-1)!.last, from: run[0]!.from, to: run.at(-1)!.to };
-    await storage.put(segmentName(info), await encodeSegmentWith(info, batches, sha256));
+    await storage.put(segmentName(info), await encodeSegment(info, batches, sha256));
     stored++;
     for (const s of run) {
       await storage.delete(s.name);

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { mkdirDurable, writeFileAtomic } from '../fs/durable-fs.js';
-import { decodeSegmentWith, parseWalName, segmentName, sha256Here, WAL_PREFIX, type SegmentInfo, type Sha256 } from './segment.js';
+import { decodeSegment, parseWalName, segmentName, sha256Here, WAL_PREFIX, type SegmentInfo, type Sha256 } from './segment.js';
 
 /** A segment in the spool: what it holds, its file, its size. */
 export interface SpooledSegment {
@@ -34,7 +34,7 @@ export class SegmentSpool {
   /** A spooled segment's bytes, checked (CORRUPT if they are not the segment its name says). */
   async read(s: { info: SegmentInfo; file: string }): Promise<Buffer> {
     const data = await fs.promises.readFile(s.file);
-    await decodeSegmentWith(s.file, s.info, data, this.sha256);
+    await decodeSegment(s.file, s.info, data, this.sha256);
     return data;
   }
 

@@ -87,31 +87,13 @@ export function parseWalName(name: string): WalObject | null {
 export type Sha256 = (data: Uint8Array) => Promise<Buffer>;
 
 /** SHA-256 in this thread: for the offline restore, which has no host to keep responsive. */
-export const sha256Here: Sha256 = async (data) => sha256Sync(data);
-
-function sha256Sync(data: Uint8Array): Buffer {
-  return createHash('sha256').update(data).digest();
-}
+export const sha256Here: Sha256 = async (data) => createHash('sha256').update(data).digest();
 
 /**
  * A segment's bytes: magic, header length (u32 LE), canonical-JSON header, then per batch readAt (u64 LE,
- * ms), payload length (u32 LE) and payload, then the SHA-256 of everything before it.
+ * ms), payload length (u32 LE) and payload, then the SHA-256 of everything before it (by `sha256`).
  */
-export function encodeSegment(info: SegmentInfo, batches: readonly SegmentBatch[]): Buffer {
-  const { sealed, body } = segmentBody(info, batches);
-  sha256Sync(body).copy(sealed, body.length);
-  return sealed;
-}
-
-/** encodeSegment, hashed by `sha256`. */
-export async function encodeSegmentWith(info: SegmentInfo, batches: readonly SegmentBatch[], sha256: Sha256): Promise<Buffer> {
-  const { sealed, body } = segmentBody(info, batches);
-  (await sha256(body)).copy(sealed, body.length);
-  return sealed;
-}
-
-/** The segment's buffer, its digest's place left at the end, and the body it covers. */
-function segmentBody(info: SegmentInfo, batches: readonly SegmentBatch[]): { sealed: Buffer; body: Buffer } {
+export async function encodeSegment(info: SegmentInfo, batches: readonly SegmentBatch[], sha256: Sha256 = sha256Here): Promise<Buffer> {
   const header = Buffer.from(
     canonicalJson({ batches: batches.length, first: info.first, from: info.from, last: info.last, timeline: info.timeline, to: info.to, version: SEGMENT_VERSION }),
   );
@@ -126,7 +108,8 @@ function segmentBody(info: SegmentInfo, batches: readonly SegmentBatch[]): { sea
     at = sealed.writeUInt32LE(b.payload.length, at);
     at += b.payload.copy(sealed, at);
   }
-  return { sealed, body: sealed.subarray(0, at) };
+  (await sha256(sealed.subarray(0, at))).copy(sealed, at);
+  return sealed;
 }
 
 /**
@@ -134,32 +117,11 @@ function segmentBody(info: SegmentInfo, batches: readonly SegmentBatch[]): { sea
  * under, every batch's sequence numbers (contiguous, first..last) and read time (within (from, to]).
  * Throws CORRUPT naming the object.
  */
-export function decodeSegment(name: string, expected: SegmentInfo, data: Buffer): SegmentBatch[] {
-  const body = segmentDigested(name, data);
-  if (!sha256Sync(body).equals(data.subarray(body.length))) throw damaged(name, 'checksum mismatch');
-  return parseSegmentBody(name, expected, body);
-}
-
-/** decodeSegment, hashed by `sha256`. */
-export async function decodeSegmentWith(name: string, expected: SegmentInfo, data: Buffer, sha256: Sha256): Promise<SegmentBatch[]> {
-  const body = segmentDigested(name, data);
-  if (!(await sha256(body)).equals(data.subarray(body.length))) throw damaged(name, 'checksum mismatch');
-  return parseSegmentBody(name, expected, body);
-}
-
-function damaged(name: string, why: string): AdminError {
-  return new AdminError(ErrorCodes.CORRUPT, `archived log segment ${name} is damaged: ${why}`);
-}
-
-/** The part of a segment its digest covers (CORRUPT if it cannot be a segment at all). */
-function segmentDigested(name: string, data: Buffer): Buffer {
-  if (data.length < SEGMENT_MAGIC.length + 4 + DIGEST || !data.subarray(0, SEGMENT_MAGIC.length).equals(SEGMENT_MAGIC)) throw damaged(name, 'not a segment');
-  return data.subarray(0, data.length - DIGEST);
-}
-
-/** The batches of a segment's body whose digest was checked. */
-function parseSegmentBody(name: string, expected: SegmentInfo, body: Buffer): SegmentBatch[] {
-  const bad = (why: string) => damaged(name, why);
+export async function decodeSegment(name: string, expected: SegmentInfo, data: Buffer, sha256: Sha256 = sha256Here): Promise<SegmentBatch[]> {
+  const bad = (why: string) => new AdminError(ErrorCodes.CORRUPT, `archived log segment ${name} is damaged: ${why}`);
+  if (data.length < SEGMENT_MAGIC.length + 4 + DIGEST || !data.subarray(0, SEGMENT_MAGIC.length).equals(SEGMENT_MAGIC)) throw bad('not a segment');
+  const body = data.subarray(0, data.length - DIGEST);
+  if (!(await sha256(body)).equals(data.subarray(body.length))) throw bad('checksum mismatch');
   const headerLength = body.readUInt32LE(SEGMENT_MAGIC.length);
   let at = SEGMENT_MAGIC.length + 4 + headerLength;
   if (at > body.length) throw bad('header runs past the end');
