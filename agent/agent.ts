@@ -36,7 +36,7 @@ import { AdminServer } from './admin-server/admin-server.js';
 import { formatBytes } from '../shared/units.js';
 import { AgentMetrics, type CheckpointFacts } from './metrics/agent-metrics.js';
 import { LogArchiver, parseLogArchiveOptions, type LogArchiveConfig } from './log-archive/log-archiver.js';
-import type { Storage } from './backup/storage/storage.js';
+import type { Storage } from './storage/storage.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -542,7 +542,7 @@ class CheckpointAgent implements Agent {
   private openArchiveStorage(): Promise<Storage> {
     if (!this.archiveStorage) {
       const b = this.backupOptions!;
-      const opening = import('./backup/storage/open-storage.js').then(({ openStorage }) =>
+      const opening = import('./storage/open-storage.js').then(({ openStorage }) =>
         openStorage(b.repository, { logger: this.log, ...(b.s3 ? { s3: b.s3 } : {}) }),
       );
       this.archiveStorage = opening;

@@ -3,9 +3,9 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { CheckpointRecord } from '../shared/api.js';
 import { backupCheckpoint } from '../agent/backup/backup-checkpoint.js';
 import { HashCache } from '../agent/backup/hash-cache.js';
-import { Repository } from '../agent/backup/repository/repository.js';
+import { Repository } from '../agent/repository/repository.js';
 import { restoreBackup } from '../agent/backup/restore-backup.js';
-import { openStorage, type OpenStorageOptions } from '../agent/backup/storage/open-storage.js';
+import { openStorage, type OpenStorageOptions } from '../agent/storage/open-storage.js';
 
 /**
  * One backup or restore of ours, as its own process, so that the backup benchmark measures its wall time

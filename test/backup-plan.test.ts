@@ -4,7 +4,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackupPlan, listCheckpoint, type ChunkJob, type CheckpointListing } from '../dist/agent/backup/backup-plan.js';
 import { HashCache } from '../dist/agent/backup/hash-cache.js';
-import { CHUNK_SIZE } from '../dist/agent/backup/repository/format.js';
+import { CHUNK_SIZE } from '../dist/agent/repository/format.js';
 import { tempDir } from './support/processes.js';
 
 /**

@@ -2,8 +2,8 @@ import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { REDACT_PATHS } from '../dist/agent/index.js';
-import { openStorage } from '../dist/agent/backup/storage/open-storage.js';
-import { Repository } from '../dist/agent/backup/repository/repository.js';
+import { openStorage } from '../dist/agent/storage/open-storage.js';
+import { Repository } from '../dist/agent/repository/repository.js';
 import { s3Server } from './support/s3-server.js';
 
 /**

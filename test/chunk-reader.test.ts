@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readChunks, type ChunkSource } from '../dist/agent/backup/chunk-reader.js';
 import type { ChunkJob, PlannedFile } from '../dist/agent/backup/backup-plan.js';
 import { DirectReader } from '../dist/agent/fs/direct-reader.js';
-import { CHUNK_SIZE, sha256 } from '../dist/agent/backup/repository/format.js';
+import { CHUNK_SIZE, sha256 } from '../dist/agent/repository/format.js';
 import { ErrorCodes } from '../dist/shared/errors.js';
 import { tempDir } from './support/processes.js';
 

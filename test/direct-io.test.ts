@@ -6,14 +6,14 @@ import { ClassicLevel } from 'classic-level';
 import { DirectReader } from '../dist/agent/fs/direct-reader.js';
 import { DIRECT_ALIGN, DirectOpener, alignedBuffers, readPagesUnlessRefused, writeSplit } from '../dist/agent/fs/direct-io.js';
 import { mkdirDurable } from '../dist/agent/fs/durable-fs.js';
-import { DirStorage } from '../dist/agent/backup/storage/dir-storage.js';
-import { Repository } from '../dist/agent/backup/repository/repository.js';
+import { DirStorage } from '../dist/agent/storage/dir-storage.js';
+import { Repository } from '../dist/agent/repository/repository.js';
 import { HashCache } from '../dist/agent/backup/hash-cache.js';
 import { backupCheckpoint } from '../dist/agent/backup/backup-checkpoint.js';
 import { restoreBackup } from '../dist/agent/backup/restore-backup.js';
 import { createCheckpointSync } from '../dist/agent/checkpoint/checkpoint-dir.js';
-import { PackBuilder } from '../dist/agent/backup/repository/pack.js';
-import { canonicalJson, sha256 } from '../dist/agent/backup/repository/format.js';
+import { PackBuilder } from '../dist/agent/repository/pack.js';
+import { canonicalJson, sha256 } from '../dist/agent/repository/format.js';
 import { tempDir } from './support/processes.js';
 import type { FileHandle } from 'node:fs/promises';
 

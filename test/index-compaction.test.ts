@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { MemoryStorage } from '../dist/agent/backup/storage/memory-storage.js';
-import { Repository } from '../dist/agent/backup/repository/repository.js';
+import { MemoryStorage } from '../dist/agent/storage/memory-storage.js';
+import { Repository } from '../dist/agent/repository/repository.js';
 
 /**
  * Index compaction (Repository.compactIndex): many index files become one, and a reader loading the

@@ -12,11 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClassicLevel } from 'classic-level';
 import { createAgent, type Agent } from '../dist/agent/index.js';
 import { readWindows } from '../dist/agent/log-archive/restore-to-moment.js';
-import { openStorage } from '../dist/agent/backup/storage/open-storage.js';
-import type { Storage } from '../dist/agent/backup/storage/storage.js';
+import { openStorage } from '../dist/agent/storage/open-storage.js';
+import type { Storage } from '../dist/agent/storage/storage.js';
 import { cloneDbSync } from '../dist/agent/checkpoint/checkpoint-dir.js';
 import { restoreToMoment } from '../dist/agent/log-archive/restore-to-moment.js';
-import { Repository } from '../dist/agent/backup/repository/repository.js';
+import { Repository } from '../dist/agent/repository/repository.js';
 import { tempDir } from './support/processes.js';
 import { storageCallLogger } from './support/storage-calls.js';
 

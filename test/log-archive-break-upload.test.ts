@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ClassicLevel } from 'classic-level';
 import { pino } from 'pino';
 import { createAgent, type Agent } from '../dist/agent/index.js';
-import { DirStorage } from '../dist/agent/backup/storage/dir-storage.js';
+import { DirStorage } from '../dist/agent/storage/dir-storage.js';
 import { LogArchiver, parseLogArchiveOptions } from '../dist/agent/log-archive/log-archiver.js';
 import { readWindows } from '../dist/agent/log-archive/restore-to-moment.js';
 import { cloneDbSync } from '../dist/agent/checkpoint/checkpoint-dir.js';

@@ -82,7 +82,7 @@ describe('offline commands load only what they use', () => {
     // No repository there: NOT_FOUND (exit 3), after opening the storage and looking.
     expect(r.code).toBe(3);
     expect(r.stderr).toContain('REPOSITORY_NOT_FOUND');
-    expect(r.modules).toContain('dist/agent/backup/repository/repository.js');
+    expect(r.modules).toContain('dist/agent/repository/repository.js');
     expect(agentOnly(r.modules)).toEqual([]);
   });
 

@@ -4,12 +4,12 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { INDEX_DELAY_MS, PackPlacer } from '../dist/agent/backup/pack-placer.js';
 import { RateLimiter } from '../dist/agent/backup/rate-limiter.js';
-import { Repository } from '../dist/agent/backup/repository/repository.js';
-import { readPackHeader } from '../dist/agent/backup/repository/pack.js';
-import { CHUNK_SIZE, PACK_TARGET_SIZE, packName, sha256, type IndexFile } from '../dist/agent/backup/repository/format.js';
-import { MemoryStorage } from '../dist/agent/backup/storage/memory-storage.js';
-import { DirStorage } from '../dist/agent/backup/storage/dir-storage.js';
-import { StorageError, type Storage } from '../dist/agent/backup/storage/storage.js';
+import { Repository } from '../dist/agent/repository/repository.js';
+import { readPackHeader } from '../dist/agent/repository/pack.js';
+import { CHUNK_SIZE, PACK_TARGET_SIZE, packName, sha256, type IndexFile } from '../dist/agent/repository/format.js';
+import { MemoryStorage } from '../dist/agent/storage/memory-storage.js';
+import { DirStorage } from '../dist/agent/storage/dir-storage.js';
+import { StorageError, type Storage } from '../dist/agent/storage/storage.js';
 import { tempDir } from './support/processes.js';
 
 /**

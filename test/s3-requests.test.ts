@@ -6,13 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClassicLevel } from 'classic-level';
 import { pino } from 'pino';
 import { createAgent, type Agent, type CheckpointRecord } from '../dist/agent/index.js';
-import { openStorage } from '../dist/agent/backup/storage/open-storage.js';
-import { Repository } from '../dist/agent/backup/repository/repository.js';
+import { openStorage } from '../dist/agent/storage/open-storage.js';
+import { Repository } from '../dist/agent/repository/repository.js';
 import { HashCache } from '../dist/agent/backup/hash-cache.js';
 import { backupCheckpoint } from '../dist/agent/backup/backup-checkpoint.js';
 import { verifyRepository } from '../dist/agent/backup/verify-repository.js';
-import { PACK_TARGET_SIZE } from '../dist/agent/backup/repository/format.js';
-import type { S3StorageOptions } from '../dist/agent/backup/storage/s3-storage.js';
+import { PACK_TARGET_SIZE } from '../dist/agent/repository/format.js';
+import type { S3StorageOptions } from '../dist/agent/storage/s3-storage.js';
 import { tempDir } from './support/processes.js';
 import { s3Server } from './support/s3-server.js';
 

@@ -3,8 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DirStorage } from '../dist/agent/backup/storage/dir-storage.js';
-import { openStorage } from '../dist/agent/backup/storage/open-storage.js';
+import { DirStorage } from '../dist/agent/storage/dir-storage.js';
+import { openStorage } from '../dist/agent/storage/open-storage.js';
 import { collect, expectKind, failure, names, runStorageConformance } from './support/storage-conformance.js';
 
 function tempRoot(): string {

@@ -4,12 +4,12 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../dist/shared/errors.js';
-import { FaultStorage, type FaultRule } from '../dist/agent/backup/storage/fault-storage.js';
-import { LoggingStorage } from '../dist/agent/backup/storage/logging-storage.js';
-import { MemoryStorage } from '../dist/agent/backup/storage/memory-storage.js';
-import { RetryStorage, type RetryOptions } from '../dist/agent/backup/storage/retry-storage.js';
-import type { Storage } from '../dist/agent/backup/storage/storage.js';
-import type { S3StorageOptions } from '../dist/agent/backup/storage/s3-storage.js';
+import { FaultStorage, type FaultRule } from '../dist/agent/storage/fault-storage.js';
+import { LoggingStorage } from '../dist/agent/storage/logging-storage.js';
+import { MemoryStorage } from '../dist/agent/storage/memory-storage.js';
+import { RetryStorage, type RetryOptions } from '../dist/agent/storage/retry-storage.js';
+import type { Storage } from '../dist/agent/storage/storage.js';
+import type { S3StorageOptions } from '../dist/agent/storage/s3-storage.js';
 import { FaultProxy, s3Server, s3TestStorage, type ProxyFault } from './support/s3-server.js';
 import { collect, expectKind, failure, names } from './support/storage-conformance.js';
 

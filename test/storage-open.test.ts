@@ -4,9 +4,9 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AdminError, ErrorCodes } from '../dist/shared/errors.js';
-import { LoggingStorage } from '../dist/agent/backup/storage/logging-storage.js';
-import { openStorage, redactUrl } from '../dist/agent/backup/storage/open-storage.js';
-import { RetryStorage } from '../dist/agent/backup/storage/retry-storage.js';
+import { LoggingStorage } from '../dist/agent/storage/logging-storage.js';
+import { openStorage, redactUrl } from '../dist/agent/storage/open-storage.js';
+import { RetryStorage } from '../dist/agent/storage/retry-storage.js';
 
 const logger = pino({ level: 'silent' });
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'node-admin-open-storage-'));

@@ -4,8 +4,8 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../dist/shared/errors.js';
-import { openStorage } from '../dist/agent/backup/storage/open-storage.js';
-import { S3Storage, classifyS3Error } from '../dist/agent/backup/storage/s3-storage.js';
+import { openStorage } from '../dist/agent/storage/open-storage.js';
+import { S3Storage, classifyS3Error } from '../dist/agent/storage/s3-storage.js';
 import { emptyAndClose, s3Server, s3TestStorage } from './support/s3-server.js';
 import { chunked, expectKind, failure, runStorageConformance } from './support/storage-conformance.js';
 

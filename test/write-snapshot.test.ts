@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { INDEX_FILES_BEFORE_COMPACTION, writeSnapshot, type TreeSink } from '../dist/agent/backup/write-snapshot.js';
-import { Repository } from '../dist/agent/backup/repository/repository.js';
-import { PackBuilder } from '../dist/agent/backup/repository/pack.js';
-import { sha256, type Tree } from '../dist/agent/backup/repository/format.js';
-import { MemoryStorage } from '../dist/agent/backup/storage/memory-storage.js';
-import { StorageError } from '../dist/agent/backup/storage/storage.js';
+import { Repository } from '../dist/agent/repository/repository.js';
+import { PackBuilder } from '../dist/agent/repository/pack.js';
+import { sha256, type Tree } from '../dist/agent/repository/format.js';
+import { MemoryStorage } from '../dist/agent/storage/memory-storage.js';
+import { StorageError } from '../dist/agent/storage/storage.js';
 
 /**
  * Writing a backup's tree and snapshot alone (write-snapshot.ts), on a memory storage, with a fake pack

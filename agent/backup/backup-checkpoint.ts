@@ -7,8 +7,8 @@ import { readChunks } from './chunk-reader.js';
 import type { HashCache } from './hash-cache.js';
 import { PackPlacer } from './pack-placer.js';
 import { RateLimiter } from './rate-limiter.js';
-import type { Repository } from './repository/repository.js';
-import { CHUNK_SIZE } from './repository/format.js';
+import type { Repository } from '../repository/repository.js';
+import { CHUNK_SIZE } from '../repository/format.js';
 import { writeSnapshot } from './write-snapshot.js';
 
 /** Chunks read, hashed and written at once at most (each holds a CHUNK_SIZE buffer). */

@@ -19,9 +19,9 @@ import { parseBackupId, parseCheckpointId, parseKeepCounts, parseOptionalBoolean
 import { backupRecordOf } from './backup-record.js';
 import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
 import type { BackupOptions } from '../agent-types.js';
-import type { Repository } from './repository/repository.js';
-import { parseStorageUrl, redactUrl } from './storage/open-storage.js';
-import type { Storage } from './storage/storage.js';
+import type { Repository } from '../repository/repository.js';
+import { parseStorageUrl, redactUrl } from '../storage/open-storage.js';
+import type { Storage } from '../storage/storage.js';
 import type { AgentMetrics } from '../metrics/agent-metrics.js';
 
 /** What the backup manager needs of the agent that hosts it. */
@@ -88,8 +88,8 @@ export function parseBackupOptions(o: BackupOptions, checkpointDir: string): Bac
 
 /** The backup engine, loaded on first use: it pulls in the S3 SDK, which an agent without backups never needs. */
 interface BackupEngine {
-  openStorage: (typeof import('./storage/open-storage.js'))['openStorage'];
-  Repository: (typeof import('./repository/repository.js'))['Repository'];
+  openStorage: (typeof import('../storage/open-storage.js'))['openStorage'];
+  Repository: (typeof import('../repository/repository.js'))['Repository'];
   HashCache: (typeof import('./hash-cache.js'))['HashCache'];
   backupCheckpoint: (typeof import('./backup-checkpoint.js'))['backupCheckpoint'];
   defaultReaders: (typeof import('./backup-checkpoint.js'))['defaultReaders'];
@@ -102,8 +102,8 @@ let backupEngine: Promise<BackupEngine> | null = null;
 
 function loadBackupEngine(): Promise<BackupEngine> {
   backupEngine ??= Promise.all([
-    import('./storage/open-storage.js'),
-    import('./repository/repository.js'),
+    import('../storage/open-storage.js'),
+    import('../repository/repository.js'),
     import('./hash-cache.js'),
     import('./backup-checkpoint.js'),
     import('./verify-repository.js'),

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { HashCache, FileIdentity } from './hash-cache.js';
 import { mapLimit } from './map-limit.js';
-import { CHUNK_SIZE, type Tree, type TreeFile } from './repository/format.js';
+import { CHUNK_SIZE, type Tree, type TreeFile } from '../repository/format.js';
 
 /** A checkpoint's files to back up, in name order, with what the hash cache knows each by. */
 export interface CheckpointListing {

@@ -1,5 +1,5 @@
 import type { BackupRecord } from '../../shared/api.js';
-import type { Snapshot } from './repository/format.js';
+import type { Snapshot } from '../repository/format.js';
 
 /** A snapshot as the API shows it (list, show): the record without what only the run that made it knows. */
 export function backupRecordOf(s: Snapshot): BackupRecord {

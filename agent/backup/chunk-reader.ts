@@ -1,7 +1,7 @@
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import type { DirectReader } from '../fs/direct-reader.js';
 import type { ChunkJob } from './backup-plan.js';
-import { sha256 } from './repository/format.js';
+import { sha256 } from '../repository/format.js';
 
 /** Where chunks to read come from (backup-plan.ts's BackupPlan), as readChunks uses it. */
 export interface ChunkSource {

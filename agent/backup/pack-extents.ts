@@ -1,6 +1,6 @@
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
-import type { Storage } from './storage/storage.js';
-import { packName, sha256 } from './repository/format.js';
+import type { Storage } from '../storage/storage.js';
+import { packName, sha256 } from '../repository/format.js';
 
 /**
  * Needed blobs of one pack closer than this are read by one request, the bytes between them read and

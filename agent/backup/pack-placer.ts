@@ -1,8 +1,8 @@
 import { alignedBuffers } from '../fs/direct-io.js';
 import type { RateLimiter } from './rate-limiter.js';
-import { BufferedPack, StreamedPack, type PackSink } from './repository/pack.js';
-import type { Repository } from './repository/repository.js';
-import { CHUNK_SIZE, PACK_TARGET_SIZE, type IndexFile } from './repository/format.js';
+import { BufferedPack, StreamedPack, type PackSink } from '../repository/pack.js';
+import type { Repository } from '../repository/repository.js';
+import { CHUNK_SIZE, PACK_TARGET_SIZE, type IndexFile } from '../repository/format.js';
 
 /**
  * A pack's buffer, where a pack must be stored whole (S3): a full pack, one more chunk (the one that made

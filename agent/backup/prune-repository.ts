@@ -1,9 +1,9 @@
 import type { BackupPruneResult } from '../../shared/api.js';
 import type { KeepKey } from '../../shared/input-rules.js';
 import { applyPolicy, parseRetention } from '../retention/apply-policy.js';
-import type { Repository } from './repository/repository.js';
-import { PackBuilder } from './repository/pack.js';
-import { PACK_TARGET_SIZE, packName, type IndexFile, type Tree } from './repository/format.js';
+import type { Repository } from '../repository/repository.js';
+import { PackBuilder } from '../repository/pack.js';
+import { PACK_TARGET_SIZE, packName, type IndexFile, type Tree } from '../repository/format.js';
 import { parseWalName, WAL_PREFIX, type WalObject } from '../log-archive/segment.js';
 import { protectedBase, walObjectsToPrune } from '../log-archive/wal-prune.js';
 

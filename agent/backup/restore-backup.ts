@@ -3,13 +3,13 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
 import { fsyncDir, isErrno } from '../fs/durable-fs.js';
-import type { Repository } from './repository/repository.js';
+import type { Repository } from '../repository/repository.js';
 import { DIRECT_ALIGN, alignedBuffers, roundUpToAlign } from '../fs/direct-io.js';
 import { BufferPool, planExtents, streamExtent, type BlobTarget } from './pack-extents.js';
-import type { Storage } from './storage/storage.js';
+import type { Storage } from '../storage/storage.js';
 import { RestoreFileWriter, type RestoredFile } from './restore-file-writer.js';
 import { mapLimit } from './map-limit.js';
-import { packName, sha256, type Tree } from './repository/format.js';
+import { packName, sha256, type Tree } from '../repository/format.js';
 
 /** Longest single ranged read: bounds memory at concurrency × MAX_RUN. */
 const MAX_RUN = 2 * 1024 * 1024;

@@ -1,7 +1,7 @@
-import type { Repository } from './repository/repository.js';
-import { packName, sha256, type Snapshot, type Tree } from './repository/format.js';
+import type { Repository } from '../repository/repository.js';
+import { packName, sha256, type Snapshot, type Tree } from '../repository/format.js';
 import { toAdminError } from '../../shared/errors.js';
-import { readPackHeader } from './repository/pack.js';
+import { readPackHeader } from '../repository/pack.js';
 import type { BackupVerifyReport } from '../../shared/api.js';
 
 /**

@@ -1,8 +1,8 @@
 import os from 'node:os';
 import type { CheckpointRecord } from '../../shared/api.js';
 import { newCheckpointId } from '../checkpoint/checkpoint-id.js';
-import type { Repository } from './repository/repository.js';
-import { canonicalJson, sha256, type Snapshot, type Tree } from './repository/format.js';
+import type { Repository } from '../repository/repository.js';
+import { canonicalJson, sha256, type Snapshot, type Tree } from '../repository/format.js';
 
 /** A backup that leaves more index files than this merges them into one. */
 export const INDEX_FILES_BEFORE_COMPACTION = 32;

@@ -1,4 +1,4 @@
-import type { Storage } from '../backup/storage/storage.js';
+import type { Storage } from '../storage/storage.js';
 import { decodeSegment, encodeSegment, parseWalName, segmentName, sha256Here, WAL_PREFIX, type SegmentBatch, type SegmentInfo, type Sha256 } from './segment.js';
 import { coveringChain } from './timeline-windows.js';
 

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
-import { canonicalJson } from '../backup/repository/format.js';
+import { canonicalJson } from '../repository/format.js';
 import { batchHeader, batchLast } from './write-batch.js';
 
 /**
- * The log archive's objects in a backup repository (agent/backup/FORMAT.md, version 2):
+ * The log archive's objects in a backup repository (docs/FORMAT.md, version 2):
  *
  *   wal/<timeline>/base/<backup id>-<seq>-<last>-<from>-<to>   BaseRecord (JSON): a base backup of the timeline
  *   wal/<timeline>/seg/<first>-<last>-<from>-<to>       a segment: batches first..last read in (from, to]

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Argv } from 'yargs';
 import { parseBackupId } from '../../shared/input-rules.js';
-import type { Repository } from '../../agent/backup/repository/repository.js';
+import type { Repository } from '../../agent/repository/repository.js';
 import { invalidArgument } from '../run-command.js';
 
 /**
@@ -68,8 +68,8 @@ export async function withRepository<T>(argv: Partial<RepoArgs>, fn: (repo: Repo
   };
   // No logger: the CLI logs nothing, and not loading pino saves ~45 ms of start.
   const [{ openStorage }, { Repository }] = await Promise.all([
-    import('../../agent/backup/storage/open-storage.js'),
-    import('../../agent/backup/repository/repository.js'),
+    import('../../agent/storage/open-storage.js'),
+    import('../../agent/repository/repository.js'),
   ]);
   const storage = await openStorage(url, { s3 });
   try {

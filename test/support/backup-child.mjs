@@ -1,8 +1,8 @@
 // A backup in a process of its own, so that a test can kill -9 it mid-way.
 // argv: <storage url> <checkpoint record json> <cache file> <bandwidth limit bytes/s> [s3 json]
 import { pino } from 'pino';
-import { openStorage } from '../../dist/agent/backup/storage/open-storage.js';
-import { Repository } from '../../dist/agent/backup/repository/repository.js';
+import { openStorage } from '../../dist/agent/storage/open-storage.js';
+import { Repository } from '../../dist/agent/repository/repository.js';
 import { HashCache } from '../../dist/agent/backup/hash-cache.js';
 import { backupCheckpoint } from '../../dist/agent/backup/backup-checkpoint.js';
 

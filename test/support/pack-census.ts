@@ -1,5 +1,5 @@
-import { readPackHeader } from '../../dist/agent/backup/repository/pack.js';
-import type { Storage } from '../../dist/agent/backup/storage/storage.js';
+import { readPackHeader } from '../../dist/agent/repository/pack.js';
+import type { Storage } from '../../dist/agent/storage/storage.js';
 
 /** What the packs of a repository hold, read from the packs themselves (their headers), not the index. */
 export interface PackCensus {

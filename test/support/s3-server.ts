@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { inject } from 'vitest';
-import { S3Storage, type S3StorageOptions } from '../../dist/agent/backup/storage/s3-storage.js';
-import type { Storage } from '../../dist/agent/backup/storage/storage.js';
+import { S3Storage, type S3StorageOptions } from '../../dist/agent/storage/s3-storage.js';
+import type { Storage } from '../../dist/agent/storage/storage.js';
 
 /**
  * The S3 server the tests use: OpenStack Swift + s3api on loopback, started once per run by

@@ -3,11 +3,11 @@ import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../dist/shared/errors.js';
 import { alignedBuffers } from '../../dist/agent/fs/direct-io.js';
-import { StorageError, type ObjectInfo, type Storage, type StorageErrorKind } from '../../dist/agent/backup/storage/storage.js';
+import { StorageError, type ObjectInfo, type Storage, type StorageErrorKind } from '../../dist/agent/storage/storage.js';
 
 /**
  * The one test suite every storage backend runs (like restic's backend test suite and kopia's
- * VerifyStorage): it checks the contract written in agent/backup/storage/storage.ts. Each test gets a
+ * VerifyStorage): it checks the contract written in agent/storage/storage.ts. Each test gets a
  * fresh, empty storage from `makeStorage` and calls `cleanup` after it.
  */
 export interface StorageFixture {

@@ -1,8 +1,8 @@
 import { constants as fsConstants } from 'node:fs';
 import fs, { type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { writeSplit, type DirectOpener } from '../../fs/direct-io.js';
-import { fsyncDirAsync, mkdirDurable } from '../../fs/durable-fs.js';
+import { writeSplit, type DirectOpener } from '../fs/direct-io.js';
+import { fsyncDirAsync, mkdirDurable } from '../fs/durable-fs.js';
 import { StorageError, checkName, writerClosedError, writerSizeError, type ObjectWriter, type StorageOp } from './storage.js';
 
 export interface DirWriterOptions {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 
 /**
- * The repository format, version 1 (documented for people in agent/backup/FORMAT.md).
+ * The repository format, version 1 (documented for people in docs/FORMAT.md).
  *
  *   config                         RepoConfig, written once at init
  *   data/<id[0:2]>/<id>            packs: blobs back to back, then a header (PackHeader JSON), its
@@ -129,4 +129,4 @@ export interface PendingMarker {
 }
 
 /** A snapshot's id is its backup's id (shared/input-rules.ts): sortable by time, lowercase for every store. */
-export { isBackupId as isSnapshotId } from '../../../shared/input-rules.js';
+export { isBackupId as isSnapshotId } from '../../shared/input-rules.js';

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import { AdminError, ErrorCodes } from '../../../shared/errors.js';
+import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { DirStorage } from './dir-storage.js';
 import { LoggingStorage } from './logging-storage.js';
 import { RetryStorage, type RetryOptions } from './retry-storage.js';

@@ -1,9 +1,9 @@
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { AdminError, ErrorCodes } from '../../../shared/errors.js';
-import { parseBackupId } from '../../../shared/input-rules.js';
+import { AdminError, ErrorCodes } from '../../shared/errors.js';
+import { parseBackupId } from '../../shared/input-rules.js';
 import { isStorageError, type Storage } from '../storage/storage.js';
-import { mapLimit } from '../map-limit.js';
+import { mapLimit } from '../backup/map-limit.js';
 import { readPackHeader } from './pack.js';
 import {
   CHUNK_SIZE,

@@ -5,10 +5,10 @@ import { constants as fsConstants } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
-import { ErrorCodes } from '../../../shared/errors.js';
-import { DIRECT_ALIGN, DirectOpener, openDirect, readPagesUnlessRefused, roundUpToAlign, writeSplit } from '../../fs/direct-io.js';
-import { fsyncDirAsync, mkdirDurable } from '../../fs/durable-fs.js';
-import { mapLimit } from '../map-limit.js';
+import { ErrorCodes } from '../../shared/errors.js';
+import { DIRECT_ALIGN, DirectOpener, openDirect, readPagesUnlessRefused, roundUpToAlign, writeSplit } from '../fs/direct-io.js';
+import { fsyncDirAsync, mkdirDurable } from '../fs/durable-fs.js';
+import { mapLimit } from '../backup/map-limit.js';
 import { DirWriter } from './dir-writer.js';
 import { SourceStreamError, StreamSizeMismatch, sizedStream } from './sized-stream.js';
 import {

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { AdminError, ErrorCodes, type ErrorCode } from '../../../shared/errors.js';
+import { AdminError, ErrorCodes, type ErrorCode } from '../../shared/errors.js';
 
 /**
  * Where remote backups keep their objects: the one interface every backend (dir-storage, s3-storage,
