@@ -36,7 +36,9 @@ import { AdminServer } from './admin-server/admin-server.js';
 import { formatBytes } from '../shared/units.js';
 import { AgentMetrics, type CheckpointFacts } from './metrics/agent-metrics.js';
 import { LogArchiver, parseLogArchiveOptions, type LogArchiveConfig } from './log-archive/log-archiver.js';
+import { logArchivePruneClient } from './log-archive/wal-prune.js';
 import type { Storage } from './storage/storage.js';
+import type { Repository } from './repository/repository.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -140,6 +142,13 @@ class CheckpointAgent implements Agent {
       },
       this.log,
       this.agentMetrics,
+      {
+        prune: logArchivePruneClient,
+        timeline: async (listing) => {
+          const [{ readWindows }, { timelineReport }] = await Promise.all([import('./log-archive/restore-to-moment.js'), import('./log-archive/timeline-report.js')]);
+          return timelineReport(await readWindows(listing));
+        },
+      },
     );
     this.backupOptions = options.backup;
     this.scheduler = options.schedule
@@ -172,7 +181,7 @@ class CheckpointAgent implements Agent {
         const archiver = new LogArchiver(this.dbPath, this.archiveCfg, {
           createCheckpoint: (req) => this.createCheckpoint(req),
           createBackup: (req) => this.createBackup(req),
-          openStorage: () => this.openArchiveStorage(),
+          openRepository: () => this.openArchiveRepository(),
         }, this.log, this.agentMetrics.logArchive);
         await archiver.start();
         this.archiver = archiver;
@@ -538,7 +547,12 @@ class CheckpointAgent implements Agent {
     return record;
   }
 
-  /** The archiver's own handle on the repository (opened on first use, closed at stop). */
+  /** The archiver's repository: its own storage handle, the backups' config and keys. */
+  private openArchiveRepository(): Promise<Repository> {
+    return this.openArchiveStorage().then((storage) => this.backups.repositoryOn(storage));
+  }
+
+  /** The archiver's own handle on the repository's storage (opened on first use, closed at stop). */
   private openArchiveStorage(): Promise<Storage> {
     if (!this.archiveStorage) {
       const b = this.backupOptions!;

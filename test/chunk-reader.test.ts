@@ -81,6 +81,7 @@ describe('chunk reader', () => {
       source: jobs,
       reader,
       buffers: reader.buffers(3),
+      identify: async (chunk) => sha256(chunk),
       place: async (id, chunk) => void placed.set(id, Buffer.from(chunk)),
       checkCancel: () => {},
       onRead: (n) => (read += n),
@@ -130,6 +131,7 @@ describe('chunk reader', () => {
       source: jobs,
       reader,
       buffers,
+      identify: async (chunk) => sha256(chunk),
       place: (_id, chunk) =>
         new Promise<void>((release) => {
           held.add(key(chunk));
@@ -168,6 +170,7 @@ describe('chunk reader', () => {
       source: jobs,
       reader,
       buffers: reader.buffers(2),
+      identify: async (chunk) => sha256(chunk),
       place: () => failureSeen,
       checkCancel: () => {},
       onRead: () => {},
@@ -191,6 +194,7 @@ describe('chunk reader', () => {
       source: jobs,
       reader,
       buffers: reader.buffers(1),
+      identify: async (chunk) => sha256(chunk),
       place: async () => {},
       checkCancel: () => {
         if (++checks === 3) throw cancelled;

@@ -14,6 +14,7 @@ import { pino } from 'pino';
 import { createAgent, type Agent } from '../dist/agent/index.js';
 import { DirStorage } from '../dist/agent/storage/dir-storage.js';
 import { LogArchiver, parseLogArchiveOptions } from '../dist/agent/log-archive/log-archiver.js';
+import { Repository } from '../dist/agent/repository/repository.js';
 import { readWindows } from '../dist/agent/log-archive/restore-to-moment.js';
 import { cloneDbSync } from '../dist/agent/checkpoint/checkpoint-dir.js';
 import { tempDir } from './support/processes.js';
@@ -64,7 +65,7 @@ describe('log archive: a break during an upload', () => {
     agent = createAgent({ dbPath, checkpointDir: path.join(dir, 'checkpoints'), backup: { repository: pathToFileURL(repoDir).href }, logger: silent });
     await agent.start();
     const storage = new HeldStorage(repoDir);
-    const host = { createCheckpoint: agent.createCheckpoint.bind(agent), createBackup: agent.createBackup.bind(agent), openStorage: async () => storage };
+    const host = { createCheckpoint: agent.createCheckpoint.bind(agent), createBackup: agent.createBackup.bind(agent), openRepository: () => Repository.open(storage, { create: true }) };
     archiver = new LogArchiver(dbPath, parseLogArchiveOptions({ intervalMs: 200, pollMs: 20 })!, host, pino({ level: 'info' }, sink));
     await archiver.start();
     await until('the first timeline', async () => (await readWindows(storage)).timelines.some((t) => t.from !== null));

@@ -144,7 +144,7 @@ describe('log archive: restore to a moment', () => {
     const t = windows.timelines[0]!;
     const base = t.bases.find((b) => b.usable)!;
     const at = t.to!;
-    const { batches } = await collectBatches(storage, t, base, at);
+    const { batches } = await collectBatches(await Repository.open(storage), t, base, at);
     expect(batches.length).toBeGreaterThan(50);
     const bounds = writers.bounds(at);
     const keys = batches.map((b) => batchEntries(b.payload).map((e) => e.key.toString()));

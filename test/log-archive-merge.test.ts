@@ -107,14 +107,14 @@ describe('merging in a running archiver', () => {
     expect(w.timelines.length).toBe(1);
     const t = w.timelines[0]!;
     expect(t.brokenAfter).toBeNull();
-    const listed = await listSegments(storage, t.id);
+    const repo = await Repository.open(storage);
+    const listed = await listSegments(repo, t.id);
     // Merged: far fewer objects than segments shipped (about ten a second).
     expect(status.shippedSegments).toBeGreaterThan(50);
     expect(listed.length).toBeLessThan(status.shippedSegments / 3);
     expect(listed.some((s) => s.to - s.from >= 4000)).toBe(true); // a large window merged
     await db.close();
 
-    const repo = await Repository.open(storage);
     const moments = Array.from({ length: 12 }, () => t.from! + Math.floor(Math.random() * (t.to! - t.from!)));
     moments.push(t.to!);
     moments.sort((a, b) => a - b);
@@ -130,10 +130,10 @@ describe('merging in a running archiver', () => {
     const chain = (await readWindows(storage)).timelines[0]!.segments;
     const last3 = chain.slice(-3);
     expect(last3.length).toBe(3);
-    const inputs = (await listSegments(storage, t.id)).filter((s) => last3.some((c) => c.first === s.first && c.last === s.last));
+    const inputs = (await listSegments(repo, t.id)).filter((s) => last3.some((c) => c.first === s.first && c.last === s.last));
     const failingDeletes = Object.assign(Object.create(storage) as DirStorage, { delete: async () => { throw new Error('killed'); } });
-    await expect(runMerges(failingDeletes, { merges: [inputs], leftovers: [] })).rejects.toThrow('killed');
-    const both = await listSegments(storage, t.id);
+    await expect(runMerges(repo.on(failingDeletes), { merges: [inputs], leftovers: [] })).rejects.toThrow('killed');
+    const both = await listSegments(repo, t.id);
     expect(both.length).toBe(listed.length + 1);
     const during = (await readWindows(storage)).timelines[0]!;
     expect([during.to, during.lastSequence, during.brokenAfter]).toEqual([t.to, t.lastSequence, null]);
@@ -142,8 +142,8 @@ describe('merging in a running archiver', () => {
     expect(writers.mismatch(await readState(latest, WRITERS), writers.bounds(t.to!), true)).toBeNull();
     const plan = planMerges(both, { windowMs: 1000, largeWindowMs: 5000 });
     expect(plan.leftovers.sort()).toEqual(inputs.map((s) => s.name).sort());
-    await runMerges(storage, { merges: [], leftovers: plan.leftovers });
-    expect((await listSegments(storage, t.id)).length).toBe(listed.length - 2);
+    await runMerges(repo, { merges: [], leftovers: plan.leftovers });
+    expect((await listSegments(repo, t.id)).length).toBe(listed.length - 2);
 
     // Negative control: the model check refuses a restore compared with the first moment's bounds.
     expect(writers.mismatch(await readState(latest, WRITERS), writers.bounds(t.from!), true)).not.toBeNull();

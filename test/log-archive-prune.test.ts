@@ -19,7 +19,7 @@ import { HashCache } from '../dist/agent/backup/hash-cache.js';
 import { listCheckpointsOffline } from '../dist/agent/offline.js';
 import { baseName, parseWalName, segmentName, type WalObject } from '../dist/agent/log-archive/segment.js';
 import { timelineWindows } from '../dist/agent/log-archive/timeline-windows.js';
-import { protectedBase, walObjectsToPrune } from '../dist/agent/log-archive/wal-prune.js';
+import { logArchivePruneClient, protectedBase, walObjectsToPrune } from '../dist/agent/log-archive/wal-prune.js';
 import { readWindows, restoreToMoment } from '../dist/agent/log-archive/restore-to-moment.js';
 import { runCli, tempDir } from './support/processes.js';
 import { until } from './support/pitr-writers.js';
@@ -165,7 +165,7 @@ describe('backup prune on a repository with a log archive', () => {
     const latestBefore = await restoreToMoment({ repo, at: 'latest', to: path.join(dir, 'latest-before') });
 
     // Keep the newest backup only: the first base and the segments wholly before the second base's sequence go.
-    const dry = await pruneRepository(repo, { keepLast: 1 }, { dryRun: true });
+    const dry = await pruneRepository(repo, { keepLast: 1 }, { dryRun: true, logArchive: logArchivePruneClient });
     const expected = segmentsBefore - (await readWindows(storage)).timelines[0]!.segments.filter((s) => s.last > b2!.sequence).length + 1;
     expect(dry.walObjectsDeleted).toBe(expected);
     expect((await readWindows(storage)).timelines[0]!.segments.length).toBe(segmentsBefore);
@@ -173,7 +173,7 @@ describe('backup prune on a repository with a log archive', () => {
     expect(cli.code, cli.stderr).toBe(0);
     expect(cli.stdout).toContain(`${expected} archived log objects to delete`);
 
-    const pruned = await pruneRepository(repo, { keepLast: 1 });
+    const pruned = await pruneRepository(repo, { keepLast: 1 }, { logArchive: logArchivePruneClient });
     expect(pruned.removed.map((r) => r.id)).toEqual([b1!.backup]);
     expect(pruned.walObjectsDeleted).toBe(expected);
     const after = await readWindows(storage);
@@ -201,14 +201,14 @@ describe('backup prune on a repository with a log archive', () => {
     const older = (await listCheckpointsOffline(path.join(dir, 'checkpoints'))).find((c) => c.id !== checkpoint.id)!;
     const cache = HashCache.load(path.join(dir, 'hash-cache.json'));
     const notABase = await backupCheckpoint({ repo, checkpoint: older, cache });
-    const dryKeep = await pruneRepository(repo, { keepLast: 1 }, { dryRun: true });
+    const dryKeep = await pruneRepository(repo, { keepLast: 1 }, { dryRun: true, logArchive: logArchivePruneClient });
     expect(dryKeep.removed).toEqual([]);
     expect(dryKeep.logArchiveBase).toBe(b2!.backup);
     expect(dryKeep.kept.sort()).toEqual([b2!.backup, notABase.id].sort());
     const cliKeep = await runCli(['backup', 'prune', '--repo', repoDir, '--keep-last', '1', '--dry-run']);
     expect(cliKeep.code, cliKeep.stderr).toBe(0);
     expect(cliKeep.stdout).toContain(`kept ${b2!.backup} beyond the policy`);
-    const kept = await pruneRepository(repo, { keepLast: 1 });
+    const kept = await pruneRepository(repo, { keepLast: 1 }, { logArchive: logArchivePruneClient });
     expect(kept.removed).toEqual([]);
     expect((await readWindows(storage)).timelines[0]!.to).toBe(before.timelines[0]!.to);
     const latestKept = await restoreToMoment({ repo, at: 'latest', to: path.join(dir, 'latest-kept') });
@@ -217,7 +217,7 @@ describe('backup prune on a repository with a log archive', () => {
     const noWal = path.join(dir, 'no-wal');
     fs.cpSync(repoDir, noWal, { recursive: true, filter: (src) => src !== path.join(repoDir, 'wal') });
     const noWalStorage = await openStorage(pathToFileURL(noWal).href, {});
-    const walFree = await pruneRepository(await Repository.open(noWalStorage), { keepLast: 1 }, { dryRun: true });
+    const walFree = await pruneRepository(await Repository.open(noWalStorage), { keepLast: 1 }, { dryRun: true, logArchive: logArchivePruneClient });
     await noWalStorage.close();
     expect(walFree.removed.map((r) => r.id)).toEqual([b2!.backup]);
     expect(walFree.logArchiveBase).toBeNull();

@@ -115,7 +115,7 @@ describe('pack placer', () => {
     // A later run knows them from the index, and places none of them again.
     const again = await placerOn(storage);
     await again.repo.loadIndex();
-    for (const d of data) expect((await again.repo.readBlob(sha256(d))).equals(d)).toBe(true);
+    for (const d of data) expect((await again.repo.readBlob(sha256(d), 'data')).equals(d)).toBe(true);
     for (const d of data) await again.placer.place(sha256(d), d);
     await again.placer.flush();
     await again.placer.drain();

@@ -103,7 +103,7 @@ describe('restore from S3', () => {
     fs.writeFileSync(path.join(sparse, 'part'), table.subarray(0, 1024 * 1024));
     const record = await backupCheckpoint({ repo, checkpoint: checkpointOf(sparse, '20261123T000000001Z-aaaa'), cache: HashCache.load(null) });
     await repo.loadIndex();
-    const tree = JSON.parse((await repo.readBlob((await repo.readSnapshot(record.id)).tree)).toString('utf8')) as { files: { chunks: string[] }[] };
+    const tree = JSON.parse((await repo.readBlob((await repo.readSnapshot(record.id)).tree, 'tree')).toString('utf8')) as { files: { chunks: string[] }[] };
     const loc = repo.blobs.get(tree.files[0]!.chunks[0]!)!;
 
     sent.length = 0;

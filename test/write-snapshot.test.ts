@@ -82,7 +82,7 @@ describe('write snapshot', () => {
     const read = await reader.readSnapshot(snapshot.id);
     expect(read).toEqual(snapshot);
     expect(read).toMatchObject({ pinned: true, files: 2, bytes: 7, checkpoint: { id: checkpoint.id, label: 'nightly', createdAt: checkpoint.createdAt, trigger: 'manual' } });
-    expect(JSON.parse((await reader.readBlob(read.tree)).toString('utf8'))).toEqual(tree);
+    expect(JSON.parse((await reader.readBlob(read.tree, 'tree')).toString('utf8'))).toEqual(tree);
   });
 
   it('writes no snapshot when a pack failed to store or the backup was cancelled', async () => {

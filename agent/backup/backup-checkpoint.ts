@@ -1,7 +1,8 @@
 import type { BackupProgress, BackupRecord, CheckpointRecord } from '../../shared/api.js';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { DirectReader } from '../fs/direct-reader.js';
-import { BackupPlan, listCheckpoint } from './backup-plan.js';
+import { alignedBuffers, roundUpToAlign } from '../fs/direct-io.js';
+import { BackupPlan, compressionPolicy, listCheckpoint } from './backup-plan.js';
 import { ProgressReporter } from './backup-progress.js';
 import { readChunks } from './chunk-reader.js';
 import type { HashCache } from './hash-cache.js';
@@ -107,6 +108,11 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
     }));
 
     const reader = new DirectReader(CHUNK_SIZE, o.directIo !== false);
+    const lanes = Math.max(1, Math.min(MAX_READERS, o.readers ?? defaultReaders()));
+    const codec = repo.codec;
+    // Where blobs are sealed, each reader seals its chunk into a page-aligned buffer of its own (a
+    // directory storage writes it with O_DIRECT); a plain repository stores the chunk's own buffer.
+    const sealed = codec.encrypted ? alignedBuffers(lanes, roundUpToAlign(codec.storedLength(CHUNK_SIZE))) : null;
     const plan = new BackupPlan({
       dir: checkpoint.path,
       listing: { names, stats },
@@ -123,8 +129,14 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
       source: plan,
       reader,
       // Each reader owns one chunk buffer: that many MiB in flight, whatever the file sizes.
-      buffers: reader.buffers(Math.max(1, Math.min(MAX_READERS, o.readers ?? defaultReaders()))),
-      place: (id, chunk) => placer.place(id, chunk),
+      buffers: reader.buffers(lanes),
+      identify: (chunk) => codec.blobId('data', chunk),
+      place: async (id, chunk, job, lane) => {
+        // Sealed in the reader's lane, so that readers seal at once; a blob stored meanwhile by another
+        // lane is skipped by the placer (a seal wasted, nothing stored twice).
+        if (placer.holds(id)) return;
+        await placer.place(id, await codec.sealBlob('data', id, chunk, compressionPolicy(job.file.name), sealed?.[lane]));
+      },
       checkCancel: () => placer.check(),
       onRead: (bytes) => {
         progress.bytesRead += bytes;

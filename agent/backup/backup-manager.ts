@@ -20,8 +20,10 @@ import { backupRecordOf } from './backup-record.js';
 import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
 import type { BackupOptions } from '../agent-types.js';
 import type { Repository } from '../repository/repository.js';
+import type { RepositoryAccess } from '../repository/repository-access.js';
 import { parseStorageUrl, redactUrl } from '../storage/open-storage.js';
-import type { Storage } from '../storage/storage.js';
+import type { ObjectInfo, Storage } from '../storage/storage.js';
+import type { PruneClient } from '../repository/prune-client.js';
 import type { AgentMetrics } from '../metrics/agent-metrics.js';
 
 /** What the backup manager needs of the agent that hosts it. */
@@ -31,6 +33,15 @@ export interface BackupHost {
   createCheckpoint(req: CreateCheckpointRequest): Promise<CheckpointRecord>;
   /** True once the agent is stopping: no new backup starts. */
   isStopping(): boolean;
+}
+
+/**
+ * The log archive, as the backups see it (the agent passes it in: backups never import the archive).
+ * Prune asks it what it needs (PruneClient); `backup timeline` asks it for its windows from listings.
+ */
+export interface LogArchiveClient {
+  prune: PruneClient;
+  timeline(listing: { list(prefix: string): AsyncIterable<ObjectInfo> }): Promise<LogArchiveTimelines>;
 }
 
 /** The backup options, checked and with defaults. */
@@ -89,7 +100,7 @@ export function parseBackupOptions(o: BackupOptions, checkpointDir: string): Bac
 /** The backup engine, loaded on first use: it pulls in the S3 SDK, which an agent without backups never needs. */
 interface BackupEngine {
   openStorage: (typeof import('../storage/open-storage.js'))['openStorage'];
-  Repository: (typeof import('../repository/repository.js'))['Repository'];
+  RepositoryAccess: (typeof import('../repository/repository-access.js'))['RepositoryAccess'];
   HashCache: (typeof import('./hash-cache.js'))['HashCache'];
   backupCheckpoint: (typeof import('./backup-checkpoint.js'))['backupCheckpoint'];
   defaultReaders: (typeof import('./backup-checkpoint.js'))['defaultReaders'];
@@ -103,14 +114,14 @@ let backupEngine: Promise<BackupEngine> | null = null;
 function loadBackupEngine(): Promise<BackupEngine> {
   backupEngine ??= Promise.all([
     import('../storage/open-storage.js'),
-    import('../repository/repository.js'),
+    import('../repository/repository-access.js'),
     import('./hash-cache.js'),
     import('./backup-checkpoint.js'),
     import('./verify-repository.js'),
     import('./prune-repository.js'),
   ]).then(([storage, repository, cache, backup, verify, prune]) => ({
     openStorage: storage.openStorage,
-    Repository: repository.Repository,
+    RepositoryAccess: repository.RepositoryAccess,
     HashCache: cache.HashCache,
     backupCheckpoint: backup.backupCheckpoint,
     defaultReaders: backup.defaultReaders,
@@ -142,6 +153,7 @@ const BACKUP_HEARTBEAT_MS = 1000;
 export class BackupManager {
   /** The backup storage, opened on first use (shared by every backup operation; each opens its own Repository). */
   private storage: Promise<Storage> | null = null;
+  private access: Promise<RepositoryAccess> | null = null;
   private backupRun: BackupRun | null = null;
   private lastBackup: BackupStatus['lastBackup'] = null;
   /** When the last successful backup ended (for promote.minIntervalMs). */
@@ -157,6 +169,7 @@ export class BackupManager {
     private readonly host: BackupHost,
     private readonly log: Logger,
     private readonly metrics: AgentMetrics,
+    private readonly logArchive: LogArchiveClient,
   ) {}
 
   /** The checkpoint a running backup reads, if any. */
@@ -192,11 +205,14 @@ export class BackupManager {
     return run.done;
   }
 
-  /** Closes the storage. Call after abort() has resolved. */
+  /** Closes the storage and the repository's access. Call after abort() has resolved, and after the archiver stopped. */
   async close(): Promise<void> {
     const storage = this.storage;
+    const access = this.access;
     this.storage = null;
+    this.access = null;
     await storage?.then((s) => s.close()).catch(() => {});
+    await access?.then((a) => a.close()).catch(() => {});
   }
 
   status(): BackupStatus | null {
@@ -231,8 +247,22 @@ export class BackupManager {
 
   /** A Repository of its own for each operation (its index is per-operation state). */
   private async openRepository(cfg: BackupConfig, create: boolean): Promise<Repository> {
-    const [engine, storage] = await Promise.all([loadBackupEngine(), this.openStorage(cfg)]);
-    return engine.Repository.open(storage, { create });
+    const storage = await this.openStorage(cfg);
+    return (await this.repositoryAccess()).open(storage, create);
+  }
+
+  /**
+   * The repository's config and keys, read once for every operation of the agent (the log archiver's
+   * too, through its own storage handle: `repositoryOn`).
+   */
+  private repositoryAccess(): Promise<RepositoryAccess> {
+    return (this.access ??= loadBackupEngine().then((e) => new e.RepositoryAccess()));
+  }
+
+  /** The repository on another handle of its storage (the log archiver's), created if there is none. */
+  async repositoryOn(storage: Storage): Promise<Repository> {
+    this.requireBackup();
+    return (await this.repositoryAccess()).open(storage, true);
   }
 
   /**
@@ -241,12 +271,7 @@ export class BackupManager {
    */
   async timeline(): Promise<LogArchiveTimelines> {
     const cfg = this.requireBackup();
-    const [{ readWindows }, { timelineReport }, storage] = await Promise.all([
-      import('../log-archive/restore-to-moment.js'),
-      import('../log-archive/timeline-report.js'),
-      this.openStorage(cfg),
-    ]);
-    return timelineReport(await readWindows(storage));
+    return this.logArchive.timeline(await this.openStorage(cfg));
   }
 
   /** Null when there is no repository yet (nothing was ever backed up). */
@@ -472,7 +497,7 @@ export class BackupManager {
       const repo = await this.openExistingRepository(cfg);
       if (!repo) return { dryRun, removed: [], kept: [], logArchiveBase: null, packsDeleted: 0, packsRewritten: 0, bytesFreed: 0, walObjectsDeleted: 0 };
       const { pruneRepository } = await loadBackupEngine();
-      const result = await pruneRepository(repo, cfg.retention, { dryRun });
+      const result = await pruneRepository(repo, cfg.retention, { dryRun, logArchive: this.logArchive.prune });
       this.log.info(
         { dryRun, removed: result.removed.map((d) => d.id), kept: result.kept.length, packsDeleted: result.packsDeleted, packsRewritten: result.packsRewritten, bytesFreed: result.bytesFreed },
         'backups pruned',

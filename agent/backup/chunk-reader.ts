@@ -1,7 +1,6 @@
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import type { DirectReader } from '../fs/direct-reader.js';
 import type { ChunkJob } from './backup-plan.js';
-import { sha256 } from '../repository/format.js';
 
 /** Where chunks to read come from (backup-plan.ts's BackupPlan), as readChunks uses it. */
 export interface ChunkSource {
@@ -15,8 +14,13 @@ export interface ReadChunksOptions {
   reader: DirectReader;
   /** One per reader, from `reader.buffers()`: as many chunks in flight, whatever the file sizes. */
   buffers: Buffer[];
-  /** Takes a chunk by its hash; resolves when its buffer may be reused (pack-placer.ts). */
-  place: (id: string, chunk: Buffer) => Promise<void>;
+  /** A chunk's blob id (RepoCodec.blobId: off the event loop where the codec has workers). */
+  identify: (chunk: Buffer) => Promise<string>;
+  /**
+   * Takes a chunk by its id; resolves when its buffer may be reused (pack-placer.ts). `lane`: which
+   * reader (0 to buffers.length - 1), so that a caller can keep a buffer of its own per reader.
+   */
+  place: (id: string, chunk: Buffer, job: ChunkJob, lane: number) => Promise<void>;
   /** Throws when the backup must stop (cancelled, an upload failed); called before each chunk. */
   checkCancel: () => void;
   /** A chunk came from disk. */
@@ -26,9 +30,9 @@ export interface ReadChunksOptions {
 }
 
 /**
- * Reads and hashes a backup's chunks: one reader per buffer, each taking the next chunk from `source`,
- * reading it into its own buffer (O_DIRECT where allowed: `reader`), hashing it on the event loop as it
- * arrives (SHA-NI: ~0.7 ms per MiB, so a host's loop is never held long) and handing it to `place`.
+ * Reads and identifies a backup's chunks: one reader per buffer, each taking the next chunk from
+ * `source`, reading it into its own buffer (O_DIRECT where allowed: `reader`), naming it (`identify`) as
+ * it arrives and handing it to `place`.
  *
  * Contract:
  * - Memory: the buffers are the only ones; a buffer is read into again only once `place` has resolved
@@ -42,7 +46,7 @@ export interface ReadChunksOptions {
  */
 export async function readChunks(o: ReadChunksOptions): Promise<void> {
   let failure: unknown = null;
-  const readInto = async (buf: Buffer) => {
+  const readInto = async (buf: Buffer, lane: number) => {
     // The failure is looked at before a job is taken, never after: a job taken and dropped would never
     // be settled, and its file (when the source has moved on to the next one) never closed.
     while (failure === null) {
@@ -55,8 +59,8 @@ export async function readChunks(o: ReadChunksOptions): Promise<void> {
         await o.reader.read(await file.handle, file.path, buf, offset, length, () => new AdminError(ErrorCodes.CORRUPT, `${file.name} shrank while being backed up`));
         const chunk = buf.subarray(0, length);
         o.onRead(length);
-        const hash = sha256(chunk);
-        await o.place(hash, chunk);
+        const hash = await o.identify(chunk);
+        await o.place(hash, chunk, job, lane);
         o.onPlaced(length);
         id = hash;
       } finally {
@@ -66,8 +70,8 @@ export async function readChunks(o: ReadChunksOptions): Promise<void> {
     }
   };
   await Promise.all(
-    o.buffers.map((buf) =>
-      readInto(buf).catch((err: unknown) => {
+    o.buffers.map((buf, lane) =>
+      readInto(buf, lane).catch((err: unknown) => {
         failure ??= err;
       }),
     ),

@@ -1,6 +1,6 @@
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
-import type { Storage } from '../storage/storage.js';
-import { packName, sha256 } from '../repository/format.js';
+import { packName } from '../repository/format.js';
+import { blobDamaged, type Repository } from '../repository/repository.js';
 
 /**
  * Needed blobs of one pack closer than this are read by one request, the bytes between them read and
@@ -82,16 +82,19 @@ export class BufferPool {
 }
 
 /**
- * Reads one extent with one streamed read (Storage.streamRange) and hands each needed blob, once whole
- * and its SHA-256 checked, to `deliver`, in a buffer of `pool` (at its start) that goes back to the pool
- * when `deliver` resolves. The read waits for a free buffer, so at most the pool's buffers are held,
- * whatever the extent's size (with one buffer, the next bytes wait in the socket while a blob is written). A blob that does
- * not match its id fails CORRUPT before a byte of it is delivered. Resolves when every blob is delivered.
+ * Reads one extent with one streamed read (Repository.streamPackRange) and hands each needed blob, once
+ * whole and opened (`open`: the blob's plaintext from its stored bytes, checked against its id, written
+ * over them at the buffer's start), to `deliver`, in a buffer of `pool` (at its start) that goes back to
+ * the pool when `deliver` resolves. The read waits for a free buffer, so at most the pool's buffers are
+ * held, whatever the extent's size (with one buffer, the next bytes wait in the socket while a blob is
+ * written). A blob that does not open fails CORRUPT, naming the pack, before a byte of it is delivered.
+ * Resolves when every blob is delivered.
  */
 export async function streamExtent<F>(
-  storage: Storage & Required<Pick<Storage, 'streamRange'>>,
+  repo: Repository,
   extent: Extent<F>,
   pool: BufferPool,
+  open: (blob: NeededBlob<F>, stored: Buffer, buffer: Buffer) => Promise<Buffer>,
   deliver: (blob: NeededBlob<F>, data: Buffer, buffer: Buffer) => Promise<void>,
 ): Promise<void> {
   const name = packName(extent.pack);
@@ -102,16 +105,14 @@ export async function streamExtent<F>(
   let buffer: Buffer | null = null;
   let filled = 0;
   const complete = (blob: NeededBlob<F>, b: Buffer) => {
-    const data = b.subarray(0, blob.length);
-    if (sha256(data) !== blob.id) {
-      pool.give(b);
-      throw new AdminError(ErrorCodes.CORRUPT, `object ${name} is damaged: blob ${blob.id} does not match its hash`);
-    }
-    const done = deliver(blob, data, b).finally(() => pool.give(b));
+    const opened = open(blob, b.subarray(0, blob.length), b).catch((err: unknown) => {
+      throw blobDamaged(extent.pack, blob.id, blob.offset, err);
+    });
+    const done = opened.then((data) => deliver(blob, data, b)).finally(() => pool.give(b));
     done.catch((err: unknown) => (failure ??= { err }));
     delivered.push(done);
   };
-  const reading = storage.streamRange(name, extent.offset, extent.length, async (piece) => {
+  const reading = repo.streamPackRange(extent.pack, extent.offset, extent.length, async (piece) => {
     if (failure) throw failure.err; // a write failed: stop reading
     let at = 0;
     while (at < piece.length && i < extent.blobs.length) {

@@ -1,6 +1,6 @@
 import { alignedBuffers } from '../fs/direct-io.js';
 import type { RateLimiter } from './rate-limiter.js';
-import { BufferedPack, StreamedPack, type PackSink } from '../repository/pack.js';
+import { BufferedPack, type PackSink } from '../repository/pack.js';
 import type { Repository } from '../repository/repository.js';
 import { CHUNK_SIZE, PACK_TARGET_SIZE, type IndexFile } from '../repository/format.js';
 
@@ -183,10 +183,16 @@ export class PackPlacer {
   }
 
   private openPack(): PackSink {
-    const writer = this.o.repo.storage.openWriter?.();
-    if (writer) return new StreamedPack(writer);
+    const repo = this.o.repo;
+    const streamed = repo.openPack();
+    if (streamed) return streamed;
     this.freeBuffers ??= alignedBuffers(this.concurrency + 1, PACK_BUFFER_SIZE);
     const buffer = this.freeBuffers.pop() ?? Buffer.allocUnsafe(PACK_BUFFER_SIZE);
-    return new BufferedPack(buffer, (id, data) => this.o.repo.uploadPack(id, data), () => this.freeBuffers!.push(buffer));
+    return new BufferedPack(
+      buffer,
+      (blobs) => repo.codec.packTail(blobs),
+      (id, data) => repo.uploadPack(id, data),
+      () => this.freeBuffers!.push(buffer),
+    );
   }
 }

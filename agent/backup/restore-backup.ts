@@ -5,11 +5,11 @@ import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
 import { fsyncDir, isErrno } from '../fs/durable-fs.js';
 import type { Repository } from '../repository/repository.js';
 import { DIRECT_ALIGN, alignedBuffers, roundUpToAlign } from '../fs/direct-io.js';
-import { BufferPool, planExtents, streamExtent, type BlobTarget } from './pack-extents.js';
-import type { Storage } from '../storage/storage.js';
+import { BufferPool, planExtents, streamExtent, type BlobTarget, type NeededBlob } from './pack-extents.js';
+import { blobDamaged } from '../repository/repository.js';
 import { RestoreFileWriter, type RestoredFile } from './restore-file-writer.js';
-import { mapLimit } from './map-limit.js';
-import { packName, sha256, type Tree } from '../repository/format.js';
+import { mapLimit } from '../fs/map-limit.js';
+import type { Tree, TreeFile } from '../repository/format.js';
 
 /** Longest single ranged read: bounds memory at concurrency × MAX_RUN. */
 const MAX_RUN = 2 * 1024 * 1024;
@@ -72,7 +72,8 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
 
   const snapshot = await o.repo.readSnapshot(o.id);
   await o.repo.loadIndex();
-  const tree = JSON.parse((await o.repo.readBlob(snapshot.tree)).toString('utf8')) as Tree;
+  const tree = JSON.parse((await o.repo.readBlob(snapshot.tree, 'tree')).toString('utf8')) as Tree;
+  const chunkSize = o.repo.config.chunkSize;
 
   const temp = path.join(parent, `.${path.basename(to)}.restoring-${randomBytes(4).toString('hex')}`);
   fs.mkdirSync(temp, { mode: 0o750 });
@@ -81,23 +82,21 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
     // aligned buffer per worker, straight to the device, instead of a kernel copy into the page cache,
     // the largest cost of a restore.
     const files = new RestoreFileWriter(temp, o.directIo !== false);
-    const storage = o.repo.storage;
-    if (storage.streamRange) {
-      await restoreStreamed(o, tree, files, temp, storage as StreamingStorage);
+    if (o.repo.streamsRanges) {
+      await restoreStreamed(o, tree, files, temp, chunkSize);
       return await commit(o, tree, temp, to, parent, targetIsEmptyDir, started);
     }
     // A run is a stretch of one pack that holds consecutive chunks of one file: one ranged read each.
-    interface Run { pack: string; offset: number; length: number; file: RestoredFile; parts: { id: string; length: number; position: number }[] }
+    interface Run { pack: string; offset: number; length: number; file: RestoredFile; parts: (Chunk & { stored: number })[] }
     const runs: Run[] = [];
     const empty: string[] = [];
     let bytesTotal = 0;
     for (const f of tree.files) {
       checkFileName(o.id, f.name);
       const file = files.file(f.name, f.size);
-      let position = 0;
       let run: Run | null = null;
-      for (const id of f.chunks) {
-        const loc = locate(o, f.name, id);
+      for (const chunk of fileChunks(o, f, chunkSize)) {
+        const loc = locate(o, f.name, chunk.id);
         if (run && run.pack === loc.pack && run.offset + run.length === loc.offset && run.length + loc.length <= MAX_RUN) {
           run.length += loc.length;
         } else {
@@ -105,41 +104,54 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
           runs.push(run);
           file.remaining++;
         }
-        run.parts.push({ id, length: loc.length, position });
-        position += loc.length;
+        run.parts.push({ ...chunk, stored: loc.length });
       }
-      if (position !== f.size) throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id}: chunks of ${f.name} add up to ${position} bytes, not ${f.size}`);
       if (f.chunks.length === 0) empty.push(f.name);
       bytesTotal += f.size;
     }
     for (const name of empty) fs.writeFileSync(path.join(temp, name), Buffer.alloc(0), { flag: 'wx', mode: 0o640 });
 
+    const codec = o.repo.codec;
     let next = 0;
     let bytesDone = 0;
     let failure: unknown = null;
-    const worker = async (lane: Buffer) => {
+    const worker = async (lane: Buffer, out: Buffer | null) => {
       while (next < runs.length && failure === null) {
         if (o.signal?.aborted) throw new AdminError(ErrorCodes.CANCELLED, 'restore cancelled');
         const run = runs[next++]!;
-        const data = await o.repo.storage.getRange(packName(run.pack), run.offset, run.length, lane);
+        const stored = await o.repo.readPackRange(run.pack, run.offset, run.length, lane);
+        // Every chunk is opened (checked against its id) before a byte of it is written. A plain chunk
+        // is its plaintext, written from the lane it was read into; a sealed one opens into `out`, the
+        // chunks of the run one after another.
         let at = 0;
-        for (const part of run.parts) {
-          // Every chunk is checked before a byte of it is written.
-          if (sha256(data.subarray(at, at + part.length)) !== part.id) {
-            throw new AdminError(ErrorCodes.CORRUPT, `object ${packName(run.pack)} is damaged: blob ${part.id} does not match its hash`);
-          }
-          at += part.length;
-        }
-        await files.write(run.file, data, lane, position(run));
+        let to = 0;
+        await Promise.all(
+          run.parts.map((part) => {
+            const from = at;
+            const into = to;
+            at += part.stored;
+            to += part.plain;
+            return codec
+              .openBlob('data', part.id, stored.subarray(from, from + part.stored), MAX_RUN, out?.subarray(into))
+              .then((plain) => checkChunk(o.id, run.file.name, part, plain))
+              .catch((err: unknown) => {
+                throw err instanceof AdminError && err.message.startsWith('backup ') ? err : blobDamaged(run.pack, part.id, run.offset + from, err);
+              });
+          }),
+        );
+        const data = out ? out.subarray(0, to) : stored;
+        await files.write(run.file, data, out ?? lane, run.parts[0]!.position);
         bytesDone += data.length;
         o.onProgress?.({ bytesDone, bytesTotal, filesTotal: tree.files.length });
         if (--run.file.remaining === 0) files.finish(run.file);
       }
     };
     // Every worker stops at the first failure; all have settled before anything is cleaned up.
+    const lanes = Math.max(1, o.concurrency ?? 12);
+    const outs = codec.encrypted ? alignedBuffers(lanes, MAX_RUN + 2 * DIRECT_ALIGN) : null;
     await Promise.allSettled(
-      alignedBuffers(Math.max(1, o.concurrency ?? 12), MAX_RUN + 2 * DIRECT_ALIGN).map((lane) =>
-        worker(lane).catch((err: unknown) => {
+      alignedBuffers(lanes, MAX_RUN + 2 * DIRECT_ALIGN).map((lane, i) =>
+        worker(lane, outs?.[i] ?? null).catch((err: unknown) => {
           failure ??= err;
         }),
       ),
@@ -187,15 +199,54 @@ async function commit(
   return { id: o.id, path: to, files: tree.files.length, bytes, durationMs: Date.now() - started };
 }
 
-type StreamingStorage = Storage & Required<Pick<Storage, 'streamRange'>>;
+/** A chunk of a restored file: its blob, its length and where it goes. */
+interface Chunk {
+  id: string;
+  /** Its plaintext's length: every chunk but a file's last is the repository's chunk size. */
+  plain: number;
+  position: number;
+}
+
+/**
+ * A file's chunks, where each goes. A plain blob is as long as its plaintext, so the index says where
+ * each chunk goes (a restore takes chunks of any size there, as backups of other versions may cut
+ * them). A sealed blob's plaintext length shows only once opened, so its place comes from the
+ * repository's chunk size, which format 3 backups always cut at (and each chunk is checked to open to
+ * exactly that: checkChunk). CORRUPT when the chunks do not add up to the file's size.
+ */
+function fileChunks(o: RestoreBackupOptions, f: TreeFile, chunkSize: number): Chunk[] {
+  const bad = (why: string) => new AdminError(ErrorCodes.CORRUPT, `backup ${o.id}: ${f.name} ${why}`);
+  if (!Number.isSafeInteger(f.size) || f.size < 0 || !Array.isArray(f.chunks)) throw bad('is malformed in its tree');
+  if (o.repo.codec.encrypted) {
+    if (f.chunks.length !== Math.ceil(f.size / chunkSize)) throw bad(`has ${f.chunks.length} chunks, not what ${f.size} bytes take`);
+    return f.chunks.map((id, k) => ({ id, plain: Math.min(chunkSize, f.size - k * chunkSize), position: k * chunkSize }));
+  }
+  let position = 0;
+  const chunks = f.chunks.map((id) => {
+    const plain = locate(o, f.name, id).length;
+    position += plain;
+    return { id, plain, position: position - plain };
+  });
+  if (position !== f.size) throw bad(`has chunks that add up to ${position} bytes, not ${f.size}`);
+  return chunks;
+}
+
+/** A chunk opened to a length other than its place takes (a bug or a forged tree: never written). */
+function checkChunk(backup: string, file: string, chunk: Chunk, plain: Buffer): void {
+  if (plain.length !== chunk.plain) {
+    throw new AdminError(ErrorCodes.CORRUPT, `backup ${backup}: chunk ${chunk.id} of ${file} is ${plain.length} bytes where ${chunk.plain} belong`);
+  }
+}
 
 /**
  * From a storage that streams ranges (S3): the needed blobs of each pack read as extents (pack-extents.ts),
  * a pack needed whole in one GET, each blob written once its hash is checked. Memory: one chunk buffer
  * per extent in flight, whatever the pack or database size.
  */
-async function restoreStreamed(o: RestoreBackupOptions, tree: Tree, files: RestoreFileWriter, temp: string, storage: StreamingStorage): Promise<void> {
-  const needs: { pack: string; id: string; offset: number; length: number; target: BlobTarget<RestoredFile> }[] = [];
+async function restoreStreamed(o: RestoreBackupOptions, tree: Tree, files: RestoreFileWriter, temp: string, chunkSize: number): Promise<void> {
+  // Each target is a file and the chunk of it that goes there.
+  type Target = { file: RestoredFile; chunk: Chunk };
+  const needs: { pack: string; id: string; offset: number; length: number; target: BlobTarget<Target> }[] = [];
   const all: RestoredFile[] = [];
   let bytesTotal = 0;
   let longest = 0;
@@ -203,15 +254,12 @@ async function restoreStreamed(o: RestoreBackupOptions, tree: Tree, files: Resto
     checkFileName(o.id, f.name);
     const file = files.file(f.name, f.size);
     all.push(file);
-    let position = 0;
-    for (const id of f.chunks) {
-      const loc = locate(o, f.name, id);
-      needs.push({ pack: loc.pack, id, offset: loc.offset, length: loc.length, target: { file, position } });
+    for (const chunk of fileChunks(o, f, chunkSize)) {
+      const loc = locate(o, f.name, chunk.id);
+      needs.push({ pack: loc.pack, id: chunk.id, offset: loc.offset, length: loc.length, target: { file: { file, chunk }, position: chunk.position } });
       file.remaining++;
-      position += loc.length;
       longest = Math.max(longest, loc.length);
     }
-    if (position !== f.size) throw new AdminError(ErrorCodes.CORRUPT, `backup ${o.id}: chunks of ${f.name} add up to ${position} bytes, not ${f.size}`);
     if (f.chunks.length === 0) fs.writeFileSync(path.join(temp, f.name), Buffer.alloc(0), { flag: 'wx', mode: 0o640 });
     bytesTotal += f.size;
   }
@@ -220,6 +268,7 @@ async function restoreStreamed(o: RestoreBackupOptions, tree: Tree, files: Resto
   // One chunk buffer per read: while it is written, the next bytes wait in the socket's kernel buffer
   // (a second buffer per read was no faster here, and cost ~9 MiB of peak RSS at 4 reads).
   const buffers = alignedBuffers(lanes, roundUpToAlign(Math.max(longest, 1)) + DIRECT_ALIGN);
+  const codec = o.repo.codec;
   let next = 0;
   let bytesDone = 0;
   let failure: unknown = null;
@@ -227,11 +276,13 @@ async function restoreStreamed(o: RestoreBackupOptions, tree: Tree, files: Resto
     while (next < extents.length && failure === null) {
       if (o.signal?.aborted) throw new AdminError(ErrorCodes.CANCELLED, 'restore cancelled');
       const extent = extents[next++]!;
-      await streamExtent(storage, extent, pool, async (blob, data, buffer) => {
+      const open = (blob: NeededBlob<Target>, stored: Buffer, buffer: Buffer) => codec.openBlob('data', blob.id, stored, MAX_RUN, buffer);
+      await streamExtent(o.repo, extent, pool, open, async (blob, data, buffer) => {
+        for (const t of blob.targets) checkChunk(o.id, t.file.file.name, t.file.chunk, data);
         for (const t of blob.targets) {
-          await files.write(t.file, data, buffer, t.position);
+          await files.write(t.file.file, data, buffer, t.position);
           bytesDone += data.length;
-          if (--t.file.remaining === 0) files.finish(t.file);
+          if (--t.file.file.remaining === 0) files.finish(t.file.file);
         }
         o.onProgress?.({ bytesDone, bytesTotal, filesTotal: tree.files.length });
       });
@@ -264,7 +315,3 @@ function locate(o: RestoreBackupOptions, file: string, id: string): { pack: stri
   return loc;
 }
 
-/** Where a run starts in its file. */
-function position(run: { parts: { position: number }[] }): number {
-  return run.parts[0]!.position;
-}

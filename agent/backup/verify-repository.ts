@@ -1,7 +1,7 @@
 import type { Repository } from '../repository/repository.js';
-import { packName, sha256, type Snapshot, type Tree } from '../repository/format.js';
+import { MAX_TREE_BYTES } from '../repository/repository.js';
+import { packName, type Snapshot, type Tree } from '../repository/format.js';
 import { toAdminError } from '../../shared/errors.js';
-import { readPackHeader } from '../repository/pack.js';
 import type { BackupVerifyReport } from '../../shared/api.js';
 
 /**
@@ -13,15 +13,17 @@ export async function verifyRepository(repo: Repository, options: { id?: string;
   const errors: string[] = [];
   await repo.loadIndex();
   const stored = new Map<string, number>();
-  for await (const obj of repo.storage.list('data/')) stored.set(obj.name, obj.size);
+  for await (const obj of repo.list('data/')) stored.set(obj.name, obj.size);
 
   const snapshots: Snapshot[] = options.id ? [await repo.readSnapshot(options.id)] : await repo.listSnapshots();
   const referenced = new Set<string>();
+  const trees = new Set<string>();
   for (const s of snapshots) {
     referenced.add(s.tree);
+    trees.add(s.tree);
     let tree: Tree;
     try {
-      tree = JSON.parse((await repo.readBlob(s.tree)).toString('utf8')) as Tree;
+      tree = JSON.parse((await repo.readBlob(s.tree, 'tree')).toString('utf8')) as Tree;
     } catch (err) {
       errors.push(`backup ${s.id}: tree unreadable: ${toAdminError(err).message}`);
       continue;
@@ -59,24 +61,23 @@ export async function verifyRepository(repo: Repository, options: { id?: string;
       if (!stored.has(name)) continue;
       let data: Buffer;
       try {
-        data = await repo.storage.get(name);
+        data = await repo.getPack(pack);
       } catch (err) {
         errors.push(`object ${name} unreadable: ${toAdminError(err).message}`);
         continue;
       }
       bytesRead += data.length;
       try {
-        const header = readPackHeader(data);
-        if (sha256(header.headerBytes) !== pack) errors.push(`object ${name} is damaged: its header does not match its name`);
+        repo.codec.readPackTail(pack, data);
       } catch (err) {
         errors.push(`object ${name} is damaged: ${(err as Error).message}`);
       }
       for (const [id, loc] of blobsByPack.get(pack) ?? []) {
         if (!referenced.has(id)) continue;
         const blob = data.subarray(loc.offset, loc.offset + loc.length);
-        if (blob.length !== loc.length || sha256(blob) !== id) {
-          errors.push(`object ${name} is damaged: blob ${id} at offset ${loc.offset} does not match its hash`);
-        }
+        const type = trees.has(id) ? 'tree' : 'data';
+        const opened = blob.length === loc.length ? await repo.codec.openBlob(type, id, blob, type === 'tree' ? MAX_TREE_BYTES : repo.config.chunkSize).then(() => null, (err: unknown) => err) : 'truncated';
+        if (opened !== null) errors.push(`object ${name} is damaged: blob ${id} at offset ${loc.offset}: ${opened instanceof Error ? opened.message : String(opened)}`);
       }
     }
   }

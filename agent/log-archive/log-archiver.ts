@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { BackupRecord, CheckpointRecord, CreateBackupRequest, CreateCheckpointRequest, LogArchiveStatus } from '../../shared/api.js';
 import { AdminError, ErrorCodes, toAdminError, type ErrorCode } from '../../shared/errors.js';
 import { canonicalJson } from '../repository/format.js';
-import type { Storage } from '../storage/storage.js';
+import type { Repository } from '../repository/repository.js';
 import { newCheckpointId } from '../checkpoint/checkpoint-id.js';
 import { dbSequence } from './db-sequence.js';
 import { LogFollower, type ReadBatch } from './log-follower.js';
@@ -17,8 +17,8 @@ import { HOUR_MS, MINUTE_MS, listSegments, planMerges, runMerges } from './segme
 export interface LogArchiveHost {
   createCheckpoint(req: CreateCheckpointRequest): Promise<CheckpointRecord>;
   createBackup(req: CreateBackupRequest): Promise<BackupRecord>;
-  /** The repository's storage (opened by the host; the archiver never closes it). */
-  openStorage(): Promise<Storage>;
+  /** The repository (opened by the host; the archiver never closes it). */
+  openRepository(): Promise<Repository>;
 }
 
 export interface LogArchiveConfig {
@@ -389,8 +389,8 @@ export class LogArchiver {
   private async store(name: string, data: Buffer): Promise<void> {
     this.shipping++;
     try {
-      const storage = await this.host.openStorage();
-      await storage.put(name, data);
+      const repo = await this.host.openRepository();
+      await repo.putObject(name, data);
       this.shipFailing = false;
     } catch (err) {
       this.storeFailed(err);
@@ -780,12 +780,12 @@ export class LogArchiver {
     this.lastMergeAt = Date.now();
     this.mergeRun = (async () => {
       try {
-        const storage = await this.host.openStorage();
-        const plan = planMerges(await listSegments(storage, timeline), { windowMs: cfg.windowMs, largeWindowMs: cfg.largeWindowMs });
+        const repo = await this.host.openRepository();
+        const plan = planMerges(await listSegments(repo, timeline), { windowMs: cfg.windowMs, largeWindowMs: cfg.largeWindowMs });
         // Bounded work per run: a backlog is merged over the next runs.
         const limited = { merges: plan.merges.slice(0, MERGES_PER_RUN), leftovers: plan.leftovers };
         if (limited.merges.length === 0 && limited.leftovers.length === 0) return;
-        const done = await runMerges(storage, limited, this.worker.sha256);
+        const done = await runMerges(repo, limited, this.worker.sha256);
         this.log.debug({ timeline, ...done }, 'log archive: segments merged');
       } catch (err) {
         this.log.warn({ timeline, err: toAdminError(err).message }, 'log archive: merging segments failed; trying again at the next run');

@@ -6,15 +6,15 @@ import { fsyncDir } from '../fs/durable-fs.js';
 import { logFileName } from '../leveldb/file-names.js';
 import { restoreBackup } from '../backup/restore-backup.js';
 import type { Repository } from '../repository/repository.js';
-import { StorageError, type Storage } from '../storage/storage.js';
+import { StorageError, type ObjectInfo } from '../storage/storage.js';
 import { dbSequence } from './db-sequence.js';
 import { LogEncoder } from './log-writer.js';
 import { decodeSegment, parseWalName, segmentName, WAL_PREFIX, type SegmentBatch, type WalObject } from './segment.js';
 import { chooseBase, latestMoment, timelineWindows, type BaseView, type TimelineView, type Windows } from './timeline-windows.js';
 import { batchLast } from './write-batch.js';
 
-/** The log archive's windows, from two listings (`wal/`, `snapshots/`): no object is read. */
-export async function readWindows(storage: Storage): Promise<Windows> {
+/** The log archive's windows, from two listings (`wal/`, `snapshots/`) of a Repository or a bare Storage: no object is read. */
+export async function readWindows(storage: { list(prefix: string): AsyncIterable<ObjectInfo> }): Promise<Windows> {
   const objects: WalObject[] = [];
   for await (const o of storage.list(WAL_PREFIX)) {
     const parsed = parseWalName(o.name);
@@ -32,7 +32,7 @@ export async function readWindows(storage: Storage): Promise<Windows> {
  * sequence + 1 without a gap or an overlap. `counts.segments` says how many segments were read.
  */
 export async function* archivedBatches(
-  storage: Storage,
+  repo: Repository,
   timeline: TimelineView,
   base: BaseView,
   at: number,
@@ -43,7 +43,7 @@ export async function* archivedBatches(
     if (s.last <= base.sequence) continue;
     if (s.first > next) throw new AdminError(ErrorCodes.CORRUPT, `the log archive of timeline ${timeline.id} has no batch at sequence ${next}`);
     const name = segmentName(s);
-    const decoded = await decodeSegment(name, s, await storage.get(name));
+    const decoded = await decodeSegment(name, s, await repo.getObject(name));
     counts.segments++;
     for (const b of decoded) {
       if (batchLast(b) <= base.sequence) continue;
@@ -56,10 +56,10 @@ export async function* archivedBatches(
 }
 
 /** archivedBatches, all in memory (tests; a restore streams them). */
-export async function collectBatches(storage: Storage, timeline: TimelineView, base: BaseView, at: number): Promise<{ batches: SegmentBatch[]; segments: number }> {
+export async function collectBatches(repo: Repository, timeline: TimelineView, base: BaseView, at: number): Promise<{ batches: SegmentBatch[]; segments: number }> {
   const counts = { segments: 0 };
   const batches: SegmentBatch[] = [];
-  for await (const b of archivedBatches(storage, timeline, base, at, counts)) batches.push(b);
+  for await (const b of archivedBatches(repo, timeline, base, at, counts)) batches.push(b);
   return { batches, segments: counts.segments };
 }
 
@@ -203,7 +203,7 @@ export async function restoreToMoment(o: RestoreToMomentOptions): Promise<Restor
 const MAX_ATTEMPTS = 3;
 
 async function restoreOnce(o: RestoreToMomentOptions, started: number): Promise<RestoreToMomentResult> {
-  const windows = await readWindows(o.repo.storage);
+  const windows = await readWindows(o.repo);
   const at = o.at === 'latest' ? latestMoment(windows) : o.at;
   if (at === null) throw notRestorable(windows, 'no moment can be restored');
   const chosen = chooseBase(windows, at);
@@ -226,7 +226,7 @@ async function restoreOnce(o: RestoreToMomentOptions, started: number): Promise<
       throw new AdminError(ErrorCodes.CORRUPT, `backup ${base.backup} holds sequence ${restored.sequence}, the log archive says ${base.sequence}`);
     }
     const counts = { segments: 0 };
-    const written = await writeBatches(temp, archivedBatches(o.repo.storage, timeline, base, at, counts));
+    const written = await writeBatches(temp, archivedBatches(o.repo, timeline, base, at, counts));
     const sequence = written.sequence;
     await openAndCheck(temp, sequence);
     if (fs.existsSync(target)) fs.rmdirSync(target);

@@ -1,4 +1,4 @@
-import type { Storage } from '../storage/storage.js';
+import type { Repository } from '../repository/repository.js';
 import { decodeSegment, encodeSegment, parseWalName, segmentName, sha256Here, WAL_PREFIX, type SegmentBatch, type SegmentInfo, type Sha256 } from './segment.js';
 import { coveringChain } from './timeline-windows.js';
 
@@ -100,9 +100,9 @@ function packRuns(group: readonly SizedSegment[], maxBytes: number): SizedSegmen
 }
 
 /** The segments listed for one timeline, with their sizes. One LIST. */
-export async function listSegments(storage: Storage, timeline: string): Promise<SizedSegment[]> {
+export async function listSegments(repo: Repository, timeline: string): Promise<SizedSegment[]> {
   const out: SizedSegment[] = [];
-  for await (const o of storage.list(`${WAL_PREFIX}${timeline}/seg/`)) {
+  for await (const o of repo.list(`${WAL_PREFIX}${timeline}/seg/`)) {
     const parsed = parseWalName(o.name);
     if (parsed?.kind === 'segment') out.push({ ...parsed.segment, name: o.name, size: o.size });
   }
@@ -114,22 +114,22 @@ export async function listSegments(storage: Storage, timeline: string): Promise<
  * the inputs deleted; then the leftovers deleted. Returns the objects stored and deleted. `sha256` checks
  * the inputs and seals the output (the agent's runs off its event loop).
  */
-export async function runMerges(storage: Storage, plan: MergePlan, sha256: Sha256 = sha256Here): Promise<{ stored: number; deleted: number }> {
+export async function runMerges(repo: Repository, plan: MergePlan, sha256: Sha256 = sha256Here): Promise<{ stored: number; deleted: number }> {
   let stored = 0;
   let deleted = 0;
   for (const run of plan.merges) {
     const batches: SegmentBatch[] = [];
-    for (const s of run) batches.push(...(await decodeSegment(s.name, s, await storage.get(s.name), sha256)));
+    for (const s of run) batches.push(...(await decodeSegment(s.name, s, await repo.getObject(s.name), sha256)));
     const info: SegmentInfo = { timeline: run[0]!.timeline, first: run[0]!.first, last: run.at(-1)!.last, from: run[0]!.from, to: run.at(-1)!.to };
-    await storage.put(segmentName(info), await encodeSegment(info, batches, sha256));
+    await repo.putObject(segmentName(info), await encodeSegment(info, batches, sha256));
     stored++;
     for (const s of run) {
-      await storage.delete(s.name);
+      await repo.deleteObject(s.name);
       deleted++;
     }
   }
   for (const name of plan.leftovers) {
-    await storage.delete(name);
+    await repo.deleteObject(name);
     deleted++;
   }
   return { stored, deleted };

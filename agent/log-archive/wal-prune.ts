@@ -1,4 +1,5 @@
-import type { WalObject } from './segment.js';
+import type { PruneClient } from '../repository/prune-client.js';
+import { parseWalName, WAL_PREFIX, type WalObject } from './segment.js';
 
 /**
  * What `backup prune` deletes under `wal/` once retention has chosen the backups to keep. A pure
@@ -60,3 +61,28 @@ export function protectedBase(objects: readonly WalObject[], backups: ReadonlySe
   }
   return best?.backup ?? null;
 }
+
+/**
+ * The log archive as a client of prune (agent/repository/prune-client.ts): one listing of `wal/`, the
+ * base it protects (protectedBase), and what no kept base needs (walObjectsToPrune) with the bytes
+ * they hold.
+ */
+export const logArchivePruneClient: PruneClient = {
+  async survey(repo, snapshots) {
+    const objects: WalObject[] = [];
+    const sizes = new Map<string, number>();
+    for await (const obj of repo.list(WAL_PREFIX)) {
+      const parsed = parseWalName(obj.name);
+      if (!parsed) continue;
+      objects.push(parsed);
+      sizes.set(obj.name, obj.size);
+    }
+    return {
+      protect: protectedBase(objects, snapshots),
+      doomed(kept) {
+        const names = walObjectsToPrune(objects, kept);
+        return { names, bytes: names.reduce((n, name) => n + (sizes.get(name) ?? 0), 0) };
+      },
+    };
+  },
+};

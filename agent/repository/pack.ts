@@ -11,8 +11,11 @@ export function alignBlob(end: number): number {
   return Math.ceil(end / BLOB_ALIGN) * BLOB_ALIGN;
 }
 
-/** What follows the last blob: the header, its length and the magic; the pack's id is the header's hash. */
-function packTail(blobs: PackEntry[]): { id: string; tail: Buffer } {
+/** What ends a pack and names it (RepoCodec.packTail). */
+export type PackTail = (blobs: PackEntry[]) => { id: string; tail: Buffer };
+
+/** A plain pack's end: the header, its length and the magic; the pack's id is the header's hash. */
+export const plainPackTail: PackTail = (blobs) => {
   const header: PackHeader = { version: 1, blobs };
   const headerBytes = Buffer.from(canonicalJson(header));
   const tail = Buffer.alloc(headerBytes.length + TRAILER);
@@ -22,7 +25,7 @@ function packTail(blobs: PackEntry[]): { id: string; tail: Buffer } {
   // The header names every blob by its own SHA-256 with its place, so it pins the whole content:
   // hashing the header, not the whole pack, saves a second pass over every byte.
   return { id: sha256(headerBytes), tail };
-}
+};
 
 /**
  * Blobs collected into one pack, in one buffer: each at the next multiple of BLOB_ALIGN (zeros between),
@@ -34,7 +37,10 @@ export class PackBuilder {
   private readonly entries: PackEntry[] = [];
   private end = 0;
 
-  constructor(private buffer: Buffer) {}
+  constructor(
+    private buffer: Buffer,
+    private readonly tail: PackTail = plainPackTail,
+  ) {}
 
   /** Copies `data` in as blob `id`. Grows the buffer if it must (a pack has no hard size limit). */
   add(id: string, data: Buffer): void {
@@ -57,7 +63,7 @@ export class PackBuilder {
   /** The pack: `data` is a view of the builder's buffer (valid until the buffer is reused). */
   finish(): { id: string; data: Buffer; blobs: PackEntry[]; buffer: Buffer } {
     const blobs = this.entries.splice(0);
-    const { id, tail } = packTail(blobs);
+    const { id, tail } = this.tail(blobs);
     this.ensure(this.end + tail.length);
     tail.copy(this.buffer, this.end);
     const data = this.buffer.subarray(0, this.end + tail.length);
@@ -93,10 +99,11 @@ export class BufferedPack implements PackSink {
 
   constructor(
     buffer: Buffer,
+    tail: PackTail,
     private readonly store: (id: string, data: Buffer) => Promise<void>,
     private readonly release: () => void,
   ) {
-    this.builder = new PackBuilder(buffer);
+    this.builder = new PackBuilder(buffer, tail);
   }
 
   add(id: string, data: Buffer): Promise<void> {
@@ -143,7 +150,10 @@ export class StreamedPack implements PackSink {
   private readonly writes: Promise<void>[] = [];
   private end = 0;
 
-  constructor(private readonly writer: ObjectWriter) {}
+  constructor(
+    private readonly writer: ObjectWriter,
+    private readonly tail: PackTail,
+  ) {}
 
   /** Writes `data` as blob `id`; resolves when it is written and `data` may be reused. */
   add(id: string, data: Buffer): Promise<void> {
@@ -167,7 +177,7 @@ export class StreamedPack implements PackSink {
   async finish(): Promise<{ id: string; size: number; blobs: PackEntry[] }> {
     await Promise.all(this.writes);
     const blobs = this.entries.splice(0);
-    const { id, tail } = packTail(blobs);
+    const { id, tail } = this.tail(blobs);
     await this.writer.write(tail, this.end);
     await this.writer.commit(packName(id), this.end + tail.length);
     return { id, size: this.end + tail.length, blobs };

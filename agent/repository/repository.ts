@@ -2,9 +2,11 @@ import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { parseBackupId } from '../../shared/input-rules.js';
-import { isStorageError, type Storage } from '../storage/storage.js';
-import { mapLimit } from '../backup/map-limit.js';
-import { readPackHeader } from './pack.js';
+import { isStorageError, type ObjectInfo, type Storage } from '../storage/storage.js';
+import { mapLimit } from '../fs/map-limit.js';
+import { StreamedPack, type PackSink } from './pack.js';
+import { PlainCodec } from './plain-codec.js';
+import type { BlobType, RepoCodec } from './repo-codec.js';
 import {
   CHUNK_SIZE,
   FORMAT_VERSION,
@@ -15,7 +17,6 @@ import {
   lockName,
   packName,
   pendingName,
-  sha256,
   snapshotName,
   type IndexFile,
   type Lock,
@@ -36,12 +37,22 @@ const STRAY_TAIL_READ = 64 * 1024;
 /** Index files read at once by loadIndex. */
 const INDEX_READS_AT_ONCE = 16;
 
+/** How a repository is opened (Repository.open, RepositoryAccess). */
+export interface OpenOptions {
+  /** Create the repository when there is none. */
+  create?: boolean;
+}
+
 /** How long a lock lives without being refreshed; holders refresh at a third of it. */
 export const LOCK_TTL_MS = 15 * 60_000;
 
 /**
- * A backup repository on a Storage: its config, the index of which blob lives in which pack, snapshots
- * and locks. Holds no data blobs in memory: only the index (about 100 bytes a blob).
+ * A backup repository on a Storage: the one layer every stored object passes through. It knows the
+ * format (its config and codec: plain or sealed, repo-codec.ts), the object names and kinds, the index of
+ * which blob lives in which pack, snapshots and locks; its clients — backups (agent/backup/) and the log
+ * archive (agent/log-archive/) — store and read objects only through it, so what turns plaintext into
+ * stored bytes (and back) is decided here, once. Holds no data blobs in memory: only the index (about
+ * 100 bytes a blob).
  */
 export class Repository {
   /** blob id -> where it is. Filled by loadIndex(), extended by addPack(). */
@@ -49,13 +60,24 @@ export class Repository {
   /** pack id -> size and the index file that lists it. */
   readonly packs = new Map<string, { size: number; index: string }>();
 
-  private constructor(
-    readonly storage: Storage,
+  constructor(
+    private readonly storage: Storage,
     readonly config: RepoConfig,
+    readonly codec: RepoCodec,
   ) {}
 
+  /** The storage, for messages: `file:///srv/backups`, `s3://bucket/prefix`. */
+  get description(): string {
+    return this.storage.description;
+  }
+
+  /** The same repository (config, codec) through another handle of its storage: a fresh index. */
+  on(storage: Storage): Repository {
+    return new Repository(storage, this.config, this.codec);
+  }
+
   /** Opens the repository at `storage`, creating it (config) if there is none and `create` is set. */
-  static async open(storage: Storage, options: { create?: boolean } = {}): Promise<Repository> {
+  static async open(storage: Storage, options: OpenOptions = {}): Promise<Repository> {
     let config: RepoConfig;
     try {
       config = JSON.parse((await storage.get('config')).toString('utf8')) as RepoConfig;
@@ -76,7 +98,75 @@ export class Repository {
     if (config.format !== 'node-admin-repository' || config.version !== FORMAT_VERSION) {
       throw new AdminError(ErrorCodes.CORRUPT, `${storage.description} is not a node-admin repository of version ${FORMAT_VERSION}`);
     }
-    return new Repository(storage, config);
+    return new Repository(storage, config, new PlainCodec());
+  }
+
+  // Objects other than packs: each stored as the codec seals it under its name.
+
+  /** Stores `plaintext` under `name`, atomically (Storage.put), sealed as the format says. */
+  async putObject(name: string, plaintext: Buffer): Promise<void> {
+    await this.storage.put(name, await this.codec.sealObject(name, plaintext));
+  }
+
+  /** The plaintext of the object `name`, opened and checked. `not-found` (StorageError) when absent. */
+  async getObject(name: string): Promise<Buffer> {
+    return this.codec.openObject(name, await this.storage.get(name));
+  }
+
+  /** An object's JSON (CORRUPT naming it when it is not JSON). */
+  async getJson<T>(name: string): Promise<T> {
+    const bytes = await this.getObject(name);
+    try {
+      return JSON.parse(bytes.toString('utf8')) as T;
+    } catch {
+      throw new AdminError(ErrorCodes.CORRUPT, `object ${name} in ${this.storage.description} is not JSON`);
+    }
+  }
+
+  putJson(name: string, value: unknown): Promise<void> {
+    return this.putObject(name, Buffer.from(canonicalJson(value)));
+  }
+
+  /** Removes an object (a pack, too). Deleting a name that does not exist succeeds. */
+  deleteObject(name: string): Promise<void> {
+    return this.storage.delete(name);
+  }
+
+  /** Every object whose name starts with `prefix`, in name order (Storage.list): names and stored sizes. */
+  list(prefix: string): AsyncIterable<ObjectInfo> {
+    return this.storage.list(prefix);
+  }
+
+  // Packs: blobs sealed one by one (sealBlob), then a tail (packTail); read back by ranges.
+
+  /**
+   * A pack written straight into the storage, blob by blob, where the storage can (Storage.openWriter);
+   * null where a pack must be built in memory and stored with uploadPack.
+   */
+  openPack(): PackSink | null {
+    const writer = this.storage.openWriter?.();
+    return writer ? new StreamedPack(writer, (blobs) => this.codec.packTail(blobs)) : null;
+  }
+
+  /** `length` stored bytes of pack `id` from `offset` (Storage.getRange). */
+  readPackRange(id: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    return this.storage.getRange(packName(id), offset, length, into);
+  }
+
+  /** Whether ranges of packs can be streamed (Storage.streamRange: S3). */
+  get streamsRanges(): boolean {
+    return this.storage.streamRange !== undefined;
+  }
+
+  /** Streams `length` stored bytes of pack `id` from `offset` (Storage.streamRange; only where streamsRanges). */
+  streamPackRange(id: string, offset: number, length: number, onPiece: (piece: Buffer) => Promise<void> | void): Promise<void> {
+    if (!this.storage.streamRange) throw new Error(`${this.storage.description} does not stream ranges`);
+    return this.storage.streamRange(packName(id), offset, length, onPiece);
+  }
+
+  /** A whole pack's stored bytes. */
+  getPack(id: string): Promise<Buffer> {
+    return this.storage.get(packName(id));
   }
 
   /** Reads every index file. Packs written by an interrupted backup and never indexed are not known here. */
@@ -110,7 +200,7 @@ export class Repository {
   private async readIndexFiles(listed: string[], skipVanished = false): Promise<{ names: string[]; files: IndexFile[] }> {
     const read = await mapLimit(listed, INDEX_READS_AT_ONCE, async (name) => {
       try {
-        return JSON.parse((await this.storage.get(name)).toString('utf8')) as IndexFile;
+        return await this.getJson<IndexFile>(name);
       } catch (err) {
         if (skipVanished && isStorageError(err, 'not-found')) return null;
         throw err;
@@ -153,7 +243,7 @@ export class Repository {
   async markPending(lockId: string): Promise<void> {
     this.pending ??= (async () => {
       const marker: PendingMarker = { version: 1, lock: lockId, hostname: os.hostname(), pid: process.pid, createdAt: new Date().toISOString() };
-      await this.storage.put(pendingName(lockId), Buffer.from(canonicalJson(marker)));
+      await this.putJson(pendingName(lockId), marker);
       return pendingName(lockId);
     })();
     const written = this.pending;
@@ -196,10 +286,10 @@ export class Repository {
     for (const name of markers) {
       let marker: PendingMarker;
       try {
-        marker = JSON.parse((await this.storage.get(name)).toString('utf8')) as PendingMarker;
+        marker = await this.getJson<PendingMarker>(name);
       } catch (err) {
         if (isStorageError(err, 'not-found')) continue; // another backup dealt with it
-        if (err instanceof SyntaxError) {
+        if (err instanceof AdminError && err.code === ErrorCodes.CORRUPT) {
           over.push(name); // unreadable: treat its backup as over (indexing is harmless either way)
           continue;
         }
@@ -227,21 +317,18 @@ export class Repository {
       // The tail holds the header of a pack of a few hundred blobs; a longer one takes a second read.
       let tailLength = Math.min(size, STRAY_TAIL_READ);
       let tail = await this.storage.getRange(name, size - tailLength, tailLength);
-      const headerLength = tail.length >= 12 ? tail.readUInt32LE(tail.length - 12) : 0;
-      if (headerLength + 12 > tailLength && headerLength + 12 <= size) {
-        tailLength = headerLength + 12;
+      const wanted = this.codec.tailLength(tail);
+      if (wanted > tailLength && wanted <= size) {
+        tailLength = wanted;
         tail = await this.storage.getRange(name, size - tailLength, tailLength);
       }
-      const header = readPackHeader(tail);
-      if (sha256(header.headerBytes) !== id) return null;
-      const dataEnd = size - header.headerBytes.length - 12;
-      for (const [blob, offset, length] of header.blobs) {
-        if (!isBlobId(blob) || !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > dataEnd) return null;
-      }
-      return { id, size, blobs: header.blobs };
+      const blobs = this.codec.readPackTail(id, tail);
+      const dataEnd = size - wanted;
+      for (const [, offset, length] of blobs) if (offset + length > dataEnd) return null;
+      return { id, size, blobs };
     } catch (err) {
-      if (err instanceof Error && !(err instanceof AdminError)) return null; // not a pack (bad magic, bad JSON)
       if (isStorageError(err, 'not-found') || isStorageError(err, 'permanent')) return null; // deleted, or shorter than listed
+      if (err instanceof AdminError && err.code === ErrorCodes.CORRUPT) return null; // not a whole pack of its name
       throw err;
     }
   }
@@ -252,9 +339,9 @@ export class Repository {
     for await (const obj of this.storage.list('locks/')) {
       let lock: Lock;
       try {
-        lock = JSON.parse((await this.storage.get(obj.name)).toString('utf8')) as Lock;
+        lock = await this.getJson<Lock>(obj.name);
       } catch (err) {
-        if (isStorageError(err, 'not-found') || err instanceof SyntaxError) continue;
+        if (isStorageError(err, 'not-found') || (err instanceof AdminError && err.code === ErrorCodes.CORRUPT)) continue;
         throw err;
       }
       if (Date.parse(lock.expiresAt) < Date.now()) continue;
@@ -268,7 +355,7 @@ export class Repository {
     return this.blobs.has(id);
   }
 
-  /** Uploads a pack (content-addressed: a retry or a duplicate is harmless). Not yet indexed. */
+  /** Uploads a pack built in memory (named by its tail: a retry or a duplicate is harmless). Not yet indexed. */
   async uploadPack(id: string, data: Buffer): Promise<void> {
     await this.storage.put(packName(id), data);
   }
@@ -279,9 +366,10 @@ export class Repository {
    */
   async writeIndex(packs: IndexFile['packs']): Promise<string> {
     const file: IndexFile = { version: 1, packs: [...packs].sort((a, b) => (a.id < b.id ? -1 : 1)) };
-    const bytes = Buffer.from(canonicalJson(file));
-    const name = indexName(sha256(bytes));
-    await this.storage.put(name, bytes);
+    // A random name: an index is found by listing, never by its content (a content hash would tell the
+    // store which indexes are alike).
+    const name = indexName(randomBytes(32).toString('hex'));
+    await this.putJson(name, file);
     this.addToIndex(file, name);
     return name;
   }
@@ -294,15 +382,24 @@ export class Repository {
     }
   }
 
-  /** A blob's bytes, checked against its id. A mismatch names the pack. */
-  async readBlob(id: string): Promise<Buffer> {
+  /** A blob's plaintext, opened and checked against its type and id. A failure names the pack. */
+  async readBlob(id: string, type: BlobType, maxLength = MAX_TREE_BYTES): Promise<Buffer> {
+    return (await this.fetchBlob(id, type, maxLength)).plaintext;
+  }
+
+  /** A blob's stored bytes (to move them into another pack as they are), once they open as `type` and `id`. */
+  async readStoredBlob(id: string, type: BlobType): Promise<Buffer> {
+    return (await this.fetchBlob(id, type, MAX_TREE_BYTES)).stored;
+  }
+
+  private async fetchBlob(id: string, type: BlobType, maxLength: number): Promise<{ stored: Buffer; plaintext: Buffer }> {
     const loc = this.blobs.get(id);
     if (!loc) throw new AdminError(ErrorCodes.CORRUPT, `blob ${id} is not in the repository index`);
-    const data = await this.storage.getRange(packName(loc.pack), loc.offset, loc.length);
-    if (sha256(data) !== id) {
-      throw new AdminError(ErrorCodes.CORRUPT, `object ${packName(loc.pack)} is damaged: blob ${id} at offset ${loc.offset} does not match its hash`);
-    }
-    return data;
+    const stored = await this.storage.getRange(packName(loc.pack), loc.offset, loc.length);
+    const plaintext = await this.codec.openBlob(type, id, stored, maxLength).catch((err: unknown) => {
+      throw blobDamaged(loc.pack, id, loc.offset, err);
+    });
+    return { stored, plaintext };
   }
 
   async listSnapshots(): Promise<Snapshot[]> {
@@ -324,19 +421,24 @@ export class Repository {
     parseBackupId(id);
     let bytes: Buffer;
     try {
-      bytes = await this.storage.get(snapshotName(id));
+      bytes = await this.getObject(snapshotName(id));
     } catch (err) {
       if (isStorageError(err, 'not-found')) throw new AdminError(ErrorCodes.NOT_FOUND, `no backup ${id} in ${this.storage.description}`);
       throw err;
     }
-    const s = JSON.parse(bytes.toString('utf8')) as Snapshot;
-    if (s.version !== 1 || s.id !== id || !isBlobId(s.tree)) throw new AdminError(ErrorCodes.CORRUPT, `snapshot ${id} is unreadable`);
+    let s: Snapshot;
+    try {
+      s = JSON.parse(bytes.toString('utf8')) as Snapshot;
+    } catch {
+      throw new AdminError(ErrorCodes.CORRUPT, `snapshot ${id} is unreadable`);
+    }
+    if (s?.version !== 1 || s.id !== id || !isBlobId(s.tree)) throw new AdminError(ErrorCodes.CORRUPT, `snapshot ${id} is unreadable`);
     return s;
   }
 
   /** The commit point of a backup: after this put the backup exists for every reader. */
   async writeSnapshot(s: Snapshot): Promise<void> {
-    await this.storage.put(snapshotName(s.id), Buffer.from(canonicalJson(s)));
+    await this.putJson(snapshotName(s.id), s);
   }
 
   async deleteSnapshot(id: string): Promise<void> {
@@ -362,13 +464,13 @@ export class Repository {
       createdAt: new Date(now).toISOString(),
       expiresAt: new Date(now + LOCK_TTL_MS).toISOString(),
     };
-    await this.storage.put(lockName(id), Buffer.from(canonicalJson(lock)));
+    await this.putJson(lockName(id), lock);
     try {
       for await (const obj of this.storage.list('locks/')) {
         if (obj.name === lockName(id)) continue;
         let other: Lock;
         try {
-          other = JSON.parse((await this.storage.get(obj.name)).toString('utf8')) as Lock;
+          other = await this.getJson<Lock>(obj.name);
         } catch (err) {
           if (isStorageError(err, 'not-found')) continue;
           throw err;
@@ -388,8 +490,17 @@ export class Repository {
       await this.storage.delete(lockName(id)).catch(() => {});
       throw err;
     }
-    return new RepositoryLock(this.storage, lock);
+    return new RepositoryLock(this, lock);
   }
+}
+
+/** The largest tree a reader takes (a backup of a million files lists about 100 MB). */
+export const MAX_TREE_BYTES = 256 * 1024 * 1024;
+
+/** A blob that would not open, named by its pack (the codec's message says why). */
+export function blobDamaged(pack: string, id: string, offset: number, err: unknown): AdminError {
+  const why = err instanceof Error ? err.message : String(err);
+  return new AdminError(ErrorCodes.CORRUPT, `object ${packName(pack)} is damaged: blob ${id} at offset ${offset}: ${why}`);
 }
 
 /** Whether a process of this host with this pid exists (EPERM: it does, someone else's). */
@@ -409,7 +520,7 @@ export class RepositoryLock {
   private released = false;
 
   constructor(
-    private readonly storage: Storage,
+    private readonly repo: Repository,
     private lock: Lock,
   ) {
     this.timer = setInterval(() => void this.refresh(), LOCK_TTL_MS / 3);
@@ -424,13 +535,13 @@ export class RepositoryLock {
   private async refresh(): Promise<void> {
     if (this.released) return;
     this.lock = { ...this.lock, expiresAt: new Date(Date.now() + LOCK_TTL_MS).toISOString() };
-    await this.storage.put(lockName(this.lock.id), Buffer.from(canonicalJson(this.lock))).catch(() => {});
+    await this.repo.putJson(lockName(this.lock.id), this.lock).catch(() => {});
   }
 
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
     clearInterval(this.timer);
-    await this.storage.delete(lockName(this.lock.id)).catch(() => {});
+    await this.repo.deleteObject(lockName(this.lock.id)).catch(() => {});
   }
 }

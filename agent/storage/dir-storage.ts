@@ -8,7 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { ErrorCodes } from '../../shared/errors.js';
 import { DIRECT_ALIGN, DirectOpener, openDirect, readPagesUnlessRefused, roundUpToAlign, writeSplit } from '../fs/direct-io.js';
 import { fsyncDirAsync, mkdirDurable } from '../fs/durable-fs.js';
-import { mapLimit } from '../backup/map-limit.js';
+import { mapLimit } from '../fs/map-limit.js';
 import { DirWriter } from './dir-writer.js';
 import { SourceStreamError, StreamSizeMismatch, sizedStream } from './sized-stream.js';
 import {

@@ -26,8 +26,11 @@ export const backupPruneCommand = defineCommand({
     if (argv.repo !== undefined) {
       // No default policy here: a typo must not prune a repository down to three backups.
       if (!given) throw invalidArgument(`with --repo, say what to keep: at least one of ${KEEP_RULES.map((r) => `--${r.flag}`).join(', ')}`);
-      const { pruneRepository } = await import('../../agent/backup/prune-repository.js');
-      result = await withRepository(argv, (repo) => pruneRepository(repo, policy, { dryRun: argv.dryRun }));
+      const [{ pruneRepository }, { logArchivePruneClient }] = await Promise.all([
+        import('../../agent/backup/prune-repository.js'),
+        import('../../agent/log-archive/wal-prune.js'),
+      ]);
+      result = await withRepository(argv, (repo) => pruneRepository(repo, policy, { dryRun: argv.dryRun, logArchive: logArchivePruneClient }));
     } else {
       if (given) throw invalidArgument("--keep-* go with --repo; through the agent, its configured backup retention applies");
       const client = await ctx.agent();

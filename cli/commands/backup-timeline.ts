@@ -17,7 +17,7 @@ export const backupTimelineCommand = defineCommand({
         import('../../agent/log-archive/restore-to-moment.js'),
         import('../../agent/log-archive/timeline-report.js'),
       ]);
-      report = timelineReport(await withRepository(argv, (repo) => readWindows(repo.storage)));
+      report = timelineReport(await withRepository(argv, (repo) => readWindows(repo)));
     }
     if (ctx.json) printJson(ctx.io.stdout, report);
     else printLines(ctx.io.stdout, formatTimelines(report));

@@ -1,0 +1,49 @@
+import type { PackEntry } from './pack.js';
+
+/** What a blob holds: file data (a chunk) or a tree (a backup's file list). Bound into a sealed blob. */
+export type BlobType = 'data' | 'tree';
+
+/** Whether a blob's plaintext is worth compressing: 'never' for LevelDB tables (already compressed). */
+export type CompressionPolicy = 'never' | 'try';
+
+/**
+ * What a repository's format does with bytes: how a blob is named and stored, how every other object is
+ * stored, how a pack ends. Two implementations: the plain one (format 2, and format 3 created with
+ * `--insecure-no-encryption`: stored as given, blobs named by SHA-256) and the sealed one (format 3:
+ * keyed ids, every blob and object compressed where it pays and sealed with AEAD). Every stored byte of a
+ * repository passes through one (Repository holds it); nothing else turns plaintext into stored bytes.
+ *
+ * Contract, for every implementation:
+ * - `blobId` is a function of (type, data) only, for the life of the repository (dedup rests on it).
+ * - `openBlob(type, id, sealBlob(type, id, data))` gives `data` back; any other stored bytes (another id,
+ *   another type, a flipped bit, a truncation) are refused with AdminError CORRUPT, never returned.
+ *   Likewise `openObject(name, sealObject(name, x))` is `x`, and an object stored under another name is
+ *   refused.
+ * - `out`, where given, is a buffer the result may be written into (page-aligned, as long as
+ *   `storedLength` says): the result is then a view of it. Without it, or where the codec needs no copy,
+ *   the result may be a view of the input.
+ * - Calls may run at once, any number; `close()` once, last.
+ */
+export interface RepoCodec {
+  /** True when blobs and objects are sealed (format 3 with keys). */
+  readonly encrypted: boolean;
+  /** A blob's id: 64 lowercase hex. */
+  blobId(type: BlobType, data: Buffer): Promise<string>;
+  /** The bytes stored for blob `id` (whose id `blobId` gave). */
+  sealBlob(type: BlobType, id: string, data: Buffer, policy: CompressionPolicy, out?: Buffer): Promise<Buffer>;
+  /** The blob's plaintext from its stored bytes, checked against `type` and `id`. `maxLength`: the most it may inflate to. */
+  openBlob(type: BlobType, id: string, stored: Buffer, maxLength: number, out?: Buffer): Promise<Buffer>;
+  /** The most bytes `sealBlob` stores for `n` bytes of plaintext (buffers are sized by it). */
+  storedLength(n: number): number;
+  /** The bytes stored under `name` for `plaintext`. */
+  sealObject(name: string, plaintext: Buffer): Promise<Buffer>;
+  /** An object's plaintext from the bytes stored under `name`. */
+  openObject(name: string, stored: Buffer): Promise<Buffer>;
+  /** What ends a pack holding `blobs` (header, its length, the magic), and the pack's id. */
+  packTail(blobs: PackEntry[]): { id: string; tail: Buffer };
+  /** The blobs a pack's header lists, from the pack's last bytes (at least the whole tail); checked against `id`. Throws CORRUPT. */
+  readPackTail(id: string, end: Buffer): PackEntry[];
+  /** The tail's length, from a pack's last 12 bytes (to read a longer tail again). */
+  tailLength(last12: Buffer): number;
+  close(): Promise<void>;
+}
