@@ -5,6 +5,8 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // Starts a real S3-compatible server (OpenStack Swift + s3api) for the S3 tests; see the file.
     globalSetup: ['./test/global-setup-s3.ts'],
+    // The tests' repository password, for them and for every process they spawn (test-password.ts).
+    setupFiles: ['./test/support/setup-env.ts'],
     // Real processes, real databases, real sockets: generous limits, never timing assertions.
     testTimeout: 180_000,
     hookTimeout: 120_000,

@@ -32,6 +32,21 @@ export interface BackupOptions {
   concurrency?: number;
   /** Upload cap in bytes per second; null or absent: none. */
   bandwidthLimit?: number | null;
+  /**
+   * The repository's password (a new repository is encrypted with it; an encrypted one is opened with
+   * it): a file holding it, or a command that prints it. Absent: the file NODE_ADMIN_PASSWORD_FILE
+   * names, else the systemd credential `node-admin-password` ($CREDENTIALS_DIRECTORY). Never logged.
+   */
+  password?: { file?: string; command?: string } | null;
+  /**
+   * Said explicitly: a repository created by this agent is not encrypted, and an unencrypted format 3
+   * repository may receive new backups. Whoever can read the store then reads the database.
+   */
+  insecureNoEncryption?: boolean;
+  /** Said explicitly: new backups and archived logs may go into a format 2 (unencrypted) repository. */
+  allowFormat2?: boolean;
+  /** scrypt's cost for the key a created repository gets (default N 2^16, r 8, p 1: ~0.5 s to unlock). */
+  kdfCost?: { N: number; r: number; p: number };
   /** Where the hash cache lives (default: `<dirname(checkpointDir)>/cache`). */
   cacheDir?: string;
   /** What `pruneBackups` keeps (pinned backups always stay). Absent keys: keepLast 3, the rest 0. */

@@ -217,6 +217,8 @@ export interface BackupRecord {
   blobsUploaded?: number;
   packsUploaded?: number;
   durationMs?: number;
+  /** Whether the repository holding it is encrypted (format 3 with keys): false says plainly that it is not. */
+  encrypted?: boolean;
 }
 
 /** What `backup verify` found; ok:false is a report, not an error. */
@@ -276,6 +278,13 @@ export interface BackupStatus {
   inProgress: BackupInProgress | null;
   /** The last backup that ended (any trigger): when it ended, and how. `error` is `CODE: message`. */
   lastBackup: { at: string; ok: boolean; id: string | null; error: string | null } | null;
+  /**
+   * The repository's format as the agent found it when it first opened it (null until then): format 3
+   * encrypted (with the key in use), format 3 made with --insecure-no-encryption, or format 2.
+   */
+  encryption: { format: 2 | 3; encrypted: boolean; keyId: string | null } | null;
+  /** Where the repository's password comes from (a file's path, a command, a credential), never the password; null: none given. */
+  passwordSource: string | null;
 }
 
 /** Where the example node puts its socket, and so where the CLI looks first. */

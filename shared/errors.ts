@@ -61,6 +61,18 @@ export const ErrorCodes = {
    * in a gap between timelines, after the last archived batch, or there is no log archive at all.
    */
   MOMENT_NOT_RESTORABLE: 'MOMENT_NOT_RESTORABLE',
+  /**
+   * The backup repository is encrypted (or a new one would be) and no password was given: `--password-file`,
+   * `--password-command`, NODE_ADMIN_PASSWORD_FILE, a systemd credential, or the agent's backup.password.
+   */
+  PASSWORD_REQUIRED: 'PASSWORD_REQUIRED',
+  /** No key of the backup repository opens with the password given (a wrong password, or damaged keys). */
+  WRONG_PASSWORD: 'WRONG_PASSWORD',
+  /**
+   * New data would go unencrypted and that was not said explicitly: a repository made with
+   * `--insecure-no-encryption`, or one of format 2, written without the flag that allows it.
+   */
+  PLAINTEXT_REFUSED: 'PLAINTEXT_REFUSED',
   /** A bug or an unexpected failure of the system. */
   INTERNAL: 'INTERNAL',
 } as const;
@@ -92,6 +104,9 @@ const httpStatusByCode: Record<ErrorCode, number> = {
   REPOSITORY_LOCKED: 409,
   BACKUP_NOT_CONFIGURED: 409,
   MOMENT_NOT_RESTORABLE: 404,
+  PASSWORD_REQUIRED: 401,
+  WRONG_PASSWORD: 403,
+  PLAINTEXT_REFUSED: 409,
   INTERNAL: 500,
 };
 
@@ -99,7 +114,7 @@ const httpStatusByCode: Record<ErrorCode, number> = {
  * CLI exit codes, one per class of error so that hooks and cron can branch on them.
  * 0 success; 1 internal; 2 usage / bad input (including storage refusing the configured credentials or
  * bucket); 3 not found; 4 conflict (pinned, locked, in use); 5 agent or storage unavailable or busy (try
- * again later); 6 out of space; 7 corrupt; 130 cancelled.
+ * again later); 6 out of space; 7 corrupt; 8 a password is missing or wrong; 130 cancelled.
  */
 export const ExitCodes = {
   OK: 0,
@@ -110,6 +125,7 @@ export const ExitCodes = {
   UNAVAILABLE: 5,
   NO_SPACE: 6,
   CORRUPT: 7,
+  PASSWORD: 8,
   CANCELLED: 130,
 } as const;
 
@@ -138,6 +154,9 @@ const exitCodeByCode: Record<ErrorCode, number> = {
   REPOSITORY_LOCKED: ExitCodes.CONFLICT,
   BACKUP_NOT_CONFIGURED: ExitCodes.CONFLICT,
   MOMENT_NOT_RESTORABLE: ExitCodes.NOT_FOUND,
+  PASSWORD_REQUIRED: ExitCodes.PASSWORD,
+  WRONG_PASSWORD: ExitCodes.PASSWORD,
+  PLAINTEXT_REFUSED: ExitCodes.CONFLICT,
   INTERNAL: ExitCodes.INTERNAL,
 };
 

@@ -19,6 +19,7 @@ import type { Storage } from '../dist/agent/storage/storage.js';
 import { ROOT, tempDir } from './support/processes.js';
 import { s3Server } from './support/s3-server.js';
 import { packCensus } from './support/pack-census.js';
+import { TEST_REPO } from './support/test-password.js';
 
 /**
  * The backup engine on both real backends: a directory and OpenStack Swift's S3 API. Round trip under
@@ -77,7 +78,7 @@ describe.each(backends)('backups on $name', (backend) => {
 
   const openRepo = async () => {
     storage = await openStorage(url, { logger: silent, ...(backend.s3 ? { s3: backend.s3() } : {}) });
-    repo = await Repository.open(storage, { create: true });
+    repo = await Repository.open(storage, { create: true, ...TEST_REPO });
   };
 
   beforeAll(async () => {
@@ -195,7 +196,7 @@ describe.each(backends)('backups on $name', (backend) => {
     await new Promise((r) => child.on('close', r));
     expect(out).not.toContain('"result"'); // it really died mid-way
 
-    const killRepo = await Repository.open(killStorage);
+    const killRepo = await Repository.open(killStorage, TEST_REPO);
     expect(await killRepo.listSnapshots()).toEqual([]); // nothing partial is listed
     // Every pack the killed run stored, indexed or not (one stored in the instant before its index is
     // as good as one indexed: the next run indexes it from its header).

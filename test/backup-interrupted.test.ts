@@ -16,6 +16,7 @@ import type { ObjectWriter, Storage } from '../dist/agent/storage/storage.js';
 import { tempDir } from './support/processes.js';
 import { emptyAndClose, s3TestStorage } from './support/s3-server.js';
 import { packCensus, type PackCensus } from './support/pack-census.js';
+import { TEST_REPO } from './support/test-password.js';
 
 /**
  * A backup that stops part way keeps what it stored: the next backup sends only what the first did not
@@ -51,7 +52,7 @@ function expectSameFiles(a: string, b: string): void {
  * restore is exact.
  */
 async function backUpAgainAndCheck(storage: Storage, source: string, before: PackCensus, scratch: string): Promise<void> {
-  const repo = await Repository.open(storage);
+  const repo = await Repository.open(storage, TEST_REPO);
   const second = await backupCheckpoint({ repo, checkpoint: checkpointOf(source), cache: HashCache.load(null) });
   const after = await packCensus(storage);
   // Nothing stored twice, and the second backup's uploads are exactly the packs that are new.
@@ -73,7 +74,7 @@ async function backUpAgainAndCheck(storage: Storage, source: string, before: Pac
 }
 
 async function indexedPacks(storage: Storage): Promise<Set<string>> {
-  const repo = await Repository.open(storage);
+  const repo = await Repository.open(storage, TEST_REPO);
   await repo.loadIndex();
   return new Set(repo.packs.keys());
 }
@@ -123,7 +124,7 @@ describe('a backup that stops part way keeps what it stored', () => {
   onSmallFs(`the repository's filesystem fills up: the next backup, with room, sends only the rest${skipNote}`, async () => {
     mountSmall('40m');
     const storage = new DirStorage(path.join(small, 'repo'));
-    const repo = await Repository.open(storage, { create: true });
+    const repo = await Repository.open(storage, { create: true, ...TEST_REPO });
     const first = backupCheckpoint({ repo, checkpoint: checkpointOf(source), cache: HashCache.load(null) });
     await expect(first).rejects.toMatchObject({ code: 'INSUFFICIENT_SPACE' });
     const before = await packCensus(storage);
@@ -157,7 +158,7 @@ describe('a backup that stops part way keeps what it stored', () => {
         };
       },
     });
-    const repo = await Repository.open(fillAfterSecondPack, { create: true });
+    const repo = await Repository.open(fillAfterSecondPack, { create: true, ...TEST_REPO });
     const first = backupCheckpoint({ repo, checkpoint: checkpointOf(source), cache: HashCache.load(null), concurrency: 1 });
     await expect(first).rejects.toMatchObject({ code: 'INSUFFICIENT_SPACE' });
     const before = await packCensus(inner);
@@ -172,7 +173,7 @@ describe('a backup that stops part way keeps what it stored', () => {
     const s3 = s3TestStorage();
     try {
       const failing = new RetryStorage(new FaultStorage(s3, [{ kind: 'transient', ops: ['put'], prefix: 'index/' }]), { maxAttempts: 3, baseDelayMs: 1 });
-      const repo = await Repository.open(failing, { create: true });
+      const repo = await Repository.open(failing, { create: true, ...TEST_REPO });
       const first = backupCheckpoint({ repo, checkpoint: checkpointOf(source), cache: HashCache.load(null) });
       await expect(first).rejects.toMatchObject({ code: 'STORAGE_UNAVAILABLE' });
       const before = await packCensus(s3);
@@ -186,7 +187,7 @@ describe('a backup that stops part way keeps what it stored', () => {
 
   it('a cancelled backup: the next one sends only the rest', async () => {
     const storage = new DirStorage(path.join(dir, 'repo-cancel'));
-    const repo = await Repository.open(storage, { create: true });
+    const repo = await Repository.open(storage, { create: true, ...TEST_REPO });
     const abort = new AbortController();
     const first = backupCheckpoint({
       repo,
@@ -208,7 +209,7 @@ describe('a backup that stops part way keeps what it stored', () => {
   it('an idle repository pays no listing of its packs: only a failed backup leaves a marker', async () => {
     const inner = new DirStorage(path.join(dir, 'repo-idle'));
     const counted = new FaultStorage(inner, []);
-    const repo = await Repository.open(counted, { create: true });
+    const repo = await Repository.open(counted, { create: true, ...TEST_REPO });
     await backupCheckpoint({ repo, checkpoint: checkpointOf(source), cache: HashCache.load(null) });
     const listings: string[] = [];
     const spy: Storage = Object.assign(Object.create(counted) as Storage, {
@@ -217,7 +218,7 @@ describe('a backup that stops part way keeps what it stored', () => {
         return counted.list(prefix);
       },
     });
-    await backupCheckpoint({ repo: await Repository.open(spy), checkpoint: checkpointOf(source), cache: HashCache.load(null) });
+    await backupCheckpoint({ repo: await Repository.open(spy, TEST_REPO), checkpoint: checkpointOf(source), cache: HashCache.load(null) });
     expect(listings.filter((p) => p.startsWith('data'))).toEqual([]);
     expect(listings).toContain('pending/');
   });

@@ -5,6 +5,7 @@ import { REDACT_PATHS } from '../dist/agent/index.js';
 import { openStorage } from '../dist/agent/storage/open-storage.js';
 import { Repository } from '../dist/agent/repository/repository.js';
 import { s3Server } from './support/s3-server.js';
+import { TEST_REPO } from './support/test-password.js';
 
 /**
  * Credentials never reach logs or errors: a real S3 server, the agent's logger at its most verbose,
@@ -27,7 +28,7 @@ describe('credentials stay secret', () => {
       retry: { maxAttempts: 2 },
       s3: { endpoint: server.endpoint, region: server.region, forcePathStyle: true, credentials: { accessKeyId: server.accessKeyId, secretAccessKey: wrongSecret } },
     });
-    const err = (await Repository.open(bad, { create: true }).catch((e: unknown) => e)) as Error & { code?: string };
+    const err = (await Repository.open(bad, { create: true, ...TEST_REPO }).catch((e: unknown) => e)) as Error & { code?: string };
     await bad.close();
     expect(err).toBeInstanceOf(Error);
     expect(err.code).toMatch(/^STORAGE_/);
@@ -38,7 +39,7 @@ describe('credentials stay secret', () => {
       logger,
       s3: { endpoint: server.endpoint, region: server.region, forcePathStyle: true, credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey } },
     });
-    const repo = await Repository.open(good, { create: true });
+    const repo = await Repository.open(good, { create: true, ...TEST_REPO });
     await repo.loadIndex();
     await good.close();
     expect(lines.length).toBeGreaterThan(0);

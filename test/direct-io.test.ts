@@ -16,6 +16,7 @@ import { PackBuilder } from '../dist/agent/repository/pack.js';
 import { canonicalJson, sha256 } from '../dist/agent/repository/format.js';
 import { tempDir } from './support/processes.js';
 import type { FileHandle } from 'node:fs/promises';
+import { TEST_REPO } from './support/test-password.js';
 
 /**
  * O_DIRECT reads (backups) and writes (packs, restores) must give exactly the bytes ordinary I/O gives,
@@ -223,7 +224,7 @@ describe('backups and restores with and without direct I/O', () => {
     const restored: string[] = [];
     for (const directIo of [true, false]) {
       const storage = new DirStorage(path.join(dir, `repo-${directIo}`));
-      const repo = await Repository.open(storage, { create: true });
+      const repo = await Repository.open(storage, { create: true, ...TEST_REPO });
       const record = await backupCheckpoint({ repo, checkpoint, cache: HashCache.load(null), directIo });
       trees.push((await repo.readSnapshot(record.id)).tree);
       for (const restoreDirect of [true, false]) {
@@ -252,7 +253,7 @@ describe('a restore of chunks off the page grid', () => {
     // run of several chunks is read at once and starts off the page grid in the pack too).
     const repoDir = path.join(dir, `repo-${layout}`);
     const storage = new DirStorage(repoDir);
-    const repo = await Repository.open(storage, { create: true });
+    const repo = await Repository.open(storage, { create: true, ...TEST_REPO });
     const sizes = [5000, MiB, 3, 70_000, MiB + 17, 2 * 4096, 12_345]; // more than one run (2 MiB at most)
     const content = randomBytes(sizes.reduce((a, b) => a + b, 0));
     const chunks: string[] = [];
@@ -319,7 +320,7 @@ describe('a restore of chunks off the page grid', () => {
       const late = new FirstRunLate(repoDir);
       for (const [what, r, onProgress] of [
         ['in order', repo, undefined],
-        ['first run late', await Repository.open(late), late.onProgress],
+        ['first run late', await Repository.open(late, TEST_REPO), late.onProgress],
       ] as const) {
         const to = path.join(dir, `restored-${layout}-${directIo}-${what.replace(/ /g, '-')}`);
         await restoreBackup({ repo: r, id, to, directIo, concurrency: 4, ...(onProgress ? { onProgress } : {}) });

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { MemoryStorage } from '../dist/agent/storage/memory-storage.js';
 import { Repository } from '../dist/agent/repository/repository.js';
+import { TEST_REPO } from './support/test-password.js';
 
 /**
  * Index compaction (Repository.compactIndex): many index files become one, and a reader loading the
@@ -27,7 +28,7 @@ class SlowReads extends MemoryStorage {
 const hex = () => randomBytes(32).toString('hex');
 
 async function repoWithIndexFiles(storage: MemoryStorage, files: number): Promise<Map<string, string>> {
-  const repo = await Repository.open(storage, { create: true });
+  const repo = await Repository.open(storage, { create: true, ...TEST_REPO });
   const where = new Map<string, string>(); // blob -> pack
   for (let f = 0; f < files; f++) {
     const packs = Array.from({ length: 1 + (f % 3) }, () => {
@@ -51,12 +52,12 @@ describe('index compaction', () => {
   it('leaves as many files as it finds up to the threshold, and one past it, listing every pack', async () => {
     const storage = new MemoryStorage();
     const where = await repoWithIndexFiles(storage, 40);
-    const repo = await Repository.open(storage);
+    const repo = await Repository.open(storage, TEST_REPO);
     expect(await repo.compactIndex(40)).toBe(0);
     expect(await indexFiles(storage)).toHaveLength(40);
     expect(await repo.compactIndex(32)).toBe(40);
     expect(await indexFiles(storage)).toHaveLength(1);
-    const fresh = await Repository.open(storage);
+    const fresh = await Repository.open(storage, TEST_REPO);
     await fresh.loadIndex();
     expect(fresh.blobs.size).toBe(where.size);
     for (const [blob, pack] of where) expect(fresh.blobs.get(blob)?.pack).toBe(pack);
@@ -66,8 +67,8 @@ describe('index compaction', () => {
     for (let round = 0; round < 20; round++) {
       const storage = new SlowReads();
       const where = await repoWithIndexFiles(storage, 36);
-      const compactor = await Repository.open(storage);
-      const reader = await Repository.open(storage);
+      const compactor = await Repository.open(storage, TEST_REPO);
+      const reader = await Repository.open(storage, TEST_REPO);
       // Start both together, or the reader a little after the compactor.
       const [, replaced] = await Promise.all([
         (async () => {
@@ -87,14 +88,14 @@ describe('index compaction', () => {
   it('two backups compacting at once lose nothing', async () => {
     const storage = new SlowReads();
     const where = await repoWithIndexFiles(storage, 40);
-    const a = await Repository.open(storage);
-    const b = await Repository.open(storage);
+    const a = await Repository.open(storage, TEST_REPO);
+    const b = await Repository.open(storage, TEST_REPO);
     const [byA, byB] = await Promise.all([a.compactIndex(32), b.compactIndex(32)]);
     // The race happened: each listed the files before the other had merged them, and merged them too.
     expect(byA).toBeGreaterThan(0);
     expect(byB).toBeGreaterThan(0);
     expect((await indexFiles(storage)).length).toBeLessThanOrEqual(2);
-    const fresh = await Repository.open(storage);
+    const fresh = await Repository.open(storage, TEST_REPO);
     await fresh.loadIndex();
     expect(fresh.blobs.size).toBe(where.size);
   });

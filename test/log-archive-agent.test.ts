@@ -19,6 +19,7 @@ import { restoreToMoment } from '../dist/agent/log-archive/restore-to-moment.js'
 import { Repository } from '../dist/agent/repository/repository.js';
 import { tempDir } from './support/processes.js';
 import { storageCallLogger } from './support/storage-calls.js';
+import { TEST_REPO } from './support/test-password.js';
 
 const INTERVAL_MS = 200;
 
@@ -119,7 +120,7 @@ describe('log archiver in the agent', () => {
     expect(after.timelines[0]!.id).toBe(first.id);
     expect(after.timelines[0]!.to).toBeLessThan(after.timelines[1]!.from!);
 
-    const repo = await Repository.open(storage);
+    const repo = await Repository.open(storage, TEST_REPO);
     const keys = async (to: string) => {
       const r = new ClassicLevel(to, { createIfMissing: false });
       await r.open();

@@ -19,6 +19,7 @@ import { readWindows } from '../dist/agent/log-archive/restore-to-moment.js';
 import { cloneDbSync } from '../dist/agent/checkpoint/checkpoint-dir.js';
 import { tempDir } from './support/processes.js';
 import { until } from './support/pitr-writers.js';
+import { TEST_REPO } from './support/test-password.js';
 
 /** The repository's real storage, whose segment uploads can be held until released. */
 class HeldStorage extends DirStorage {
@@ -65,7 +66,7 @@ describe('log archive: a break during an upload', () => {
     agent = createAgent({ dbPath, checkpointDir: path.join(dir, 'checkpoints'), backup: { repository: pathToFileURL(repoDir).href }, logger: silent });
     await agent.start();
     const storage = new HeldStorage(repoDir);
-    const host = { createCheckpoint: agent.createCheckpoint.bind(agent), createBackup: agent.createBackup.bind(agent), openRepository: () => Repository.open(storage, { create: true }) };
+    const host = { createCheckpoint: agent.createCheckpoint.bind(agent), createBackup: agent.createBackup.bind(agent), openRepository: () => Repository.open(storage, { create: true, ...TEST_REPO }) };
     archiver = new LogArchiver(dbPath, parseLogArchiveOptions({ intervalMs: 200, pollMs: 20 })!, host, pino({ level: 'info' }, sink));
     await archiver.start();
     await until('the first timeline', async () => (await readWindows(storage)).timelines.some((t) => t.from !== null));

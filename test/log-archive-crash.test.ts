@@ -19,6 +19,7 @@ import { readWindows, restoreToMoment } from '../dist/agent/log-archive/restore-
 import type { Windows } from '../dist/agent/log-archive/timeline-windows.js';
 import { runCli, startExampleNode, tempDir, type RunningNode } from './support/processes.js';
 import { Writers, httpApply, readState, until } from './support/pitr-writers.js';
+import { TEST_REPO } from './support/test-password.js';
 
 const WRITERS = 4;
 const NODE_ARGS = ['--log-archive', 'on', '--log-archive-interval', '200ms', '--write-buffer-size', '64KiB', '--max-file-size', '64KiB', '--load', '200'];
@@ -130,7 +131,7 @@ describe('log archive: kill -9 under load, restart, load again', () => {
 
   it('restores exactly to random moments in both windows, and at every window edge it claims', async () => {
     const [t1, t2] = windows.timelines.filter((t) => t.from !== null) as [NonNullable<Windows['timelines'][0]>, NonNullable<Windows['timelines'][0]>];
-    const repo = await Repository.open(storage);
+    const repo = await Repository.open(storage, TEST_REPO);
     const random = (t: typeof t1, n: number) => Array.from({ length: n }, () => t.from! + 1 + Math.floor(Math.random() * (t.to! - t.from! - 1)));
     const moments: { at: number; cli: boolean }[] = [
       ...random(t1, Math.ceil((RANDOM_RESTORES * 2) / 3)).map((at) => ({ at, cli: false })),

@@ -29,6 +29,7 @@ import { logFileName } from '../dist/agent/leveldb/file-names.js';
 import { runCli, tempDir } from './support/processes.js';
 import { keyOf, parseKey, valueOf } from './support/write-model.js';
 import { Writers, levelApply, readState, size, until } from './support/pitr-writers.js';
+import { TEST_REPO } from './support/test-password.js';
 
 const WRITERS = 4;
 const KEYS_PER_WRITER = 400;
@@ -99,7 +100,7 @@ describe('log archive: restore to a moment', () => {
     await writers.stop();
     await agent.stop();
     agent = null;
-    repo = await Repository.open(storage);
+    repo = await Repository.open(storage, TEST_REPO);
     windows = await readWindows(storage);
     expect(windows.timelines.length).toBe(1);
     const t = windows.timelines[0]!;
@@ -144,7 +145,7 @@ describe('log archive: restore to a moment', () => {
     const t = windows.timelines[0]!;
     const base = t.bases.find((b) => b.usable)!;
     const at = t.to!;
-    const { batches } = await collectBatches(await Repository.open(storage), t, base, at);
+    const { batches } = await collectBatches(await Repository.open(storage, TEST_REPO), t, base, at);
     expect(batches.length).toBeGreaterThan(50);
     const bounds = writers.bounds(at);
     const keys = batches.map((b) => batchEntries(b.payload).map((e) => e.key.toString()));

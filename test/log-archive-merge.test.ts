@@ -21,6 +21,7 @@ import { listSegments, planMerges, runMerges, type SizedSegment } from '../dist/
 import { readWindows, restoreToMoment } from '../dist/agent/log-archive/restore-to-moment.js';
 import { tempDir } from './support/processes.js';
 import { Writers, levelApply, readState, until } from './support/pitr-writers.js';
+import { TEST_REPO } from './support/test-password.js';
 
 const T = '20261123t100000000z-aaaa';
 const MIN = 60_000;
@@ -107,7 +108,7 @@ describe('merging in a running archiver', () => {
     expect(w.timelines.length).toBe(1);
     const t = w.timelines[0]!;
     expect(t.brokenAfter).toBeNull();
-    const repo = await Repository.open(storage);
+    const repo = await Repository.open(storage, TEST_REPO);
     const listed = await listSegments(repo, t.id);
     // Merged: far fewer objects than segments shipped (about ten a second).
     expect(status.shippedSegments).toBeGreaterThan(50);

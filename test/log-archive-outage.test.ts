@@ -30,6 +30,7 @@ import type { LogArchiveTimelines } from '../dist/shared/api.js';
 import { runCli, tempDir } from './support/processes.js';
 import { FaultProxy, emptyAndClose, s3Server } from './support/s3-server.js';
 import { Writers, levelApply, readState, until } from './support/pitr-writers.js';
+import { TEST_REPO } from './support/test-password.js';
 
 const WRITERS = 3;
 const OUTAGE_MS = 30_000;
@@ -156,7 +157,7 @@ describe('log archive: the storage unreachable for 30 s under load', () => {
     const { dbSequence } = await import('../dist/agent/log-archive/db-sequence.js');
     expect(t.lastSequence).toBe((await dbSequence(path.join(r.dir, 'db'))).sequence);
 
-    const repo = await Repository.open(r.storage);
+    const repo = await Repository.open(r.storage, TEST_REPO);
     const inside = [0.1, 0.5, 0.9].map((f) => Math.floor(out.from + f * (out.to - out.from)));
     for (const [i, at] of [...inside, t.to!].entries()) await restoreAndCheck(r, repo, at, `restored-${i}`);
 
@@ -204,7 +205,7 @@ describe('log archive: the storage unreachable for 30 s under load', () => {
     const listed = JSON.parse(cli.stdout) as LogArchiveTimelines;
     expect(listed.gaps).toContainEqual({ from: new Date(gap.from).toISOString(), to: new Date(gap.to).toISOString() });
 
-    const repo = await Repository.open(r.storage);
+    const repo = await Repository.open(r.storage, TEST_REPO);
     const inGap = Math.floor((gap.from + gap.to) / 2);
     await expect(restoreToMoment({ repo, at: inGap, to: path.join(r.dir, 'in-gap') })).rejects.toThrow(/gap|window/i);
     expect(fs.existsSync(path.join(r.dir, 'in-gap'))).toBe(false);
@@ -238,7 +239,7 @@ describe('log archive: the storage unreachable for 30 s under load', () => {
     // outage's end and the writers' stop is up to the scheduler.)
     expect(old.to!).toBeGreaterThan(oldTimeline.to!);
     expect(old.to!).toBeGreaterThan(out.from);
-    const repo = await Repository.open(r.storage);
+    const repo = await Repository.open(r.storage, TEST_REPO);
     // Every write acknowledged before the stop is in the old timeline's last moment.
     const to = path.join(r.dir, 'old-end');
     await restoreToMoment({ repo, at: old.to!, to });

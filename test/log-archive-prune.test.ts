@@ -23,6 +23,7 @@ import { logArchivePruneClient, protectedBase, walObjectsToPrune } from '../dist
 import { readWindows, restoreToMoment } from '../dist/agent/log-archive/restore-to-moment.js';
 import { runCli, tempDir } from './support/processes.js';
 import { until } from './support/pitr-writers.js';
+import { TEST_REPO } from './support/test-password.js';
 
 const T1 = '20261123t100000000z-aaaa';
 const T2 = '20261123t120000000z-bbbb';
@@ -161,7 +162,7 @@ describe('backup prune on a repository with a log archive', () => {
     const [b1, b2] = before.timelines[0]!.bases;
     const segmentsBefore = before.timelines[0]!.segments.length;
     expect(segmentsBefore).toBeGreaterThan(1);
-    const repo = await Repository.open(storage);
+    const repo = await Repository.open(storage, TEST_REPO);
     const latestBefore = await restoreToMoment({ repo, at: 'latest', to: path.join(dir, 'latest-before') });
 
     // Keep the newest backup only: the first base and the segments wholly before the second base's sequence go.
@@ -217,7 +218,7 @@ describe('backup prune on a repository with a log archive', () => {
     const noWal = path.join(dir, 'no-wal');
     fs.cpSync(repoDir, noWal, { recursive: true, filter: (src) => src !== path.join(repoDir, 'wal') });
     const noWalStorage = await openStorage(pathToFileURL(noWal).href, {});
-    const walFree = await pruneRepository(await Repository.open(noWalStorage), { keepLast: 1 }, { dryRun: true, logArchive: logArchivePruneClient });
+    const walFree = await pruneRepository(await Repository.open(noWalStorage, TEST_REPO), { keepLast: 1 }, { dryRun: true, logArchive: logArchivePruneClient });
     await noWalStorage.close();
     expect(walFree.removed.map((r) => r.id)).toEqual([b2!.backup]);
     expect(walFree.logArchiveBase).toBeNull();

@@ -22,6 +22,7 @@ import type { Windows } from '../dist/agent/log-archive/timeline-windows.js';
 import { runCli, tempDir } from './support/processes.js';
 import { emptyAndClose, s3Server } from './support/s3-server.js';
 import { Writers, levelApply, readState, until } from './support/pitr-writers.js';
+import { TEST_REPO } from './support/test-password.js';
 
 const WRITERS = 4;
 const RUN_MS = 8000;
@@ -93,7 +94,7 @@ describe('log archive on S3: restore to a moment', () => {
 
   it(`restores ${RESTORES} random moments and the window's edges exactly`, async () => {
     const t = windows.timelines[0]!;
-    const repo = await Repository.open(storage);
+    const repo = await Repository.open(storage, TEST_REPO);
     const moments = Array.from({ length: RESTORES }, () => t.from! + Math.floor(Math.random() * (t.to! - t.from!)));
     moments.push(...t.bases.map((b) => b.from), t.to!);
     moments.sort((a, b) => a - b);

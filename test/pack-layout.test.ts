@@ -14,6 +14,7 @@ import { BLOB_ALIGN, sha256 } from '../dist/agent/repository/format.js';
 import type { Storage } from '../dist/agent/storage/storage.js';
 import type { CheckpointRecord } from '../dist/shared/index.js';
 import { tempDir } from './support/processes.js';
+import { TEST_REPO } from './support/test-password.js';
 
 /**
  * The pack layout (FORMAT.md): every blob starts on a BLOB_ALIGN boundary, zeros in the gaps, the header
@@ -71,7 +72,7 @@ describe('pack layout', () => {
   it.each(cases)('%s: aligned blobs, zero gaps, verified and restored byte for byte', async (what, make, streamed) => {
     const storage = make();
     expect(typeof storage.openWriter === 'function').toBe(streamed);
-    const repo = await Repository.open(storage, { create: true });
+    const repo = await Repository.open(storage, { create: true, ...TEST_REPO });
     // Small packs (concurrency 1 and 2): many packs, each cut after a blob that ends off the grid.
     const record = await backupCheckpoint({ repo, checkpoint, cache: HashCache.load(null), concurrency: streamed ? 2 : 1 });
     expect(record.packsUploaded).toBeGreaterThan(1);

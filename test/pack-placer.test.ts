@@ -11,6 +11,7 @@ import { MemoryStorage } from '../dist/agent/storage/memory-storage.js';
 import { DirStorage } from '../dist/agent/storage/dir-storage.js';
 import { StorageError, type Storage } from '../dist/agent/storage/storage.js';
 import { tempDir } from './support/processes.js';
+import { TEST_REPO } from './support/test-password.js';
 
 /**
  * Placing blobs into packs alone (pack-placer.ts), on a memory storage (and a directory where a temp
@@ -70,7 +71,7 @@ const settled = () => new Promise<void>((resolve) => setImmediate(resolve));
 const chunks = (n: number) => Array.from({ length: n }, () => randomBytes(CHUNK_SIZE));
 
 async function placerOn(storage: Storage, options: { concurrency?: number; signal?: AbortSignal } = {}) {
-  const repo = await Repository.open(storage, { create: true });
+  const repo = await Repository.open(storage, { create: true, ...TEST_REPO });
   const stored: number[] = [];
   const placer = new PackPlacer({
     repo,

@@ -13,6 +13,7 @@ import { FaultStorage } from '../dist/agent/storage/fault-storage.js';
 import type { S3Storage } from '../dist/agent/storage/s3-storage.js';
 import { tempDir } from './support/processes.js';
 import { emptyAndClose, s3TestStorage } from './support/s3-server.js';
+import { TEST_REPO } from './support/test-password.js';
 
 /**
  * Restore from S3 (Swift's s3api) reads a pack it needs whole with one GET, streamed (never a buffer of
@@ -65,7 +66,7 @@ describe('restore from S3', () => {
     fs.writeFileSync(path.join(source, 'CURRENT'), 'MANIFEST-000002\n');
     s3 = s3TestStorage();
     sent = countRequests(s3);
-    repo = await Repository.open(new RetryStorage(s3, { baseDelayMs: 1 }), { create: true });
+    repo = await Repository.open(new RetryStorage(s3, { baseDelayMs: 1 }), { create: true, ...TEST_REPO });
   }, 120_000);
 
   afterAll(async () => {
@@ -116,7 +117,7 @@ describe('restore from S3', () => {
 
   it('goes on from where a download was cut, and restores exactly', async () => {
     const faulty = new FaultStorage(s3, [{ kind: 'reset', ops: ['getRange'], first: 3, afterBytes: 3 * 1024 * 1024 + 123 }]);
-    const cutRepo = await Repository.open(new RetryStorage(faulty, { baseDelayMs: 1 }));
+    const cutRepo = await Repository.open(new RetryStorage(faulty, { baseDelayMs: 1 }), TEST_REPO);
     const [snapshot] = (await cutRepo.listSnapshots()).filter((s) => s.checkpoint.id === '20261123T000000000Z-aaaa');
     sent.length = 0;
     const to = path.join(dir, 'restored-cut');

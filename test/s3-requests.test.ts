@@ -15,6 +15,7 @@ import { PACK_TARGET_SIZE } from '../dist/agent/repository/format.js';
 import type { S3StorageOptions } from '../dist/agent/storage/s3-storage.js';
 import { tempDir } from './support/processes.js';
 import { s3Server } from './support/s3-server.js';
+import { TEST_REPO } from './support/test-password.js';
 
 /**
  * What a backup to S3 costs in requests, counted on the real Swift server by the storage's own client
@@ -86,7 +87,7 @@ async function backupCounting(checkpoint: CheckpointRecord, dir: string, s3: Par
     },
   });
   try {
-    const repo = await Repository.open(storage, { create: true });
+    const repo = await Repository.open(storage, { create: true, ...TEST_REPO });
     const record = await backupCheckpoint({ repo, checkpoint, cache: HashCache.load(path.join(dir, `cache-${randomBytes(4).toString('hex')}.json`)) });
     const packs: string[] = [];
     for await (const o of storage.list('data/')) packs.push(o.name);

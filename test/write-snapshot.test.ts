@@ -6,6 +6,7 @@ import { PackBuilder } from '../dist/agent/repository/pack.js';
 import { sha256, type Tree } from '../dist/agent/repository/format.js';
 import { MemoryStorage } from '../dist/agent/storage/memory-storage.js';
 import { StorageError } from '../dist/agent/storage/storage.js';
+import { TEST_REPO } from './support/test-password.js';
 
 /**
  * Writing a backup's tree and snapshot alone (write-snapshot.ts), on a memory storage, with a fake pack
@@ -72,12 +73,12 @@ describe('write snapshot', () => {
   it('stores the tree, waits for every pack, checks, and only then writes the snapshot that names the tree', async () => {
     const log: string[] = [];
     const storage = new Logged(log);
-    const repo = await Repository.open(storage, { create: true });
+    const repo = await Repository.open(storage, { create: true, ...TEST_REPO });
     log.length = 0;
     const snapshot = await writeSnapshot({ repo, packs: sinkFor(repo, log), tree, checkpoint, pinned: true, bytes: 7 });
     expect(log).toEqual(['place', 'flush', 'put data', 'put index', 'drained', 'check', 'put snapshots']);
 
-    const reader = await Repository.open(storage);
+    const reader = await Repository.open(storage, TEST_REPO);
     await reader.loadIndex();
     const read = await reader.readSnapshot(snapshot.id);
     expect(read).toEqual(snapshot);
@@ -88,7 +89,7 @@ describe('write snapshot', () => {
   it('writes no snapshot when a pack failed to store or the backup was cancelled', async () => {
     const log: string[] = [];
     const storage = new Logged(log);
-    const repo = await Repository.open(storage, { create: true });
+    const repo = await Repository.open(storage, { create: true, ...TEST_REPO });
     await expect(writeSnapshot({ repo, packs: sinkFor(repo, log, new Error('cancelled')), tree, checkpoint, pinned: false, bytes: 7 })).rejects.toThrow('cancelled');
     expect(log).not.toContain('put snapshots');
     expect(await repo.listSnapshots()).toEqual([]);
@@ -103,7 +104,7 @@ describe('write snapshot', () => {
           throw new StorageError('permanent', 'memory:', 'no deletes today', { op: 'delete', name });
         };
       }
-      const repo = await Repository.open(storage, { create: true });
+      const repo = await Repository.open(storage, { create: true, ...TEST_REPO });
       const hex = () => randomBytes(32).toString('hex');
       for (let i = 0; i < INDEX_FILES_BEFORE_COMPACTION; i++) await repo.writeIndex([{ id: hex(), size: 10, blobs: [[hex(), 0, 10]] }]);
       log.length = 0;

@@ -23,6 +23,7 @@ import type { Repository } from '../repository/repository.js';
 import type { RepositoryAccess } from '../repository/repository-access.js';
 import { parseStorageUrl, redactUrl } from '../storage/open-storage.js';
 import type { ObjectInfo, Storage } from '../storage/storage.js';
+import { describePassword } from '../repository/password-source.js';
 import type { PruneClient } from '../repository/prune-client.js';
 import type { AgentMetrics } from '../metrics/agent-metrics.js';
 
@@ -54,6 +55,10 @@ export interface BackupConfig {
   retention: NonNullable<BackupOptions['retention']>;
   /** null: no automatic backups. */
   promote: { minIntervalMs: number | null } | null;
+  password: { file: string | null; command: string | null };
+  insecureNoEncryption: boolean;
+  allowFormat2: boolean;
+  kdfCost: { N: number; r: number; p: number } | undefined;
 }
 
 export function parseBackupOptions(o: BackupOptions, checkpointDir: string): BackupConfig {
@@ -86,7 +91,24 @@ export function parseBackupOptions(o: BackupOptions, checkpointDir: string): Bac
     const enabled = o.promote.scheduled === true || (o.promote.scheduled === undefined && min !== undefined);
     if (enabled) promote = { minIntervalMs: min ?? null };
   }
+  const password = { file: null as string | null, command: null as string | null };
+  if (o.password !== undefined && o.password !== null) {
+    const { file, command } = o.password;
+    if (file !== undefined && (typeof file !== 'string' || file === '')) throw bad('backup.password.file must be a path');
+    if (command !== undefined && (typeof command !== 'string' || command === '')) throw bad('backup.password.command must be a command line');
+    if (file && command) throw bad('backup.password takes a file or a command, not both');
+    password.file = file ? path.resolve(file) : null;
+    password.command = command ?? null;
+  }
+  for (const flag of ['insecureNoEncryption', 'allowFormat2'] as const) {
+    if (o[flag] !== undefined && typeof o[flag] !== 'boolean') throw bad(`backup.${flag} must be true or false`);
+  }
+  if (o.insecureNoEncryption && (password.file || password.command)) throw bad('backup.insecureNoEncryption takes no password');
   return {
+    password,
+    insecureNoEncryption: o.insecureNoEncryption === true,
+    allowFormat2: o.allowFormat2 === true,
+    kdfCost: o.kdfCost ? { ...o.kdfCost } : undefined,
     repository: o.repository,
     s3: o.s3 ? { ...o.s3 } : undefined,
     concurrency,
@@ -100,6 +122,7 @@ export function parseBackupOptions(o: BackupOptions, checkpointDir: string): Bac
 /** The backup engine, loaded on first use: it pulls in the S3 SDK, which an agent without backups never needs. */
 interface BackupEngine {
   openStorage: (typeof import('../storage/open-storage.js'))['openStorage'];
+  passwordSource: (typeof import('../repository/password-source.js'))['passwordSource'];
   RepositoryAccess: (typeof import('../repository/repository-access.js'))['RepositoryAccess'];
   HashCache: (typeof import('./hash-cache.js'))['HashCache'];
   backupCheckpoint: (typeof import('./backup-checkpoint.js'))['backupCheckpoint'];
@@ -115,12 +138,14 @@ function loadBackupEngine(): Promise<BackupEngine> {
   backupEngine ??= Promise.all([
     import('../storage/open-storage.js'),
     import('../repository/repository-access.js'),
+    import('../repository/password-source.js'),
     import('./hash-cache.js'),
     import('./backup-checkpoint.js'),
     import('./verify-repository.js'),
     import('./prune-repository.js'),
-  ]).then(([storage, repository, cache, backup, verify, prune]) => ({
+  ]).then(([storage, repository, password, cache, backup, verify, prune]) => ({
     openStorage: storage.openStorage,
+    passwordSource: password.passwordSource,
     RepositoryAccess: repository.RepositoryAccess,
     HashCache: cache.HashCache,
     backupCheckpoint: backup.backupCheckpoint,
@@ -154,6 +179,7 @@ export class BackupManager {
   /** The backup storage, opened on first use (shared by every backup operation; each opens its own Repository). */
   private storage: Promise<Storage> | null = null;
   private access: Promise<RepositoryAccess> | null = null;
+  private encryption: BackupStatus['encryption'] = null;
   private backupRun: BackupRun | null = null;
   private lastBackup: BackupStatus['lastBackup'] = null;
   /** When the last successful backup ended (for promote.minIntervalMs). */
@@ -221,6 +247,8 @@ export class BackupManager {
       repository: redactUrl(this.cfg.repository),
       inProgress: this.backupRun ? { ...this.backupRun.state } : null,
       lastBackup: this.lastBackup,
+      encryption: this.encryption,
+      passwordSource: describePassword(this.cfg.password),
     };
   }
 
@@ -248,7 +276,14 @@ export class BackupManager {
   /** A Repository of its own for each operation (its index is per-operation state). */
   private async openRepository(cfg: BackupConfig, create: boolean): Promise<Repository> {
     const storage = await this.openStorage(cfg);
-    return (await this.repositoryAccess()).open(storage, create);
+    return this.opened(await (await this.repositoryAccess()).open(storage, create));
+  }
+
+  /** Remembers what the repository turned out to be (status, metrics). */
+  private opened(repo: Repository): Repository {
+    this.encryption = { format: repo.formatVersion, encrypted: repo.codec.encrypted, keyId: repo.keyId };
+    this.metrics.repositoryEncrypted(repo.codec.encrypted);
+    return repo;
   }
 
   /**
@@ -256,13 +291,23 @@ export class BackupManager {
    * too, through its own storage handle: `repositoryOn`).
    */
   private repositoryAccess(): Promise<RepositoryAccess> {
-    return (this.access ??= loadBackupEngine().then((e) => new e.RepositoryAccess()));
+    const cfg = this.requireBackup();
+    return (this.access ??= loadBackupEngine().then(
+      (e) =>
+        new e.RepositoryAccess({
+          password: e.passwordSource(cfg.password),
+          write: true,
+          insecureNoEncryption: cfg.insecureNoEncryption,
+          allowFormat2: cfg.allowFormat2,
+          ...(cfg.kdfCost ? { kdfCost: cfg.kdfCost } : {}),
+        }),
+    ));
   }
 
   /** The repository on another handle of its storage (the log archiver's), created if there is none. */
   async repositoryOn(storage: Storage): Promise<Repository> {
     this.requireBackup();
-    return (await this.repositoryAccess()).open(storage, true);
+    return this.opened(await (await this.repositoryAccess()).open(storage, true));
   }
 
   /**
@@ -387,7 +432,8 @@ export class BackupManager {
       if (signal.aborted) throw cancelled();
       const repo = await this.openRepository(cfg, true);
       if (signal.aborted) throw cancelled();
-      const cache = engine.HashCache.load(path.join(cfg.cacheDir, `hash-cache-${repo.config.id}.json`));
+      // One cache per repository and key: a cache made under another key names other blob ids.
+      const cache = engine.HashCache.load(path.join(cfg.cacheDir, `hash-cache-${repo.cacheTag}.json`));
       // Chunks in flight follow libuv's pool (half of it): a host that left it at 4 backs up slowly, so say so.
       const pool = engine.threadPoolSize();
       const readers = engine.defaultReaders(pool);
@@ -473,7 +519,7 @@ export class BackupManager {
       this.metrics.backupsListed(0, null, mark);
       return [];
     }
-    const records = (await repo.listSnapshots()).map(backupRecordOf);
+    const records = (await repo.listSnapshots()).map((s) => backupRecordOf(s, repo.codec.encrypted));
     this.metrics.backupsListed(records.length, newestOf(records), mark);
     return records;
   }
@@ -483,7 +529,7 @@ export class BackupManager {
     parseBackupId(id);
     const repo = await this.openExistingRepository(cfg);
     if (!repo) throw new AdminError(ErrorCodes.NOT_FOUND, `no backup ${id}: nothing was backed up to ${redactUrl(cfg.repository)} yet`);
-    return backupRecordOf(await repo.readSnapshot(id));
+    return backupRecordOf(await repo.readSnapshot(id), repo.codec.encrypted);
   }
 
   async pruneBackups(req: PruneRequest = {}): Promise<BackupPruneResult> {

@@ -2,7 +2,7 @@ import os from 'node:os';
 import type { CheckpointRecord } from '../../shared/api.js';
 import { newCheckpointId } from '../checkpoint/checkpoint-id.js';
 import type { Repository } from '../repository/repository.js';
-import { canonicalJson, sha256, type Snapshot, type Tree } from '../repository/format.js';
+import { canonicalJson, type Snapshot, type Tree } from '../repository/format.js';
 
 /** A backup that leaves more index files than this merges them into one. */
 export const INDEX_FILES_BEFORE_COMPACTION = 32;
@@ -41,8 +41,9 @@ export interface WriteSnapshotOptions {
  */
 export async function writeSnapshot(o: WriteSnapshotOptions): Promise<Snapshot> {
   const treeBytes = Buffer.from(canonicalJson(o.tree));
-  const treeId = sha256(treeBytes);
-  await o.packs.place(treeId, treeBytes);
+  const codec = o.repo.codec;
+  const treeId = await codec.blobId('tree', treeBytes);
+  await o.packs.place(treeId, await codec.sealBlob('tree', treeId, treeBytes, 'try'));
   await o.packs.flush();
   await o.packs.drain();
   o.packs.check();

@@ -7,7 +7,10 @@ import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { pino } from 'pino';
 import { Counter, Registry } from 'prom-client';
+import { randomBytes } from 'node:crypto';
 import { createAgent, REDACT_PATHS } from '../agent.js';
+import { writeFileAtomicSync } from '../fs/durable-fs.js';
+import { describePassword } from '../repository/password-source.js';
 import type { AgentOptions } from '../agent-types.js';
 import { AdminError, toAdminError } from '../../shared/errors.js';
 import { parseBytes, parseDuration } from '../../shared/units.js';
@@ -39,6 +42,11 @@ const USAGE = `usage: node dist/agent/example-node/main.js [options]
   --s3-endpoint <url>           S3 endpoint (default $AWS_ENDPOINT_URL_S3, else AWS)
   --s3-region <region>          S3 region (default $AWS_REGION, else us-east-1)
   --s3-path-style               path-style S3 addressing (default: on with --s3-endpoint)
+  --backup-password-file <f>    the backup repository's password (default: $NODE_ADMIN_PASSWORD_FILE, the systemd
+                                credential node-admin-password, else <data-dir>/backup-password, made at first start)
+  --backup-password-command <c> a command that prints the password (a secrets manager)
+  --backup-insecure-no-encryption  backups unencrypted: whoever can read the repository reads the database
+  --backup-allow-format-2       new backups into a format 2 (unencrypted) repository
   --backup-concurrency <n>      packs uploading at once (default 4)
   --backup-bwlimit <size/s>     upload bandwidth cap (e.g. 10MiB/s); none by default
   --promote-scheduled           back up every scheduled checkpoint once it is taken
@@ -74,6 +82,10 @@ async function main(): Promise<void> {
       's3-region': { type: 'string' },
       's3-path-style': { type: 'boolean' },
       'backup-concurrency': { type: 'string' },
+      'backup-password-file': { type: 'string' },
+      'backup-password-command': { type: 'string' },
+      'backup-insecure-no-encryption': { type: 'boolean' },
+      'backup-allow-format-2': { type: 'boolean' },
       'backup-bwlimit': { type: 'string' },
       'promote-scheduled': { type: 'boolean', default: false },
       'promote-min-interval': { type: 'string' },
@@ -267,6 +279,16 @@ function backupOptions(values: Record<string, string | boolean | undefined>, dat
   if (values['s3-path-style'] !== undefined) s3.forcePathStyle = values['s3-path-style'] === true;
   const retention = keepCounts(values, 'backup-');
   const bw = str('backup-bwlimit');
+  const insecure = values['backup-insecure-no-encryption'] === true;
+  const passwordFile = str('backup-password-file');
+  const passwordCommand = str('backup-password-command');
+  if (insecure && (passwordFile !== undefined || passwordCommand !== undefined)) {
+    throw new AdminError('INVALID_ARGUMENT', '--backup-insecure-no-encryption takes no password');
+  }
+  // Without a password given anywhere, the node makes one of its own at first start (never inside the
+  // repository): the quick start stays two commands, and the backups are encrypted all the same.
+  const given = passwordFile !== undefined || passwordCommand !== undefined || describePassword({}) !== null;
+  const password = insecure ? null : given ? { ...(passwordFile ? { file: passwordFile } : {}), ...(passwordCommand ? { command: passwordCommand } : {}) } : { file: ownPasswordFile(dataDir) };
   const minInterval = str('promote-min-interval');
   const promote =
     minInterval !== undefined
@@ -288,7 +310,28 @@ function backupOptions(values: Record<string, string | boolean | undefined>, dat
     retention,
     promote,
     logArchive,
+    ...(password && (password.file || password.command) ? { password } : {}),
+    ...(insecure ? { insecureNoEncryption: true } : {}),
+    ...(values['backup-allow-format-2'] === true ? { allowFormat2: true } : {}),
   };
+}
+
+/**
+ * `<data-dir>/backup-password`: the password the node made for its backups at its first start (32
+ * random bytes, base64url; mode 0600, written atomically), or the one it made before. Said once, loudly,
+ * when made: without it nothing in the repository can be read.
+ */
+function ownPasswordFile(dataDir: string): string {
+  const file = path.resolve(dataDir, 'backup-password');
+  if (!fs.existsSync(file)) {
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o750 });
+    writeFileAtomicSync(file, `${randomBytes(32).toString('base64url')}\n`, 0o600);
+    process.stdout.write(
+      `example-node: made a password for the encrypted backups: ${file}\n` +
+        'example-node: keep a copy of it somewhere safe: without it no backup in the repository can be read\n',
+    );
+  }
+  return file;
 }
 
 function int(text: string, what: string): number {

@@ -19,11 +19,11 @@ export function fsyncPath(p: string): void {
 /** Makes a directory's entries (creates, renames, links) durable. */
 export const fsyncDir = fsyncPath;
 
-/** Writes `data` to `file` atomically: temp file, fsync, rename, fsync of the directory. */
-export function writeFileAtomicSync(file: string, data: string | Buffer): void {
+/** Writes `data` to `file` atomically: temp file, fsync, rename, fsync of the directory. `mode`: the new file's (a secret's: 0o600). */
+export function writeFileAtomicSync(file: string, data: string | Buffer, mode = 0o640): void {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(16).slice(2, 10)}`);
-  const fd = fs.openSync(tmp, 'wx', 0o640);
+  const fd = fs.openSync(tmp, 'wx', mode);
   try {
     fs.writeFileSync(fd, data);
     fs.fsyncSync(fd);

@@ -42,6 +42,7 @@ export const METRIC_NAMES = [
   'node_admin_backup_read_bytes_total',
   'node_admin_backup_uploaded_bytes_total',
   'node_admin_backups',
+  'node_admin_backup_repository_encrypted',
 ] as const;
 
 /** Checkpoint totals as the checkpoint index knows them (agent/checkpoint/checkpoint-index.ts). */
@@ -94,6 +95,7 @@ export class AgentMetrics {
   private readonly backupReadBytes: Counter;
   private readonly backupUploadedBytes: Counter;
   private readonly backups: Gauge;
+  private readonly encrypted: Gauge;
   /** The newest successful checkpoint seen by this process (ms), merged with the index's newest at scrape. */
   private checkpointOkAt: number | null = null;
   /** The last successful backup (s), as made or listed; null: not known yet. */
@@ -165,6 +167,12 @@ export class AgentMetrics {
       registers,
     });
     absent(this.backupOk);
+    this.encrypted = new Gauge({
+      name: 'node_admin_backup_repository_encrypted',
+      help: 'Whether the backup repository is encrypted (1) or not (0: format 2, or made with --insecure-no-encryption); absent until the agent has opened it',
+      registers,
+    });
+    absent(this.encrypted);
     this.pruneOk = new Gauge({
       name: 'node_admin_prune_last_success_timestamp_seconds',
       help: 'When a prune last succeeded (Unix time), by operation: checkpoint_prune, backup_prune; absent before the first',
@@ -314,6 +322,11 @@ export class AgentMetrics {
       this.backupOkAt = newest;
       this.backupOk.set(newest);
     }
+  }
+
+  /** What the repository turned out to be when opened. */
+  repositoryEncrypted(encrypted: boolean): void {
+    this.encrypted.set(encrypted ? 1 : 0);
   }
 
   /** One more backup in the repository (if the count is known). */

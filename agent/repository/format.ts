@@ -18,7 +18,10 @@ import { createHash } from 'node:crypto';
  * content always has the same bytes and the same id.
  */
 
+/** The config's `version` of format 1 and 2 (format 2 only added objects that older readers skip). */
 export const FORMAT_VERSION = 1;
+/** Format 3: encrypted and authenticated (or, said explicitly at creation, neither). */
+export const FORMAT_V3 = 3;
 export const PACK_MAGIC = Buffer.from('NAPACK01');
 /** Chunk size for file data: tables (2 MiB by default) are two chunks; a grown WAL re-sends one. */
 export const CHUNK_SIZE = 1024 * 1024;
@@ -37,6 +40,10 @@ export interface RepoConfig {
   id: string;
   chunkSize: number;
   createdAt: string;
+  /** Format 3: how blobs and objects are sealed ('none' only when made with --insecure-no-encryption). */
+  encryption?: 'aes-256-gcm' | 'none';
+  /** Format 3: what compresses plaintexts before they are sealed. */
+  compression?: 'brotli' | 'none';
 }
 
 export interface PackHeader {

@@ -5,11 +5,11 @@ import { parseBackupId } from '../../shared/input-rules.js';
 import { isStorageError, type ObjectInfo, type Storage } from '../storage/storage.js';
 import { mapLimit } from '../fs/map-limit.js';
 import { StreamedPack, type PackSink } from './pack.js';
-import { PlainCodec } from './plain-codec.js';
+import { openFormat, type OpenOptions, type OpenedFormat } from './open-format.js';
+import { SealedOnlyStorage } from './sealed-only-storage.js';
 import type { BlobType, RepoCodec } from './repo-codec.js';
 import {
-  CHUNK_SIZE,
-  FORMAT_VERSION,
+  FORMAT_V3,
   canonicalJson,
   indexName,
   isBlobId,
@@ -25,6 +25,8 @@ import {
   type Snapshot,
 } from './format.js';
 
+export type { OpenOptions } from './open-format.js';
+
 export interface BlobLocation {
   pack: string;
   offset: number;
@@ -36,12 +38,6 @@ const STRAY_TAIL_READ = 64 * 1024;
 
 /** Index files read at once by loadIndex. */
 const INDEX_READS_AT_ONCE = 16;
-
-/** How a repository is opened (Repository.open, RepositoryAccess). */
-export interface OpenOptions {
-  /** Create the repository when there is none. */
-  create?: boolean;
-}
 
 /** How long a lock lives without being refreshed; holders refresh at a third of it. */
 export const LOCK_TTL_MS = 15 * 60_000;
@@ -60,11 +56,32 @@ export class Repository {
   /** pack id -> size and the index file that lists it. */
   readonly packs = new Map<string, { size: number; index: string }>();
 
-  constructor(
-    private readonly storage: Storage,
-    readonly config: RepoConfig,
-    readonly codec: RepoCodec,
-  ) {}
+  readonly config: RepoConfig;
+  readonly codec: RepoCodec;
+  /** The key that opened the repository (null: it is not encrypted). */
+  readonly keyId: string | null;
+  /** Names local caches of this repository and key: a cache tagged otherwise is never trusted. */
+  readonly cacheTag: string;
+
+  private readonly storage: Storage;
+
+  private constructor(
+    storage: Storage,
+    private readonly format: OpenedFormat,
+  ) {
+    // The one place plaintext is kept out of an encrypted repository: whatever is stored passes here.
+    const codec = format.codec;
+    this.storage = codec.encrypted ? new SealedOnlyStorage(storage, (id, pack) => codec.readPackTail(id, pack)) : storage;
+    this.config = format.config;
+    this.codec = format.codec;
+    this.keyId = format.keyId;
+    this.cacheTag = format.cacheTag;
+  }
+
+  /** Format 3 or 2 (the config's version 1). */
+  get formatVersion(): 2 | 3 {
+    return this.config.version === FORMAT_V3 ? 3 : 2;
+  }
 
   /** The storage, for messages: `file:///srv/backups`, `s3://bucket/prefix`. */
   get description(): string {
@@ -73,32 +90,21 @@ export class Repository {
 
   /** The same repository (config, codec) through another handle of its storage: a fresh index. */
   on(storage: Storage): Repository {
-    return new Repository(storage, this.config, this.codec);
+    return new Repository(storage, this.format);
   }
 
-  /** Opens the repository at `storage`, creating it (config) if there is none and `create` is set. */
+  /**
+   * Opens the repository at `storage` (its format, and keys where it is encrypted: open-format.ts),
+   * creating it when there is none and `create` is set.
+   */
   static async open(storage: Storage, options: OpenOptions = {}): Promise<Repository> {
-    let config: RepoConfig;
-    try {
-      config = JSON.parse((await storage.get('config')).toString('utf8')) as RepoConfig;
-    } catch (err) {
-      if (!isStorageError(err, 'not-found')) throw err;
-      if (!options.create) {
-        throw new AdminError(ErrorCodes.REPOSITORY_NOT_FOUND, `no backup repository at ${storage.description} (no config object)`);
-      }
-      config = {
-        format: 'node-admin-repository',
-        version: FORMAT_VERSION,
-        id: randomBytes(16).toString('hex'),
-        chunkSize: CHUNK_SIZE,
-        createdAt: new Date().toISOString(),
-      };
-      await storage.put('config', Buffer.from(canonicalJson(config)));
-    }
-    if (config.format !== 'node-admin-repository' || config.version !== FORMAT_VERSION) {
-      throw new AdminError(ErrorCodes.CORRUPT, `${storage.description} is not a node-admin repository of version ${FORMAT_VERSION}`);
-    }
-    return new Repository(storage, config, new PlainCodec());
+    return new Repository(storage, await openFormat(storage, options));
+  }
+
+  /** Key management needs the master key and the storage's key objects (repository-keys.ts). */
+  keyAccess(): { storage: Storage; master: Buffer } {
+    if (!this.format.master) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `${this.storage.description} is not encrypted: it has no keys`);
+    return { storage: this.storage, master: this.format.master };
   }
 
   // Objects other than packs: each stored as the codec seals it under its name.

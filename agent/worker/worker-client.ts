@@ -5,7 +5,8 @@ import type { Transferring, WorkerOps, WorkerRequest, WorkerResponse } from './s
 type Pending = { resolve: (v: unknown) => void; reject: (e: unknown) => void };
 
 /** What a call resolves to: the op's result, unwrapped from Transferring. */
-type Result<R> = Unwrapped<Awaited<R>>;
+export type WorkerResult<R> = Unwrapped<Awaited<R>>;
+type Result<R> = WorkerResult<R>;
 type Unwrapped<R> = R extends Transferring<infer T> ? T : R;
 
 /**

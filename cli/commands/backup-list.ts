@@ -12,7 +12,7 @@ export const backupListCommand = defineCommand({
     checkRepoFlags(argv);
     let records;
     if (argv.repo !== undefined) {
-      records = await withRepository(argv, async (repo) => (await repo.listSnapshots()).map(backupRecordOf));
+      records = await withRepository(argv, async (repo) => (await repo.listSnapshots()).map((s) => backupRecordOf(s, repo.codec.encrypted)));
     } else {
       const client = await ctx.agent();
       records = await client.listBackups();

@@ -2,7 +2,9 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Argv } from 'yargs';
 import { parseBackupId } from '../../shared/input-rules.js';
-import type { Repository } from '../../agent/repository/repository.js';
+import type { OpenOptions, Repository } from '../../agent/repository/repository.js';
+import type { PasswordSource } from '../../agent/repository/repository-keys.js';
+import type { Storage } from '../../agent/storage/storage.js';
 import { invalidArgument } from '../run-command.js';
 
 /**
@@ -16,6 +18,8 @@ export interface RepoArgs {
   s3Endpoint: string | undefined;
   s3Region: string | undefined;
   s3PathStyle: boolean | undefined;
+  passwordFile: string | undefined;
+  passwordCommand: string | undefined;
 }
 
 /** Adds --repo and the S3 flags. `required`: --repo must be given (commands that never use the agent). */
@@ -30,7 +34,9 @@ export function repoOptions<T>(y: Argv<T>, required: boolean): Argv<T & Partial<
     })
     .option('s3-endpoint', { type: 'string', describe: 'With an s3:// repository: the endpoint (default: $AWS_ENDPOINT_URL_S3, else AWS)' })
     .option('s3-region', { type: 'string', describe: 'With an s3:// repository: the region (default: $AWS_REGION, else us-east-1)' })
-    .option('s3-path-style', { type: 'boolean', describe: 'With an s3:// repository: path-style addressing (default: on with --s3-endpoint)' }) as unknown as Argv<
+    .option('s3-path-style', { type: 'boolean', describe: 'With an s3:// repository: path-style addressing (default: on with --s3-endpoint)' })
+    .option('password-file', { type: 'string', describe: `With --repo: a file holding the repository's password (default: $NODE_ADMIN_PASSWORD_FILE, else the systemd credential node-admin-password)` })
+    .option('password-command', { type: 'string', describe: "With --repo: a command that prints the repository's password (a secrets manager)" }) as unknown as Argv<
     T & Partial<RepoArgs>
   >;
 }
@@ -39,6 +45,9 @@ export function repoOptions<T>(y: Argv<T>, required: boolean): Argv<T & Partial<
 export function checkRepoFlags(argv: Partial<RepoArgs>): void {
   if (argv.repo === undefined && (argv.s3Endpoint !== undefined || argv.s3Region !== undefined || argv.s3PathStyle !== undefined)) {
     throw invalidArgument('--s3-endpoint, --s3-region and --s3-path-style only go with --repo (the agent uses its own configuration)');
+  }
+  if (argv.repo === undefined && (argv.passwordFile !== undefined || argv.passwordCommand !== undefined)) {
+    throw invalidArgument('--password-file and --password-command only go with --repo (the agent has its own)');
   }
 }
 
@@ -55,11 +64,24 @@ export function requireBackupId(value: unknown): string {
 }
 
 /**
- * Opens the storage and the (existing) repository at --repo, runs `fn`, and closes the storage. The
- * engine (and the S3 SDK) is loaded only here. Storage logs are dropped: what fails reaches the user as
- * the one error line, and retries happen quietly.
+ * Opens the storage and the (existing) repository at --repo (with its password, where it is
+ * encrypted), runs `fn`, and closes both. The engine (and the S3 SDK) is loaded only here. Storage logs
+ * are dropped: what fails reaches the user as the one error line, and retries happen quietly.
  */
-export async function withRepository<T>(argv: Partial<RepoArgs>, fn: (repo: Repository) => Promise<T>): Promise<T> {
+export async function withRepository<T>(argv: Partial<RepoArgs>, fn: (repo: Repository) => Promise<T>, options: Omit<OpenOptions, 'password'> = {}): Promise<T> {
+  return withStorage(argv, async (storage, password) => {
+    const { Repository } = await import('../../agent/repository/repository.js');
+    const repo = await Repository.open(storage, { create: false, ...options, password });
+    try {
+      return await fn(repo);
+    } finally {
+      await repo.codec.close();
+    }
+  });
+}
+
+/** Opens the storage at --repo and names the password source (not read yet), runs `fn`, closes the storage. */
+export async function withStorage<T>(argv: Partial<RepoArgs>, fn: (storage: Storage, password: PasswordSource | null) => Promise<T>): Promise<T> {
   const url = repoUrl(argv.repo);
   const s3 = {
     ...(argv.s3Endpoint !== undefined ? { endpoint: argv.s3Endpoint } : {}),
@@ -67,14 +89,14 @@ export async function withRepository<T>(argv: Partial<RepoArgs>, fn: (repo: Repo
     ...(argv.s3PathStyle !== undefined ? { forcePathStyle: argv.s3PathStyle } : {}),
   };
   // No logger: the CLI logs nothing, and not loading pino saves ~45 ms of start.
-  const [{ openStorage }, { Repository }] = await Promise.all([
+  const [{ openStorage }, { passwordSource }] = await Promise.all([
     import('../../agent/storage/open-storage.js'),
-    import('../../agent/repository/repository.js'),
+    import('../../agent/repository/password-source.js'),
   ]);
+  const password = passwordSource({ file: argv.passwordFile ?? null, command: argv.passwordCommand ?? null });
   const storage = await openStorage(url, { s3 });
   try {
-    const repo = await Repository.open(storage, { create: false });
-    return await fn(repo);
+    return await fn(storage, password);
   } finally {
     await storage.close().catch(() => {});
   }

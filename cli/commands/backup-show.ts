@@ -13,7 +13,7 @@ export const backupShowCommand = defineCommand({
     checkRepoFlags(argv);
     let record;
     if (argv.repo !== undefined) {
-      record = await withRepository(argv, async (repo) => backupRecordOf(await repo.readSnapshot(id)));
+      record = await withRepository(argv, async (repo) => backupRecordOf(await repo.readSnapshot(id), repo.codec.encrypted));
     } else {
       const client = await ctx.agent();
       record = await client.getBackup(id);

@@ -1,6 +1,8 @@
 import { defineGroup, type CliCommand } from '../command.js';
 import { backupCancelCommand } from './backup-cancel.js';
 import { backupCreateCommand } from './backup-create.js';
+import { backupInitCommand } from './backup-init.js';
+import { backupKeyCommand } from './backup-key.js';
 import { backupListCommand } from './backup-list.js';
 import { backupPruneCommand } from './backup-prune.js';
 import { backupRestoreCommand } from './backup-restore.js';
@@ -9,6 +11,8 @@ import { backupTimelineCommand } from './backup-timeline.js';
 import { backupVerifyCommand } from './backup-verify.js';
 
 const subcommands: readonly CliCommand[] = [
+  backupInitCommand,
+  backupKeyCommand,
   backupCreateCommand,
   backupListCommand,
   backupShowCommand,

@@ -1,0 +1,39 @@
+import os from 'node:os';
+import { WorkerClient, type WorkerResult } from '../worker/worker-client.js';
+import type { CryptoWorkerOps } from './crypto-worker.js';
+
+/** Threads of a pool by default: one per core, at most 4 (a backup's crypto keeps up with a disk here with 2). */
+export function defaultCryptoThreads(): number {
+  return Math.max(1, Math.min(4, os.availableParallelism()));
+}
+
+/**
+ * A few crypto worker threads (crypto-worker.ts), started on first use, each call going to the thread
+ * with the fewest calls in flight. The threads never keep the process alive while idle; `close()` stops
+ * them for good (calls in flight and later reject with CANCELLED).
+ */
+export class CryptoPool {
+  private readonly threads: { client: WorkerClient<CryptoWorkerOps>; inFlight: number }[];
+
+  constructor(threads = defaultCryptoThreads()) {
+    this.threads = Array.from({ length: Math.max(1, threads) }, () => ({
+      client: new WorkerClient<CryptoWorkerOps>(new URL('./crypto-worker.js', import.meta.url), 'crypto worker'),
+      inFlight: 0,
+    }));
+  }
+
+  async call<K extends keyof CryptoWorkerOps & string>(op: K, ...args: Parameters<CryptoWorkerOps[K]>): Promise<WorkerResult<ReturnType<CryptoWorkerOps[K]>>> {
+    let pick = this.threads[0]!;
+    for (const t of this.threads) if (t.inFlight < pick.inFlight) pick = t;
+    pick.inFlight++;
+    try {
+      return await pick.client.call(op, ...args);
+    } finally {
+      pick.inFlight--;
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.threads.map((t) => t.client.close()));
+  }
+}

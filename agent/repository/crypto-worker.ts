@@ -1,0 +1,40 @@
+import { serveWorkerOps, Transferring } from '../worker/serve-worker-ops.js';
+import type { CompressionPolicy } from './compression.js';
+import type { BlobType, RepoKeys } from './crypto/index.js';
+import * as ops from './sealed-ops.js';
+
+/**
+ * A worker thread of the sealed codec (crypto-pool.ts): the CPU work of format 3 — content ids, AES-GCM,
+ * compression — off the host node's event loop. Inputs and outputs that live in shared memory
+ * (alignedBuffers' shared ones) are read and written where they are; any other result is moved back,
+ * not copied. The keys come with every call (128 bytes): a restarted thread needs no setup.
+ */
+const cryptoWorkerOps = {
+  identifyBlob(idKey: Uint8Array, type: BlobType, data: Uint8Array): string {
+    return ops.identifyBlob(idKey, type, data);
+  },
+  sealBlob(keys: RepoKeys, type: BlobType, id: string, data: Uint8Array, policy: CompressionPolicy, out: Uint8Array | null) {
+    return moved(ops.sealBlob(keys, type, id, data, policy, out), out);
+  },
+  openBlob(keys: RepoKeys, type: BlobType, id: string, stored: Uint8Array, maxLength: number, out: Uint8Array | null) {
+    return moved(ops.openBlob(keys, type, id, stored, maxLength, out), out);
+  },
+  sealObject(keys: RepoKeys, name: string, plaintext: Uint8Array) {
+    return moved(ops.sealObject(keys, name, plaintext), null);
+  },
+  openObject(keys: RepoKeys, name: string, stored: Uint8Array, maxLength: number) {
+    return moved(ops.openObject(keys, name, stored, maxLength), null);
+  },
+};
+
+/** A result written into `out` answers with its length; any other is moved to the caller. */
+function moved(result: Buffer, out: Uint8Array | null): number | Transferring<Uint8Array> {
+  if (out) return result.length;
+  // A Buffer may be a view of Node's shared pool (small results): move a copy of its own then.
+  const own = result.byteOffset === 0 && result.byteLength === result.buffer.byteLength ? result : Buffer.from(result);
+  return new Transferring<Uint8Array>(own, [own.buffer as ArrayBuffer]);
+}
+
+export type CryptoWorkerOps = typeof cryptoWorkerOps;
+
+serveWorkerOps(cryptoWorkerOps);

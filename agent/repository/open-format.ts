@@ -1,0 +1,171 @@
+import { randomBytes } from 'node:crypto';
+import { AdminError, ErrorCodes } from '../../shared/errors.js';
+import { isStorageError, type Storage } from '../storage/storage.js';
+import { CryptoPool, defaultCryptoThreads } from './crypto-pool.js';
+import { SEAL_MAGIC, deriveKeys, keyFingerprint, newMasterKey, type KdfCost } from './crypto/index.js';
+import { CHUNK_SIZE, FORMAT_VERSION, FORMAT_V3, canonicalJson, type RepoConfig } from './format.js';
+import { PlainCodec } from './plain-codec.js';
+import type { RepoCodec } from './repo-codec.js';
+import { addKey, listKeys, unlock, type PasswordSource } from './repository-keys.js';
+import { SealedCodec } from './sealed-codec.js';
+import * as ops from './sealed-ops.js';
+
+/** How a repository is opened (Repository.open, RepositoryAccess). */
+export interface OpenOptions {
+  /** Create the repository when there is none: encrypted, unless `insecureNoEncryption`. */
+  create?: boolean;
+  /** The password, asked for only when the repository is (or, created, will be) encrypted. */
+  password?: PasswordSource | null;
+  /**
+   * Said explicitly: a repository created now is not encrypted (format 3, `encryption: none`), and
+   * new data may be written into one that is not (with `write`).
+   */
+  insecureNoEncryption?: boolean;
+  /** Said explicitly: new data may be written into a format 2 repository (with `write`). */
+  allowFormat2?: boolean;
+  /**
+   * The opener writes new data (backups, the log archive): a repository that is not encrypted is
+   * refused (PLAINTEXT_REFUSED) unless `insecureNoEncryption` (format 3) or `allowFormat2` says so.
+   */
+  write?: boolean;
+  /** The key derivation's cost for a key made by `create` (default DEFAULT_KDF_COST: ~0.5 s here). */
+  kdfCost?: KdfCost;
+  /** Worker threads for an encrypted repository's crypto (default: defaultCryptoThreads()); 0: the calling thread. */
+  cryptoThreads?: number;
+}
+
+/** What opening established: the config (checked), the codec for its format, the key in use. */
+export interface OpenedFormat {
+  config: RepoConfig;
+  codec: RepoCodec;
+  /** The key that opened it (null: not encrypted). */
+  keyId: string | null;
+  /** Names local caches made under this repository and key (the hash cache): a cache of another is never trusted. */
+  cacheTag: string;
+  /** The master key (encrypted repositories), for key management; never logged or shown. */
+  master: Buffer | null;
+}
+
+/**
+ * Reads a repository's config and decides its format (docs/FORMAT.md, "Format 3"), creating it if
+ * asked. Refuses, each with a named error:
+ * - a sealed config with no key that opens it (WRONG_PASSWORD), or none given (PASSWORD_REQUIRED);
+ * - a config that claims no encryption while `keys/` holds keys: a downgrade (CORRUPT);
+ * - a sealed config that does not authenticate under any key (WRONG_PASSWORD: indistinguishable);
+ * - writing new data unencrypted without the flag that allows it (PLAINTEXT_REFUSED).
+ */
+export async function openFormat(storage: Storage, o: OpenOptions): Promise<OpenedFormat> {
+  let stored: Buffer;
+  try {
+    stored = await storage.get('config');
+  } catch (err) {
+    if (!isStorageError(err, 'not-found')) throw err;
+    if (!o.create) throw new AdminError(ErrorCodes.REPOSITORY_NOT_FOUND, `no backup repository at ${storage.description} (no config object)`);
+    return create(storage, o);
+  }
+  if (stored.subarray(0, SEAL_MAGIC.length).equals(SEAL_MAGIC)) return openSealed(storage, stored, o);
+  return openPlain(storage, stored, o);
+}
+
+async function openPlain(storage: Storage, stored: Buffer, o: OpenOptions): Promise<OpenedFormat> {
+  const config = parseConfig(storage, stored);
+  if (config.version === FORMAT_V3 && config.encryption !== 'none') throw corrupt(storage, 'its config claims encryption but is not sealed');
+  // A config that says "no encryption" beside keys is what an attacker who can write the store would
+  // leave to make writers send plaintext: refused, whatever it claims.
+  if ((await listKeys(storage)).length > 0) throw corrupt(storage, 'its config claims no encryption, but keys/ holds keys: refused (a downgrade)');
+  if (o.write) {
+    if (config.version === FORMAT_VERSION && !o.allowFormat2) {
+      throw new AdminError(
+        ErrorCodes.PLAINTEXT_REFUSED,
+        `${storage.description} is a format 2 repository (not encrypted): new backups go there only with the flag that allows format 2 (backup.allowFormat2, --backup-allow-format-2); copy it into an encrypted one instead (backup copy)`,
+      );
+    }
+    if (config.version === FORMAT_V3 && !o.insecureNoEncryption) {
+      throw new AdminError(
+        ErrorCodes.PLAINTEXT_REFUSED,
+        `${storage.description} was made without encryption: new backups go there only when that is said again (backup.insecureNoEncryption, --backup-insecure-no-encryption)`,
+      );
+    }
+  }
+  return { config, codec: new PlainCodec(), keyId: null, cacheTag: config.id, master: null };
+}
+
+async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions): Promise<OpenedFormat> {
+  if (!o.password) {
+    throw new AdminError(ErrorCodes.PASSWORD_REQUIRED, `${storage.description} is encrypted: give its password (--password-file, --password-command, NODE_ADMIN_PASSWORD_FILE, or a systemd credential)`);
+  }
+  const password = await o.password();
+  let config: RepoConfig | null = null;
+  const { master, keyId } = await unlock(storage, password, async (candidate) => {
+    try {
+      config = parseConfig(storage, ops.openObject(deriveKeys(candidate), 'config', stored, 1024 * 1024));
+      return true;
+    } catch {
+      return false; // another repository's key, or a config that does not authenticate under this one
+    }
+  });
+  password.fill(0);
+  return sealedFormat(storage, config!, master, keyId, o);
+}
+
+function sealedFormat(storage: Storage, config: RepoConfig, master: Buffer, keyId: string, o: OpenOptions): OpenedFormat {
+  if (config.version !== FORMAT_V3 || config.encryption !== 'aes-256-gcm') throw corrupt(storage, 'its sealed config is not of format 3 with encryption');
+  const keys = deriveKeys(master);
+  const threads = o.cryptoThreads ?? defaultCryptoThreads();
+  const codec = new SealedCodec(keys, threads > 0 ? new CryptoPool(threads) : null);
+  return { config, codec, keyId, cacheTag: `${config.id}-${keyFingerprint(keys)}`, master };
+}
+
+async function create(storage: Storage, o: OpenOptions): Promise<OpenedFormat> {
+  const base = { format: 'node-admin-repository' as const, id: randomBytes(16).toString('hex'), chunkSize: CHUNK_SIZE, createdAt: new Date().toISOString() };
+  if (o.insecureNoEncryption) {
+    const config: RepoConfig = { ...base, version: FORMAT_V3, encryption: 'none', compression: 'none' };
+    await storage.put('config', Buffer.from(canonicalJson(config)));
+    return openFormat(storage, { ...o, create: false });
+  }
+  if (!o.password) {
+    throw new AdminError(
+      ErrorCodes.PASSWORD_REQUIRED,
+      `a new repository at ${storage.description} is encrypted: give it a password (--password-file, --password-command, NODE_ADMIN_PASSWORD_FILE, a systemd credential), or say --insecure-no-encryption`,
+    );
+  }
+  const password = await o.password();
+  const master = newMasterKey();
+  const config: RepoConfig = { ...base, version: FORMAT_V3, encryption: 'aes-256-gcm', compression: 'brotli' };
+  // The key first: a create cut short leaves a key and no config (the next create makes both again),
+  // never a config no key opens.
+  const keyId = await addKey(storage, master, password, o.kdfCost);
+  password.fill(0);
+  await storage.put('config', ops.sealObject(deriveKeys(master), 'config', Buffer.from(canonicalJson(config))));
+  // Two creators racing: the last config stored wins. Read it back; the one whose config lost opens
+  // the winner's through the keys (with the same password, else WRONG_PASSWORD), and never writes
+  // with a master nobody can open.
+  const back = await storage.get('config');
+  try {
+    const got = parseConfig(storage, ops.openObject(deriveKeys(master), 'config', back, 1024 * 1024));
+    if (got.id === config.id) return sealedFormat(storage, got, master, keyId, o);
+  } catch {
+    // another creator's config
+  }
+  return openFormat(storage, { ...o, create: false });
+}
+
+/** A config's JSON, checked field by field (CORRUPT naming the repository otherwise). */
+function parseConfig(storage: Storage, bytes: Buffer): RepoConfig {
+  let c: RepoConfig;
+  try {
+    c = JSON.parse(bytes.toString('utf8')) as RepoConfig;
+  } catch {
+    throw corrupt(storage, 'its config is not JSON');
+  }
+  if (c?.format !== 'node-admin-repository' || (c.version !== FORMAT_VERSION && c.version !== FORMAT_V3)) {
+    throw corrupt(storage, `it is not a node-admin repository of a version this node-admin reads (${FORMAT_VERSION} or ${FORMAT_V3})`);
+  }
+  if (typeof c.id !== 'string' || !/^[0-9a-f]{32}$/.test(c.id)) throw corrupt(storage, 'its config has no valid id');
+  if (c.chunkSize !== CHUNK_SIZE) throw corrupt(storage, `its chunk size ${String(c.chunkSize)} is not ${CHUNK_SIZE}`);
+  return c;
+}
+
+function corrupt(storage: Storage, why: string): AdminError {
+  return new AdminError(ErrorCodes.CORRUPT, `${storage.description} is refused: ${why}`);
+}

@@ -1,0 +1,85 @@
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { AdminError, ErrorCodes } from '../../shared/errors.js';
+import { isStorageError, type Storage } from '../storage/storage.js';
+import { isKeyId, parseKeyFile, serializeKeyFile, unwrapMasterKey, wrapMasterKey, type KdfCost, type KeyFile } from './crypto/index.js';
+
+/**
+ * Where a repository's password comes from, asked only when one is needed (an encrypted repository, or
+ * a new one). Resolves with the password's bytes; rejects with a one-line AdminError saying what is
+ * missing. See password-source.ts for the ways an operator gives one.
+ */
+export type PasswordSource = () => Promise<Buffer>;
+
+export const KEYS_PREFIX = 'keys/';
+export const keyName = (id: string) => `${KEYS_PREFIX}${id}`;
+
+/** A key object as listed: its id, and the file (null when it does not parse: shown, never used). */
+export interface ListedKey {
+  id: string;
+  file: KeyFile | null;
+}
+
+/** Every `keys/<id>` object, in id order. A key file that does not parse is listed with `file` null. */
+export async function listKeys(storage: Storage): Promise<ListedKey[]> {
+  const out: ListedKey[] = [];
+  for await (const obj of storage.list(KEYS_PREFIX)) {
+    const id = obj.name.slice(KEYS_PREFIX.length);
+    if (!isKeyId(id)) continue;
+    try {
+      out.push({ id, file: parseKeyFile(await storage.get(obj.name)) });
+    } catch (err) {
+      if (isStorageError(err, 'not-found')) continue; // removed meanwhile
+      if (isStorageError(err)) throw err;
+      out.push({ id, file: null });
+    }
+  }
+  return out;
+}
+
+/**
+ * The master key, from the first key that `password` opens and whose master `accept` takes (it opens
+ * the repository's config: a key file copied in from another repository unwraps, but is not this
+ * repository's). WRONG_PASSWORD when none does; the message never holds the password.
+ */
+export async function unlock(
+  storage: Storage,
+  password: Buffer,
+  accept: (master: Buffer) => Promise<boolean>,
+): Promise<{ master: Buffer; keyId: string }> {
+  const keys = await listKeys(storage);
+  for (const { id, file } of keys) {
+    if (!file) continue;
+    const master = await unwrapMasterKey(file, password, id).catch(() => null);
+    if (master && (await accept(master))) return { master, keyId: id };
+  }
+  throw new AdminError(
+    ErrorCodes.WRONG_PASSWORD,
+    `no key of ${storage.description} opens with the password given (${keys.length} key${keys.length === 1 ? '' : 's'} tried)`,
+  );
+}
+
+/** Stores the master key wrapped by `password` as a new key object; returns its id. */
+export async function addKey(storage: Storage, master: Buffer, password: Buffer, cost?: KdfCost): Promise<string> {
+  const id = randomBytes(16).toString('hex');
+  const file = await wrapMasterKey(master, password, id, cost, { hostname: os.hostname(), username: userName() });
+  await storage.put(keyName(id), serializeKeyFile(file));
+  return id;
+}
+
+/** Removes key `id`; the last key that opens the repository cannot go (nothing could open it after). */
+export async function removeKey(storage: Storage, id: string): Promise<void> {
+  const keys = await listKeys(storage);
+  if (!keys.some((k) => k.id === id)) throw new AdminError(ErrorCodes.NOT_FOUND, `no key ${id} in ${storage.description}`);
+  const others = keys.filter((k) => k.id !== id && k.file !== null);
+  if (others.length === 0) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `key ${id} is the repository's last key: it cannot be removed (add another first)`);
+  await storage.delete(keyName(id));
+}
+
+function userName(): string {
+  try {
+    return os.userInfo().username.slice(0, 255);
+  } catch {
+    return '';
+  }
+}
