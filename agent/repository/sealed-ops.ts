@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { compressPlaintext, decompressPlaintext, type CompressionPolicy } from './compression.js';
-import { blobId, blobLabel, objectLabel, open, packHeaderLabel, seal, type BlobType, type RepoKeys } from './crypto/index.js';
+import { blobId, blobLabel, objectLabel, open, openInto, openedLength, packHeaderLabel, seal, sealInto, type BlobType, type RepoKeys } from './crypto/index.js';
 
 /**
  * The work of format 3 on bytes, as pure synchronous functions of the keys and the input: run by the
@@ -12,6 +12,18 @@ import { blobId, blobLabel, objectLabel, open, packHeaderLabel, seal, type BlobT
 
 /** Objects are sealed in chunks of 64 KiB: a log segment is opened while it streams in, a chunk at a time. */
 export const OBJECT_CHUNK_SHIFT = 16;
+
+/**
+ * This thread's buffer for opening blobs into: reused blob after blob (a fresh multi-megabyte buffer a
+ * blob costs as much as decrypting it: its pages are new to the process). Ops are synchronous, so one
+ * op at a time holds it.
+ */
+let scratch = Buffer.alloc(0);
+
+function scratchFor(n: number): Buffer {
+  if (scratch.length < n) scratch = Buffer.allocUnsafeSlow(Math.max(n, 2 * 1024 * 1024));
+  return scratch;
+}
 
 function place(result: Buffer, out: Uint8Array | null): Buffer {
   if (!out) return result;
@@ -28,7 +40,9 @@ export function identifyBlob(idKey: Uint8Array, type: BlobType, data: Uint8Array
 /** A blob compressed where it pays and sealed under its type and id. */
 export function sealBlob(keys: RepoKeys, type: BlobType, id: string, data: Uint8Array, policy: CompressionPolicy, out: Uint8Array | null): Buffer {
   const { pieces } = compressPlaintext(Buffer.from(data.buffer, data.byteOffset, data.byteLength), policy);
-  return place(seal(Buffer.from(keys.blob), blobLabel(type, id), pieces), out);
+  if (!out) return seal(Buffer.from(keys.blob), blobLabel(type, id), pieces);
+  const n = sealInto(Buffer.from(keys.blob), blobLabel(type, id), pieces, out, 0);
+  return Buffer.from(out.buffer, out.byteOffset, n);
 }
 
 /**
@@ -37,9 +51,15 @@ export function sealBlob(keys: RepoKeys, type: BlobType, id: string, data: Uint8
  * here, not by whoever reads the database next).
  */
 export function openBlob(keys: RepoKeys, type: BlobType, id: string, stored: Uint8Array, maxLength: number, out: Uint8Array | null): Buffer {
-  const plaintext = decompressPlaintext(open(Buffer.from(keys.blob), blobLabel(type, id), stored), maxLength);
+  const label = blobLabel(type, id);
+  // Opened into this thread's scratch (`out` may overlap `stored`: a restore reads and writes one buffer).
+  const bound = openedLength(stored, label);
+  if (bound > maxLength + 1) throw new AdminError(ErrorCodes.CORRUPT, `blob ${id} holds ${bound} bytes, more than ${maxLength}`);
+  const opened = scratchFor(bound).subarray(0, openInto(Buffer.from(keys.blob), label, stored, scratchFor(bound), 0));
+  const plaintext = decompressPlaintext(opened, maxLength);
   if (blobId(Buffer.from(keys.id), type, [plaintext]) !== id) throw new AdminError(ErrorCodes.CORRUPT, `blob ${id} opens to bytes of another id`);
-  return place(plaintext, out);
+  // Never hand out a view of the scratch: the next op reuses it.
+  return out ? place(plaintext, out) : Buffer.from(plaintext);
 }
 
 export function sealObject(keys: RepoKeys, name: string, plaintext: Uint8Array): Buffer {

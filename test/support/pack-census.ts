@@ -1,5 +1,6 @@
-import { readPackHeader } from '../../dist/agent/repository/pack.js';
+import { Repository } from '../../dist/agent/repository/repository.js';
 import type { Storage } from '../../dist/agent/storage/storage.js';
+import { TEST_REPO } from './test-password.js';
 
 /** What the packs of a repository hold, read from the packs themselves (their headers), not the index. */
 export interface PackCensus {
@@ -10,15 +11,17 @@ export interface PackCensus {
   blobs: Set<string>;
 }
 
+/** Reads every pack's header (opened with the repository's own codec: sealed headers need its keys). */
 export async function packCensus(storage: Storage): Promise<PackCensus> {
+  const repo = await Repository.open(storage, { ...TEST_REPO, cryptoThreads: 0 });
   const census: PackCensus = { packs: new Map(), bytes: 0, entries: 0, blobs: new Set() };
   for await (const obj of storage.list('data/')) {
-    census.packs.set(obj.name.slice(obj.name.lastIndexOf('/') + 1), obj.size);
+    const id = obj.name.slice(obj.name.lastIndexOf('/') + 1);
+    census.packs.set(id, obj.size);
     census.bytes += obj.size;
-    const header = readPackHeader(await storage.get(obj.name));
-    for (const [id] of header.blobs) {
+    for (const [blob] of repo.codec.readPackTail(id, await storage.get(obj.name))) {
       census.entries++;
-      census.blobs.add(id);
+      census.blobs.add(blob);
     }
   }
   return census;

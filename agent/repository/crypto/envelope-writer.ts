@@ -9,8 +9,8 @@ import { SALT_BYTES, associatedData, buildHeader, checkChunkShift, checkKey, che
  * concatenation over the writer's life is exactly the envelope `seal()` would make of the
  * concatenated pieces with the same salt. A chunk is sealed only once a byte beyond it has arrived (or
  * at `finish()`), because whether it is the last one is part of its nonce; so the writer holds up to
- * one chunk of plaintext (a copy: the caller may reuse its buffers once write() returned). The header comes out with the
- * first call. After `finish()` the writer is spent.
+ * one chunk of plaintext (a copy: the caller may reuse its buffers once write() returned). The header
+ * comes out with the first call. After `finish()` the writer is spent.
  */
 export class EnvelopeWriter {
   private readonly key: Buffer;

@@ -42,9 +42,9 @@ export interface KdfCost {
 }
 
 /**
- * The cost new key files get: 64 MiB of memory, about 0.4 s to unlock on the project's 2-core test
- * machine (measured by bench/crypto-bench.ts). N must be a power of two, and 2^17 took 1.6 s or more
- * there: 2^16 is the nearest to the 0.5 s aimed at.
+ * The cost new key files get: 64 MiB of memory and about 0.4 s of CPU to unlock on the project's
+ * 2-core test machine (bench/crypto-bench.ts measures it); N = 2^17 takes about 0.75 s there. N must
+ * be a power of two, and 2^16 is the nearest to the half second aimed at.
  */
 export const DEFAULT_KDF_COST: Readonly<KdfCost> = Object.freeze({ N: 2 ** 16, r: 8, p: 1 });
 

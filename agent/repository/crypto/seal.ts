@@ -31,7 +31,7 @@ export function seal(purposeKey: Buffer, label: string, pieces: readonly Uint8Ar
 
 /**
  * seal() into the caller's buffer at `offset` (a pack buffer, reused): it must have room for
- * sealedLength(n, chunkShift) bytes; returns that length. Saves seal()'s allocation of a fresh buffer,
+ * sealedLength(n, chunkShift) bytes and must not overlap the pieces; returns that length. Saves seal()'s allocation of a fresh buffer,
  * which costs as much as the encryption itself for large objects (its pages are new to the process).
  */
 export function sealInto(purposeKey: Buffer, label: string, pieces: readonly Uint8Array[], out: Uint8Array, offset: number, chunkShift: number = DEFAULT_CHUNK_SHIFT): number {
