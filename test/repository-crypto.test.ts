@@ -34,7 +34,7 @@ import { AdminError, ErrorCodes } from '../dist/shared/errors.js';
 
 /**
  * The format 3 primitives (agent/repository/crypto/), checked against an independent implementation
- * of the format as docs/format-3-crypto.md describes it (written here from node:crypto alone), and
+ * of the format as docs/FORMAT.md ("Format 3") describes it (written here from node:crypto alone), and
  * attacked: every bit flipped, chunks moved, cut and added, keys and labels swapped, key files
  * tampered. Every refusal is checked for its kind, through open() and through the streaming reader
  * fed whole, byte by byte and in random splits; every attack's harness is first shown to open the
@@ -227,7 +227,7 @@ async function caughtAsync(f: () => Promise<unknown>): Promise<unknown> {
 const keys = deriveKeys(newMasterKey());
 const LABEL = objectLabel('wal/0123abcd/00000001.seg');
 
-// ---- the test vectors printed in docs/format-3-crypto.md (computed there by an independent
+// ---- the test vectors printed in docs/FORMAT.md ("Format 3") (computed there by an independent
 // implementation, Python's hmac, hashlib and cryptography): the document and the code agree ----
 
 describe('documented test vectors', () => {

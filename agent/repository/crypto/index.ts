@@ -1,7 +1,7 @@
 /**
  * The cryptographic primitives of repository format 3. A leaf: it imports node:crypto and
  * shared/errors.ts only, and everything but scrypt is synchronous and pure, so worker threads run it.
- * The format itself is described in docs/format-3-crypto.md.
+ * The format itself is described in docs/FORMAT.md ("Format 3").
  */
 export { blobId, isBlobType, type BlobType } from './blob-id.js';
 export { EnvelopeReader, type EnvelopeReaderOptions } from './envelope-reader.js';
