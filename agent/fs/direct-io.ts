@@ -16,18 +16,23 @@ import fs from 'node:fs';
 export const DIRECT_ALIGN = 4096;
 const WASM_PAGE = 64 * 1024;
 // The one piece of WebAssembly used here (lib "es2023" has no WebAssembly types).
-declare const WebAssembly: { Memory: new (descriptor: { initial: number }) => { buffer: ArrayBuffer } };
+declare const WebAssembly: { Memory: new (descriptor: { initial: number; maximum: number; shared: true }) => { buffer: SharedArrayBuffer } };
 
 /**
  * `count` buffers of `size` bytes (a multiple of DIRECT_ALIGN), each starting on a page boundary. Where
  * a WebAssembly memory cannot be had (V8 reserves gigabytes of address space for one: a tight
  * `ulimit -v` refuses it), ordinary buffers: direct I/O is then refused and ordinary I/O used.
+ *
+ * The memory is shared (a SharedArrayBuffer): a view of it posted to a worker thread (the repository's
+ * crypto workers) is the same memory there, where a view of ordinary memory would be copied — and a
+ * view's whole underlying buffer with it, every buffer of the set.
  */
 export function alignedBuffers(count: number, size: number): Buffer[] {
   if (size <= 0 || size % DIRECT_ALIGN !== 0) throw new Error(`aligned buffer size ${size} is not a positive multiple of ${DIRECT_ALIGN}`);
   let all: Buffer;
   try {
-    all = Buffer.from(new WebAssembly.Memory({ initial: Math.ceil((count * size) / WASM_PAGE) || 1 }).buffer);
+    const pages = Math.ceil((count * size) / WASM_PAGE) || 1;
+    all = Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer);
   } catch {
     return Array.from({ length: count }, () => Buffer.allocUnsafeSlow(size));
   }
