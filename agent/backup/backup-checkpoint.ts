@@ -2,7 +2,8 @@ import type { BackupProgress, BackupRecord, CheckpointRecord } from '../../share
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { DirectReader } from '../fs/direct-reader.js';
 import { alignedBuffers, roundUpToAlign } from '../fs/direct-io.js';
-import { BackupPlan, compressionPolicy, listCheckpoint } from './backup-plan.js';
+import { BackupPlan, listCheckpoint } from './backup-plan.js';
+import { policyForFile } from '../repository/compression.js';
 import { ProgressReporter } from './backup-progress.js';
 import { readChunks } from './chunk-reader.js';
 import type { HashCache } from './hash-cache.js';
@@ -135,7 +136,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
         // Sealed in the reader's lane, so that readers seal at once; a blob stored meanwhile by another
         // lane is skipped by the placer (a seal wasted, nothing stored twice).
         if (placer.holds(id)) return;
-        await placer.place(id, await codec.sealBlob('data', id, chunk, compressionPolicy(job.file.name), sealed?.[lane]));
+        await placer.place(id, await codec.sealBlob('data', id, chunk, policyForFile(job.file.name), sealed?.[lane]));
       },
       checkCancel: () => placer.check(),
       onRead: (bytes) => {

@@ -3,17 +3,6 @@ import path from 'node:path';
 import type { HashCache, FileIdentity } from './hash-cache.js';
 import { mapLimit } from '../fs/map-limit.js';
 import { CHUNK_SIZE, type Tree, type TreeFile } from '../repository/format.js';
-import type { CompressionPolicy } from '../repository/repo-codec.js';
-
-/**
- * Whether a checkpoint's file is worth compressing: LevelDB's tables are compressed already (snappy,
- * block by block), so squeezing them again costs CPU for a few percent; its logs and MANIFEST, its
- * CURRENT and the like are not.
- */
-export function compressionPolicy(name: string): CompressionPolicy {
-  return /\.(ldb|sst)$/.test(name) ? 'never' : 'try';
-}
-
 /** A checkpoint's files to back up, in name order, with what the hash cache knows each by. */
 export interface CheckpointListing {
   names: string[];

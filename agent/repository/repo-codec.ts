@@ -1,10 +1,11 @@
 import type { PackEntry } from './pack.js';
 
-/** What a blob holds: file data (a chunk) or a tree (a backup's file list). Bound into a sealed blob. */
-export type BlobType = 'data' | 'tree';
+import type { CompressionPolicy } from './compression.js';
+import type { BlobType } from './crypto/index.js';
 
-/** Whether a blob's plaintext is worth compressing: 'never' for LevelDB tables (already compressed). */
-export type CompressionPolicy = 'never' | 'try';
+export type { CompressionPolicy } from './compression.js';
+/** What a blob holds: file data (a chunk) or a tree (a backup's file list); a sealed blob is bound to it. */
+export type { BlobType } from './crypto/index.js';
 
 /**
  * What a repository's format does with bytes: how a blob is named and stored, how every other object is
