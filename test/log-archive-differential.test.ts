@@ -276,7 +276,7 @@ describe('log archive: restore to a moment', () => {
     bytes.writeUInt8(bytes[bytes.length - 100]! ^ 1, bytes.length - 100);
     fs.writeFileSync(file, bytes);
     const to = path.join(dir, 'damaged');
-    await expect(restoreToMoment({ repo, at: t.to!, to })).rejects.toThrow(/is damaged: checksum mismatch/);
+    await expect(restoreToMoment({ repo, at: t.to!, to })).rejects.toThrow(/wal\/.*\/seg\/.* is damaged/);
     expect(fs.existsSync(to)).toBe(false);
     expect(fs.readdirSync(dir).filter((n) => n.includes('pitr') || n.includes('restoring'))).toEqual([]);
   }, 60_000);

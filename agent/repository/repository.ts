@@ -114,9 +114,12 @@ export class Repository {
     await this.storage.put(name, await this.codec.sealObject(name, plaintext));
   }
 
-  /** The plaintext of the object `name`, opened and checked. `not-found` (StorageError) when absent. */
+  /** The plaintext of the object `name`, opened and checked (CORRUPT naming it). `not-found` (StorageError) when absent. */
   async getObject(name: string): Promise<Buffer> {
-    return this.codec.openObject(name, await this.storage.get(name));
+    const stored = await this.storage.get(name);
+    return this.codec.openObject(name, stored).catch((err: unknown) => {
+      throw new AdminError(ErrorCodes.CORRUPT, `object ${name} in ${this.storage.description} is damaged: ${err instanceof Error ? err.message : String(err)}`);
+    });
   }
 
   /** An object's JSON (CORRUPT naming it when it is not JSON). */
