@@ -187,19 +187,73 @@ export async function writeFileAtomic(file: string, data: string | Buffer): Prom
   await fsyncDirAsync(dir);
 }
 
-/** mkdir -p, fsyncing each directory it creates into its parent so that the new entries survive a crash. */
-export async function mkdirDurable(dir: string): Promise<void> {
+/**
+ * Directories this process has made durable in their parents (or found and made so): a later call for
+ * one of them costs nothing. Per process, and reset by nothing: a directory removed and made again by
+ * someone else while we run is theirs to make durable.
+ */
+const durableDirs = new Map<string, Promise<void>>();
+
+/**
+ * mkdir -p whose result survives a power cut: each directory it creates is fsynced into its parent, and
+ * the last one's parent is fsynced even when it already existed, once per process: a directory that
+ * exists is not thereby durable (its maker may have died, or still be, between its mkdir and that
+ * fsync), and a caller that writes into it and acknowledges must not lose it with its parent's entry.
+ * Concurrent calls for one directory share one pass.
+ */
+export function mkdirDurable(dir: string): Promise<void> {
+  const abs = path.resolve(dir);
+  let pass = durableDirs.get(abs);
+  if (!pass) {
+    pass = makeDurable(abs);
+    durableDirs.set(abs, pass);
+    pass.catch(() => durableDirs.delete(abs)); // a failure is the caller's; the next call tries again
+  }
+  return pass;
+}
+
+async function makeDurable(dir: string): Promise<void> {
+  const parent = path.dirname(dir);
+  let exists = false;
   try {
-    if ((await fs.promises.stat(dir)).isDirectory()) return;
+    exists = (await fs.promises.stat(dir)).isDirectory();
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
-  const parent = path.dirname(dir);
-  if (parent !== dir) await mkdirDurable(parent);
-  try {
-    await fs.promises.mkdir(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // a concurrent put made it
+  if (!exists) {
+    if (parent !== dir) await mkdirDurable(parent);
+    try {
+      await fs.promises.mkdir(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // another process made it
+    }
   }
-  await fsyncDirAsync(parent);
+  if (parent !== dir) await fsyncDirAsync(parent);
+}
+
+/**
+ * mkdirDurable for synchronous callers (the fs worker, the CLI): each directory created fsynced into its
+ * parent, and the last one's parent fsynced even when it existed (not cached: a few fsyncs of
+ * directories with nothing new to write, next to the work such a caller does).
+ */
+export function mkdirDurableSync(dir: string, mode = 0o750): void {
+  const abs = path.resolve(dir);
+  const missing: string[] = [];
+  for (let d = abs; ; d = path.dirname(d)) {
+    const st = fs.statSync(d, { throwIfNoEntry: false });
+    if (st?.isDirectory()) break;
+    if (st) throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${d}'`), { code: 'ENOTDIR', path: d });
+    missing.push(d);
+    if (path.dirname(d) === d) break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      fs.mkdirSync(d, { mode });
+    } catch (err) {
+      if (!isErrno(err, 'EEXIST')) throw err;
+    }
+  }
+  const parents = new Set(missing.map((d) => path.dirname(d)));
+  parents.add(path.dirname(abs));
+  for (const p of parents) if (p !== abs) fsyncDir(p);
 }
