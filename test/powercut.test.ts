@@ -5,9 +5,9 @@ import { ClassicLevel } from 'classic-level';
 import { pino } from 'pino';
 import { createAgent, listCheckpointsOffline, verifyCheckpointOffline } from '../dist/agent/index.js';
 import { mkdirDurable, mkdirDurableSync, writeFileAtomic } from '../dist/agent/fs/durable-fs.js';
-import { tempDir } from './support/processes.js';
+import { EXAMPLE_NODE, startExampleNode, tempDir } from './support/processes.js';
 import { mountPowercut } from './support/powercut-fs.js';
-import { agentOperation, cleanUpCrashRoot, runCrashPoints, type Ack, type CrashCase, type CrashReport } from './support/crash-points.js';
+import { agentOperation, cleanUpCrashRoot, runCrashPoints, spawnOperation, type Ack, type CrashCase, type CrashReport, type OperationProcess } from './support/crash-points.js';
 import { powercutSkip } from './support/powercut-suite.js';
 
 /**
@@ -153,5 +153,42 @@ describe.skipIf(skip !== null)(`power cuts${skip ? ` (skipped: ${skip})` : ''}`,
       },
     });
     expect(report.points.length).toBeGreaterThan(0);
+  });
+
+  it("the example node's first start on an empty data directory: after a cut it starts again, and its database opens", async () => {
+    const outside = tempDir('powercut-sock');
+    roots.push(outside);
+    const socket = path.join(outside, 'admin.sock');
+    /** The node started on `dir/node`; acknowledged once ready, then stopped (SIGTERM) by the harness. */
+    const startNode = (dir: string): OperationProcess => {
+      const op = spawnOperation(process.execPath, [EXAMPLE_NODE, '--data-dir', path.join(dir, 'node'), '--port', '0', '--socket', socket, '--log-archive', 'off']);
+      const acks: Ack[] = [];
+      let stopping = false;
+      const timer = setInterval(() => {
+        if (stopping || !op.stdout().includes('"node ready"')) return;
+        stopping = true;
+        acks.push({ kind: 'ready' });
+        // The node is up: stop it as an operator would (its stop is part of what is cut).
+        op.signal('SIGTERM');
+      }, 20);
+      void op.exited.then(() => clearInterval(timer));
+      return { ...op, acks: () => acks };
+    };
+    await crashPoints({
+      name: 'example node, first start',
+      maxPoints: 8,
+      async prepare() {},
+      start: startNode,
+      async check(dir, cut) {
+        const db = path.join(dir, 'node', 'db');
+        if (acked(cut.acks, 'ready').length > 0) {
+          // The node said it was ready: its database is there and opens (an empty one: nothing was written).
+          expect((await readDb(db)).size).toBe(0);
+        }
+        const node = await startExampleNode(path.join(dir, 'node'));
+        expect(await node.stop()).toBe(0);
+        expect((await readDb(db)).size).toBe(0);
+      },
+    });
   });
 });

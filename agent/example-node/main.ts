@@ -8,6 +8,7 @@ import { ClassicLevel } from 'classic-level';
 import { pino } from 'pino';
 import { Counter, Registry } from 'prom-client';
 import { createAgent, REDACT_PATHS } from '../agent.js';
+import { fsyncDir, mkdirDurableSync } from '../fs/durable-fs.js';
 import type { AgentOptions } from '../agent-types.js';
 import { AdminError, toAdminError } from '../../shared/errors.js';
 import { parseBytes, parseDuration } from '../../shared/units.js';
@@ -108,13 +109,20 @@ async function main(): Promise<void> {
     : null;
   const backup = backupOptions(values, dataDir);
 
-  fs.mkdirSync(dataDir, { recursive: true, mode: 0o750 });
+  // The node owns its database, and LevelDB 1.20 (the one classic-level bundles) creates the database
+  // directory, and renames CURRENT into it, without fsyncing either parent: after a power cut a node
+  // that had started, and even written and checkpointed, could come back with no database at all. So
+  // the data directory is made durably, and once open, the database directory's entries and its own
+  // entry in the data directory are fsynced (docs/power-loss.md).
+  mkdirDurableSync(dataDir);
   const db = new ClassicLevel<string, Buffer>(dbPath, {
     valueEncoding: 'buffer',
     ...(values['write-buffer-size'] ? { writeBufferSize: parseBytes(values['write-buffer-size'], 'write-buffer-size') } : {}),
     ...(values['max-file-size'] ? { maxFileSize: parseBytes(values['max-file-size'], 'max-file-size') } : {}),
   });
   await db.open();
+  fsyncDir(dbPath);
+  fsyncDir(dataDir);
 
   // The node's own metrics (here one: its KV requests): the agent adds its own to this registry, and
   // GET /metrics on the KV port serves them all, as a node that already exports metrics would.

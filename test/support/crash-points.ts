@@ -49,6 +49,7 @@ export interface OperationProcess {
   stdout(): string;
   exited: Promise<number | null>;
   kill(): Promise<void>;
+  signal(signal: NodeJS.Signals): void;
 }
 
 export interface CrashCase {
@@ -105,6 +106,7 @@ export function spawnOperation(command: string, args: string[], options: { env?:
       child.kill('SIGKILL');
       await exited;
     },
+    signal: (signal) => void child.kill(signal),
   };
 }
 
