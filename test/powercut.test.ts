@@ -1,13 +1,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ClassicLevel } from 'classic-level';
 import { pino } from 'pino';
-import { createAgent, listCheckpointsOffline, verifyCheckpointOffline } from '../dist/agent/index.js';
+import { createAgent, createOfflineCheckpoint, listCheckpointsOffline, verifyCheckpointOffline } from '../dist/agent/index.js';
 import { mkdirDurable, mkdirDurableSync, writeFileAtomic } from '../dist/agent/fs/durable-fs.js';
+import { main as cliMain } from '../dist/cli/cli.js';
 import { EXAMPLE_NODE, startExampleNode, tempDir } from './support/processes.js';
 import { mountPowercut } from './support/powercut-fs.js';
-import { agentOperation, cleanUpCrashRoot, runCrashPoints, spawnOperation, type Ack, type CrashCase, type CrashReport, type OperationProcess } from './support/crash-points.js';
+import { agentOperation, cleanUpCrashRoot, cliOperation, runCrashPoints, spawnOperation, type Ack, type CrashCase, type CrashReport, type OperationProcess } from './support/crash-points.js';
 import { powercutSkip } from './support/powercut-suite.js';
 
 /**
@@ -31,10 +33,24 @@ afterAll(() => {
   }
 });
 
+/**
+ * The suite's time: CI runs it once (on one Node version), and it must add at most 4 minutes there. Each
+ * case gets an even share of what is left (NODE_ADMIN_POWERCUT_SECONDS, default 200 s, all the cases),
+ * and tries its cut points in its seeded order while its share lasts (at least 2, and the end).
+ */
+const BUDGET_MS = Number(process.env.NODE_ADMIN_POWERCUT_SECONDS ?? 200) * 1000;
+const CASES = 10;
+let suiteStarted = 0;
+let casesDone = 0;
+
 async function crashPoints(c: CrashCase): Promise<CrashReport> {
   const root = tempDir('powercut');
   roots.push(root);
-  const report = await runCrashPoints(root, c);
+  suiteStarted ||= Date.now();
+  const left = suiteStarted + BUDGET_MS - Date.now();
+  const deadline = Date.now() + Math.max(0, left) / Math.max(1, CASES - casesDone);
+  casesDone++;
+  const report = await runCrashPoints(root, c, { deadline });
   reports.push(report);
   return report;
 }
@@ -77,11 +93,86 @@ async function readDb(dbPath: string): Promise<Map<string, string>> {
   }
 }
 
-/** The database holds exactly the model's entries. */
-async function expectModel(dbPath: string, what: string): Promise<void> {
+/** The database holds exactly the model's entries (and the `extra` ones, when given). */
+async function expectModel(dbPath: string, what: string, extra = 0): Promise<void> {
   const entries = await readDb(dbPath);
-  expect(entries.size, `${what}: entries`).toBe(MODEL_KEYS);
+  expect(entries.size, `${what}: entries`).toBe(MODEL_KEYS + extra);
   for (let i = 0; i < MODEL_KEYS; i += 97) expect(entries.get(modelKey(i)), `${what}: ${modelKey(i)}`).toBe(modelValue(i));
+  for (let i = 0; i < extra; i++) expect(entries.get(`extra${i}`), `${what}: extra${i}`).toBe(`e${i}`);
+}
+
+/** Adds `extra` entries to a database no one has open. */
+async function addExtra(dbPath: string, extra: number): Promise<void> {
+  const db = new ClassicLevel<string, string>(dbPath, { createIfMissing: false });
+  await db.open();
+  await db.batch(Array.from({ length: extra }, (_, i) => ({ type: 'put' as const, key: `extra${i}`, value: `e${i}` })));
+  await db.close();
+}
+
+/**
+ * The CLI, run in this process (the checks after a cut run many commands: a process each would cost
+ * more than the rest of the check).
+ */
+async function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const code = await cliMain(args, { stdout: { write: (t: string) => (stdout += t) }, stderr: { write: (t: string) => (stderr += t) }, env: {} });
+  return { code, stdout, stderr };
+}
+
+/** Runs the embedded-agent child to its end (a case's preparation). */
+async function agentSteps(config: Record<string, unknown>): Promise<Ack[]> {
+  const op = agentOperation(config);
+  const code = await op.exited;
+  expect(code, `agent child: ${op.output()}`).toBe(0);
+  return op.acks();
+}
+
+function repoUrl(dir: string): string {
+  return pathToFileURL(path.join(dir, 'node', 'backups')).href;
+}
+
+/**
+ * The repository verifies, every byte read (exit 0: nothing missing or damaged). A repository whose
+ * config never became durable is no repository yet: then nothing may have been acknowledged in it.
+ */
+async function expectRepoVerifies(dir: string, acknowledged: number): Promise<void> {
+  const r = await runCli(['backup', 'verify', '--read-data', '--repo', repoUrl(dir)]);
+  if (r.code === 3 && r.stderr.includes('REPOSITORY_NOT_FOUND') && acknowledged === 0) return;
+  expect(r.code, `backup verify --read-data: ${r.stdout}${r.stderr}`).toBe(0);
+}
+
+/** A backup of a checkpoint by an agent in this process (the next one after a cut); its record. */
+async function backupHere(dir: string, checkpointId: string): Promise<{ id: string; bytesUploaded: number }> {
+  const agent = createAgent({
+    dbPath: path.join(dir, 'node', 'db'),
+    checkpointDir: path.join(dir, 'node', 'checkpoints'),
+    backup: { repository: repoUrl(dir) },
+    logger: silent,
+  });
+  await agent.start();
+  try {
+    const r = await agent.createBackup({ checkpointId });
+    return { id: r.id, bytesUploaded: r.bytesUploaded ?? 0 };
+  } finally {
+    await agent.stop();
+  }
+}
+
+/** Backup `id` restores, byte-exactly as checksummed, to a database equal to the model (+ `extra`). */
+async function expectBackupRestores(dir: string, id: string, extra: number): Promise<void> {
+  const to = path.join(dir, `restore-check-${id}`);
+  const r = await runCli(['backup', 'restore', id, '--repo', repoUrl(dir), '--to', to]);
+  expect(r.code, `backup restore ${id}: ${r.stdout}${r.stderr}`).toBe(0);
+  await expectModel(to, `backup ${id} restored`, extra);
+  fs.rmSync(to, { recursive: true, force: true });
+}
+
+/** Every backup the repository lists. */
+async function listBackups(dir: string): Promise<{ id: string; checkpoint: { id: string } }[]> {
+  const r = await runCli(['backup', 'list', '--repo', repoUrl(dir), '--json']);
+  expect(r.code, `backup list: ${r.stderr}`).toBe(0);
+  return JSON.parse(r.stdout) as { id: string; checkpoint: { id: string } }[];
 }
 
 function acked(acks: Ack[], kind: string): Ack[] {
@@ -188,6 +279,198 @@ describe.skipIf(skip !== null)(`power cuts${skip ? ` (skipped: ${skip})` : ''}`,
         const node = await startExampleNode(path.join(dir, 'node'));
         expect(await node.stop()).toBe(0);
         expect((await readDb(db)).size).toBe(0);
+      },
+    });
+  });
+
+  it('checkpoint create --offline into an existing checkpoint directory', async () => {
+    let first = '';
+    await crashPoints({
+      name: 'checkpoint create --offline, existing directory',
+      maxPoints: 6,
+      async prepare(dir) {
+        await makeDb(path.join(dir, 'node', 'db'));
+        first = (await createOfflineCheckpoint({ dbPath: path.join(dir, 'node', 'db'), checkpointDir: path.join(dir, 'node', 'checkpoints') })).id;
+      },
+      start: (dir) =>
+        cliOperation(['checkpoint', 'create', '--offline', '--db', path.join(dir, 'node', 'db'), '--checkpoint-dir', path.join(dir, 'node', 'checkpoints'), '--json']),
+      async check(dir, cut) {
+        const db = path.join(dir, 'node', 'db');
+        await expectModel(db, 'the live database');
+        const ids = acked(cut.acks, 'cli').map((a) => (a.result as { id: string }).id);
+        const listed = await checkCheckpoints(db, path.join(dir, 'node', 'checkpoints'), [first, ...ids]);
+        expect(listed.length).toBeLessThanOrEqual(2);
+      },
+    });
+  });
+
+  it('retention after a create (keep the newest 1): what is listed is whole, the acknowledged one is kept', async () => {
+    await crashPoints({
+      name: 'checkpoint create with retention',
+      maxPoints: 6,
+      async prepare(dir) {
+        await makeDb(path.join(dir, 'node', 'db'));
+        for (let i = 0; i < 2; i++) await createOfflineCheckpoint({ dbPath: path.join(dir, 'node', 'db'), checkpointDir: path.join(dir, 'node', 'checkpoints') });
+      },
+      start: (dir) =>
+        agentOperation({
+          dbPath: path.join(dir, 'node', 'db'),
+          checkpointDir: path.join(dir, 'node', 'checkpoints'),
+          retention: { keepLast: 1 },
+          steps: [{ op: 'checkpoint' }],
+        }),
+      async check(dir, cut) {
+        const db = path.join(dir, 'node', 'db');
+        await expectModel(db, 'the live database');
+        const ids = acked(cut.acks, 'checkpoint').map((a) => a.id as string);
+        const listed = await checkCheckpoints(db, path.join(dir, 'node', 'checkpoints'), ids);
+        if (ids.length > 0 && cut.acks.some((a) => a.kind === 'stopped')) expect(listed).toEqual(ids);
+      },
+    });
+  });
+
+  it('checkpoint restore (offline): exit 0 leaves the checkpoint in place; no cut loses the database it replaces', async () => {
+    const EXTRA = 50;
+    let id = '';
+    await crashPoints({
+      name: 'checkpoint restore',
+      maxPoints: 6,
+      async prepare(dir) {
+        const db = path.join(dir, 'node', 'db');
+        await makeDb(db);
+        id = (await createOfflineCheckpoint({ dbPath: db, checkpointDir: path.join(dir, 'node', 'checkpoints') })).id;
+        await addExtra(db, EXTRA); // the live database moves on past the checkpoint
+      },
+      start: (dir) =>
+        cliOperation(['checkpoint', 'restore', id, '--db', path.join(dir, 'node', 'db'), '--checkpoint-dir', path.join(dir, 'node', 'checkpoints'), '--json']),
+      async check(dir, cut) {
+        const node = path.join(dir, 'node');
+        const db = path.join(node, 'db');
+        const replaced = fs.readdirSync(node).filter((n) => n.startsWith('db.replaced-'));
+        if (acked(cut.acks, 'cli').length > 0) {
+          await expectModel(db, 'the restored database');
+          expect(replaced).toHaveLength(1);
+        }
+        // The database that was there before is somewhere, whole: in place, or set aside.
+        const candidates = [db, ...replaced.map((n) => path.join(node, n))].filter((p) => fs.existsSync(p));
+        let old = 0;
+        for (const p of candidates) {
+          const size = (await readDb(p)).size;
+          expect([MODEL_KEYS, MODEL_KEYS + EXTRA], `${p} is one of the two databases, whole`).toContain(size);
+          if (size === MODEL_KEYS + EXTRA) {
+            await expectModel(p, 'the replaced database', EXTRA);
+            old++;
+          }
+        }
+        expect(old, `the replaced database survives (${candidates.join(', ')})`).toBe(1);
+        expect((await verifyCheckpointOffline(path.join(node, 'checkpoints'), id)).ok).toBe(true);
+      },
+    });
+  });
+
+  /** A backup of checkpoint `checkpointId` by the agent (the case's operation, or the next one after a cut). */
+  const backupConfig = (dir: string, checkpointId: string) => ({
+    dbPath: path.join(dir, 'node', 'db'),
+    checkpointDir: path.join(dir, 'node', 'checkpoints'),
+    backup: { repository: repoUrl(dir) },
+    steps: [{ op: 'backup', checkpointId }],
+  });
+
+  /**
+   * The backup invariants after a cut: the repository verifies (every byte), an acknowledged backup
+   * restores to exactly its checkpoint, and the next backup of the same checkpoint completes, re-sending
+   * nothing when the cut one was acknowledged.
+   */
+  async function checkBackup(dir: string, cut: { acks: Ack[] }, checkpointId: string, extra: number): Promise<void> {
+    const ids = acked(cut.acks, 'backup').map((a) => a.id as string);
+    await expectRepoVerifies(dir, ids.length);
+    for (const id of ids) await expectBackupRestores(dir, id, extra);
+    // The next backup completes (no lock, marker or half-written object left by the cut stops it), and
+    // after an acknowledged one it stores nothing but its snapshot.
+    const next = await backupHere(dir, checkpointId);
+    if (ids.length > 0) expect(next.bytesUploaded, 'the next backup of an acknowledged one stores only its snapshot').toBeLessThan(64 * 1024);
+    else await expectBackupRestores(dir, next.id, extra);
+  }
+
+  it('backup create, full, to file://: an acknowledged backup restores exactly, the repository verifies after any cut', async () => {
+    let checkpointId = '';
+    await crashPoints({
+      name: 'backup create (full)',
+      maxPoints: 8,
+      async prepare(dir) {
+        await makeDb(path.join(dir, 'node', 'db'));
+        checkpointId = (await createOfflineCheckpoint({ dbPath: path.join(dir, 'node', 'db'), checkpointDir: path.join(dir, 'node', 'checkpoints') })).id;
+      },
+      start: (dir) => agentOperation(backupConfig(dir, checkpointId)),
+      check: (dir, cut) => checkBackup(dir, cut, checkpointId, 0),
+    });
+  });
+
+  it('backup create, incremental, to file://', async () => {
+    const EXTRA = 300;
+    let second = '';
+    await crashPoints({
+      name: 'backup create (incremental)',
+      maxPoints: 8,
+      async prepare(dir) {
+        const db = path.join(dir, 'node', 'db');
+        const checkpointDir = path.join(dir, 'node', 'checkpoints');
+        await makeDb(db);
+        const first = (await createOfflineCheckpoint({ dbPath: db, checkpointDir })).id;
+        await agentSteps(backupConfig(dir, first));
+        await addExtra(db, EXTRA);
+        second = (await createOfflineCheckpoint({ dbPath: db, checkpointDir })).id;
+      },
+      start: (dir) => agentOperation(backupConfig(dir, second)),
+      check: (dir, cut) => checkBackup(dir, cut, second, EXTRA),
+    });
+  });
+
+  it('backup restore from file://: exit 0 leaves the whole database at the target, a cut leaves it whole or absent', async () => {
+    let backupId = '';
+    await crashPoints({
+      name: 'backup restore',
+      maxPoints: 6,
+      async prepare(dir) {
+        await makeDb(path.join(dir, 'node', 'db'));
+        const checkpointId = (await createOfflineCheckpoint({ dbPath: path.join(dir, 'node', 'db'), checkpointDir: path.join(dir, 'node', 'checkpoints') })).id;
+        backupId = acked(await agentSteps(backupConfig(dir, checkpointId)), 'backup')[0]!.id as string;
+      },
+      start: (dir) => cliOperation(['backup', 'restore', backupId, '--repo', repoUrl(dir), '--to', path.join(dir, 'restored'), '--json']),
+      async check(dir, cut) {
+        const to = path.join(dir, 'restored');
+        if (acked(cut.acks, 'cli').length > 0 || fs.existsSync(to)) await expectModel(to, 'the restored database');
+        // Run again after the cut (into a new target if the first one is there): it completes.
+        const again = path.join(dir, fs.existsSync(to) ? 'restored-again' : 'restored');
+        const r = await runCli(['backup', 'restore', backupId, '--repo', repoUrl(dir), '--to', again]);
+        expect(r.code, r.stderr).toBe(0);
+        await expectModel(again, 'the restore run again');
+      },
+    });
+  });
+
+  it('backup prune (keep the newest 1): every backup still listed restores, the repository verifies', async () => {
+    const ids: { id: string; extra: number }[] = [];
+    await crashPoints({
+      name: 'backup prune',
+      maxPoints: 8,
+      async prepare(dir) {
+        const db = path.join(dir, 'node', 'db');
+        const checkpointDir = path.join(dir, 'node', 'checkpoints');
+        await makeDb(db);
+        for (const extra of [0, 100, 200]) {
+          if (extra > 0) await addExtra(db, extra);
+          const checkpointId = (await createOfflineCheckpoint({ dbPath: db, checkpointDir })).id;
+          ids.push({ id: acked(await agentSteps(backupConfig(dir, checkpointId)), 'backup')[0]!.id as string, extra });
+        }
+      },
+      start: (dir) => cliOperation(['backup', 'prune', '--repo', repoUrl(dir), '--keep-last', '1', '--json']),
+      async check(dir, cut) {
+        await expectRepoVerifies(dir, ids.length);
+        const listed = (await listBackups(dir)).map((b) => b.id);
+        expect(listed).toContain(ids[2]!.id);
+        if (acked(cut.acks, 'cli').length > 0) expect(listed).toEqual([ids[2]!.id]);
+        for (const b of ids) if (listed.includes(b.id)) await expectBackupRestores(dir, b.id, b.extra);
       },
     });
   });

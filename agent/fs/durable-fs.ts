@@ -188,47 +188,61 @@ export async function writeFileAtomic(file: string, data: string | Buffer): Prom
 }
 
 /**
- * Directories this process has made durable in their parents (or found and made so): a later call for
- * one of them costs nothing. Per process, and reset by nothing: a directory removed and made again by
- * someone else while we run is theirs to make durable.
+ * Directories this process has made durable in their parents, by path, with the identity (device and
+ * inode) each had then: a later call for one that is still that directory costs one stat, as before;
+ * one removed (or replaced) since is made, and made durable, again.
  */
-const durableDirs = new Map<string, Promise<void>>();
+const durableDirs = new Map<string, string>();
+/** Passes under way, by path: concurrent calls for one directory share one. */
+const inFlight = new Map<string, Promise<void>>();
 
 /**
  * mkdir -p whose result survives a power cut: each directory it creates is fsynced into its parent, and
- * the last one's parent is fsynced even when it already existed, once per process: a directory that
- * exists is not thereby durable (its maker may have died, or still be, between its mkdir and that
- * fsync), and a caller that writes into it and acknowledges must not lose it with its parent's entry.
- * Concurrent calls for one directory share one pass.
+ * the last one's parent is fsynced even when it already existed, once per process and directory: a
+ * directory that exists is not thereby durable (its maker may have died, or still be, between its mkdir
+ * and that fsync), and a caller that writes into it and acknowledges must not lose it with its parent's
+ * entry. Concurrent calls for one directory share one pass, so none returns before that fsync.
  */
-export function mkdirDurable(dir: string): Promise<void> {
+export async function mkdirDurable(dir: string): Promise<void> {
   const abs = path.resolve(dir);
-  let pass = durableDirs.get(abs);
+  const st = await statDir(abs);
+  if (st !== null && durableDirs.get(abs) === st) return;
+  let pass = inFlight.get(abs);
   if (!pass) {
-    pass = makeDurable(abs);
-    durableDirs.set(abs, pass);
-    pass.catch(() => durableDirs.delete(abs)); // a failure is the caller's; the next call tries again
+    pass = makeDurable(abs).finally(() => inFlight.delete(abs));
+    inFlight.set(abs, pass);
   }
   return pass;
 }
 
 async function makeDurable(dir: string): Promise<void> {
   const parent = path.dirname(dir);
-  let exists = false;
-  try {
-    exists = (await fs.promises.stat(dir)).isDirectory();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  if (!exists) {
+  let st = await statDir(dir);
+  if (st === null) {
     if (parent !== dir) await mkdirDurable(parent);
     try {
       await fs.promises.mkdir(dir);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // another process made it
     }
+    st = await statDir(dir);
+    if (st === null) throw Object.assign(new Error(`ENOENT: directory removed as it was made, mkdir '${dir}'`), { code: 'ENOENT', path: dir });
   }
   if (parent !== dir) await fsyncDirAsync(parent);
+  durableDirs.set(dir, st);
+}
+
+/** A directory's identity (`<dev>:<ino>`); null if there is none at `dir`; ENOTDIR if it is something else. */
+async function statDir(dir: string): Promise<string | null> {
+  let st: fs.Stats;
+  try {
+    st = await fs.promises.stat(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  if (!st.isDirectory()) throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${dir}'`), { code: 'ENOTDIR', path: dir });
+  return `${st.dev}:${st.ino}`;
 }
 
 /**

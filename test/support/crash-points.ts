@@ -20,7 +20,8 @@ import { mountPowercut } from './powercut-fs.js';
  * trying are the last operation before each of them (the most the operation can have done, and
  * acknowledged, with that durable state), and the end: at most `maxPoints` of them, a sample drawn with
  * a seed (printed; NODE_ADMIN_POWERCUT_SEED=<seed> draws the same points, NODE_ADMIN_POWERCUT_POINTS=all
- * takes them all). A run's k-th operation is the dry run's only as far as the operation is
+ * takes them all), tried in the drawn order while the case's share of the suite's time lasts (at least
+ * MIN_POINTS; the points tried are printed). A run's k-th operation is the dry run's only as far as the operation is
  * deterministic: timers and threads move it a little, which is more points tried, not fewer.
  */
 
@@ -170,6 +171,8 @@ async function onDisk<T>(cur: string, fn: (dir: string) => Promise<T>): Promise<
 }
 
 const RUN_TIMEOUT_MS = 120_000;
+/** Cut points a case tries (besides the end) however late it runs. */
+const MIN_POINTS = 2;
 
 /** One run: the template laid anew, the operation on the power-cut filesystem, the cut, the check. */
 async function runOnce(root: string, c: CrashCase, cutAfter: number | null, opLog: string | null): Promise<{ cut: Cut; ops: number; counts: Record<string, number> }> {
@@ -202,8 +205,11 @@ async function runOnce(root: string, c: CrashCase, cutAfter: number | null, opLo
   return { cut, ops: exit.ops, counts: exit.counts };
 }
 
-/** Prepares the case, dry-runs it, then cuts at each chosen point; throws the first broken invariant. */
-export async function runCrashPoints(root: string, c: CrashCase): Promise<CrashReport> {
+/**
+ * Prepares the case, dry-runs it, then cuts at each chosen point, in the seeded order, until `deadline`
+ * (ms since the epoch; at least MIN_POINTS are tried whatever the time); throws the first broken invariant.
+ */
+export async function runCrashPoints(root: string, c: CrashCase, options: { deadline?: number } = {}): Promise<CrashReport> {
   const started = Date.now();
   const seed = process.env.NODE_ADMIN_POWERCUT_SEED ? Number(process.env.NODE_ADMIN_POWERCUT_SEED) : Math.floor(Math.random() * 2 ** 31);
   const all = process.env.NODE_ADMIN_POWERCUT_POINTS === 'all';
@@ -231,9 +237,12 @@ export async function runCrashPoints(root: string, c: CrashCase): Promise<CrashR
     const j = Math.floor(rnd() * (i + 1));
     [candidates[i], candidates[j]] = [candidates[j]!, candidates[i]!];
   }
-  const points = (all ? candidates : candidates.slice(0, c.maxPoints)).sort((a, b) => a - b);
+  const chosen = all ? candidates : candidates.slice(0, c.maxPoints);
+  const points: number[] = [];
   let reached = 0;
-  for (const k of points) {
+  for (const k of chosen) {
+    if (!all && points.length >= MIN_POINTS && options.deadline !== undefined && Date.now() > options.deadline) break;
+    points.push(k);
     try {
       const r = await runOnce(root, c, k, null);
       if (r.cut.at !== null) reached++;
@@ -242,9 +251,10 @@ export async function runCrashPoints(root: string, c: CrashCase): Promise<CrashR
       throw new Error(`${where(k)}: ${(err as Error).message}\n  the dry run's operations around it:\n  ${context}\n  reproduce: NODE_ADMIN_POWERCUT_SEED=${seed}`, { cause: err });
     }
   }
+  points.sort((a, b) => a - b);
   const report: CrashReport = { name: c.name, seed, ops: dry.ops, syncs: syncs.length, counts: dry.counts, points, reached, ms: Date.now() - started };
   process.stdout.write(
-    `power cut: ${c.name}: ${points.length} cut points of ${candidates.length} (${reached} before the end) + the end; ` +
+    `power cut: ${c.name}: ${points.length} cut points of ${candidates.length} (${reached} before the end: ${points.join(' ')}) + the end; ` +
       `${dry.ops} operations, ${syncs.length} syncs; seed ${seed}; ${(report.ms / 1000).toFixed(1)} s\n`,
   );
   return report;
