@@ -39,7 +39,7 @@ afterAll(() => {
  * and tries its cut points in its seeded order while its share lasts (at least 2, and the end).
  */
 const BUDGET_MS = Number(process.env.NODE_ADMIN_POWERCUT_SECONDS ?? 200) * 1000;
-const CASES = 10;
+const CASES = 12;
 let suiteStarted = 0;
 let casesDone = 0;
 
@@ -471,6 +471,101 @@ describe.skipIf(skip !== null)(`power cuts${skip ? ` (skipped: ${skip})` : ''}`,
         expect(listed).toContain(ids[2]!.id);
         if (acked(cut.acks, 'cli').length > 0) expect(listed).toEqual([ids[2]!.id]);
         for (const b of ids) if (listed.includes(b.id)) await expectBackupRestores(dir, b.id, b.extra);
+      },
+    });
+  });
+
+  /** The keys a `puts` step of the child writes (powercut-child.mjs). */
+  const putKeys = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `${prefix}${String(i).padStart(6, '0')}`);
+
+  /** `backup restore --at latest` into `to`; the restored database's entries, and the sequence reached. */
+  async function restoreLatest(dir: string, to: string): Promise<{ entries: Map<string, string>; sequence: number }> {
+    const r = await runCli(['backup', 'restore', '--at', 'latest', '--repo', repoUrl(dir), '--to', to, '--json']);
+    expect(r.code, `restore --at latest: ${r.stdout}${r.stderr}`).toBe(0);
+    const sequence = (JSON.parse(r.stdout) as { reached: { sequence: number } }).reached.sequence;
+    const entries = await readDb(to);
+    fs.rmSync(to, { recursive: true, force: true });
+    return { entries, sequence };
+  }
+
+  it('the log archive: a write acknowledged as archived is restorable with restore --at after any cut; the agent starts again', async () => {
+    const archive = (dir: string) => ({
+      dbPath: path.join(dir, 'node', 'db'),
+      checkpointDir: path.join(dir, 'node', 'checkpoints'),
+      backup: { repository: repoUrl(dir), logArchive: { intervalMs: 100 } },
+    });
+    await crashPoints({
+      name: 'log archive',
+      maxPoints: 8,
+      async prepare(dir) {
+        await makeDb(path.join(dir, 'node', 'db'));
+      },
+      start: (dir) =>
+        agentOperation({
+          ...archive(dir),
+          steps: [
+            { op: 'following' },
+            { op: 'puts', prefix: 'a', count: 100, size: 200 },
+            { op: 'shipped' },
+            { op: 'puts', prefix: 'b', count: 100, size: 200 },
+            { op: 'shipped' },
+          ],
+        }),
+      async check(dir, cut) {
+        const shipped = acked(cut.acks, 'shipped');
+        await expectRepoVerifies(dir, shipped.length);
+        if (shipped.length > 0) {
+          // Every write made before the last acknowledgement of "archived" is restorable.
+          const latest = await restoreLatest(dir, path.join(dir, 'restored'));
+          expect(latest.sequence).toBeGreaterThanOrEqual(shipped.at(-1)!.sequence as number);
+          const expected = [...putKeys('a', 100), ...(shipped.length > 1 ? putKeys('b', 100) : [])];
+          for (const k of expected) expect(latest.entries.has(k), `archived write ${k} restored`).toBe(true);
+          for (let i = 0; i < MODEL_KEYS; i += 97) expect(latest.entries.get(modelKey(i))).toBe(modelValue(i));
+        }
+        // The agent starts on what is left and archives again: a new timeline, a new base.
+        const agent = createAgent({ ...archive(dir), logger: silent });
+        await agent.start();
+        try {
+          for (;;) {
+            const s = (await agent.status()).logArchive;
+            if (s?.state === 'following') break;
+            if (s?.state === 'retrying' || s?.state === 'broken') throw new Error(`the log archive does not start after the cut: ${JSON.stringify(s)}`);
+            await new Promise((resolve) => setTimeout(resolve, 50));
+          }
+        } finally {
+          await agent.stop();
+        }
+      },
+    });
+  });
+
+  it('backup restore --at latest: exit 0 leaves the database at the target, a cut leaves it whole or absent', async () => {
+    let sequence = 0;
+    await crashPoints({
+      name: 'restore --at',
+      maxPoints: 6,
+      async prepare(dir) {
+        await makeDb(path.join(dir, 'node', 'db'));
+        const acks = await agentSteps({
+          dbPath: path.join(dir, 'node', 'db'),
+          checkpointDir: path.join(dir, 'node', 'checkpoints'),
+          backup: { repository: repoUrl(dir), logArchive: { intervalMs: 100 } },
+          steps: [{ op: 'following' }, { op: 'puts', prefix: 'a', count: 100, size: 200 }, { op: 'shipped' }],
+        });
+        sequence = acked(acks, 'shipped')[0]!.sequence as number;
+      },
+      start: (dir) => cliOperation(['backup', 'restore', '--at', 'latest', '--repo', repoUrl(dir), '--to', path.join(dir, 'restored'), '--json']),
+      async check(dir, cut) {
+        const to = path.join(dir, 'restored');
+        const done = acked(cut.acks, 'cli');
+        if (done.length > 0) expect((done[0]!.result as { reached: { sequence: number } }).reached.sequence).toBeGreaterThanOrEqual(sequence);
+        if (done.length > 0 || fs.existsSync(to)) {
+          const entries = await readDb(to);
+          expect(entries.size).toBe(MODEL_KEYS + 100);
+          for (const k of putKeys('a', 100)) expect(entries.has(k)).toBe(true);
+        }
+        const again = await restoreLatest(dir, path.join(dir, 'restored-again'));
+        expect(again.sequence).toBeGreaterThanOrEqual(sequence);
       },
     });
   });

@@ -3,6 +3,7 @@
 // acknowledged ({"ack": ...}) — what the power-cut cases hold the durable state to.
 // argv: <config json>: { dbPath, checkpointDir, retention?, backup?, steps: Step[] }
 // Step: {op:'checkpoint', label?} | {op:'backup', checkpointId?} | {op:'puts', prefix, count, size}
+//     | {op:'following'} (waits until the log archive has its base: later writes go into segments)
 //     | {op:'shipped'} (waits until the log archive has stored every write made so far)
 import { ClassicLevel } from 'classic-level';
 import { pino } from 'pino';
@@ -44,6 +45,11 @@ for (const step of cfg.steps) {
       // In batches of 10: the log gets several records, the archive several batches.
       for (let i = 0; i < ops.length; i += 10) await db.batch(ops.slice(i, i + 10));
       ack({ kind: 'puts', prefix: step.prefix, count: step.count });
+      break;
+    }
+    case 'following': {
+      while ((await agent.status()).logArchive?.state !== 'following') await new Promise((resolve) => setTimeout(resolve, 20));
+      ack({ kind: 'following' });
       break;
     }
     case 'shipped': {
