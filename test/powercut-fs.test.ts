@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { tempDir } from './support/processes.js';
 import { mountPowercut, type PowercutMount } from './support/powercut-fs.js';
 import { powercutRequired, powercutSkip } from './support/powercut-suite.js';
@@ -41,13 +41,22 @@ afterEach(async () => {
   await mounted?.unmount().catch(() => {});
   mounted = null;
 });
+const bases: string[] = [];
+afterAll(() => {
+  for (const b of bases.splice(0)) fs.rmSync(b, { recursive: true, force: true });
+});
+function freshBase(): string {
+  const base = tempDir('powercut-fs');
+  bases.push(base);
+  return base;
+}
 
 /**
  * A fresh base with `before` laid out in the backing tree (durable: it is there at mount), then `act` on
  * the mount, then the power cut; returns the backing tree as the next mount would show it.
  */
 async function afterPowerCut(before: (data: string) => void, act: (mnt: string) => void): Promise<string> {
-  const base = tempDir('powercut-fs');
+  const base = freshBase();
   fs.mkdirSync(path.join(base, 'data'));
   before(path.join(base, 'data'));
   mounted = await mountPowercut(base);
@@ -209,7 +218,7 @@ describe.skipIf(skip !== null)(`power-cut filesystem${skip ? ` (skipped: ${skip}
   });
 
   it('fails every operation with EIO once the power is cut', async () => {
-    const base = tempDir('powercut-fs');
+    const base = freshBase();
     mounted = await mountPowercut(base);
     fs.writeFileSync(path.join(mounted.mnt, 'f'), 'x');
     await mounted.cut();
@@ -220,7 +229,7 @@ describe.skipIf(skip !== null)(`power-cut filesystem${skip ? ` (skipped: ${skip}
   it('cuts itself right after the N-th counted operation, and keeps the live tree on a clean unmount', async () => {
     // create, write, fsync, fsyncdir: cut after 3 the entry is lost, after 4 it is kept.
     const run = async (cutAfter?: number) => {
-      const base = tempDir('powercut-fs');
+      const base = freshBase();
       mounted = await mountPowercut(base, cutAfter === undefined ? {} : { cutAfter });
       let failed: string | null = null;
       try {

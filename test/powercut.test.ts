@@ -228,6 +228,33 @@ describe.skipIf(skip !== null)(`power cuts${skip ? ` (skipped: ${skip})` : ''}`,
     expect(fs.readdirSync(path.join(base, 'data', 'control'))).toEqual([]);
   });
 
+  it('the harness catches an acknowledgement a power cut takes back (negative control), and passes the same write made durable', async () => {
+    /** Writes dir/flag through a temp file and a rename, fsyncing as told, then acknowledges it. */
+    const writer = (durable: boolean): CrashCase => ({
+      name: `negative control (${durable ? 'durable' : 'not durable'})`,
+      maxPoints: 4,
+      async prepare() {},
+      start: (dir) =>
+        spawnOperation(process.execPath, [
+          '-e',
+          `const fs = require('fs'); const [dir, durable] = [process.argv[1], process.argv[2] === 'true'];
+           const fd = fs.openSync(dir + '/flag.tmp', 'w'); fs.writeSync(fd, 'written'); if (durable) fs.fsyncSync(fd); fs.closeSync(fd);
+           fs.renameSync(dir + '/flag.tmp', dir + '/flag');
+           if (durable) { const d = fs.openSync(dir, 'r'); fs.fsyncSync(d); fs.closeSync(d); }
+           console.log(JSON.stringify({ ack: { kind: 'written' } }));`,
+          dir,
+          String(durable),
+        ]),
+      async check(dir, cut) {
+        if (acked(cut.acks, 'written').length > 0) expect(fs.readFileSync(path.join(dir, 'flag'), 'utf8'), 'the acknowledged write').toBe('written');
+      },
+    });
+    const root = tempDir('powercut-control');
+    roots.push(root);
+    await expect(runCrashPoints(root, writer(false))).rejects.toThrow(/the acknowledged write/);
+    await runCrashPoints(root, writer(true));
+  });
+
   it('checkpoint create into a fresh data directory (the agent): an acknowledged checkpoint survives, none is partial', async () => {
     const report = await crashPoints({
       name: 'checkpoint create, fresh data directory',
