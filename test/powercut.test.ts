@@ -35,11 +35,11 @@ afterAll(() => {
 
 /**
  * The suite's time: CI runs it once (on one Node version), and it must add at most 4 minutes there. Each
- * case gets an even share of what is left (NODE_ADMIN_POWERCUT_SECONDS, default 200 s, all the cases),
+ * case gets an even share of what is left (NODE_ADMIN_POWERCUT_SECONDS, default 160 s, all the cases),
  * and tries its cut points in its seeded order while its share lasts (at least 2, and the end).
  */
-const BUDGET_MS = Number(process.env.NODE_ADMIN_POWERCUT_SECONDS ?? 200) * 1000;
-const CASES = 12;
+const BUDGET_MS = Number(process.env.NODE_ADMIN_POWERCUT_SECONDS ?? 160) * 1000;
+const CASES = 11; // the crashPoints() calls below
 let suiteStarted = 0;
 let casesDone = 0;
 
@@ -246,7 +246,8 @@ describe.skipIf(skip !== null)(`power cuts${skip ? ` (skipped: ${skip})` : ''}`,
           String(durable),
         ]),
       async check(dir, cut) {
-        if (acked(cut.acks, 'written').length > 0) expect(fs.readFileSync(path.join(dir, 'flag'), 'utf8'), 'the acknowledged write').toBe('written');
+        const flag = path.join(dir, 'flag');
+        if (acked(cut.acks, 'written').length > 0) expect(fs.existsSync(flag) ? fs.readFileSync(flag, 'utf8') : null, 'the acknowledged write').toBe('written');
       },
     });
     const root = tempDir('powercut-control');

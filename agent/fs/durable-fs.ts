@@ -218,6 +218,7 @@ export async function mkdirDurable(dir: string): Promise<void> {
 async function makeDurable(dir: string): Promise<void> {
   const parent = path.dirname(dir);
   let st = await statDir(dir);
+  const existed = st !== null;
   if (st === null) {
     if (parent !== dir) await mkdirDurable(parent);
     try {
@@ -228,7 +229,15 @@ async function makeDurable(dir: string): Promise<void> {
     st = await statDir(dir);
     if (st === null) throw Object.assign(new Error(`ENOENT: directory removed as it was made, mkdir '${dir}'`), { code: 'ENOENT', path: dir });
   }
-  if (parent !== dir) await fsyncDirAsync(parent);
+  if (parent !== dir) {
+    try {
+      await fsyncDirAsync(parent);
+    } catch (err) {
+      // A directory given to us (a repository on a NAS under a root-owned 0711 directory) whose parent we
+      // may not even open: its entry is its maker's to have made durable, as it always was.
+      if (!existed || !isPermissionError(err)) throw err;
+    }
+  }
   durableDirs.set(dir, st);
 }
 
@@ -267,7 +276,16 @@ export function mkdirDurableSync(dir: string, mode = 0o750): void {
       if (!isErrno(err, 'EEXIST')) throw err;
     }
   }
-  const parents = new Set(missing.map((d) => path.dirname(d)));
-  parents.add(path.dirname(abs));
-  for (const p of parents) if (p !== abs) fsyncDir(p);
+  for (const p of new Set(missing.map((d) => path.dirname(d)))) fsyncDir(p);
+  if (missing.length === 0 && path.dirname(abs) !== abs) {
+    try {
+      fsyncDir(path.dirname(abs));
+    } catch (err) {
+      if (!isPermissionError(err)) throw err; // see makeDurable: an existing directory's unreadable parent
+    }
+  }
+}
+
+function isPermissionError(err: unknown): boolean {
+  return isErrno(err, 'EACCES') || isErrno(err, 'EPERM');
 }
