@@ -1,7 +1,6 @@
 import '../../shared/threadpool.js'; // first: a backup's reads share libuv's pool with classic-level
 import http from 'node:http';
 import path from 'node:path';
-import fs from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
