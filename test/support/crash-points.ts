@@ -97,7 +97,8 @@ export function spawnOperation(command: string, args: string[], options: { env?:
     }
   });
   child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-10_000)));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  // 'close': every line it printed has been read (at 'exit' the last ones may still be in the pipe).
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   return {
     acks: () => acks,
     stdout: () => out,

@@ -64,7 +64,8 @@ export async function mountPowercut(base: string, options: { cutAfter?: number; 
   const child: ChildProcess = spawn(PYTHON, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-20_000)));
-  const exitCode = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  // 'close', not 'exit': the exit event's line may still be on its way through the pipe when the process is gone.
+  const exitCode = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   let cutAt: number | null = null;
   let onCut: (op: number) => void = () => {};
   const whenCut = new Promise<number>((resolve) => (onCut = resolve));
