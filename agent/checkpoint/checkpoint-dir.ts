@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { CheckpointRecord, CheckpointTrigger } from '../../shared/api.js';
 import { isCheckpointId, parseCheckpointId } from '../../shared/input-rules.js';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
-import { closeAll, copyFileDurableSync, deferDirSync, fsyncDir, isErrno, syncAll, syncAllSync, writeNewFileSync, type PendingSyncs } from '../fs/durable-fs.js';
+import { closeAll, copyFileDurableSync, deferDirSync, fsyncDir, isErrno, mkdirDurableSync, syncAll, syncAllSync, writeNewFileSync, type PendingSyncs } from '../fs/durable-fs.js';
 import { parseDbFileName } from '../leveldb/file-names.js';
 import { buildCheckpointSync, type BuildStats } from './build-checkpoint.js';
 
@@ -130,8 +130,13 @@ function publish(args: CreateCheckpointArgs, staged: Staged): BuiltCheckpoint {
   return staged.built;
 }
 
+/**
+ * The checkpoint directory, durable in its parent: the first checkpoint makes it, and a checkpoint
+ * renamed into a directory whose own entry a power cut takes is lost with it (fsyncing the checkpoint
+ * directory makes its entries durable, not itself).
+ */
 export function ensureCheckpointDirSync(checkpointDir: string): void {
-  fs.mkdirSync(checkpointDir, { recursive: true, mode: 0o750 });
+  mkdirDurableSync(checkpointDir, 0o750);
 }
 
 function checkpointPath(checkpointDir: string, id: string): string {

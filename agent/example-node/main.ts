@@ -1,7 +1,7 @@
 import '../../shared/threadpool.js'; // first: a backup's reads share libuv's pool with classic-level
 import http from 'node:http';
-import path from 'node:path';
 import fs from 'node:fs';
+import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
@@ -9,7 +9,7 @@ import { pino } from 'pino';
 import { Counter, Registry } from 'prom-client';
 import { randomBytes } from 'node:crypto';
 import { createAgent, REDACT_PATHS } from '../agent.js';
-import { writeFileAtomicSync } from '../fs/durable-fs.js';
+import { fsyncDir, mkdirDurableSync, writeFileAtomicSync } from '../fs/durable-fs.js';
 import { describePassword } from '../repository/password-source.js';
 import type { AgentOptions } from '../agent-types.js';
 import { AdminError, toAdminError } from '../../shared/errors.js';
@@ -120,13 +120,20 @@ async function main(): Promise<void> {
     : null;
   const backup = backupOptions(values, dataDir);
 
-  fs.mkdirSync(dataDir, { recursive: true, mode: 0o750 });
+  // The node owns its database, and LevelDB 1.20 (the one classic-level bundles) creates the database
+  // directory, and renames CURRENT into it, without fsyncing either parent: after a power cut a node
+  // that had started, and even written and checkpointed, could come back with no database at all. So
+  // the data directory is made durably, and once open, the database directory's entries and its own
+  // entry in the data directory are fsynced (docs/power-loss.md).
+  mkdirDurableSync(dataDir);
   const db = new ClassicLevel<string, Buffer>(dbPath, {
     valueEncoding: 'buffer',
     ...(values['write-buffer-size'] ? { writeBufferSize: parseBytes(values['write-buffer-size'], 'write-buffer-size') } : {}),
     ...(values['max-file-size'] ? { maxFileSize: parseBytes(values['max-file-size'], 'max-file-size') } : {}),
   });
   await db.open();
+  fsyncDir(dbPath);
+  fsyncDir(dataDir);
 
   // The node's own metrics (here one: its KV requests): the agent adds its own to this registry, and
   // GET /metrics on the KV port serves them all, as a node that already exports metrics would.
@@ -324,7 +331,7 @@ function backupOptions(values: Record<string, string | boolean | undefined>, dat
 function ownPasswordFile(dataDir: string): string {
   const file = path.resolve(dataDir, 'backup-password');
   if (!fs.existsSync(file)) {
-    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o750 });
+    mkdirDurableSync(path.dirname(file));
     writeFileAtomicSync(file, `${randomBytes(32).toString('base64url')}\n`, 0o600);
     process.stdout.write(
       `example-node: made a password for the encrypted backups: ${file}\n` +

@@ -187,19 +187,105 @@ export async function writeFileAtomic(file: string, data: string | Buffer): Prom
   await fsyncDirAsync(dir);
 }
 
-/** mkdir -p, fsyncing each directory it creates into its parent so that the new entries survive a crash. */
+/**
+ * Directories this process has made durable in their parents, by path, with the identity (device and
+ * inode) each had then: a later call for one that is still that directory costs one stat, as before;
+ * one removed (or replaced) since is made, and made durable, again.
+ */
+const durableDirs = new Map<string, string>();
+/** Passes under way, by path: concurrent calls for one directory share one. */
+const inFlight = new Map<string, Promise<void>>();
+
+/**
+ * mkdir -p whose result survives a power cut: each directory it creates is fsynced into its parent, and
+ * the last one's parent is fsynced even when it already existed, once per process and directory: a
+ * directory that exists is not thereby durable (its maker may have died, or still be, between its mkdir
+ * and that fsync), and a caller that writes into it and acknowledges must not lose it with its parent's
+ * entry. Concurrent calls for one directory share one pass, so none returns before that fsync.
+ */
 export async function mkdirDurable(dir: string): Promise<void> {
-  try {
-    if ((await fs.promises.stat(dir)).isDirectory()) return;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  const abs = path.resolve(dir);
+  const st = await statDir(abs);
+  if (st !== null && durableDirs.get(abs) === st) return;
+  let pass = inFlight.get(abs);
+  if (!pass) {
+    pass = makeDurable(abs).finally(() => inFlight.delete(abs));
+    inFlight.set(abs, pass);
   }
+  return pass;
+}
+
+async function makeDurable(dir: string): Promise<void> {
   const parent = path.dirname(dir);
-  if (parent !== dir) await mkdirDurable(parent);
-  try {
-    await fs.promises.mkdir(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // a concurrent put made it
+  let st = await statDir(dir);
+  const existed = st !== null;
+  if (st === null) {
+    if (parent !== dir) await mkdirDurable(parent);
+    try {
+      await fs.promises.mkdir(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // another process made it
+    }
+    st = await statDir(dir);
+    if (st === null) throw Object.assign(new Error(`ENOENT: directory removed as it was made, mkdir '${dir}'`), { code: 'ENOENT', path: dir });
   }
-  await fsyncDirAsync(parent);
+  if (parent !== dir) {
+    try {
+      await fsyncDirAsync(parent);
+    } catch (err) {
+      // A directory given to us (a repository on a NAS under a root-owned 0711 directory) whose parent we
+      // may not even open: its entry is its maker's to have made durable, as it always was.
+      if (!existed || !isPermissionError(err)) throw err;
+    }
+  }
+  durableDirs.set(dir, st);
+}
+
+/** A directory's identity (`<dev>:<ino>`); null if there is none at `dir`; ENOTDIR if it is something else. */
+async function statDir(dir: string): Promise<string | null> {
+  let st: fs.Stats;
+  try {
+    st = await fs.promises.stat(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  if (!st.isDirectory()) throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${dir}'`), { code: 'ENOTDIR', path: dir });
+  return `${st.dev}:${st.ino}`;
+}
+
+/**
+ * mkdirDurable for synchronous callers (the fs worker, the CLI): each directory created fsynced into its
+ * parent, and the last one's parent fsynced even when it existed (not cached: a few fsyncs of
+ * directories with nothing new to write, next to the work such a caller does).
+ */
+export function mkdirDurableSync(dir: string, mode = 0o750): void {
+  const abs = path.resolve(dir);
+  const missing: string[] = [];
+  for (let d = abs; ; d = path.dirname(d)) {
+    const st = fs.statSync(d, { throwIfNoEntry: false });
+    if (st?.isDirectory()) break;
+    if (st) throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${d}'`), { code: 'ENOTDIR', path: d });
+    missing.push(d);
+    if (path.dirname(d) === d) break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      fs.mkdirSync(d, { mode });
+    } catch (err) {
+      if (!isErrno(err, 'EEXIST')) throw err;
+    }
+  }
+  for (const p of new Set(missing.map((d) => path.dirname(d)))) fsyncDir(p);
+  if (missing.length === 0 && path.dirname(abs) !== abs) {
+    try {
+      fsyncDir(path.dirname(abs));
+    } catch (err) {
+      if (!isPermissionError(err)) throw err; // see makeDurable: an existing directory's unreadable parent
+    }
+  }
+}
+
+function isPermissionError(err: unknown): boolean {
+  return isErrno(err, 'EACCES') || isErrno(err, 'EPERM');
 }

@@ -2,7 +2,9 @@
 # Part of `npm test`: makes sure the machine has what the tests run for real, installing from Debian's
 # packages when missing (as root, as on CI): OpenStack Swift + s3api and memcached (the S3-compatible
 # server test/global-setup-s3.ts starts), systemd-analyze (the unit checks), curl (socket tests) and
-# Prometheus with promtool (the monitoring tests start their own server on a free loopback port).
+# Prometheus with promtool (the monitoring tests start their own server on a free loopback port), and
+# where /dev/fuse exists, python3-fusepy for /usr/bin/python3 (the power-cut filesystem,
+# test/support/powercut-fs/; as root it mounts through libfuse2 without fusermount).
 set -euo pipefail
 need=()
 for pair in swift-proxy-server:swift-proxy swift-account-server:swift-account swift-container-server:swift-container \
@@ -10,6 +12,9 @@ for pair in swift-proxy-server:swift-proxy swift-account-server:swift-account sw
             systemd-analyze:systemd curl:curl prometheus:prometheus promtool:prometheus; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
+if [ -e /dev/fuse ] && ! { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import fusepy' 2>/dev/null; }; then
+  need+=(python3-fusepy)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 pkgs=$(printf '%s\n' "${need[@]}" | sort -u | tr '\n' ' ')
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
