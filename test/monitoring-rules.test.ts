@@ -73,6 +73,7 @@ describe('alerting rules (promtool)', () => {
       'NodeAdminFreeSpaceNearGuard',
       'NodeAdminLogArchiveLagging',
       'NodeAdminLogArchiveTimelineBroken',
+      'NodeAdminBackupUnencrypted',
     ]) {
       expect(alertNames).toContain(name);
     }
