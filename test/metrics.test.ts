@@ -120,6 +120,8 @@ describe('metrics of an in-process agent', () => {
     expect(sampleValue(s, 'node_admin_backup_read_bytes_total')).toBe(first.bytesRead);
     expect(sampleValue(s, 'node_admin_backup_uploaded_bytes_total')).toBe(first.bytesUploaded);
     expect(sampleValue(s, 'node_admin_operation_duration_seconds_count', { operation: 'backup' })).toBe(1);
+    // The repository the agent made is encrypted, and says so (the alert on 0 has its own promtool tests).
+    expect(sampleValue(s, 'node_admin_backup_repository_encrypted')).toBe(1);
     // The agent listed the (empty) repository at start, and counted the backup it made since.
     expect(sampleValue(s, 'node_admin_backups')).toBe(1);
     expect(await agent.listBackups()).toHaveLength(1);
