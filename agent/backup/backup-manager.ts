@@ -296,7 +296,6 @@ export class BackupManager {
       (e) =>
         new e.RepositoryAccess({
           password: e.passwordSource(cfg.password),
-          write: true,
           insecureNoEncryption: cfg.insecureNoEncryption,
           allowFormat2: cfg.allowFormat2,
           ...(cfg.kdfCost ? { kdfCost: cfg.kdfCost } : {}),
@@ -304,10 +303,12 @@ export class BackupManager {
     ));
   }
 
-  /** The repository on another handle of its storage (the log archiver's), created if there is none. */
+  /** The repository on another handle of its storage (the log archiver's, which writes: assertWritable), created if there is none. */
   async repositoryOn(storage: Storage): Promise<Repository> {
     this.requireBackup();
-    return this.opened(await (await this.repositoryAccess()).open(storage, true));
+    const repo = this.opened(await (await this.repositoryAccess()).open(storage, true));
+    repo.assertWritable();
+    return repo;
   }
 
   /**
@@ -431,6 +432,7 @@ export class BackupManager {
       await this.startListing;
       if (signal.aborted) throw cancelled();
       const repo = await this.openRepository(cfg, true);
+      repo.assertWritable();
       if (signal.aborted) throw cancelled();
       // One cache per repository and key: a cache made under another key names other blob ids.
       const cache = engine.HashCache.load(path.join(cfg.cacheDir, `hash-cache-${repo.cacheTag}.json`));

@@ -18,16 +18,11 @@ export interface OpenOptions {
   password?: PasswordSource | null;
   /**
    * Said explicitly: a repository created now is not encrypted (format 3, `encryption: none`), and
-   * new data may be written into one that is not (with `write`).
+   * new data may be written into one that is not (Repository.assertWritable).
    */
   insecureNoEncryption?: boolean;
-  /** Said explicitly: new data may be written into a format 2 repository (with `write`). */
+  /** Said explicitly: new data may be written into a format 2 repository (Repository.assertWritable). */
   allowFormat2?: boolean;
-  /**
-   * The opener writes new data (backups, the log archive): a repository that is not encrypted is
-   * refused (PLAINTEXT_REFUSED) unless `insecureNoEncryption` (format 3) or `allowFormat2` says so.
-   */
-  write?: boolean;
   /** The key derivation's cost for a key made by `create` (default DEFAULT_KDF_COST: ~0.5 s here). */
   kdfCost?: KdfCost;
   /** Worker threads for an encrypted repository's crypto (default: defaultCryptoThreads()); 0: the calling thread. */
@@ -44,6 +39,11 @@ export interface OpenedFormat {
   cacheTag: string;
   /** The master key (encrypted repositories), for key management; never logged or shown. */
   master: Buffer | null;
+  /**
+   * Why new data must not go into this repository (it is not encrypted, and the options did not say
+   * that is meant), or null. Reads, prune and verify are never refused for it.
+   */
+  plaintextRefusal: AdminError | null;
 }
 
 /**
@@ -52,7 +52,7 @@ export interface OpenedFormat {
  * - a sealed config with no key that opens it (WRONG_PASSWORD), or none given (PASSWORD_REQUIRED);
  * - a config that claims no encryption while `keys/` holds keys: a downgrade (CORRUPT);
  * - a sealed config that does not authenticate under any key (WRONG_PASSWORD: indistinguishable);
- * - writing new data unencrypted without the flag that allows it (PLAINTEXT_REFUSED).
+ * and notes whether new data may go in unencrypted (plaintextRefusal: PLAINTEXT_REFUSED otherwise).
  */
 export async function openFormat(storage: Storage, o: OpenOptions): Promise<OpenedFormat> {
   let stored: Buffer;
@@ -73,21 +73,21 @@ async function openPlain(storage: Storage, stored: Buffer, o: OpenOptions): Prom
   // A config that says "no encryption" beside keys is what an attacker who can write the store would
   // leave to make writers send plaintext: refused, whatever it claims.
   if ((await listKeys(storage)).length > 0) throw corrupt(storage, 'its config claims no encryption, but keys/ holds keys: refused (a downgrade)');
-  if (o.write) {
-    if (config.version === FORMAT_VERSION && !o.allowFormat2) {
-      throw new AdminError(
-        ErrorCodes.PLAINTEXT_REFUSED,
-        `${storage.description} is a format 2 repository (not encrypted): new backups go there only with the flag that allows format 2 (backup.allowFormat2, --backup-allow-format-2); copy it into an encrypted one instead (backup copy)`,
-      );
-    }
-    if (config.version === FORMAT_V3 && !o.insecureNoEncryption) {
-      throw new AdminError(
-        ErrorCodes.PLAINTEXT_REFUSED,
-        `${storage.description} was made without encryption: new backups go there only when that is said again (backup.insecureNoEncryption, --backup-insecure-no-encryption)`,
-      );
-    }
-  }
-  return { config, codec: new PlainCodec(), keyId: null, cacheTag: config.id, master: null };
+  const plaintextRefusal =
+    config.version === FORMAT_VERSION
+      ? o.allowFormat2
+        ? null
+        : new AdminError(
+            ErrorCodes.PLAINTEXT_REFUSED,
+            `${storage.description} is a format 2 repository (not encrypted): new backups go there only with the flag that allows format 2 (backup.allowFormat2, --backup-allow-format-2); copy it into an encrypted one instead`,
+          )
+      : o.insecureNoEncryption
+        ? null
+        : new AdminError(
+            ErrorCodes.PLAINTEXT_REFUSED,
+            `${storage.description} was made without encryption: new backups go there only when that is said again (backup.insecureNoEncryption, --backup-insecure-no-encryption)`,
+          );
+  return { config, codec: new PlainCodec(), keyId: null, cacheTag: config.id, master: null, plaintextRefusal };
 }
 
 async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions): Promise<OpenedFormat> {
@@ -113,7 +113,7 @@ function sealedFormat(storage: Storage, config: RepoConfig, master: Buffer, keyI
   const keys = deriveKeys(master);
   const threads = o.cryptoThreads ?? defaultCryptoThreads();
   const codec = new SealedCodec(keys, threads > 0 ? new CryptoPool(threads) : null);
-  return { config, codec, keyId, cacheTag: `${config.id}-${keyFingerprint(keys)}`, master };
+  return { config, codec, keyId, cacheTag: `${config.id}-${keyFingerprint(keys)}`, master, plaintextRefusal: null };
 }
 
 async function create(storage: Storage, o: OpenOptions): Promise<OpenedFormat> {

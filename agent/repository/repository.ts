@@ -101,6 +101,15 @@ export class Repository {
     return new Repository(storage, await openFormat(storage, options));
   }
 
+  /**
+   * Before new data goes in (a backup, the log archive): throws PLAINTEXT_REFUSED where the repository
+   * is not encrypted and the options that opened it did not say that is meant. The writers call it; a
+   * reader (restore, list, verify) and prune never do.
+   */
+  assertWritable(): void {
+    if (this.format.plaintextRefusal) throw this.format.plaintextRefusal;
+  }
+
   /** Key management needs the master key and the storage's key objects (repository-keys.ts). */
   keyAccess(): { storage: Storage; master: Buffer } {
     if (!this.format.master) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `${this.storage.description} is not encrypted: it has no keys`);
