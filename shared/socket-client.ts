@@ -4,9 +4,9 @@ import type { AdminApi, Operation } from './admin-api.js';
 import type { BackupProgress, BackupRecord, CreateBackupRequest } from './api.js';
 import { pathOf, routes, type Route, type WireArgs } from './routes.js';
 
-// Not `import http from 'node:http'`: from Node 22 on, importing a built-in as an ES module reads every
-// export, and node:http's lazy WebSocket exports then load undici, some 80-130 ms of CPU on every CLI
-// start (measured on Node 24 and 26); getBuiltinModule returns the same module without that.
+// Not `import http from 'node:http'`: importing a built-in as an ES module reads every export, and on
+// Node 24 and 26 node:http's lazy WebSocket exports then load undici, 80-130 ms of CPU on every CLI
+// start (test/cli-fast-path-imports.test.ts); getBuiltinModule returns the same module without that.
 const { request } = process.getBuiltinModule('node:http');
 
 export interface SocketClientOptions {
