@@ -1,8 +1,13 @@
-import http from 'node:http';
+import type http from 'node:http';
 import { AdminError, ErrorCodes, isErrorCode } from './errors.js';
 import type { AdminApi, Operation } from './admin-api.js';
 import type { BackupProgress, BackupRecord, CreateBackupRequest } from './api.js';
 import { pathOf, routes, type Route, type WireArgs } from './routes.js';
+
+// Not `import http from 'node:http'`: importing a built-in as an ES module reads every export, and on
+// Node 24 and 26 node:http's lazy WebSocket exports then load undici, 80-130 ms of CPU on every CLI
+// start (test/cli-fast-path-imports.test.ts); getBuiltinModule returns the same module without that.
+const { request } = process.getBuiltinModule('node:http');
 
 export interface SocketClientOptions {
   socketPath: string;
@@ -66,7 +71,7 @@ export class SocketClient implements AdminApi {
         settled = true;
         reject(err);
       };
-      const req = http.request(
+      const req = request(
         {
           socketPath: this.socketPath,
           method,
@@ -160,7 +165,7 @@ export class SocketClient implements AdminApi {
   private exchange<T>(method: string, path: string, body: unknown, accept: string, decode: (text: string, status: number) => T): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise<T>((resolve, reject) => {
-      const req = http.request(
+      const req = request(
         {
           socketPath: this.socketPath,
           method,

@@ -1,4 +1,5 @@
-// The module hooks of record-imports.mjs (they run on Node's loader thread).
+// The module hooks of record-imports.mjs on Node 20 (they run on its loader thread; later Nodes take
+// record-imports.mjs's own, on the main thread).
 import { appendFileSync } from 'node:fs';
 
 /** @type {string | undefined} */
