@@ -12,6 +12,8 @@ import { isKeyId, parseKeyFile, serializeKeyFile, unwrapMasterKey, wrapMasterKey
 export type PasswordSource = () => Promise<Buffer>;
 
 export const KEYS_PREFIX = 'keys/';
+/** The most key files an open tries (see unlock). */
+export const MAX_KEYS_TRIED = 32;
 export const keyName = (id: string) => `${KEYS_PREFIX}${id}`;
 
 /** A key object as listed: its id, and the file (null when it does not parse: shown, never used). */
@@ -47,7 +49,12 @@ export async function unlock(
   password: Buffer,
   accept: (master: Buffer) => Promise<boolean>,
 ): Promise<{ master: Buffer; keyId: string }> {
-  const keys = await listKeys(storage);
+  const keys = (await listKeys(storage)).filter((k) => k.file !== null);
+  // Each try costs a key derivation (about half a second): a store stuffed with key files must not make
+  // an open take hours. More keys than this is not a repository an operator keeps.
+  if (keys.length > MAX_KEYS_TRIED) {
+    throw new AdminError(ErrorCodes.CORRUPT, `${storage.description} holds ${keys.length} key files, more than the ${MAX_KEYS_TRIED} an open tries: remove the ones not in use`);
+  }
   for (const { id, file } of keys) {
     if (!file) continue;
     const master = await unwrapMasterKey(file, password, id).catch(() => null);
