@@ -7,6 +7,7 @@ import {
   parseRetention,
   type PolicyCheckpoint,
 } from '../dist/agent/retention/apply-policy.js';
+import { prng } from './support/prng.js';
 
 type Reason = PruneDecision['reason'];
 
@@ -449,17 +450,6 @@ describe('applyPolicy: input checks', () => {
 
 // --- property tests
 
-/** mulberry32: small, seeded, good enough to shuffle test inputs reproducibly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function int(rand: () => number, lo: number, hi: number): number {
   return lo + Math.floor(rand() * (hi - lo + 1));

@@ -31,6 +31,7 @@ import {
   type SealErrorKind,
 } from '../dist/agent/repository/crypto/index.js';
 import { AdminError, ErrorCodes } from '../dist/shared/errors.js';
+import { prng } from './support/prng.js';
 
 /**
  * The format 3 primitives (agent/repository/crypto/), checked against an independent implementation
@@ -114,17 +115,6 @@ function refOpen(purposeKey: Buffer, label: string, env: Buffer, used?: (key: Bu
 
 // ---- feeding envelopes to every reader ----
 
-/** A small deterministic PRNG, so that a failing random split can be replayed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 function randomSplits(buf: Buffer, rand: () => number, maxPiece = 3 * CHUNK): Buffer[] {
   const pieces: Buffer[] = [];

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CLI, ROOT } from './processes.js';
 import { mountPowercut } from './powercut-fs.js';
+import { prng as random } from './prng.js';
 
 /**
  * The crash-point harness: runs an operation (a child process) on the power-cut filesystem, cuts the
@@ -135,17 +136,6 @@ export function cliOperation(args: string[]): OperationProcess {
   };
 }
 
-/** Seeded PRNG (mulberry32): the same seed, the same points. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function sh(cmd: string, args: string[]): void {
   execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
