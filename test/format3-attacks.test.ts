@@ -646,6 +646,27 @@ describe('format 3 under attack: objects moved, swapped, cut short, downgraded',
     }
   });
 
+  it('the config deleted (and the keys): no new repository is made over the old one; nothing written', async () => {
+    const config = fs.readFileSync(file(configName));
+    const key = fs.readFileSync(file(keyName));
+    try {
+      for (const gone of [[configName], [configName, keyName]]) {
+        for (const name of gone) fs.rmSync(file(name));
+        const before = repositoryState();
+        // Readers: no repository. Whatever would make one (an agent's first backup, backup init): refused.
+        await refused(Repository.open(storage, TEST_REPO), { code: 'REPOSITORY_NOT_FOUND', names: repoUrl });
+        await refused(Repository.open(storage, { create: true, ...TEST_REPO }), { code: 'CORRUPT', names: 'no new repository is made over them' });
+        oneErrorLine(await runCli(['backup', 'init', '--repo', repoUrl]), 'CORRUPT', 7, 'no new repository is made over them');
+        expect(repositoryState(), gone.join(' and ')).toEqual(before);
+        fs.writeFileSync(file(configName), config);
+        fs.writeFileSync(file(keyName), key);
+      }
+    } finally {
+      fs.writeFileSync(file(configName), config);
+      fs.writeFileSync(file(keyName), key);
+    }
+  });
+
   it("a pack's header moved onto another pack, and a whole pack under another's name: refused naming the pack", async () => {
     const packs = [...new Set(chunks.map((c) => c.pack))].map((id) => packName(id));
     expect(packs.length, 'backup `mine` spans two packs').toBeGreaterThanOrEqual(2);
