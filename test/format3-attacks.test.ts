@@ -279,7 +279,8 @@ beforeAll(async () => {
     await db.put(`after/${i}`, Buffer.from(`later ${i}`));
     sequenceOf.set(`after/${i}`, ++sequence);
   }
-  await until('the last writes archived', () => shipped(sequence));
+  // ...and `mine` registered as a second base of the timeline (its record follows the segment that covers it).
+  await until('the last writes archived', async () => (await shipped(sequence)) && (await readWindows(storage)).timelines[0]!.bases.length === 2);
   await agent.stop();
   agent = null;
   finalState = new Map();
