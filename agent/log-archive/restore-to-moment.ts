@@ -6,10 +6,11 @@ import { fsyncDir } from '../fs/durable-fs.js';
 import { logFileName } from '../leveldb/file-names.js';
 import { restoreBackup } from '../backup/restore-backup.js';
 import type { Repository } from '../repository/repository.js';
-import { StorageError, type ObjectInfo } from '../storage/storage.js';
+import { StorageError, isStorageError, type ObjectInfo } from '../storage/storage.js';
+import { mapLimit } from '../fs/map-limit.js';
 import { dbSequence } from './db-sequence.js';
 import { LogEncoder } from './log-writer.js';
-import { decodeSegment, parseWalName, segmentName, WAL_PREFIX, type SegmentBatch, type WalObject } from './segment.js';
+import { decodeSegment, parseWalName, segmentName, WAL_PREFIX, type BaseRecord, type SegmentBatch, type WalObject } from './segment.js';
 import { chooseBase, latestMoment, timelineWindows, type BaseView, type TimelineView, type Windows } from './timeline-windows.js';
 import { batchLast } from './write-batch.js';
 
@@ -23,6 +24,38 @@ export async function readWindows(storage: { list(prefix: string): AsyncIterable
   const backups = new Set<string>();
   for await (const o of storage.list('snapshots/')) backups.add(o.name.slice('snapshots/'.length));
   return timelineWindows(objects, backups);
+}
+
+/** Timeline records read at once by checkBaseRecords. */
+const RECORDS_AT_ONCE = 16;
+
+/**
+ * Opens every timeline record (`wal/<timeline>/base/...`) of `timeline` and checks that it says what its
+ * name says. The windows are computed from names alone, which the store could forge, damage or copy: a
+ * restore relies on them (which base, from when, up to when), so before one is used each record must
+ * open (in format 3: authenticate under its own name) and agree with its name. CORRUPT naming it
+ * otherwise. A record deleted since the listing is passed over (prune took it).
+ */
+export async function checkBaseRecords(repo: Repository, timeline: string): Promise<void> {
+  const names: string[] = [];
+  for await (const o of repo.list(`${WAL_PREFIX}${timeline}/base/`)) names.push(o.name);
+  await mapLimit(names, RECORDS_AT_ONCE, async (name) => {
+    const parsed = parseWalName(name);
+    if (parsed?.kind !== 'base') return;
+    let record: Partial<BaseRecord>;
+    try {
+      record = await repo.getJson<Partial<BaseRecord>>(name);
+    } catch (err) {
+      if (isStorageError(err, 'not-found')) return;
+      throw err;
+    }
+    const named = parsed.base;
+    // A record named before `last` was in names (read as MAX_SAFE_INTEGER) is checked on the rest.
+    const fields = named.last === Number.MAX_SAFE_INTEGER ? (['timeline', 'backup', 'sequence', 'from', 'to'] as const) : (['timeline', 'backup', 'sequence', 'last', 'from', 'to'] as const);
+    for (const key of fields) {
+      if (record?.[key] !== named[key]) throw new AdminError(ErrorCodes.CORRUPT, `timeline record ${name} is damaged: its ${key} is not the name's`);
+    }
+  });
 }
 
 /**
@@ -213,6 +246,7 @@ async function restoreOnce(o: RestoreToMomentOptions, started: number): Promise<
     throw notRestorable(windows, `${new Date(at).toISOString()} cannot be restored exactly: ${where}`);
   }
   const { timeline, base } = chosen;
+  await checkBaseRecords(o.repo, timeline.id);
   const target = path.resolve(o.to);
   const parent = path.dirname(target);
   const temp = path.join(parent, `.${path.basename(target)}.pitr-${randomBytes(4).toString('hex')}`);

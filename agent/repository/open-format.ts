@@ -61,6 +61,7 @@ export async function openFormat(storage: Storage, o: OpenOptions): Promise<Open
   } catch (err) {
     if (!isStorageError(err, 'not-found')) throw err;
     if (!o.create) throw new AdminError(ErrorCodes.REPOSITORY_NOT_FOUND, `no backup repository at ${storage.description} (no config object)`);
+    await refuseOverObjects(storage);
     return create(storage, o);
   }
   if (stored.subarray(0, SEAL_MAGIC.length).equals(SEAL_MAGIC)) return openSealed(storage, stored, o);
@@ -148,6 +149,23 @@ async function create(storage: Storage, o: OpenOptions): Promise<OpenedFormat> {
     // another creator's config
   }
   return openFormat(storage, { ...o, create: false });
+}
+
+/** Where only a repository's data lives (not keys/: a create cut short leaves a key, and may be run again). */
+const DATA_PREFIXES = ['snapshots/', 'index/', 'data/', 'wal/'];
+
+/**
+ * A location without a config that holds a repository's data lost its config (deleted by the store, or
+ * by a mistake): a new repository made there would seal new objects under a new master key beside the
+ * old ones, which no key of it opens, and every listing would fail on them. Refused (CORRUPT) instead,
+ * before anything is stored: the operator puts the config and keys back, or chooses an empty location.
+ */
+async function refuseOverObjects(storage: Storage): Promise<void> {
+  for (const prefix of DATA_PREFIXES) {
+    for await (const obj of storage.list(prefix)) {
+      throw corrupt(storage, `it has no config, but holds a repository's objects (${obj.name}): no new repository is made over them (put its config and keys back, or use an empty location)`);
+    }
+  }
 }
 
 /** A config's JSON, checked field by field (CORRUPT naming the repository otherwise). */
