@@ -164,6 +164,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
       blobsUploaded: placer.blobsStored,
       packsUploaded: placer.packsStored,
       durationMs: Date.now() - started,
+      encrypted: repo.codec.encrypted,
     };
   } finally {
     reporter?.stop();

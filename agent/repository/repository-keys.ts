@@ -62,7 +62,7 @@ export async function unlock(
   }
   throw new AdminError(
     ErrorCodes.WRONG_PASSWORD,
-    `no key of ${storage.description} opens with the password given (${keys.length} key${keys.length === 1 ? '' : 's'} tried)`,
+    `no key of ${storage.description} opens with the password given (${keys.length} key${keys.length === 1 ? '' : 's'} tried; or its keys or config are damaged)`,
   );
 }
 
