@@ -49,7 +49,7 @@ export async function unlock(
   password: Buffer,
   accept: (master: Buffer) => Promise<boolean>,
 ): Promise<{ master: Buffer; keyId: string }> {
-  const keys = (await listKeys(storage)).filter((k) => k.file !== null);
+  const keys = await listKeys(storage);
   // Each try costs a key derivation (about half a second): a store stuffed with key files must not make
   // an open take hours. More keys than this is not a repository an operator keeps.
   if (keys.length > MAX_KEYS_TRIED) {
