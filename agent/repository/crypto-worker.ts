@@ -30,8 +30,10 @@ const cryptoWorkerOps = {
 /** A result written into `out` answers with its length; any other is moved to the caller. */
 function moved(result: Buffer, out: Uint8Array | null): number | Transferring<Uint8Array> {
   if (out) return result.length;
-  // A Buffer may be a view of Node's shared pool (small results): move a copy of its own then.
-  const own = result.byteOffset === 0 && result.byteLength === result.buffer.byteLength ? result : Buffer.from(result);
+  // A small Buffer is a view of Node's pool, shared by every small Buffer of this thread: moving its
+  // memory would take it from all of them (Node 20 lets it happen; Node 24 refuses). Move a copy of its
+  // own then (a Uint8Array never comes from the pool).
+  const own = result.byteOffset === 0 && result.byteLength === result.buffer.byteLength && !(result.buffer instanceof SharedArrayBuffer) ? result : new Uint8Array(result);
   return new Transferring<Uint8Array>(own, [own.buffer as ArrayBuffer]);
 }
 
