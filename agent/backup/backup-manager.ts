@@ -8,6 +8,9 @@ import type {
   BackupStatus,
   BackupVerifyReport,
   CancelResult,
+  ChangeBatch,
+  ChangesRequest,
+  ChangesSummary,
   CheckpointRecord,
   CreateBackupRequest,
   CreateCheckpointRequest,
@@ -43,6 +46,8 @@ export interface BackupHost {
 export interface LogArchiveClient {
   prune: PruneClient;
   timeline(listing: { list(prefix: string): AsyncIterable<ObjectInfo> }): Promise<LogArchiveTimelines>;
+  /** `backup changes`: the archived batches of a request, each to `onBatch` (awaited) as it is read. */
+  changes(repo: Repository, req: ChangesRequest, onBatch: (b: ChangeBatch) => void | Promise<void>): Promise<ChangesSummary>;
 }
 
 /** The backup options, checked and with defaults. */
@@ -318,6 +323,14 @@ export class BackupManager {
   async timeline(): Promise<LogArchiveTimelines> {
     const cfg = this.requireBackup();
     return this.logArchive.timeline(await this.openStorage(cfg));
+  }
+
+  /** The log archive's batches between two moments (`backup changes`); MOMENT_NOT_RESTORABLE where there is no archive yet. */
+  async changes(req: ChangesRequest, onBatch: (b: ChangeBatch) => void | Promise<void>): Promise<ChangesSummary> {
+    const cfg = this.requireBackup();
+    const repo = await this.openExistingRepository(cfg);
+    if (!repo) throw new AdminError(ErrorCodes.MOMENT_NOT_RESTORABLE, 'the repository holds no restorable log archive (it does not exist yet)');
+    return this.logArchive.changes(repo, req, onBatch);
   }
 
   /** Null when there is no repository yet (nothing was ever backed up). */
