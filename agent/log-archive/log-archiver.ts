@@ -218,6 +218,8 @@ export class LogArchiver {
   /** The database as start() found it, until the continuity proof has decided (null: a new timeline). */
   private opening: Opening | null = null;
   private resumeFailures = 0;
+  /** The proof in flight: a stop lets it decide first, so that what was read meanwhile is shipped if the timeline goes on. */
+  private resuming: Promise<boolean> | null = null;
 
   // ---- what status and metrics show (kept as it happens: a status asks no storage) ----
   private stopped = false;
@@ -305,7 +307,7 @@ export class LogArchiver {
     }
     let resumed = false;
     await this.enqueue(async () => {
-      if (this.opening !== opening || generation !== this.generation || !this.running) return; // a break meanwhile: a new timeline
+      if (this.opening !== opening || generation !== this.generation) return; // a break meanwhile: a new timeline
       this.opening = null;
       if (verdict.continue && this.streamFirst !== null && this.streamFirst !== verdict.sequence + 1) {
         verdict = { continue: false, reason: `the logs read since the start begin at sequence ${this.streamFirst}, not ${verdict.sequence + 1}` };
@@ -360,6 +362,7 @@ export class LogArchiver {
     if (this.baseRetry) clearTimeout(this.baseRetry);
     this.wake?.();
     await this.loop;
+    await this.resuming?.catch(() => {});
     try {
       await this.enqueue(() => this.ship()).catch(async (err: unknown) => {
         // The storage is away: what was read goes to the spool, stored by the next start.
@@ -710,7 +713,7 @@ export class LogArchiver {
     const generation = this.generation;
     void (async () => {
       try {
-        if (this.opening !== null && (await this.tryResume(generation))) {
+        if (this.opening !== null && (await (this.resuming = this.tryResume(generation)).finally(() => (this.resuming = null)))) {
           this.baseRunning = false;
           if (generation !== this.generation) this.startBase();
           return;
