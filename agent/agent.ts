@@ -151,6 +151,7 @@ class CheckpointAgent implements Agent {
           const [{ readWindows }, { timelineReport }] = await Promise.all([import('./log-archive/restore-to-moment.js'), import('./log-archive/timeline-report.js')]);
           return timelineReport(await readWindows(listing));
         },
+        verify: async (repo, options) => (await import('./log-archive/archive-verify.js')).verifyArchive(repo, options),
         changes: async (repo, req, onBatch) => {
           const { archiveChanges, parseChangesRequest } = await import('./log-archive/archive-changes.js');
           const listing = archiveChanges(repo, parseChangesRequest(req));

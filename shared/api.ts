@@ -290,6 +290,8 @@ export interface BackupVerifyReport {
   snapshots: number;
   blobs: number;
   packs: number;
+  /** The log archive's segments checked (the whole repository only; read back with readData). */
+  segments: number;
   /** Bytes downloaded and re-hashed (readData only). */
   bytesRead: number;
   /** Each names the object at fault. */

@@ -46,6 +46,8 @@ export interface BackupHost {
 export interface LogArchiveClient {
   prune: PruneClient;
   timeline(listing: { list(prefix: string): AsyncIterable<ObjectInfo> }): Promise<LogArchiveTimelines>;
+  /** `backup verify`'s look at the log archive (its chains; with readData every segment read back). */
+  verify(repo: Repository, options: { readData: boolean }): Promise<{ segments: number; bytesRead: number; errors: string[] }>;
   /** `backup changes`: the archived batches of a request, each to `onBatch` (awaited) as it is read. */
   changes(repo: Repository, req: ChangesRequest, onBatch: (b: ChangeBatch) => void | Promise<void>): Promise<ChangesSummary>;
 }
@@ -584,7 +586,7 @@ export class BackupManager {
       async () => {
         const repo = await this.openRepository(cfg, false);
         const { verifyRepository } = await loadBackupEngine();
-        const report = await verifyRepository(repo, { ...(req.id !== undefined ? { id: req.id } : {}), readData: req.readData === true });
+        const report = await verifyRepository(repo, { ...(req.id !== undefined ? { id: req.id } : {}), readData: req.readData === true, logArchive: this.logArchive.verify });
         this.log.info({ backup: req.id ?? null, readData: req.readData === true, ok: report.ok, snapshots: report.snapshots, packs: report.packs, errors: report.errors.length }, 'backups verified');
         return report;
       },
