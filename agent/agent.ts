@@ -14,6 +14,9 @@ import type {
   DeleteCheckpointOptions,
   DeleteResult,
   LogArchiveTimelines,
+  ChangeBatch,
+  ChangesRequest,
+  ChangesSummary,
   OperationStatus,
   PruneRequest,
   PruneResult,
@@ -147,6 +150,16 @@ class CheckpointAgent implements Agent {
         timeline: async (listing) => {
           const [{ readWindows }, { timelineReport }] = await Promise.all([import('./log-archive/restore-to-moment.js'), import('./log-archive/timeline-report.js')]);
           return timelineReport(await readWindows(listing));
+        },
+        verify: async (repo, options) => (await import('./log-archive/archive-verify.js')).verifyArchive(repo, options),
+        changes: async (repo, req, onBatch) => {
+          const { archiveChanges, parseChangesRequest } = await import('./log-archive/archive-changes.js');
+          const listing = archiveChanges(repo, parseChangesRequest(req));
+          for (;;) {
+            const next = await listing.next();
+            if (next.done) return next.value;
+            await onBatch(next.value);
+          }
         },
       },
     );
@@ -589,5 +602,9 @@ class CheckpointAgent implements Agent {
 
   backupTimeline(): Promise<LogArchiveTimelines> {
     return this.backups.timeline();
+  }
+
+  backupChanges(req: ChangesRequest = {}, onBatch?: (b: ChangeBatch) => void | Promise<void>): Promise<ChangesSummary> {
+    return this.backups.changes(req, onBatch ?? (() => {}));
   }
 }

@@ -5,6 +5,9 @@ import type {
   BackupRecord,
   BackupVerifyReport,
   CancelResult,
+  ChangeBatch,
+  ChangesRequest,
+  ChangesSummary,
   CheckpointRecord,
   CreateBackupRequest,
   CreateCheckpointRequest,
@@ -67,6 +70,13 @@ export interface AdminApi {
    * `snapshots/`), no object read. Empty when the repository has no log archive (or does not exist yet).
    */
   backupTimeline(): Promise<LogArchiveTimelines>;
+  /**
+   * The archived write batches between two moments of one timeline (`backup changes`), oldest first,
+   * each to `onBatch` as it is read (one segment of the archive in memory at a time; a promise it returns
+   * is awaited, so a slow reader holds the listing up rather than let it pile up). Resolves with what was
+   * covered. Moments outside every window: MOMENT_NOT_RESTORABLE.
+   */
+  backupChanges(req?: ChangesRequest, onBatch?: (b: ChangeBatch) => void | Promise<void>): Promise<ChangesSummary>;
 
   /**
    * The agent's Prometheus metrics in the text exposition format (METRICS_CONTENT_TYPE): from what the

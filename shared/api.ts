@@ -174,17 +174,80 @@ export interface TimelineWindow {
   id: string;
   from: string | null;
   to: string | null;
+  /** The sequence numbers the window restores: from its earliest usable base's to the last archived. */
+  firstSequence: number | null;
   lastSequence: number | null;
   segments: number;
   /** A segment is missing after this sequence: nothing after it is claimed. */
   brokenAfterSequence: number | null;
   bases: TimelineBase[];
+  /**
+   * Its clean stops (`stop`: everything read stored, at `at`) and the restarts it went on through
+   * (`resume`: an agent started at `at` on the database still at `sequence`, proven), oldest first.
+   */
+  marks: { kind: 'stop' | 'resume'; sequence: number; at: string }[];
 }
 
 /** `backup timeline`: the restorable windows of the repository's log archive, oldest first, and the gaps between them. */
 export interface LogArchiveTimelines {
   timelines: TimelineWindow[];
   gaps: { from: string; to: string }[];
+}
+
+/**
+ * `backup changes`: which archived write batches to list. Moments as shared/input-rules.ts parses them
+ * (`from` exclusive: the state at it; `to` inclusive); both in one timeline.
+ */
+export interface ChangesRequest {
+  /** Default: the timeline's earliest usable base (every archived batch of it). */
+  from?: string;
+  /** Default: the newest moment of the timeline (`latest`). */
+  to?: string;
+  /** Default: the timeline holding `to` (or `from`), else the newest. */
+  timeline?: string;
+  /** Only batches changing this key (UTF-8), and of them only its entries. */
+  key?: string;
+  /** Only batches changing a key with this prefix (UTF-8), and of them only those entries. */
+  prefix?: string;
+  /** With each put, its value. */
+  values?: boolean;
+}
+
+/** One entry of a listed batch. Keys and values are UTF-8 where they are valid UTF-8, else base64 (`keyEncoding`, `valueEncoding`). */
+export interface ChangeEntry {
+  type: 'put' | 'del';
+  key: string;
+  keyEncoding?: 'base64';
+  /** A put's value length in bytes. */
+  valueBytes?: number;
+  /** A put's value (only when asked for). */
+  value?: string;
+  valueEncoding?: 'base64';
+}
+
+/** One archived write batch: its sequence numbers (`sequence` … `last`), when the archiver read it, its counts, and its entries (those the filter matched). */
+export interface ChangeBatch {
+  timeline: string;
+  sequence: number;
+  last: number;
+  time: string;
+  puts: number;
+  deletes: number;
+  changes: ChangeEntry[];
+}
+
+/** What a `backup changes` listing covered: the batches after `from` up to `to`, in one timeline. */
+export interface ChangesSummary {
+  timeline: string;
+  from: string;
+  to: string;
+  /** Batches listed (matching the filter) and read. */
+  batches: number;
+  scanned: number;
+  segments: number;
+  /** The sequence numbers of the first and last batch read (null when none). */
+  firstSequence: number | null;
+  lastSequence: number | null;
 }
 
 // ---- remote backups ----
@@ -227,6 +290,8 @@ export interface BackupVerifyReport {
   snapshots: number;
   blobs: number;
   packs: number;
+  /** The log archive's segments checked (the whole repository only; read back with readData). */
+  segments: number;
   /** Bytes downloaded and re-hashed (readData only). */
   bytesRead: number;
   /** Each names the object at fault. */

@@ -40,6 +40,15 @@ export function parseBackupId(value: unknown, what?: string): string {
   return value;
 }
 
+/** Timeline ids of the log archive look like backup ids (the time it began, 4 hex digits). */
+export function parseTimelineId(value: unknown, what = 'timeline id'): string {
+  if (!isBackupId(value)) {
+    const shown = typeof value === 'string' ? JSON.stringify(value) : describeValue(value);
+    throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `not a timeline id: ${what} is ${shown} (expected an id like ${ID_EXAMPLES.backup}, as \`backup timeline\` lists them)`);
+  }
+  return value;
+}
+
 /** Labels are shown in tables and logs: one line, printable, bounded (in characters a person counts). */
 export const LABEL_MAX_LENGTH = 200;
 
@@ -96,6 +105,56 @@ export function parseKeepCounts(input: unknown, prefix: string): Partial<Record<
     if (value !== undefined) counts[key] = parseCount(value, `${prefix}.${key}`);
   }
   return counts;
+}
+
+/**
+ * A moment of the log archive: the newest one restorable (`latest`), a time (ms since the epoch), or the
+ * state right after the write batch that holds a sequence number (a batch is applied whole: LevelDB
+ * writes it atomically).
+ */
+export type Moment = { kind: 'latest' } | { kind: 'time'; ms: number } | { kind: 'sequence'; sequence: number };
+
+/**
+ * A moment as an operator or a host gives it: `latest`, an ISO-8601 date and time with its zone (`Z` or
+ * `+02:00`: a moment without one would silently mean the machine's zone, which is rarely what an operator
+ * restoring another node meant), `seq:<n>`, or (from code) ms since the epoch or a Moment. `latest` only
+ * where `allowLatest`. `what` names the value in the message (`--at`, `from`).
+ */
+export function parseMoment(value: unknown, what = '--at', allowLatest = true): Moment {
+  const shown = typeof value === 'string' ? JSON.stringify(value) : describeValue(value);
+  const bad = (why = `give an ISO-8601 time with its zone (2026-11-23T14:03:00Z, 2026-11-23T15:03:00+01:00), seq:<sequence number> (seq:1234)${allowLatest ? ' or "latest"' : ''}`) =>
+    invalid(`${what} ${shown} is not a moment: ${why}`);
+  if (typeof value === 'number') {
+    if (!Number.isSafeInteger(value) || value < 0) throw bad();
+    return { kind: 'time', ms: value };
+  }
+  if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+    const o = value as Record<string, unknown>;
+    if (o.kind === 'latest' && allowLatest) return { kind: 'latest' };
+    if (o.kind === 'time' && Number.isSafeInteger(o.ms) && (o.ms as number) >= 0) return { kind: 'time', ms: o.ms as number };
+    if (o.kind === 'sequence' && Number.isSafeInteger(o.sequence) && (o.sequence as number) >= 0) return { kind: 'sequence', sequence: o.sequence as number };
+    throw bad();
+  }
+  if (typeof value !== 'string') throw bad();
+  if (value === 'latest') {
+    if (!allowLatest) throw bad();
+    return { kind: 'latest' };
+  }
+  const seq = /^seq:(\d{1,16})$/i.exec(value);
+  if (seq) {
+    const sequence = Number(seq[1]);
+    if (!Number.isSafeInteger(sequence)) throw bad('a sequence number must be below 2^53');
+    return { kind: 'sequence', sequence };
+  }
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/i.test(value)) throw bad();
+  const ms = Date.parse(value);
+  if (!Number.isFinite(ms)) throw bad();
+  return { kind: 'time', ms };
+}
+
+/** A moment as messages show it: `latest`, its ISO time, or `seq:<n>`. */
+export function describeMoment(m: Moment): string {
+  return m.kind === 'latest' ? 'latest' : m.kind === 'time' ? new Date(m.ms).toISOString() : `seq:${m.sequence}`;
 }
 
 /** A value as a message shows it. */

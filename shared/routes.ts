@@ -5,18 +5,19 @@
  * written here once; the compiler makes the table cover every operation.
  *
  * HTTP/1.1 + JSON on a Unix socket; every route is versioned under /v1 (an unknown version is a 404
- * ROUTE_NOT_FOUND). Errors: a 4xx/5xx status and an ErrorBody (errors.ts). The one streamed route,
- * POST /v1/backups, answers 200 application/x-ndjson: `{"progress":BackupProgress}` lines, then exactly
- * one `{"result":BackupRecord}` or `{"error":{"code","message"}}` line; a failure before the stream
- * starts (bad body, BUSY, BACKUP_NOT_CONFIGURED, no such checkpoint, storage refused) is an ordinary
- * error answer (the Docker Engine convention). One route answers text rather than JSON: GET /v1/metrics,
+ * ROUTE_NOT_FOUND). Errors: a 4xx/5xx status and an ErrorBody (errors.ts). The streamed routes answer
+ * 200 application/x-ndjson: lines named by the route's `stream` (POST /v1/backups:
+ * `{"progress":BackupProgress}`; GET /v1/log-archive/changes: `{"batch":ChangeBatch}`), then exactly one
+ * `{"result":...}` or `{"error":{"code","message"}}` line; a failure before the stream starts (bad
+ * body, BUSY, BACKUP_NOT_CONFIGURED, no such checkpoint, storage refused) is an ordinary error answer
+ * (the Docker Engine convention). One route answers text rather than JSON: GET /v1/metrics,
  * the Prometheus exposition (METRICS_CONTENT_TYPE); its errors are JSON like every other.
  */
 
 import type { AdminApi, Operation } from './admin-api.js';
-import { API_VERSION, type CreateBackupRequest, type CreateCheckpointRequest, type PruneRequest, type VerifyBackupsRequest } from './api.js';
+import { API_VERSION, type ChangesRequest, type CreateBackupRequest, type CreateCheckpointRequest, type PruneRequest, type VerifyBackupsRequest } from './api.js';
 import { AdminError, ErrorCodes } from './errors.js';
-import { parseBackupId, parseCheckpointId, parseLabel, parseOptionalBoolean } from './input-rules.js';
+import { parseBackupId, parseCheckpointId, parseLabel, parseMoment, parseOptionalBoolean, parseTimelineId } from './input-rules.js';
 
 export const API_PREFIX = `/${API_VERSION}`;
 
@@ -38,8 +39,12 @@ export interface WireParts {
   body?: unknown;
 }
 
-/** The arguments that cross the socket: all of them, but for a progress callback (it becomes the stream). */
-export type WireArgs<Op extends Operation> = Op extends 'createBackup' ? [req?: CreateBackupRequest] : Parameters<AdminApi[Op]>;
+/** The arguments that cross the socket: all of them, but for a streamed route's callback (it becomes the stream). */
+export type WireArgs<Op extends Operation> = Op extends 'createBackup'
+  ? [req?: CreateBackupRequest]
+  : Op extends 'backupChanges'
+    ? [req?: ChangesRequest]
+    : Parameters<AdminApi[Op]>;
 
 export interface Route<Op extends Operation> {
   method: 'GET' | 'POST' | 'DELETE';
@@ -47,8 +52,8 @@ export interface Route<Op extends Operation> {
   path: string;
   /** The status of a success: 201 for a create, else 200. */
   status: 200 | 201;
-  /** Answered as an NDJSON stream (see above). */
-  stream?: true;
+  /** Answered as an NDJSON stream (see above): the name of its lines (the operation's callback gets each). */
+  stream?: 'progress' | 'batch';
   /** Answered as text of this content type (the operation resolves with a string), not JSON. */
   text?: string;
   /** Server side: the request as the operation's arguments, every input rule applied (throws INVALID_ARGUMENT). */
@@ -86,7 +91,7 @@ export const routes: { readonly [Op in Operation]: Route<Op> } = {
     method: 'POST',
     path: '/backups',
     status: 200,
-    stream: true,
+    stream: 'progress',
     decode: (r) => [parseCreateBackup(r.body)],
     encode: (req = {}) => ({ body: req }),
   },
@@ -107,6 +112,18 @@ export const routes: { readonly [Op in Operation]: Route<Op> } = {
     encode: (id) => ({ params: { id } }),
   },
   backupTimeline: { method: 'GET', path: '/log-archive/timeline', status: 200, decode: () => [], encode: () => ({}) },
+  backupChanges: {
+    method: 'GET',
+    path: '/log-archive/changes',
+    status: 200,
+    stream: 'batch',
+    decode: (r) => (noBody(r.body), [parseChanges(r.query)]),
+    encode: (req = {}) => ({
+      query: Object.fromEntries(
+        Object.entries({ ...req, values: req.values === true ? 'true' : undefined }).filter((e): e is [string, string] => typeof e[1] === 'string'),
+      ),
+    }),
+  },
   metrics: { method: 'GET', path: '/metrics', status: 200, text: METRICS_CONTENT_TYPE, decode: () => [], encode: () => ({}) },
 };
 
@@ -178,6 +195,38 @@ export function parseCreateBackup(body: unknown): CreateBackupRequest {
   const checkpointId = o.checkpointId === undefined ? undefined : parseCheckpointId(o.checkpointId, 'checkpointId');
   const pin = parseOptionalBoolean(o.pin, 'pin');
   return { ...(checkpointId !== undefined ? { checkpointId } : {}), ...(pin !== undefined ? { pin } : {}) };
+}
+
+/** GET /log-archive/changes' query: each moment and id checked here, once (the agent parses them again into its query, harmlessly). */
+export function parseChanges(query: URLSearchParams): ChangesRequest {
+  const allowed = ['from', 'to', 'timeline', 'key', 'prefix', 'values'];
+  for (const name of query.keys()) {
+    if (!allowed.includes(name)) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `unknown query parameter ${JSON.stringify(name)}`);
+  }
+  const one = (name: string): string | undefined => {
+    const all = query.getAll(name);
+    if (all.length > 1) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `query parameter ${name} given twice`);
+    return all[0];
+  };
+  const req: ChangesRequest = {};
+  const from = one('from');
+  const to = one('to');
+  const timeline = one('timeline');
+  const key = one('key');
+  const prefix = one('prefix');
+  if (from !== undefined) {
+    parseMoment(from, 'from', false);
+    req.from = from;
+  }
+  if (to !== undefined) {
+    parseMoment(to, 'to');
+    req.to = to;
+  }
+  if (timeline !== undefined) req.timeline = parseTimelineId(timeline, 'timeline');
+  if (key !== undefined) req.key = key;
+  if (prefix !== undefined) req.prefix = prefix;
+  if (flag(query, 'values')) req.values = true;
+  return req;
 }
 
 export function parseVerifyBackups(body: unknown): VerifyBackupsRequest {

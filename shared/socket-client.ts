@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import { AdminError, ErrorCodes, isErrorCode } from './errors.js';
 import type { AdminApi, Operation } from './admin-api.js';
-import type { BackupProgress, BackupRecord, CreateBackupRequest } from './api.js';
+import type { BackupProgress, BackupRecord, ChangeBatch, ChangesRequest, ChangesSummary, CreateBackupRequest } from './api.js';
 import { pathOf, routes, type Route, type WireArgs } from './routes.js';
 
 // Not `import http from 'node:http'`: importing a built-in as an ES module reads every export, and on
@@ -58,12 +58,27 @@ export class SocketClient implements AdminApi {
   }
 
   /**
-   * One request whose answer may be an NDJSON stream (application/x-ndjson): every line but the last goes
-   * to `onLine`; the last must be `{"result": ...}` (resolves with it) or `{"error": {...}}` (rejects).
-   * A plain JSON answer is handled like request() (errors before the stream started).
+   * The log archive's batches between two moments through the agent (`backup changes`): each batch line
+   * of the NDJSON stream to `onBatch` (a promise it returns pauses the reading until it settles, so a slow
+   * consumer holds the agent up rather than let lines pile up here); resolves with the summary.
    */
-  requestStream<T>(method: string, path: string, body: unknown, onLine: (line: unknown) => void): Promise<T> {
-    const payload = Buffer.from(JSON.stringify(body ?? {}));
+  backupChanges(req: ChangesRequest = {}, onBatch?: (b: ChangeBatch) => void | Promise<void>): Promise<ChangesSummary> {
+    const route = routes.backupChanges;
+    const parts = route.encode(req);
+    return this.requestStream(route.method, pathOf(route, parts), undefined, (line) => {
+      const batch = (line as { batch?: unknown }).batch;
+      if (batch !== undefined && batch !== null && typeof batch === 'object') return onBatch?.(batch as ChangeBatch);
+    });
+  }
+
+  /**
+   * One request whose answer may be an NDJSON stream (application/x-ndjson): every line but the last goes
+   * to `onLine` (a promise it returns pauses the answer until it settles); the last must be
+   * `{"result": ...}` (resolves with it) or `{"error": {...}}` (rejects). A plain JSON answer is handled
+   * like request() (errors before the stream started). `body` undefined: none (a GET).
+   */
+  requestStream<T>(method: string, path: string, body: unknown, onLine: (line: unknown) => void | Promise<void>): Promise<T> {
+    const payload = body === undefined ? null : Buffer.from(JSON.stringify(body));
     return new Promise<T>((resolve, reject) => {
       let settled = false;
       const fail = (err: AdminError) => {
@@ -76,7 +91,10 @@ export class SocketClient implements AdminApi {
           socketPath: this.socketPath,
           method,
           path,
-          headers: { accept: 'application/x-ndjson, application/json', 'content-type': 'application/json', 'content-length': payload.length },
+          headers: {
+            accept: 'application/x-ndjson, application/json',
+            ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
+          },
         },
         (res) => {
           const type = String(res.headers['content-type'] ?? '');
@@ -106,7 +124,26 @@ export class SocketClient implements AdminApi {
             const o = (parsed ?? {}) as { result?: unknown; error?: { code?: unknown; message?: unknown } };
             if (Object.hasOwn(o, 'result')) final = { result: o.result };
             else if (o.error !== undefined) final = { error: errorFromBody(o.error, status) };
-            else onLine(parsed);
+            else {
+              let taken: void | Promise<void>;
+              try {
+                taken = onLine(parsed);
+              } catch (err) {
+                fail(err instanceof AdminError ? err : new AdminError(ErrorCodes.INTERNAL, String(err)));
+                req.destroy();
+                return;
+              }
+              if (taken instanceof Promise) {
+                res.pause();
+                taken.then(
+                  () => res.resume(),
+                  (err: unknown) => {
+                    fail(err instanceof AdminError ? err : new AdminError(ErrorCodes.INTERNAL, String(err)));
+                    req.destroy();
+                  },
+                );
+              }
+            }
           };
           res.setEncoding('utf8');
           res.on('data', (chunk: string) => {
@@ -139,7 +176,7 @@ export class SocketClient implements AdminApi {
         req.destroy(new AdminError(ErrorCodes.AGENT_UNAVAILABLE, `no word from the agent at ${this.socketPath} for ${this.timeoutMs} ms`));
       });
       req.on('error', (err) => fail(err instanceof AdminError ? err : unavailable(this.socketPath, err)));
-      req.end(payload);
+      req.end(payload ?? undefined);
     });
   }
 
@@ -215,9 +252,9 @@ export class SocketClient implements AdminApi {
   }
 }
 
-// Every operation but the streamed one is a plain call of its route.
+// Every operation but the streamed ones (written above) is a plain call of its route.
 for (const op of Object.keys(routes) as Operation[]) {
-  if (op === 'createBackup') continue;
+  if (routes[op].stream !== undefined) continue;
   Object.defineProperty(SocketClient.prototype, op, {
     value(this: SocketClient, ...args: unknown[]) {
       return this.call(op, ...(args as WireArgs<typeof op>));

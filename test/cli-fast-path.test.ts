@@ -94,6 +94,7 @@ const api: AdminApi = {
   pruneBackups: unsupported('pruneBackups'),
   verifyBackups: unsupported('verifyBackups'),
   backupTimeline: unsupported('backupTimeline'),
+  backupChanges: unsupported('backupChanges'),
   metrics: unsupported('metrics'),
 };
 

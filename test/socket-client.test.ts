@@ -34,13 +34,14 @@ const calls: { [Op in Operation]: unknown[][] } = {
   pruneBackups: [[{ dryRun: false }]],
   verifyBackups: [[], [{ id: BK, readData: true }]],
   backupTimeline: [[]],
+  backupChanges: [[], [{ from: 'seq:5', to: '2026-11-23T14:03:00Z', timeline: BK, key: 'k 🚀/&=?', values: true }], [{ prefix: 'a/' }]],
   metrics: [[]],
 };
 
 /** What an argument list means, whichever way it was spelled: absent options and `{}` are the same. */
 function meaning(op: Operation, args: unknown[]): unknown[] {
   const a = args.filter((x) => typeof x !== 'function');
-  const withOptions = ['createCheckpoint', 'prune', 'createBackup', 'pruneBackups', 'verifyBackups'].includes(op) ? 1 : op === 'deleteCheckpoint' ? 2 : 0;
+  const withOptions = ['createCheckpoint', 'prune', 'createBackup', 'pruneBackups', 'verifyBackups', 'backupChanges'].includes(op) ? 1 : op === 'deleteCheckpoint' ? 2 : 0;
   while (a.length < withOptions) a.push({});
   if (op === 'deleteCheckpoint') a[1] = { force: (a[1] as { force?: boolean }).force === true };
   return a;
@@ -93,12 +94,14 @@ describe('SocketClient -> socket -> AdminServer -> AdminApi', () => {
         const seen: BackupProgress[] = [];
         const method = client[op] as (...a: unknown[]) => Promise<unknown>;
         const onProgress = (p: BackupProgress) => void seen.push(p);
-        const answer = await method.call(client, ...(op === 'createBackup' ? [args[0], onProgress] : args));
+        const streamed = routes[op].stream !== undefined;
+        const answer = await method.call(client, ...(streamed ? [args[0], onProgress] : args));
         expect(received).toHaveLength(1);
         expect(received[0]!.op).toBe(op);
         expect(meaning(op, received[0]!.args)).toEqual(meaning(op, args));
         expect(answer).toEqual(answerOf(op, 1));
-        if (op === 'createBackup') expect(seen).toEqual([progress]);
+        // Each streamed line reaches the caller's callback (the fake sends the same object down both).
+        if (streamed) expect(seen).toEqual([progress]);
       });
     }
   }

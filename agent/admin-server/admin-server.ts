@@ -157,23 +157,33 @@ function sendText(res: http.ServerResponse, status: number, text: string, conten
 async function stream(res: http.ServerResponse, result: StreamResult): Promise<void> {
   // A client gone mid-stream must not turn our writes into an unhandled 'error'.
   res.on('error', () => {});
-  const line = (value: unknown) => {
-    if (res.destroyed || res.writableEnded || res.socket?.destroyed === true) return;
+  const line = (value: unknown): Promise<void> => {
+    if (res.destroyed || res.writableEnded || res.socket?.destroyed === true) return Promise.resolve();
     if (!res.headersSent) {
       res.writeHead(result.status, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
     }
-    res.write(`${JSON.stringify(value)}\n`);
+    if (res.write(`${JSON.stringify(value)}\n`)) return Promise.resolve();
+    // The client reads slower than the lines come: the producer waits (or the client went away).
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        res.off('drain', done);
+        res.off('close', done);
+        resolve();
+      };
+      res.on('drain', done);
+      res.on('close', done);
+    });
   };
   let value: unknown;
   try {
     value = await result.stream(line);
   } catch (err) {
     if (!res.headersSent) throw err;
-    line(toAdminError(err).toJSON());
+    void line(toAdminError(err).toJSON());
     res.end();
     return;
   }
-  line({ result: value });
+  void line({ result: value });
   res.end();
 }
 

@@ -17,12 +17,14 @@ export interface TextResult {
 
 /**
  * A streamed answer (application/x-ndjson): `run` calls `emit` for each line it sends (the first one sends
- * the headers with `status`), then resolves with the value of the final `{"result": ...}` line. If it
+ * the headers with `status`; the promise it returns settles once the line is taken by the socket: a
+ * producer that awaits it goes no faster than the client reads), then resolves with the value of the
+ * final `{"result": ...}` line. If it
  * fails before its first emit, the failure is an ordinary error answer; after, a last `{"error": ...}` line.
  */
 export interface StreamResult {
   status: number;
-  stream: (emit: (line: unknown) => void) => Promise<unknown>;
+  stream: (emit: (line: unknown) => Promise<void>) => Promise<unknown>;
 }
 
 /** Serves one matched request: decodes it by its route's rules and calls the operation. */
@@ -74,8 +76,9 @@ function handlerFor<Op extends Operation>(op: Op): Handler {
     const args = route.decode(req) as unknown[];
     const call = api[op] as (...a: unknown[]) => Promise<unknown>;
     if (route.stream) {
-      // The progress callback becomes the stream's lines (AdminApi.createBackup).
-      return { status: route.status, stream: (emit) => call.call(api, ...args, (progress: unknown) => emit({ progress })) };
+      // The callback becomes the stream's lines (AdminApi.createBackup's progress, backupChanges' batches).
+      const name = route.stream;
+      return { status: route.status, stream: (emit) => call.call(api, ...args, (value: unknown) => emit({ [name]: value })) };
     }
     const value = await call.apply(api, args);
     if (route.text !== undefined) {

@@ -8,6 +8,9 @@ import type {
   BackupStatus,
   BackupVerifyReport,
   CancelResult,
+  ChangeBatch,
+  ChangesRequest,
+  ChangesSummary,
   CheckpointRecord,
   CreateBackupRequest,
   CreateCheckpointRequest,
@@ -43,6 +46,10 @@ export interface BackupHost {
 export interface LogArchiveClient {
   prune: PruneClient;
   timeline(listing: { list(prefix: string): AsyncIterable<ObjectInfo> }): Promise<LogArchiveTimelines>;
+  /** `backup verify`'s look at the log archive (its chains; with readData every segment read back). */
+  verify(repo: Repository, options: { readData: boolean }): Promise<{ segments: number; bytesRead: number; errors: string[] }>;
+  /** `backup changes`: the archived batches of a request, each to `onBatch` (awaited) as it is read. */
+  changes(repo: Repository, req: ChangesRequest, onBatch: (b: ChangeBatch) => void | Promise<void>): Promise<ChangesSummary>;
 }
 
 /** The backup options, checked and with defaults. */
@@ -320,6 +327,14 @@ export class BackupManager {
     return this.logArchive.timeline(await this.openStorage(cfg));
   }
 
+  /** The log archive's batches between two moments (`backup changes`); MOMENT_NOT_RESTORABLE where there is no archive yet. */
+  async changes(req: ChangesRequest, onBatch: (b: ChangeBatch) => void | Promise<void>): Promise<ChangesSummary> {
+    const cfg = this.requireBackup();
+    const repo = await this.openExistingRepository(cfg);
+    if (!repo) throw new AdminError(ErrorCodes.MOMENT_NOT_RESTORABLE, 'the repository holds no restorable log archive (it does not exist yet)');
+    return this.logArchive.changes(repo, req, onBatch);
+  }
+
   /** Null when there is no repository yet (nothing was ever backed up). */
   private async openExistingRepository(cfg: BackupConfig): Promise<Repository | null> {
     try {
@@ -571,7 +586,7 @@ export class BackupManager {
       async () => {
         const repo = await this.openRepository(cfg, false);
         const { verifyRepository } = await loadBackupEngine();
-        const report = await verifyRepository(repo, { ...(req.id !== undefined ? { id: req.id } : {}), readData: req.readData === true });
+        const report = await verifyRepository(repo, { ...(req.id !== undefined ? { id: req.id } : {}), readData: req.readData === true, logArchive: this.logArchive.verify });
         this.log.info({ backup: req.id ?? null, readData: req.readData === true, ok: report.ok, snapshots: report.snapshots, packs: report.packs, errors: report.errors.length }, 'backups verified');
         return report;
       },

@@ -5,11 +5,21 @@ import { toAdminError } from '../../shared/errors.js';
 import type { BackupVerifyReport } from '../../shared/api.js';
 
 /**
+ * The log archive's part of a verify (agent/log-archive/archive-verify.ts, handed in by the caller:
+ * backups never import the archive): its chains, and with readData every segment read back.
+ */
+export type ArchiveVerifier = (repo: Repository, options: { readData: boolean }) => Promise<{ segments: number; bytesRead: number; errors: string[] }>;
+
+/**
  * Checks a repository (or one backup in it). Structure: every snapshot's tree and chunks are indexed,
  * every indexed pack is stored with the indexed size. With readData: every referenced pack is
- * downloaded and every blob in it re-hashed (and the pack's own hash and header checked).
+ * downloaded and every blob in it re-hashed (and the pack's own hash and header checked). The whole
+ * repository (no `id`) with `logArchive`: the log archive too.
  */
-export async function verifyRepository(repo: Repository, options: { id?: string; readData?: boolean } = {}): Promise<BackupVerifyReport> {
+export async function verifyRepository(
+  repo: Repository,
+  options: { id?: string; readData?: boolean; logArchive?: ArchiveVerifier } = {},
+): Promise<BackupVerifyReport> {
   const errors: string[] = [];
   await repo.loadIndex();
   const stored = new Map<string, number>();
@@ -81,5 +91,12 @@ export async function verifyRepository(repo: Repository, options: { id?: string;
       }
     }
   }
-  return { ok: errors.length === 0, snapshots: snapshots.length, blobs: referenced.size, packs: packsNeeded.size, bytesRead, errors };
+  let segments = 0;
+  if (options.logArchive && options.id === undefined) {
+    const archive = await options.logArchive(repo, { readData: options.readData === true });
+    segments = archive.segments;
+    bytesRead += archive.bytesRead;
+    errors.push(...archive.errors);
+  }
+  return { ok: errors.length === 0, snapshots: snapshots.length, blobs: referenced.size, packs: packsNeeded.size, segments, bytesRead, errors };
 }

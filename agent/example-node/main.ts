@@ -159,10 +159,14 @@ async function main(): Promise<void> {
   });
   await agent.start();
 
+  // KV requests in flight: at a stop, their writes land before the agent's last read of the log, so that
+  // everything the node wrote is archived and its next start can go on with the same timeline.
+  const inFlight = new Set<Promise<void>>();
   const server = http.createServer((req, res) => {
     if (req.url === '/metrics' && req.method === 'GET') return void serveMetrics(registry, res);
     kvRequests.inc({ method: req.method ?? 'unknown' });
-    void serveKv(db, req, res);
+    const served = serveKv(db, req, res).finally(() => inFlight.delete(served));
+    inFlight.add(served);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -187,6 +191,7 @@ async function main(): Promise<void> {
       server.close(() => resolve());
       server.closeAllConnections();
     });
+    await Promise.all(inFlight);
     await agent.stop();
     await db.close();
     log.info('node stopped');

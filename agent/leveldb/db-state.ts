@@ -8,8 +8,8 @@ export interface DbState {
   prevLogNumber: number;
   nextFileNumber: number;
   lastSequence: number;
-  /** Live tables: file number -> level and size. */
-  tables: Map<number, { level: number; size: number }>;
+  /** Live tables: file number -> level and size (and, replayed with `keys`, their smallest and largest internal keys). */
+  tables: Map<number, { level: number; size: number; smallest?: Buffer; largest?: Buffer }>;
   /** Bytes of the MANIFEST that hold exactly the records applied (cut at the last complete record). */
   manifestBytes: number;
 }
@@ -18,7 +18,7 @@ export interface DbState {
  * Replays every complete record of a MANIFEST prefix, as VersionSet::Recover does: deletions of an edit
  * apply before its additions (a trivial move deletes and re-adds a file in one edit).
  */
-export function replayManifest(manifest: Buffer): DbState {
+export function replayManifest(manifest: Buffer, options: { keys?: boolean } = {}): DbState {
   const { records, completeEnd } = parseLog(manifest);
   const state: DbState = {
     comparator: null,
@@ -30,14 +30,14 @@ export function replayManifest(manifest: Buffer): DbState {
     manifestBytes: completeEnd,
   };
   for (const r of records) {
-    const e = decodeVersionEdit(r.payload);
+    const e = decodeVersionEdit(r.payload, options);
     if (e.comparator !== undefined) state.comparator = e.comparator;
     if (e.logNumber !== undefined) state.logNumber = e.logNumber;
     if (e.prevLogNumber !== undefined) state.prevLogNumber = e.prevLogNumber;
     if (e.nextFileNumber !== undefined) state.nextFileNumber = e.nextFileNumber;
     if (e.lastSequence !== undefined) state.lastSequence = e.lastSequence;
     for (const d of e.deletedFiles) state.tables.delete(d.number);
-    for (const n of e.newFiles) state.tables.set(n.number, { level: n.level, size: n.size });
+    for (const n of e.newFiles) state.tables.set(n.number, n.smallest ? { level: n.level, size: n.size, smallest: n.smallest, largest: n.largest! } : { level: n.level, size: n.size });
   }
   return state;
 }

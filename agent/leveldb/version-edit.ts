@@ -9,7 +9,8 @@ export interface VersionEdit {
   nextFileNumber?: number;
   lastSequence?: number;
   deletedFiles: { level: number; number: number }[];
-  newFiles: { level: number; number: number; size: number }[];
+  /** `smallest` and `largest` (internal keys) only when decoded with `keys` (they are most of a MANIFEST). */
+  newFiles: { level: number; number: number; size: number; smallest?: Buffer; largest?: Buffer }[];
 }
 
 const enum Tag {
@@ -64,7 +65,7 @@ class Cursor {
   }
 }
 
-export function decodeVersionEdit(payload: Buffer): VersionEdit {
+export function decodeVersionEdit(payload: Buffer, options: { keys?: boolean } = {}): VersionEdit {
   const edit: VersionEdit = { deletedFiles: [], newFiles: [] };
   const c = new Cursor(payload);
   while (!c.done) {
@@ -98,9 +99,13 @@ export function decodeVersionEdit(payload: Buffer): VersionEdit {
         const level = c.varint();
         const number = c.varint();
         const size = c.varint();
-        c.skipSlice(); // smallest key
-        c.skipSlice(); // largest key
-        edit.newFiles.push({ level, number, size });
+        if (options.keys === true) {
+          edit.newFiles.push({ level, number, size, smallest: c.slice(), largest: c.slice() });
+        } else {
+          c.skipSlice(); // smallest key
+          c.skipSlice(); // largest key
+          edit.newFiles.push({ level, number, size });
+        }
         break;
       }
       default:

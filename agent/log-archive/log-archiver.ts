@@ -6,9 +6,10 @@ import { canonicalJson } from '../repository/format.js';
 import type { Repository } from '../repository/repository.js';
 import { newCheckpointId } from '../checkpoint/checkpoint-id.js';
 import { dbSequence } from './db-sequence.js';
+import { manifestSequence, proveContinuity, type Continuity, type Opening } from './continuity-proof.js';
 import { LogFollower, type ReadBatch } from './log-follower.js';
 import { ArchiveWorker } from './archive-worker-client.js';
-import { baseName, encodeSegment, segmentName, wholePasses, type BaseRecord, type SegmentInfo } from './segment.js';
+import { baseName, encodeSegment, markName, MAX_TAIL_BYTES, segmentName, wholePasses, type BaseRecord, type MarkRecord, type SegmentInfo } from './segment.js';
 import { SegmentSpool, type SpooledSegment } from './segment-spool.js';
 import { batchLast } from './write-batch.js';
 import { HOUR_MS, MINUTE_MS, listSegments, planMerges, runMerges } from './segment-merger.js';
@@ -94,7 +95,8 @@ export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | u
 
 /**
  * Why a timeline ended (the `reason` label of node_admin_log_archive_timeline_breaks_total): `start`
- * every agent start (continuity across a restart is not proven); `gap` a batch after a jump in sequence
+ * an agent start that could not prove the database still the archived state (continuity-proof.ts: a
+ * first start, a restore, a rollback, writes lost or never archived); `gap` a batch after a jump in sequence
  * numbers (a log gone before it could be opened); `fork` a batch whose sequence number goes back (the
  * database reopened on another history); `damaged` a log's bytes (checksum, format, torn record);
  * `replaced` the database directory replaced under the agent; `overlap` a batch straddling the base's
@@ -132,6 +134,8 @@ const EARLY_SHIP_BYTES = 8 * 1024 * 1024;
 const SEGMENT_BYTES = EARLY_SHIP_BYTES;
 /** Merges carried out per run at most (each reads and writes up to 32 MiB). */
 const MERGES_PER_RUN = 8;
+/** Attempts at the continuity proof at start that fail on the storage before a new timeline is begun instead. */
+const RESUME_ATTEMPTS = 3;
 /** Batches waiting in memory beyond this go to the spool on disk (whole passes, in segments of about EARLY_SHIP_BYTES). */
 const MEMORY_BYTES = 16 * 1024 * 1024;
 /** A pass of the follower hands over about this much at most (a burst is read, and shipped, in pieces). */
@@ -147,6 +151,8 @@ interface Timeline {
   candidates: Map<string, number>;
   /** Bases not stored yet: each waits for a shipment that covers everything read before it. */
   waitingBases: Omit<BaseRecord, 'version' | 'to' | 'last'>[];
+  /** Marks not stored yet (a resume's, while the storage fails): stored with the next shipment. */
+  waitingMarks: MarkRecord[];
   /** The last sequence stored in a segment (the base's before the first). */
   shipped: number;
 }
@@ -159,7 +165,9 @@ interface Timeline {
  * (an idle node costs no storage request). A timeline starts with a base — a checkpoint and backup it
  * takes itself, whose last sequence it reads from the checkpoint — and lasts while every batch follows
  * the previous one; on any break (a jump in sequence numbers, a damaged log) it ends, and a new timeline
- * with a new base begins. Every agent start begins a new timeline. A failed upload keeps its batches
+ * with a new base begins. An agent start goes on with the archive's newest timeline when the database is
+ * provably its state (continuity-proof.ts: the opening is taken in start(), before the host writes), else
+ * begins a new one; a clean stop stores a mark that the timeline is complete up to then. A failed upload keeps its batches
  * (up to spoolBytes; beyond, the timeline ends: `spool_full`) and is retried at the next interval. Backups the agent makes of checkpoints it took during a timeline
  * become more bases of it. What it holds is shown by status() (no storage request) and told to its
  * observer as it happens (metrics). Layout and reasoning: docs/log-archive-design.md.
@@ -207,6 +215,11 @@ export class LogArchiver {
   /** A checkpoint taken for a base whose backup has not succeeded yet. */
   private baseCheckpoint: { generation: number; id: string; sequence: number; completedAt: number } | null = null;
   private startedAt = 0;
+  /** The database as start() found it, until the continuity proof has decided (null: a new timeline). */
+  private opening: Opening | null = null;
+  private resumeFailures = 0;
+  /** The proof in flight: a stop lets it decide first, so that what was read meanwhile is shipped if the timeline goes on. */
+  private resuming: Promise<boolean> | null = null;
 
   // ---- what status and metrics show (kept as it happens: a status asks no storage) ----
   private stopped = false;
@@ -237,11 +250,20 @@ export class LogArchiver {
     this.diskSpool = new SegmentSpool(cfg.spoolDir ?? path.join(path.dirname(dbPath), `${path.basename(dbPath)}.log-archive-spool`), this.worker.sha256);
   }
 
-  /** Opens the logs that exist now (so that nothing written from here on is missed), then runs. */
+  /**
+   * Opens the logs that exist now (so that nothing written from here on is missed), takes the opening
+   * (the database's MANIFEST sequence and a first read of its logs: the continuity proof's local half,
+   * which must see the database before the host writes to it), then runs. The proof itself, against the
+   * repository, comes after (tryResume).
+   */
   async start(): Promise<void> {
     this.follower = new LogFollower(this.dbPath, this.worker);
+    let sequence: number | null = null;
     try {
       await this.follower.open();
+      // After the logs are open: a write from here on is in the first pass, so a quiet pass means the
+      // database held exactly this sequence when the pass ended.
+      sequence = await manifestSequence(this.dbPath).catch(() => null);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new AdminError(ErrorCodes.NOT_FOUND, `the database directory ${this.dbPath} does not exist: open the database before starting an agent that archives its log`);
@@ -251,13 +273,62 @@ export class LogArchiver {
     this.startedAt = Date.now();
     this.lastPassEnd = this.startedAt;
     this.running = true;
+    const first = await this.follower.pass(PASS_BYTES);
+    this.opening = sequence === null ? null : { sequence, at: first.readAt, quiet: first.batches.length === 0 && !first.more && first.problem === null };
+    this.take(first.batches, first.problem, first.readAt, first.problemKind);
     this.loop = this.readLoop();
     this.shipTimer = setInterval(() => this.enqueue(() => this.ship()), this.cfg.intervalMs);
     this.shipTimer.unref();
-    this.observer?.timelineBreak('start');
+    if (this.opening === null) {
+      this.observer?.timelineBreak('start');
+      void this.enqueue(() => this.shipLeftovers()).catch(() => {}); // logged there
+    }
     this.startBase();
-    void this.enqueue(() => this.shipLeftovers()).catch(() => {}); // logged there
     this.log.info({ intervalMs: this.cfg.intervalMs, pollMs: this.cfg.pollMs, spool: this.diskSpool.dir }, 'log archiver started');
+  }
+
+  /**
+   * The continuity proof (continuity-proof.ts), the first thing the base's loop does after a start: the
+   * segments a previous run spooled are stored first (they may be its timeline's end), then the archive's
+   * newest timeline is compared with the opening. True when the timeline goes on (no base: its resume
+   * mark is stored with the next shipment); false when a new timeline begins. A storage failure throws
+   * (retried like a base), RESUME_ATTEMPTS times, and then a new timeline begins.
+   */
+  private async tryResume(generation: number): Promise<boolean> {
+    const opening = this.opening!;
+    let verdict: Continuity;
+    try {
+      await this.enqueue(() => this.shipLeftovers());
+      if ((await this.diskSpool.list()).length > 0) throw new AdminError(ErrorCodes.STORAGE_UNAVAILABLE, 'segments spooled before the restart could not be stored yet');
+      verdict = await proveContinuity(await this.host.openRepository(), this.dbPath, opening);
+    } catch (err) {
+      if (++this.resumeFailures < RESUME_ATTEMPTS) throw err;
+      verdict = { continue: false, reason: `the proof could not be made: ${toAdminError(err).message}` };
+    }
+    let resumed = false;
+    await this.enqueue(async () => {
+      if (this.opening !== opening || generation !== this.generation) return; // a break meanwhile: a new timeline
+      this.opening = null;
+      if (verdict.continue && this.streamFirst !== null && this.streamFirst !== verdict.sequence + 1) {
+        verdict = { continue: false, reason: `the logs read since the start begin at sequence ${this.streamFirst}, not ${verdict.sequence + 1}` };
+      }
+      if (!verdict.continue) {
+        this.log.info({ reason: verdict.reason }, 'log archive: the database cannot be proven the archived state; a new timeline begins with a new base');
+        this.observer?.timelineBreak('start');
+        return;
+      }
+      const { timeline: id, sequence, end, check } = verdict;
+      const mark: MarkRecord = { version: 1, kind: 'resume', timeline: id, last: sequence, at: opening.at, from: end, proof: check };
+      this.timeline = { id, sequence, segmentFrom: end, candidates: new Map(), waitingBases: [], waitingMarks: [mark], shipped: sequence };
+      this.timelineStartedAt = Date.now();
+      this.timelineStored = false;
+      this.everTimeline = true;
+      this.baseFailures = 0;
+      resumed = true;
+      this.log.info({ timeline: id, sequence, downSince: new Date(end).toISOString(), proof: check }, 'log archive: the database is the archived state; the timeline goes on');
+      await this.ship().catch((err: unknown) => this.log.warn({ timeline: id, err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval'));
+    });
+    return resumed;
   }
 
   /**
@@ -291,6 +362,7 @@ export class LogArchiver {
     if (this.baseRetry) clearTimeout(this.baseRetry);
     this.wake?.();
     await this.loop;
+    await this.resuming?.catch(() => {});
     try {
       await this.enqueue(() => this.ship()).catch(async (err: unknown) => {
         // The storage is away: what was read goes to the spool, stored by the next start.
@@ -298,6 +370,7 @@ export class LogArchiver {
         const t = this.timeline;
         if (t) await this.enqueue(() => this.spill(t, 0));
       });
+      await this.enqueue(() => this.markStop()).catch((err: unknown) => this.log.warn({ err: toAdminError(err).message }, 'log archive: the stop could not be recorded'));
       await this.work;
       await this.mergeRun;
     } finally {
@@ -306,6 +379,19 @@ export class LogArchiver {
       this.stopped = true;
     }
     this.log.info({ timeline: this.timeline?.id ?? null }, 'log archiver stopped');
+  }
+
+  /**
+   * At a clean stop with everything read stored: a mark that the timeline is complete up to the last
+   * pass, so that the moments until the next start (which may go on with the timeline) restore too.
+   */
+  private async markStop(): Promise<void> {
+    const t = this.timeline;
+    if (!t || this.pending.length > 0 || this.spool.length > 0 || t.waitingBases.length > 0 || t.waitingMarks.length > 0) return;
+    if ((this.lastSeq !== null && this.lastSeq > t.shipped) || t.segmentFrom < this.lastPassEnd) return;
+    const mark: MarkRecord = { version: 1, kind: 'stop', timeline: t.id, last: t.shipped, at: this.lastPassEnd };
+    await this.store(markName(mark), Buffer.from(canonicalJson(mark)));
+    this.log.info({ timeline: t.id, sequence: t.shipped }, 'log archive: stop recorded');
   }
 
   /** The agent took a checkpoint: during a timeline, a backup of it can become a base. */
@@ -555,6 +641,10 @@ export class LogArchiver {
     this.baseCheckpoint = null;
     this.setPending([]);
     this.streamFirst = this.lastSeq === null ? null : this.lastSeq + 1;
+    if (this.opening !== null) {
+      this.opening = null; // what was let go cannot be in a timeline that goes on
+      this.observer?.timelineBreak('start');
+    }
   }
 
   private append(b: ReadBatch): void {
@@ -581,6 +671,10 @@ export class LogArchiver {
     this.lastBreak = { at: new Date().toISOString(), reason, detail: why };
     this.observer?.timelineBreak(reason);
     this.generation++;
+    if (this.opening !== null) {
+      this.opening = null; // the start's new timeline is this break's
+      this.observer?.timelineBreak('start');
+    }
     const shipTo = this.lastPassEnd;
     const toShip = old ? this.pending.slice() : [];
     const oldSpool = this.spool;
@@ -619,6 +713,17 @@ export class LogArchiver {
     const generation = this.generation;
     void (async () => {
       try {
+        if (this.opening !== null && (await (this.resuming = this.tryResume(generation)).finally(() => (this.resuming = null)))) {
+          this.baseRunning = false;
+          if (generation !== this.generation) this.startBase();
+          return;
+        }
+        if (generation !== this.generation) {
+          // A break while the proof ran: its base is the one to take.
+          this.baseRunning = false;
+          this.startBase();
+          return;
+        }
         let taken = this.baseCheckpoint?.generation === generation ? this.baseCheckpoint : null;
         if (!taken) {
           const checkpoint = await this.host.createCheckpoint({ label: 'log-archive-base' });
@@ -645,10 +750,14 @@ export class LogArchiver {
             segmentFrom: Math.min(this.startedAt, completedAt),
             candidates: new Map(),
             waitingBases: [],
+            waitingMarks: [],
             shipped: sequence,
           };
           const straddles = this.pending.find((b) => b.seq <= sequence && batchLast(b) > sequence);
           if (straddles) throw new Error(`batch ${straddles.seq}..${batchLast(straddles)} straddles the base's sequence ${sequence}`);
+          // The base's own last batch, if it was read here: a later start compares it when no segment follows.
+          const last = this.pending.find((b) => batchLast(b) === sequence);
+          const tail = last && last.payload.length <= MAX_TAIL_BYTES ? { readAt: last.readAt, batch: last.payload.toString('base64') } : undefined;
           this.setPending(this.pending.filter((b) => b.seq > sequence));
           this.timeline = timeline;
           this.timelineStartedAt = Date.now();
@@ -657,7 +766,7 @@ export class LogArchiver {
           this.baseFailures = 0;
           this.log.info({ timeline: timeline.id, backup: backup.id, sequence }, 'log archive: timeline started');
           // The timeline exists now; a failed upload leaves its base waiting for the next shipment.
-          await this.registerBase(timeline, backup.id, sequence, completedAt).catch((err: unknown) =>
+          await this.registerBase(timeline, backup.id, sequence, completedAt, tail).catch((err: unknown) =>
             this.log.warn({ timeline: timeline.id, err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval'),
           );
         });
@@ -683,8 +792,8 @@ export class LogArchiver {
    * ended after its checkpoint, and is then stored with that shipment's end as its `to` (at the next
    * interval at the latest; retried with every later shipment if it fails).
    */
-  private async registerBase(timeline: Timeline, backup: string, sequence: number, from: number): Promise<void> {
-    timeline.waitingBases.push({ timeline: timeline.id, backup, sequence, from });
+  private async registerBase(timeline: Timeline, backup: string, sequence: number, from: number, tail?: BaseRecord['tail']): Promise<void> {
+    timeline.waitingBases.push({ timeline: timeline.id, backup, sequence, from, ...(tail ? { tail } : {}) });
     await this.ship();
   }
 
@@ -719,6 +828,12 @@ export class LogArchiver {
     } else {
       covered = this.lastPassEnd;
       timeline.segmentFrom = Math.max(timeline.segmentFrom, covered);
+    }
+    while (timeline.waitingMarks.length > 0) {
+      const mark = timeline.waitingMarks[0]!;
+      await this.store(markName(mark), Buffer.from(canonicalJson(mark)));
+      timeline.waitingMarks.shift();
+      this.log.info({ timeline: timeline.id, kind: mark.kind, sequence: mark.last }, 'log archive: mark stored');
     }
     // A base waits for a shipment that covers a pass ended after its checkpoint: its record then says
     // it is restorable from the start (`to` >= `from`), even if the node writes nothing more.

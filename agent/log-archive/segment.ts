@@ -8,6 +8,7 @@ import { batchHeader, batchLast } from './write-batch.js';
  *
  *   wal/<timeline>/base/<backup id>-<seq>-<last>-<from>-<to>   BaseRecord (JSON): a base backup of the timeline
  *   wal/<timeline>/seg/<first>-<last>-<from>-<to>       a segment: batches first..last read in (from, to]
+ *   wal/<timeline>/mark/<last>-<at>-<stop|resume>       MarkRecord (JSON): the timeline complete through `last` at `at`
  *
  * Names carry what the windows need, so a listing of `wal/` says them without reading any object.
  */
@@ -52,6 +53,39 @@ export interface BaseRecord {
    * before it was named (`<backup id>-<seq>-<from>-<to>`) read as MAX_SAFE_INTEGER: they extend nothing.
    */
   last: number;
+  /**
+   * The base's last write batch (the one ending at `sequence`) as the archiver read it from the log, when
+   * it did (written after the agent started, before the checkpoint): what the continuity proof compares
+   * where no segment follows the base. Only in the record's body (never in its name), at most
+   * MAX_TAIL_BYTES.
+   */
+  tail?: { readAt: number; batch: string };
+}
+
+/** A base record carries its last batch only up to this size. */
+export const MAX_TAIL_BYTES = 1024 * 1024;
+
+/**
+ * A mark: every batch of the timeline read by `at` (ms) is in segments, up to `last`. `stop`: the
+ * archiver stopped cleanly with everything it read stored. `resume`: an agent started on the database
+ * and proved it still exactly the archived state (docs/FORMAT.md, "Continuity"), so the timeline goes on:
+ * the database held no batch after `last` until `at`. Either extends the timeline's window to `at` while
+ * the chain of segments reaches `last` without a gap.
+ */
+export interface MarkInfo {
+  timeline: string;
+  kind: 'stop' | 'resume';
+  last: number;
+  at: number;
+}
+
+/** A mark's body (what its name says, and how the proof went: shown, never needed by a reader). */
+export interface MarkRecord extends MarkInfo {
+  version: 1;
+  /** resume: the window's end before the restart (the node was down from about then until `at`). */
+  from?: number;
+  /** resume: what was compared: archived batches and entries, and the entries found at their sequence numbers. */
+  proof?: { batches: number; entries: number; found: number };
 }
 
 const pad = (n: number, width: number) => String(n).padStart(width, '0');
@@ -64,7 +98,19 @@ export function baseName(b: Omit<BaseRecord, 'version'>): string {
   return `${WAL_PREFIX}${b.timeline}/base/${b.backup}-${pad(b.sequence, 20)}-${pad(b.last, 20)}-${pad(b.from, 13)}-${pad(b.to, 13)}`;
 }
 
-export type WalObject = { kind: 'segment'; name: string; segment: SegmentInfo } | { kind: 'base'; name: string; base: Omit<BaseRecord, 'version'> };
+export function markName(m: MarkInfo): string {
+  return `${WAL_PREFIX}${m.timeline}/mark/${pad(m.last, 20)}-${pad(m.at, 13)}-${m.kind}`;
+}
+
+export type WalObject =
+  | { kind: 'segment'; name: string; segment: SegmentInfo }
+  | { kind: 'base'; name: string; base: Omit<BaseRecord, 'version'> }
+  | { kind: 'mark'; name: string; mark: MarkInfo };
+
+/** The timeline a log archive object belongs to. */
+export function walTimeline(o: WalObject): string {
+  return o.kind === 'segment' ? o.segment.timeline : o.kind === 'base' ? o.base.timeline : o.mark.timeline;
+}
 
 /** What a name under `wal/` is, or null for anything else (left alone). */
 export function parseWalName(name: string): WalObject | null {
@@ -79,6 +125,10 @@ export function parseWalName(name: string): WalObject | null {
     // `to` may be before `from`: the base is then restorable once a later shipment reaches `from`.
     const last = m[4] === undefined ? Number.MAX_SAFE_INTEGER : Number(m[4]);
     return { kind: 'base', name, base: { timeline: m[1]!, backup: m[2]!, sequence: Number(m[3]), last, from: Number(m[5]), to: Number(m[6]) } };
+  }
+  m = /^wal\/([^/]+)\/mark\/(\d{20})-(\d{13})-(stop|resume)$/.exec(name);
+  if (m && TIMELINE_ID_PATTERN.test(m[1]!)) {
+    return { kind: 'mark', name, mark: { timeline: m[1]!, last: Number(m[2]), at: Number(m[3]), kind: m[4] as MarkInfo['kind'] } };
   }
   return null;
 }

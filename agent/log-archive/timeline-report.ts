@@ -1,5 +1,5 @@
 import type { LogArchiveTimelines } from '../../shared/api.js';
-import type { Windows } from './timeline-windows.js';
+import { firstSequence, type Windows } from './timeline-windows.js';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -13,10 +13,12 @@ export function timelineReport(windows: Windows): LogArchiveTimelines {
       id: t.id,
       from: iso(t.from),
       to: iso(t.to),
+      firstSequence: firstSequence(t),
       lastSequence: t.lastSequence,
       segments: t.segments.length,
       brokenAfterSequence: t.brokenAfter,
       bases: t.bases.map((b) => ({ backup: b.backup, sequence: b.sequence, from: new Date(b.from).toISOString(), usable: b.usable, problem: b.problem })),
+      marks: t.marks.map((m) => ({ kind: m.kind, sequence: m.last, at: new Date(m.at).toISOString() })),
     })),
     gaps: windows.gaps.map((g) => ({ from: new Date(g.from).toISOString(), to: new Date(g.to).toISOString() })),
   };

@@ -1,6 +1,8 @@
-import type { BaseRecord, SegmentInfo, WalObject } from './segment.js';
+import type { BaseRecord, MarkInfo, SegmentInfo, WalObject } from './segment.js';
 
 export interface BaseView {
+  /** Its record's name. */
+  name: string;
   backup: string;
   sequence: number;
   /** Restorable from this time (ms) when usable. */
@@ -14,6 +16,8 @@ export interface TimelineView {
   id: string;
   bases: BaseView[];
   segments: SegmentInfo[];
+  /** Its marks (clean stops, and restarts it went on through), oldest first. */
+  marks: MarkInfo[];
   /** The restorable window (ms, both ends included), or null if no moment of it can be restored. */
   from: number | null;
   to: number | null;
@@ -42,27 +46,32 @@ export interface Windows {
  * chain's end, or later if a base record says everything read until then was shipped (without a gap).
  */
 export function timelineWindows(objects: readonly WalObject[], backups: ReadonlySet<string>): Windows {
-  const byTimeline = new Map<string, { bases: Omit<BaseRecord, 'version'>[]; segments: SegmentInfo[] }>();
+  const byTimeline = new Map<string, { bases: (Omit<BaseRecord, 'version'> & { name: string })[]; segments: SegmentInfo[]; marks: MarkInfo[] }>();
   const entry = (id: string) => {
     let e = byTimeline.get(id);
-    if (!e) byTimeline.set(id, (e = { bases: [], segments: [] }));
+    if (!e) byTimeline.set(id, (e = { bases: [], segments: [], marks: [] }));
     return e;
   };
   for (const o of objects) {
     if (o.kind === 'segment') entry(o.segment.timeline).segments.push(o.segment);
-    else entry(o.base.timeline).bases.push(o.base);
+    else if (o.kind === 'base') entry(o.base.timeline).bases.push({ ...o.base, name: o.name });
+    else entry(o.mark.timeline).marks.push(o.mark);
   }
   const timelines: TimelineView[] = [];
   for (const id of [...byTimeline.keys()].sort()) {
-    const { bases, segments } = byTimeline.get(id)!;
+    const { bases, segments, marks } = byTimeline.get(id)!;
     const { chain, brokenAfter } = chainOf(segments);
     const chainFirst = chain[0]?.first ?? null;
     const chainLast = chain.at(-1)?.last ?? null;
     const chainTo = chain.at(-1)?.to ?? null;
-    // Without a gap, a base record's `to` extends the window: every batch read until then was stored, up
-    // to its `last` — which the segments listed must reach (a lost last segment would over-claim).
+    // Without a gap, a base record's `to` and a mark's `at` extend the window: every batch read until
+    // then was stored, up to its `last` — which the segments listed must reach (a lost last segment would
+    // over-claim).
     const reached = Math.max(chainLast ?? -1, ...bases.map((b) => b.sequence));
-    const recordTo = brokenAfter === null ? Math.max(-1, ...bases.filter((b) => b.last <= reached).map((b) => b.to)) : -1;
+    const recordTo =
+      brokenAfter === null
+        ? Math.max(-1, ...bases.filter((b) => b.last <= reached).map((b) => b.to), ...marks.filter((m) => m.last <= reached).map((m) => m.at))
+        : -1;
     const end = Math.max(chainTo ?? -1, recordTo);
     const views: BaseView[] = bases
       .sort((a, b) => a.sequence - b.sequence || a.from - b.from)
@@ -72,12 +81,13 @@ export function timelineWindows(objects: readonly WalObject[], backups: Readonly
         else if (chainFirst !== null && b.sequence + 1 < chainFirst) problem = `the archive begins at sequence ${chainFirst}, after the base's ${b.sequence} + 1`;
         else if (brokenAfter !== null && b.sequence > brokenAfter) problem = `a segment after sequence ${brokenAfter} is missing`;
         else if (end < b.from) problem = 'nothing archived since its checkpoint';
-        return { backup: b.backup, sequence: b.sequence, from: b.from, usable: problem === null, problem };
+        return { name: b.name, backup: b.backup, sequence: b.sequence, from: b.from, usable: problem === null, problem };
       });
     const usable = views.filter((b) => b.usable);
     const from = usable.length > 0 ? Math.min(...usable.map((b) => b.from)) : null;
     const lastSequence = usable.length > 0 ? Math.max(chainLast ?? -1, ...usable.map((b) => b.sequence)) : null;
-    timelines.push({ id, bases: views, segments: chain, from, to: from === null ? null : end, lastSequence, brokenAfter });
+    marks.sort((a, b) => a.at - b.at || a.last - b.last);
+    timelines.push({ id, bases: views, segments: chain, marks, from, to: from === null ? null : end, lastSequence, brokenAfter });
   }
   const restorable = timelines.filter((t) => t.from !== null).sort((a, b) => a.from! - b.from!);
   const gaps: Windows['gaps'] = [];
@@ -125,8 +135,33 @@ export function chooseBase(w: Windows, at: number): { timeline: TimelineView; ba
   const candidates = w.timelines.filter((t) => t.from !== null && t.from <= at && at <= t.to!);
   const timeline = candidates.at(-1);
   if (!timeline) return null;
-  const base = timeline.bases.filter((b) => b.usable && b.from <= at).sort((a, b) => a.from - b.from || a.sequence - b.sequence).at(-1);
+  const base = baseAt(timeline, at);
   return base ? { timeline, base } : null;
+}
+
+/** The base of a timeline a restore to `at` (ms) starts from: its newest usable base at or before it. */
+export function baseAt(t: TimelineView, at: number): BaseView | null {
+  return t.bases.filter((b) => b.usable && b.from <= at).sort((a, b) => a.from - b.from || a.sequence - b.sequence).at(-1) ?? null;
+}
+
+/**
+ * The timeline and base a restore to the state right after the batch holding `sequence` uses: the newest
+ * timeline that reaches it from a usable base at or before it, and there the base with the highest
+ * sequence at or before it (the least log to apply).
+ */
+export function chooseBaseForSequence(w: Windows, sequence: number): { timeline: TimelineView; base: BaseView } | null {
+  for (const timeline of [...w.timelines].reverse()) {
+    if (timeline.from === null || timeline.lastSequence === null || timeline.lastSequence < sequence) continue;
+    const base = timeline.bases.filter((b) => b.usable && b.sequence <= sequence).sort((a, b) => a.sequence - b.sequence || a.from - b.from).at(-1);
+    if (base) return { timeline, base };
+  }
+  return null;
+}
+
+/** The lowest sequence number a timeline's usable bases restore (null when none is usable). */
+export function firstSequence(t: TimelineView): number | null {
+  const usable = t.bases.filter((b) => b.usable);
+  return usable.length > 0 ? Math.min(...usable.map((b) => b.sequence)) : null;
 }
 
 /** The newest restorable moment of all, or null. */

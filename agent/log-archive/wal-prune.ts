@@ -1,5 +1,5 @@
 import type { PruneClient } from '../repository/prune-client.js';
-import { parseWalName, WAL_PREFIX, type WalObject } from './segment.js';
+import { parseWalName, walTimeline, WAL_PREFIX, type WalObject } from './segment.js';
 
 /**
  * What `backup prune` deletes under `wal/` once retention has chosen the backups to keep. A pure
@@ -8,7 +8,8 @@ import { parseWalName, WAL_PREFIX, type WalObject } from './segment.js';
  * Per timeline:
  * - the base records of backups not kept (their snapshot is gone: nothing can be restored from them);
  * - the segments wholly at or before the oldest kept base's sequence: a restore from a base applies
- *   only batches after its sequence, so no kept base will read them;
+ *   only batches after its sequence, so no kept base will read them; marks below that sequence (their
+ *   moments are before every kept base);
  * - every object of a timeline with no kept base left (nothing of it is restorable) — except in the
  *   newest timeline: a running archiver may be extending it, and the record of its next base (a backup
  *   just made, registered at the next shipment) may not be listed yet. Only its records of removed
@@ -20,7 +21,7 @@ import { parseWalName, WAL_PREFIX, type WalObject } from './segment.js';
 export function walObjectsToPrune(objects: readonly WalObject[], keptBackups: ReadonlySet<string>): string[] {
   const byTimeline = new Map<string, WalObject[]>();
   for (const o of objects) {
-    const id = o.kind === 'segment' ? o.segment.timeline : o.base.timeline;
+    const id = walTimeline(o);
     const list = byTimeline.get(id) ?? [];
     list.push(o);
     byTimeline.set(id, list);
@@ -31,11 +32,15 @@ export function walObjectsToPrune(objects: readonly WalObject[], keptBackups: Re
     const keptBases = list.flatMap((o) => (o.kind === 'base' && keptBackups.has(o.base.backup) ? [o.base] : []));
     for (const o of list) if (o.kind === 'base' && !keptBackups.has(o.base.backup)) doomed.push(o.name);
     if (keptBases.length === 0) {
-      if (id !== newest) for (const o of list) if (o.kind === 'segment') doomed.push(o.name);
+      if (id !== newest) for (const o of list) if (o.kind !== 'base') doomed.push(o.name);
       continue;
     }
     const oldest = Math.min(...keptBases.map((b) => b.sequence));
-    for (const o of list) if (o.kind === 'segment' && o.segment.last <= oldest) doomed.push(o.name);
+    for (const o of list) {
+      if (o.kind === 'segment' && o.segment.last <= oldest) doomed.push(o.name);
+      // A mark at the oldest base's sequence may still extend its window (a stop with nothing written since).
+      if (o.kind === 'mark' && o.mark.last < oldest) doomed.push(o.name);
+    }
   }
   return doomed.sort();
 }
@@ -51,7 +56,7 @@ export function walObjectsToPrune(objects: readonly WalObject[], keptBackups: Re
 export function protectedBase(objects: readonly WalObject[], backups: ReadonlySet<string>): string | null {
   let newest: string | undefined;
   for (const o of objects) {
-    const id = o.kind === 'segment' ? o.segment.timeline : o.base.timeline;
+    const id = walTimeline(o);
     if (newest === undefined || id > newest) newest = id;
   }
   let best: { backup: string; sequence: number } | null = null;

@@ -60,7 +60,8 @@ export function formatBackupPrune(r: BackupPruneResult): string[] {
 export function formatBackupVerify(r: BackupVerifyReport, id: string | undefined): string[] {
   const what = id !== undefined ? `backup ${clean(id)}` : `repository (${plural(r.snapshots, 'backup')})`;
   const read = r.bytesRead > 0 ? `, ${formatBytes(r.bytesRead)} read back` : '';
-  const summary = `${what} ${r.ok ? 'ok' : 'FAILED'}: ${plural(r.packs, 'pack')}, ${plural(r.blobs, 'blob')} checked${read}`;
+  const segments = id === undefined && r.segments > 0 ? `, ${plural(r.segments, 'log archive segment')}` : '';
+  const summary = `${what} ${r.ok ? 'ok' : 'FAILED'}: ${plural(r.packs, 'pack')}, ${plural(r.blobs, 'blob')}${segments} checked${read}`;
   return [summary, ...r.errors.map((e) => `error: ${clean(e)}`)];
 }
 

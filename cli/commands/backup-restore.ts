@@ -3,7 +3,7 @@ import { clean, formatBytes, formatDuration, plural, printJson, printLines } fro
 import { invalidArgument } from '../run-command.js';
 import { progressBar } from './backup-format.js';
 import { repoOptions, requireBackupId, withRepository } from './backup-repo.js';
-import { parseMoment } from './restore-moment.js';
+import { describeMoment, parseMoment, parseTimelineId } from '../../shared/input-rules.js';
 
 /** Each read holds a buffer of up to a chunk (a few MiB): a bound that keeps a typo from exhausting memory. */
 const MAX_CONCURRENCY = 64;
@@ -35,7 +35,11 @@ export const backupRestoreCommand = defineCommand({
       })
       .option('at', {
         type: 'string',
-        describe: 'Restore to this moment from the log archive: an ISO-8601 time with its zone, or "latest"',
+        describe: 'Restore to this moment from the log archive: an ISO-8601 time with its zone, seq:<n> (the state right after the write batch holding sequence number n) or "latest"',
+      })
+      .option('timeline', {
+        type: 'string',
+        describe: 'With --at: only this timeline (default: the newest that holds the moment)',
       })
       .option('concurrency', {
         type: 'string', // parsed here: a number option would turn "abc" into NaN before the message could quote it
@@ -43,8 +47,10 @@ export const backupRestoreCommand = defineCommand({
       }),
   run: async (argv, ctx) => {
     if (argv.at !== undefined && argv.id !== undefined) throw invalidArgument('give a backup id or --at, not both (--at picks the base backup itself)');
-    if (argv.at === undefined && argv.id === undefined) throw invalidArgument('give a backup id, or --at <time|latest> to restore to a moment');
-    const at = argv.at !== undefined ? parseMoment(argv.at) : null;
+    if (argv.at === undefined && argv.id === undefined) throw invalidArgument('give a backup id, or --at <time|seq:n|latest> to restore to a moment');
+    if (argv.timeline !== undefined && argv.at === undefined) throw invalidArgument('--timeline goes with --at');
+    const at = argv.at !== undefined ? parseMoment(argv.at, '--at') : null;
+    const timeline = argv.timeline !== undefined ? { timeline: parseTimelineId(argv.timeline, '--timeline') } : {};
     const id = at === null ? requireBackupId(argv.id) : null;
     const to = requireDir('to', argv.to);
     const concurrency = argv.concurrency === undefined ? {} : { concurrency: parseConcurrency(argv.concurrency) };
@@ -53,17 +59,19 @@ export const backupRestoreCommand = defineCommand({
       const { restoreToMoment } = await import('../../agent/log-archive/restore-to-moment.js');
       let result;
       try {
-        result = await withRepository(argv, (repo) => restoreToMoment({ repo, at, to, ...concurrency, onProgress: (p) => bar?.update(p.bytesDone, p.bytesTotal) }));
+        result = await withRepository(argv, (repo) => restoreToMoment({ repo, at, to, ...timeline, ...concurrency, onProgress: (p) => bar?.update(p.bytesDone, p.bytesTotal) }));
       } finally {
         bar?.finish();
       }
       const reached = { time: new Date(result.reached.time).toISOString(), sequence: result.reached.sequence };
+      const requested = describeMoment(result.requested);
+      const behindMs = result.requested.kind === 'time' ? result.requested.ms - result.reached.time : null;
       if (ctx.json) {
         printJson(ctx.io.stdout, {
           path: result.path,
-          requested: new Date(result.requested).toISOString(),
+          requested,
           reached,
-          behindMs: result.requested - result.reached.time,
+          behindMs,
           timeline: result.timeline,
           backup: result.backup,
           batches: result.batches,
@@ -74,7 +82,9 @@ export const backupRestoreCommand = defineCommand({
       }
       const dir = clean(result.path);
       printLines(ctx.io.stdout, [
-        `restored the database as of ${reached.time} (sequence ${reached.sequence}, ${formatDuration(result.requested - result.reached.time)} before the requested ${new Date(result.requested).toISOString()}) into ${dir}`,
+        behindMs === null
+          ? `restored the database as of sequence ${reached.sequence} (the batch holding ${requested}, read ${reached.time}) into ${dir}`
+          : `restored the database as of ${reached.time} (sequence ${reached.sequence}, ${formatDuration(behindMs)} before the requested ${requested}) into ${dir}`,
         `from backup ${clean(result.backup)} and ${plural(result.batches, 'archived batch', 'archived batches')} of timeline ${clean(result.timeline)}, in ${formatDuration(result.durationMs)}`,
         ...NEXT_STEPS(dir),
       ]);

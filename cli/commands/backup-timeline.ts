@@ -46,10 +46,13 @@ export function formatTimelines(report: LogArchiveTimelines): string[] {
   if (report.timelines.length === 0) return ['no log archive in this repository'];
   const lines: string[] = [];
   for (const t of report.timelines) {
-    const window = t.from === null ? 'nothing restorable' : `${windowToSecond(t.from, t.to!)} (up to sequence ${t.lastSequence})`;
+    const window = t.from === null ? 'nothing restorable' : `${windowToSecond(t.from, t.to!)} (sequences ${t.firstSequence}..${t.lastSequence})`;
     lines.push(`timeline ${clean(t.id)}: ${window}, ${t.segments} segments`);
     if (t.brokenAfterSequence !== null) lines.push(`  a segment after sequence ${t.brokenAfterSequence} is missing: nothing after it is claimed`);
     for (const b of t.bases) lines.push(`  base ${clean(b.backup)} at sequence ${b.sequence}, from ${toSecond(b.from, 'up')}${b.usable ? '' : ` — not usable: ${clean(b.problem ?? '')}`}`);
+    for (const m of t.marks ?? []) {
+      lines.push(m.kind === 'stop' ? `  stopped at ${toSecond(m.at, 'down')} at sequence ${m.sequence}` : `  went on through a restart at ${toSecond(m.at, 'up')}: the database proven still at sequence ${m.sequence}`);
+    }
   }
   for (const g of report.gaps) lines.push(`gap: ${toSecond(g.from, 'down')} to ${toSecond(g.to, 'up')} (${formatDuration(Date.parse(g.to) - Date.parse(g.from))}) cannot be restored`);
   return lines;

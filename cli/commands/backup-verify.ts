@@ -11,7 +11,7 @@ export const backupVerifyCommand = defineCommand({
     repoOptions(
       y
         .positional('id', { type: 'string', describe: 'Only this backup (default: all)' })
-        .option('read-data', { type: 'boolean', default: false, describe: 'Download every pack and re-hash every chunk (reads the whole repository)' }),
+        .option('read-data', { type: 'boolean', default: false, describe: 'Download every pack and re-hash every chunk, and read back every log archive segment (reads the whole repository)' }),
       false,
     ).conflicts('repo', 'socket'),
   run: async (argv, ctx) => {
@@ -20,8 +20,11 @@ export const backupVerifyCommand = defineCommand({
     const req = { ...(id !== undefined ? { id } : {}), readData: argv.readData };
     let report;
     if (argv.repo !== undefined) {
-      const { verifyRepository } = await import('../../agent/backup/verify-repository.js');
-      report = await withRepository(argv, (repo) => verifyRepository(repo, req));
+      const [{ verifyRepository }, { verifyArchive }] = await Promise.all([
+        import('../../agent/backup/verify-repository.js'),
+        import('../../agent/log-archive/archive-verify.js'),
+      ]);
+      report = await withRepository(argv, (repo) => verifyRepository(repo, { ...req, logArchive: verifyArchive }));
     } else {
       const client = await ctx.agent();
       report = await client.verifyBackups(req);

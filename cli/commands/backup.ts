@@ -1,5 +1,6 @@
 import { defineGroup, type CliCommand } from '../command.js';
 import { backupCancelCommand } from './backup-cancel.js';
+import { backupChangesCommand } from './backup-changes.js';
 import { backupCreateCommand } from './backup-create.js';
 import { backupInitCommand } from './backup-init.js';
 import { backupKeyCommand } from './backup-key.js';
@@ -21,6 +22,7 @@ const subcommands: readonly CliCommand[] = [
   backupCancelCommand,
   backupRestoreCommand,
   backupTimelineCommand,
+  backupChangesCommand,
 ];
 
 export const backupGroup = defineGroup('backup', 'Back checkpoints up to a remote repository (S3 or a directory), list, verify, prune and restore backups', subcommands);
