@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -18,8 +19,11 @@ import { summarize } from './stats.js';
  *   - the node process's peak RSS while the backup runs (VmHWM, reset through /proc/<pid>/clear_refs
  *     just before), and its RSS when idle before (after the checkpoint: the checkpoint's worker
  *     thread, which stays, is not the backup's);
- *   - the KV API's latency (GETs of random existing keys, one at a time, over a kept-alive connection)
- *     for a few seconds before the backup and throughout it.
+ *   - the KV API's latency for a few seconds before the backup (quiet) and throughout it: GETs of
+ *     random existing keys and PUTs of 1 KiB random values over random existing keys, each one at a
+ *     time over a kept-alive connection of its own, the two side by side (the node's reads and writes).
+ *
+ * The node's backups are encrypted (format 3) with the bench's password (example-node.ts).
  *
  * Standalone: node dist/bench/agent-backup.js <database dir> <key count> <work dir>
  */
@@ -27,6 +31,8 @@ import { summarize } from './stats.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const NODE_SCRIPT = path.join(ROOT, 'dist', 'agent', 'example-node', 'main.js');
 const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
+/** How long the quiet latencies are sampled before the backup. */
+const QUIET_MS = 5000;
 
 export interface LatencyStats {
   count: number;
@@ -45,6 +51,9 @@ export interface AgentBackupResult {
   seconds: number;
   kvIdle: LatencyStats;
   kvDuring: LatencyStats;
+  /** PUT latency (1 KiB values), quiet and during the backup. */
+  putIdle: LatencyStats;
+  putDuring: LatencyStats;
   record: Record<string, unknown>;
 }
 
@@ -73,21 +82,31 @@ export async function measureAgentBackup(dbPath: string, keyCount: number, work:
   const port = node.port;
   try {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const putAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const get = () => timedGet(agent, port, benchKey(Math.floor(Math.random() * keyCount)));
-    await sampleFor(get, 1000); // warm the connection and the code paths
+    const put = () => timedPut(putAgent, port, benchKey(Math.floor(Math.random() * keyCount)), randomFillSync(Buffer.allocUnsafe(1024)));
+    await Promise.all([sampleFor(get, 1000), sampleFor(put, 1000)]); // warm the connections and the code paths
     const checkpoint = await run(process.execPath, [CLI, 'checkpoint', 'create', '--json', '--socket', socket]);
     if (checkpoint.code !== 0) throw new Error(`node-admin checkpoint create failed (${checkpoint.code}): ${checkpoint.stderr.trim()}`);
     const checkpointId = (JSON.parse(checkpoint.stdout) as { id: string }).id;
-    const idle = await sampleFor(get, 3000);
+    // Quiet from a cold page cache too, as the backup starts: only the backup differs between the two.
+    dropPageCache();
+    const [idle, putIdle] = await Promise.all([sampleFor(get, QUIET_MS), sampleFor(put, QUIET_MS)]);
     const idleBreakdown = breakdown(node.pid);
 
     dropPageCache();
     fs.writeFileSync(`/proc/${node.pid}/clear_refs`, '5'); // VmHWM := VmRSS (Linux ≥ 4.0)
     const during: number[] = [];
+    const putDuring: number[] = [];
     let backupDone = false;
-    const sampler = (async () => {
-      while (!backupDone) during.push(await get());
-    })();
+    const sampler = Promise.all([
+      (async () => {
+        while (!backupDone) during.push(await get());
+      })(),
+      (async () => {
+        while (!backupDone) putDuring.push(await put());
+      })(),
+    ]);
     const peakSampled: RssBreakdown = { rss: 0, anon: 0, file: 0 };
     const rssTimer = setInterval(() => {
       const b = breakdown(node.pid);
@@ -101,6 +120,7 @@ export async function measureAgentBackup(dbPath: string, keyCount: number, work:
     await sampler;
     const peakRssBytes = status(node.pid, 'VmHWM');
     agent.destroy();
+    putAgent.destroy();
     if (cli.code !== 0) throw new Error(`node-admin backup create failed (${cli.code}): ${cli.stderr.trim()}`);
     return {
       idle: idleBreakdown,
@@ -109,6 +129,8 @@ export async function measureAgentBackup(dbPath: string, keyCount: number, work:
       seconds,
       kvIdle: stats(idle),
       kvDuring: stats(during),
+      putIdle: stats(putIdle),
+      putDuring: stats(putDuring),
       record: JSON.parse(cli.stdout) as Record<string, unknown>,
     };
   } finally {
@@ -116,6 +138,18 @@ export async function measureAgentBackup(dbPath: string, keyCount: number, work:
     process.off('exit', killOnExit);
     fs.rmSync(work, { recursive: true, force: true });
   }
+}
+
+function timedPut(agent: http.Agent, port: number, key: string, value: Buffer): Promise<number> {
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method: 'PUT', path: `/kv/${encodeURIComponent(key)}`, agent, headers: { 'content-length': value.length } }, (res) => {
+      res.resume();
+      res.on('end', () => (res.statusCode === 204 ? resolve(performance.now() - start) : reject(new Error(`PUT /kv/${key}: ${res.statusCode}`))));
+    });
+    req.on('error', reject);
+    req.end(value);
+  });
 }
 
 function timedGet(agent: http.Agent, port: number, key: string): Promise<number> {
@@ -178,7 +212,9 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
           `node process RSS: idle ${mib(r.idle.rss)} (anonymous ${mib(r.idle.anon)}, file pages ${mib(r.idle.file)}); ` +
           `peak during the backup ${mib(r.peakRssBytes)} (sampled: anonymous ${mib(r.peakSampled.anon)}, file pages ${mib(r.peakSampled.file)})\n` +
           `KV GET latency idle: p50 ${r.kvIdle.p50Ms} ms, p99 ${r.kvIdle.p99Ms} ms, max ${r.kvIdle.maxMs} ms (${r.kvIdle.count})\n` +
-          `KV GET latency during: p50 ${r.kvDuring.p50Ms} ms, p99 ${r.kvDuring.p99Ms} ms, max ${r.kvDuring.maxMs} ms (${r.kvDuring.count})\n`,
+          `KV GET latency during: p50 ${r.kvDuring.p50Ms} ms, p99 ${r.kvDuring.p99Ms} ms, max ${r.kvDuring.maxMs} ms (${r.kvDuring.count})\n` +
+          `KV PUT latency idle: p50 ${r.putIdle.p50Ms} ms, p99 ${r.putIdle.p99Ms} ms, max ${r.putIdle.maxMs} ms (${r.putIdle.count})\n` +
+          `KV PUT latency during: p50 ${r.putDuring.p50Ms} ms, p99 ${r.putDuring.p99Ms} ms, max ${r.putDuring.maxMs} ms (${r.putDuring.count})\n`,
       );
     },
     (err: unknown) => {

@@ -13,6 +13,7 @@ import { Borg, Restic, type PeerBackup, type PeerName } from './backup-peers.js'
 import { dropPageCache, runQuiet, runTimed, type TimedProcess } from './backup-timed.js';
 import { mib, rowKit, type RowKit } from './backup-rows.js';
 import { ROOT, type Config, type OursRun } from './backup-bench-config.js';
+import { benchPasswordFile } from './bench-password.js';
 
 export { readConfig, type Config, type OursRun } from './backup-bench-config.js';
 
@@ -39,9 +40,16 @@ export interface BenchContext {
   readonly checkpointDir: string;
   /** The path every tool backs up: the checkpoint of the phase, hard-linked there (`stage`). */
   readonly current: string;
+  /** Our repository (format 3, encrypted with `passwordFile`) and its hash cache. */
   readonly oursRepo: string;
   readonly oursUrl: string;
   readonly cacheFile: string;
+  /** Our unencrypted repository (format 3, made with insecureNoEncryption) and its hash cache: the same backups, in the same rounds. */
+  readonly plainRepo: string;
+  readonly plainUrl: string;
+  readonly plainCacheFile: string;
+  /** The password of our encrypted repositories (bench-password.ts). */
+  readonly passwordFile: string;
   /** The device-floor measurement's scratch file. */
   readonly floorFile: string;
   readonly restic: Restic | null;
@@ -54,7 +62,8 @@ export interface BenchContext {
   cold(): void;
   /** Whether every drop so far worked. */
   readonly cacheDropped: boolean;
-  runOurs(mode: 'backup' | 'restore', args: object, env?: NodeJS.ProcessEnv): OursRun;
+  /** One backup or restore of ours (backup-run.ts): encrypted with `passwordFile`, unless `args.insecure`. */
+  runOurs(mode: 'backup' | 'restore', args: { repo: string; insecure?: boolean; [arg: string]: unknown }, env?: NodeJS.ProcessEnv): OursRun;
 }
 
 export function benchContext(o: {
@@ -68,6 +77,8 @@ export function benchContext(o: {
   const { config, gnuTime, versions, work } = o;
   const has = (name: PeerName) => versions[name] !== undefined;
   const oursRepo = path.join(work, 'repo-ours');
+  const plainRepo = path.join(work, 'repo-ours-plain');
+  const passwordFile = benchPasswordFile(config.benchDir);
   const borg = has('borg') ? new Borg(path.join(work, 'repo-borg'), path.join(work, 'borg-home'), gnuTime) : null;
   let cacheDropped = true;
   return {
@@ -79,6 +90,10 @@ export function benchContext(o: {
     oursRepo,
     oursUrl: pathToFileURL(oursRepo).href,
     cacheFile: path.join(work, 'ours-hash-cache.json'),
+    plainRepo,
+    plainUrl: pathToFileURL(plainRepo).href,
+    plainCacheFile: path.join(work, 'ours-plain-hash-cache.json'),
+    passwordFile,
     floorFile: path.join(work, 'device-floor.bin'),
     restic: has('restic') ? new Restic(path.join(work, 'repo-restic'), path.join(work, 'restic-cache'), gnuTime) : null,
     borg,
@@ -92,7 +107,8 @@ export function benchContext(o: {
       return cacheDropped;
     },
     runOurs: (mode, args, env) => {
-      const timed = runTimed(process.execPath, [RUN, mode, JSON.stringify(args)], { gnuTime, ...(env ? { env } : {}) });
+      const keyed = args.insecure ? args : { ...args, passwordFile };
+      const timed = runTimed(process.execPath, [RUN, mode, JSON.stringify(keyed)], { gnuTime, ...(env ? { env } : {}) });
       const last = timed.stdout.trim().split('\n').at(-1) ?? '';
       return { timed, result: JSON.parse(last) as Record<string, unknown> };
     },

@@ -19,11 +19,16 @@ import { s3Phase, type S3Phase } from './backup-phase-s3.js';
  * (bench-db.ts builds or reuses it), each tool a process of its own measured the same way (wall time,
  * peak RSS through GNU time, a trailing `sync`), the page cache dropped before every measured run:
  *
+ * Ours is measured twice in every round: into an encrypted repository (format 3, the default: the
+ * password in the bench directory, bench-password.ts) and into an unencrypted one (format 3 made with
+ * insecureNoEncryption), so that what encryption costs is a ratio of two runs on the same data, in the
+ * same round; the encrypted one is what the rows about peers and the device show.
+ *
  *   1. full backup of checkpoint 1 into fresh repositories;
  *   2. incremental backup of checkpoint 2, taken after ~5% new data was written (same repositories,
  *      same caches); restic and borg also once more with their ctime check off (info: see below);
  *   3. restore of the latest backup into a fresh directory, checked byte for byte against checkpoint 2;
- *   4. a backup through the agent (backup-phase-agent.ts);
+ *   4. a backup through the agent (backup-phase-agent.ts): the node's write p99 during it against quiet;
  *   5. the S3 path on Swift's s3api (backup-phase-s3.ts): full, incremental and restore, each beside the
  *      raw AWS SDK moving the same bytes, and requests per GB.
  *
@@ -95,7 +100,7 @@ async function main(): Promise<void> {
 
   const full = await fullBackupPhase(ctx);
   const incremental = await incrementalPhase(ctx, full);
-  const restore = await restorePhase(ctx, incremental.latestId);
+  const restore = await restorePhase(ctx, incremental.latestId, incremental.plainLatestId);
   const agent: AgentPhase | null = config.agent ? await agentPhase(ctx) : null;
   const s3: S3Phase | null = config.s3 ? await s3Phase(ctx, full.c1, incremental.c2) : null;
 

@@ -10,7 +10,7 @@ import type { PeerBackup } from './backup-peers.js';
 import { runQuiet } from './backup-timed.js';
 import { progress } from './progress.js';
 import { BORG_TUNED, describe, medianRun, roundSeconds, stage, takeCheckpoint, type BenchContext, type OursRun } from './backup-bench-kit.js';
-import { num, type Row } from './backup-rows.js';
+import { num, timesRow, type Row } from './backup-rows.js';
 import type { FullBackupPhase } from './backup-phase-full.js';
 
 const BATCH = 1000;
@@ -31,6 +31,9 @@ export interface IncrementalPhase {
   c2: CheckpointRecord;
   delta: NewFiles;
   ours: OursRun;
+  /** Ours into the unencrypted repository, in the same rounds. */
+  plain: OursRun;
+  plainPairs: { ours: number; reference: number }[];
   /** Ours started without NODE_EXTRA_CA_CERTS (when set), on the same change. */
   oursNoCa: OursRun | null;
   restic: PeerBackup | null;
@@ -40,6 +43,8 @@ export interface IncrementalPhase {
   repoGrowth: { ours: number; restic: number | null; borg: number | null };
   /** The backup of checkpoint 2 (every round made the same): what the restore restores. */
   latestId: unknown;
+  /** The same in the unencrypted repository. */
+  plainLatestId: unknown;
   rows: Row[];
   workRow: Row;
   /** backup-results.json's `incrementalBackup`. */
@@ -53,7 +58,7 @@ export interface IncrementalPhase {
  * started without NODE_EXTRA_CA_CERTS (info).
  */
 export async function incrementalPhase(ctx: BenchContext, full: FullBackupPhase): Promise<IncrementalPhase> {
-  const { config, current, oursRepo, cacheFile, restic, borg, borgTuned, work } = ctx;
+  const { config, current, oursRepo, cacheFile, plainRepo, plainCacheFile, restic, borg, borgTuned, work } = ctx;
   ctx.loadAverages.incremental = os.loadavg()[0]!;
   const keys = Math.round((ctx.db0.keyCount * config.changePercent) / 100);
   progress(`2/5 writing ${keys} new keys of ${ctx.db0.valueBytes} random bytes (~${config.changePercent}%) into the clone, then checkpoint 2`);
@@ -79,19 +84,29 @@ export async function incrementalPhase(ctx: BenchContext, full: FullBackupPhase)
   const oursPre = { repo: `${oursRepo}-pre`, cache: `${cacheFile}-pre` };
   runQuiet('cp', ['-al', oursRepo, oursPre.repo]);
   fs.copyFileSync(cacheFile, oursPre.cache);
+  const plainPre = { repo: `${plainRepo}-pre`, cache: `${plainCacheFile}-pre` };
+  runQuiet('cp', ['-al', plainRepo, plainPre.repo]);
+  fs.copyFileSync(plainCacheFile, plainPre.cache);
   const resticPre = restic && config.repeat > 1 ? restic.cloneTo('pre') : null;
-  const runs = { ours: [] as OursRun[], restic: [] as PeerBackup[] };
+  const runs = { ours: [] as OursRun[], plain: [] as OursRun[], restic: [] as PeerBackup[] };
   for (let round = 1; round <= config.repeat; round++) {
     if (config.repeat > 1) progress(`  round ${round} of ${config.repeat}`);
     if (round > 1) {
       fs.rmSync(oursRepo, { recursive: true, force: true });
       runQuiet('cp', ['-al', oursPre.repo, oursRepo]);
       fs.copyFileSync(oursPre.cache, cacheFile);
+      fs.rmSync(plainRepo, { recursive: true, force: true });
+      runQuiet('cp', ['-al', plainPre.repo, plainRepo]);
+      fs.copyFileSync(plainPre.cache, plainCacheFile);
     }
     ctx.cold();
     const ours = ctx.runOurs('backup', { repo: ctx.oursUrl, checkpoint: { ...c2, path: current }, cache: cacheFile, concurrency: config.concurrency });
     runs.ours.push(ours);
     progress(`  ours:   ${describe(ours.timed)}, read ${mb(num(ours.result.bytesRead))}, uploaded ${mb(num(ours.result.bytesUploaded))}`);
+    ctx.cold();
+    const plain = ctx.runOurs('backup', { repo: ctx.plainUrl, insecure: true, checkpoint: { ...c2, path: current }, cache: plainCacheFile, concurrency: config.concurrency });
+    runs.plain.push(plain);
+    progress(`  ours unencrypted: ${describe(plain.timed)}, read ${mb(num(plain.result.bytesRead))}, uploaded ${mb(num(plain.result.bytesUploaded))}`);
     if (restic) {
       if (round > 1 && resticPre) restic.resetTo(resticPre);
       ctx.cold();
@@ -102,6 +117,8 @@ export async function incrementalPhase(ctx: BenchContext, full: FullBackupPhase)
   }
   fs.rmSync(oursPre.repo, { recursive: true, force: true });
   fs.rmSync(oursPre.cache, { force: true });
+  fs.rmSync(plainPre.repo, { recursive: true, force: true });
+  fs.rmSync(plainPre.cache, { force: true });
   if (resticPre) {
     fs.rmSync(resticPre.repo, { recursive: true, force: true });
     fs.rmSync(resticPre.cacheDir, { recursive: true, force: true });
@@ -110,6 +127,9 @@ export async function incrementalPhase(ctx: BenchContext, full: FullBackupPhase)
   const resticRun = medianRun(runs.restic, (r) => r.timed.seconds);
   // Every round made the same backup (same checkpoint, same content): the last one's is in the repository.
   const latestId = runs.ours.at(-1)!.result.id;
+  const plainLatestId = runs.plain.at(-1)!.result.id;
+  const plain = medianRun(runs.plain, (r) => r.timed.seconds)!;
+  const plainPairs = runs.ours.map((r, i) => ({ ours: r.timed.seconds, reference: runs.plain[i]!.timed.seconds }));
   let oursNoCa: OursRun | null = null;
   if (oursNoCaRepo) {
     ctx.cold();
@@ -147,7 +167,7 @@ export async function incrementalPhase(ctx: BenchContext, full: FullBackupPhase)
     restic: restic && repoBefore.restic !== null ? treeBytes(restic.repo) - repoBefore.restic : null,
     borg: borg && repoBefore.borg !== null ? treeBytes(borg.repo) - repoBefore.borg : null,
   };
-  const m = { keys, change, c2, delta, ours, oursNoCa, restic: resticRun, resticTuned, borg: borgRun, borgTuned: borgTunedRun, repoGrowth, latestId };
+  const m = { keys, change, c2, delta, ours, plain, plainPairs, plainLatestId, oursNoCa, restic: resticRun, resticTuned, borg: borgRun, borgTuned: borgTunedRun, repoGrowth, latestId };
   return {
     ...m,
     rows: incrementalRows(ctx, m),
@@ -155,6 +175,7 @@ export async function incrementalPhase(ctx: BenchContext, full: FullBackupPhase)
     results: {
       rounds: roundSeconds(runs),
       ours,
+      plain,
       restic: resticRun,
       resticIgnoreCtime: resticTuned,
       borg: borgRun,
@@ -179,6 +200,7 @@ function incrementalRows(ctx: BenchContext, m: Omit<IncrementalPhase, 'rows' | '
     goal: '>= 10x',
     met: atLeast(incR, 10),
   });
+  rows.push(timesRow('incremental wall, encrypted / unencrypted, same rounds (info)', m.plainPairs, 'unencrypted', null));
   if (m.oursNoCa) {
     rows.push({
       metric: 'incremental, ours started without NODE_EXTRA_CA_CERTS (info: this machine sets it; Node parses it at every start)',

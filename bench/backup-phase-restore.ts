@@ -6,11 +6,14 @@ import type { TimedProcess } from './backup-timed.js';
 import type { DeviceFloor } from './device-floor.js';
 import { progress } from './progress.js';
 import { describe, durableSeconds, measureDevice, medianRun, roundSeconds, verdict, type BenchContext, type OursRun } from './backup-bench-kit.js';
-import type { Row } from './backup-rows.js';
+import { num, timesRow, type Row } from './backup-rows.js';
 
 /** Phase 3 of the backup benchmark, measured and in rows. */
 export interface RestorePhase {
   ours: OursRun;
+  /** From the unencrypted repository, in the same rounds. */
+  plain: OursRun;
+  pairs: { plain: { ours: number; reference: number }[]; limit: { ours: number; reference: number }[]; plainLimit: { ours: number; reference: number }[] };
   copy: TimedProcess;
   floor: DeviceFloor;
   restic: TimedProcess | null;
@@ -29,12 +32,12 @@ export interface RestorePhase {
  * the checkpoint: ours and the device `repeat` times (every restore of ours checked); the peers once,
  * after.
  */
-export async function restorePhase(ctx: BenchContext, latestId: unknown): Promise<RestorePhase> {
+export async function restorePhase(ctx: BenchContext, latestId: unknown, plainLatestId: unknown): Promise<RestorePhase> {
   const { config, current, work, restic, borg } = ctx;
   ctx.loadAverages.restore = os.loadavg()[0]!;
   progress('3/5 restore of the latest backup into a fresh directory, then a byte-for-byte check against checkpoint 2');
-  const dirs = { ours: path.join(work, 'restore-ours'), restic: path.join(work, 'restore-restic'), borg: path.join(work, 'restore-borg') };
-  const runs = { ours: [] as OursRun[], cp: [] as TimedProcess[], floor: [] as DeviceFloor[] };
+  const dirs = { ours: path.join(work, 'restore-ours'), plain: path.join(work, 'restore-ours-plain'), restic: path.join(work, 'restore-restic'), borg: path.join(work, 'restore-borg') };
+  const runs = { ours: [] as OursRun[], plain: [] as OursRun[], cp: [] as TimedProcess[], floor: [] as DeviceFloor[] };
   let checkOurs: CompareResult = { ok: true, files: 0, bytes: 0, problems: [] };
   for (let round = 1; round <= config.repeat; round++) {
     if (config.repeat > 1) progress(`  round ${round} of ${config.repeat}`);
@@ -44,12 +47,26 @@ export async function restorePhase(ctx: BenchContext, latestId: unknown): Promis
     runs.ours.push(ours);
     const check = compareDirs(current, dirs.ours);
     if (checkOurs.ok) checkOurs = check;
-    progress(`  ours:   ${describe(ours.timed)}; ${verdict(check)}`);
+    progress(`  ours:   ${describe(ours.timed)}; ${verdict(check)} (encrypted; key ${(num(ours.result.openMs) / 1000).toFixed(2)} s)`);
+    fs.rmSync(dirs.plain, { recursive: true, force: true });
+    ctx.cold();
+    const plain = ctx.runOurs('restore', { repo: ctx.plainUrl, insecure: true, id: plainLatestId, to: dirs.plain, concurrency: config.restoreConcurrency });
+    runs.plain.push(plain);
+    const checkPlain = compareDirs(current, dirs.plain);
+    if (checkOurs.ok) checkOurs = checkPlain;
+    progress(`  ours unencrypted: ${describe(plain.timed)}; ${verdict(checkPlain)}`);
+    fs.rmSync(dirs.plain, { recursive: true, force: true });
     const device = await measureDevice(ctx, current, work);
     runs.cp.push(device.copy);
     runs.floor.push(device.floor);
   }
   const ours = medianRun(runs.ours, (r) => r.timed.seconds)!;
+  const plain = medianRun(runs.plain, (r) => r.timed.seconds)!;
+  const pairs = {
+    plain: runs.ours.map((r, i) => ({ ours: r.timed.seconds, reference: runs.plain[i]!.timed.seconds })),
+    limit: runs.ours.map((r, i) => ({ ours: durableSeconds(r.timed), reference: runs.floor[i]!.seconds })),
+    plainLimit: runs.plain.map((r, i) => ({ ours: durableSeconds(r.timed), reference: runs.floor[i]!.seconds })),
+  };
   const copy = medianRun(runs.cp, durableSeconds)!;
   const floor = medianRun(runs.floor, (f) => f.seconds)!;
   let resticRun: TimedProcess | null = null;
@@ -70,7 +87,7 @@ export async function restorePhase(ctx: BenchContext, latestId: unknown): Promis
     progress(`  borg:   ${describe(borgRun)}; ${verdict(checkBorg)}`);
   }
   if (!config.keep) for (const d of Object.values(dirs)) fs.rmSync(d, { recursive: true, force: true });
-  const m = { ours, copy, floor, restic: resticRun, borg: borgRun, checkOurs, checkRestic, checkBorg };
+  const m = { ours, plain, pairs, copy, floor, restic: resticRun, borg: borgRun, checkOurs, checkRestic, checkBorg };
   return {
     ...m,
     rows: restoreRows(ctx, m),
@@ -80,6 +97,8 @@ export async function restorePhase(ctx: BenchContext, latestId: unknown): Promis
       copy,
       deviceLimit: floor,
       ours,
+      plain,
+      pairs,
       restic: resticRun,
       borg: borgRun,
       verified: { ours: checkOurs, restic: checkRestic, borg: checkBorg },
@@ -111,6 +130,9 @@ function restoreRows(ctx: BenchContext, m: Omit<RestorePhase, 'rows' | 'workRow'
       goal: '(>= 2x)',
       met: null,
     },
+    timesRow('restore wall, encrypted / unencrypted repository, same rounds', m.pairs.plain, 'unencrypted', 1.15),
+    timesRow('restore encrypted, wall + sync / the device limit', m.pairs.limit, 'the limit', 1.25),
+    timesRow('restore unencrypted, wall + sync / the device limit (info)', m.pairs.plainLimit, 'the limit', null),
     ...deviceRows({
       phase: 'restore',
       copied: 'checkpoint 2',

@@ -6,20 +6,28 @@ import { HashCache } from '../agent/backup/hash-cache.js';
 import { Repository } from '../agent/repository/repository.js';
 import { restoreBackup } from '../agent/backup/restore-backup.js';
 import { openStorage, type OpenStorageOptions } from '../agent/storage/open-storage.js';
+import { passwordSource } from '../agent/repository/password-source.js';
+import { storedByKind } from './stored-by-kind.js';
 
 /**
  * One backup or restore of ours, as its own process, so that the backup benchmark measures its wall time
  * and peak RSS exactly as it measures restic's and borg's (through /usr/bin/time): Node startup and
  * module loading included, as a person running a backup sees them.
  *
- *   node dist/bench/backup-run.js backup  '{"repo":"file:///…","checkpoint":{…CheckpointRecord},"cache":"/…/hash-cache.json","concurrency":2}'
- *   node dist/bench/backup-run.js restore '{"repo":"file:///…","id":"<backup id>","to":"/…","concurrency":8}'
+ *   node dist/bench/backup-run.js backup  '{"repo":"file:///…","passwordFile":"/…","checkpoint":{…CheckpointRecord},"cache":"/…/hash-cache.json","concurrency":2}'
+ *   node dist/bench/backup-run.js restore '{"repo":"file:///…","passwordFile":"/…","id":"<backup id>","to":"/…","concurrency":8}'
+ *
+ * A repository is encrypted (format 3) with the password in `passwordFile`, as the agent and the CLI
+ * make and open one; with `insecure: true` (and no password) it is made and written unencrypted, as
+ * `--insecure-no-encryption` does.
  *
  * Prints one JSON line on stdout: the BackupRecord or RestoreBackupResult, plus `maxRssKb` as the
- * process saw itself (a cross-check of /usr/bin/time) and `moduleLoadMs` (start of the process to the
- * first line of work: Node's startup and our imports) and, for a backup, `eventLoopDelayMs` (p50, p99,
- * max of the event loop's delay while it ran: what a host node's requests would have waited). With `s3`
- * (an s3:// repository), also `requests`: every request sent to the server, by S3 operation.
+ * process saw itself (a cross-check of /usr/bin/time), `moduleLoadMs` (start of the process to the
+ * first line of work: Node's startup and our imports), `openMs` (reading the config and unlocking the
+ * key: the key derivation, about half a second, or making the key) and, for a backup,
+ * `eventLoopDelayMs` (p50, p99, max of the event loop's delay while it ran: what a host node's requests
+ * would have waited) and `stored` (raw and stored bytes of the backup's files by kind: stored-by-kind.ts).
+ * With `s3` (an s3:// repository), also `requests`: every request sent to the server, by S3 operation.
  */
 
 /** For an s3:// repository: the server (the S3 phase's Swift). */
@@ -30,7 +38,13 @@ interface S3Args {
   secretAccessKey: string;
 }
 
-interface BackupArgs {
+/** How the repository is opened: with the password in `passwordFile`, or unencrypted (`insecure`). */
+interface KeyArgs {
+  passwordFile?: string;
+  insecure?: boolean;
+}
+
+interface BackupArgs extends KeyArgs {
   repo: string;
   s3?: S3Args;
   checkpoint: CheckpointRecord;
@@ -38,7 +52,7 @@ interface BackupArgs {
   concurrency?: number;
 }
 
-interface RestoreArgs {
+interface RestoreArgs extends KeyArgs {
   repo: string;
   s3?: S3Args;
   id: string;
@@ -56,7 +70,9 @@ async function main(): Promise<void> {
     const a = JSON.parse(json) as BackupArgs;
     const storage = await openStorage(a.repo, storageOptions(a.s3));
     try {
-      const repo = await Repository.open(storage, { create: true });
+      const opening = performance.now();
+      const repo = await Repository.open(storage, { create: true, write: true, ...keyOptions(a) });
+      const openMs = performance.now() - opening;
       const cache = HashCache.load(a.cache);
       // How long the event loop was held up while the backup ran: what a host node's requests would wait.
       const loop = monitorEventLoopDelay({ resolution: 1 }); // samples every 1 ms: an idle loop shows ~1.1 ms
@@ -64,7 +80,11 @@ async function main(): Promise<void> {
       const record = await backupCheckpoint({ repo, checkpoint: a.checkpoint, cache, concurrency: a.concurrency ?? 4 });
       loop.disable();
       const eventLoopDelayMs = { p50: loop.percentile(50) / 1e6, p99: loop.percentile(99) / 1e6, max: loop.max / 1e6 };
-      print({ ...record, moduleLoadMs, maxRssKb: process.resourceUsage().maxRSS, eventLoopDelayMs, ...(a.s3 ? { requests } : {}) });
+      const maxRssKb = process.resourceUsage().maxRSS;
+      // After the measured work (a few small reads): what the files became in the repository.
+      const stored = a.s3 ? null : await storedByKind(repo, record.id);
+      await repo.codec.close();
+      print({ ...record, moduleLoadMs, openMs, maxRssKb, eventLoopDelayMs, stored, ...(a.s3 ? { requests } : {}) });
     } finally {
       await storage.close();
     }
@@ -75,14 +95,22 @@ async function main(): Promise<void> {
     const a = JSON.parse(json) as RestoreArgs;
     const storage = await openStorage(a.repo, storageOptions(a.s3));
     try {
-      const repo = await Repository.open(storage);
+      const opening = performance.now();
+      const repo = await Repository.open(storage, keyOptions(a));
+      const openMs = performance.now() - opening;
       // Without `concurrency`, the engine's default, as the CLI restores.
       const result = await restoreBackup({ repo, id: a.id, to: a.to, ...(a.concurrency !== undefined ? { concurrency: a.concurrency } : {}) });
-      print({ ...result, moduleLoadMs, maxRssKb: process.resourceUsage().maxRSS, ...(a.s3 ? { requests } : {}) });
+      await repo.codec.close();
+      print({ ...result, moduleLoadMs, openMs, maxRssKb: process.resourceUsage().maxRSS, ...(a.s3 ? { requests } : {}) });
     } finally {
       await storage.close();
     }
   }
+}
+
+function keyOptions(a: KeyArgs): { password: ReturnType<typeof passwordSource>; insecureNoEncryption: boolean } {
+  if (a.insecure && a.passwordFile) throw new Error('backup-run: an unencrypted repository takes no password');
+  return { password: a.passwordFile ? passwordSource({ file: a.passwordFile }) : null, insecureNoEncryption: a.insecure === true };
 }
 
 /** Requests sent to the S3 server, by operation (PutObject, GetObject, ...). */

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { benchPasswordFile } from './bench-password.js';
 
 /**
  * The example node (dist/agent/example-node/main.js) as a real process, so that the CLI is measured
@@ -20,7 +21,11 @@ export async function startExampleNode(script: string, dataDir: string, socketPa
   // Without the log archive (on by default), unless asked: these benches measure checkpoints, backups
   // and scrapes alone; the archive has its own (log-archive-bench.ts).
   const archive = extraArgs.includes('--log-archive') ? [] : ['--log-archive', 'off'];
-  const child: ChildProcess = spawn(process.execPath, [script, '--data-dir', dataDir, '--port', '0', '--socket', socketPath, ...archive, ...extraArgs], {
+  // Its backups encrypted with the bench's password, given as an operator gives theirs, unless the
+  // caller says otherwise.
+  const keyFlags = ['--backup-password-file', '--backup-password-command', '--backup-insecure-no-encryption'];
+  const password = extraArgs.some((a) => keyFlags.includes(a)) ? [] : ['--backup-password-file', benchPasswordFile()];
+  const child: ChildProcess = spawn(process.execPath, [script, '--data-dir', dataDir, '--port', '0', '--socket', socketPath, ...archive, ...password, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
