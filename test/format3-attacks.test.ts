@@ -27,6 +27,7 @@ import { restoreBackup } from '../dist/agent/backup/restore-backup.js';
 import { verifyRepository } from '../dist/agent/backup/verify-repository.js';
 import { readWindows, restoreToMoment } from '../dist/agent/log-archive/restore-to-moment.js';
 import { chooseBase } from '../dist/agent/log-archive/timeline-windows.js';
+import { markName } from '../dist/agent/log-archive/segment.js';
 import { runCli, tempDir, type CliResult } from './support/processes.js';
 import { TEST_KDF, TEST_REPO } from './support/test-password.js';
 import { until } from './support/pitr-writers.js';
@@ -465,6 +466,25 @@ describe('format 3 under attack: one flipped bit in every kind of object', () =>
       // The forged name does steer the choice: the windows, read from names, pick `mine` for that moment.
       expect(chooseBase(await readWindows(storage), firstFrom + 1)?.base.backup).toBe(mine.id);
       await restoreAt({ code: 'CORRUPT', names: forged }, firstFrom + 1);
+    } finally {
+      fs.rmSync(file(forged));
+    }
+  });
+
+  it('a stop mark forged under a later time: the windows reach it by name, restore --at refuses it naming it', async () => {
+    // A mark (a clean stop, a restart gone through) extends its timeline's window by its name alone. A
+    // store that adds one (here: a sealed record of the same timeline under a new mark name) would make
+    // moments after the real end look restorable; the restore opens the timeline's marks first.
+    const w = await readWindows(storage);
+    const t = w.timelines.filter((x) => x.to !== null && x.lastSequence !== null).sort((a, b) => b.to! - a.to!)[0]!;
+    const forgedAt = t.to! + 3_600_000;
+    const forged = markName({ timeline: t.id, kind: 'stop', last: t.lastSequence!, at: forgedAt });
+    const source = baseRecordNames.find((n) => n.startsWith(`wal/${t.id}/`))!;
+    fs.mkdirSync(path.dirname(file(forged)), { recursive: true });
+    fs.copyFileSync(file(source), file(forged));
+    try {
+      expect((await readWindows(storage)).timelines.find((x) => x.id === t.id)?.to, 'the forged name steers the windows').toBe(forgedAt);
+      await restoreAt({ code: 'CORRUPT', names: forged }, forgedAt - 1000);
     } finally {
       fs.rmSync(file(forged));
     }
