@@ -181,6 +181,8 @@ export class LogArchiver {
   private pendingBytes = 0;
   /** A shipment queued early (EARLY_SHIP_BYTES), not yet run. */
   private earlyShip = false;
+  /** The interval's shipment queued, not yet begun. */
+  private shipQueued = false;
   /**
    * The current timeline's segments written to the spool directory, oldest first, not yet stored (each
    * a finished segment, named as it will be stored); stored before anything newer.
@@ -252,7 +254,7 @@ export class LogArchiver {
     this.lastPassEnd = this.startedAt;
     this.running = true;
     this.loop = this.readLoop();
-    this.shipTimer = setInterval(() => this.enqueue(() => this.ship()), this.cfg.intervalMs);
+    this.shipTimer = setInterval(() => this.queueShip(), this.cfg.intervalMs);
     this.shipTimer.unref();
     this.observer?.timelineBreak('start');
     this.startBase();
@@ -481,6 +483,23 @@ export class LogArchiver {
     this.lastPassEnd = readAt;
     this.checkSpool();
     this.shipEarly();
+  }
+
+  /**
+   * The interval's shipment, unless one already waits in the queue. A failing upload can take longer
+   * than the interval (the storage's retries: 1.4 s against connections reset, far longer against
+   * connect timeouts), and a shipment queued at every tick piled up behind it without bound; the work
+   * queued after them — the spill of what waits in memory to the spool, the stop's last shipment —
+   * waited for every one. In the power-cut case (interval 100 ms) the first spill came 31 s into the
+   * outage and the second never: everything read meanwhile was in memory only, for a crash to take.
+   */
+  private queueShip(): void {
+    if (this.shipQueued) return;
+    this.shipQueued = true;
+    void this.enqueue(async () => {
+      this.shipQueued = false;
+      await this.ship();
+    }).catch(() => {}); // remembered by store(); retried at the next interval
   }
 
   private shipEarly(): void {
