@@ -532,6 +532,9 @@ export class LogArchiver {
       this.spooledBytes += spooled.bytes;
       timeline.segmentFrom = info.to;
       this.setPending(this.pending.slice(n));
+      // Said once the file is durable: from here a crash of the machine no longer loses these batches
+      // (the next start stores them), which is what an operator reading the log of an outage wants to know.
+      this.log.info({ timeline: timeline.id, first: info.first, last: info.last, to: info.to, bytes: spooled.bytes }, 'log archive: a segment written to the spool');
     }
   }
 
