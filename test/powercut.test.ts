@@ -6,11 +6,17 @@ import { ClassicLevel } from 'classic-level';
 import { pino } from 'pino';
 import { createAgent, createOfflineCheckpoint, listCheckpointsOffline, verifyCheckpointOffline } from '../dist/agent/index.js';
 import { mkdirDurable, mkdirDurableSync, writeFileAtomic } from '../dist/agent/fs/durable-fs.js';
+import { dbSequence } from '../dist/agent/log-archive/db-sequence.js';
+import { readWindows } from '../dist/agent/log-archive/restore-to-moment.js';
+import { SegmentSpool } from '../dist/agent/log-archive/segment-spool.js';
+import { openStorage } from '../dist/agent/storage/open-storage.js';
 import { main as cliMain } from '../dist/cli/cli.js';
 import { EXAMPLE_NODE, startExampleNode, tempDir } from './support/processes.js';
 import { mountPowercut } from './support/powercut-fs.js';
 import { agentOperation, cleanUpCrashRoot, cliOperation, runCrashPoints, spawnOperation, type Ack, type CrashCase, type CrashReport, type OperationProcess } from './support/crash-points.js';
 import { powercutSkip } from './support/powercut-suite.js';
+import { FaultProxy, s3Server } from './support/s3-server.js';
+import { TEST_KDF } from './support/test-password.js';
 
 /**
  * What the project promises after a power cut (docs/power-loss.md), proven on the power-cut filesystem
@@ -39,7 +45,7 @@ afterAll(() => {
  * and tries its cut points in its seeded order while its share lasts (at least 2, and the end).
  */
 const BUDGET_MS = Number(process.env.NODE_ADMIN_POWERCUT_SECONDS ?? 160) * 1000;
-const CASES = 11; // the crashPoints() calls below
+const CASES = 12; // the crashPoints() calls below
 let suiteStarted = 0;
 let casesDone = 0;
 
@@ -113,7 +119,7 @@ async function addExtra(dbPath: string, extra: number): Promise<void> {
  * The CLI, run in this process (the checks after a cut run many commands: a process each would cost
  * more than the rest of the check).
  */
-async function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function runCli(args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '';
   let stderr = '';
   const code = await cliMain(args, { stdout: { write: (t: string) => (stdout += t) }, stderr: { write: (t: string) => (stderr += t) }, env: {} });
@@ -565,6 +571,203 @@ describe.skipIf(skip !== null)(`power cuts${skip ? ` (skipped: ${skip})` : ''}`,
         }
       },
     });
+  });
+
+  it('the log archive with its spool: the repository away, then back, then away at the stop; a segment the spool accepted reaches the repository after any cut, and restores', async () => {
+    // S3 on the tests' Swift server, through a proxy the case stops and starts (as in
+    // log-archive-outage.test.ts): the repository lives outside the power-cut mount, and what the
+    // archiver reads while it is away spills to the spool, `<db>.log-archive-spool/`, on the mount.
+    const server = s3Server();
+    const proxy = FaultProxy.forEndpoint(server.endpoint);
+    const proxied = await proxy.start();
+    const s3 = (endpoint: string) => ({ endpoint, region: server.region, forcePathStyle: true });
+    // The SDK finds the credentials in the environment: the child inherits them, the checks here use them.
+    const savedEnv = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    process.env.AWS_ACCESS_KEY_ID = server.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = server.secretAccessKey;
+    /** What the checks met, over all the runs: the checks that matter must have had something to check. */
+    const seen = { onlySpooled: 0, storedAgain: 0 };
+    /** Each run archives into a repository of its own (the server keeps what earlier runs stored; it is removed with the server). */
+    let url = '';
+    const direct = () => ['--repo', url, '--s3-endpoint', server.endpoint];
+    /** The order the child writes in (its `puts` steps): a key each, one sequence number each. */
+    const puts = [
+      { prefix: 'a', count: 100, size: 200 },
+      { prefix: 'b', count: 100, size: 1000 },
+      { prefix: 'c', count: 100, size: 1000 },
+      { prefix: 'd', count: 100, size: 1000 },
+    ];
+    const order = puts.flatMap((p) => putKeys(p.prefix, p.count).map((key, i) => ({ key, value: `${p.prefix}${i}:`.padEnd(p.size, 'v') })));
+    const [a, b, c, d] = puts.map((p) => ({ op: 'puts', ...p }));
+    let prepared = 0; // the database's last sequence before the child writes
+    const spoolDir = (dir: string) => path.join(dir, 'node', 'db.log-archive-spool');
+
+    /** A database restored to `sequence` holds the model and exactly the child's first writes up to it. */
+    const expectWritesUpTo = (entries: Map<string, string>, sequence: number, what: string) => {
+      const n = sequence - prepared;
+      expect(n, `${what}: sequence ${sequence} is one of the child's writes`).toBeGreaterThanOrEqual(0);
+      expect(n).toBeLessThanOrEqual(order.length);
+      expect(entries.size, `${what}: entries`).toBe(MODEL_KEYS + n);
+      for (let i = 0; i < MODEL_KEYS; i += 97) expect(entries.get(modelKey(i)), `${what}: ${modelKey(i)}`).toBe(modelValue(i));
+      for (const w of order.slice(0, n)) expect(entries.get(w.key), `${what}: ${w.key}`).toBe(w.value);
+    };
+    /** `backup restore --at <at>` straight from the server; the restored entries and the sequence reached. */
+    const restoreAt = async (dir: string, at: string): Promise<{ entries: Map<string, string>; sequence: number }> => {
+      const to = path.join(dir, 'restored');
+      const r = await runCli(['backup', 'restore', '--at', at, ...direct(), '--to', to, '--json']);
+      expect(r.code, `restore --at ${at}: ${r.stdout}${r.stderr}`).toBe(0);
+      const sequence = (JSON.parse(r.stdout) as { reached: { sequence: number } }).reached.sequence;
+      const entries = await readDb(to);
+      fs.rmSync(to, { recursive: true, force: true });
+      return { entries, sequence };
+    };
+
+    try {
+      await crashPoints({
+        name: 'log archive with its spool',
+        maxPoints: 6,
+        // The case is about the spool: its points are the operations before the spool's own fsyncs (of
+        // its files and its directory), while it fills during the first outage and at the stop during the
+        // second. The drain makes nothing durable (its removals wait for the directory's next fsync): a
+        // cut during or after it leaves the durable state of the next spool write's points, or the end's.
+        focus: (line) => line.includes('.log-archive-spool'),
+        async prepare(dir) {
+          const db = path.join(dir, 'node', 'db');
+          await makeDb(db);
+          prepared = (await dbSequence(db)).sequence;
+        },
+        start(dir) {
+          url = `s3://${server.bucket}/powercut-spool-${Date.now().toString(36)}-${Math.random().toString(16).slice(2, 8)}`;
+          proxy.then = 'pass';
+          const t0 = Date.now();
+          return agentOperation(
+            {
+              dbPath: path.join(dir, 'node', 'db'),
+              checkpointDir: path.join(dir, 'node', 'checkpoints'),
+              // The smallest memory part (64 KiB): b's and c's 100 KB go to the spool's directory. A cheap key:
+              // every open of the repository, here and in the checks, derives it.
+              backup: { repository: url, s3: s3(proxied), kdfCost: TEST_KDF, logArchive: { intervalMs: 100, spoolMemoryBytes: 64 * 1024 } },
+              steps: [
+                { op: 'following' },
+                a,
+                { op: 'shipped' },
+                { op: 'storage', want: 'away' },
+                b,
+                { op: 'spooled', count: 1 },
+                // Written to the spool while the outage lasts (the shipments failing meanwhile queue no more than one).
+                c,
+                { op: 'spooled', count: 2 },
+                { op: 'storage', want: 'back' },
+                { op: 'shipped' }, // the spool drained (its removals not durable until its next write)
+                { op: 'storage', want: 'away' },
+                d, // and the agent stops: the last shipment fails, what was read goes to the spool
+              ],
+            },
+            {
+              onAck(ack, op) {
+                if (process.env.NODE_ADMIN_POWERCUT_TIMES) process.stdout.write(`    ${Date.now() - t0} ms: ${JSON.stringify(ack)}\n`);
+                if (ack.kind !== 'storage') return;
+                proxy.then = ack.want === 'away' ? 'reset' : 'pass';
+                if (ack.want === 'away') proxy.dropConnections(); // the SDK's pooled sockets too
+                op.signal('SIGUSR2');
+              },
+            },
+          );
+        },
+        async check(dir, cut) {
+          proxy.then = 'pass';
+          const spool = new SegmentSpool(spoolDir(dir));
+          // Whatever the cut left under a spooled segment's name is whole (its digest checked): the
+          // spool never holds a half-written file that would be taken for a whole one.
+          const left = await spool.list();
+          for (const f of left) {
+            expect(f.info, `${f.file}: a spooled segment's name`).not.toBeNull();
+            await spool.read({ info: f.info!, file: f.file });
+          }
+          const spooled = acked(cut.acks, 'spooled') as unknown as { timeline: string; first: number; last: number }[];
+          const shipped = acked(cut.acks, 'shipped').map((x) => x.sequence as number);
+          const storage = await openStorage(url, { s3: s3(server.endpoint) });
+          try {
+            // A segment the spool accepted is still in the spool, or was stored.
+            const before = await readWindows(storage);
+            const storedBefore = (x: { timeline: string; first: number; last: number }) =>
+              before.timelines.find((t) => t.id === x.timeline)?.segments.some((y) => y.first <= x.first && y.last >= x.last) ?? false;
+            for (const s of spooled) {
+              const inSpool = left.some((f) => f.info!.timeline === s.timeline && f.info!.first === s.first && f.info!.last === s.last);
+              expect(inSpool || storedBefore(s), `spooled segment ${s.first}..${s.last} of ${s.timeline}: in the spool or stored`).toBe(true);
+            }
+            // What the spool holds that the repository does not: the restart must store it (the check
+            // after it fails without: the window's end is checked against these too).
+            const onlySpooled = left.filter((f) => !storedBefore(f.info!));
+            seen.onlySpooled += onlySpooled.length;
+            seen.storedAgain += left.length - onlySpooled.length;
+            // A write acknowledged as archived is in a restorable window as the cut left the repository
+            // (what a restore chooses from; the restore at the end, after the restart, reads it).
+            if (shipped.length > 0) {
+              const t = before.timelines.find((x) => x.id === acked(cut.acks, 'shipped')[0]!.timeline);
+              expect(t?.to, 'the archived writes are in a restorable window').not.toBeNull();
+              expect(t!.brokenAfter).toBeNull();
+              expect(t!.lastSequence!).toBeGreaterThanOrEqual(Math.max(...shipped));
+            }
+
+            // The agent starts again on what the cut left: it stores the spool's segments (again, those
+            // stored before the cut whose removal was not durable) and takes a new base.
+            const messages: { level: number; msg: string }[] = [];
+            const agent = createAgent({
+              dbPath: path.join(dir, 'node', 'db'),
+              checkpointDir: path.join(dir, 'node', 'checkpoints'),
+              backup: { repository: url, s3: s3(server.endpoint), logArchive: { intervalMs: 100 } },
+              logger: pino({ level: 'info' }, { write: (line: string) => void messages.push(JSON.parse(line) as { level: number; msg: string }) }),
+            });
+            await agent.start();
+            try {
+              for (;;) {
+                const trouble = messages.find((m) => m.level >= 40 && /spool/.test(m.msg));
+                if (trouble) throw new Error(`the restart did not store the spool: ${trouble.msg}`);
+                const s = (await agent.status()).logArchive;
+                if (s?.state === 'retrying' || s?.state === 'broken') throw new Error(`the log archive does not start after the cut: ${JSON.stringify(s)}`);
+                if (s?.state === 'following' && (await spool.list()).length === 0) break;
+                await new Promise((resolve) => setTimeout(resolve, 50));
+              }
+            } finally {
+              await agent.stop();
+            }
+
+            // Everything the spool accepted, and everything the cut left in it, reached the repository:
+            // the old timeline reaches it without a gap, and restores to it.
+            const timelines = new Set([...spooled.map((s) => s.timeline), ...acked(cut.acks, 'shipped').map((x) => x.timeline as string), ...left.map((f) => f.info!.timeline)]);
+            expect(timelines.size, `one timeline before the restart: ${[...timelines].join(', ')}`).toBeLessThanOrEqual(1);
+            if (timelines.size === 1) {
+              const id = [...timelines][0]!;
+              const old = (await readWindows(storage)).timelines.find((t) => t.id === id);
+              expect(old?.to, `timeline ${id} is restorable`).not.toBeNull();
+              expect(old!.brokenAfter).toBeNull();
+              const needed = Math.max(...shipped, ...spooled.map((s) => s.last), ...left.map((f) => f.info!.last));
+              // Negative control: before the restart, the same check failed for what only the spool held.
+              const was = before.timelines.find((t) => t.id === id);
+              if (onlySpooled.length > 0) expect(was?.lastSequence ?? -1, 'before the restart, the window stops short of the spool').toBeLessThan(needed);
+              expect(old!.lastSequence!, `timeline ${id} reaches every spooled and archived write`).toBeGreaterThanOrEqual(needed);
+              const end = await restoreAt(dir, new Date(old!.to!).toISOString());
+              expect(end.sequence).toBeGreaterThanOrEqual(needed);
+              expectWritesUpTo(end.entries, end.sequence, `restore --at the end of timeline ${id}`);
+              // After a cut at the end, the stop had spooled everything the child wrote.
+              if (cut.acks.some((x) => x.kind === 'stopped')) expect(end.sequence).toBe(prepared + order.length);
+            }
+          } finally {
+            await storage.close();
+          }
+        },
+      });
+      // The end (the stop spooled what it read last) always leaves the restart segments only the spool holds.
+      expect(seen.onlySpooled, 'runs whose restart had to store what only the spool held').toBeGreaterThan(0);
+      if (process.env.NODE_ADMIN_POWERCUT_TIMES) process.stdout.write(`  spool: ${JSON.stringify(seen)}\n`);
+    } finally {
+      await proxy.stop();
+      process.env.AWS_ACCESS_KEY_ID = savedEnv.id;
+      process.env.AWS_SECRET_ACCESS_KEY = savedEnv.secret;
+      if (savedEnv.id === undefined) delete process.env.AWS_ACCESS_KEY_ID;
+      if (savedEnv.secret === undefined) delete process.env.AWS_SECRET_ACCESS_KEY;
+    }
   });
 
   it('backup restore --at latest: exit 0 leaves the database at the target, a cut leaves it whole or absent', async () => {

@@ -189,6 +189,8 @@ export class LogArchiver {
   private pendingBytes = 0;
   /** A shipment queued early (EARLY_SHIP_BYTES), not yet run. */
   private earlyShip = false;
+  /** The interval's shipment queued, not yet begun. */
+  private shipQueued = false;
   /**
    * The current timeline's segments written to the spool directory, oldest first, not yet stored (each
    * a finished segment, named as it will be stored); stored before anything newer.
@@ -277,7 +279,7 @@ export class LogArchiver {
     this.opening = sequence === null ? null : { sequence, at: first.readAt, quiet: first.batches.length === 0 && !first.more && first.problem === null };
     this.take(first.batches, first.problem, first.readAt, first.problemKind);
     this.loop = this.readLoop();
-    this.shipTimer = setInterval(() => this.enqueue(() => this.ship()), this.cfg.intervalMs);
+    this.shipTimer = setInterval(() => this.queueShip(), this.cfg.intervalMs);
     this.shipTimer.unref();
     if (this.opening === null) {
       this.observer?.timelineBreak('start');
@@ -569,6 +571,23 @@ export class LogArchiver {
     this.shipEarly();
   }
 
+  /**
+   * The interval's shipment, unless one already waits in the queue. A failing upload can take longer
+   * than the interval (the storage's retries: 1.4 s against connections reset, far longer against
+   * connect timeouts), and a shipment queued at every tick piled up behind it without bound; the work
+   * queued after them — the spill of what waits in memory to the spool, the stop's last shipment —
+   * waited for every one. In the power-cut case (interval 100 ms) the first spill came 31 s into the
+   * outage and the second never: everything read meanwhile was in memory only, for a crash to take.
+   */
+  private queueShip(): void {
+    if (this.shipQueued) return;
+    this.shipQueued = true;
+    void this.enqueue(async () => {
+      this.shipQueued = false;
+      await this.ship();
+    }).catch(() => {}); // remembered by store(); retried at the next interval
+  }
+
   private shipEarly(): void {
     // Not while uploads fail: the interval's retry is enough, and the spool is what bounds the wait.
     if (this.earlyShip || this.shipFailing || this.timeline === null || this.pendingBytes < EARLY_SHIP_BYTES) return;
@@ -599,6 +618,9 @@ export class LogArchiver {
       this.spooledBytes += spooled.bytes;
       timeline.segmentFrom = info.to;
       this.setPending(this.pending.slice(n));
+      // Said once the file is durable: from here a crash of the machine no longer loses these batches
+      // (the next start stores them), which is what an operator reading the log of an outage wants to know.
+      this.log.info({ timeline: timeline.id, first: info.first, last: info.last, to: info.to, bytes: spooled.bytes }, 'log archive: a segment written to the spool');
     }
   }
 

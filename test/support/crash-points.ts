@@ -64,6 +64,12 @@ export interface CrashCase {
   check(dir: string, cut: Cut): Promise<void>;
   /** At most this many cut points besides the end. */
   maxPoints: number;
+  /**
+   * Only the fsyncs whose line in the operation log ("<n> <kind> <path>") this accepts give cut points
+   * (the operation before each): a case whose operation is mostly preparation (a base, a checkpoint)
+   * spends its few points on the part it is about. Absent: every fsync.
+   */
+  focus?: (opLogLine: string) => boolean;
 }
 
 export interface CrashReport {
@@ -79,8 +85,15 @@ export interface CrashReport {
   ms: number;
 }
 
-/** A child process that prints one `{"ack": …}` JSON line per acknowledgement. */
-export function spawnOperation(command: string, args: string[], options: { env?: NodeJS.ProcessEnv } = {}): OperationProcess {
+/**
+ * A child process that prints one `{"ack": …}` JSON line per acknowledgement. `onAck`: called with each
+ * as it arrives (a harness that answers the operation: the process is the second argument).
+ */
+export function spawnOperation(
+  command: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; onAck?: (ack: Ack, op: OperationProcess) => void } = {},
+): OperationProcess {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
   let out = '';
   let err = '';
@@ -94,13 +107,15 @@ export function spawnOperation(command: string, args: string[], options: { env?:
       const line = buffered.slice(0, nl);
       buffered = buffered.slice(nl + 1);
       if (!line.startsWith('{"ack"')) continue;
-      acks.push((JSON.parse(line) as { ack: Ack }).ack);
+      const a = (JSON.parse(line) as { ack: Ack }).ack;
+      acks.push(a);
+      options.onAck?.(a, op);
     }
   });
   child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-10_000)));
   // 'close': every line it printed has been read (at 'exit' the last ones may still be in the pipe).
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  return {
+  const op: OperationProcess = {
     acks: () => acks,
     stdout: () => out,
     output: () => `${out.slice(-5_000)}${err ? `\n--- stderr:\n${err}` : ''}`,
@@ -111,13 +126,14 @@ export function spawnOperation(command: string, args: string[], options: { env?:
     },
     signal: (signal) => void child.kill(signal),
   };
+  return op;
 }
 
 export const POWERCUT_CHILD = path.join(ROOT, 'test', 'support', 'powercut-child.mjs');
 
 /** The embedded-agent child (test/support/powercut-child.mjs) with its config. */
-export function agentOperation(config: Record<string, unknown>): OperationProcess {
-  return spawnOperation(process.execPath, [POWERCUT_CHILD, JSON.stringify(config)]);
+export function agentOperation(config: Record<string, unknown>, options: Parameters<typeof spawnOperation>[2] = {}): OperationProcess {
+  return spawnOperation(process.execPath, [POWERCUT_CHILD, JSON.stringify(config)], options);
 }
 
 /** The built CLI; its exit 0 with `--json` output is its acknowledgement (`{kind: 'cli', result}`). */
@@ -221,8 +237,10 @@ export async function runCrashPoints(root: string, c: CrashCase, options: { dead
   }
   if (dry.cut.exitCode !== 0) throw new Error(`${c.name}: the operation failed without a power cut (exit ${dry.cut.exitCode}):\n${dry.cut.output}`);
   const log = fs.readFileSync(opLog, 'utf8').split('\n').filter(Boolean);
-  const syncs = log.filter((l) => / (fsync|fdatasync|fsyncdir) /.test(l)).map((l) => Number(l.split(' ')[0]));
-  const candidates = [...new Set(syncs.map((s) => s - 1).filter((k) => k >= 1))];
+  const syncLines = log.filter((l) => / (fsync|fdatasync|fsyncdir) /.test(l));
+  const syncs = syncLines.map((l) => Number(l.split(' ')[0]));
+  const focused = c.focus ? syncLines.filter(c.focus).map((l) => Number(l.split(' ')[0])) : syncs;
+  const candidates = [...new Set(focused.map((s) => s - 1).filter((k) => k >= 1))];
   const rnd = random(seed);
   for (let i = candidates.length - 1; i > 0; i--) {
     const j = Math.floor(rnd() * (i + 1));
@@ -245,7 +263,7 @@ export async function runCrashPoints(root: string, c: CrashCase, options: { dead
   points.sort((a, b) => a - b);
   const report: CrashReport = { name: c.name, seed, ops: dry.ops, syncs: syncs.length, counts: dry.counts, points, reached, ms: Date.now() - started };
   process.stdout.write(
-    `power cut: ${c.name}: ${points.length} cut points of ${candidates.length} (${reached} before the end: ${points.join(' ')}) + the end; ` +
+    `power cut: ${c.name}: ${points.length} cut points of ${candidates.length}${c.focus ? ' in its focus' : ''} (${reached} before the end: ${points.join(' ')}) + the end; ` +
       `${dry.ops} operations, ${syncs.length} syncs; seed ${seed}; ${(report.ms / 1000).toFixed(1)} s\n`,
   );
   return report;
