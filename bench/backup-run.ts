@@ -71,7 +71,8 @@ async function main(): Promise<void> {
     const storage = await openStorage(a.repo, storageOptions(a.s3));
     try {
       const opening = performance.now();
-      const repo = await Repository.open(storage, { create: true, write: true, ...keyOptions(a) });
+      const repo = await Repository.open(storage, { create: true, ...keyOptions(a) });
+      repo.assertWritable();
       const openMs = performance.now() - opening;
       const cache = HashCache.load(a.cache);
       // How long the event loop was held up while the backup ran: what a host node's requests would wait.
