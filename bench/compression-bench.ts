@@ -96,7 +96,7 @@ async function main(): Promise<void> {
     );
     out.push('');
   }
-  // The two views the README carries: stored size of every kind of data by codec, and speeds on the indexer's log.
+  // The two views docs/benchmarks.md carries: stored size of every kind of data by codec, and speeds on the indexer's log.
   const label = (c: Cell) => (c.source === 'node:zlib' ? c.codec : `${c.codec} (npm)`);
   const columns = [...new Map(cells.map((c) => [label(c), c])).keys()];
   out.push('Summary: stored / raw, by codec', '');
