@@ -27,7 +27,8 @@ export interface LogArchiveLagSource {
  *
  * Only an agent that archives registers them: on another, their absence says "no log archive" (a lag of 0
  * or a break counter of 0 would say it is healthy). node_admin_log_archive_timeline_breaks_total counts
- * `start` (each agent start begins a new timeline: expected, not alerted on) and the other reasons
+ * `start` (an agent start that could not prove the database is where the archive ends, so began a new
+ * timeline: a first start, a restore, unarchived writes; expected, not alerted on) and the other reasons
  * (BreakReason: gap, fork, damaged, replaced, ...), which the alert NodeAdminLogArchiveTimelineBroken reads.
  */
 export class LogArchiveMetrics implements LogArchiveObserver {
@@ -66,7 +67,7 @@ export class LogArchiveMetrics implements LogArchiveObserver {
     });
     this.breaks = new Counter({
       name: 'node_admin_log_archive_timeline_breaks_total',
-      help: 'Timelines the log archiver ended, by reason: start (each agent start; expected), gap, fork, damaged, replaced, overlap, read_error, spool_full',
+      help: 'Timelines the log archiver ended, by reason: start (a start that could not go on with the timeline; expected), gap, fork, damaged, replaced, overlap, read_error, spool_full',
       labelNames: ['reason'],
       registers,
     });

@@ -5,8 +5,8 @@
 #   S3 endpoint http://127.0.0.1:${PORT:-18080}, access key test:tester, secret testing, region us-east-1,
 #   path-style addressing. The object, container and account servers and memcached listen on PORT+1 ..
 #   PORT+4, so that two instances with different PORTs can run side by side. BASE is wiped at start.
-# Copied from the team notes (s3-test-servers.md) so that the repo does not depend on them; the only
-# changes are that every port derives from PORT and that the rings are built in one Python process.
+# Every port derives from PORT, and the rings are built in one Python process (faster than swift-ring-builder's
+# one process per command).
 set -euo pipefail
 cmd=${1:-start}; S=${2:?usage: swift-s3.sh start|stop BASE_DIR}; PORT=${PORT:-18080}; U=$(id -un)
 if [ "$cmd" = stop ]; then for f in "$S"/run/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; done; exit 0; fi
