@@ -193,7 +193,7 @@ class CheckpointAgent implements Agent {
       if (this.archiveCfg) {
         const archiver = new LogArchiver(this.dbPath, this.archiveCfg, {
           createCheckpoint: (req) => this.createCheckpoint(req),
-          createBackup: (req) => this.createBackup(req),
+          createBackup: (req) => this.createBackup(req, undefined, 'log-archive'),
           openRepository: () => this.openArchiveRepository(),
         }, this.log, this.agentMetrics.logArchive);
         await archiver.start();
@@ -549,8 +549,8 @@ class CheckpointAgent implements Agent {
 
   // ---- remote backups (agent/backup/backup-manager.ts) ----
 
-  async createBackup(req: CreateBackupRequest = {}, onProgress?: (p: BackupProgress) => void): Promise<BackupRecord> {
-    const record = await this.backups.createBackup(req, onProgress);
+  async createBackup(req: CreateBackupRequest = {}, onProgress?: (p: BackupProgress) => void, by: 'manual' | 'log-archive' = 'manual'): Promise<BackupRecord> {
+    const record = await this.backups.createBackup(req, onProgress, by);
     const archiver = this.archiver;
     if (archiver) {
       // A backup of a checkpoint taken during the current timeline becomes one of its bases.

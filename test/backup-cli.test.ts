@@ -276,7 +276,10 @@ describe('remote backups: one at a time, cancel, reuse after cancel', () => {
     const busy = await runCli(['backup', 'create', '--json', ...socket]);
     expect(busy.code).toBe(5);
     expect(busy.stdout).toBe('');
-    expect((JSON.parse(busy.stderr) as { error: { code: string } }).error.code).toBe('BUSY');
+    const busyError = (JSON.parse(busy.stderr) as { error: { code: string; message: string } }).error;
+    expect(busyError.code).toBe('BUSY');
+    // It says what it waits for: whose backup, of what, since when, how far.
+    expect(busyError.message).toMatch(new RegExp(`^a backup of checkpoint ${cp2.id} is running \\(since ${progress.startedAt}, .+\\); try again when it ends`));
     const done = parseOne<BackupRecord>(await running);
     expect(done.checkpoint.id).toBe(cp2.id);
     expect(done.bytesUploaded).toBeGreaterThan(0);

@@ -21,6 +21,7 @@ import type {
 import { parseBackupId, parseCheckpointId, parseKeepCounts, parseOptionalBoolean } from '../../shared/input-rules.js';
 import { backupRecordOf } from './backup-record.js';
 import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
+import { formatBytes } from '../../shared/units.js';
 import type { BackupOptions } from '../agent-types.js';
 import type { Repository } from '../repository/repository.js';
 import type { RepositoryAccess } from '../repository/repository-access.js';
@@ -165,11 +166,32 @@ function loadBackupEngine(): Promise<BackupEngine> {
 }
 
 /** The running backup. */
+/** Who asked for a backup: said to whoever asks for another meanwhile. */
+export type BackupRequester = 'manual' | 'scheduled' | 'log-archive';
+
+const REQUESTED_BY: Record<BackupRequester, string> = {
+  manual: 'a backup',
+  scheduled: 'a scheduled backup',
+  'log-archive': "the log archive's base backup",
+};
+
 interface BackupRun {
   controller: AbortController;
+  by: BackupRequester;
   state: BackupInProgress;
   /** Settles (never rejects) once the backup is over. */
   done: Promise<void>;
+}
+
+/**
+ * What a second request is told: who runs the backup, of what, since when and how far it is, and what to
+ * do (`status` shows the progress; `backup cancel` stops it).
+ */
+export function busyMessage(run: { by: BackupRequester; state: BackupInProgress }): string {
+  const s = run.state;
+  const of = s.checkpointId ? ` of checkpoint ${s.checkpointId}` : '';
+  const far = s.bytesTotal > 0 ? `, ${formatBytes(s.bytesDone)} of ${formatBytes(s.bytesTotal)} done` : `, ${s.phase}`;
+  return `${REQUESTED_BY[run.by]}${of} is running (since ${s.startedAt}${far}); try again when it ends (node-admin status shows its progress) or cancel it`;
 }
 
 /** With a backup running, the stream gets its last progress again at least this often (keeps clients' idle timers and bars alive). */
@@ -345,12 +367,14 @@ export class BackupManager {
     }
   }
 
-  createBackup(req: CreateBackupRequest = {}, onProgress?: (p: BackupProgress) => void): Promise<BackupRecord> {
-    return this.startBackup(req, onProgress, 'manual');
+  /** `by`: who asks (the log archive for its bases); a request meanwhile is told who holds the slot. */
+  createBackup(req: CreateBackupRequest = {}, onProgress?: (p: BackupProgress) => void, by: 'manual' | 'log-archive' = 'manual'): Promise<BackupRecord> {
+    return this.startBackup(req, onProgress, by);
   }
 
   /** Claims the one backup slot synchronously (so that a second request is BUSY at once), then runs. */
-  private startBackup(req: CreateBackupRequest, onProgress: ((p: BackupProgress) => void) | undefined, trigger: 'manual' | 'scheduled'): Promise<BackupRecord> {
+  private startBackup(req: CreateBackupRequest, onProgress: ((p: BackupProgress) => void) | undefined, by: BackupRequester): Promise<BackupRecord> {
+    const trigger = by === 'scheduled' ? 'scheduled' : 'manual';
     let cfg: BackupConfig;
     try {
       cfg = this.requireBackup();
@@ -358,16 +382,14 @@ export class BackupManager {
       if (req.checkpointId !== undefined) parseCheckpointId(req.checkpointId, 'checkpointId');
       parseOptionalBoolean(req.pin, 'pin');
       const running = this.backupRun;
-      if (running) {
-        const of = running.state.checkpointId ? ` of checkpoint ${running.state.checkpointId}` : '';
-        throw new AdminError(ErrorCodes.BUSY, `a backup${of} is already running (since ${running.state.startedAt}); try again later or cancel it`);
-      }
+      if (running) throw new AdminError(ErrorCodes.BUSY, busyMessage(running));
       if (this.pruningBackups) throw new AdminError(ErrorCodes.BUSY, 'the backup repository is being pruned; try again later');
     } catch (err) {
       return Promise.reject(err);
     }
     const run: BackupRun = {
       controller: new AbortController(),
+      by,
       state: {
         phase: 'starting',
         checkpointId: req.checkpointId ?? null,

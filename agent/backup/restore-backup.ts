@@ -148,10 +148,13 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
     };
     // Every worker stops at the first failure; all have settled before anything is cleaned up.
     const lanes = Math.max(1, o.concurrency ?? 12);
-    const outs = codec.encrypted ? alignedBuffers(lanes, MAX_RUN + 2 * DIRECT_ALIGN) : null;
+    // A sealed run opens in place, each chunk's plaintext into the lane before its stored bytes: the
+    // plaintext of chunks 0..k fits in the stored bytes of chunks 0..k (sealing only adds bytes), so no
+    // chunk's plaintext lands on the stored bytes of a later chunk still being opened, and each chunk is
+    // read whole (into its thread's scratch) before its plaintext is placed. One buffer a lane, not two.
     await Promise.allSettled(
-      alignedBuffers(lanes, MAX_RUN + 2 * DIRECT_ALIGN).map((lane, i) =>
-        worker(lane, outs?.[i] ?? null).catch((err: unknown) => {
+      alignedBuffers(lanes, MAX_RUN + 2 * DIRECT_ALIGN).map((lane) =>
+        worker(lane, codec.encrypted ? lane : null).catch((err: unknown) => {
           failure ??= err;
         }),
       ),
