@@ -22,7 +22,7 @@ import { ClassicLevel } from 'classic-level';
 import type { AgentStatus, BackupRecord, CheckpointRecord } from '../dist/shared/index.js';
 import { openStorage } from '../dist/agent/storage/open-storage.js';
 import { readWindows } from '../dist/agent/log-archive/restore-to-moment.js';
-import { CLI, EXAMPLE_NODE, kv, tempDir, type CliResult } from './support/processes.js';
+import { EXAMPLE_NODE, kv, runCli, tempDir, type CliResult } from './support/processes.js';
 import { until } from './support/pitr-writers.js';
 
 const dirs: string[] = [];
@@ -83,19 +83,10 @@ async function startNode(dataDir: string, args: string[], env: NodeJS.ProcessEnv
 /** Everything the CLI printed in this file (searched for the node's password at the end). */
 const printed: string[] = [];
 
-function cli(args: string[], env: NodeJS.ProcessEnv = noPasswordEnv()): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      printed.push(stdout, stderr);
-      resolve({ code, stdout, stderr });
-    });
-  });
+async function cli(args: string[], env: NodeJS.ProcessEnv = noPasswordEnv()): Promise<CliResult> {
+  const r = await runCli(args, { env, inheritEnv: false });
+  printed.push(r.stdout, r.stderr);
+  return r;
 }
 
 function json<T>(r: CliResult): T {

@@ -11,7 +11,6 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { Writable } from 'node:stream';
@@ -23,7 +22,7 @@ import type { BackupRecord, BackupVerifyReport } from '../dist/shared/index.js';
 import { openStorage } from '../dist/agent/storage/open-storage.js';
 import { Repository } from '../dist/agent/repository/repository.js';
 import { removeKey } from '../dist/agent/repository/repository-keys.js';
-import { CLI, tempDir, type CliResult } from './support/processes.js';
+import { runCli, tempDir, type CliResult } from './support/processes.js';
 import { TEST_KDF } from './support/test-password.js';
 
 const dir = tempDir('f3-keys');
@@ -46,21 +45,12 @@ const printed: string[] = [];
 let agentLog = '';
 
 /** Runs the built CLI with the environment as given: no password from the test setup's environment. */
-function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   const childEnv: NodeJS.ProcessEnv = { ...process.env, NODE_ADMIN_SOCKET: '', ...env };
   for (const name of ['NODE_ADMIN_PASSWORD_FILE', 'CREDENTIALS_DIRECTORY']) if (!(name in env)) delete childEnv[name];
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      printed.push(stdout, stderr);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  const r = await runCli(args, { env: childEnv, inheritEnv: false });
+  printed.push(r.stdout, r.stderr);
+  return r;
 }
 
 const repo = (who?: Who) => ['--repo', repoUrl, ...(who ? ['--password-file', pw(who)] : [])];

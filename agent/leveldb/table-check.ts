@@ -58,7 +58,8 @@ function readBlock(buf: Buffer, h: Handle, fail: (m: string) => Error, decode = 
   throw fail(`unknown block compression ${type} at offset ${h.offset}`);
 }
 
-function varint(buf: Buffer, pos: { p: number }, fail: (m: string) => Error): number {
+/** A LevelDB varint at `pos.p` (advanced past it); `fail` names what is wrong. */
+export function varint(buf: Buffer, pos: { p: number }, fail: (m: string) => Error): number {
   let result = 0;
   let scale = 1;
   for (let i = 0; i < 10; i++) {

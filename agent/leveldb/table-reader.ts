@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { crc32c, unmaskCrc } from './crc32c.js';
-import { snappyDecompress, TableCorruptionError } from './table-check.js';
+import { snappyDecompress, TableCorruptionError, varint } from './table-check.js';
 
 /**
  * One entry of a table, its internal key split: the user key, the sequence number and the type
@@ -196,17 +196,4 @@ function parseBlock(block: Buffer, fail: (m: string) => Error): Parsed {
     if (i > 0 && compareInternal(keys[i - 1]!, keys[i]!) >= 0) throw fail('block keys out of order');
   }
   return { keys, values };
-}
-
-function varint(buf: Buffer, pos: { p: number }, fail: (m: string) => Error): number {
-  let result = 0;
-  let scale = 1;
-  for (let i = 0; i < 10; i++) {
-    if (pos.p >= buf.length) throw fail('truncated varint');
-    const b = buf[pos.p++]!;
-    result += (b & 0x7f) * scale;
-    if ((b & 0x80) === 0) return result;
-    scale *= 128;
-  }
-  throw fail('varint too long');
 }

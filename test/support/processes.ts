@@ -20,11 +20,15 @@ export interface CliResult {
 }
 
 /** Runs the built CLI as a real process. */
-export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
+/**
+ * The built CLI as a process. Its environment: this process's, with no default socket, and `env` over it;
+ * with `inheritEnv: false`, exactly `env`.
+ */
+export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; inheritEnv?: boolean; timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], {
       cwd: options.cwd ?? ROOT,
-      env: { ...process.env, NODE_ADMIN_SOCKET: '', ...options.env },
+      env: options.inheritEnv === false ? options.env : { ...process.env, NODE_ADMIN_SOCKET: '', ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
