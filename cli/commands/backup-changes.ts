@@ -1,7 +1,8 @@
 import type { ChangeBatch, ChangeEntry, ChangesRequest, ChangesSummary } from '../../shared/api.js';
 import { parseMoment, parseTimelineId } from '../../shared/input-rules.js';
 import { defineCommand } from '../command.js';
-import { clean, plural, type Writer } from '../output.js';
+import { LineWriter } from '../line-writer.js';
+import { clean, plural } from '../output.js';
 import { invalidArgument } from '../run-command.js';
 import { checkRepoFlags, repoOptions, withRepository } from './backup-repo.js';
 
@@ -34,33 +35,34 @@ export const backupChangesCommand = defineCommand({
       ...(argv.prefix !== undefined ? { prefix: argv.prefix } : {}),
       ...(argv.values ? { values: true } : {}),
     };
-    const out = ctx.io.stdout;
     // --json: NDJSON, a `{"batch":…}` line per batch, then one `{"summary":…}` line.
-    const onBatch = (b: ChangeBatch) => writeLine(out, ctx.json ? JSON.stringify({ batch: b }) : formatBatch(b));
-    let summary: ChangesSummary;
-    if (argv.repo === undefined) {
-      summary = await (await ctx.agent()).backupChanges(req, onBatch);
-    } else {
-      const { archiveChanges, parseChangesRequest } = await import('../../agent/log-archive/archive-changes.js');
-      summary = await withRepository(argv, async (repo) => {
-        const listing = archiveChanges(repo, parseChangesRequest(req));
-        for (;;) {
-          const next = await listing.next();
-          if (next.done) return next.value;
-          await onBatch(next.value);
-        }
-      });
+    const lines = new LineWriter(ctx.io.stdout);
+    const onBatch = (b: ChangeBatch) => lines.line(ctx.json ? JSON.stringify({ batch: b }) : formatBatch(b));
+    try {
+      let summary: ChangesSummary;
+      if (argv.repo === undefined) {
+        summary = await (await ctx.agent()).backupChanges(req, onBatch);
+      } else {
+        const { archiveChanges, parseChangesRequest } = await import('../../agent/log-archive/archive-changes.js');
+        summary = await withRepository(argv, async (repo) => {
+          const listing = archiveChanges(repo, parseChangesRequest(req));
+          for (;;) {
+            const next = await listing.next();
+            if (next.done) return next.value;
+            await onBatch(next.value);
+          }
+        });
+      }
+      await lines.line(ctx.json ? JSON.stringify({ summary }) : formatSummary(summary, argv.key !== undefined || argv.prefix !== undefined));
+      await lines.flush();
+    } catch (err) {
+      // `node-admin backup changes | head`: the reader has what it wanted; the listing stops there, quietly.
+      if (lines.closed) return;
+      await lines.flush().catch(() => {}); // what was listed before the failure, then the error
+      throw err;
     }
-    await writeLine(out, ctx.json ? JSON.stringify({ summary }) : formatSummary(summary, argv.key !== undefined || argv.prefix !== undefined));
   },
 });
-
-/** One line; resolves once the output took it (a slow pipe holds the listing up instead of filling memory). */
-function writeLine(out: Writer, line: string): Promise<void> {
-  const stream = out as Writer & Partial<Pick<NodeJS.WritableStream, 'once'>>;
-  if (out.write(`${line}\n`) !== false || typeof stream.once !== 'function') return Promise.resolve();
-  return new Promise((resolve) => stream.once!('drain', () => resolve()));
-}
 
 /** `2026-11-24T00:41:07.123Z  seq 1234..1236  2 puts, 1 delete  +a +b -c` (with --values: `+a="1"`). */
 export function formatBatch(b: ChangeBatch): string {
