@@ -209,7 +209,7 @@ async function main(): Promise<void> {
       t[0]!.segments === segments.length &&
       shown.gaps.length === 0;
     checks.push({
-      metric: '`backup timeline`: one timeline over the hour, from the base to the last batch',
+      metric: '`backup timeline`: one timeline over the span written, from the base to the last batch',
       value: t.map((x) => `${x.id} ${x.from} to ${x.to}, sequences ${x.firstSequence}..${x.lastSequence}, ${x.segments} segments`).join('; '),
       goal: `${new Date(t0).toISOString()} to ${new Date(t0 + spanMs).toISOString()}`,
       met: timelineOk,
