@@ -229,7 +229,7 @@ async function main(): Promise<void> {
     const rawLoad = statusAfter.shippedBytes - shippedBytesBefore;
     const segmentsListedLoad = countSegments(repoDir) - segmentsBefore;
     const bytesLoad = allSegmentBytes(repoDir) - segmentBytesBefore;
-    // With merging (segment-merger.ts), per hour of this load: finished hours keep ceil(bytes / 32 MiB)
+    // With merging (segment-merger.ts), per hour of this load: finished hours keep ceil(bytes / MAX_MERGED_BYTES)
     // objects; every segment is read and deleted once by its minute's merge, every minute segment once by
     // its hour's; one LIST and at most one PUT per minute, plus the hour's PUTs.
     const segmentsPerHour = (segmentsLoad / loadWindow) * 3600;
@@ -315,7 +315,7 @@ async function main(): Promise<void> {
       { metric: 'storage requests per hour idle', value: `${perHour(requestsIdle, idleSeconds)} (${requestsIdle} in ${idleSeconds} s)`, goal: '0', met: requestsIdle === 0 },
       { metric: 'storage requests per hour under the load with merging (projected: + GET, DELETE of each segment, LIST, PUT)', value: `${(requestsLoad / loadWindow * 3600 + mergeRequestsPerHour).toFixed(0)}`, goal: '-', met: null },
       { metric: 'segments stored per hour of load (one per interval with something new)', value: `${perHour(segmentsLoad, loadWindow)} (${segmentsLoad} in ${loadWindow.toFixed(1)} s; ${segmentsListedLoad} listed after)`, goal: '-', met: null },
-      { metric: 'objects kept per hour of load after merging (finished hours in 32 MiB pieces, from the bytes stored)', value: `${keptPerHour} (${mb(bytesLoad / loadWindow * 3600)}/h stored)`, goal: 'few', met: null },
+      { metric: 'objects kept per hour of load after merging (finished hours in pieces of MAX_MERGED_BYTES as stored, from the bytes stored)', value: `${keptPerHour} (${mb(bytesLoad / loadWindow * 3600)}/h stored)`, goal: 'few', met: null },
       {
         metric: "a day of this load's log segments: as encoded -> as stored (compressed and sealed), projected from the run",
         value: `${gb((rawLoad / loadWindow) * DAY_SECONDS)} -> ${gb((bytesLoad / loadWindow) * DAY_SECONDS)} a day (${((bytesLoad / rawLoad) * 100).toFixed(1)}%; ${mb(rawLoad)} -> ${mb(bytesLoad)} in ${loadWindow.toFixed(1)} s)`,

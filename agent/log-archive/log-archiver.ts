@@ -54,7 +54,7 @@ export interface LogArchiveOptions {
   spoolBytes?: number;
   /**
    * Merging of aged segments (default on: finished minutes become one segment, finished hours as few
-   * as 32 MiB each allows). The windows can be shortened for tests; `false` turns merging off.
+   * as MAX_MERGED_BYTES each allows). The windows can be shortened for tests; `false` turns merging off.
    */
   merge?: false | { windowMs?: number; largeWindowMs?: number };
   /** The spool's directory (default: beside the database directory, `<db>.log-archive-spool`). */

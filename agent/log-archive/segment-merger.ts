@@ -23,8 +23,14 @@ import { coveringChain } from './timeline-windows.js';
 
 export const MINUTE_MS = 60_000;
 export const HOUR_MS = 3_600_000;
-/** A merged segment stops growing here (memory of a merge, size of one GET on restore). */
-export const MAX_MERGED_BYTES = 32 * 1024 * 1024;
+/**
+ * A merged segment stops growing here, counted as the storage lists it: compressed and sealed. What it
+ * bounds is memory: a merge, a restore and `backup changes` hold one segment whole, as encoded, and a
+ * node's log compresses to about a fifth (docs/benchmarks.md), so 8 MiB stored is about 40 MB of log
+ * (a cap of 32 MiB stored let a merge in the host hold 160 MB of log and several copies of it). The
+ * names carry no encoded size: the planner can only see this one.
+ */
+export const MAX_MERGED_BYTES = 8 * 1024 * 1024;
 
 export interface SizedSegment extends SegmentInfo {
   name: string;
