@@ -324,7 +324,13 @@ describe('log archive: one timeline through restarts', () => {
     serving = true;
     const viaAgent = await changes(['--from', `seq:${seqEnd(j1)}`, '--to', `seq:${mid}`], 'agent');
     expect(viaAgent.batches).toEqual(listed.batches);
-    expect(viaAgent.summary).toEqual(listed.summary);
+    // The same summary, but for the segments read: the restarted agent may have merged a minute that
+    // finished meanwhile (the same batches in fewer segments, never more).
+    const { segments: segmentsViaAgent, ...summaryViaAgent } = viaAgent.summary;
+    const { segments: segmentsListed, ...summaryListed } = listed.summary;
+    expect(summaryViaAgent).toEqual(summaryListed);
+    expect(segmentsViaAgent).toBeGreaterThan(0);
+    expect(segmentsViaAgent).toBeLessThanOrEqual(segmentsListed);
     // Refusals: moments in no window, both a key and a prefix.
     const refused = await runCli(['backup', 'changes', '--socket', socketPath, '--to', 'seq:1000000000']);
     expect(refused.code).toBe(3);
