@@ -18,6 +18,7 @@ import { Repository } from '../dist/agent/repository/repository.js';
 import { parseWalName, segmentName } from '../dist/agent/log-archive/segment.js';
 import { timelineWindows } from '../dist/agent/log-archive/timeline-windows.js';
 import { listSegments, planMerges, runMerges, type SizedSegment } from '../dist/agent/log-archive/segment-merger.js';
+import { archiveChanges, parseChangesRequest } from '../dist/agent/log-archive/archive-changes.js';
 import { readWindows, restoreToMoment } from '../dist/agent/log-archive/restore-to-moment.js';
 import { tempDir } from './support/processes.js';
 import { Writers, levelApply, readState, until } from './support/pitr-writers.js';
@@ -148,5 +149,34 @@ describe('merging in a running archiver', () => {
 
     // Negative control: the model check refuses a restore compared with the first moment's bounds.
     expect(writers.mismatch(await readState(latest, WRITERS), writers.bounds(t.from!), true)).not.toBeNull();
+
+    // backup changes while a merge replaces segments it has yet to read (the agent merges while it
+    // lists): it lists again and goes on, every batch once, in order, as a listing left alone.
+    const listAll = async (onBatch: () => Promise<void>) => {
+      const sequences: number[] = [];
+      const gen = archiveChanges(repo, parseChangesRequest({}));
+      for (;;) {
+        const n = await gen.next();
+        if (n.done) return { sequences, summary: n.value };
+        sequences.push(n.value.sequence);
+        await onBatch();
+      }
+    };
+    const alone = await listAll(async () => {});
+    const chainNow = (await readWindows(storage)).timelines[0]!.segments;
+    const tail = (await listSegments(repo, t.id)).filter((s) => chainNow.slice(-3).some((c) => c.first === s.first && c.last === s.last));
+    expect(tail.length).toBe(3);
+    let merged = false;
+    const during2 = await listAll(async () => {
+      if (merged) return;
+      merged = true;
+      await runMerges(repo, { merges: [tail], leftovers: [] });
+    });
+    // The merge took segments the listing had yet to read: their names were gone when it got there.
+    expect(tail.every((s) => s.first > during2.sequences[0]!)).toBe(true);
+    expect((await listSegments(repo, t.id)).some((s) => s.name === tail[0]!.name)).toBe(false);
+    expect(during2.sequences).toEqual(alone.sequences);
+    expect(during2.summary.lastSequence).toBe(alone.summary.lastSequence);
+    expect(during2.summary.scanned).toBe(alone.summary.scanned);
   }, 120_000);
 });

@@ -2,10 +2,14 @@ import type { ChangeBatch, ChangeEntry, ChangesRequest, ChangesSummary } from '.
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { describeMoment, parseMoment, parseTimelineId, type Moment } from '../../shared/input-rules.js';
 import type { Repository } from '../repository/repository.js';
+import { isStorageError } from '../storage/storage.js';
 import { notRestorable, readWindows } from './restore-to-moment.js';
 import { decodeSegment, segmentName } from './segment.js';
 import { baseAt, firstSequence, type TimelineView, type Windows } from './timeline-windows.js';
 import { batchEntries, batchLast } from './write-batch.js';
+
+/** Listings again after a segment vanished (a merge replaced it) before a listing gives up. */
+const MAX_RELISTS = 16;
 
 /** A listing's request, parsed (shared/input-rules.ts): what the CLI and the socket route both hand over. */
 export interface ChangesQuery {
@@ -79,16 +83,36 @@ export async function* archiveChanges(repo: Repository, q: ChangesQuery): AsyncG
     lastSequence: null,
   };
   let next: number | null = null;
-  for (const s of t.segments) {
-    // Names say each segment's sequence numbers and its time span (from, to]: skip what lies outside.
+  let segments = t.segments;
+  let relists = 0;
+  for (let i = 0; i < segments.length; ) {
+    const s = segments[i++]!;
+    // Names say each segment's sequence numbers and its time span (from, to]: skip what lies outside,
+    // and, after listing again, what was read already.
     if (s.last <= lower.sequence || (lower.time !== null && s.to <= lower.time)) continue;
+    if (next !== null && s.last < next) continue;
     if (s.first > upper.sequence && (upper.time === null || s.from >= upper.time)) break;
     const name = segmentName(s);
-    const batches = await decodeSegment(name, s, await repo.getObject(name));
+    let stored: Buffer;
+    try {
+      stored = await repo.getObject(name);
+    } catch (err) {
+      // A merge (the agent's, while this lists) replaced it: the merged segment was stored before its
+      // inputs were deleted, so listing again finds what holds the next batch. Bounded: a segment that
+      // stays missing is a gap, which the chain then shows (and the sequence check refuses).
+      if (!isStorageError(err, 'not-found') || ++relists > MAX_RELISTS) throw err;
+      const again = (await readWindows(repo)).timelines.find((x) => x.id === t.id);
+      if (!again) throw err;
+      segments = again.segments;
+      i = 0;
+      continue;
+    }
+    const batches = await decodeSegment(name, s, stored);
     summary.segments++;
     for (const b of batches) {
       if (!after(lower, b)) continue;
       if (after(upper, b)) return summary;
+      if (next !== null && b.seq < next) continue; // listed already, from the segment a merge replaced
       if (next !== null && b.seq !== next) throw new AdminError(ErrorCodes.CORRUPT, `segment ${name}: batch at sequence ${b.seq} where ${next} was expected`);
       next = batchLast(b) + 1;
       summary.scanned++;
