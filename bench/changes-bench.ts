@@ -22,6 +22,7 @@ import { dropPageCache, GNU_TIME, hasGnuTime } from './backup-timed.js';
 import { envNumber } from './env-number.js';
 import { IndexerRecords, type IndexerOp } from './indexer-records.js';
 import { progress } from './progress.js';
+import { goalTable, type GoalRow } from './goal-table.js';
 
 /**
  * `node-admin backup changes` over an hour of log archive at 1,000 writes/s (issue 21): how fast it
@@ -138,12 +139,7 @@ interface Listing {
   cacheDropped: boolean;
 }
 
-interface Row {
-  metric: string;
-  value: string;
-  goal: string;
-  met: boolean | null;
-}
+type Row = GoalRow;
 
 async function main(): Promise<void> {
   const minutes = envNumber('BENCH_CHANGES_MINUTES', 60, true);
@@ -646,16 +642,10 @@ async function readAlone(repo: Repository, segments: readonly SizedSegment[], fr
 }
 
 function table(rows: Row[]): string {
-  const w0 = Math.max(...rows.map((r) => r.metric.length));
-  const w1 = Math.max(...rows.map((r) => r.value.length));
-  const w2 = Math.max(...rows.map((r) => r.goal.length));
-  return [
-    '',
+  return goalTable(
     `backup changes: the built CLI, file:// repository encrypted (format 3), each run its own process (Node ${process.version}, ${os.cpus().length} CPUs); load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`,
-    `${'metric'.padEnd(w0)} | ${'ours'.padEnd(w1)} | ${'goal'.padEnd(w2)} | met?`,
-    ...rows.map((r) => `${r.metric.padEnd(w0)} | ${r.value.padEnd(w1)} | ${r.goal.padEnd(w2)} | ${r.met === null ? '-' : r.met ? 'yes' : 'NO'}`),
-    '',
-  ].join('\n') + '\n';
+    rows,
+  );
 }
 
 const mb = (bytes: number) => `${(bytes / 1e6).toFixed(0)} MB`;

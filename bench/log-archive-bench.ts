@@ -20,6 +20,7 @@ import { IndexerRecords, type IndexerOp } from './indexer-records.js';
 import { passwordSource } from '../agent/repository/password-source.js';
 import { progress, sleep } from './progress.js';
 import { summarize, type Summary } from './stats.js';
+import { goalTable, type GoalRow } from './goal-table.js';
 
 /**
  * The log archive's benchmark (issue "restore to any second"), one run, an embedded agent archiving to a
@@ -419,24 +420,13 @@ function segmentSizes(repoDir: string, timeline: string, after = -1): number[] {
   });
 }
 
-interface Row {
-  metric: string;
-  value: string;
-  goal: string;
-  met: boolean | null;
-}
+type Row = GoalRow;
 
 function table(rows: Row[]): string {
-  const w0 = Math.max(...rows.map((r) => r.metric.length));
-  const w1 = Math.max(...rows.map((r) => r.value.length));
-  const w2 = Math.max(...rows.map((r) => r.goal.length));
-  return [
-    '',
+  return goalTable(
     `Log archive: embedded agent, file:// repository encrypted (format 3), 1 s interval (Node ${process.version}); load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`,
-    `${'metric'.padEnd(w0)} | ${'ours'.padEnd(w1)} | ${'goal'.padEnd(w2)} | met?`,
-    ...rows.map((r) => `${r.metric.padEnd(w0)} | ${r.value.padEnd(w1)} | ${r.goal.padEnd(w2)} | ${r.met === null ? '-' : r.met ? 'yes' : 'NO'}`),
-    '',
-  ].join('\n') + '\n';
+    rows,
+  );
 }
 
 const secs = (v: number) => `${(v / 1000).toFixed(2)} s`;
