@@ -136,6 +136,8 @@ const SEGMENT_BYTES = EARLY_SHIP_BYTES;
 const MERGES_PER_RUN = 8;
 /** Attempts at the continuity proof at start that fail on the storage before a new timeline is begun instead. */
 const RESUME_ATTEMPTS = 3;
+/** Reads of the MANIFEST at the start before the opening is given up (openingSequence). */
+const OPENING_READS = 5;
 /** Batches waiting in memory beyond this go to the spool on disk (whole passes, in segments of about EARLY_SHIP_BYTES). */
 const MEMORY_BYTES = 16 * 1024 * 1024;
 /** A pass of the follower hands over about this much at most (a burst is read, and shipped, in pieces). */
@@ -265,7 +267,7 @@ export class LogArchiver {
       await this.follower.open();
       // After the logs are open: a write from here on is in the first pass, so a quiet pass means the
       // database held exactly this sequence when the pass ended.
-      sequence = await manifestSequence(this.dbPath).catch(() => null);
+      sequence = await this.openingSequence();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new AdminError(ErrorCodes.NOT_FOUND, `the database directory ${this.dbPath} does not exist: open the database before starting an agent that archives its log`);
@@ -287,6 +289,25 @@ export class LogArchiver {
     }
     this.startBase();
     this.log.info({ intervalMs: this.cfg.intervalMs, pollMs: this.cfg.pollMs, spool: this.diskSpool.dir }, 'log archiver started');
+  }
+
+  /**
+   * The MANIFEST's last sequence at the start, or null (then a new timeline begins, which is always
+   * right). Read again a few times before giving up: LevelDB may be appending a compaction's edit to the
+   * MANIFEST just after the open, and a read that meets the record half-written fails.
+   */
+  private async openingSequence(): Promise<number | null> {
+    let failure: unknown = null;
+    for (let attempt = 0; attempt < OPENING_READS; attempt++) {
+      try {
+        return await manifestSequence(this.dbPath);
+      } catch (err) {
+        failure = err;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+    this.log.info({ err: toAdminError(failure).message }, "log archive: the database's MANIFEST could not be read at the start; a new timeline begins");
+    return null;
   }
 
   /**
