@@ -293,8 +293,9 @@ export class LogArchiver {
 
   /**
    * The MANIFEST's last sequence at the start, or null (then a new timeline begins, which is always
-   * right). Read again a few times before giving up: LevelDB may be appending a compaction's edit to the
-   * MANIFEST just after the open, and a read that meets the record half-written fails.
+   * right). Read again a few times before giving up, and logged when it does: CURRENT and the MANIFEST it
+   * names are two reads, and a MANIFEST replaced between them (a new one named, the old deleted) fails
+   * the second. (A record half-appended does not: replayManifest stops at the last complete one.)
    */
   private async openingSequence(): Promise<number | null> {
     let failure: unknown = null;
