@@ -44,27 +44,42 @@ export async function checkTimelineRecords(repo: Repository, timeline: string): 
   await mapLimit(names, RECORDS_AT_ONCE, async (name) => {
     const parsed = parseWalName(name);
     if (parsed === null || parsed.kind === 'segment') return;
-    let record: Record<string, unknown>;
     try {
-      record = await repo.getJson<Record<string, unknown>>(name);
+      await readTimelineRecord(repo, parsed);
     } catch (err) {
       if (isStorageError(err, 'not-found')) return;
       throw err;
     }
-    let named: Record<string, unknown>;
-    let fields: readonly string[];
-    if (parsed.kind === 'base') {
-      named = parsed.base;
-      // A record named before `last` was in names (read as MAX_SAFE_INTEGER) is checked on the rest.
-      fields = parsed.base.last === Number.MAX_SAFE_INTEGER ? ['timeline', 'backup', 'sequence', 'from', 'to'] : ['timeline', 'backup', 'sequence', 'last', 'from', 'to'];
-    } else {
-      named = parsed.mark as unknown as Record<string, unknown>;
-      fields = ['timeline', 'kind', 'last', 'at'];
-    }
-    for (const key of fields) {
-      if (record?.[key] !== named[key]) throw new AdminError(ErrorCodes.CORRUPT, `timeline record ${name} is damaged: its ${key} is not the name's`);
-    }
   });
+}
+
+/**
+ * A base record or a mark, opened (in format 3: authenticated under its own name) and checked to say
+ * what its name says: its plaintext. CORRUPT naming it otherwise; `not-found` (StorageError) when absent.
+ */
+export async function readTimelineRecord(repo: Repository, parsed: Exclude<WalObject, { kind: 'segment' }>): Promise<Buffer> {
+  const { name } = parsed;
+  const bytes = await repo.getObject(name);
+  let record: Record<string, unknown>;
+  try {
+    record = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
+  } catch {
+    throw new AdminError(ErrorCodes.CORRUPT, `timeline record ${name} is damaged: it is not JSON`);
+  }
+  let named: Record<string, unknown>;
+  let fields: readonly string[];
+  if (parsed.kind === 'base') {
+    named = parsed.base;
+    // A record named before `last` was in names (read as MAX_SAFE_INTEGER) is checked on the rest.
+    fields = parsed.base.last === Number.MAX_SAFE_INTEGER ? ['timeline', 'backup', 'sequence', 'from', 'to'] : ['timeline', 'backup', 'sequence', 'last', 'from', 'to'];
+  } else {
+    named = parsed.mark as unknown as Record<string, unknown>;
+    fields = ['timeline', 'kind', 'last', 'at'];
+  }
+  for (const key of fields) {
+    if (record?.[key] !== named[key]) throw new AdminError(ErrorCodes.CORRUPT, `timeline record ${name} is damaged: its ${key} is not the name's`);
+  }
+  return bytes;
 }
 
 /**

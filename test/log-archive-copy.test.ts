@@ -1,0 +1,172 @@
+/**
+ * Copying the log archive to a second repository (archive-copy.ts): a real agent archives a database
+ * under writes (with merging), then the archive is copied into a repository holding the same backups and
+ * keys; every moment restores there exactly as the model of acknowledged writes says; a second copy
+ * stores nothing; a copy cut short claims no moment it cannot restore and, run again, stores only what
+ * was missing; a damaged source segment fails the copy naming it, and a record whose body disagrees
+ * with its name is refused.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ClassicLevel } from 'classic-level';
+import { pino } from 'pino';
+import { createAgent } from '../dist/agent/index.js';
+import { DirStorage } from '../dist/agent/storage/dir-storage.js';
+import { Repository } from '../dist/agent/repository/repository.js';
+import { copyLogArchive } from '../dist/agent/log-archive/archive-copy.js';
+import { readWindows, restoreToMoment } from '../dist/agent/log-archive/restore-to-moment.js';
+import { parseWalName, segmentName } from '../dist/agent/log-archive/segment.js';
+import { tempDir } from './support/processes.js';
+import { Writers, levelApply, readState, until } from './support/pitr-writers.js';
+import { TEST_REPO } from './support/test-password.js';
+
+const WRITERS = 3;
+let dir: string;
+let sourceDir: string;
+let writers: Writers;
+let source: Repository;
+
+/** A repository holding what `sourceDir` holds but its log archive: the same config, keys and backups. */
+function withoutArchive(name: string): string {
+  const to = path.join(dir, name);
+  fs.cpSync(sourceDir, to, { recursive: true, filter: (p) => path.relative(sourceDir, p) !== 'wal' });
+  return to;
+}
+
+/** A DirStorage that counts what is stored under `wal/`. */
+function countingStorage(root: string): { storage: DirStorage; stored: string[] } {
+  const stored: string[] = [];
+  const inner = new DirStorage(root);
+  const storage = Object.assign(Object.create(inner) as DirStorage, {
+    put: async (name: string, data: Buffer) => {
+      if (name.startsWith('wal/')) stored.push(name);
+      return inner.put(name, data);
+    },
+  });
+  return { storage, stored };
+}
+
+/** Restores `at` from `repo` and checks it against the model. */
+async function restoresExactly(repo: Repository, at: number, label: string): Promise<void> {
+  const to = path.join(dir, `restored-${label}-${at}`);
+  const r = await restoreToMoment({ repo, at, to });
+  expect(r.reached.time).toBeLessThanOrEqual(at);
+  expect(writers.mismatch(await readState(to, WRITERS), writers.bounds(at), false), `${label}: restore to ${new Date(at).toISOString()}`).toBeNull();
+  fs.rmSync(to, { recursive: true });
+}
+
+beforeAll(async () => {
+  dir = tempDir('archive-copy');
+  const dbPath = path.join(dir, 'db');
+  sourceDir = path.join(dir, 'source');
+  const db = new ClassicLevel<string, Buffer>(dbPath, { valueEncoding: 'buffer', writeBufferSize: 256 * 1024 });
+  await db.open();
+  writers = new Writers(levelApply(db), { writers: WRITERS, keysPerWriter: 200, batches: true, pauseMs: 5 });
+  writers.start();
+  const agent = createAgent({
+    dbPath,
+    checkpointDir: path.join(dir, 'checkpoints'),
+    backup: { repository: pathToFileURL(sourceDir).href, logArchive: { intervalMs: 100, merge: { windowMs: 1000, largeWindowMs: 5000 } } },
+    logger: pino({ level: 'silent' }),
+  });
+  await agent.start();
+  const storage = new DirStorage(sourceDir);
+  await until('the first base', async () => (await readWindows(storage)).timelines.some((t) => t.from !== null));
+  const started = Date.now();
+  await until('6 s of writes', () => Date.now() >= started + 6000, 20_000);
+  await writers.stop();
+  await agent.stop();
+  await db.close();
+  source = await Repository.open(storage, TEST_REPO);
+}, 60_000);
+
+afterAll(() => {
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('copyLogArchive', () => {
+  it('the copy restores every moment exactly; a second copy stores nothing', async () => {
+    const sourceWindows = await readWindows(source);
+    const t = sourceWindows.timelines[0]!;
+    expect(t.from).not.toBeNull();
+    const { storage, stored } = countingStorage(withoutArchive('copy'));
+    const dest = (await Repository.open(storage, TEST_REPO));
+    const first = await copyLogArchive(source, dest);
+    expect(first.segments).toBe(t.segments.length);
+    expect(first.records).toBe(t.bases.length + t.marks.length);
+    expect(stored.length).toBe(first.segments + first.records);
+
+    const copied = (await readWindows(dest)).timelines;
+    expect(copied.map((c) => [c.id, c.from, c.to, c.lastSequence, c.brokenAfter])).toEqual(sourceWindows.timelines.map((c) => [c.id, c.from, c.to, c.lastSequence, c.brokenAfter]));
+    const moments = [t.from!, ...Array.from({ length: 4 }, () => t.from! + Math.floor(Math.random() * (t.to! - t.from!))), t.to!].sort((a, b) => a - b);
+    for (const at of moments) await restoresExactly(dest, at, 'copy');
+
+    stored.length = 0;
+    const again = await copyLogArchive(source, dest);
+    expect(again).toMatchObject({ segments: 0, records: 0, present: first.segments + first.records });
+    expect(stored).toEqual([]);
+  });
+
+  it('a copy cut short claims only what it holds; run again, it stores only what was missing', async () => {
+    const t = (await readWindows(source)).timelines[0]!;
+    expect(t.segments.length).toBeGreaterThanOrEqual(4);
+    const { storage, stored } = countingStorage(withoutArchive('resumed'));
+    const dest = await Repository.open(storage, TEST_REPO);
+    const cut = new AbortController();
+    const half = Math.floor(t.segments.length / 2);
+    await expect(copyLogArchive(source, dest, { signal: cut.signal, onObject: () => stored.length >= half && cut.abort(new Error('killed')) })).rejects.toThrow('killed');
+    const firstRun = [...stored];
+    expect(firstRun.length).toBe(half);
+
+    // Half the chain and no record yet: no base is usable, so nothing is claimed.
+    const partial = (await readWindows(dest)).timelines[0]!;
+    expect(partial.segments.length).toBe(half);
+    expect(partial.from).toBeNull();
+
+    stored.length = 0;
+    const rest = await copyLogArchive(source, dest);
+    expect(rest.segments).toBe(t.segments.length - half);
+    // Nothing stored twice (the negative control: the two runs together are the whole chain and the records).
+    expect(stored.filter((n) => firstRun.includes(n))).toEqual([]);
+    expect(new Set([...firstRun, ...stored]).size).toBe(t.segments.length + t.bases.length + t.marks.length);
+    await restoresExactly(dest, t.to!, 'resumed');
+  });
+
+  it('a damaged source segment fails the copy naming it; what was copied before it stays restorable', async () => {
+    const t = (await readWindows(source)).timelines[0]!;
+    const victim = t.segments[t.segments.length - 2]!;
+    const file = path.join(sourceDir, segmentName(victim));
+    const original = fs.readFileSync(file);
+    const flipped = Buffer.from(original);
+    flipped[Math.floor(flipped.length / 2)]! ^= 0x10;
+    fs.writeFileSync(file, flipped);
+    try {
+      const dest = await Repository.open(new DirStorage(withoutArchive('damaged')), TEST_REPO);
+      await expect(copyLogArchive(source, dest)).rejects.toThrow(segmentName(victim));
+      const w = (await readWindows(dest)).timelines[0];
+      // No record copied yet: nothing claimed at the destination, nothing past the damage stored.
+      expect(w?.from ?? null).toBeNull();
+      expect(w?.segments.at(-1)?.last ?? 0).toBeLessThan(victim.first);
+    } finally {
+      fs.writeFileSync(file, original);
+    }
+  });
+
+  it('a timeline record whose body is not what its name says is refused', async () => {
+    const t = (await readWindows(source)).timelines[0]!;
+    const base = t.bases[0]!;
+    const parsed = parseWalName(base.name);
+    expect(parsed?.kind).toBe('base');
+    // The store renames a base record to claim a longer window (a later `to`).
+    const forged = base.name.replace(/-(\d{13})$/, (_, to: string) => `-${String(Number(to) + 60_000).padStart(13, '0')}`);
+    fs.renameSync(path.join(sourceDir, base.name), path.join(sourceDir, forged));
+    try {
+      const dest = await Repository.open(new DirStorage(withoutArchive('forged')), TEST_REPO);
+      await expect(copyLogArchive(source, dest)).rejects.toThrow(forged);
+    } finally {
+      fs.renameSync(path.join(sourceDir, forged), path.join(sourceDir, base.name));
+    }
+  });
+});
