@@ -22,6 +22,8 @@ export interface Config {
   agent: boolean;
   /** Whether to run the S3 phase (backup-phase-s3.ts: Swift's s3api on loopback). */
   s3: boolean;
+  /** Step 6, `backup copy` to and from Swift (BENCH_COPY=0 skips it). */
+  copy: boolean;
   /** How many times each timed run is made; the medians count. */
   repeat: number;
 }
@@ -45,6 +47,7 @@ export function readConfig(): Config {
     keep: process.env.BENCH_KEEP === '1',
     agent: process.env.BENCH_AGENT !== '0',
     s3: process.env.BENCH_S3 !== '0',
+    copy: process.env.BENCH_COPY !== '0',
     repeat: num('BENCH_REPEAT', 3, true),
   };
 }

@@ -13,6 +13,7 @@ import { incrementalPhase } from './backup-phase-incremental.js';
 import { restorePhase } from './backup-phase-restore.js';
 import { agentPhase, type AgentPhase } from './backup-phase-agent.js';
 import { s3Phase, type S3Phase } from './backup-phase-s3.js';
+import { copyPhase, type CopyPhase } from './backup-phase-copy.js';
 
 /**
  * The backup benchmark: ours against restic and borg on the same checkpoint of the benchmark database
@@ -30,7 +31,9 @@ import { s3Phase, type S3Phase } from './backup-phase-s3.js';
  *   3. restore of the latest backup into a fresh directory, checked byte for byte against checkpoint 2;
  *   4. a backup through the agent (backup-phase-agent.ts): the node's write p99 during it against quiet;
  *   5. the S3 path on Swift's s3api (backup-phase-s3.ts): full, incremental and restore, each beside the
- *      raw AWS SDK moving the same bytes, and requests per GB.
+ *      raw AWS SDK moving the same bytes, and requests per GB;
+ *   6. `backup copy` between our file:// repository and Swift, both ways (backup-phase-copy.ts), beside
+ *      the raw AWS SDK moving the same bytes, and the copy of the incremental.
  *
  * Beside the peers, the device itself: `cp -r` of the checkpoint plus `sync`, cold, after our full
  * backup and after our restore (both read and write every byte once): how far we are from what the disk
@@ -60,7 +63,7 @@ import { s3Phase, type S3Phase } from './backup-phase-s3.js';
  * Environment: BENCH_DB_GB (1), BENCH_DIR (<repo>/.scratch/bench), BENCH_REBUILD=1, BENCH_CHANGE_PCT (5),
  * BENCH_BACKUP_CONCURRENCY (4, the agent's default), BENCH_RESTORE_CONCURRENCY (12, restore's default),
  * BENCH_PEERS (restic,borg), BENCH_TUNED=0 to skip the peers' ctime-blind runs, BENCH_AGENT=0 to skip the
- * backup through the agent (step 4), BENCH_S3=0 to skip the S3 phase (step 5; skipped anyway without Swift), BENCH_REPEAT (3: each timed run that many times, medians count), BENCH_KEEP=1 to keep
+ * backup through the agent (step 4), BENCH_S3=0 to skip the S3 phase (step 5; skipped anyway without Swift), BENCH_COPY=0 to skip the copy phase (step 6; likewise), BENCH_REPEAT (3: each timed run that many times, medians count), BENCH_KEEP=1 to keep
  * the repositories and restored directories in <BENCH_DIR>/backup.
  */
 
@@ -103,6 +106,7 @@ async function main(): Promise<void> {
   const restore = await restorePhase(ctx, incremental.latestId, incremental.plainLatestId);
   const agent: AgentPhase | null = config.agent ? await agentPhase(ctx) : null;
   const s3: S3Phase | null = config.s3 ? await s3Phase(ctx, full.c1, incremental.c2) : null;
+  const copy: CopyPhase | null = config.copy ? await copyPhase(ctx, full.c1, incremental.c2) : null;
 
   const totalSeconds = (performance.now() - t0) / 1000;
   loadAverages.end = os.loadavg()[0]!;
@@ -124,6 +128,7 @@ async function main(): Promise<void> {
   ];
   process.stdout.write(formatTable(rows, config, db0.bytes, db0.reused, ctx.cacheDropped, versions, missing, gnuTime, loadAverages));
   if (s3) process.stdout.write(s3.table);
+  if (copy) process.stdout.write(copy.table);
 
   const resultsPath = path.join(config.benchDir, 'backup-results.json');
   const results = {
@@ -140,6 +145,7 @@ async function main(): Promise<void> {
     restore: restore.results,
     agent: agent?.result ?? null,
     s3: s3?.results ?? null,
+    copy: copy?.results ?? null,
     table: rows,
   };
   fs.writeFileSync(resultsPath, JSON.stringify(results, roundNumbers, 2) + '\n');
@@ -152,6 +158,10 @@ async function main(): Promise<void> {
   }
   if (s3?.checkOurs && !s3.checkOurs.ok) {
     process.stderr.write(`OUR RESTORE FROM S3 IS WRONG: ${s3.checkOurs.problems.join('; ')}\n`);
+    process.exitCode = 2;
+  }
+  if (copy && !copy.check?.ok) {
+    process.stderr.write(`OUR RESTORE OF A COPY IS WRONG: ${copy.check?.problems.join('; ') ?? 'not checked'}\n`);
     process.exitCode = 2;
   }
 }

@@ -12,7 +12,7 @@ import { startSwift, swiftMissing, type SwiftServer } from './swift-server.js';
 import { ROOT } from './backup-bench-config.js';
 
 /** The raw SDK's objects: 8 MiB, the size of a pack. */
-const OBJECT_BYTES = 8 * 2 ** 20;
+export const OBJECT_BYTES = 8 * 2 ** 20;
 const RAW = path.join(ROOT, 'dist', 'bench', 's3-raw.js');
 /** Backup ≤ 1.3× the raw PutObject time, restore ≤ 1.3× the raw GetObject time. */
 const RATIO_GOAL = 1.3;
@@ -36,7 +36,7 @@ export interface S3Phase {
   checkOurs: CompareResult | null;
 }
 
-interface RawRun {
+export interface RawRun {
   timed: TimedProcess;
   bytes: number;
   /** First request to last answer, inside the process. */
@@ -144,7 +144,7 @@ export async function s3Phase(ctx: BenchContext, c1: CheckpointRecord, c2: Check
   };
 }
 
-function runRaw(ctx: BenchContext, server: SwiftServer, mode: 'put' | 'get', prefix: string, objects: number, available: number): RawRun {
+export function runRaw(ctx: BenchContext, server: SwiftServer, mode: 'put' | 'get', prefix: string, objects: number, available: number): RawRun {
   const args = {
     endpoint: server.endpoint,
     region: server.region,
@@ -222,13 +222,17 @@ function s3Rows(m: Medians, c1: CheckpointRecord, c2: CheckpointRecord, check: C
 }
 
 function formatS3Table(rows: S3Row[], concurrency: number): string {
+  return s3Table(rows, [
+    `S3 phase: OpenStack Swift s3api on loopback (client and server share this machine's CPUs); ours: backup concurrency ${concurrency}, restore as the CLI does (its default streams at once); ` +
+      `raw AWS SDK: 8 MiB objects, ${concurrency} at once, default payload signing; every run a process timed spawn to exit, page cache dropped before each`,
+  ]);
+}
+
+/** A table of rows beside the raw SDK, after its notes. */
+export function s3Table(rows: S3Row[], notes: string[]): string {
   const cells = rows.map((r) => [r.metric, r.ours, r.raw, r.ratio === null ? '-' : `${r.ratio.toFixed(2)}x`, r.goal, r.met === null ? '-' : r.met ? 'yes' : 'NO']);
   const header = ['S3 metric', 'ours', 'raw AWS SDK', 'ours/raw', 'goal', 'met?'];
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
   const line = (c: string[]) => c.map((v, i) => v.padEnd(widths[i]!)).join(' | ').trimEnd();
-  const notes = [
-    `S3 phase: OpenStack Swift s3api on loopback (client and server share this machine's CPUs); ours: backup concurrency ${concurrency}, restore as the CLI does (its default streams at once); ` +
-      `raw AWS SDK: 8 MiB objects, ${concurrency} at once, default payload signing; every run a process timed spawn to exit, page cache dropped before each`,
-  ];
   return ['', ...notes, line(header), widths.map((w) => '-'.repeat(w)).join('-|-'), ...cells.map(line), ''].join('\n');
 }
