@@ -49,6 +49,8 @@ export const backupCopyCommand = defineCommand({
       summary = await withStorage(sourceArgs(argv, argv.from, argv.fromPasswordFile), async (fromStorage, fromPassword) => {
         const from = await Repository.open(fromStorage, { create: false, password: fromPassword });
         try {
+          // A backup named that the source lacks is said before anything is made at the destination.
+          if ('ids' in select) for (const id of select.ids) await from.readSnapshot(id);
           return await withStorage({ ...argv, repo: argv.to }, async (toStorage, toPassword) => {
             const { repo: to, created } = await openCopyDestination(toStorage, from, {
               password: toPassword,
