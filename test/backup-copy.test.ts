@@ -13,6 +13,8 @@ import { HashCache } from '../dist/agent/backup/hash-cache.js';
 import { backupCheckpoint } from '../dist/agent/backup/backup-checkpoint.js';
 import { restoreBackup } from '../dist/agent/backup/restore-backup.js';
 import { verifyRepository } from '../dist/agent/backup/verify-repository.js';
+import { selectSnapshots } from '../dist/agent/backup/copy-snapshots.js';
+import type { Snapshot } from '../dist/agent/repository/format.js';
 import { canonicalJson, packName } from '../dist/agent/repository/format.js';
 import { CLI, ROOT, runCli, tempDir, type CliResult } from './support/processes.js';
 import { emptyAndClose, s3Server, s3TestStorage } from './support/s3-server.js';
@@ -403,5 +405,24 @@ describe('backup copy', () => {
     const r = await copied(['--from', source, '--to', to, '--since', since]);
     expect(r).toMatchObject({ mode: 'packs', created: false, copied: [second] });
     await expectRestoresExact(new DirStorage(to), TEST_PASSWORD, [second]);
+  });
+});
+
+describe('selectSnapshots', () => {
+  const at = (id: string, createdAt: string) => ({ id, createdAt }) as unknown as Snapshot;
+  const all = [at('20261203t000000000z-cccc', '2026-12-03T00:00:00.000Z'), at('20261201t000000000z-aaaa', '2026-12-01T00:00:00.000Z'), at('20261202t000000000z-bbbb', '2026-12-02T00:00:00.000Z')];
+  const ids = (s: Snapshot[]) => s.map((x) => x.id.slice(-4));
+  it.each([
+    [{ all: true as const }, ['aaaa', 'bbbb', 'cccc']],
+    [{ latest: 2 }, ['bbbb', 'cccc']],
+    [{ latest: 5 }, ['aaaa', 'bbbb', 'cccc']],
+    [{ since: '2026-12-02T00:00:00.000Z' }, ['bbbb', 'cccc']],
+    [{ since: '2026-12-04T00:00:00.000Z' }, []],
+    [{ ids: ['20261203t000000000z-cccc', '20261201t000000000z-aaaa', '20261203t000000000z-cccc'] }, ['aaaa', 'cccc']],
+  ])('%j -> %j, oldest first', (select, want) => {
+    expect(ids(selectSnapshots(all, select))).toEqual(want);
+  });
+  it('a given id the source lacks is NOT_FOUND', () => {
+    expect(() => selectSnapshots(all, { ids: ['20200101t000000000z-abcd'] })).toThrow(/no backup 20200101t000000000z-abcd/);
   });
 });

@@ -1,4 +1,4 @@
-import type { CopyProgress, CopySelection } from '../../shared/api.js';
+import type { CopyProgress, CopySelection, CopySummary } from '../../shared/api.js';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { mapLimit } from '../fs/map-limit.js';
 import { policyForFile, type CompressionPolicy } from '../repository/compression.js';
@@ -31,15 +31,8 @@ export interface CopySnapshotsOptions {
   onProgress?: (p: CopyProgress) => void;
 }
 
-export interface CopySnapshotsResult {
-  mode: 'packs' | 'blobs';
-  copied: string[];
-  alreadyThere: string[];
-  packsSent: number;
-  blobsSent: number;
-  bytesSent: number;
-  bytesRead: number;
-}
+/** What copySnapshots did (the CLI's summary adds what it knows: the ends, whether one was made, the time). */
+export type CopySnapshotsResult = Pick<CopySummary, 'mode' | 'copied' | 'alreadyThere' | 'packsSent' | 'blobsSent' | 'bytesSent' | 'bytesRead'>;
 
 /**
  * Copies the selected snapshots from `from` into `to`, oldest first, each with every blob it needs.
@@ -218,12 +211,18 @@ class BlobCopier {
   /**
    * Learns, from snapshots both ends hold, which destination blob each of their source blobs is: a
    * tree copied by this command lists, file by file and chunk by chunk, the same content under the
-   * destination's ids. A pair whose trees do not line up is skipped (its blobs are read again).
+   * destination's ids. A pair whose trees do not line up, or do not read, is skipped (its blobs are read again).
    */
   async pairTrees(shared: readonly Snapshot[]): Promise<void> {
     for (const s of shared) {
-      const [source, there] = await Promise.all([this.sourceTree(s), this.to.readSnapshot(s.id).then((d) => this.to.readBlob(d.tree, 'tree'))]);
-      const dest = JSON.parse(there.toString('utf8')) as Tree;
+      let source: SourceTree;
+      let dest: Tree;
+      try {
+        const there = await this.to.readBlob((await this.to.readSnapshot(s.id)).tree, 'tree');
+        [source, dest] = [await this.sourceTree(s), JSON.parse(there.toString('utf8')) as Tree];
+      } catch {
+        continue; // only a saving: without the pair, its blobs are read and named again
+      }
       const aligned =
         dest.files.length === source.tree.files.length &&
         source.tree.files.every((f, i) => dest.files[i]?.name === f.name && dest.files[i]?.chunks.length === f.chunks.length);

@@ -25,6 +25,7 @@ export const backupCopyCommand = defineCommand({
         .option('limit-upload', { type: 'string', describe: 'Store at most this many MB/s (10^6 bytes) at the destination' })
         .option('insecure-no-encryption', { type: 'boolean', default: false, describe: 'Write into (or make) a destination without encryption' })
         .option('allow-format-2', { type: 'boolean', default: false, describe: 'Write into a format 2 destination (not encrypted)' }),
+      'For both repositories (the source: unless --from-password-file)',
     ),
   run: async (argv, ctx) => {
     const select = parseSelection(argv);

@@ -35,14 +35,14 @@ export function repoOptions<T>(y: Argv<T>, required: boolean): Argv<T & Partial<
   ) as unknown as Argv<T & Partial<RepoArgs>>;
 }
 
-/** The S3 flags and the password flags: how a repository named by a URL is reached and opened. */
-export function storageOptions<T>(y: Argv<T>): Argv<T & Partial<Omit<RepoArgs, 'repo'>>> {
+/** The S3 flags and the password flags: how a repository named by a URL is reached and opened. `scope`: which repositories they are for. */
+export function storageOptions<T>(y: Argv<T>, scope = 'With --repo'): Argv<T & Partial<Omit<RepoArgs, 'repo'>>> {
   return y
     .option('s3-endpoint', { type: 'string', describe: 'With an s3:// repository: the endpoint (default: $AWS_ENDPOINT_URL_S3, else AWS)' })
     .option('s3-region', { type: 'string', describe: 'With an s3:// repository: the region (default: $AWS_REGION, else us-east-1)' })
     .option('s3-path-style', { type: 'boolean', describe: 'With an s3:// repository: path-style addressing (default: on with --s3-endpoint)' })
-    .option('password-file', { type: 'string', describe: `With --repo: a file holding the repository's password (default: $NODE_ADMIN_PASSWORD_FILE, else the systemd credential node-admin-password)` })
-    .option('password-command', { type: 'string', describe: "With --repo: a command that prints the repository's password (a secrets manager)" }) as unknown as Argv<
+    .option('password-file', { type: 'string', describe: `${scope}: a file holding the repository's password (default: $NODE_ADMIN_PASSWORD_FILE, else the systemd credential node-admin-password)` })
+    .option('password-command', { type: 'string', describe: `${scope}: a command that prints the repository's password (a secrets manager)` }) as unknown as Argv<
     T & Partial<Omit<RepoArgs, 'repo'>>
   >;
 }
