@@ -375,8 +375,19 @@ describe('backup copy', () => {
         await lock.release();
       }
     }
-    // Negative control: with the lock released, the same copy goes through.
+    // A destination yet to be made is not made while the source is locked.
+    const fresh = path.join(dir, 'P-new');
+    const lock = await (await open(new DirStorage(source))).lock('prune', true);
+    try {
+      const r = await copy(['--from', source, '--to', fresh, '--all']);
+      expect([r.code, errorCode(r)]).toEqual([4, 'REPOSITORY_LOCKED']);
+      expect(fs.existsSync(fresh) ? fs.readdirSync(fresh) : []).toEqual([]);
+    } finally {
+      await lock.release();
+    }
+    // Negative control: with the lock released, the same copies go through.
     expect((await copied(['--from', source, '--to', to, '--all'])).copied).toEqual([second]);
+    expect((await copied(['--from', source, '--to', fresh, first])).created).toBe(true);
   });
 
   it('a wrong --from-password-file: WRONG_PASSWORD, nothing written; a selection must be exactly one way', async () => {

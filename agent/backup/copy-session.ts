@@ -10,6 +10,8 @@ import type { Storage } from '../storage/storage.js';
 export interface CopyEnds {
   from: Repository;
   to: Repository;
+  /** The destination was made for this copy (openCopyDestination). */
+  created: boolean;
   /** The destination's lock (a copy's pending marker names it: Repository.markPending). */
   toLockId: string;
   /** Packs an earlier copy (or backup) stored at the destination without an index, indexed now. */
@@ -45,19 +47,26 @@ export async function openCopyDestination(storage: Storage, source: Repository, 
  * Runs `work` with a shared lock on both ends (a prune, which locks exclusively, is refused meanwhile
  * with REPOSITORY_LOCKED, and this is refused during one), their indexes loaded and the destination's
  * stray packs indexed (Repository.indexStrayPacks: what a killed copy stored is reused, not sent again).
- * The locks are released however `work` ends.
+ * The source is locked before the destination is opened (`openTo`, e.g. openCopyDestination), so a
+ * copy refused by a prune of the source makes nothing at the destination. The locks are released, and
+ * the destination's codec closed, however `work` ends.
  */
-export async function withCopyLocks<T>(from: Repository, to: Repository, work: (ends: CopyEnds) => Promise<T>): Promise<T> {
-  const fromLock = await from.lock(`copy to ${to.description}`, false);
+export async function withCopyLocks<T>(from: Repository, openTo: () => Promise<{ repo: Repository; created: boolean }>, work: (ends: CopyEnds) => Promise<T>): Promise<T> {
+  const fromLock = await from.lock('copy of its backups into another repository', false);
   try {
-    const toLock = await to.lock(`copy from ${from.description}`, false);
+    const { repo: to, created } = await openTo();
     try {
-      await Promise.all([from.loadIndex(), to.loadIndex()]);
-      // Only a saving: if it fails, this copy sends those packs again and the marker stays for the next.
-      const packsRecovered = await to.indexStrayPacks().catch(() => 0);
-      return await work({ from, to, toLockId: toLock.id, packsRecovered });
+      const toLock = await to.lock(`copy from ${from.description}`, false);
+      try {
+        await Promise.all([from.loadIndex(), to.loadIndex()]);
+        // Only a saving: if it fails, this copy sends those packs again and the marker stays for the next.
+        const packsRecovered = await to.indexStrayPacks().catch(() => 0);
+        return await work({ from, to, created, toLockId: toLock.id, packsRecovered });
+      } finally {
+        await toLock.release();
+      }
     } finally {
-      await toLock.release();
+      await to.codec.close();
     }
   } finally {
     await fromLock.release();

@@ -2,7 +2,7 @@ import type { CopyProgress, CopySelection, CopySummary } from '../../shared/api.
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { mapLimit } from '../fs/map-limit.js';
 import { policyForFile, type CompressionPolicy } from '../repository/compression.js';
-import { canonicalJson, type IndexFile, type Snapshot, type Tree } from '../repository/format.js';
+import { canonicalJson, packName, type IndexFile, type Snapshot, type Tree } from '../repository/format.js';
 import type { PackEntry } from '../repository/pack.js';
 import { MAX_TREE_BYTES, blobDamaged, type Repository } from '../repository/repository.js';
 import { ProgressReporter } from './backup-progress.js';
@@ -273,7 +273,7 @@ class BlobCopier {
     try {
       entries = this.from.codec.readPackTail(pack, data);
     } catch (err) {
-      throw blobDamaged(pack, '(header)', data.length, err);
+      throw new AdminError(ErrorCodes.CORRUPT, `object ${packName(pack)} in ${this.from.description} is damaged: ${err instanceof Error ? err.message : String(err)}`);
     }
     const at = new Map(entries.map((e) => [e[0], e]));
     if (this.asIs && !this.to.packs.has(pack) && entries.every(([id]) => !this.placer.holds(id))) {

@@ -52,22 +52,16 @@ export const backupCopyCommand = defineCommand({
         try {
           // A backup named that the source lacks is said before anything is made at the destination.
           if ('ids' in select) for (const id of select.ids) await from.readSnapshot(id);
-          return await withStorage({ ...argv, repo: argv.to }, async (toStorage, toPassword) => {
-            const { repo: to, created } = await openCopyDestination(toStorage, from, {
-              password: toPassword,
-              insecureNoEncryption: argv.insecureNoEncryption,
-              allowFormat2: argv.allowFormat2,
-            });
-            try {
-              return await withCopyLocks(from, to, async (ends) => {
+          return await withStorage({ ...argv, repo: argv.to }, (toStorage, toPassword) =>
+            withCopyLocks(
+              from,
+              () => openCopyDestination(toStorage, from, { password: toPassword, insecureNoEncryption: argv.insecureNoEncryption, allowFormat2: argv.allowFormat2 }),
+              async (ends) => {
                 const r = await copySnapshots({ ...ends, select, bandwidthLimit, onProgress });
-                const { packsRecovered } = ends;
-                return { from: fromUrl, to: toUrl, created, packsRecovered, durationMs: Date.now() - started, ...r };
-              });
-            } finally {
-              await to.codec.close();
-            }
-          });
+                return { from: fromUrl, to: toUrl, created: ends.created, packsRecovered: ends.packsRecovered, durationMs: Date.now() - started, ...r };
+              },
+            ),
+          );
         } finally {
           await from.codec.close();
         }
