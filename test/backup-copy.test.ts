@@ -184,8 +184,14 @@ afterAll(() => {
 describe('backup copy', () => {
   it('file -> file with the same keys: the destination is made with the source keys, packs move byte for byte, restores exact; again sends nothing', async () => {
     const to = path.join(dir, 'B');
-    const once = await copied(['--from', source, '--to', to, '--all']);
+    const run = await copy(['--from', source, '--to', to, '--all']);
+    expect(run.code, run.stderr).toBe(0);
+    const once = run.summary!;
     expect(once).toMatchObject({ mode: 'packs', created: true, copied: [first, second], alreadyThere: [] });
+    // The NDJSON progress counts what the summary says, as it goes.
+    const last = run.progress.at(-1)!;
+    expect([last.phase, last.snapshotsDone, last.packsSent, last.blobsSent, last.bytesSent]).toEqual(['finishing', 2, once.packsSent, once.blobsSent, once.bytesSent]);
+    expect(once.blobsSent).toBeGreaterThan(once.packsSent);
     const sourcePacks = packFiles(source);
     expect(once.packsSent).toBe(sourcePacks.size);
     expect(once.bytesSent).toBeGreaterThan(20 * 1024 * 1024);

@@ -93,6 +93,7 @@ export async function copySnapshots(o: CopySnapshotsOptions): Promise<CopySnapsh
     onPackStored: (bytes) => {
       progress.packsSent++;
       progress.bytesSent += bytes;
+      progress.blobsSent = placer.blobsStored + copier.blobsStoredAsPacks;
       reporter.report(true);
     },
   });
@@ -329,6 +330,7 @@ class BlobCopier {
     this.progress.packsSent++;
     this.progress.bytesSent += data.length;
     this.blobsStoredAsPacks += entries.length;
+    this.progress.blobsSent += entries.length;
     this.reporter.report(true);
     const indexed: IndexFile['packs'][number] = { id: pack, size: data.length, blobs: entries };
     try {
