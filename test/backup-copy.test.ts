@@ -335,6 +335,31 @@ describe('backup copy', () => {
     expect(later.code, later.stderr).toBe(0);
   });
 
+  it('kill -9 of a copy that seals blobs again, then again: no blob is stored twice; the result is exact', async () => {
+    const to = path.join(dir, 'K2');
+    expect((await runCli(['backup', 'init', '--repo', to, '--password-file', OTHER_PASSWORD_FILE])).code).toBe(0);
+    const keys = ['--from-password-file', TEST_PASSWORD_FILE, '--password-file', OTHER_PASSWORD_FILE];
+    const run = spawnCopy(['--from', source, '--to', to, first, '--limit-upload', '5', ...keys]);
+    await run.until((p) => p.packsSent > 0);
+    await run.kill();
+    const stored = packFiles(to);
+    expect(run.output()).not.toContain('"summary"');
+    expect(stored.size).toBeGreaterThan(0);
+    expect(snapshotsAt(to)).toEqual([]);
+
+    const rerun = await copied(['--from', source, '--to', to, first, ...keys]);
+    expect(rerun).toMatchObject({ mode: 'blobs', copied: [first] });
+    for (const [pack, inode] of stored) expect(packFiles(to).get(pack), pack).toBe(inode);
+    // Every blob in one pack only, by the packs' own headers: a blob sent again would be in two.
+    const repo = await open(new DirStorage(to), OTHER_PASSWORD);
+    const listed: string[] = [];
+    for (const pack of packFiles(to).keys()) listed.push(...repo.codec.readPackTail(pack, fs.readFileSync(path.join(to, packName(pack)))).map(([id]) => id));
+    expect(listed.length).toBeGreaterThan(stored.size);
+    expect(new Set(listed).size).toBe(listed.length);
+    await expectRestoresExact(new DirStorage(to), OTHER_PASSWORD, [first]);
+    fs.rmSync(path.join(source, 'locks'), { recursive: true, force: true }); // the killed copy's (see above)
+  });
+
   it('a flipped byte in a source pack fails the copy naming the pack; the destination verifies clean', async () => {
     const damaged = path.join(dir, 'damaged');
     fs.cpSync(source, damaged, { recursive: true });
