@@ -10,6 +10,10 @@ export {
   listCheckpointsOffline,
   verifyCheckpointOffline,
 } from './offline.js';
+// A copy between repositories, offline: both ends opened and locked once (copy-session.ts), then each
+// kind of copy run under those locks (snapshots now; the log archive's later).
+export { openCopyDestination, withCopyLocks, type CopyEnds } from './backup/copy-session.js';
+export { copySnapshots, selectSnapshots, type CopySnapshotsOptions, type CopySnapshotsResult } from './backup/copy-snapshots.js';
 export * from '../shared/api.js';
 export type { AdminApi, Operation } from '../shared/admin-api.js';
 export * from '../shared/input-rules.js';

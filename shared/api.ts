@@ -284,6 +284,47 @@ export interface BackupRecord {
   encrypted?: boolean;
 }
 
+/** Which snapshots a copy takes (exactly one way): given ids, the newest N, those made since a time, or all. */
+export type CopySelection = { ids: string[] } | { latest: number } | { since: string } | { all: true };
+
+/** What a copy between repositories reports while it runs (one NDJSON line each with --json). */
+export interface CopyProgress {
+  phase: 'planning' | 'copying' | 'finishing';
+  /** Snapshots selected that the destination lacks, and of them copied so far. */
+  snapshotsTotal: number;
+  snapshotsDone: number;
+  /** Stored bytes of the source blobs the copy may have to send (planned), and of them dealt with so far. */
+  bytesTotal: number;
+  bytesDone: number;
+  /** Stored bytes read from the source (packs and blobs). */
+  bytesRead: number;
+  /** What was stored at the destination: packs, the blobs in them, their bytes. */
+  packsSent: number;
+  blobsSent: number;
+  bytesSent: number;
+  bytesPerSecond: number;
+}
+
+/** What a copy did. */
+export interface CopySummary {
+  from: string;
+  to: string;
+  /** `packs`: packs moved byte for byte (same keys); `blobs`: blobs opened and sealed again for the destination. */
+  mode: 'packs' | 'blobs';
+  /** The destination was made by this copy, with the source's keys (or, from a plain source, keys of its own). */
+  created: boolean;
+  /** Snapshots written at the destination, and those selected that it had already. */
+  copied: string[];
+  alreadyThere: string[];
+  packsSent: number;
+  blobsSent: number;
+  bytesSent: number;
+  bytesRead: number;
+  /** Packs stored by an earlier, interrupted copy, indexed at the destination from their headers. */
+  packsRecovered: number;
+  durationMs: number;
+}
+
 /** What `backup verify` found; ok:false is a report, not an error. */
 export interface BackupVerifyReport {
   ok: boolean;

@@ -76,7 +76,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
   const listing = listCheckpoint(checkpoint.path);
   listing.catch(() => {}); // awaited below; a failed lock must not leave it unhandled
   const lock = await repo.lock(`backup of checkpoint ${checkpoint.id}`, false);
-  let reporter: ProgressReporter | null = null;
+  let reporter: ProgressReporter<BackupProgress> | null = null;
   let packs: PackPlacer | null = null;
   try {
     await repo.loadIndex();

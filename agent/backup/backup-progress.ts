@@ -1,10 +1,14 @@
-import type { BackupProgress } from '../../shared/api.js';
+/** What a reporter needs of a progress record (a backup's, a copy's): the rest is passed on as it is. */
+export interface Progress {
+  bytesDone: number;
+  bytesPerSecond: number;
+}
 
 /** Reports closer together than this are held back (one NDJSON line each over the socket). */
 const REPORT_EVERY_MS = 200;
 
 /**
- * A backup's progress, counted by the engine's parts in `progress` and reported to `onProgress`.
+ * A backup's (or a copy's) progress, counted by the engine's parts in `progress` and reported to `onProgress`.
  *
  * Contract:
  * - `report()` sends a copy of `progress` at most once per REPORT_EVERY_MS; one held back is sent
@@ -12,14 +16,14 @@ const REPORT_EVERY_MS = 200;
  * - `bytesPerSecond` is worked out as each report goes: bytes accounted for since `started`.
  * - Without `onProgress` nothing is sent and no timer is set. After `stop()` no timer is left.
  */
-export class ProgressReporter {
+export class ProgressReporter<P extends Progress> {
   private last = 0;
   private trailing: NodeJS.Timeout | null = null;
 
   constructor(
-    readonly progress: BackupProgress,
+    readonly progress: P,
     private readonly started: number,
-    private readonly onProgress: ((p: BackupProgress) => void) | undefined,
+    private readonly onProgress: ((p: P) => void) | undefined,
   ) {}
 
   report(force = false): void {

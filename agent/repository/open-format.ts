@@ -6,7 +6,7 @@ import { SEAL_MAGIC, deriveKeys, keyFingerprint, newMasterKey, type KdfCost } fr
 import { CHUNK_SIZE, FORMAT_VERSION, FORMAT_V3, canonicalJson, type RepoConfig } from './format.js';
 import { PlainCodec } from './plain-codec.js';
 import type { RepoCodec } from './repo-codec.js';
-import { addKey, listKeys, unlock, type PasswordSource } from './repository-keys.js';
+import { addKey, copyKeys, listKeys, unlock, type PasswordSource } from './repository-keys.js';
 import { SealedCodec } from './sealed-codec.js';
 import * as ops from './sealed-ops.js';
 
@@ -39,6 +39,12 @@ export interface OpenedFormat {
   cacheTag: string;
   /** The master key (encrypted repositories), for key management; never logged or shown. */
   master: Buffer | null;
+  /**
+   * Names the key (encrypted repositories: keyFingerprint, an HMAC of a fixed label under a key derived
+   * from the master, which reveals nothing of it), or null. Two repositories with the same one seal and
+   * name blobs alike: a copy moves their packs as they are.
+   */
+  keyFingerprint: string | null;
   /**
    * Why new data must not go into this repository (it is not encrypted, and the options did not say
    * that is meant), or null. Reads, prune and verify are never refused for it.
@@ -88,7 +94,7 @@ async function openPlain(storage: Storage, stored: Buffer, o: OpenOptions): Prom
             ErrorCodes.PLAINTEXT_REFUSED,
             `${storage.description} was made without encryption: new backups go there only when that is said again (backup.insecureNoEncryption, --backup-insecure-no-encryption)`,
           );
-  return { config, codec: new PlainCodec(), keyId: null, cacheTag: config.id, master: null, plaintextRefusal };
+  return { config, codec: new PlainCodec(), keyId: null, cacheTag: config.id, master: null, keyFingerprint: null, plaintextRefusal };
 }
 
 async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions): Promise<OpenedFormat> {
@@ -114,7 +120,24 @@ function sealedFormat(storage: Storage, config: RepoConfig, master: Buffer, keyI
   const keys = deriveKeys(master);
   const threads = o.cryptoThreads ?? defaultCryptoThreads();
   const codec = new SealedCodec(keys, threads > 0 ? new CryptoPool(threads) : null);
-  return { config, codec, keyId, cacheTag: `${config.id}-${keyFingerprint(keys)}`, master, plaintextRefusal: null };
+  const fingerprint = keyFingerprint(keys);
+  return { config, codec, keyId, cacheTag: `${config.id}-${fingerprint}`, master, keyFingerprint: fingerprint, plaintextRefusal: null };
+}
+
+/**
+ * Makes a repository at `storage` (where there is none) with the keys of an encrypted one: the same
+ * master key, its key objects copied as they are (so the source's passwords open it), the same
+ * encryption, compression and chunk size; a config of its own (a new id). Blobs then have the same ids
+ * and seals in both, and a copy moves packs byte for byte. The keys go first, as in `create`: a make cut
+ * short leaves keys and no config, and may be run again.
+ */
+export async function createWithKeys(storage: Storage, source: { config: RepoConfig; master: Buffer; keyId: string; keys: Storage }, o: OpenOptions): Promise<OpenedFormat> {
+  if ((await storage.stat('config')) !== null) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `${storage.description} is a repository already`);
+  await refuseOverObjects(storage);
+  await copyKeys(source.keys, storage);
+  const config: RepoConfig = { ...source.config, id: randomBytes(16).toString('hex'), createdAt: new Date().toISOString() };
+  await storage.put('config', ops.sealObject(deriveKeys(source.master), 'config', Buffer.from(canonicalJson(config))));
+  return sealedFormat(storage, config, Buffer.from(source.master), source.keyId, o);
 }
 
 async function create(storage: Storage, o: OpenOptions): Promise<OpenedFormat> {

@@ -74,6 +74,13 @@ export async function addKey(storage: Storage, master: Buffer, password: Buffer,
   return id;
 }
 
+/** Copies every key object of `from` into `to` as it is (same id, same wrapped master): the same passwords open both. */
+export async function copyKeys(from: Storage, to: Storage): Promise<number> {
+  const keys = await listKeys(from);
+  for (const { id } of keys) await to.put(keyName(id), await from.get(keyName(id)));
+  return keys.length;
+}
+
 /** Removes key `id`; the last key that opens the repository cannot go (nothing could open it after). */
 export async function removeKey(storage: Storage, id: string): Promise<void> {
   const keys = await listKeys(storage);

@@ -5,7 +5,7 @@ import { parseBackupId } from '../../shared/input-rules.js';
 import { isStorageError, type ObjectInfo, type Storage } from '../storage/storage.js';
 import { mapLimit } from '../fs/map-limit.js';
 import { StreamedPack, type PackSink } from './pack.js';
-import { openFormat, type OpenOptions, type OpenedFormat } from './open-format.js';
+import { createWithKeys, openFormat, type OpenOptions, type OpenedFormat } from './open-format.js';
 import { SealedOnlyStorage } from './sealed-only-storage.js';
 import type { BlobType, RepoCodec } from './repo-codec.js';
 import {
@@ -99,6 +99,26 @@ export class Repository {
    */
   static async open(storage: Storage, options: OpenOptions = {}): Promise<Repository> {
     return new Repository(storage, await openFormat(storage, options));
+  }
+
+  /**
+   * Makes a repository at `storage` (where there is none) with the keys and chunk parameters of `source`
+   * (createWithKeys: the same master key and key objects, a config of its own), so that a copy between
+   * them moves packs as they are. `source` must be encrypted (a plain one has no keys to share).
+   */
+  static async createWithKeysOf(storage: Storage, source: Repository, options: Omit<OpenOptions, 'create' | 'password'> = {}): Promise<Repository> {
+    const { storage: keys, master } = source.keyAccess();
+    return new Repository(storage, await createWithKeys(storage, { config: source.config, master, keyId: source.keyId!, keys }, options));
+  }
+
+  /**
+   * Whether blobs are named and stored alike here and in `other`, so that a pack of one is a valid pack
+   * of the other: both encrypted under the same master key (their key fingerprints, which reveal nothing,
+   * are equal), or both plain (SHA-256 ids, plain packs: format 2 and format 3 without encryption).
+   */
+  sealsLike(other: Repository): boolean {
+    if (this.codec.encrypted !== other.codec.encrypted) return false;
+    return this.format.keyFingerprint === other.format.keyFingerprint && this.config.chunkSize === other.config.chunkSize;
   }
 
   /**

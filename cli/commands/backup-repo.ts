@@ -22,22 +22,28 @@ export interface RepoArgs {
   passwordCommand: string | undefined;
 }
 
-/** Adds --repo and the S3 flags. `required`: --repo must be given (commands that never use the agent). */
+/** Adds --repo and the S3 and password flags. `required`: --repo must be given (commands that never use the agent). */
 export function repoOptions<T>(y: Argv<T>, required: boolean): Argv<T & Partial<RepoArgs>> {
-  return y
-    .option('repo', {
+  return storageOptions(
+    y.option('repo', {
       type: 'string',
       describe: required
         ? 'The backup repository: s3://bucket/prefix, file:///path or a directory'
         : 'Work on this repository directly, without the agent: s3://bucket/prefix, file:///path or a directory',
       ...(required ? { demandOption: true } : {}),
-    })
+    }),
+  ) as unknown as Argv<T & Partial<RepoArgs>>;
+}
+
+/** The S3 flags and the password flags: how a repository named by a URL is reached and opened. `scope`: which repositories they are for. */
+export function storageOptions<T>(y: Argv<T>, scope = 'With --repo'): Argv<T & Partial<Omit<RepoArgs, 'repo'>>> {
+  return y
     .option('s3-endpoint', { type: 'string', describe: 'With an s3:// repository: the endpoint (default: $AWS_ENDPOINT_URL_S3, else AWS)' })
     .option('s3-region', { type: 'string', describe: 'With an s3:// repository: the region (default: $AWS_REGION, else us-east-1)' })
     .option('s3-path-style', { type: 'boolean', describe: 'With an s3:// repository: path-style addressing (default: on with --s3-endpoint)' })
-    .option('password-file', { type: 'string', describe: `With --repo: a file holding the repository's password (default: $NODE_ADMIN_PASSWORD_FILE, else the systemd credential node-admin-password)` })
-    .option('password-command', { type: 'string', describe: "With --repo: a command that prints the repository's password (a secrets manager)" }) as unknown as Argv<
-    T & Partial<RepoArgs>
+    .option('password-file', { type: 'string', describe: `${scope}: a file holding the repository's password (default: $NODE_ADMIN_PASSWORD_FILE, else the systemd credential node-admin-password)` })
+    .option('password-command', { type: 'string', describe: `${scope}: a command that prints the repository's password (a secrets manager)` }) as unknown as Argv<
+    T & Partial<Omit<RepoArgs, 'repo'>>
   >;
 }
 
@@ -56,6 +62,15 @@ export function repoUrl(value: unknown): string {
   if (typeof value !== 'string' || value === '') throw invalidArgument('--repo needs a URL (s3://bucket/prefix, file:///path) or a directory');
   if (/^[a-z][a-z0-9+.-]*:/i.test(value)) return value;
   return pathToFileURL(path.resolve(value)).href;
+}
+
+/**
+ * The arguments that reach a source repository at `url` (`backup copy --from`, `backup init
+ * --copy-keys-from`): the S3 flags as given; its password from `fromPasswordFile` where given (a source
+ * with another password), else from the usual password options.
+ */
+export function sourceArgs(argv: Partial<RepoArgs>, url: string, fromPasswordFile: string | undefined): Partial<RepoArgs> {
+  return { ...argv, repo: url, ...(fromPasswordFile !== undefined ? { passwordFile: fromPasswordFile, passwordCommand: undefined } : {}) };
 }
 
 /** A backup id given as the `<id>` argument. */

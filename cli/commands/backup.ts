@@ -1,6 +1,7 @@
 import { defineGroup, type CliCommand } from '../command.js';
 import { backupCancelCommand } from './backup-cancel.js';
 import { backupChangesCommand } from './backup-changes.js';
+import { backupCopyCommand } from './backup-copy.js';
 import { backupCreateCommand } from './backup-create.js';
 import { backupInitCommand } from './backup-init.js';
 import { backupKeyCommand } from './backup-key.js';
@@ -21,6 +22,7 @@ const subcommands: readonly CliCommand[] = [
   backupPruneCommand,
   backupCancelCommand,
   backupRestoreCommand,
+  backupCopyCommand,
   backupTimelineCommand,
   backupChangesCommand,
 ];

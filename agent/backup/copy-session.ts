@@ -1,0 +1,74 @@
+import { AdminError, ErrorCodes } from '../../shared/errors.js';
+import { Repository, type OpenOptions } from '../repository/repository.js';
+import type { Storage } from '../storage/storage.js';
+
+/**
+ * What every kind of copy between two repositories runs under (copySnapshots now; the log archive's
+ * segments and timelines later): both ends opened, a shared lock on each, both indexes loaded, and the
+ * packs an interrupted earlier copy stored at the destination indexed.
+ */
+export interface CopyEnds {
+  from: Repository;
+  to: Repository;
+  /** The destination was made for this copy (openCopyDestination). */
+  created: boolean;
+  /** The destination's lock (a copy's pending marker names it: Repository.markPending). */
+  toLockId: string;
+  /** Packs an earlier copy (or backup) stored at the destination without an index, indexed now. */
+  packsRecovered: number;
+}
+
+/**
+ * The destination of a copy at `storage`: opened when it is a repository; else made, with the keys and
+ * chunk parameters of `source` where that is encrypted (Repository.createWithKeysOf: the source's
+ * passwords open it, and packs move as they are), or from a plain source as `backup init` makes one
+ * (encrypted with `options.password`, unless `options.insecureNoEncryption`). Refuses (INVALID_ARGUMENT)
+ * the source itself.
+ */
+export async function openCopyDestination(storage: Storage, source: Repository, options: Omit<OpenOptions, 'create'>): Promise<{ repo: Repository; created: boolean }> {
+  let repo: Repository;
+  let created = false;
+  try {
+    repo = await Repository.open(storage, { ...options, create: false });
+  } catch (err) {
+    if (!(err instanceof AdminError && err.code === ErrorCodes.REPOSITORY_NOT_FOUND)) throw err;
+    const { password: _unused, ...rest } = options;
+    repo = source.codec.encrypted ? await Repository.createWithKeysOf(storage, source, rest) : await Repository.open(storage, { ...options, create: true });
+    created = true;
+  }
+  if (repo.config.id === source.config.id) {
+    await repo.codec.close();
+    throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `${repo.description} is the source repository itself: copy into another one`);
+  }
+  return { repo, created };
+}
+
+/**
+ * Runs `work` with a shared lock on both ends (a prune, which locks exclusively, is refused meanwhile
+ * with REPOSITORY_LOCKED, and this is refused during one), their indexes loaded and the destination's
+ * stray packs indexed (Repository.indexStrayPacks: what a killed copy stored is reused, not sent again).
+ * The source is locked before the destination is opened (`openTo`, e.g. openCopyDestination), so a
+ * copy refused by a prune of the source makes nothing at the destination. The locks are released, and
+ * the destination's codec closed, however `work` ends.
+ */
+export async function withCopyLocks<T>(from: Repository, openTo: () => Promise<{ repo: Repository; created: boolean }>, work: (ends: CopyEnds) => Promise<T>): Promise<T> {
+  const fromLock = await from.lock('copy of its backups into another repository', false);
+  try {
+    const { repo: to, created } = await openTo();
+    try {
+      const toLock = await to.lock(`copy from ${from.description}`, false);
+      try {
+        await Promise.all([from.loadIndex(), to.loadIndex()]);
+        // Only a saving: if it fails, this copy sends those packs again and the marker stays for the next.
+        const packsRecovered = await to.indexStrayPacks().catch(() => 0);
+        return await work({ from, to, created, toLockId: toLock.id, packsRecovered });
+      } finally {
+        await toLock.release();
+      }
+    } finally {
+      await to.codec.close();
+    }
+  } finally {
+    await fromLock.release();
+  }
+}

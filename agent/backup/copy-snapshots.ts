@@ -1,0 +1,344 @@
+import type { CopyProgress, CopySelection, CopySummary } from '../../shared/api.js';
+import { AdminError, ErrorCodes } from '../../shared/errors.js';
+import { mapLimit } from '../fs/map-limit.js';
+import { policyForFile, type CompressionPolicy } from '../repository/compression.js';
+import { canonicalJson, packName, type IndexFile, type Snapshot, type Tree } from '../repository/format.js';
+import type { PackEntry } from '../repository/pack.js';
+import { MAX_TREE_BYTES, blobDamaged, type Repository } from '../repository/repository.js';
+import { ProgressReporter } from './backup-progress.js';
+import { PackPlacer } from './pack-placer.js';
+import { RateLimiter } from './rate-limiter.js';
+import { INDEX_FILES_BEFORE_COMPACTION } from './write-snapshot.js';
+
+/** Source packs read at once (each held whole while its blobs are checked and sent: ~8 MiB each). */
+const PACKS_AT_ONCE = 4;
+/**
+ * Snapshots present at both ends whose trees are paired to learn which destination blob each source blob
+ * became (when blobs are sealed again): the newest few share most of their chunks with the next snapshot.
+ */
+const TREES_PAIRED = 3;
+
+export interface CopySnapshotsOptions {
+  /** Both opened, locked, their indexes loaded (copy-session.ts). */
+  from: Repository;
+  to: Repository;
+  /** The destination's lock: its pending marker names it (Repository.markPending). */
+  toLockId: string;
+  select: CopySelection;
+  /** Bytes per second stored at the destination, at most (null: no limit). */
+  bandwidthLimit?: number | null;
+  signal?: AbortSignal;
+  onProgress?: (p: CopyProgress) => void;
+}
+
+/** What copySnapshots did (the CLI's summary adds what it knows: the ends, whether one was made, the time). */
+export type CopySnapshotsResult = Pick<CopySummary, 'mode' | 'copied' | 'alreadyThere' | 'packsSent' | 'blobsSent' | 'bytesSent' | 'bytesRead'>;
+
+/**
+ * Copies the selected snapshots from `from` into `to`, oldest first, each with every blob it needs.
+ *
+ * Contract:
+ * - Order at the destination: packs, then their index, then the snapshot: a snapshot is written only when
+ *   every blob it names is indexed there. Nothing at the destination is ever deleted or overwritten but
+ *   by the same bytes (a pack's name is its content's).
+ * - Every blob is checked as it is read from the source (it opens as its id, in a pack whose header
+ *   matches its name); a damaged one fails the copy with CORRUPT naming its pack, before anything of that
+ *   pack is stored.
+ * - Blobs the destination holds are never sent; a snapshot it holds (by id) is not copied again.
+ * - Where both ends seal alike (Repository.sealsLike: the same keys, or both plain), a pack whose blobs the
+ *   destination lacks entirely is stored byte for byte under its name, with the index entries of its own
+ *   header; other blobs go into new packs as they are stored. Otherwise ("blobs") each blob is opened,
+ *   named and sealed again for the destination, trees are rewritten with the destination's ids (a new
+ *   tree id), and the snapshot keeps its id and metadata.
+ * - Before the first pack, a pending marker under `toLockId`: a copy killed at any point leaves packs the
+ *   next run indexes from their headers (Repository.indexStrayPacks, run by copy-session.ts) and does not
+ *   send again.
+ * - Memory: at most PACKS_AT_ONCE source packs, plus the placer's pack buffers.
+ */
+export async function copySnapshots(o: CopySnapshotsOptions): Promise<CopySnapshotsResult> {
+  const { from, to } = o;
+  const started = Date.now();
+  const all = await from.listSnapshots();
+  const selected = selectSnapshots(all, o.select);
+  const present = await snapshotIds(to);
+  const todo = selected.filter((s) => !present.has(s.id));
+  const alreadyThere = selected.filter((s) => present.has(s.id)).map((s) => s.id);
+  const asIs = from.sealsLike(to);
+  const result: CopySnapshotsResult = { mode: asIs ? 'packs' : 'blobs', copied: [], alreadyThere, packsSent: 0, blobsSent: 0, bytesSent: 0, bytesRead: 0 };
+  if (todo.length === 0) return result;
+  to.assertWritable();
+
+  const progress: CopyProgress = {
+    phase: 'planning',
+    snapshotsTotal: todo.length,
+    snapshotsDone: 0,
+    bytesTotal: 0,
+    bytesDone: 0,
+    bytesRead: 0,
+    packsSent: 0,
+    blobsSent: 0,
+    bytesSent: 0,
+    bytesPerSecond: 0,
+  };
+  const reporter = new ProgressReporter(progress, started, o.onProgress);
+  const cancelled = () => new AdminError(ErrorCodes.CANCELLED, `the copy to ${to.description} was cancelled`);
+  const limiter = new RateLimiter(o.bandwidthLimit ?? null);
+  const placer = new PackPlacer({
+    repo: to,
+    concurrency: PACKS_AT_ONCE,
+    limiter,
+    ...(o.signal ? { signal: o.signal } : {}),
+    cancelled,
+    beforeStore: () => to.markPending(o.toLockId),
+    onPackStored: (bytes) => {
+      progress.packsSent++;
+      progress.bytesSent += bytes;
+      progress.blobsSent = placer.blobsStored + copier.blobsStoredAsPacks;
+      reporter.report(true);
+    },
+  });
+  const copier = new BlobCopier(from, to, placer, asIs, progress, reporter, o.toLockId);
+  let stored = false;
+  try {
+    if (!asIs) await copier.pairTrees(newestShared(all, present));
+    // The total is what the destination may lack, counted once over every snapshot to copy.
+    const planned = new Set<string>();
+    for (const s of todo) {
+      for (const [id] of (await copier.sourceTree(s)).chunks) {
+        if (planned.has(id) || copier.sent(id)) continue;
+        planned.add(id);
+        progress.bytesTotal += from.blobs.get(id)?.length ?? 0;
+      }
+    }
+    progress.phase = 'copying';
+    reporter.report(true);
+    for (const s of todo) {
+      if (o.signal?.aborted) throw cancelled();
+      await to.writeSnapshot(await copier.copy(s, limiter, o.signal, cancelled));
+      stored = true;
+      result.copied.push(s.id);
+      progress.snapshotsDone++;
+      reporter.report(true);
+    }
+    progress.phase = 'finishing';
+    reporter.report(true);
+  } finally {
+    reporter.stop();
+    await placer.close();
+    await to.finishPending(placer.everyPackIndexed && copier.everyPackIndexed);
+    result.packsSent = progress.packsSent;
+    result.blobsSent = placer.blobsStored + copier.blobsStoredAsPacks;
+    result.bytesSent = progress.bytesSent;
+    result.bytesRead = progress.bytesRead;
+  }
+  // Index files become one now and then (as after a backup): an optimisation whose failure loses nothing.
+  if (stored) await to.compactIndex(INDEX_FILES_BEFORE_COMPACTION).catch(() => {});
+  return result;
+}
+
+/** The snapshots a selection takes, oldest first; a given id the source does not hold is NOT_FOUND. */
+export function selectSnapshots(all: readonly Snapshot[], select: CopySelection): Snapshot[] {
+  const sorted = [...all].sort((a, b) => (a.id < b.id ? -1 : 1));
+  if ('all' in select) return sorted;
+  if ('latest' in select) return select.latest > 0 ? sorted.slice(-select.latest) : [];
+  if ('since' in select) {
+    const since = Date.parse(select.since);
+    return sorted.filter((s) => Date.parse(s.createdAt) >= since);
+  }
+  const byId = new Map(sorted.map((s) => [s.id, s]));
+  const wanted = [...new Set(select.ids)].sort();
+  const missing = wanted.filter((id) => !byId.has(id));
+  if (missing.length > 0) throw new AdminError(ErrorCodes.NOT_FOUND, `no backup ${missing.join(', ')} in the source repository`);
+  return wanted.map((id) => byId.get(id)!);
+}
+
+/** The ids of the snapshots a repository holds, from a listing (no snapshot read). */
+async function snapshotIds(repo: Repository): Promise<Set<string>> {
+  const ids = new Set<string>();
+  for await (const obj of repo.list('snapshots/')) ids.add(obj.name.slice('snapshots/'.length));
+  return ids;
+}
+
+/** The newest snapshots of the source that the destination holds too (by id). */
+function newestShared(source: readonly Snapshot[], present: ReadonlySet<string>): Snapshot[] {
+  return source.filter((s) => present.has(s.id)).slice(-TREES_PAIRED);
+}
+
+/** A source tree as a copy needs it: its chunks in order of first use, each with a file that holds it (its compression policy). */
+interface SourceTree {
+  tree: Tree;
+  chunks: Map<string, CompressionPolicy>;
+}
+
+/**
+ * Moves one snapshot's blobs at a time (BlobCopier.copy), remembering across snapshots which destination
+ * blob each source blob became (`ids`: the same id where the ends seal alike).
+ */
+class BlobCopier {
+  /** Source blob id -> destination blob id, where they differ (blobs sealed again). */
+  private readonly ids = new Map<string, string>();
+  blobsStoredAsPacks = 0;
+  private rawFailed = false;
+
+  constructor(
+    private readonly from: Repository,
+    private readonly to: Repository,
+    private readonly placer: PackPlacer,
+    private readonly asIs: boolean,
+    private readonly progress: CopyProgress,
+    private readonly reporter: ProgressReporter<CopyProgress>,
+    /** The destination's lock, which the pending marker names. */
+    private readonly lockId: string,
+  ) {}
+
+  /** No pack stored as it is can be left without an index object. */
+  get everyPackIndexed(): boolean {
+    return !this.rawFailed;
+  }
+
+  /** Whether source blob `id` is at the destination already (or in a pack of this copy). */
+  sent(id: string): boolean {
+    const there = this.asIs ? id : this.ids.get(id);
+    return there !== undefined && this.placer.holds(there);
+  }
+
+  async sourceTree(s: Snapshot): Promise<SourceTree> {
+    const tree = JSON.parse((await this.from.readBlob(s.tree, 'tree')).toString('utf8')) as Tree;
+    const chunks = new Map<string, CompressionPolicy>();
+    for (const f of tree.files) for (const c of f.chunks) if (!chunks.has(c)) chunks.set(c, policyForFile(f.name));
+    return { tree, chunks };
+  }
+
+  /**
+   * Learns, from snapshots both ends hold, which destination blob each of their source blobs is: a
+   * tree copied by this command lists, file by file and chunk by chunk, the same content under the
+   * destination's ids. A pair whose trees do not line up, or do not read, is skipped (its blobs are read again).
+   */
+  async pairTrees(shared: readonly Snapshot[]): Promise<void> {
+    for (const s of shared) {
+      let source: SourceTree;
+      let dest: Tree;
+      try {
+        const there = await this.to.readBlob((await this.to.readSnapshot(s.id)).tree, 'tree');
+        [source, dest] = [await this.sourceTree(s), JSON.parse(there.toString('utf8')) as Tree];
+      } catch {
+        continue; // only a saving: without the pair, its blobs are read and named again
+      }
+      const aligned =
+        dest.files.length === source.tree.files.length &&
+        source.tree.files.every((f, i) => dest.files[i]?.name === f.name && dest.files[i]?.chunks.length === f.chunks.length);
+      if (!aligned) continue;
+      source.tree.files.forEach((f, i) => f.chunks.forEach((c, j) => this.ids.set(c, dest.files[i]!.chunks[j]!)));
+    }
+  }
+
+  /** Stores every blob snapshot `s` needs that the destination lacks; returns the snapshot to write there. */
+  async copy(s: Snapshot, limiter: RateLimiter, signal: AbortSignal | undefined, cancelled: () => Error): Promise<Snapshot> {
+    const { tree, chunks } = await this.sourceTree(s);
+    const wanted = new Map([...chunks].filter(([id]) => !this.sent(id)));
+    if (this.asIs && !this.placer.holds(s.tree)) wanted.set(s.tree, 'try');
+    // By source pack, in pack order: each pack read once, whole.
+    const byPack = new Map<string, string[]>();
+    for (const id of wanted.keys()) {
+      const loc = this.from.blobs.get(id);
+      if (!loc) throw new AdminError(ErrorCodes.CORRUPT, `backup ${s.id} in ${this.from.description}: blob ${id} is in no index`);
+      byPack.set(loc.pack, [...(byPack.get(loc.pack) ?? []), id]);
+    }
+    await mapLimit([...byPack.keys()].sort(), PACKS_AT_ONCE, async (pack) => {
+      if (signal?.aborted) throw cancelled();
+      this.placer.check();
+      await this.copyPack(pack, byPack.get(pack)!, wanted, limiter, signal);
+    });
+    let snapshot = s;
+    if (!this.asIs) {
+      const rewritten: Tree = { ...tree, files: tree.files.map((f) => ({ ...f, chunks: f.chunks.map((c) => this.ids.get(c)!) })) };
+      const bytes = Buffer.from(canonicalJson(rewritten));
+      const treeId = await this.to.codec.blobId('tree', bytes);
+      if (!this.placer.holds(treeId)) await this.placer.place(treeId, await this.to.codec.sealBlob('tree', treeId, bytes, 'try'));
+      snapshot = { ...s, tree: treeId };
+    }
+    await this.placer.flush();
+    await this.placer.drain();
+    this.placer.check();
+    // The commit point's precondition, checked rather than assumed: every blob named is indexed here.
+    const missing = [snapshot.tree, ...[...chunks.keys()].map((c) => (this.asIs ? c : this.ids.get(c)!))].find((id) => !this.to.hasBlob(id));
+    if (missing !== undefined) throw new AdminError(ErrorCodes.INTERNAL, `backup ${s.id}: blob ${missing} is not indexed in ${this.to.description} after the copy`);
+    return snapshot;
+  }
+
+  /** Reads source pack `pack` (checked), and stores what the destination lacks of `ids` (blobs of it). */
+  private async copyPack(pack: string, ids: string[], policies: Map<string, CompressionPolicy>, limiter: RateLimiter, signal: AbortSignal | undefined): Promise<void> {
+    const data = await this.from.getPack(pack);
+    this.progress.bytesRead += data.length;
+    let entries: PackEntry[];
+    try {
+      entries = this.from.codec.readPackTail(pack, data);
+    } catch (err) {
+      throw new AdminError(ErrorCodes.CORRUPT, `object ${packName(pack)} in ${this.from.description} is damaged: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    const at = new Map(entries.map((e) => [e[0], e]));
+    if (this.asIs && !this.to.packs.has(pack) && entries.every(([id]) => !this.placer.holds(id))) {
+      // Every blob of it opens as its id before a byte of it is stored.
+      for (const entry of entries) await this.open(pack, data, entry);
+      await this.storeAsIs(pack, data, entries, limiter, signal);
+      this.progress.bytesDone += ids.reduce((n, id) => n + (at.get(id)?.[2] ?? 0), 0);
+      this.reporter.report();
+      return;
+    }
+    for (const id of ids) {
+      const entry = at.get(id);
+      if (!entry) throw blobDamaged(pack, id, 0, new Error('the index places it in this pack, its header does not'));
+      if (this.sent(id)) continue; // stored meanwhile, by another pack of this copy
+      const { type, plaintext } = await this.open(pack, data, entry);
+      if (this.asIs) {
+        await this.placer.place(id, data.subarray(entry[1], entry[1] + entry[2]));
+      } else {
+        const there = await this.to.codec.blobId(type, plaintext);
+        this.ids.set(id, there);
+        if (!this.placer.holds(there)) await this.placer.place(there, await this.to.codec.sealBlob(type, there, plaintext, policies.get(id) ?? 'try'));
+      }
+      this.progress.bytesDone += entry[2];
+      this.reporter.report();
+    }
+  }
+
+  /** A blob of a source pack, opened (as data, else as a tree: a header does not say which) and copied out of the codec's scratch. */
+  private async open(pack: string, data: Buffer, [id, offset, length]: PackEntry): Promise<{ type: 'data' | 'tree'; plaintext: Buffer }> {
+    const stored = data.subarray(offset, offset + length);
+    const codec = this.from.codec;
+    try {
+      return { type: 'data', plaintext: Buffer.from(await codec.openBlob('data', id, stored, this.from.config.chunkSize)) };
+    } catch (asData) {
+      try {
+        return { type: 'tree', plaintext: Buffer.from(await codec.openBlob('tree', id, stored, MAX_TREE_BYTES)) };
+      } catch {
+        throw blobDamaged(pack, id, offset, asData);
+      }
+    }
+  }
+
+  /** Stores a source pack under its own name, then indexes it with its header's entries. */
+  private async storeAsIs(pack: string, data: Buffer, entries: PackEntry[], limiter: RateLimiter, signal: AbortSignal | undefined): Promise<void> {
+    await limiter.take(data.length, signal);
+    await this.to.markPending(this.lockId);
+    try {
+      await this.to.uploadPack(pack, data);
+    } catch (err) {
+      this.rawFailed = true; // an answer lost may leave it stored: the marker stays for the next run
+      throw err;
+    }
+    this.progress.packsSent++;
+    this.progress.bytesSent += data.length;
+    this.blobsStoredAsPacks += entries.length;
+    this.progress.blobsSent += entries.length;
+    this.reporter.report(true);
+    const indexed: IndexFile['packs'][number] = { id: pack, size: data.length, blobs: entries };
+    try {
+      await this.to.writeIndex([indexed]);
+    } catch (err) {
+      this.rawFailed = true;
+      throw err;
+    }
+  }
+
+}

@@ -1,0 +1,111 @@
+import type { CopyProgress, CopySelection, CopySummary } from '../../shared/api.js';
+import { parseBackupId, parseMoment } from '../../shared/input-rules.js';
+import { defineCommand } from '../command.js';
+import { clean, formatBytes, formatDuration, plural, printLines } from '../output.js';
+import { invalidArgument } from '../run-command.js';
+import { progressBar } from './backup-format.js';
+import { repoUrl, sourceArgs, storageOptions, withStorage } from './backup-repo.js';
+
+/** The most --limit-upload takes (MB/s): beyond any link, and a typo's guard. */
+const MAX_LIMIT_MB = 100_000;
+
+export const backupCopyCommand = defineCommand({
+  command: 'copy [ids..]',
+  describe: 'Copy backups into another repository (a second copy elsewhere), resumably, without the agent; a destination that does not exist is made with the source\'s keys',
+  builder: (y) =>
+    storageOptions(
+      y
+        .positional('ids', { type: 'string', array: true, describe: 'The backups to copy (or --latest, --since, --all)' })
+        .option('from', { type: 'string', demandOption: true, describe: 'The source repository: s3://bucket/prefix, file:///path or a directory' })
+        .option('to', { type: 'string', demandOption: true, describe: 'The destination repository (made if there is none)' })
+        .option('latest', { type: 'string', describe: 'Copy the newest N backups' })
+        .option('since', { type: 'string', describe: 'Copy the backups made at or after this ISO-8601 time (with its zone)' })
+        .option('all', { type: 'boolean', default: false, describe: 'Copy every backup' })
+        .option('from-password-file', { type: 'string', describe: "A file holding the source's password, where it differs from the destination's (default: the password options' own)" })
+        .option('limit-upload', { type: 'string', describe: 'Store at most this many MB/s (10^6 bytes) at the destination' })
+        .option('insecure-no-encryption', { type: 'boolean', default: false, describe: 'Write into (or make) a destination without encryption' })
+        .option('allow-format-2', { type: 'boolean', default: false, describe: 'Write into a format 2 destination (not encrypted)' }),
+      'For both repositories (the source: unless --from-password-file)',
+    ),
+  run: async (argv, ctx) => {
+    const select = parseSelection(argv);
+    const bandwidthLimit = argv.limitUpload !== undefined ? parseLimit(argv.limitUpload) : null;
+    const fromUrl = repoUrl(argv.from);
+    const toUrl = repoUrl(argv.to);
+    if (fromUrl === toUrl) throw invalidArgument('--from and --to name the same repository');
+    // --json: NDJSON, a `{"progress":…}` line as the copy goes, then one `{"summary":…}` line.
+    const bar = ctx.json ? null : progressBar(ctx.io, 'copy');
+    const onProgress = (p: CopyProgress) => {
+      if (ctx.json) ctx.io.stdout.write(`${JSON.stringify({ progress: p })}\n`);
+      else bar?.update(p.bytesDone, p.bytesTotal, `sent ${formatBytes(p.bytesSent)}`);
+    };
+    const [{ Repository }, { openCopyDestination, withCopyLocks }, { copySnapshots }] = await Promise.all([
+      import('../../agent/repository/repository.js'),
+      import('../../agent/backup/copy-session.js'),
+      import('../../agent/backup/copy-snapshots.js'),
+    ]);
+    const started = Date.now();
+    let summary: CopySummary;
+    try {
+      summary = await withStorage(sourceArgs(argv, argv.from, argv.fromPasswordFile), async (fromStorage, fromPassword) => {
+        const from = await Repository.open(fromStorage, { create: false, password: fromPassword });
+        try {
+          // A backup named that the source lacks is said before anything is made at the destination.
+          if ('ids' in select) for (const id of select.ids) await from.readSnapshot(id);
+          return await withStorage({ ...argv, repo: argv.to }, (toStorage, toPassword) =>
+            withCopyLocks(
+              from,
+              () => openCopyDestination(toStorage, from, { password: toPassword, insecureNoEncryption: argv.insecureNoEncryption, allowFormat2: argv.allowFormat2 }),
+              async (ends) => {
+                const r = await copySnapshots({ ...ends, select, bandwidthLimit, onProgress });
+                return { from: fromUrl, to: toUrl, created: ends.created, packsRecovered: ends.packsRecovered, durationMs: Date.now() - started, ...r };
+              },
+            ),
+          );
+        } finally {
+          await from.codec.close();
+        }
+      });
+    } finally {
+      bar?.finish();
+    }
+    if (ctx.json) ctx.io.stdout.write(`${JSON.stringify({ summary })}\n`);
+    else printLines(ctx.io.stdout, formatCopySummary(summary));
+  },
+});
+
+/** Exactly one way to select: ids, --latest, --since or --all. */
+function parseSelection(argv: { ids?: string[] | undefined; latest?: string | undefined; since?: string | undefined; all: boolean }): CopySelection {
+  const ids = argv.ids ?? [];
+  const ways = [ids.length > 0, argv.latest !== undefined, argv.since !== undefined, argv.all].filter(Boolean).length;
+  if (ways !== 1) throw invalidArgument('say which backups to copy, one way: backup ids, --latest N, --since <time> or --all');
+  if (ids.length > 0) return { ids: ids.map((id) => parseBackupId(id, 'the argument')) };
+  if (argv.latest !== undefined) {
+    const n = /^[0-9]{1,6}$/.test(argv.latest) ? Number(argv.latest) : 0;
+    if (n < 1) throw invalidArgument(`--latest must be a whole number from 1, got ${JSON.stringify(argv.latest)}`);
+    return { latest: n };
+  }
+  if (argv.since !== undefined) {
+    const m = parseMoment(argv.since, '--since', false);
+    if (m.kind !== 'time') throw invalidArgument(`--since takes a time (an ISO-8601 time with its zone), got ${JSON.stringify(argv.since)}`);
+    return { since: new Date(m.ms).toISOString() };
+  }
+  return { all: true };
+}
+
+function parseLimit(value: string): number {
+  const mb = /^[0-9]{1,6}(\.[0-9]{1,3})?$/.test(value) ? Number(value) : NaN;
+  if (!(mb > 0 && mb <= MAX_LIMIT_MB)) throw invalidArgument(`--limit-upload must be a number of MB/s above 0, up to ${MAX_LIMIT_MB}, got ${JSON.stringify(value)}`);
+  return Math.round(mb * 1_000_000);
+}
+
+/** What a copy says it did: the snapshots, then what it sent. */
+export function formatCopySummary(s: CopySummary): string[] {
+  const how = s.mode === 'packs' ? 'packs moved as they are: same keys' : 'blobs sealed again for the destination';
+  return [
+    ...(s.created ? [`made the repository ${clean(s.to)}${s.mode === 'packs' ? ` with the keys of ${clean(s.from)}` : ''}`] : []),
+    ...s.copied.map((id) => `copied ${clean(id)}`),
+    `${plural(s.copied.length, 'backup')} copied, ${s.alreadyThere.length} already there; sent ${plural(s.packsSent, 'pack')}, ${plural(s.blobsSent, 'blob')}, ${formatBytes(s.bytesSent)} in ${formatDuration(s.durationMs)} (${how})`,
+    ...(s.packsRecovered > 0 ? [`reused ${plural(s.packsRecovered, 'pack')} an interrupted copy had stored`] : []),
+  ];
+}
