@@ -323,6 +323,30 @@ export interface CopySummary {
   /** Packs stored by an earlier, interrupted copy, indexed at the destination from their headers. */
   packsRecovered: number;
   durationMs: number;
+  /** With --log-archive: what of the log archive was copied, and the destination's windows after it. */
+  logArchive?: ArchiveCopySummary;
+}
+
+/** `backup copy --log-archive`: the archived log segments and timeline records copied. */
+export interface ArchiveCopySummary {
+  timelines: number;
+  /** Segments stored at the destination, and the bytes they hold (before compression and sealing). */
+  segments: number;
+  bytes: number;
+  /** Base records and marks stored at the destination. */
+  records: number;
+  /** Objects the destination held already. */
+  present: number;
+  /** The destination's restorable windows after the copy (`backup timeline` of it). */
+  windows: LogArchiveTimelines;
+}
+
+/** A progress line of `backup copy --log-archive --json` while the log archive is copied. */
+export interface ArchiveCopyProgress {
+  phase: 'log-archive';
+  /** Objects (segments, then records) stored at the destination so far, and their bytes. */
+  objects: number;
+  bytes: number;
 }
 
 /** What `backup verify` found; ok:false is a report, not an error. */

@@ -90,6 +90,20 @@ export async function copyLogArchive(from: Repository, to: Repository, options: 
   return result;
 }
 
+/**
+ * The backups the log archive's base records name that `repo` holds: what a copy of the archive must
+ * bring along for its windows to be restorable at the destination. Two listings, no object read.
+ */
+export async function archiveBaseBackups(repo: Repository): Promise<string[]> {
+  const named = new Set((await listWal(repo)).flatMap((o) => (o.kind === 'base' ? [o.base.backup] : [])));
+  const held: string[] = [];
+  for await (const o of repo.list('snapshots/')) {
+    const id = o.name.slice('snapshots/'.length);
+    if (named.has(id)) held.push(id);
+  }
+  return held.sort();
+}
+
 async function listWal(repo: Repository): Promise<WalObject[]> {
   const out: WalObject[] = [];
   for await (const o of repo.list(WAL_PREFIX)) {

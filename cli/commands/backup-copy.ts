@@ -1,4 +1,4 @@
-import type { CopyProgress, CopySelection, CopySummary } from '../../shared/api.js';
+import type { ArchiveCopyProgress, ArchiveCopySummary, CopyProgress, CopySelection, CopySummary } from '../../shared/api.js';
 import { parseBackupId, parseMoment } from '../../shared/input-rules.js';
 import { defineCommand } from '../command.js';
 import { clean, formatBytes, formatDuration, plural, printLines } from '../output.js';
@@ -21,6 +21,11 @@ export const backupCopyCommand = defineCommand({
         .option('latest', { type: 'string', describe: 'Copy the newest N backups' })
         .option('since', { type: 'string', describe: 'Copy the backups made at or after this ISO-8601 time (with its zone)' })
         .option('all', { type: 'boolean', default: false, describe: 'Copy every backup' })
+        .option('log-archive', {
+          type: 'boolean',
+          default: false,
+          describe: 'Also copy the log archive (archived log segments and timelines) and the backups its timelines start from, so that restore --at works from the copy',
+        })
         .option('from-password-file', { type: 'string', describe: "A file holding the source's password, where it differs from the destination's (default: the password options' own)" })
         .option('limit-upload', { type: 'string', describe: 'Store at most this many MB/s (10^6 bytes) at the destination' })
         .option('insecure-no-encryption', { type: 'boolean', default: false, describe: 'Write into (or make) a destination without encryption' })
@@ -28,22 +33,28 @@ export const backupCopyCommand = defineCommand({
       'For both repositories (the source: unless --from-password-file)',
     ),
   run: async (argv, ctx) => {
-    const select = parseSelection(argv);
+    const select = parseSelection(argv, argv.logArchive);
     const bandwidthLimit = argv.limitUpload !== undefined ? parseLimit(argv.limitUpload) : null;
     const fromUrl = repoUrl(argv.from);
     const toUrl = repoUrl(argv.to);
     if (fromUrl === toUrl) throw invalidArgument('--from and --to name the same repository');
     // --json: NDJSON, a `{"progress":…}` line as the copy goes, then one `{"summary":…}` line.
     const bar = ctx.json ? null : progressBar(ctx.io, 'copy');
-    const onProgress = (p: CopyProgress) => {
+    const onProgress = (p: CopyProgress | ArchiveCopyProgress) => {
       if (ctx.json) ctx.io.stdout.write(`${JSON.stringify({ progress: p })}\n`);
+      else if (p.phase === 'log-archive') bar?.update(0, 0, `log archive: ${p.objects} objects, ${formatBytes(p.bytes)}`);
       else bar?.update(p.bytesDone, p.bytesTotal, `sent ${formatBytes(p.bytesSent)}`);
     };
-    const [{ Repository }, { openCopyDestination, withCopyLocks }, { copySnapshots }] = await Promise.all([
-      import('../../agent/repository/repository.js'),
-      import('../../agent/backup/copy-session.js'),
-      import('../../agent/backup/copy-snapshots.js'),
-    ]);
+    const [{ Repository }, { openCopyDestination, withCopyLocks }, { copySnapshots, selectSnapshots }, { archiveBaseBackups, copyLogArchive }, { readWindows }, { timelineReport }, { RateLimiter }] =
+      await Promise.all([
+        import('../../agent/repository/repository.js'),
+        import('../../agent/backup/copy-session.js'),
+        import('../../agent/backup/copy-snapshots.js'),
+        import('../../agent/log-archive/archive-copy.js'),
+        import('../../agent/log-archive/restore-to-moment.js'),
+        import('../../agent/log-archive/timeline-report.js'),
+        import('../../agent/backup/rate-limiter.js'),
+      ]);
     const started = Date.now();
     let summary: CopySummary;
     try {
@@ -51,14 +62,41 @@ export const backupCopyCommand = defineCommand({
         const from = await Repository.open(fromStorage, { create: false, password: fromPassword });
         try {
           // A backup named that the source lacks is said before anything is made at the destination.
-          if ('ids' in select) for (const id of select.ids) await from.readSnapshot(id);
+          if (select && 'ids' in select) for (const id of select.ids) await from.readSnapshot(id);
           return await withStorage({ ...argv, repo: argv.to }, (toStorage, toPassword) =>
             withCopyLocks(
               from,
               () => openCopyDestination(toStorage, from, { password: toPassword, insecureNoEncryption: argv.insecureNoEncryption, allowFormat2: argv.allowFormat2 }),
               async (ends) => {
-                const r = await copySnapshots({ ...ends, select, bandwidthLimit, onProgress });
-                return { from: fromUrl, to: toUrl, created: ends.created, packsRecovered: ends.packsRecovered, durationMs: Date.now() - started, ...r };
+                // The archive's windows start at its bases: their backups come along, whatever else is selected.
+                let chosen = select;
+                if (argv.logArchive) {
+                  const selected = select === null ? [] : selectSnapshots(await from.listSnapshots(), select).map((s) => s.id);
+                  chosen = { ids: [...new Set([...selected, ...(await archiveBaseBackups(from))])].sort() };
+                }
+                const r = await copySnapshots({ ...ends, select: chosen ?? { ids: [] }, bandwidthLimit, onProgress });
+                let logArchive: ArchiveCopySummary | undefined;
+                if (argv.logArchive) {
+                  const progress: ArchiveCopyProgress = { phase: 'log-archive', objects: 0, bytes: 0 };
+                  const copied = await copyLogArchive(from, ends.to, {
+                    limiter: new RateLimiter(bandwidthLimit),
+                    onObject: (o) => {
+                      progress.objects++;
+                      progress.bytes += o.bytes;
+                      onProgress(progress);
+                    },
+                  });
+                  logArchive = { ...copied, windows: timelineReport(await readWindows(ends.to)) };
+                }
+                return {
+                  from: fromUrl,
+                  to: toUrl,
+                  created: ends.created,
+                  packsRecovered: ends.packsRecovered,
+                  durationMs: Date.now() - started,
+                  ...r,
+                  ...(logArchive ? { logArchive } : {}),
+                };
               },
             ),
           );
@@ -74,11 +112,12 @@ export const backupCopyCommand = defineCommand({
   },
 });
 
-/** Exactly one way to select: ids, --latest, --since or --all. */
-function parseSelection(argv: { ids?: string[] | undefined; latest?: string | undefined; since?: string | undefined; all: boolean }): CopySelection {
+/** Exactly one way to select: ids, --latest, --since or --all; with --log-archive, none (null: only what the archive needs). */
+function parseSelection(argv: { ids?: string[] | undefined; latest?: string | undefined; since?: string | undefined; all: boolean }, logArchive: boolean): CopySelection | null {
   const ids = argv.ids ?? [];
   const ways = [ids.length > 0, argv.latest !== undefined, argv.since !== undefined, argv.all].filter(Boolean).length;
-  if (ways !== 1) throw invalidArgument('say which backups to copy, one way: backup ids, --latest N, --since <time> or --all');
+  if (ways === 0 && logArchive) return null;
+  if (ways !== 1) throw invalidArgument('say which backups to copy, one way: backup ids, --latest N, --since <time>, --all (or only --log-archive)');
   if (ids.length > 0) return { ids: ids.map((id) => parseBackupId(id, 'the argument')) };
   if (argv.latest !== undefined) {
     const n = /^[0-9]{1,6}$/.test(argv.latest) ? Number(argv.latest) : 0;
@@ -107,5 +146,17 @@ export function formatCopySummary(s: CopySummary): string[] {
     ...s.copied.map((id) => `copied ${clean(id)}`),
     `${plural(s.copied.length, 'backup')} copied, ${s.alreadyThere.length} already there; sent ${plural(s.packsSent, 'pack')}, ${plural(s.blobsSent, 'blob')}, ${formatBytes(s.bytesSent)} in ${formatDuration(s.durationMs)} (${how})`,
     ...(s.packsRecovered > 0 ? [`reused ${plural(s.packsRecovered, 'pack')} an interrupted copy had stored`] : []),
+    ...(s.logArchive ? formatArchiveCopy(s.logArchive) : []),
+  ];
+}
+
+/** The log archive's part: what was stored, then what the destination can restore now. */
+function formatArchiveCopy(a: ArchiveCopySummary): string[] {
+  const restorable = a.windows.timelines.filter((t) => t.from !== null && t.to !== null);
+  return [
+    `log archive: ${plural(a.segments, 'segment')} (${formatBytes(a.bytes)}) and ${plural(a.records, 'timeline record')} stored, ${a.present} already there, over ${plural(a.timelines, 'timeline')}`,
+    ...(restorable.length === 0
+      ? ['the destination has no restorable moment yet']
+      : restorable.map((t) => `timeline ${clean(t.id)}: restorable at the destination from ${t.from} to ${t.to}${t.brokenAfterSequence !== null ? ` (broken after sequence ${t.brokenAfterSequence})` : ''}`)),
   ];
 }
