@@ -387,6 +387,15 @@ describe('backup copy', () => {
       expect(report.errors).toEqual([]);
     }
     expect(victim).toBeDefined();
+
+    // Cut short instead (shorter than the index says): refused the same way, naming it.
+    fs.writeFileSync(file, bytes.subarray(0, at.offset + 100));
+    const to = path.join(dir, 'D-short');
+    const r = await copy(['--from', damaged, '--to', to, '--all']);
+    expect(r.code, r.stderr).toBe(7);
+    expect(errorCode(r)).toBe('CORRUPT');
+    expect(errorMessage(r)).toContain(packName(at.pack));
+    expect(packFiles(to).has(at.pack)).toBe(false);
   });
 
   it('a copy from or into a repository a prune holds (its exclusive lock) is refused, and stores nothing', async () => {
