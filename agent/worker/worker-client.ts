@@ -39,7 +39,8 @@ export class WorkerClient<Ops extends WorkerOps> {
     return new Promise((resolve, reject) => {
       this.pending.set(seq, { resolve: resolve as (v: unknown) => void, reject });
       worker.ref();
-      worker.postMessage({ seq, op, args } satisfies WorkerRequest, transfer);
+      const moved = new Set<unknown>(transfer);
+      worker.postMessage({ seq, op, args: args.map((a) => viewAlone(a, moved)) } satisfies WorkerRequest, transfer);
     });
   }
 
@@ -91,6 +92,17 @@ export class WorkerClient<Ops extends WorkerOps> {
     this.pending.clear();
     for (const p of all) p.reject(err);
   }
+}
+
+/**
+ * A byte view as it should cross to the thread: structured cloning copies the whole ArrayBuffer behind
+ * a view, so a 1 MiB blob inside an 8 MiB pack buffer, or 32 bytes of Node's 8 KiB Buffer pool, would
+ * copy all of it. Such a view goes as a copy of its own bytes; a view of shared memory (passed by
+ * reference), one being moved, or one that is its whole buffer goes as it is. Anything else unchanged.
+ */
+export function viewAlone(a: unknown, moved: ReadonlySet<unknown>): unknown {
+  if (!(a instanceof Uint8Array) || a.buffer instanceof SharedArrayBuffer || moved.has(a.buffer)) return a;
+  return a.byteLength < a.buffer.byteLength ? new Uint8Array(a) : a;
 }
 
 function reviveError(e: { name: string; message: string; code?: string; adminCode?: string }): AdminError {

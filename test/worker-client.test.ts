@@ -1,0 +1,36 @@
+/**
+ * What crosses to a worker thread (worker-client.ts viewAlone): a byte view inside a larger ordinary
+ * buffer goes as a copy of its own bytes (structured cloning would copy the whole buffer behind it);
+ * shared memory, moved buffers and whole-buffer views go as they are.
+ */
+import { describe, expect, it } from 'vitest';
+import { viewAlone } from '../dist/agent/worker/worker-client.js';
+
+describe('viewAlone', () => {
+  const pack = Buffer.alloc(8 * 1024 * 1024, 7);
+  const blob = pack.subarray(1024 * 1024, 2 * 1024 * 1024);
+  const shared = Buffer.from(new SharedArrayBuffer(4096)).subarray(100, 200);
+  const whole = new Uint8Array(64);
+  const cases: [string, unknown, Set<unknown>, 'same' | 'own copy'][] = [
+    ['a blob inside a pack buffer', blob, new Set(), 'own copy'],
+    ['a small Buffer from the pool', Buffer.from('32 bytes of a key, from the pool'), new Set(), 'own copy'],
+    ['a view of shared memory', shared, new Set(), 'same'],
+    ['a view whose buffer is moved', blob, new Set([pack.buffer]), 'same'],
+    ['a view that is its whole buffer', whole, new Set(), 'same'],
+    ['not bytes', { a: 1 }, new Set(), 'same'],
+  ];
+  it.each(cases)('%s', (_name, arg, moved, expected) => {
+    const out = viewAlone(arg, moved);
+    if (expected === 'same') {
+      expect(out).toBe(arg);
+      return;
+    }
+    // Negative control of the check below: the input itself does carry a larger buffer.
+    const view = arg as Uint8Array;
+    expect(view.buffer.byteLength).toBeGreaterThan(view.byteLength);
+    expect(out).not.toBe(arg);
+    const copy = out as Uint8Array;
+    expect(copy.buffer.byteLength).toBe(view.byteLength);
+    expect(Buffer.from(copy).equals(Buffer.from(view))).toBe(true);
+  });
+});
