@@ -46,6 +46,15 @@ export function sealBlob(keys: RepoKeys, type: BlobType, id: string, data: Uint8
 }
 
 /**
+ * identifyBlob then sealBlob, in one call: a worker's round trip a blob instead of two. `out` is
+ * required (the sealed bytes are written there); returns the id and the sealed length.
+ */
+export function identifyAndSealBlob(keys: RepoKeys, type: BlobType, data: Uint8Array, policy: CompressionPolicy, out: Uint8Array): { id: string; length: number } {
+  const id = identifyBlob(keys.id, type, data);
+  return { id, length: sealBlob(keys, type, id, data, policy, out).length };
+}
+
+/**
  * A blob's plaintext, once its envelope opens under its type and id, it inflates to at most
  * `maxLength`, and its content id is `id` again (a writer's bug, or a key holder's forgery, is caught
  * here, not by whoever reads the database next). `out` may overlap `stored` where it starts at or
