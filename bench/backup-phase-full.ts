@@ -9,7 +9,7 @@ import type { TimedProcess } from './backup-timed.js';
 import type { DeviceFloor } from './device-floor.js';
 import { progress } from './progress.js';
 import { BORG_TUNED, describe, measureDevice, durableSeconds, medianRun, roundSeconds, stage, takeCheckpoint, type BenchContext, type OursRun } from './backup-bench-kit.js';
-import { num, timesRow, type Row } from './backup-rows.js';
+import { num, timesRow, workAloneRow, type Row } from './backup-rows.js';
 import type { FileKind, StoredBytes } from './stored-by-kind.js';
 
 /** Phase 1 of the backup benchmark, measured and in rows. */
@@ -161,6 +161,7 @@ function fullBackupRows(ctx: BenchContext, m: Omit<FullBackupPhase, 'rows' | 'wo
     },
     storedRow(m.ours),
     rssRow('full backup peak RSS', m.ours.timed, m.restic?.timed, m.borg?.timed),
+    workAloneRow('full backup', m.ours, m.plain),
   ];
 }
 

@@ -6,7 +6,7 @@ import type { TimedProcess } from './backup-timed.js';
 import type { DeviceFloor } from './device-floor.js';
 import { progress } from './progress.js';
 import { describe, durableSeconds, measureDevice, medianRun, roundSeconds, verdict, type BenchContext, type OursRun } from './backup-bench-kit.js';
-import { num, timesRow, type Row } from './backup-rows.js';
+import { num, timesRow, workAloneRow, type Row } from './backup-rows.js';
 
 /** Phase 3 of the backup benchmark, measured and in rows. */
 export interface RestorePhase {
@@ -152,6 +152,7 @@ function restoreRows(ctx: BenchContext, m: Omit<RestorePhase, 'rows' | 'workRow'
       goal: '<= 128 MiB',
       met: rssMet(m.ours.timed),
     },
+    workAloneRow('restore', m.ours, m.plain),
     {
       metric: 'restored files == checkpoint 2, byte for byte',
       ours: check(m.checkOurs, null),

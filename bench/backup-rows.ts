@@ -218,6 +218,29 @@ export function roundNumbers(_key: string, value: unknown): unknown {
   return typeof value === 'number' && !Number.isInteger(value) ? Math.round(value * 1000) / 1000 : value;
 }
 
+/**
+ * The work alone of our runs, encrypted and unencrypted (backup-run.ts's workCpuMs and workPeakRssKb:
+ * without the process's start and the key's unlocking, whose scrypt takes about 0.5 s of CPU and
+ * 64 MiB once, when an agent starts): what a backup costs an agent that already holds its key. Info:
+ * the goals stay on the whole process.
+ */
+export function workAloneRow(phase: string, ours: OursRun, plain: OursRun): Row {
+  const cell = (r: OursRun) => {
+    const cpu = num(r.result.workCpuMs) / 1000;
+    const rss = num(r.result.workPeakRssKb) * 1024;
+    return Number.isNaN(cpu) || Number.isNaN(rss) ? 'n/a' : `${cpu.toFixed(2)} s CPU, ${mib(rss)}`;
+  };
+  return {
+    metric: `${phase}, the work alone (start and key unlock apart): CPU all threads, peak RSS (info; ours encrypted, unencrypted)`,
+    ours: `${cell(ours)}; ${cell(plain)}`,
+    restic: '-',
+    borg: '-',
+    ratio: null,
+    goal: '-',
+    met: null,
+  };
+}
+
 export function num(v: unknown): number {
   return typeof v === 'number' ? v : Number.NaN;
 }

@@ -27,6 +27,8 @@ import { storedByKind } from './stored-by-kind.js';
  * key: the key derivation, about half a second, or making the key) and, for a backup,
  * `eventLoopDelayMs` (p50, p99, max of the event loop's delay while it ran: what a host node's requests
  * would have waited) and `stored` (raw and stored bytes of the backup's files by kind: stored-by-kind.ts).
+ * Also `openCpuMs` (the opening's CPU), and `workCpuMs` and `workPeakRssKb`: the backup's or restore's
+ * own CPU (every thread) and peak RSS, sampled while it ran, without the start and the key's unlocking.
  * With `s3` (an s3:// repository), also `requests`: every request sent to the server, by S3 operation.
  */
 
@@ -71,21 +73,25 @@ async function main(): Promise<void> {
     const storage = await openStorage(a.repo, storageOptions(a.s3));
     try {
       const opening = performance.now();
+      const openCpu = process.cpuUsage();
       const repo = await Repository.open(storage, { create: true, ...keyOptions(a) });
       repo.assertWritable();
       const openMs = performance.now() - opening;
+      const openCpuMs = cpuMs(openCpu);
       const cache = HashCache.load(a.cache);
       // How long the event loop was held up while the backup ran: what a host node's requests would wait.
       const loop = monitorEventLoopDelay({ resolution: 1 }); // samples every 1 ms: an idle loop shows ~1.1 ms
       loop.enable();
+      const work = watchWork();
       const record = await backupCheckpoint({ repo, checkpoint: a.checkpoint, cache, concurrency: a.concurrency ?? 4 });
+      const { workCpuMs, workPeakRssKb } = work.stop();
       loop.disable();
       const eventLoopDelayMs = { p50: loop.percentile(50) / 1e6, p99: loop.percentile(99) / 1e6, max: loop.max / 1e6 };
       const maxRssKb = process.resourceUsage().maxRSS;
       // After the measured work (a few small reads): what the files became in the repository.
       const stored = a.s3 ? null : await storedByKind(repo, record.id);
       await repo.codec.close();
-      print({ ...record, moduleLoadMs, openMs, maxRssKb, eventLoopDelayMs, stored, ...(a.s3 ? { requests } : {}) });
+      print({ ...record, moduleLoadMs, openMs, openCpuMs, workCpuMs, workPeakRssKb, maxRssKb, eventLoopDelayMs, stored, ...(a.s3 ? { requests } : {}) });
     } finally {
       await storage.close();
     }
@@ -97,12 +103,16 @@ async function main(): Promise<void> {
     const storage = await openStorage(a.repo, storageOptions(a.s3));
     try {
       const opening = performance.now();
+      const openCpu = process.cpuUsage();
       const repo = await Repository.open(storage, keyOptions(a));
       const openMs = performance.now() - opening;
+      const openCpuMs = cpuMs(openCpu);
+      const work = watchWork();
       // Without `concurrency`, the engine's default, as the CLI restores.
       const result = await restoreBackup({ repo, id: a.id, to: a.to, ...(a.concurrency !== undefined ? { concurrency: a.concurrency } : {}) });
+      const { workCpuMs, workPeakRssKb } = work.stop();
       await repo.codec.close();
-      print({ ...result, moduleLoadMs, openMs, maxRssKb: process.resourceUsage().maxRSS, ...(a.s3 ? { requests } : {}) });
+      print({ ...result, moduleLoadMs, openMs, openCpuMs, workCpuMs, workPeakRssKb, maxRssKb: process.resourceUsage().maxRSS, ...(a.s3 ? { requests } : {}) });
     } finally {
       await storage.close();
     }
@@ -112,6 +122,32 @@ async function main(): Promise<void> {
 function keyOptions(a: KeyArgs): { password: ReturnType<typeof passwordSource>; insecureNoEncryption: boolean } {
   if (a.insecure && a.passwordFile) throw new Error('backup-run: an unencrypted repository takes no password');
   return { password: a.passwordFile ? passwordSource({ file: a.passwordFile }) : null, insecureNoEncryption: a.insecure === true };
+}
+
+/** CPU of every thread of the process since `since` (process.cpuUsage), in ms. */
+function cpuMs(since: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(since);
+  return (d.user + d.system) / 1000;
+}
+
+/**
+ * The backup's or restore's own cost, apart from the process's start and the key's unlocking (scrypt:
+ * about half a second and 64 MiB, which an agent pays once, when it starts, and which the process's
+ * peak RSS includes): its CPU, all threads, and its peak RSS, sampled every 20 ms.
+ */
+function watchWork(): { stop: () => { workCpuMs: number; workPeakRssKb: number } } {
+  const cpu = process.cpuUsage();
+  let peak = process.memoryUsage.rss();
+  const timer = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage.rss());
+  }, 20);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      peak = Math.max(peak, process.memoryUsage.rss());
+      return { workCpuMs: cpuMs(cpu), workPeakRssKb: Math.round(peak / 1024) };
+    },
+  };
 }
 
 /** Requests sent to the S3 server, by operation (PutObject, GetObject, ...). */

@@ -18,6 +18,7 @@ import {
   newMasterKey,
   objectLabel,
   open,
+  openAfterByteInto,
   openInto,
   openedLength,
   parseKeyFile,
@@ -31,6 +32,7 @@ import {
   type SealErrorKind,
 } from '../dist/agent/repository/crypto/index.js';
 import { AdminError, ErrorCodes } from '../dist/shared/errors.js';
+import * as sealedOps from '../dist/agent/repository/sealed-ops.js';
 import { prng } from './support/prng.js';
 
 /**
@@ -420,6 +422,108 @@ describe('seal and open', () => {
     const b = seal(keys.object, LABEL, [plain]);
     expect(a.subarray(9, 41).equals(b.subarray(9, 41))).toBe(false);
     expect(a.subarray(41).equals(b.subarray(41))).toBe(false);
+  });
+});
+
+// ---- the fast paths: output cut to land aligned, blobs opened straight into the caller's buffer ----
+
+/** A view of shared, page-aligned memory (as the lanes' buffers are: direct-io.ts), `bytes` long. */
+function sharedMemory(bytes: number): Buffer {
+  const pages = Math.ceil(bytes / 65536);
+  const Memory = (globalThis as unknown as { WebAssembly: { Memory: new (d: object) => { buffer: SharedArrayBuffer } } }).WebAssembly.Memory;
+  return Buffer.from(new Memory({ initial: pages, maximum: pages, shared: true }).buffer);
+}
+
+describe('sealing into and opening out of shared memory (updates cut for aligned copies)', () => {
+  const lengths = [0, 1, 22, 23, 63, 64, 65, 65535, 65536, 65537, 3 * 65536 + 41, 1024 * 1024];
+
+  it('seals at every alignment, from pieces of any shape, exactly what the reference opens', () => {
+    const mem = sharedMemory(4 * 1024 * 1024);
+    const rand = prng(7);
+    for (const n of lengths) {
+      const plain = crypto.randomBytes(n);
+      for (const offset of [0, 1, 7, 8, 41, 63, 64, 4095, 65536 - 3]) {
+        // A mode byte and the data, as a blob is sealed; and random splits.
+        for (const pieces of [[plain.subarray(0, 1), plain.subarray(1)], randomSplits(plain, rand, 70000), [plain]]) {
+          mem.fill(0xaa, offset > 0 ? offset - 1 : 0, offset + sealedLength(n) + 1);
+          const len = sealInto(keys.blob, LABEL, pieces, mem, offset);
+          expect(len).toBe(sealedLength(n));
+          const env = Buffer.from(mem.subarray(offset, offset + len));
+          expect(refOpen(keys.blob, LABEL, env).equals(plain)).toBe(true);
+          if (offset > 0) expect(mem[offset - 1]).toBe(0xaa);
+          expect(mem[offset + len]).toBe(0xaa);
+        }
+      }
+    }
+  });
+
+  it('openAfterByteInto gives what open gives after the first byte, into shared memory, in place or not', () => {
+    const mem = sharedMemory(4 * 1024 * 1024);
+    for (const n of lengths.filter((n) => n > 0)) {
+      for (const first of [0, 1]) {
+        const plain = crypto.randomBytes(n);
+        plain[0] = first;
+        const env = seal(keys.blob, LABEL, [plain]);
+        expect(open(keys.blob, LABEL, env).equals(plain)).toBe(true); // the negative control
+        // Elsewhere, and over the envelope's own bytes (a restore opens in place), starting at or before them.
+        for (const [at, into] of [[2 * 1024 * 1024 + 5, 0], [4096, 4096], [4096 + 41, 4096], [5000, 4999], [64, 1]] as [number, number][]) {
+          mem.fill(0x55, 0);
+          env.copy(mem, at);
+          const got = openAfterByteInto(keys.blob, LABEL, mem.subarray(at, at + env.length), 0, mem.subarray(into));
+          if (first !== 0) {
+            expect(got).toBeNull();
+            expect(mem.subarray(at, at + env.length).equals(env)).toBe(true); // nothing written
+          } else {
+            expect(got).toBe(n - 1);
+            expect(mem.subarray(into, into + n - 1).equals(plain.subarray(1))).toBe(true);
+          }
+        }
+      }
+    }
+  });
+
+  it('a blob opens to the same bytes into shared memory in place (the fast path) as through the scratch', () => {
+    const mem = sharedMemory(4 * 1024 * 1024);
+    const blobs = [crypto.randomBytes(1024 * 1024), Buffer.alloc(300000, 'compressible '), crypto.randomBytes(17)];
+    for (const data of blobs) {
+      for (const policy of ['never', 'try'] as const) {
+        const id = sealedOps.identifyBlob(keys.id, 'data', data);
+        const stored = Buffer.from(sealedOps.sealBlob(keys, 'data', id, data, policy, null));
+        const slow = sealedOps.openBlob(keys, 'data', id, stored, 2 * 1024 * 1024, null);
+        expect(slow.equals(data)).toBe(true);
+        stored.copy(mem, 8192);
+        const fast = sealedOps.openBlob(keys, 'data', id, mem.subarray(8192, 8192 + stored.length), 2 * 1024 * 1024, mem.subarray(4096));
+        expect(fast.byteOffset).toBe(4096);
+        expect(fast.equals(data)).toBe(true);
+        const other = sealedOps.identifyBlob(keys.id, 'data', Buffer.from('other'));
+        stored.copy(mem, 8192);
+        expect(caught(() => sealedOps.openBlob(keys, 'data', other, mem.subarray(8192, 8192 + stored.length), 2 * 1024 * 1024, mem.subarray(0)))).toBeInstanceOf(SealError);
+      }
+    }
+  });
+
+  it('openAfterByteInto refuses what open refuses, and leaves several chunks to open', () => {
+    const plain = Buffer.concat([Buffer.of(0), crypto.randomBytes(100000)]);
+    const env = seal(keys.blob, LABEL, [plain]);
+    for (const bit of [0, 41 * 8 + 3, 50 * 8, (env.length - 1) * 8 + 7]) {
+      const bad = Buffer.from(env);
+      bad[bit >> 3]! ^= 1 << (bit & 7);
+      const expected = caught(() => open(keys.blob, LABEL, bad)) as SealError;
+      expect(expected).toBeInstanceOf(SealError);
+      let err: unknown = null;
+      try {
+        const got = openAfterByteInto(keys.blob, LABEL, bad, 0, Buffer.alloc(plain.length));
+        // Null: the caller opens it the general way, which refuses it.
+        expect(got).toBeNull();
+        err = caught(() => open(keys.blob, LABEL, bad));
+      } catch (e) {
+        err = e;
+      }
+      expect((err as SealError).kind).toBe(expected.kind);
+    }
+    expect(caught(() => openAfterByteInto(keys.blob, objectLabel('other'), env, 0, Buffer.alloc(plain.length)))).toBeInstanceOf(SealError);
+    expect(openAfterByteInto(keys.blob, LABEL, seal(keys.blob, LABEL, [plain], SHIFT), 0, Buffer.alloc(plain.length))).toBeNull();
+    expect(openAfterByteInto(keys.blob, LABEL, env.subarray(0, SEAL_HEADER_BYTES + TAG_BYTES), 0, Buffer.alloc(10))).toBeNull();
   });
 });
 

@@ -6,6 +6,7 @@ import { BackupPlan, listCheckpoint } from './backup-plan.js';
 import { policyForFile } from '../repository/compression.js';
 import { ProgressReporter } from './backup-progress.js';
 import { readChunks } from './chunk-reader.js';
+import { LaneSealer } from './lane-sealer.js';
 import type { HashCache } from './hash-cache.js';
 import { PackPlacer } from './pack-placer.js';
 import { RateLimiter } from './rate-limiter.js';
@@ -113,7 +114,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
     const codec = repo.codec;
     // Where blobs are sealed, each reader seals its chunk into a page-aligned buffer of its own (a
     // directory storage writes it with O_DIRECT); a plain repository stores the chunk's own buffer.
-    const sealed = codec.encrypted ? alignedBuffers(lanes, roundUpToAlign(codec.storedLength(CHUNK_SIZE))) : null;
+    const sealer = new LaneSealer(codec, codec.encrypted ? alignedBuffers(lanes, roundUpToAlign(codec.storedLength(CHUNK_SIZE))) : null, lanes);
     const plan = new BackupPlan({
       dir: checkpoint.path,
       listing: { names, stats },
@@ -131,12 +132,12 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
       reader,
       // Each reader owns one chunk buffer: that many MiB in flight, whatever the file sizes.
       buffers: reader.buffers(lanes),
-      identify: (chunk) => codec.blobId('data', chunk),
+      identify: (chunk, job, lane) => sealer.identify(chunk, policyForFile(job.file.name), lane, (id) => placer.holds(id)),
       place: async (id, chunk, job, lane) => {
         // Sealed in the reader's lane, so that readers seal at once; a blob stored meanwhile by another
         // lane is skipped by the placer (a seal wasted, nothing stored twice).
         if (placer.holds(id)) return;
-        await placer.place(id, await codec.sealBlob('data', id, chunk, policyForFile(job.file.name), sealed?.[lane]));
+        await placer.place(id, await sealer.sealed(id, chunk, policyForFile(job.file.name), lane));
       },
       checkCancel: () => placer.check(),
       onRead: (bytes) => {

@@ -14,8 +14,8 @@ export interface ReadChunksOptions {
   reader: DirectReader;
   /** One per reader, from `reader.buffers()`: as many chunks in flight, whatever the file sizes. */
   buffers: Buffer[];
-  /** A chunk's blob id (RepoCodec.blobId: off the event loop where the codec has workers). */
-  identify: (chunk: Buffer) => Promise<string>;
+  /** A chunk's blob id (RepoCodec.blobId: off the event loop where the codec has workers); `job` and `lane` as `place` gets them. */
+  identify: (chunk: Buffer, job: ChunkJob, lane: number) => Promise<string>;
   /**
    * Takes a chunk by its id; resolves when its buffer may be reused (pack-placer.ts). `lane`: which
    * reader (0 to buffers.length - 1), so that a caller can keep a buffer of its own per reader.
@@ -59,7 +59,7 @@ export async function readChunks(o: ReadChunksOptions): Promise<void> {
         await o.reader.read(await file.handle, file.path, buf, offset, length, () => new AdminError(ErrorCodes.CORRUPT, `${file.name} shrank while being backed up`));
         const chunk = buf.subarray(0, length);
         o.onRead(length);
-        const hash = await o.identify(chunk);
+        const hash = await o.identify(chunk, job, lane);
         await o.place(hash, chunk, job, lane);
         o.onPlaced(length);
         id = hash;

@@ -123,22 +123,21 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
         // Every chunk is opened (checked against its id) before a byte of it is written. A plain chunk
         // is its plaintext, written from the lane it was read into; a sealed one opens into `out`, the
         // chunks of the run one after another.
+        // One chunk after another, never two at once: chunk k's plaintext lands over the tail of chunk
+        // k-1's stored bytes, which must have been read whole by then (lanes run at once instead).
         let at = 0;
         let to = 0;
-        await Promise.all(
-          run.parts.map((part) => {
-            const from = at;
-            const into = to;
-            at += part.stored;
-            to += part.plain;
-            return codec
-              .openBlob('data', part.id, stored.subarray(from, from + part.stored), MAX_RUN, out?.subarray(into))
-              .then((plain) => checkChunk(o.id, run.file.name, part, plain))
-              .catch((err: unknown) => {
-                throw err instanceof AdminError && err.message.startsWith('backup ') ? err : blobDamaged(run.pack, part.id, run.offset + from, err);
-              });
-          }),
-        );
+        for (const part of run.parts) {
+          const from = at;
+          at += part.stored;
+          try {
+            const plain = await codec.openBlob('data', part.id, stored.subarray(from, from + part.stored), MAX_RUN, out?.subarray(to));
+            checkChunk(o.id, run.file.name, part, plain);
+          } catch (err) {
+            throw err instanceof AdminError && err.message.startsWith('backup ') ? err : blobDamaged(run.pack, part.id, run.offset + from, err);
+          }
+          to += part.plain;
+        }
         const data = out ? out.subarray(0, to) : stored;
         await files.write(run.file, data, out ?? lane, run.parts[0]!.position);
         bytesDone += data.length;
@@ -148,10 +147,11 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
     };
     // Every worker stops at the first failure; all have settled before anything is cleaned up.
     const lanes = Math.max(1, o.concurrency ?? 12);
-    // A sealed run opens in place, each chunk's plaintext into the lane before its stored bytes: the
-    // plaintext of chunks 0..k fits in the stored bytes of chunks 0..k (sealing only adds bytes), so no
-    // chunk's plaintext lands on the stored bytes of a later chunk still being opened, and each chunk is
-    // read whole (into its thread's scratch) before its plaintext is placed. One buffer a lane, not two.
+    // A sealed run opens in place, each chunk's plaintext into the lane at or before its stored bytes:
+    // the plaintext of chunks 0..k fits in the stored bytes of chunks 0..k (sealing only adds bytes), so
+    // no chunk's plaintext lands on the stored bytes of a later chunk, the chunks open one at a time, and
+    // within a chunk every slice is decrypted before its output lands behind it (sealed-ops.ts openBlob).
+    // One buffer a lane, not two.
     await Promise.allSettled(
       alignedBuffers(lanes, MAX_RUN + 2 * DIRECT_ALIGN).map((lane) =>
         worker(lane, codec.encrypted ? lane : null).catch((err: unknown) => {

@@ -16,6 +16,9 @@ const cryptoWorkerOps = {
   sealBlob(keys: RepoKeys, type: BlobType, id: string, data: Uint8Array, policy: CompressionPolicy, out: Uint8Array | null) {
     return moved(ops.sealBlob(keys, type, id, data, policy, out), out);
   },
+  identifyAndSealBlob(keys: RepoKeys, type: BlobType, data: Uint8Array, policy: CompressionPolicy, out: Uint8Array) {
+    return ops.identifyAndSealBlob(keys, type, data, policy, out);
+  },
   openBlob(keys: RepoKeys, type: BlobType, id: string, stored: Uint8Array, maxLength: number, out: Uint8Array | null) {
     return moved(ops.openBlob(keys, type, id, stored, maxLength, out), out);
   },

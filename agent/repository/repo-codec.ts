@@ -32,6 +32,12 @@ export interface RepoCodec {
   blobId(type: BlobType, data: Buffer): Promise<string>;
   /** The bytes stored for blob `id` (whose id `blobId` gave). */
   sealBlob(type: BlobType, id: string, data: Buffer, policy: CompressionPolicy, out?: Buffer): Promise<Buffer>;
+  /**
+   * blobId and sealBlob in one step, where a codec does both off the caller's thread (one round trip
+   * instead of two): the id, and the stored bytes written into `out` (as long as `storedLength` says).
+   * The caller that finds the id already stored drops them (a seal spent for nothing).
+   */
+  identifyAndSealBlob?(type: BlobType, data: Buffer, policy: CompressionPolicy, out: Buffer): Promise<{ id: string; sealed: Buffer }>;
   /** The blob's plaintext from its stored bytes, checked against `type` and `id`. `maxLength`: the most it may inflate to. */
   openBlob(type: BlobType, id: string, stored: Buffer, maxLength: number, out?: Buffer): Promise<Buffer>;
   /** The most bytes `sealBlob` stores for `n` bytes of plaintext (buffers are sized by it). */

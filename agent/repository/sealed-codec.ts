@@ -43,6 +43,15 @@ export class SealedCodec implements RepoCodec {
     return landed(await this.pool.call('sealBlob', this.keys, type, id, data, policy, sharedOrNull(out)), out);
   }
 
+  async identifyAndSealBlob(type: BlobType, data: Buffer, policy: CompressionPolicy, out: Buffer): Promise<{ id: string; sealed: Buffer }> {
+    if (!this.pool || !(out.buffer instanceof SharedArrayBuffer)) {
+      const id = await this.blobId(type, data);
+      return { id, sealed: await this.sealBlob(type, id, data, policy, out) };
+    }
+    const { id, length } = await this.pool.call('identifyAndSealBlob', this.keys, type, data, policy, out);
+    return { id, sealed: out.subarray(0, length) };
+  }
+
   async openBlob(type: BlobType, id: string, stored: Buffer, maxLength: number, out?: Buffer): Promise<Buffer> {
     if (!this.pool) return ops.openBlob(this.keys, type, id, stored, maxLength, out ?? null);
     return landed(await this.pool.call('openBlob', this.keys, type, id, stored, maxLength, sharedOrNull(out)), out);

@@ -24,5 +24,5 @@ export {
 } from './key-file.js';
 export { blobLabel, isObjectName, objectLabel, packHeaderLabel } from './labels.js';
 export { deriveKeys, keyFingerprint, newMasterKey, type RepoKeys } from './repo-keys.js';
-export { open, openInto, openedLength, seal, sealInto, sealedLength } from './seal.js';
+export { open, openAfterByteInto, openInto, openedLength, seal, sealInto, sealedLength } from './seal.js';
 export { SealError, type SealErrorKind } from './seal-error.js';

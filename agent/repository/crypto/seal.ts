@@ -8,13 +8,16 @@ import {
   SEAL_HEADER_BYTES,
   TAG_BYTES,
   associatedData,
+  authError,
   buildHeader,
   checkChunkShift,
   checkKey,
   checkLabel,
-  encryptChunk,
+  chunkDecipher,
+  encryptChunkInto,
   envelopeKey,
   parseHeader,
+  updateInto,
 } from './envelope-format.js';
 import { SealError } from './seal-error.js';
 
@@ -67,10 +70,7 @@ export function sealInto(purposeKey: Buffer, label: string, pieces: readonly Uin
         pieceOffset = 0;
       }
     }
-    for (const b of encryptChunk(key, aad, index, left === 0, parts)) {
-      out.set(b, at);
-      at += b.length;
-    }
+    at = encryptChunkInto(key, aad, index, left === 0, parts, out, at);
     if (left === 0) break;
   }
   return length;
@@ -120,6 +120,47 @@ export function openInto(purposeKey: Buffer, label: string, envelope: Uint8Array
   put(reader.push(envelope));
   put(reader.end());
   return at - offset;
+}
+
+/**
+ * Opens an envelope of one chunk whose plaintext begins with the byte `first`, writing the plaintext
+ * after that byte straight into `out` at 0 (no copy through a buffer of ours); returns its length.
+ * Null, with nothing written, when the envelope is not of that shape (several chunks, another first
+ * byte, too short to hold one byte, a bad header): the caller then opens it with openInto, which says
+ * what is wrong. A tag that does not verify throws SealError 'auth' (as openInto would): then the
+ * range of `out` the plaintext would take holds bytes that are NOT authentic — the caller must treat
+ * it as garbage and never use it. `out` may overlap `envelope` where it starts at or before it: every
+ * slice of ciphertext is decrypted before its output lands, and the output stays behind the input.
+ */
+export function openAfterByteInto(purposeKey: Buffer, label: string, envelope: Uint8Array, first: number, out: Uint8Array): number | null {
+  checkKey(purposeKey, 'a purpose key');
+  checkLabel(label);
+  const body = envelope.length - SEAL_HEADER_BYTES - TAG_BYTES;
+  if (body < 1) return null;
+  const header = Buffer.from(envelope.buffer, envelope.byteOffset, SEAL_HEADER_BYTES);
+  let shift: number;
+  try {
+    shift = parseHeader(header, label, MAX_CHUNK_SHIFT);
+  } catch {
+    return null;
+  }
+  if (body > 2 ** shift) return null;
+  const salt = header.subarray(SEAL_HEADER_BYTES - SALT_BYTES);
+  // Copied: the header and tag are read after `out` may have been written over the envelope's start.
+  const aad = associatedData(Buffer.from(header), label);
+  const tag = Buffer.from(envelope.subarray(envelope.length - TAG_BYTES));
+  const key = envelopeKey(purposeKey, salt);
+  const ciphertext = envelope.subarray(SEAL_HEADER_BYTES, SEAL_HEADER_BYTES + body);
+  const decipher = chunkDecipher(key, aad, 0, true, tag);
+  if (decipher.update(ciphertext.subarray(0, 1))[0] !== first) return null;
+  if (out.length < body - 1) throw new AdminError(ErrorCodes.INTERNAL, `an output buffer of ${out.length} bytes cannot hold ${body - 1}`);
+  const n = updateInto((d) => decipher.update(d), [ciphertext.subarray(1)], out, 0);
+  try {
+    decipher.final();
+  } catch {
+    throw authError(label, 0);
+  }
+  return n;
 }
 
 /**

@@ -1,0 +1,70 @@
+import crypto from 'node:crypto';
+import { afterAll, describe, expect, it } from 'vitest';
+import { LaneSealer } from '../dist/agent/backup/lane-sealer.js';
+import { alignedBuffers, roundUpToAlign } from '../dist/agent/fs/direct-io.js';
+import { CryptoPool } from '../dist/agent/repository/crypto-pool.js';
+import { deriveKeys, newMasterKey } from '../dist/agent/repository/crypto/index.js';
+import { SealedCodec } from '../dist/agent/repository/sealed-codec.js';
+
+/**
+ * The backup's naming and sealing of chunks, lane by lane (lane-sealer.ts), with the real sealed codec
+ * and its crypto threads: what the one-round-trip path stores opens to the chunk under the id it gave,
+ * exactly as what the two-call path stores (the differential); and a lane names alone (no seal) after
+ * a chunk the repository already held.
+ */
+
+const codec = new SealedCodec(deriveKeys(newMasterKey()), new CryptoPool(2));
+afterAll(() => codec.close());
+
+/** The codec, counting which path each chunk took. */
+function counting() {
+  const calls = { both: 0, blobId: 0, sealBlob: 0 };
+  const spy = Object.create(codec) as SealedCodec;
+  spy.identifyAndSealBlob = (...a) => (calls.both++, codec.identifyAndSealBlob(...a));
+  spy.blobId = (...a) => (calls.blobId++, codec.blobId(...a));
+  spy.sealBlob = (...a) => (calls.sealBlob++, codec.sealBlob(...a));
+  return { spy, calls };
+}
+
+describe('LaneSealer', () => {
+  it('stores, in one round trip, bytes that open to the chunk under its id, as the two-call path does', async () => {
+    const lanes = 2;
+    const buffers = alignedBuffers(lanes, roundUpToAlign(codec.storedLength(1024 * 1024)));
+    const { spy, calls } = counting();
+    const sealer = new LaneSealer(spy, buffers, lanes);
+    const chunks = [crypto.randomBytes(1024 * 1024), Buffer.alloc(200000, 'compressible '), crypto.randomBytes(5)];
+    for (const [k, chunk] of chunks.entries()) {
+      const lane = k % lanes;
+      const policy = k === 1 ? 'try' : 'never';
+      const id = await sealer.identify(chunk, policy, lane, () => false);
+      expect(id).toBe(await codec.blobId('data', chunk));
+      const stored = Buffer.from(await sealer.sealed(id, chunk, policy, lane));
+      expect(stored.length).toBeLessThanOrEqual(codec.storedLength(chunk.length));
+      expect((await codec.openBlob('data', id, stored, 2 * 1024 * 1024)).equals(chunk)).toBe(true);
+      // The two-call path's bytes open to the same chunk (salts differ: the bytes themselves may not).
+      const twoCalls = await codec.sealBlob('data', id, chunk, policy);
+      expect((await codec.openBlob('data', id, twoCalls, 2 * 1024 * 1024)).equals(chunk)).toBe(true);
+      expect(stored.length).toBe(twoCalls.length);
+    }
+    expect(calls).toEqual({ both: 3, blobId: 0, sealBlob: 0 });
+  });
+
+  it('after a chunk the repository held, names the next alone and seals it only if it is new', async () => {
+    const buffers = alignedBuffers(1, roundUpToAlign(codec.storedLength(1024 * 1024)));
+    const { spy, calls } = counting();
+    const sealer = new LaneSealer(spy, buffers, 1);
+    const held = new Set<string>();
+    const a = crypto.randomBytes(1000);
+    const b = crypto.randomBytes(1000);
+    held.add(await codec.blobId('data', a));
+    await sealer.identify(a, 'never', 0, (id) => held.has(id)); // sealed for nothing: it was held
+    expect(calls).toEqual({ both: 1, blobId: 0, sealBlob: 0 });
+    const idB = await sealer.identify(b, 'never', 0, (id) => held.has(id)); // named alone
+    expect(calls).toEqual({ both: 1, blobId: 1, sealBlob: 0 });
+    const stored = Buffer.from(await sealer.sealed(idB, b, 'never', 0));
+    expect(calls).toEqual({ both: 1, blobId: 1, sealBlob: 1 });
+    expect((await codec.openBlob('data', idB, stored, 2 * 1024 * 1024)).equals(b)).toBe(true);
+    await sealer.identify(crypto.randomBytes(10), 'never', 0, () => false); // b was new: one round trip again
+    expect(calls.both).toBe(2);
+  });
+});
