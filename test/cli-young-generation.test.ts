@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { YOUNG_GENERATION_FLAGS } from '../dist/cli/young-generation.js';
+import { TRANSFER_FLAG, YOUNG_GENERATION_FLAGS } from '../dist/cli/young-generation.js';
 
 // The CLI's V8 flags (cli/young-generation.ts) keep restores from S3 under 128 MiB of RSS. Which flags a
 // V8 has, and whether one set at run time holds, differs between V8 versions (Node 26's V8 dropped a flag
@@ -100,12 +100,32 @@ describe('the CLI keeps V8 young generation small', () => {
     expect(held.stderr).toBe('');
     const counts = held.stdout.split(',').map(Number);
     expect(counts).toHaveLength(100);
-    // Seen here: 0-4 after every collection on Node 20, 24 and 26 (the buffers allocated since).
-    expect(Math.max(...counts)).toBeLessThanOrEqual(8);
-    // Negative control: with V8's default some collections return before their dead buffers are freed
-    // (seen here on each of the three: 280-379 buffers still held after 3 to 34 of 40 collections).
+    // Seen here: 0-4 after every collection on Node 20, 24 and 26 (the buffers allocated since) on a
+    // quiet machine; under load, now and then one collection of a hundred (Node 26) still holds a few
+    // hundred. So: at most a few collections of the hundred hold more than 8.
+    const late = (list: number[]) => list.filter((c) => c > 8).length;
+    expect(late(counts)).toBeLessThanOrEqual(5);
+    // Negative control: with V8's default most collections return before their dead buffers are freed
+    // (seen here: 90-98 of 100 collections holding 500-640 buffers, Node 20 and 26).
     const defaults = run(SWEEP, false).stdout.split(',').map(Number);
     expect(defaults).toHaveLength(100);
-    expect(Math.max(...defaults)).toBeGreaterThan(8);
+    expect(late(defaults)).toBeGreaterThan(50);
+  });
+
+  it('worker threads the CLI starts have ArrayBuffer.prototype.transfer (Node 20: through its flag); without the setting Node 20 lacks it', () => {
+    const script = `
+import { Worker } from 'node:worker_threads';
+const w = new Worker(new URL('data:text/javascript,' + encodeURIComponent("import { parentPort } from 'node:worker_threads'; parentPort.postMessage(typeof ArrayBuffer.prototype.transfer);")));
+w.once('message', (m) => { process.stdout.write(m); w.terminate(); });
+`;
+    const native = typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function';
+    const r = run(script, true);
+    expect(r.stdout).toBe('function');
+    expect(r.stderr).toBe('');
+    // The negative control, where there is one to make: this Node lacks it natively, and V8 knows the flag.
+    if (!native) {
+      expect(run(script, false).stdout).toBe('undefined');
+      expect(listed(node(['--v8-options']).stdout, flagName(TRANSFER_FLAG))).toBe(true);
+    }
   });
 });

@@ -12,8 +12,15 @@ export function defaultCryptoThreads(): number {
  * Makes ES2024's ArrayBuffer.prototype.transfer exist in the worker threads started from now on, where
  * this Node lacks it (Node 20's V8 has it behind a flag; Node 22 and later ship it): the workers use it
  * to free node:crypto's output buffers at once (envelope-format.ts, release): sealing a 1 MiB blob into
- * shared memory went from 0.59 to 0.36 s of CPU a GiB, and a backup's peak RSS from 168 to 116 MiB. The flag only adds that standard method to contexts made
- * later (this thread's own is left as it is); a Node that refuses the flag just runs the old way.
+ * shared memory went from 0.59 to 0.36 s of CPU a GiB, and a backup's peak RSS from 168 to 116 MiB.
+ * The flag only adds that standard method to contexts made later; without it the workers run the old
+ * way (the same bytes, more garbage).
+ *
+ * Called by this project's own processes at their start (the CLI, the example node, the benchmarks'
+ * runners), never by the library: an agent embedded in someone else's node does not set V8 flags in
+ * that process (V8 says a flag changed at run time may behave unpredictably; the host's V8 is the
+ * operator's business). On Node 20 an embedded agent's crypto threads therefore free their garbage as
+ * V8 sees fit; on Node 22 and later the method is there anyway.
  */
 export function enableArrayBufferTransfer(): void {
   if (typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function') return;
@@ -33,7 +40,6 @@ export class CryptoPool {
   private readonly threads: { client: WorkerClient<CryptoWorkerOps>; inFlight: number }[];
 
   constructor(threads = defaultCryptoThreads()) {
-    enableArrayBufferTransfer();
     this.threads = Array.from({ length: Math.max(1, threads) }, () => ({
       client: new WorkerClient<CryptoWorkerOps>(new URL('./crypto-worker.js', import.meta.url), 'crypto worker'),
       inFlight: 0,
