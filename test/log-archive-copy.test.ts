@@ -18,6 +18,7 @@ import { Repository } from '../dist/agent/repository/repository.js';
 import { copyLogArchive } from '../dist/agent/log-archive/archive-copy.js';
 import { readWindows, restoreToMoment } from '../dist/agent/log-archive/restore-to-moment.js';
 import { parseWalName, segmentName } from '../dist/agent/log-archive/segment.js';
+import { listSegments, runMerges } from '../dist/agent/log-archive/segment-merger.js';
 import type { CopySummary } from '../dist/shared/api.js';
 import { runCli, tempDir } from './support/processes.js';
 import { Writers, levelApply, readState, until } from './support/pitr-writers.js';
@@ -134,6 +135,37 @@ describe('copyLogArchive', () => {
     expect(stored.filter((n) => firstRun.includes(n))).toEqual([]);
     expect(new Set([...firstRun, ...stored]).size).toBe(t.segments.length + t.bases.length + t.marks.length);
     await restoresExactly(dest, t.to!, 'resumed');
+  });
+
+  it('a merge at the source while the copy reads it (a live agent merges under no lock): the copy lists again and goes on, exact', async () => {
+    const live = path.join(dir, 'live');
+    fs.cpSync(sourceDir, live, { recursive: true });
+    const liveRepo = await Repository.open(new DirStorage(live), TEST_REPO);
+    const t = (await readWindows(liveRepo)).timelines[0]!;
+    const last3 = t.segments.slice(-3);
+    expect(last3.length).toBe(3);
+    const inputs = (await listSegments(liveRepo, t.id)).filter((s) => last3.some((c) => c.first === s.first && c.last === s.last));
+    const inner = new DirStorage(live);
+    let merged = false;
+    const storage = Object.assign(Object.create(inner) as DirStorage, {
+      // The merge lands just before the copy reads its first input.
+      get: async (name: string) => {
+        if (!merged && name === inputs[0]!.name) {
+          merged = true;
+          await runMerges(liveRepo, { merges: [inputs], leftovers: [] });
+        }
+        return inner.get(name);
+      },
+    });
+    const dest = await Repository.open(new DirStorage(withoutArchive('during-merge')), TEST_REPO);
+    const r = await copyLogArchive(liveRepo.on(storage), dest);
+    // The condition the test is about did happen: the input was gone when the copy read it.
+    expect(merged).toBe(true);
+    await expect(liveRepo.getObject(inputs[0]!.name)).rejects.toThrow();
+    expect(r.segments).toBe(t.segments.length - 3 + 1);
+    const after = (await readWindows(dest)).timelines[0]!;
+    expect([after.from, after.to, after.lastSequence, after.brokenAfter]).toEqual([t.from, t.to, t.lastSequence, null]);
+    await restoresExactly(dest, t.to!, 'during-merge');
   });
 
   it('a damaged source segment fails the copy naming it; what was copied before it stays restorable', async () => {

@@ -1,15 +1,16 @@
 import type { RateLimiter } from '../backup/rate-limiter.js';
 import type { Repository } from '../repository/repository.js';
+import { isStorageError } from '../storage/storage.js';
 import { readTimelineRecord } from './restore-to-moment.js';
 import { decodeSegment, parseWalName, segmentName, walTimeline, WAL_PREFIX, type SegmentInfo, type WalObject } from './segment.js';
 import { coveringChain } from './timeline-windows.js';
 
 /** Segments fetched and verified ahead of the one being stored (each at most a merged segment, 8 MiB). */
 const READ_AHEAD = 4;
+/** Listings of a timeline taken again when a segment vanished from the source (a merge), before giving up. */
+const RELISTS = 5;
 
 export interface ArchiveCopyOptions {
-  /** Only these timelines (every one when absent). */
-  timelines?: ReadonlySet<string>;
   /** Paces the bytes stored at the destination (`--limit-upload`). */
   limiter?: RateLimiter;
   signal?: AbortSignal;
@@ -44,50 +45,91 @@ export interface ArchiveCopyResult {
  */
 export async function copyLogArchive(from: Repository, to: Repository, options: ArchiveCopyOptions = {}): Promise<ArchiveCopyResult> {
   to.assertWritable();
-  const source = await listWal(from);
-  const present = await listWal(to);
-  const presentNames = new Set(present.map((o) => o.name));
   const result: ArchiveCopyResult = { timelines: 0, segments: 0, bytes: 0, records: 0, present: 0 };
-  for (const timeline of [...new Set(source.map(walTimeline))].sort()) {
-    if (options.timelines && !options.timelines.has(timeline)) continue;
+  const timelines = [...new Set((await listWal(from)).map(walTimeline))].sort();
+  const stored = new Set<string>();
+  for (const timeline of timelines) {
     result.timelines++;
-    const mine = source.filter((o) => walTimeline(o) === timeline);
-    const theirs = present.flatMap((o) => (o.kind === 'segment' && o.segment.timeline === timeline ? [o.segment] : []));
-    const chain = coveringChain(mine.flatMap((o) => (o.kind === 'segment' ? [o.segment] : [])));
-    const missing = chain.filter((s) => !theirs.some((t) => t.first <= s.first && s.last <= t.last));
-    result.present += chain.length - missing.length;
-    await inOrder(
-      missing,
-      async (s) => {
-        const name = segmentName(s);
-        const plaintext = await from.getObject(name);
-        await decodeSegment(name, s, plaintext);
-        return { name, plaintext };
-      },
-      async ({ name, plaintext }) => {
-        await options.limiter?.take(plaintext.length, options.signal);
-        await to.putObject(name, plaintext);
-        result.segments++;
-        result.bytes += plaintext.length;
-        options.onObject?.({ name, bytes: plaintext.length });
-      },
-      options.signal,
-    );
-    // Records last: each extends the destination's window only over segments already there.
-    for (const o of mine) {
-      if (o.kind === 'segment') continue;
-      if (presentNames.has(o.name)) {
-        result.present++;
-        continue;
+    // A live source merges its aged segments while the copy reads them (the agent does, under no lock):
+    // an input deleted since the listing is covered by the merged segment, which a new listing finds.
+    for (let listing = 1; ; listing++) {
+      try {
+        await copyTimeline(from, to, timeline, options, result, stored);
+        break;
+      } catch (err) {
+        if (!(err instanceof Vanished) || listing >= RELISTS) throw err instanceof Vanished ? err.cause : err;
       }
-      const plaintext = await readTimelineRecord(from, o);
-      options.signal?.throwIfAborted();
-      await to.putObject(o.name, plaintext);
-      result.records++;
-      options.onObject?.({ name: o.name, bytes: plaintext.length });
     }
   }
   return result;
+}
+
+/** A source segment deleted since the listing (merged meanwhile): the timeline is listed again. */
+class Vanished extends Error {
+  constructor(override readonly cause: unknown) {
+    super('a segment vanished from the source');
+  }
+}
+
+/**
+ * One timeline: what the destination lacks of its chain, in order, then its records. Adds to `result`;
+ * `stored` names what this copy stored (not counted as present when a listing is taken again).
+ */
+async function copyTimeline(
+  from: Repository,
+  to: Repository,
+  timeline: string,
+  options: ArchiveCopyOptions,
+  result: ArchiveCopyResult,
+  stored: Set<string>,
+): Promise<void> {
+  const prefix = `${WAL_PREFIX}${timeline}/`;
+  const mine = await listWal(from, prefix);
+  const present = await listWal(to, prefix);
+  const presentNames = new Set(present.map((o) => o.name));
+  const theirs = present.flatMap((o) => (o.kind === 'segment' ? [o.segment] : []));
+  const chain = coveringChain(mine.flatMap((o) => (o.kind === 'segment' ? [o.segment] : [])));
+  const covering = (s: SegmentInfo) => theirs.find((t) => t.first <= s.first && s.last <= t.last);
+  const missing = chain.filter((s) => covering(s) === undefined);
+  await inOrder(
+    missing,
+    async (s) => {
+      const name = segmentName(s);
+      const plaintext = await from.getObject(name).catch((err: unknown) => {
+        throw isStorageError(err, 'not-found') ? new Vanished(err) : err;
+      });
+      await decodeSegment(name, s, plaintext);
+      return { name, plaintext };
+    },
+    async ({ name, plaintext }) => {
+      await options.limiter?.take(plaintext.length, options.signal);
+      await to.putObject(name, plaintext);
+      stored.add(name);
+      result.segments++;
+      result.bytes += plaintext.length;
+      options.onObject?.({ name, bytes: plaintext.length });
+    },
+    options.signal,
+  );
+  // Present: covered by a segment this copy did not store (one it stored before a new listing is its own).
+  result.present += chain.filter((s) => {
+    const there = covering(s);
+    return there !== undefined && !stored.has(segmentName(there));
+  }).length;
+  // Records last: each extends the destination's window only over segments already there.
+  for (const o of mine) {
+    if (o.kind === 'segment') continue;
+    if (presentNames.has(o.name)) {
+      result.present++;
+      continue;
+    }
+    const plaintext = await readTimelineRecord(from, o);
+    options.signal?.throwIfAborted();
+    await to.putObject(o.name, plaintext);
+    stored.add(o.name);
+    result.records++;
+    options.onObject?.({ name: o.name, bytes: plaintext.length });
+  }
 }
 
 /**
@@ -104,9 +146,9 @@ export async function archiveBaseBackups(repo: Repository): Promise<string[]> {
   return held.sort();
 }
 
-async function listWal(repo: Repository): Promise<WalObject[]> {
+async function listWal(repo: Repository, prefix = WAL_PREFIX): Promise<WalObject[]> {
   const out: WalObject[] = [];
-  for await (const o of repo.list(WAL_PREFIX)) {
+  for await (const o of repo.list(prefix)) {
     const parsed = parseWalName(o.name);
     if (parsed) out.push(parsed);
   }
