@@ -5,7 +5,7 @@ import { policyForFile, type CompressionPolicy } from '../repository/compression
 import { PACK_TARGET_SIZE, canonicalJson, packName, type IndexFile, type Snapshot, type Tree } from '../repository/format.js';
 import type { PackEntry } from '../repository/pack.js';
 import { MAX_TREE_BYTES, blobDamaged, type Repository } from '../repository/repository.js';
-import { MAX_GET_BYTES, isStorageError } from '../storage/storage.js';
+import { MAX_GET_BYTES } from '../storage/storage.js';
 import { ProgressReporter } from './backup-progress.js';
 import { PackPlacer } from './pack-placer.js';
 import { RateLimiter } from './rate-limiter.js';
@@ -355,12 +355,7 @@ class BlobCopier {
       data.copy(shared);
       return shared;
     }
-    try {
-      return await this.from.readPackRange(pack, 0, size, buffer);
-    } catch (err) {
-      if (isStorageError(err, 'permanent')) throw new AdminError(ErrorCodes.CORRUPT, `object ${packName(pack)} in ${this.from.description} is damaged: shorter than its index says (${size} bytes)`);
-      throw err;
-    }
+    return this.from.readPackRange(pack, 0, size, buffer); // a pack shorter than that: CORRUPT naming it
   }
 
   /** Stores a source pack under its own name, then indexes it with its header's entries. */

@@ -186,9 +186,24 @@ export class Repository {
     return writer ? new StreamedPack(writer, (blobs) => this.codec.packTail(blobs)) : null;
   }
 
-  /** `length` stored bytes of pack `id` from `offset` (Storage.getRange). */
-  readPackRange(id: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
-    return this.storage.getRange(packName(id), offset, length, into);
+  /**
+   * `length` stored bytes of pack `id` from `offset` (Storage.getRange). A pack shorter than the range
+   * (the index says more than the store holds: truncated, or replaced) is CORRUPT naming it.
+   */
+  async readPackRange(id: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    try {
+      return await this.storage.getRange(packName(id), offset, length, into);
+    } catch (err) {
+      throw await this.shortPack(id, offset + length, err);
+    }
+  }
+
+  /** What a failed range read of a pack means: CORRUPT where the pack ends before `end`, else the error itself. */
+  private async shortPack(id: string, end: number, err: unknown): Promise<unknown> {
+    if (!isStorageError(err, 'permanent')) return err;
+    const info = await this.storage.stat(packName(id)).catch(() => null);
+    if (info === null || info.size >= end) return err;
+    return new AdminError(ErrorCodes.CORRUPT, `object ${packName(id)} in ${this.storage.description} is damaged: ${info.size} bytes, shorter than its index says (at least ${end})`);
   }
 
   /** Whether ranges of packs can be streamed (Storage.streamRange: S3). */
@@ -433,7 +448,7 @@ export class Repository {
   private async fetchBlob(id: string, type: BlobType, maxLength: number): Promise<{ stored: Buffer; plaintext: Buffer }> {
     const loc = this.blobs.get(id);
     if (!loc) throw new AdminError(ErrorCodes.CORRUPT, `blob ${id} is not in the repository index`);
-    const stored = await this.storage.getRange(packName(loc.pack), loc.offset, loc.length);
+    const stored = await this.readPackRange(loc.pack, loc.offset, loc.length);
     const plaintext = await this.codec.openBlob(type, id, stored, maxLength).catch((err: unknown) => {
       throw blobDamaged(loc.pack, id, loc.offset, err);
     });
