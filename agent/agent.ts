@@ -1,6 +1,10 @@
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type {
+  ArchiveCopyProgress,
+  CopyBackupsRequest,
+  CopyProgress,
+  CopySummary,
   AgentStatus,
   BackupProgress,
   BackupPruneResult,
@@ -26,6 +30,7 @@ import type {
 } from '../shared/api.js';
 import { AdminError, ErrorCodes, toAdminError } from '../shared/errors.js';
 import { parseLabel, parseOptionalBoolean } from '../shared/input-rules.js';
+import { parseCopyBackups } from '../shared/routes.js';
 import type { Agent, AgentOptions } from './agent-types.js';
 import { BackupManager, parseBackupOptions } from './backup/backup-manager.js';
 import { newCheckpointId } from './checkpoint/checkpoint-id.js';
@@ -582,6 +587,15 @@ class CheckpointAgent implements Agent {
 
   cancelBackup(): Promise<CancelResult> {
     return this.backups.cancelBackup();
+  }
+
+  /** In-process callers' requests pass the socket's checks too (parseCopyBackups). */
+  copyBackups(req: CopyBackupsRequest, onProgress?: (p: CopyProgress | ArchiveCopyProgress) => void): Promise<CopySummary> {
+    return this.backups.copyBackups(parseCopyBackups(req), onProgress);
+  }
+
+  cancelCopy(): Promise<CancelResult> {
+    return this.backups.cancelCopy();
   }
 
   listBackups(): Promise<BackupRecord[]> {

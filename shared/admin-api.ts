@@ -9,6 +9,10 @@ import type {
   ChangesRequest,
   ChangesSummary,
   CheckpointRecord,
+  CopyBackupsRequest,
+  CopyProgress,
+  ArchiveCopyProgress,
+  CopySummary,
   CreateBackupRequest,
   CreateCheckpointRequest,
   DeleteCheckpointOptions,
@@ -58,6 +62,17 @@ export interface AdminApi {
   createBackup(req?: CreateBackupRequest, onProgress?: (p: BackupProgress) => void): Promise<BackupRecord>;
   /** Stops the running backup (if any) and waits until it has stopped. */
   cancelBackup(): Promise<CancelResult>;
+  /**
+   * Copies backups (and with logArchive the log archive) from the agent's repository into another
+   * (CopyBackupsRequest), as `backup copy --from` does offline: resumable, never deleting at the
+   * destination, both ends locked shared (a prune of either is refused meanwhile). One copy at a time
+   * (another: BUSY); the agent's own backups and its log archive go on meanwhile. `onProgress` as
+   * the offline copy's. Cancelled by cancelCopy() or by the agent stopping: CANCELLED (a client that
+   * goes away does not stop it).
+   */
+  copyBackups(req: CopyBackupsRequest, onProgress?: (p: CopyProgress | ArchiveCopyProgress) => void): Promise<CopySummary>;
+  /** Stops the running copy (if any) and waits until it has stopped; what it stored is reused by the next. */
+  cancelCopy(): Promise<CancelResult>;
   /** Every backup in the repository, oldest first ([] when the repository does not exist yet). */
   listBackups(): Promise<BackupRecord[]>;
   getBackup(id: string): Promise<BackupRecord>;

@@ -287,6 +287,29 @@ export interface BackupRecord {
 /** Which snapshots a copy takes (exactly one way): given ids, the newest N, those made since a time, or all. */
 export type CopySelection = { ids: string[] } | { latest: number } | { since: string } | { all: true };
 
+/**
+ * `backup copy` through the agent (POST /v1/backups/copy): from the agent's own repository into `to`.
+ * The destination is reached with `s3` where given, else with the agent's own S3 settings; opened with
+ * the password in `passwordFile` (a path the agent reads) where given, else the agent's own password
+ * source; a destination that does not exist is made with the source's keys. Never a command to run:
+ * the socket does not make the agent execute anything.
+ */
+export interface CopyBackupsRequest {
+  /** The destination repository: `s3://bucket[/prefix]` or `file:///absolute/path`. */
+  to: string;
+  /** Which backups; absent only with `logArchive` (then: the backups its timelines start from). */
+  select?: CopySelection;
+  /** Also the log archive (segments, timelines) and the backups its timelines start from. */
+  logArchive?: boolean;
+  /** At most this many bytes per second stored at the destination. */
+  limitUploadBytesPerSecond?: number;
+  s3?: { endpoint?: string; region?: string; forcePathStyle?: boolean };
+  /** An absolute path. */
+  passwordFile?: string;
+  insecureNoEncryption?: boolean;
+  allowFormat2?: boolean;
+}
+
 /** What a copy between repositories reports while it runs (one NDJSON line each with --json). */
 export interface CopyProgress {
   phase: 'planning' | 'copying' | 'finishing';

@@ -15,7 +15,7 @@
  */
 
 import type { AdminApi, Operation } from './admin-api.js';
-import { API_VERSION, type ChangesRequest, type CreateBackupRequest, type CreateCheckpointRequest, type PruneRequest, type VerifyBackupsRequest } from './api.js';
+import { API_VERSION, type ChangesRequest, type CopyBackupsRequest, type CopySelection, type CreateBackupRequest, type CreateCheckpointRequest, type PruneRequest, type VerifyBackupsRequest } from './api.js';
 import { AdminError, ErrorCodes } from './errors.js';
 import { parseBackupId, parseCheckpointId, parseLabel, parseMoment, parseOptionalBoolean, parseTimelineId } from './input-rules.js';
 
@@ -42,6 +42,8 @@ export interface WireParts {
 /** The arguments that cross the socket: all of them, but for a streamed route's callback (it becomes the stream). */
 export type WireArgs<Op extends Operation> = Op extends 'createBackup'
   ? [req?: CreateBackupRequest]
+  : Op extends 'copyBackups'
+    ? [req: CopyBackupsRequest]
   : Op extends 'backupChanges'
     ? [req?: ChangesRequest]
     : Parameters<AdminApi[Op]>;
@@ -95,6 +97,15 @@ export const routes: { readonly [Op in Operation]: Route<Op> } = {
     decode: (r) => [parseCreateBackup(r.body)],
     encode: (req = {}) => ({ body: req }),
   },
+  copyBackups: {
+    method: 'POST',
+    path: '/backups/copy',
+    status: 200,
+    stream: 'progress',
+    decode: (r) => [parseCopyBackups(r.body)],
+    encode: (req) => ({ body: req }),
+  },
+  cancelCopy: { method: 'POST', path: '/backups/copy/cancel', status: 200, decode: (r) => (noBody(r.body), []), encode: () => ({ body: {} }) },
   cancelBackup: { method: 'POST', path: '/backups/cancel', status: 200, decode: (r) => (noBody(r.body), []), encode: () => ({ body: {} }) },
   pruneBackups: { method: 'POST', path: '/backups/prune', status: 200, decode: (r) => [parsePrune(r.body)], encode: (req = {}) => ({ body: req }) },
   verifyBackups: {
@@ -227,6 +238,74 @@ export function parseChanges(query: URLSearchParams): ChangesRequest {
   if (prefix !== undefined) req.prefix = prefix;
   if (flag(query, 'values')) req.values = true;
   return req;
+}
+
+/** The most a copy's upload limit takes (bytes/s): beyond any link, and a typo's guard. */
+export const MAX_COPY_LIMIT = 100_000 * 1_000_000;
+
+/** POST /backups/copy's body: every field checked here, once; a selection is exactly one way. */
+export function parseCopyBackups(body: unknown): CopyBackupsRequest {
+  const o = object(body, ['to', 'select', 'logArchive', 'limitUploadBytesPerSecond', 's3', 'passwordFile', 'insecureNoEncryption', 'allowFormat2']);
+  const bad = (why: string) => new AdminError(ErrorCodes.INVALID_ARGUMENT, why);
+  if (typeof o.to !== 'string' || !/^(s3|file):\/\/\S+$/.test(o.to) || o.to.length > 4096) throw bad('to must be a repository URL: s3://bucket/prefix or file:///absolute/path');
+  const logArchive = parseOptionalBoolean(o.logArchive, 'logArchive');
+  const select = o.select === undefined ? undefined : parseCopySelection(o.select);
+  if (select === undefined && logArchive !== true) throw bad('select is needed (ids, latest, since or all), unless logArchive is true');
+  const limit = o.limitUploadBytesPerSecond;
+  if (limit !== undefined && !(typeof limit === 'number' && Number.isSafeInteger(limit) && limit > 0 && limit <= MAX_COPY_LIMIT)) {
+    throw bad(`limitUploadBytesPerSecond must be a whole number of bytes per second above 0, up to ${MAX_COPY_LIMIT}`);
+  }
+  let s3: CopyBackupsRequest['s3'];
+  if (o.s3 !== undefined) {
+    const t = object(o.s3, ['endpoint', 'region', 'forcePathStyle']);
+    for (const name of ['endpoint', 'region'] as const) {
+      if (t[name] !== undefined && (typeof t[name] !== 'string' || t[name] === '')) throw bad(`s3.${name} must be a non-empty string`);
+    }
+    const pathStyle = parseOptionalBoolean(t.forcePathStyle, 's3.forcePathStyle');
+    s3 = {
+      ...(t.endpoint !== undefined ? { endpoint: t.endpoint as string } : {}),
+      ...(t.region !== undefined ? { region: t.region as string } : {}),
+      ...(pathStyle !== undefined ? { forcePathStyle: pathStyle } : {}),
+    };
+  }
+  if (o.passwordFile !== undefined && (typeof o.passwordFile !== 'string' || !o.passwordFile.startsWith('/') || o.passwordFile.includes('\0'))) {
+    throw bad('passwordFile must be an absolute path');
+  }
+  const insecure = parseOptionalBoolean(o.insecureNoEncryption, 'insecureNoEncryption');
+  const format2 = parseOptionalBoolean(o.allowFormat2, 'allowFormat2');
+  return {
+    to: o.to,
+    ...(select !== undefined ? { select } : {}),
+    ...(logArchive !== undefined ? { logArchive } : {}),
+    ...(limit !== undefined ? { limitUploadBytesPerSecond: limit as number } : {}),
+    ...(s3 !== undefined ? { s3 } : {}),
+    ...(o.passwordFile !== undefined ? { passwordFile: o.passwordFile as string } : {}),
+    ...(insecure !== undefined ? { insecureNoEncryption: insecure } : {}),
+    ...(format2 !== undefined ? { allowFormat2: format2 } : {}),
+  };
+}
+
+/** A CopySelection as it crosses the socket: exactly one of ids, latest, since, all. */
+export function parseCopySelection(value: unknown): CopySelection {
+  const o = object(value, ['ids', 'latest', 'since', 'all']);
+  const keys = Object.keys(o);
+  const bad = (why: string) => new AdminError(ErrorCodes.INVALID_ARGUMENT, `select ${why}`);
+  if (keys.length !== 1) throw bad('must be exactly one of ids, latest, since, all');
+  if (o.ids !== undefined) {
+    if (!Array.isArray(o.ids) || o.ids.length === 0 || o.ids.length > 10_000) throw bad('ids must be a list of backup ids');
+    return { ids: o.ids.map((id) => parseBackupId(id, 'select.ids')) };
+  }
+  if (o.latest !== undefined) {
+    if (typeof o.latest !== 'number' || !Number.isSafeInteger(o.latest) || o.latest < 1 || o.latest > 999_999) throw bad('latest must be a whole number from 1');
+    return { latest: o.latest };
+  }
+  if (o.since !== undefined) {
+    const m = parseMoment(o.since, 'select.since', false);
+    if (m.kind !== 'time') throw bad('since must be a time (ISO-8601 with its zone)');
+    return { since: new Date(m.ms).toISOString() };
+  }
+  if (o.all !== true) throw bad('all must be true');
+  return { all: true };
 }
 
 export function parseVerifyBackups(body: unknown): VerifyBackupsRequest {

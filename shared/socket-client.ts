@@ -1,7 +1,18 @@
 import type http from 'node:http';
 import { AdminError, ErrorCodes, isErrorCode } from './errors.js';
 import type { AdminApi, Operation } from './admin-api.js';
-import type { BackupProgress, BackupRecord, ChangeBatch, ChangesRequest, ChangesSummary, CreateBackupRequest } from './api.js';
+import type {
+  ArchiveCopyProgress,
+  BackupProgress,
+  BackupRecord,
+  ChangeBatch,
+  ChangesRequest,
+  ChangesSummary,
+  CopyBackupsRequest,
+  CopyProgress,
+  CopySummary,
+  CreateBackupRequest,
+} from './api.js';
 import { pathOf, routes, type Route, type WireArgs } from './routes.js';
 
 // Not `import http from 'node:http'`: importing a built-in as an ES module reads every export, and on
@@ -54,6 +65,16 @@ export class SocketClient implements AdminApi {
     return this.requestStream(route.method, pathOf(route, parts), parts.body, (line) => {
       const progress = (line as { progress?: unknown }).progress;
       if (progress !== undefined && progress !== null && typeof progress === 'object') onProgress?.(progress as BackupProgress);
+    });
+  }
+
+  /** A copy from the agent's repository into another, its progress lines to `onProgress` (the agent repeats the last one every second). */
+  copyBackups(req: CopyBackupsRequest, onProgress?: (p: CopyProgress | ArchiveCopyProgress) => void): Promise<CopySummary> {
+    const route = routes.copyBackups;
+    const parts = route.encode(req);
+    return this.requestStream(route.method, pathOf(route, parts), parts.body, (line) => {
+      const progress = (line as { progress?: unknown }).progress;
+      if (progress !== undefined && progress !== null && typeof progress === 'object') onProgress?.(progress as CopyProgress | ArchiveCopyProgress);
     });
   }
 

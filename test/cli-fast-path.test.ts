@@ -89,6 +89,8 @@ const api: AdminApi = {
   cancel: unsupported('cancel'),
   createBackup: unsupported('createBackup'),
   cancelBackup: unsupported('cancelBackup'),
+  copyBackups: unsupported('copyBackups'),
+  cancelCopy: unsupported('cancelCopy'),
   listBackups: unsupported('listBackups'),
   getBackup: unsupported('getBackup'),
   pruneBackups: unsupported('pruneBackups'),

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type {
+  ArchiveCopyProgress,
   BackupInProgress,
   BackupProgress,
   BackupPruneResult,
@@ -12,6 +13,9 @@ import type {
   ChangesRequest,
   ChangesSummary,
   CheckpointRecord,
+  CopyBackupsRequest,
+  CopyProgress,
+  CopySummary,
   CreateBackupRequest,
   CreateCheckpointRequest,
   PruneRequest,
@@ -138,6 +142,8 @@ interface BackupEngine {
   threadPoolSize: (typeof import('./backup-checkpoint.js'))['threadPoolSize'];
   verifyRepository: (typeof import('./verify-repository.js'))['verifyRepository'];
   pruneRepository: (typeof import('./prune-repository.js'))['pruneRepository'];
+  copyRepository: (typeof import('./copy-repository.js'))['copyRepository'];
+  openCopyDestination: (typeof import('./copy-session.js'))['openCopyDestination'];
 }
 
 let backupEngine: Promise<BackupEngine> | null = null;
@@ -151,7 +157,9 @@ function loadBackupEngine(): Promise<BackupEngine> {
     import('./backup-checkpoint.js'),
     import('./verify-repository.js'),
     import('./prune-repository.js'),
-  ]).then(([storage, repository, password, cache, backup, verify, prune]) => ({
+    import('./copy-repository.js'),
+    import('./copy-session.js'),
+  ]).then(([storage, repository, password, cache, backup, verify, prune, copy, session]) => ({
     openStorage: storage.openStorage,
     passwordSource: password.passwordSource,
     RepositoryAccess: repository.RepositoryAccess,
@@ -161,6 +169,8 @@ function loadBackupEngine(): Promise<BackupEngine> {
     threadPoolSize: backup.threadPoolSize,
     verifyRepository: verify.verifyRepository,
     pruneRepository: prune.pruneRepository,
+    copyRepository: copy.copyRepository,
+    openCopyDestination: session.openCopyDestination,
   }));
   return backupEngine;
 }
@@ -216,6 +226,8 @@ export class BackupManager {
   /** A checkpoint being backed up: retention keeps it and delete refuses it until the backup is over. */
   private backingUp: string | null = null;
   private pruningBackups = false;
+  /** The running copy into another repository (copyBackups), if any: one at a time. */
+  private copyRun: { controller: AbortController; to: string; startedAt: string; done: Promise<void> } | null = null;
   /** The listing `start` makes; a backup waits for it, so that its count is not left ambiguous by the backup. */
   private startListing: Promise<void> = Promise.resolve();
 
@@ -251,13 +263,19 @@ export class BackupManager {
     );
   }
 
-  /** Cancels the running backup, if any; resolves once it has stopped (its stream got its last line). */
-  abort(): Promise<void> {
+  /** Cancels the running backup and copy, if any; resolves once they have stopped (their streams got their last line). */
+  async abort(): Promise<void> {
     const run = this.backupRun;
-    if (!run) return Promise.resolve();
-    run.controller.abort();
-    this.log.info({ checkpoint: run.state.checkpointId }, 'cancelling the running backup on stop');
-    return run.done;
+    const copy = this.copyRun;
+    if (run) {
+      run.controller.abort();
+      this.log.info({ checkpoint: run.state.checkpointId }, 'cancelling the running backup on stop');
+    }
+    if (copy) {
+      copy.controller.abort();
+      this.log.info({ to: copy.to }, 'cancelling the running copy on stop');
+    }
+    await Promise.all([run?.done, copy?.done]);
   }
 
   /** Closes the storage and the repository's access. Call after abort() has resolved, and after the archiver stopped. */
@@ -550,6 +568,81 @@ export class BackupManager {
     return { cancelled: first ? 1 : 0 };
   }
 
+  /**
+   * `backup copy` through the socket: this repository into `req.to` (AdminApi.copyBackups). The
+   * destination is opened with its own storage handle (closed after) and, unless the request names a
+   * password file, this agent's password source; a destination made by the copy gets this repository's
+   * keys. The last progress is sent again every second (a client's idle timer, a bar).
+   */
+  async copyBackups(req: CopyBackupsRequest, onProgress?: (p: CopyProgress | ArchiveCopyProgress) => void): Promise<CopySummary> {
+    const cfg = this.requireBackup();
+    if (this.copyRun) throw new AdminError(ErrorCodes.BUSY, `a copy into ${this.copyRun.to} is running (since ${this.copyRun.startedAt}); try again when it ends or cancel it (node-admin backup cancel --copy)`);
+    if (this.pruningBackups) throw new AdminError(ErrorCodes.BUSY, 'the backup repository is being pruned; copy when it is over');
+    const started = Date.now();
+    const controller = new AbortController();
+    let finished!: () => void;
+    const run = { controller, to: redactUrl(req.to), startedAt: new Date(started).toISOString(), done: new Promise<void>((resolve) => (finished = resolve)) };
+    this.copyRun = run;
+    let last: CopyProgress | ArchiveCopyProgress | null = null;
+    const heartbeat = onProgress ? setInterval(() => last && onProgress(last), BACKUP_HEARTBEAT_MS) : null;
+    heartbeat?.unref();
+    const progress = (p: CopyProgress | ArchiveCopyProgress) => {
+      last = { ...p };
+      onProgress?.(last);
+    };
+    try {
+      return await this.metrics.withMetrics('backup_copy', async () => {
+        const engine = await loadBackupEngine();
+        const from = await this.openRepository(cfg, false);
+        const s3 = req.s3 ?? cfg.s3;
+        const toStorage = await engine.openStorage(req.to, { logger: this.log, ...(s3 ? { s3 } : {}) });
+        try {
+          const password = req.passwordFile !== undefined ? engine.passwordSource({ file: req.passwordFile, command: null }) : engine.passwordSource(cfg.password);
+          const result = await engine.copyRepository({
+            from,
+            openTo: () =>
+              engine.openCopyDestination(toStorage, from, {
+                password,
+                insecureNoEncryption: req.insecureNoEncryption === true,
+                allowFormat2: req.allowFormat2 === true,
+                ...(cfg.kdfCost ? { kdfCost: cfg.kdfCost } : {}),
+              }),
+            select: req.select ?? null,
+            logArchive: req.logArchive === true,
+            bandwidthLimit: req.limitUploadBytesPerSecond ?? null,
+            onProgress: progress,
+            signal: controller.signal,
+          });
+          const summary: CopySummary = { from: redactUrl(cfg.repository), to: redactUrl(req.to), durationMs: Date.now() - started, ...result };
+          this.log.info({ to: summary.to, copied: summary.copied, mode: summary.mode, packsSent: summary.packsSent, bytesSent: summary.bytesSent, logArchive: summary.logArchive ? summary.logArchive.segments : null }, 'backups copied');
+          return summary;
+        } catch (err) {
+          // Whatever the copy was doing when it was cancelled (a wait, a read, a write), the cancel is what happened.
+          if (controller.signal.aborted) throw new AdminError(ErrorCodes.CANCELLED, `the copy into ${run.to} was cancelled; run it again to go on (nothing stored is sent twice)`);
+          throw err;
+        } finally {
+          await toStorage.close().catch(() => {});
+        }
+      });
+    } finally {
+      if (heartbeat) clearInterval(heartbeat);
+      this.copyRun = null;
+      finished();
+    }
+  }
+
+  /** Stops the running copy (if any) and waits until it has stopped. */
+  async cancelCopy(): Promise<CancelResult> {
+    this.requireBackup();
+    const run = this.copyRun;
+    if (!run) return { cancelled: 0 };
+    const first = !run.controller.signal.aborted;
+    run.controller.abort();
+    this.log.info({ to: run.to }, 'copy cancelled by request');
+    await run.done;
+    return { cancelled: first ? 1 : 0 };
+  }
+
   async listBackups(): Promise<BackupRecord[]> {
     const cfg = this.requireBackup();
     const mark = this.metrics.listingStarts();
@@ -575,6 +668,7 @@ export class BackupManager {
     const cfg = this.requireBackup();
     const dryRun = req.dryRun === true;
     if (this.backupRun) throw new AdminError(ErrorCodes.BUSY, 'a backup is running; prune when it is over (or cancel it)');
+    if (this.copyRun) throw new AdminError(ErrorCodes.BUSY, `a copy into ${this.copyRun.to} is running (since ${this.copyRun.startedAt}); prune when it is over (or cancel it: node-admin backup cancel --copy)`);
     if (this.pruningBackups) throw new AdminError(ErrorCodes.BUSY, 'the backup repository is already being pruned');
     this.pruningBackups = true;
     const prune = async (): Promise<BackupPruneResult> => {

@@ -22,6 +22,8 @@ export const METRIC_OPERATIONS = [
   'backup_prune',
   /** `backup verify`; a report with ok:false counts as a failure with code CORRUPT. */
   'backup_verify',
+  /** `backup copy` through the agent (its repository into another). */
+  'backup_copy',
 ] as const;
 
 export type MetricOperation = (typeof METRIC_OPERATIONS)[number];
@@ -287,6 +289,7 @@ export class AgentMetrics {
         this.verifyOk.set({ operation }, now / 1000);
         break;
       case 'checkpoint_delete':
+      case 'backup_copy':
         break;
     }
     return result;

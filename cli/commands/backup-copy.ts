@@ -1,22 +1,25 @@
-import type { ArchiveCopyProgress, ArchiveCopySummary, CopyProgress, CopySelection, CopySummary } from '../../shared/api.js';
+import path from 'node:path';
+import type { ArchiveCopyProgress, ArchiveCopySummary, CopyBackupsRequest, CopyProgress, CopySelection, CopySummary } from '../../shared/api.js';
 import { parseBackupId, parseMoment } from '../../shared/input-rules.js';
-import { defineCommand } from '../command.js';
+import { MAX_COPY_LIMIT } from '../../shared/routes.js';
+import { defineCommand, type CommandContext } from '../command.js';
 import { clean, formatBytes, formatDuration, plural, printLines } from '../output.js';
 import { invalidArgument } from '../run-command.js';
 import { progressBar } from './backup-format.js';
-import { repoUrl, sourceArgs, storageOptions, withStorage } from './backup-repo.js';
+import { repoUrl, sourceArgs, storageOptions, withStorage, type RepoArgs } from './backup-repo.js';
 
 /** The most --limit-upload takes (MB/s): beyond any link, and a typo's guard. */
-const MAX_LIMIT_MB = 100_000;
+const MAX_LIMIT_MB = MAX_COPY_LIMIT / 1_000_000;
 
 export const backupCopyCommand = defineCommand({
   command: 'copy [ids..]',
-  describe: 'Copy backups into another repository (a second copy elsewhere), resumably, without the agent; a destination that does not exist is made with the source\'s keys',
+  describe:
+    "Copy backups into another repository (a second copy elsewhere), resumably: from the agent's repository through the agent, or with --from from any repository without it; a destination that does not exist is made with the source's keys",
   builder: (y) =>
     storageOptions(
       y
         .positional('ids', { type: 'string', array: true, describe: 'The backups to copy (or --latest, --since, --all)' })
-        .option('from', { type: 'string', demandOption: true, describe: 'The source repository: s3://bucket/prefix, file:///path or a directory' })
+        .option('from', { type: 'string', describe: "The source repository, copied without the agent: s3://bucket/prefix, file:///path or a directory (default: the agent's own, through the agent)" })
         .option('to', { type: 'string', demandOption: true, describe: 'The destination repository (made if there is none)' })
         .option('latest', { type: 'string', describe: 'Copy the newest N backups' })
         .option('since', { type: 'string', describe: 'Copy the backups made at or after this ISO-8601 time (with its zone)' })
@@ -26,18 +29,16 @@ export const backupCopyCommand = defineCommand({
           default: false,
           describe: 'Also copy the log archive (archived log segments and timelines) and the backups its timelines start from, so that restore --at works from the copy',
         })
-        .option('from-password-file', { type: 'string', describe: "A file holding the source's password, where it differs from the destination's (default: the password options' own)" })
+        .option('from-password-file', { type: 'string', describe: "With --from: a file holding the source's password, where it differs from the destination's (default: the password options' own)" })
         .option('limit-upload', { type: 'string', describe: 'Store at most this many MB/s (10^6 bytes) at the destination' })
         .option('insecure-no-encryption', { type: 'boolean', default: false, describe: 'Write into (or make) a destination without encryption' })
         .option('allow-format-2', { type: 'boolean', default: false, describe: 'Write into a format 2 destination (not encrypted)' }),
-      'For both repositories (the source: unless --from-password-file)',
+      "For both repositories with --from (the source: unless --from-password-file); through the agent, for the destination (the agent reads the password file; default: the agent's own password)",
     ),
   run: async (argv, ctx) => {
     const select = parseSelection(argv, argv.logArchive);
     const bandwidthLimit = argv.limitUpload !== undefined ? parseLimit(argv.limitUpload) : null;
-    const fromUrl = repoUrl(argv.from);
     const toUrl = repoUrl(argv.to);
-    if (fromUrl === toUrl) throw invalidArgument('--from and --to name the same repository');
     // --json: NDJSON, a `{"progress":…}` line as the copy goes, then one `{"summary":…}` line.
     const bar = ctx.json ? null : progressBar(ctx.io, 'copy');
     const onProgress = (p: CopyProgress | ArchiveCopyProgress) => {
@@ -45,65 +46,9 @@ export const backupCopyCommand = defineCommand({
       else if (p.phase === 'log-archive') bar?.update(0, 0, `log archive: ${p.objects} objects, ${formatBytes(p.bytes)}`);
       else bar?.update(p.bytesDone, p.bytesTotal, `sent ${formatBytes(p.bytesSent)}`);
     };
-    const [{ Repository }, { openCopyDestination, withCopyLocks }, { copySnapshots, selectSnapshots }, { archiveBaseBackups, copyLogArchive }, { readWindows }, { timelineReport }, { RateLimiter }] =
-      await Promise.all([
-        import('../../agent/repository/repository.js'),
-        import('../../agent/backup/copy-session.js'),
-        import('../../agent/backup/copy-snapshots.js'),
-        import('../../agent/log-archive/archive-copy.js'),
-        import('../../agent/log-archive/restore-to-moment.js'),
-        import('../../agent/log-archive/timeline-report.js'),
-        import('../../agent/backup/rate-limiter.js'),
-      ]);
-    const started = Date.now();
     let summary: CopySummary;
     try {
-      summary = await withStorage(sourceArgs(argv, argv.from, argv.fromPasswordFile), async (fromStorage, fromPassword) => {
-        const from = await Repository.open(fromStorage, { create: false, password: fromPassword });
-        try {
-          // A backup named that the source lacks is said before anything is made at the destination.
-          if (select && 'ids' in select) for (const id of select.ids) await from.readSnapshot(id);
-          return await withStorage({ ...argv, repo: argv.to }, (toStorage, toPassword) =>
-            withCopyLocks(
-              from,
-              () => openCopyDestination(toStorage, from, { password: toPassword, insecureNoEncryption: argv.insecureNoEncryption, allowFormat2: argv.allowFormat2 }),
-              async (ends) => {
-                // The archive's windows start at its bases: their backups come along, whatever else is selected.
-                let chosen = select;
-                if (argv.logArchive) {
-                  const selected = select === null ? [] : selectSnapshots(await from.listSnapshots(), select).map((s) => s.id);
-                  chosen = { ids: [...new Set([...selected, ...(await archiveBaseBackups(from))])].sort() };
-                }
-                const r = await copySnapshots({ ...ends, select: chosen ?? { ids: [] }, bandwidthLimit, onProgress });
-                let logArchive: ArchiveCopySummary | undefined;
-                if (argv.logArchive) {
-                  const progress: ArchiveCopyProgress = { phase: 'log-archive', objects: 0, bytes: 0 };
-                  const copied = await copyLogArchive(from, ends.to, {
-                    limiter: new RateLimiter(bandwidthLimit),
-                    onObject: (o) => {
-                      progress.objects++;
-                      progress.bytes += o.bytes;
-                      onProgress(progress);
-                    },
-                  });
-                  logArchive = { ...copied, windows: timelineReport(await readWindows(ends.to)) };
-                }
-                return {
-                  from: fromUrl,
-                  to: toUrl,
-                  created: ends.created,
-                  packsRecovered: ends.packsRecovered,
-                  durationMs: Date.now() - started,
-                  ...r,
-                  ...(logArchive ? { logArchive } : {}),
-                };
-              },
-            ),
-          );
-        } finally {
-          await from.codec.close();
-        }
-      });
+      summary = argv.from === undefined ? await copyThroughAgent(argv, ctx, toUrl, select, bandwidthLimit, onProgress) : await copyOffline(argv, argv.from, toUrl, select, bandwidthLimit, onProgress);
     } finally {
       bar?.finish();
     }
@@ -111,6 +56,88 @@ export const backupCopyCommand = defineCommand({
     else printLines(ctx.io.stdout, formatCopySummary(summary));
   },
 });
+
+type CopyArgs = Partial<RepoArgs> & { fromPasswordFile?: string | undefined; insecureNoEncryption: boolean; allowFormat2: boolean; logArchive: boolean };
+
+/** `--from` given: both repositories opened here, no agent. */
+async function copyOffline(argv: CopyArgs, from: string, toUrl: string, select: CopySelection | null, bandwidthLimit: number | null, onProgress: (p: CopyProgress | ArchiveCopyProgress) => void): Promise<CopySummary> {
+  const fromUrl = repoUrl(from);
+  if (fromUrl === toUrl) throw invalidArgument('--from and --to name the same repository');
+  const [{ Repository }, { openCopyDestination }, { copyRepository }] = await Promise.all([
+    import('../../agent/repository/repository.js'),
+    import('../../agent/backup/copy-session.js'),
+    import('../../agent/backup/copy-repository.js'),
+  ]);
+  const started = Date.now();
+  return withStorage(sourceArgs(argv, from, argv.fromPasswordFile), async (fromStorage, fromPassword) => {
+    const source = await Repository.open(fromStorage, { create: false, password: fromPassword });
+    try {
+      return await withStorage({ ...argv, repo: toUrl }, async (toStorage, toPassword) => {
+        const r = await copyRepository({
+          from: source,
+          openTo: () => openCopyDestination(toStorage, source, { password: toPassword, insecureNoEncryption: argv.insecureNoEncryption, allowFormat2: argv.allowFormat2 }),
+          select,
+          logArchive: argv.logArchive,
+          bandwidthLimit,
+          onProgress,
+        });
+        return { from: fromUrl, to: toUrl, durationMs: Date.now() - started, ...r };
+      });
+    } finally {
+      await source.codec.close();
+    }
+  });
+}
+
+/**
+ * No `--from`: the agent copies its own repository (POST /v1/backups/copy) while it goes on serving.
+ * The destination's S3 flags and password file travel as settings (the agent reads the file); a password
+ * command never does (the socket does not make the agent run commands). Ctrl-C asks the agent to stop
+ * the copy (CANCELLED, exit 130); a second one leaves at once.
+ */
+async function copyThroughAgent(
+  argv: CopyArgs,
+  ctx: CommandContext,
+  toUrl: string,
+  select: CopySelection | null,
+  bandwidthLimit: number | null,
+  onProgress: (p: CopyProgress | ArchiveCopyProgress) => void,
+): Promise<CopySummary> {
+  if (argv.fromPasswordFile !== undefined) throw invalidArgument('--from-password-file goes with --from (through the agent, the source is its own repository)');
+  if (argv.passwordCommand !== undefined) throw invalidArgument("--password-command goes with --from: through the agent, give the destination's password with --password-file (the agent reads it)");
+  const s3 = {
+    ...(argv.s3Endpoint !== undefined ? { endpoint: argv.s3Endpoint } : {}),
+    ...(argv.s3Region !== undefined ? { region: argv.s3Region } : {}),
+    ...(argv.s3PathStyle !== undefined ? { forcePathStyle: argv.s3PathStyle } : {}),
+  };
+  const req: CopyBackupsRequest = {
+    to: toUrl,
+    ...(select !== null ? { select } : {}),
+    ...(argv.logArchive ? { logArchive: true } : {}),
+    ...(bandwidthLimit !== null ? { limitUploadBytesPerSecond: bandwidthLimit } : {}),
+    ...(Object.keys(s3).length > 0 ? { s3 } : {}),
+    ...(argv.passwordFile !== undefined ? { passwordFile: path.resolve(argv.passwordFile) } : {}),
+    ...(argv.insecureNoEncryption ? { insecureNoEncryption: true } : {}),
+    ...(argv.allowFormat2 ? { allowFormat2: true } : {}),
+  };
+  const client = await ctx.agent();
+  let interrupted = false;
+  const onSigint = () => {
+    if (interrupted) {
+      process.off('SIGINT', onSigint);
+      process.kill(process.pid, 'SIGINT');
+      return;
+    }
+    interrupted = true;
+    void client.cancelCopy().catch(() => {});
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    return await client.copyBackups(req, onProgress);
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
 
 /** Exactly one way to select: ids, --latest, --since or --all; with --log-archive, none (null: only what the archive needs). */
 function parseSelection(argv: { ids?: string[] | undefined; latest?: string | undefined; since?: string | undefined; all: boolean }, logArchive: boolean): CopySelection | null {

@@ -1,0 +1,67 @@
+import type { ArchiveCopyProgress, ArchiveCopySummary, CopyProgress, CopySelection, CopySummary } from '../../shared/api.js';
+import { archiveBaseBackups, copyLogArchive } from '../log-archive/archive-copy.js';
+import { readWindows } from '../log-archive/restore-to-moment.js';
+import { timelineReport } from '../log-archive/timeline-report.js';
+import type { Repository } from '../repository/repository.js';
+import { withCopyLocks } from './copy-session.js';
+import { copySnapshots, selectSnapshots } from './copy-snapshots.js';
+import { RateLimiter } from './rate-limiter.js';
+
+export interface CopyRepositoryOptions {
+  /** The source, opened (not locked: this locks it). */
+  from: Repository;
+  /** Opens or makes the destination (openCopyDestination): called once, after the source is locked. */
+  openTo: () => Promise<{ repo: Repository; created: boolean }>;
+  /** Which backups; null only with `logArchive` (then only the backups the archive's timelines start from). */
+  select: CopySelection | null;
+  logArchive: boolean;
+  /** Bytes per second stored at the destination, at most, by the backups' phase and then the archive's (null: none). */
+  bandwidthLimit: number | null;
+  onProgress?: (p: CopyProgress | ArchiveCopyProgress) => void;
+  signal?: AbortSignal;
+}
+
+/** What a copy did; the caller adds what only it knows (the ends as the user named them, the time). */
+export type CopyRepositoryResult = Omit<CopySummary, 'from' | 'to' | 'durationMs'>;
+
+/**
+ * `backup copy`, whoever runs it (the CLI offline, the agent for the socket): the selected backups
+ * (copySnapshots), then with `logArchive` the archive (copyLogArchive) and the backups its timelines
+ * start from, both ends locked shared (withCopyLocks). Backup ids named that the source lacks are refused
+ * (NOT_FOUND) before anything is made at the destination. The summary's windows are the destination's
+ * own, from its listing after the copy.
+ */
+export async function copyRepository(o: CopyRepositoryOptions): Promise<CopyRepositoryResult> {
+  const { from, select } = o;
+  if (select && 'ids' in select) for (const id of select.ids) await from.readSnapshot(id);
+  return withCopyLocks(from, o.openTo, async (ends) => {
+    // The archive's windows start at its bases: their backups come along, whatever else is selected.
+    let chosen = select ?? { ids: [] };
+    if (o.logArchive) {
+      const selected = select === null ? [] : selectSnapshots(await from.listSnapshots(), select).map((s) => s.id);
+      chosen = { ids: [...new Set([...selected, ...(await archiveBaseBackups(from))])].sort() };
+    }
+    const snapshots = await copySnapshots({
+      ...ends,
+      select: chosen,
+      bandwidthLimit: o.bandwidthLimit,
+      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
+    let logArchive: ArchiveCopySummary | undefined;
+    if (o.logArchive) {
+      const progress: ArchiveCopyProgress = { phase: 'log-archive', objects: 0, bytes: 0 };
+      const copied = await copyLogArchive(from, ends.to, {
+        limiter: new RateLimiter(o.bandwidthLimit),
+        ...(o.signal ? { signal: o.signal } : {}),
+        onObject: (object) => {
+          progress.objects++;
+          progress.bytes += object.bytes;
+          o.onProgress?.({ ...progress });
+        },
+      });
+      logArchive = { ...copied, windows: timelineReport(await readWindows(ends.to)) };
+    }
+    return { created: ends.created, packsRecovered: ends.packsRecovered, ...snapshots, ...(logArchive ? { logArchive } : {}) };
+  });
+}
