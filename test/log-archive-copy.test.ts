@@ -4,8 +4,9 @@
  * keys; every moment restores there exactly as the model of acknowledged writes says; a second copy
  * stores nothing; a copy cut short claims no moment it cannot restore and, run again, stores only what
  * was missing; a damaged source segment fails the copy naming it, and a record whose body disagrees
- * with its name is refused.
+ * with its name is refused; `backup copy --log-archive` killed -9 mid-archive and run again stores nothing twice.
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -20,7 +21,7 @@ import { readWindows, restoreToMoment } from '../dist/agent/log-archive/restore-
 import { parseWalName, segmentName } from '../dist/agent/log-archive/segment.js';
 import { listSegments, runMerges } from '../dist/agent/log-archive/segment-merger.js';
 import type { CopySummary } from '../dist/shared/api.js';
-import { runCli, tempDir } from './support/processes.js';
+import { CLI, ROOT, runCli, tempDir } from './support/processes.js';
 import { Writers, levelApply, readState, until } from './support/pitr-writers.js';
 import { emptyAndClose, s3Server, s3TestStorage } from './support/s3-server.js';
 import { TEST_PASSWORD_FILE, TEST_REPO } from './support/test-password.js';
@@ -218,6 +219,52 @@ describe('backup copy --log-archive (the built CLI)', () => {
     expect(summary?.logArchive).toBeDefined();
     return summary!;
   }
+
+  it('kill -9 in the archive phase, then again: no object stored twice, the result restores exactly', async () => {
+    const t = (await readWindows(source)).timelines[0]!;
+    // The backups first, at full speed, so that the paced run below is all archive.
+    const dest = path.join(dir, 'killed');
+    const backups = await runCli(['backup', 'copy', '--from', sourceDir, '--to', dest, '--all']);
+    expect(backups.code, backups.stderr).toBe(0);
+    const walDir = path.join(sourceDir, 'wal');
+    const walBytes = fs.readdirSync(walDir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).reduce((sum, e) => sum + fs.statSync(path.join(e.parentPath, e.name)).size, 0);
+    // Paced so that the archive phase lasts seconds: the kill lands in its middle, not after it.
+    const limit = Math.max(0.01, walBytes / 4 / 1e6).toFixed(3);
+
+    const child = spawn(process.execPath, [CLI, 'backup', 'copy', '--json', '--log-archive', '--from', sourceDir, '--to', dest, '--limit-upload', limit], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const archived = () => out.split('\n').filter((l) => l.includes('"phase":"log-archive"')).length;
+    await until('two archive objects stored by the copy', () => archived() >= 2 || child.exitCode !== null, 60_000);
+    child.kill('SIGKILL');
+    await exited;
+    expect(out, err).not.toContain('"summary"');
+    expect(err).toBe('');
+    const inodes = () => new Map(fs.readdirSync(path.join(dest, 'wal'), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => [path.join(e.parentPath, e.name), fs.statSync(path.join(e.parentPath, e.name)).ino]));
+    const before = inodes();
+    expect(before.size).toBeGreaterThanOrEqual(2);
+    expect(before.size).toBeLessThan(t.segments.length + t.bases.length + t.marks.length);
+    // A window claimed by what the killed copy left is one it can restore.
+    const partial = (await readWindows(new DirStorage(dest))).timelines[0];
+    if (partial?.to != null) await restoresExactly(await Repository.open(new DirStorage(dest), TEST_REPO), partial.to, 'killed-partial');
+
+    const rest = await copied(['--from', sourceDir, '--to', dest]);
+    expect(rest.logArchive!.present).toBe(before.size);
+    expect(rest.logArchive!.segments + rest.logArchive!.records + before.size).toBe(t.segments.length + t.bases.length + t.marks.length);
+    // Nothing the killed copy stored was stored again (a put replaces the file: a new inode; the control below shows it).
+    const after = inodes();
+    for (const [file, ino] of before) expect(after.get(file), file).toBe(ino);
+    const [someFile] = [...before.keys()];
+    fs.copyFileSync(someFile!, `${someFile}.tmp`);
+    fs.renameSync(`${someFile}.tmp`, someFile!);
+    expect(inodes().get(someFile!)).not.toBe(before.get(someFile!));
+    const done = await Repository.open(new DirStorage(dest), TEST_REPO);
+    expect((await readWindows(done)).timelines.map((w) => [w.id, w.from, w.to, w.lastSequence])).toEqual([[t.id, t.from, t.to, t.lastSequence]]);
+    await restoresExactly(done, t.to!, 'killed-rerun');
+  });
 
   it('file -> Swift (same keys), then Swift -> file (other keys): the bases come along, and every moment restores exactly from each; again sends nothing', async () => {
     const sourceWindows = await readWindows(source);
