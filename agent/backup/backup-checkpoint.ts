@@ -1,7 +1,8 @@
 import type { BackupProgress, BackupRecord, CheckpointRecord } from '../../shared/api.js';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { DirectReader } from '../fs/direct-reader.js';
-import { alignedBuffers, roundUpToAlign } from '../fs/direct-io.js';
+import { roundUpToAlign } from '../fs/direct-io.js';
+import { alignedPool } from '../fs/aligned-pool.js';
 import { BackupPlan, listCheckpoint } from './backup-plan.js';
 import { policyForFile } from '../repository/compression.js';
 import { ProgressReporter } from './backup-progress.js';
@@ -114,7 +115,11 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
     const codec = repo.codec;
     // Where blobs are sealed, each reader seals its chunk into a page-aligned buffer of its own (a
     // directory storage writes it with O_DIRECT); a plain repository stores the chunk's own buffer.
-    const sealer = new LaneSealer(codec, codec.encrypted ? alignedBuffers(lanes, roundUpToAlign(codec.storedLength(CHUNK_SIZE))) : null, lanes);
+    // Both sets from the process's pool, and back to it once every reader has stopped (readChunks
+    // settles only then): a promotion a minute does not leave a set per backup for V8 to free.
+    const sealLanes = codec.encrypted ? alignedPool.take(lanes, roundUpToAlign(codec.storedLength(CHUNK_SIZE))) : null;
+    const readBuffers = alignedPool.take(lanes, CHUNK_SIZE);
+    const sealer = new LaneSealer(codec, sealLanes, lanes);
     const plan = new BackupPlan({
       dir: checkpoint.path,
       listing: { names, stats },
@@ -127,11 +132,11 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
         reporting.report();
       },
     });
-    await readChunks({
+    const reading = readChunks({
       source: plan,
       reader,
       // Each reader owns one chunk buffer: that many MiB in flight, whatever the file sizes.
-      buffers: reader.buffers(lanes),
+      buffers: readBuffers,
       identify: (chunk, job, lane) => sealer.identify(chunk, policyForFile(job.file.name), lane, (id) => placer.holds(id)),
       place: async (id, chunk, job, lane) => {
         // Sealed in the reader's lane, so that readers seal at once; a blob stored meanwhile by another
@@ -148,6 +153,11 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
         reporting.report();
       },
     });
+    try {
+      await reading;
+    } finally {
+      alignedPool.give([...readBuffers, ...(sealLanes ?? [])]);
+    }
     placer.check();
 
     progress.phase = 'finishing';

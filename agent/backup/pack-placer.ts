@@ -1,4 +1,4 @@
-import { alignedBuffers } from '../fs/direct-io.js';
+import { alignedPool } from '../fs/aligned-pool.js';
 import type { RateLimiter } from './rate-limiter.js';
 import { BufferedPack, type PackSink } from '../repository/pack.js';
 import type { Repository } from '../repository/repository.js';
@@ -162,6 +162,8 @@ export class PackPlacer {
     this.writeIndex();
     await this.indexing;
     await this.pack.abort();
+    // Every pack has settled: its buffer, if it had one, is back in freeBuffers; none is touched again.
+    if (this.freeBuffers) alignedPool.give(this.freeBuffers.splice(0));
   }
 
   /** Starts writing an index file for the packs stored and not yet indexed (after the one being written). */
@@ -186,7 +188,7 @@ export class PackPlacer {
     const repo = this.o.repo;
     const streamed = repo.openPack();
     if (streamed) return streamed;
-    this.freeBuffers ??= alignedBuffers(this.concurrency + 1, PACK_BUFFER_SIZE);
+    this.freeBuffers ??= alignedPool.take(this.concurrency + 1, PACK_BUFFER_SIZE);
     const buffer = this.freeBuffers.pop() ?? Buffer.allocUnsafe(PACK_BUFFER_SIZE);
     return new BufferedPack(
       buffer,
