@@ -14,6 +14,8 @@ import { backupCheckpoint } from '../dist/agent/backup/backup-checkpoint.js';
 import { restoreBackup } from '../dist/agent/backup/restore-backup.js';
 import { verifyRepository } from '../dist/agent/backup/verify-repository.js';
 import { selectSnapshots } from '../dist/agent/backup/copy-snapshots.js';
+import { copyRepository } from '../dist/agent/backup/copy-repository.js';
+import { openCopyDestination } from '../dist/agent/backup/copy-session.js';
 import type { Snapshot } from '../dist/agent/repository/format.js';
 import { canonicalJson, packName } from '../dist/agent/repository/format.js';
 import { CLI, ROOT, runCli, tempDir, type CliResult } from './support/processes.js';
@@ -333,6 +335,48 @@ describe('backup copy', () => {
     fs.rmSync(path.join(source, 'locks'), { recursive: true, force: true });
     const later = await runCli(['backup', 'prune', '--repo', source, '--keep-last', '5', '--dry-run']);
     expect(later.code, later.stderr).toBe(0);
+  });
+
+  it('a cancelled copy indexes the packs it stored as they are: the next run finds them in the index and sends none again', async () => {
+    const to = path.join(dir, 'cancelled');
+    const from = await open(new DirStorage(source));
+    const cut = new AbortController();
+    let sentAtCut = 0;
+    try {
+      // Paced (5 MB/s) so that the cut lands between the first pack and the last of the first backup.
+      const copying = copyRepository({
+        from,
+        openTo: () => openCopyDestination(new DirStorage(to), from, { password: async () => Buffer.from(TEST_PASSWORD) }),
+        select: { all: true },
+        logArchive: false,
+        bandwidthLimit: 5_000_000,
+        signal: cut.signal,
+        onProgress: (p) => {
+          if ('packsSent' in p && p.packsSent > 0 && !cut.signal.aborted) {
+            sentAtCut = p.packsSent;
+            cut.abort();
+          }
+        },
+      });
+      await expect(copying).rejects.toMatchObject({ code: 'CANCELLED' });
+    } finally {
+      await from.codec.close();
+    }
+    const stored = packFiles(to);
+    expect(sentAtCut).toBeGreaterThan(0);
+    expect(stored.size).toBeGreaterThan(0);
+    expect(stored.size).toBeLessThan(packFiles(source).size);
+    const dest = await open(new DirStorage(to));
+    await dest.loadIndex();
+    expect([...stored.keys()].filter((p) => !dest.packs.has(p))).toEqual([]);
+    await dest.codec.close();
+
+    const rerun = await copied(['--from', source, '--to', to, '--all']);
+    // Found in the index, not recovered from headers; none sent again.
+    expect(rerun.packsRecovered).toBe(0);
+    expect(rerun.packsSent).toBe(packFiles(source).size - stored.size);
+    for (const [pack, inode] of stored) expect(packFiles(to).get(pack), pack).toBe(inode);
+    await expectRestoresExact(new DirStorage(to));
   });
 
   it('kill -9 of a copy that seals blobs again, then again: no blob is stored twice; the result is exact', async () => {

@@ -616,10 +616,6 @@ export class BackupManager {
           const summary: CopySummary = { from: redactUrl(cfg.repository), to: redactUrl(req.to), durationMs: Date.now() - started, ...result };
           this.log.info({ to: summary.to, copied: summary.copied, mode: summary.mode, packsSent: summary.packsSent, bytesSent: summary.bytesSent, logArchive: summary.logArchive ? summary.logArchive.segments : null }, 'backups copied');
           return summary;
-        } catch (err) {
-          // Whatever the copy was doing when it was cancelled (a wait, a read, a write), the cancel is what happened.
-          if (controller.signal.aborted) throw new AdminError(ErrorCodes.CANCELLED, `the copy into ${run.to} was cancelled; run it again to go on (nothing stored is sent twice)`);
-          throw err;
         } finally {
           await toStorage.close().catch(() => {});
         }

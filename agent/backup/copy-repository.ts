@@ -1,4 +1,5 @@
 import type { ArchiveCopyProgress, ArchiveCopySummary, CopyProgress, CopySelection, CopySummary } from '../../shared/api.js';
+import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { archiveBaseBackups, copyLogArchive } from '../log-archive/archive-copy.js';
 import { readWindows } from '../log-archive/restore-to-moment.js';
 import { timelineReport } from '../log-archive/timeline-report.js';
@@ -28,10 +29,21 @@ export type CopyRepositoryResult = Omit<CopySummary, 'from' | 'to' | 'durationMs
  * `backup copy`, whoever runs it (the CLI offline, the agent for the socket): the selected backups
  * (copySnapshots), then with `logArchive` the archive (copyLogArchive) and the backups its timelines
  * start from, both ends locked shared (withCopyLocks). Backup ids named that the source lacks are refused
- * (NOT_FOUND) before anything is made at the destination. The summary's windows are the destination's
+ * (NOT_FOUND) before anything is made at the destination. Stopped by `signal`: CANCELLED, what was
+ * stored indexed for the next run. The summary's windows are the destination's
  * own, from its listing after the copy.
  */
 export async function copyRepository(o: CopyRepositoryOptions): Promise<CopyRepositoryResult> {
+  try {
+    return await copyUnder(o);
+  } catch (err) {
+    // Whatever the copy was doing when the signal came (a wait for the limit, a read, a write), the cancel is what happened.
+    if (o.signal?.aborted) throw new AdminError(ErrorCodes.CANCELLED, 'the copy was cancelled; run it again to go on (nothing it stored is sent again)');
+    throw err;
+  }
+}
+
+async function copyUnder(o: CopyRepositoryOptions): Promise<CopyRepositoryResult> {
   const { from, select } = o;
   if (select && 'ids' in select) for (const id of select.ids) await from.readSnapshot(id);
   return withCopyLocks(from, o.openTo, async (ends) => {

@@ -1,5 +1,7 @@
 import type { CopyProgress, CopySelection, CopySummary } from '../../shared/api.js';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
+import { alignedPool } from '../fs/aligned-pool.js';
+import { roundUpToAlign } from '../fs/direct-io.js';
 import { mapLimit } from '../fs/map-limit.js';
 import { policyForFile, type CompressionPolicy } from '../repository/compression.js';
 import { PACK_TARGET_SIZE, canonicalJson, packName, type IndexFile, type Snapshot, type Tree } from '../repository/format.js';
@@ -132,6 +134,7 @@ export async function copySnapshots(o: CopySnapshotsOptions): Promise<CopySnapsh
   } finally {
     reporter.stop();
     await placer.close();
+    await copier.close();
     await to.finishPending(placer.everyPackIndexed && copier.everyPackIndexed);
     result.packsSent = progress.packsSent;
     result.blobsSent = placer.blobsStored + copier.blobsStoredAsPacks;
@@ -202,9 +205,19 @@ class BlobCopier {
     private readonly lockId: string,
   ) {}
 
-  /** No pack stored as it is can be left without an index object. */
+  /** No pack stored as it is can be left without an index object (after close()). */
   get everyPackIndexed(): boolean {
-    return !this.rawFailed;
+    return !this.rawFailed && this.unindexed.length === 0;
+  }
+
+  /**
+   * Once, last, however the copy ended (every pack's work has settled: mapLimit waits for all): indexes
+   * the packs stored as they are since the last index, so that the next run reuses them, and gives the
+   * pack buffers back to the process's pool.
+   */
+  async close(): Promise<void> {
+    await this.flushIndex().catch(() => {}); // rawFailed says it: the pending marker stays
+    alignedPool.give(this.buffers.splice(0));
   }
 
   /** Whether source blob `id` is at the destination already (or in a pack of this copy). */
@@ -350,8 +363,10 @@ class BlobCopier {
   private takeBuffer(size: number): Buffer {
     const i = this.buffers.findIndex((b) => b.length >= size);
     if (i >= 0) return this.buffers.splice(i, 1)[0]!;
+    // Shared memory (aligned-pool.ts: a WebAssembly memory), from the process's pool: a copy through the
+    // agent after another reuses its buffers.
     const wanted = Math.min(MAX_GET_BYTES, Math.max(size, PACK_TARGET_SIZE + 2 * this.from.config.chunkSize));
-    return Buffer.from(new SharedArrayBuffer(wanted));
+    return alignedPool.take(1, roundUpToAlign(wanted))[0]!;
   }
 
   /**
