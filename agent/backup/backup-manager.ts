@@ -520,7 +520,9 @@ export class BackupManager {
         cache,
         concurrency: cfg.concurrency,
         bandwidthLimit: cfg.bandwidthLimit,
-        pace: cfg.pace,
+        // The log archive has priority: a new timeline's segments wait for its base, so its base backup
+        // is never paced (its RPO would be the backup's duration at the pace).
+        pace: run.by === 'log-archive' ? 'max' : cfg.pace,
         onPaceRate: (rate) => {
           state.paceBytesPerSecond = Number.isFinite(rate) ? rate : null;
           this.metrics.backupPace(rate);
