@@ -15,17 +15,21 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClassicLevel } from 'classic-level';
 import { pino } from 'pino';
-import { createAgent, type Agent } from '../dist/agent/index.js';
+import { createAgent, type Agent, type AgentStatus } from '../dist/agent/index.js';
 import type { AgentOptions } from '../dist/agent/agent-types.js';
-import { tempDir } from './support/processes.js';
+import { spawnSync } from 'node:child_process';
+import { EXAMPLE_NODE, runCli, startExampleNode, tempDir } from './support/processes.js';
 import { parseExposition, sampleValue } from './support/exposition.js';
 import { TEST_KDF, TEST_PASSWORD_FILE } from './support/test-password.js';
 
 const silent = pino({ level: 'silent' });
 const MB = 1e6;
-/** The fixed pace of the tests that need a long backup: the database takes ~12 s at it. */
+/** The fixed pace of the tests that need a long backup. */
 const RATE = 4 * MB;
-const DB_MIB = 48;
+/** The fixed rate's window (the issue's 10 s; CI's smaller sample on the other Node versions: 5). */
+const WINDOW_S = Number(process.env.NODE_ADMIN_PACE_WINDOW_S ?? 10);
+/** The database: a quarter more than the window reads at RATE, so that the backup outlasts it. */
+const DB_MIB = Math.ceil((WINDOW_S * RATE * 1.25) / (1024 * 1024));
 
 let dir: string;
 let dbPath: string;
@@ -93,7 +97,7 @@ afterAll(async () => {
 });
 
 describe('backup pacing', () => {
-  it('a fixed rate holds within 10 % over a 10 s window, for the reads and the uploads', async () => {
+  it(`a fixed rate holds within 10 % over a ${WINDOW_S} s window, for the reads and the uploads`, async () => {
     const { agent, repoDir } = await startAgent('fixed', { pace: { bytesPerSecond: RATE } });
     const backup = agent.createBackup();
     backup.catch(() => {}); // awaited below; a failed check must not leave it unhandled
@@ -105,7 +109,7 @@ describe('backup pacing', () => {
     const read0 = await readBytes();
     const stored0 = dirBytes(repoDir);
     // The window is the measurement itself: its end is a moment, not a condition to wait for.
-    await until('the end of the 10 s window', () => performance.now() - t0 >= 10_000);
+    await until('the end of the window', () => performance.now() - t0 >= WINDOW_S * 1000);
     const seconds = (performance.now() - t0) / 1000;
     const readRate = ((await readBytes()) - read0) / seconds;
     const storedRate = (dirBytes(repoDir) - stored0) / seconds;
@@ -113,9 +117,10 @@ describe('backup pacing', () => {
     console.log(`fixed pace ${RATE / MB} MB/s over ${seconds.toFixed(2)} s: read ${(readRate / MB).toFixed(2)} MB/s, repository grew ${(storedRate / MB).toFixed(2)} MB/s; waited ${running?.pacedSeconds?.toFixed(1)} s so far`);
     // Still running at the window's end: the window measured a paced backup, not its tail. Without this
     // the rate checks alone are weak: with pace max the whole database (~50 MB) fits in the window and
-    // reads 4.4 MB/s averaged over it (measured), barely outside the 10 %.
+    // reads 4.4 MB/s averaged over 10 s (measured), barely outside the 10 %.
     expect(running).not.toBeNull();
     expect(running!.paceBytesPerSecond).toBe(RATE);
+    expect((await agent.status()).backup?.pace).toEqual({ bytesPerSecond: RATE });
     expect(readRate / RATE).toBeGreaterThan(0.9);
     expect(readRate / RATE).toBeLessThan(1.1);
     expect(storedRate / RATE).toBeGreaterThan(0.9);
@@ -204,4 +209,35 @@ describe('backup pacing', () => {
     await agent.cancelBackup();
     await backup.catch(() => {});
   }, 90_000);
+});
+
+describe('the pace setting', () => {
+  it('backup.pace is checked when the agent is made: a clear INVALID_ARGUMENT', () => {
+    for (const pace of ['fast', 0, { bytesPerSecond: -1 }, { bytesPerSecond: Infinity }, { rate: 5 }]) {
+      expect(() =>
+        createAgent({ dbPath: path.join(dir, 'db'), checkpointDir: path.join(dir, 'unused'), backup: { repository: 'file:///tmp/x', pace: pace as never }, logger: silent }),
+      ).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/^backup\.pace must be 'auto', 'max' or \{ bytesPerSecond/) }));
+    }
+  });
+
+  it('the example node refuses a bad --backup-pace with one line, and shows the one given in status', async () => {
+    for (const bad of ['fast', '0', '0.0', '10 parsecs']) {
+      const d = tempDir('pace-bad');
+      const r = spawnSync(process.execPath, [EXAMPLE_NODE, '--data-dir', d, '--port', '0', '--backup-pace', bad], { encoding: 'utf8', timeout: 30_000 });
+      fs.rmSync(d, { recursive: true, force: true });
+      expect(r.status, r.stderr).not.toBe(0);
+      expect(r.stderr).toMatch(/^example-node: --backup-pace must be auto, max or a rate .* \(INVALID_ARGUMENT\)\n$/);
+    }
+    const d = tempDir('pace-node');
+    const node = await startExampleNode(d, ['--backup-pace', '50']);
+    try {
+      const socket = ['--socket', node.socketPath];
+      const status = JSON.parse((await runCli(['status', '--json', ...socket])).stdout) as AgentStatus;
+      expect(status.backup?.pace).toEqual({ bytesPerSecond: 50 * MB });
+      expect((await runCli(['status', ...socket])).stdout).toMatch(/backup pace:\s+47\.7 MiB\/s/);
+    } finally {
+      await node.stop();
+      fs.rmSync(d, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
