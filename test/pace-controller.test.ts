@@ -20,19 +20,20 @@ function run(ticks: PaceObservation[], from: PaceState = initialPace()): PaceSta
 const idle = (throughput = 400 * MiB): PaceObservation => ({ loopDelayMs: 0.2, readLatencyMs: 0.3, throughput });
 const busyLoop = (throughput: number): PaceObservation => ({ loopDelayMs: 8, readLatencyMs: 0.3, throughput });
 const slowReads = (throughput: number): PaceObservation => ({ loopDelayMs: 0.2, readLatencyMs: 6, throughput });
+const cut = (rate: number) => rate * PACE_TUNING.decrease;
 
 describe('the auto pace controller', () => {
   it.each([
     { name: 'idle: full speed throughout', ticks: [idle(), idle(), idle()], rates: [Infinity, Infinity, Infinity] },
     {
-      name: 'the loop slows: halves from what was read, then again',
+      name: 'the loop slows: cut from what was read, then again',
       ticks: [idle(), busyLoop(400 * MiB), busyLoop(200 * MiB)],
-      rates: [Infinity, 200 * MiB, 100 * MiB],
+      rates: [Infinity, cut(400 * MiB), cut(200 * MiB)],
     },
     {
-      name: 'reads slow: halves as well',
+      name: 'reads slow: cut as well',
       ticks: [idle(), slowReads(100 * MiB)],
-      rates: [Infinity, 50 * MiB],
+      rates: [Infinity, cut(100 * MiB)],
     },
     {
       name: 'pressure with little read: straight to the floor, not below',
@@ -41,22 +42,22 @@ describe('the auto pace controller', () => {
     },
     {
       name: 'calm after pressure: up by a quarter a tick while it binds',
-      ticks: [idle(), busyLoop(64 * MiB), idle(32 * MiB), idle(40 * MiB)],
-      rates: [Infinity, 32 * MiB, 40 * MiB, 50 * MiB],
+      ticks: [idle(), busyLoop(64 * MiB), idle(cut(64 * MiB)), idle(cut(64 * MiB) * 1.25)],
+      rates: [Infinity, cut(64 * MiB), cut(64 * MiB) * 1.25, cut(64 * MiB) * 1.25 * 1.25],
     },
     {
       name: 'calm and the rate far above what is read: released (full speed)',
       ticks: [idle(), busyLoop(64 * MiB), idle(5 * MiB)],
-      rates: [Infinity, 32 * MiB, Infinity],
+      rates: [Infinity, cut(64 * MiB), Infinity],
     },
     {
       name: 'a read probe missing (null) leaves the loop to decide',
       ticks: [idle(), { loopDelayMs: 0.2, readLatencyMs: null, throughput: 100 * MiB }, { loopDelayMs: 9, readLatencyMs: null, throughput: 100 * MiB }],
-      rates: [Infinity, Infinity, 50 * MiB],
+      rates: [Infinity, Infinity, cut(100 * MiB)],
     },
     {
-      name: 'small rises within the margins are not pressure (twice a tiny baseline, under +1 ms)',
-      ticks: [idle(), { loopDelayMs: 0.9, readLatencyMs: 1.5, throughput: 400 * MiB }],
+      name: 'small rises within the margins are not pressure (several times a tiny baseline, under +2 ms / +4 ms)',
+      ticks: [idle(), { loopDelayMs: 2.1, readLatencyMs: 4.2, throughput: 400 * MiB }],
       rates: [Infinity, Infinity],
     },
   ])('$name', ({ ticks, rates }) => {

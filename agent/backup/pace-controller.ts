@@ -48,20 +48,26 @@ export interface PaceTuning {
 
 /**
  * The defaults, at a tick of 250 ms. Floor 8 MiB/s: a 1 GiB database in about two minutes however
- * busy the node. Halving under pressure and +25 % on calm ticks: from the floor back to 500 MB/s in
- * ~19 ticks (~5 s). Loop: pressure at twice the idle delay and 1 ms above it. Reads: at three times
- * the idle latency and 2 ms above it (one 4 KiB read per tick is noisier than the loop's mean of ~25
+ * busy the node. -30 % under pressure and +25 % on calm ticks: from the floor back to 500 MB/s in ~19
+ * ticks (~5 s). Loop: pressure at twice the idle delay and 2 ms above it. Reads: at three times the
+ * idle latency and 4 ms above it (one 4 KiB read per tick is noisier than the loop's mean of ~25
  * samples). Baselines creep up 0.06 % a tick: doubling takes ~5 minutes of a signal that stays up.
+ *
+ * Measured on the 2-core test machine, loaded by others (load average 7-8), a 392 MiB database through
+ * the example node (bench/agent-backup.ts, page cache warm), two runs each: halving with margins of
+ * 1 ms / 2 ms held the node's KV GET p99 at 1.0-1.2x quiet but took 3.5-4.7x max's time; these (-30 %,
+ * 2 ms / 4 ms) 1.5-1.8x quiet and 1.6-1.7x max's time (max: p99 3.4x, p50 2.6x quiet). Issue 22's goals
+ * are p99 <= 2x and time <= 2x.
  */
 export const PACE_TUNING: PaceTuning = {
   floor: 8 * 1024 * 1024,
-  decrease: 0.5,
+  decrease: 0.7,
   increase: 1.25,
   releaseRatio: 4,
   loopRatio: 2,
-  loopMarginMs: 1,
+  loopMarginMs: 2,
   readRatio: 3,
-  readMarginMs: 2,
+  readMarginMs: 4,
   baselineCreep: 0.0006,
 };
 
