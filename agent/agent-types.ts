@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { AdminApi } from '../shared/admin-api.js';
-import type { CheckpointRecord, CheckpointTrigger, CreateCheckpointRequest, RetentionPolicy } from '../shared/api.js';
+import type { BackupPace, CheckpointRecord, CheckpointTrigger, CreateCheckpointRequest, RetentionPolicy } from '../shared/api.js';
 import type { KeepKey } from '../shared/input-rules.js';
 import type { LogArchiveOptions } from './log-archive/log-archiver.js';
 
@@ -32,6 +32,14 @@ export interface BackupOptions {
   concurrency?: number;
   /** Upload cap in bytes per second; null or absent: none. */
   bandwidthLimit?: number | null;
+  /**
+   * How fast backups read the node's checkpoint files (default `auto`): `auto` backs off while the node
+   * feels the backup (its event loop's delay, the latency of a small read of its own tables) and goes
+   * back to full speed when it does not, never below a floor (8 MiB/s) so that a backup on a busy node
+   * still finishes; `max` never holds back; `{ bytesPerSecond }` holds reads, and so uploads, to that
+   * rate. The log archive is never paced. README "Pacing".
+   */
+  pace?: BackupPace;
   /**
    * The repository's password (a new repository is encrypted with it; an encrypted one is opened with
    * it): a file holding it, or a command that prints it. Absent: the file NODE_ADMIN_PASSWORD_FILE

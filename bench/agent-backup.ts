@@ -25,7 +25,7 @@ import { summarize } from './stats.js';
  *
  * The node's backups are encrypted (format 3) with the bench's password (example-node.ts).
  *
- * Standalone: node dist/bench/agent-backup.js <database dir> <key count> <work dir>
+ * Standalone: node dist/bench/agent-backup.js <database dir> <key count> <work dir> [auto|max]
  */
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -55,6 +55,8 @@ export interface AgentBackupResult {
   putIdle: LatencyStats;
   putDuring: LatencyStats;
   record: Record<string, unknown>;
+  /** The --backup-pace it ran with. */
+  pace: 'auto' | 'max';
 }
 
 /**
@@ -67,7 +69,8 @@ export interface RssBreakdown {
   file: number;
 }
 
-export async function measureAgentBackup(dbPath: string, keyCount: number, work: string): Promise<AgentBackupResult> {
+/** `pace`: the example node's --backup-pace (auto, its default; max: full speed). */
+export async function measureAgentBackup(dbPath: string, keyCount: number, work: string, pace: 'auto' | 'max' = 'auto'): Promise<AgentBackupResult> {
   fs.rmSync(work, { recursive: true, force: true });
   fs.mkdirSync(work, { recursive: true });
   const dataDir = path.join(work, 'node');
@@ -76,7 +79,7 @@ export async function measureAgentBackup(dbPath: string, keyCount: number, work:
   const socketDir = path.join(work, 'run');
   fs.mkdirSync(socketDir, { mode: 0o700 });
   const socket = path.join(socketDir, 'admin.sock');
-  const node = await startExampleNode(NODE_SCRIPT, dataDir, socket);
+  const node = await startExampleNode(NODE_SCRIPT, dataDir, socket, ['--backup-pace', pace]);
   const killOnExit = () => node.killNow();
   process.once('exit', killOnExit);
   const port = node.port;
@@ -132,6 +135,7 @@ export async function measureAgentBackup(dbPath: string, keyCount: number, work:
       putIdle: stats(putIdle),
       putDuring: stats(putDuring),
       record: JSON.parse(cli.stdout) as Record<string, unknown>,
+      pace,
     };
   } finally {
     await node.stop();
@@ -199,16 +203,17 @@ function run(cmd: string, args: string[]): Promise<{ code: number | null; stdout
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const [db, keys, work] = process.argv.slice(2);
-  if (!db || !keys || !work) {
-    process.stderr.write('usage: node dist/bench/agent-backup.js <database dir> <key count> <work dir>\n');
+  const [db, keys, work, pace = 'auto'] = process.argv.slice(2);
+  if (!db || !keys || !work || (pace !== 'auto' && pace !== 'max')) {
+    process.stderr.write('usage: node dist/bench/agent-backup.js <database dir> <key count> <work dir> [auto|max]\n');
     process.exit(2);
   }
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
-  measureAgentBackup(path.resolve(db), Number(keys), path.resolve(work)).then(
+  measureAgentBackup(path.resolve(db), Number(keys), path.resolve(work), pace).then(
     (r) => {
       process.stdout.write(
-        `backup through the agent: ${r.seconds.toFixed(2)} s, ${String(r.record.files)} files, ${mib(Number(r.record.bytes))}\n` +
+        `backup through the agent (pace ${r.pace}): ${r.seconds.toFixed(2)} s, ${String(r.record.files)} files, ${mib(Number(r.record.bytes))}, ` +
+          `held back ${Number(r.record.pacedSeconds ?? 0).toFixed(2)} s by the pace\n` +
           `node process RSS: idle ${mib(r.idle.rss)} (anonymous ${mib(r.idle.anon)}, file pages ${mib(r.idle.file)}); ` +
           `peak during the backup ${mib(r.peakRssBytes)} (sampled: anonymous ${mib(r.peakSampled.anon)}, file pages ${mib(r.peakSampled.file)})\n` +
           `KV GET latency idle: p50 ${r.kvIdle.p50Ms} ms, p99 ${r.kvIdle.p99Ms} ms, max ${r.kvIdle.maxMs} ms (${r.kvIdle.count})\n` +

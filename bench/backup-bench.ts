@@ -29,7 +29,8 @@ import { copyPhase, type CopyPhase } from './backup-phase-copy.js';
  *   2. incremental backup of checkpoint 2, taken after ~5% new data was written (same repositories,
  *      same caches); restic and borg also once more with their ctime check off (info: see below);
  *   3. restore of the latest backup into a fresh directory, checked byte for byte against checkpoint 2;
- *   4. a backup through the agent (backup-phase-agent.ts): the node's write p99 during it against quiet;
+ *   4. a backup through the agent (backup-phase-agent.ts): the node's write p99 during it against quiet,
+ *      and its KV GET latency during a backup at the default pace (auto) and at max, each round both;
  *   5. the S3 path on Swift's s3api (backup-phase-s3.ts): full, incremental and restore, each beside the
  *      raw AWS SDK moving the same bytes, and requests per GB;
  *   6. `backup copy` between our file:// repository and Swift, both ways (backup-phase-copy.ts), beside

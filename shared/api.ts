@@ -280,6 +280,8 @@ export interface BackupRecord {
   blobsUploaded?: number;
   packsUploaded?: number;
   durationMs?: number;
+  /** Seconds the run's reads were held back by its pace (BackupPace; 0 with `max`). */
+  pacedSeconds?: number;
   /** Whether the repository holding it is encrypted (format 3 with keys): false says plainly that it is not. */
   encrypted?: boolean;
 }
@@ -423,12 +425,28 @@ export interface BackupInProgress extends Omit<BackupProgress, 'phase'> {
   /** The checkpoint being backed up (null while it is still being taken). */
   checkpointId: string | null;
   startedAt: string;
+  /**
+   * The read rate the backup is held to now, bytes/s: the fixed pace, or auto's current rate; null
+   * while it is not held back (pace `max`, or auto at full speed). Absent from agents before pacing.
+   */
+  paceBytesPerSecond?: number | null;
+  /** Seconds its reads were held back by the pace so far. Absent from agents before pacing. */
+  pacedSeconds?: number;
 }
+
+/**
+ * How fast backups read the node's checkpoint files (AgentOptions.backup.pace): `auto` backs off while
+ * the node feels the backup (its event loop's delay, the latency of its own table reads), `max` never
+ * holds back, a rate holds reads to that many bytes per second.
+ */
+export type BackupPace = 'auto' | 'max' | { bytesPerSecond: number };
 
 export interface BackupStatus {
   /** The repository URL (`file:///...`, `s3://bucket/prefix`); URLs never carry credentials. */
   repository: string;
   inProgress: BackupInProgress | null;
+  /** The pace setting backups run with (absent from agents before pacing). */
+  pace?: BackupPace;
   /** The last backup that ended (any trigger): when it ended, and how. `error` is `CODE: message`. */
   lastBackup: { at: string; ok: boolean; id: string | null; error: string | null } | null;
   /**

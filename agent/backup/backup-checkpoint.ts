@@ -1,4 +1,4 @@
-import type { BackupProgress, BackupRecord, CheckpointRecord } from '../../shared/api.js';
+import type { BackupPace, BackupProgress, BackupRecord, CheckpointRecord } from '../../shared/api.js';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { DirectReader } from '../fs/direct-reader.js';
 import { roundUpToAlign } from '../fs/direct-io.js';
@@ -7,6 +7,7 @@ import { BackupPlan, listCheckpoint } from './backup-plan.js';
 import { policyForFile } from '../repository/compression.js';
 import { ProgressReporter } from './backup-progress.js';
 import { readChunks } from './chunk-reader.js';
+import { BackupPacer } from './backup-pacer.js';
 import { LaneSealer } from './lane-sealer.js';
 import type { HashCache } from './hash-cache.js';
 import { PackPlacer } from './pack-placer.js';
@@ -42,6 +43,12 @@ export interface BackupOptions {
   concurrency?: number;
   /** Upload bandwidth cap in bytes/s (null: none). */
   bandwidthLimit?: number | null;
+  /** How fast the checkpoint's files are read (default 'auto': backup-pacer.ts). */
+  pace?: BackupPace;
+  /** The pace's rate in effect changed (bytes/s; Infinity: not held back); called at start too. */
+  onPaceRate?: (bytesPerSecond: number) => void;
+  /** Reads were held back by the pace this many more seconds. */
+  onPaced?: (seconds: number) => void;
   signal?: AbortSignal;
   onProgress?: (p: BackupProgress) => void;
   pinned?: boolean;
@@ -77,7 +84,18 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
   // delete packs the index names.
   const listing = listCheckpoint(checkpoint.path);
   listing.catch(() => {}); // awaited below; a failed lock must not leave it unhandled
-  const lock = await repo.lock(`backup of checkpoint ${checkpoint.id}`, false);
+  // Started first: auto's first ticks, while the lock is taken and the index read, see the node before
+  // the backup's reads begin (its idle baseline).
+  const pacer = new BackupPacer({
+    pace: o.pace ?? 'auto',
+    probeDir: checkpoint.path,
+    ...(o.onPaceRate ? { onRate: o.onPaceRate } : {}),
+    ...(o.onPaced ? { onWait: o.onPaced } : {}),
+  });
+  const lock = await repo.lock(`backup of checkpoint ${checkpoint.id}`, false).catch(async (err: unknown) => {
+    await pacer.stop();
+    throw err;
+  });
   let reporter: ProgressReporter<BackupProgress> | null = null;
   let packs: PackPlacer | null = null;
   try {
@@ -145,6 +163,11 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
         await placer.place(id, await sealer.sealed(id, chunk, policyForFile(job.file.name), lane));
       },
       checkCancel: () => placer.check(),
+      // The limiter's wait ends with the signal's AbortError: the cancel is ours to name (CANCELLED).
+      pace: (bytes) =>
+        pacer.take(bytes, o.signal).catch((err: unknown) => {
+          throw o.signal?.aborted ? new AdminError(ErrorCodes.CANCELLED, `backup of checkpoint ${checkpoint.id} was cancelled`) : err;
+        }),
       onRead: (bytes) => {
         progress.bytesRead += bytes;
       },
@@ -175,9 +198,11 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
       blobsUploaded: placer.blobsStored,
       packsUploaded: placer.packsStored,
       durationMs: Date.now() - started,
+      pacedSeconds: pacer.waitedSeconds,
       encrypted: repo.codec.encrypted,
     };
   } finally {
+    await pacer.stop();
     reporter?.stop();
     await packs?.close();
     await repo.finishPending(packs?.everyPackIndexed ?? true);

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type {
   ArchiveCopyProgress,
   BackupInProgress,
+  BackupPace,
   BackupProgress,
   BackupPruneResult,
   BackupRecord,
@@ -63,6 +64,7 @@ export interface BackupConfig {
   s3: NonNullable<BackupOptions['s3']> | undefined;
   concurrency: number;
   bandwidthLimit: number | null;
+  pace: BackupPace;
   cacheDir: string;
   retention: NonNullable<BackupOptions['retention']>;
   /** null: no automatic backups. */
@@ -93,6 +95,7 @@ export function parseBackupOptions(o: BackupOptions, checkpointDir: string): Bac
     }
     bandwidthLimit = o.bandwidthLimit;
   }
+  const pace = parseBackupPace(o.pace);
   const retention = parseKeepCounts(o.retention, 'backup.retention');
   let promote: BackupConfig['promote'] = null;
   if (o.promote) {
@@ -125,10 +128,22 @@ export function parseBackupOptions(o: BackupOptions, checkpointDir: string): Bac
     s3: o.s3 ? { ...o.s3 } : undefined,
     concurrency,
     bandwidthLimit,
+    pace,
     cacheDir: path.resolve(o.cacheDir ?? path.join(path.dirname(checkpointDir), 'cache')),
     retention,
     promote,
   };
+}
+
+/** backup.pace as given (absent: auto), checked once here: 'auto', 'max' or { bytesPerSecond } with a positive finite rate. */
+export function parseBackupPace(pace: unknown): BackupPace {
+  if (pace === undefined || pace === null || pace === 'auto') return 'auto';
+  if (pace === 'max') return 'max';
+  const rate = typeof pace === 'object' ? (pace as { bytesPerSecond?: unknown }).bytesPerSecond : undefined;
+  if (typeof rate !== 'number' || !Number.isFinite(rate) || rate <= 0) {
+    throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `backup.pace must be 'auto', 'max' or { bytesPerSecond: <positive number> }, got ${JSON.stringify(pace) ?? String(pace)}`);
+  }
+  return { bytesPerSecond: rate };
 }
 
 /** The backup engine, loaded on first use: it pulls in the S3 SDK, which an agent without backups never needs. */
@@ -293,6 +308,7 @@ export class BackupManager {
     return {
       repository: redactUrl(this.cfg.repository),
       inProgress: this.backupRun ? { ...this.backupRun.state } : null,
+      pace: this.cfg.pace,
       lastBackup: this.lastBackup,
       encryption: this.encryption,
       passwordSource: describePassword(this.cfg.password),
@@ -419,6 +435,8 @@ export class BackupManager {
         bytesRead: 0,
         bytesUploaded: 0,
         bytesPerSecond: 0,
+        paceBytesPerSecond: null,
+        pacedSeconds: 0,
       },
       done: Promise.resolve(),
     };
@@ -502,6 +520,17 @@ export class BackupManager {
         cache,
         concurrency: cfg.concurrency,
         bandwidthLimit: cfg.bandwidthLimit,
+        // The log archive has priority: a new timeline's segments wait for its base, so its base backup
+        // is never paced (its RPO would be the backup's duration at the pace).
+        pace: run.by === 'log-archive' ? 'max' : cfg.pace,
+        onPaceRate: (rate) => {
+          state.paceBytesPerSecond = Number.isFinite(rate) ? rate : null;
+          this.metrics.backupPace(rate);
+        },
+        onPaced: (seconds) => {
+          state.pacedSeconds = (state.pacedSeconds ?? 0) + seconds;
+          this.metrics.backupPaced(seconds);
+        },
         signal,
         pinned: req.pin === true,
         onProgress: (p) => {
@@ -525,6 +554,7 @@ export class BackupManager {
           bytesRead: record.bytesRead,
           bytesUploaded: record.bytesUploaded,
           ms: record.durationMs,
+          pacedSeconds: record.pacedSeconds,
         },
         'backup created',
       );
@@ -537,6 +567,7 @@ export class BackupManager {
       throw e;
     } finally {
       clearInterval(heartbeat);
+      this.metrics.backupPace(null);
       this.backingUp = null;
     }
   }

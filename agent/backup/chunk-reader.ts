@@ -23,6 +23,8 @@ export interface ReadChunksOptions {
   place: (id: string, chunk: Buffer, job: ChunkJob, lane: number) => Promise<void>;
   /** Throws when the backup must stop (cancelled, an upload failed); called before each chunk. */
   checkCancel: () => void;
+  /** Awaited before each chunk is read, with its length: the backup's pace (backup-pacer.ts). */
+  pace?: (bytes: number) => Promise<void>;
   /** A chunk came from disk. */
   onRead: (bytes: number) => void;
   /** A chunk was placed. */
@@ -56,6 +58,10 @@ export async function readChunks(o: ReadChunksOptions): Promise<void> {
       try {
         o.checkCancel();
         const { file, offset, length } = job;
+        if (o.pace) {
+          await o.pace(length);
+          o.checkCancel();
+        }
         await o.reader.read(await file.handle, file.path, buf, offset, length, () => new AdminError(ErrorCodes.CORRUPT, `${file.name} shrank while being backed up`));
         const chunk = buf.subarray(0, length);
         o.onRead(length);

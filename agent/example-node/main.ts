@@ -14,6 +14,7 @@ import { describePassword } from '../repository/password-source.js';
 import { enableArrayBufferTransfer } from '../repository/crypto-pool.js';
 import type { AgentOptions } from '../agent-types.js';
 import { AdminError, toAdminError } from '../../shared/errors.js';
+import type { BackupPace } from '../../shared/api.js';
 import { parseBytes, parseDuration } from '../../shared/units.js';
 import { KEEP_RULES, type KeepKey } from '../../shared/input-rules.js';
 
@@ -50,6 +51,8 @@ const USAGE = `usage: node dist/agent/example-node/main.js [options]
   --backup-allow-format-2       new backups into a format 2 (unencrypted) repository
   --backup-concurrency <n>      packs uploading at once (default 4)
   --backup-bwlimit <size/s>     upload bandwidth cap (e.g. 10MiB/s); none by default
+  --backup-pace auto|max|<MB/s> how fast backups read the database (default auto: backs off while the node
+                                is busy, never below 8 MiB/s; max: full speed; 50 or 50MiB/s: a fixed rate)
   --promote-scheduled           back up every scheduled checkpoint once it is taken
   --promote-min-interval <dur>  ...but at most one backup per <dur> (implies --promote-scheduled)
   --log-archive on|off          archive the database's log to the backup repository, for restores to any moment
@@ -90,6 +93,7 @@ async function main(): Promise<void> {
       'backup-insecure-no-encryption': { type: 'boolean' },
       'backup-allow-format-2': { type: 'boolean' },
       'backup-bwlimit': { type: 'string' },
+      'backup-pace': { type: 'string' },
       'promote-scheduled': { type: 'boolean', default: false },
       'promote-min-interval': { type: 'string' },
       'log-archive': { type: 'string' },
@@ -294,6 +298,7 @@ function backupOptions(values: Record<string, string | boolean | undefined>, dat
   if (values['s3-path-style'] !== undefined) s3.forcePathStyle = values['s3-path-style'] === true;
   const retention = keepCounts(values, 'backup-');
   const bw = str('backup-bwlimit');
+  const pace = str('backup-pace');
   const insecure = values['backup-insecure-no-encryption'] === true;
   const passwordFile = str('backup-password-file');
   const passwordCommand = str('backup-password-command');
@@ -322,6 +327,7 @@ function backupOptions(values: Record<string, string | boolean | undefined>, dat
     ...(Object.keys(s3).length > 0 ? { s3 } : {}),
     ...(str('backup-concurrency') !== undefined ? { concurrency: int(str('backup-concurrency')!, 'backup-concurrency') } : {}),
     ...(bw !== undefined ? { bandwidthLimit: parseBytes(bw.replace(/\/s$/i, ''), 'backup-bwlimit') } : {}),
+    ...(pace !== undefined ? { pace: paceFlag(pace) } : {}),
     retention,
     promote,
     logArchive,
@@ -347,6 +353,20 @@ function ownPasswordFile(dataDir: string): string {
     );
   }
   return file;
+}
+
+/** --backup-pace: auto, max, a plain number of MB/s (10^6 bytes), or a size per second (50MiB/s). */
+function paceFlag(text: string): BackupPace {
+  if (text === 'auto' || text === 'max') return text;
+  const mbs = /^\d+(?:\.\d+)?$/.test(text) ? Number(text) * 1e6 : null;
+  let rate: number;
+  try {
+    rate = mbs ?? parseBytes(text.replace(/\/s$/i, ''), 'backup-pace');
+  } catch {
+    rate = NaN;
+  }
+  if (!(rate > 0) || !Number.isFinite(rate)) throw new AdminError('INVALID_ARGUMENT', `--backup-pace must be auto, max or a rate (50 for 50 MB/s, or 50MiB/s), not ${JSON.stringify(text)}`);
+  return { bytesPerSecond: rate };
 }
 
 function int(text: string, what: string): number {

@@ -45,6 +45,8 @@ export const METRIC_NAMES = [
   'node_admin_backup_uploaded_bytes_total',
   'node_admin_backups',
   'node_admin_backup_repository_encrypted',
+  'node_admin_backup_pace_bytes_per_second',
+  'node_admin_backup_paced_seconds_total',
 ] as const;
 
 /** Checkpoint totals as the checkpoint index knows them (agent/checkpoint/checkpoint-index.ts). */
@@ -98,6 +100,8 @@ export class AgentMetrics {
   private readonly backupUploadedBytes: Counter;
   private readonly backups: Gauge;
   private readonly encrypted: Gauge;
+  private readonly pace: Gauge;
+  private readonly paced: Counter;
   /** The newest successful checkpoint seen by this process (ms), merged with the index's newest at scrape. */
   private checkpointOkAt: number | null = null;
   /** The last successful backup (s), as made or listed; null: not known yet. */
@@ -248,6 +252,17 @@ export class AgentMetrics {
       registers,
     });
     absent(this.backups);
+    this.pace = new Gauge({
+      name: 'node_admin_backup_pace_bytes_per_second',
+      help: 'The read rate the running backup is held to (bytes/s): the fixed --backup-pace, or auto\'s current rate; +Inf while not held back (pace max, or auto at full speed); absent while no backup runs',
+      registers,
+    });
+    absent(this.pace);
+    this.paced = new Counter({
+      name: 'node_admin_backup_paced_seconds_total',
+      help: 'Seconds backups spent waiting for their pace: wall-clock time their reads were held back (auto: because the node was busy); never grows with pace max',
+      registers,
+    });
     this.logArchive = sources.logArchive ? new LogArchiveMetrics(registers, sources.logArchive) : null;
   }
 
@@ -299,6 +314,17 @@ export class AgentMetrics {
   backupBytes(read: number, uploaded: number): void {
     if (read > 0) this.backupReadBytes.inc(read);
     if (uploaded > 0) this.backupUploadedBytes.inc(uploaded);
+  }
+
+  /** The running backup's pace in effect (bytes/s, Infinity: not held back); null: no backup runs (absent). */
+  backupPace(bytesPerSecond: number | null): void {
+    if (bytesPerSecond === null) absent(this.pace);
+    else this.pace.set(bytesPerSecond);
+  }
+
+  /** A running backup's reads were held back by its pace this many more seconds. */
+  backupPaced(seconds: number): void {
+    if (seconds > 0) this.paced.inc(seconds);
   }
 
   /**

@@ -73,13 +73,19 @@ export function formatStatus(s: AgentStatus, now: number = Date.now()): string[]
     pairs.push(['backups', 'not configured']);
   } else {
     pairs.push(['backup repo', clean(b.repository)]);
+    // Agents from before pacing have no `pace` fields.
+    if (b.pace !== undefined) pairs.push(['backup pace', typeof b.pace === 'string' ? b.pace : `${formatBytes(b.pace.bytesPerSecond)}/s`]);
     const run = b.inProgress;
     if (run !== null) {
       const pct = run.bytesTotal > 0 ? ` ${Math.floor((run.bytesDone / run.bytesTotal) * 100)}%,` : '';
+      const paced =
+        run.paceBytesPerSecond === undefined
+          ? ''
+          : `, ${run.paceBytesPerSecond === null ? 'full speed' : `held to ${formatBytes(run.paceBytesPerSecond)}/s`} (waited ${formatDuration((run.pacedSeconds ?? 0) * 1000)})`;
       pairs.push([
         'backup running',
         `${run.checkpointId !== null ? `checkpoint ${clean(run.checkpointId)}, ` : ''}${clean(run.phase)},${pct} ` +
-          `uploaded ${formatBytes(run.bytesUploaded)}, started ${formatTimeRelative(run.startedAt, now)}`,
+          `uploaded ${formatBytes(run.bytesUploaded)}${paced}, started ${formatTimeRelative(run.startedAt, now)}`,
       ]);
     }
     const lb = b.lastBackup;

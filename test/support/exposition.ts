@@ -14,7 +14,9 @@ export function parseExposition(text: string): Sample[] {
     if (!m) throw new Error(`not an exposition line: ${JSON.stringify(line)}`);
     const labels: Record<string, string> = {};
     for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
+    // The format's infinities are +Inf and -Inf (Number() reads neither).
+    const text = m[3]!;
+    out.push({ name: m[1]!, labels, value: text === '+Inf' ? Infinity : text === '-Inf' ? -Infinity : Number(text) });
   }
   return out;
 }
