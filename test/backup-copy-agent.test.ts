@@ -196,10 +196,24 @@ describe('backup copy through a running agent', () => {
     expect(sentBefore).toBeGreaterThan(0);
     expect(parseOne<CancelResult>(await runCli(['backup', 'cancel', '--copy', '--json', ...socket]))).toEqual({ cancelled: 0 });
 
+    // Ctrl-C of the CLI asks the agent to stop the copy it runs for it (a kill would leave the copy running).
+    const interrupted = spawn(process.execPath, [CLI, 'backup', 'copy', '--to', dest, '--all', '--limit-upload', '2', '--json', ...socket], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let interruptedOut = '';
+    let interruptedErr = '';
+    interrupted.stdout.on('data', (d: Buffer) => (interruptedOut += d.toString()));
+    interrupted.stderr.on('data', (d: Buffer) => (interruptedErr += d.toString()));
+    const interruptedExit = new Promise<number | null>((resolve) => interrupted.on('close', resolve));
+    await until('the second copy running', () => (interruptedOut.includes('{"progress"') ? true : null), 30_000);
+    interrupted.kill('SIGINT');
+    expect(await interruptedExit).toBe(130);
+    expect(JSON.parse(interruptedErr.trim())).toMatchObject({ error: { code: 'CANCELLED' } });
+    expect(parseOne<CancelResult>(await runCli(['backup', 'cancel', '--copy', '--json', ...socket]))).toEqual({ cancelled: 0 });
+
     const rest = summaryOf(await runCli(['backup', 'copy', '--to', dest, '--all', '--json', ...socket]));
     const full = summaryOf(await runCli(['backup', 'copy', '--from', source, '--to', path.join(dir, 'E'), '--all', '--json']));
-    // What the cancelled run stored is not sent again: the two runs together sent what one whole copy sends.
-    expect(rest.bytesSent + sentBefore).toBe(full.bytesSent);
+    // What the cancelled runs stored is not sent again: together they sent what one whole copy sends.
+    const sentInterrupted = Math.max(0, ...interruptedOut.split('\n').filter((l) => l.startsWith('{"progress"')).map((l) => (JSON.parse(l) as { progress: CopyProgress }).progress.bytesSent ?? 0));
+    expect(rest.bytesSent + sentBefore + sentInterrupted).toBe(full.bytesSent);
     const verify = parseOne<{ ok: boolean }>(await runCli(['backup', 'verify', '--repo', dest, '--read-data', '--json']));
     expect(verify.ok).toBe(true);
   });

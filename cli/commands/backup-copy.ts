@@ -2,6 +2,7 @@ import path from 'node:path';
 import type { ArchiveCopyProgress, ArchiveCopySummary, CopyBackupsRequest, CopyProgress, CopySelection, CopySummary } from '../../shared/api.js';
 import { parseBackupId, parseMoment } from '../../shared/input-rules.js';
 import { MAX_COPY_LIMIT } from '../../shared/routes.js';
+import { cancelOnInterrupt } from '../cancel-on-interrupt.js';
 import { defineCommand, type CommandContext } from '../command.js';
 import { clean, formatBytes, formatDuration, plural, printLines } from '../output.js';
 import { invalidArgument } from '../run-command.js';
@@ -121,22 +122,10 @@ async function copyThroughAgent(
     ...(argv.allowFormat2 ? { allowFormat2: true } : {}),
   };
   const client = await ctx.agent();
-  let interrupted = false;
-  const onSigint = () => {
-    if (interrupted) {
-      process.off('SIGINT', onSigint);
-      process.kill(process.pid, 'SIGINT');
-      return;
-    }
-    interrupted = true;
-    void client.cancelCopy().catch(() => {});
-  };
-  process.on('SIGINT', onSigint);
-  try {
-    return await client.copyBackups(req, onProgress);
-  } finally {
-    process.off('SIGINT', onSigint);
-  }
+  return cancelOnInterrupt(
+    () => client.cancelCopy(),
+    () => client.copyBackups(req, onProgress),
+  );
 }
 
 /** Exactly one way to select: ids, --latest, --since or --all; with --log-archive, none (null: only what the archive needs). */

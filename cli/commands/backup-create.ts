@@ -1,4 +1,5 @@
 import type { BackupProgress } from '../../shared/api.js';
+import { cancelOnInterrupt } from '../cancel-on-interrupt.js';
 import { defineCommand, requireCheckpointId } from '../command.js';
 import { formatBytes, printJson, printLines } from '../output.js';
 import { formatBackupCreated, progressBar } from './backup-format.js';
@@ -16,22 +17,13 @@ export const backupCreateCommand = defineCommand({
     const bar = progressBar(ctx.io, 'backup');
     const onProgress = (p: BackupProgress) => bar?.update(p.bytesDone, p.bytesTotal, `uploaded ${formatBytes(p.bytesUploaded)}`);
     // Ctrl-C asks the agent to cancel (the stream then ends with CANCELLED, exit 130); a second one leaves at once.
-    let interrupted = false;
-    const onSigint = () => {
-      if (interrupted) {
-        process.off('SIGINT', onSigint);
-        process.kill(process.pid, 'SIGINT');
-        return;
-      }
-      interrupted = true;
-      void client.cancelBackup().catch(() => {});
-    };
-    process.on('SIGINT', onSigint);
     let record;
     try {
-      record = await client.createBackup({ ...(checkpointId !== undefined ? { checkpointId } : {}), ...(argv.pin ? { pin: true } : {}) }, onProgress);
+      record = await cancelOnInterrupt(
+        () => client.cancelBackup(),
+        () => client.createBackup({ ...(checkpointId !== undefined ? { checkpointId } : {}), ...(argv.pin ? { pin: true } : {}) }, onProgress),
+      );
     } finally {
-      process.off('SIGINT', onSigint);
       bar?.finish();
     }
     if (ctx.json) printJson(ctx.io.stdout, record);
