@@ -142,21 +142,68 @@ const OPENING_READS = 5;
 const MEMORY_BYTES = 16 * 1024 * 1024;
 /** A pass of the follower hands over about this much at most (a burst is read, and shipped, in pieces). */
 const PASS_BYTES = 4 * 1024 * 1024;
+/** Failed shipments back off up to this between attempts (the first retry comes at the next interval). */
+const SEND_BACKOFF_MS = 5_000;
+
+/**
+ * A finished segment: cut once from the batches read (its bounds never change, whatever the storage
+ * does), then offered to each destination's outbox. Its batches are shared by every outbox that holds it.
+ */
+interface CutSegment {
+  info: SegmentInfo;
+  batches: ReadBatch[];
+  /** The payload bytes of its batches. */
+  bytes: number;
+}
+
+/** A segment in a destination's outbox: in memory, or (the primary's, while the storage is away) in the spool on disk. */
+interface OutboxSegment {
+  info: SegmentInfo;
+  /** Null once the segment is in the spool (the file then holds it). */
+  batches: ReadBatch[] | null;
+  bytes: number;
+  spooled: SpooledSegment | null;
+  /** Being written to the spool right now. */
+  spilling: boolean;
+}
+
+/**
+ * What one destination has still to store of a timeline, oldest first, and how far it has got: its
+ * cursor. The segments are stored strictly in order; the base records and marks that name them are
+ * stored once the segments they count on are.
+ */
+interface Outbox {
+  segments: OutboxSegment[];
+  /** Payload bytes of the segments held in memory, and file bytes of those in the spool. */
+  memoryBytes: number;
+  diskBytes: number;
+  /** The last sequence stored in a segment at this destination (the base's before the first). */
+  shipped: number;
+  /** Bases not stored yet: each waits for the segments covering everything read before it. */
+  waitingBases: Omit<BaseRecord, 'version' | 'to' | 'last'>[];
+  /** Marks not stored yet (a resume's, while the storage fails): stored with the next shipment. */
+  waitingMarks: MarkRecord[];
+  /** The timeline ended here (a break): what it holds is offered once, then let go. */
+  closed: boolean;
+}
+
+function newOutbox(shipped: number): Outbox {
+  return { segments: [], memoryBytes: 0, diskBytes: 0, shipped, waitingBases: [], waitingMarks: [], closed: false };
+}
 
 interface Timeline {
   id: string;
   /** The first base's last sequence: batches up to it are not archived. */
   sequence: number;
-  /** The next segment covers batches read after this time (ms). */
+  /**
+   * The cutter's cursor: every batch read by this time (ms) is in a segment cut already; the next
+   * segment covers batches read after it.
+   */
   segmentFrom: number;
   /** Checkpoints taken while this timeline runs, and when each was complete: candidate bases. */
   candidates: Map<string, number>;
-  /** Bases not stored yet: each waits for a shipment that covers everything read before it. */
-  waitingBases: Omit<BaseRecord, 'version' | 'to' | 'last'>[];
-  /** Marks not stored yet (a resume's, while the storage fails): stored with the next shipment. */
-  waitingMarks: MarkRecord[];
-  /** The last sequence stored in a segment (the base's before the first). */
-  shipped: number;
+  /** The primary repository's outbox and cursor. */
+  primary: Outbox;
 }
 
 /**
@@ -185,20 +232,17 @@ export class LogArchiver {
   private work: Promise<void> = Promise.resolve();
   private shipTimer: NodeJS.Timeout | null = null;
 
-  /** Batches read and not yet shipped (or, before the base, not yet known to be needed), in order. */
+  /** Batches read and not yet cut into a segment (or, before the base, not yet known to be needed), in order. */
   private pending: ReadBatch[] = [];
-  /** The payload bytes in `pending`: bounded by the config's spoolBytes. */
+  /** The payload bytes in `pending`: with the outbox's, bounded by the config's spoolBytes. */
   private pendingBytes = 0;
-  /** A shipment queued early (EARLY_SHIP_BYTES), not yet run. */
-  private earlyShip = false;
-  /** The interval's shipment queued, not yet begun. */
+  /** The primary's shipment queued, not yet begun. */
   private shipQueued = false;
-  /**
-   * The current timeline's segments written to the spool directory, oldest first, not yet stored (each
-   * a finished segment, named as it will be stored); stored before anything newer.
-   */
-  private spool: SpooledSegment[] = [];
-  private spooledBytes = 0;
+  /** Failed shipments to the primary in a row, and when the next may start (backoff). */
+  private sendFailures = 0;
+  private sendAfter = 0;
+  /** Writing outbox segments to the spool directory: one run at a time. */
+  private spillChain: Promise<void> = Promise.resolve();
   private spilling = false;
   private readonly diskSpool: SegmentSpool;
   /** Segment merging: the run in flight (beside shipping, never in its queue), when the last began, whether a segment was stored since. */
@@ -281,7 +325,7 @@ export class LogArchiver {
     this.opening = sequence === null ? null : { sequence, at: first.readAt, quiet: first.batches.length === 0 && !first.more && first.problem === null };
     this.take(first.batches, first.problem, first.readAt, first.problemKind);
     this.loop = this.readLoop();
-    this.shipTimer = setInterval(() => this.queueShip(), this.cfg.intervalMs);
+    this.shipTimer = setInterval(() => this.tick(), this.cfg.intervalMs);
     this.shipTimer.unref();
     if (this.opening === null) {
       this.observer?.timelineBreak('start');
@@ -343,7 +387,7 @@ export class LogArchiver {
       }
       const { timeline: id, sequence, end, check } = verdict;
       const mark: MarkRecord = { version: 1, kind: 'resume', timeline: id, last: sequence, at: opening.at, from: end, proof: check };
-      this.timeline = { id, sequence, segmentFrom: end, candidates: new Map(), waitingBases: [], waitingMarks: [mark], shipped: sequence };
+      this.timeline = { id, sequence, segmentFrom: end, candidates: new Map(), primary: { ...newOutbox(sequence), waitingMarks: [mark] } };
       this.timelineStartedAt = Date.now();
       this.timelineStored = false;
       this.everTimeline = true;
@@ -388,11 +432,12 @@ export class LogArchiver {
     await this.loop;
     await this.resuming?.catch(() => {});
     try {
+      const t = this.timeline;
+      if (t) this.cut(t);
       await this.enqueue(() => this.ship()).catch(async (err: unknown) => {
         // The storage is away: what was read goes to the spool, stored by the next start.
         this.log.warn({ err: toAdminError(err).message }, 'log archive: the last shipment failed; what was read waits in the spool for the next start');
-        const t = this.timeline;
-        if (t) await this.enqueue(() => this.spill(t, 0));
+        if (t) await this.spill(t, 0);
       });
       await this.enqueue(() => this.markStop()).catch((err: unknown) => this.log.warn({ err: toAdminError(err).message }, 'log archive: the stop could not be recorded'));
       await this.work;
@@ -411,11 +456,12 @@ export class LogArchiver {
    */
   private async markStop(): Promise<void> {
     const t = this.timeline;
-    if (!t || this.pending.length > 0 || this.spool.length > 0 || t.waitingBases.length > 0 || t.waitingMarks.length > 0) return;
-    if ((this.lastSeq !== null && this.lastSeq > t.shipped) || t.segmentFrom < this.lastPassEnd) return;
-    const mark: MarkRecord = { version: 1, kind: 'stop', timeline: t.id, last: t.shipped, at: this.lastPassEnd };
+    const box = t?.primary;
+    if (!t || !box || this.pending.length > 0 || box.segments.length > 0 || box.waitingBases.length > 0 || box.waitingMarks.length > 0) return;
+    if ((this.lastSeq !== null && this.lastSeq > box.shipped) || t.segmentFrom < this.lastPassEnd) return;
+    const mark: MarkRecord = { version: 1, kind: 'stop', timeline: t.id, last: box.shipped, at: this.lastPassEnd };
     await this.store(markName(mark), Buffer.from(canonicalJson(mark)));
-    this.log.info({ timeline: t.id, sequence: t.shipped }, 'log archive: stop recorded');
+    this.log.info({ timeline: t.id, sequence: box.shipped }, 'log archive: stop recorded');
   }
 
   /** The agent took a checkpoint: during a timeline, a backup of it can become a base. */
@@ -442,7 +488,7 @@ export class LogArchiver {
    * runs (starting, broken: writes since then are not restorable yet).
    */
   lagSeconds(now = Date.now()): number {
-    const upToDate = this.timeline !== null && this.timelineStored && this.pending.length === 0 && this.spool.length === 0;
+    const upToDate = this.timeline !== null && this.timelineStored && this.pending.length === 0 && this.timeline.primary.segments.length === 0;
     const since = upToDate ? this.lastPassEnd : (this.storedUntil ?? this.startedAt);
     return Math.max(0, now - since) / 1000;
   }
@@ -450,7 +496,9 @@ export class LogArchiver {
   /** Bytes not yet stored: of the batches read and waiting, and of the live logs not read yet (one fstat per open log). */
   async lagBytes(): Promise<{ batches: number; bytes: number; unreadBytes: number }> {
     const unreadBytes = this.follower && !this.stopped ? await this.follower.unreadBytes().catch(() => 0) : 0;
-    return { batches: this.pending.length, bytes: this.pendingBytes + this.spooledBytes, unreadBytes };
+    const box = this.timeline?.primary;
+    const batches = this.pending.length + (box?.segments.reduce((n, s) => n + (s.batches?.length ?? 0), 0) ?? 0);
+    return { batches, bytes: this.pendingBytes + (box ? box.memoryBytes + box.diskBytes : 0), unreadBytes };
   }
 
   /** What `status` shows (shared/api.ts LogArchiveStatus); no storage request. */
@@ -594,56 +642,113 @@ export class LogArchiver {
   }
 
   /**
-   * The interval's shipment, unless one already waits in the queue. A failing upload can take longer
+   * Each interval: what was read since the last cut becomes finished segments in the outbox (whatever
+   * the storage does: the segments' bounds never depend on an outage), then the primary's sender is
+   * woken unless it is backing off.
+   */
+  private tick(): void {
+    const t = this.timeline;
+    if (t) this.cut(t);
+    if (Date.now() >= this.sendAfter) this.queueShip();
+    this.checkSpool();
+  }
+
+  /**
+   * Cuts `pending` into finished segments of the timeline (whole passes, about SEGMENT_BYTES each) and
+   * puts them in its outbox; the last covers up to `to` (the last pass's end). With nothing pending, the
+   * cursor moves on to `to`: every batch read by then is in a segment cut already.
+   */
+  private cut(timeline: Timeline, to = this.lastPassEnd): void {
+    let rest = this.pending;
+    while (rest.length > 0) {
+      const chunk = wholePasses(rest, SEGMENT_BYTES);
+      const lastRead = chunk.at(-1)!.readAt;
+      // Not the last: it covers up to its own last pass (the next pass's batches are in the next one).
+      const end = chunk.length === rest.length ? Math.max(to, lastRead) : lastRead;
+      const info: SegmentInfo = { timeline: timeline.id, first: chunk[0]!.seq, last: batchLast(chunk.at(-1)!), from: Math.min(timeline.segmentFrom, chunk[0]!.readAt), to: end };
+      timeline.segmentFrom = Math.max(timeline.segmentFrom, end);
+      this.offer(timeline, { info, batches: chunk, bytes: chunk.reduce((n, b) => n + b.payload.length, 0) });
+      rest = rest.slice(chunk.length);
+    }
+    timeline.segmentFrom = Math.max(timeline.segmentFrom, to);
+    if (this.pending.length > 0) this.setPending([]);
+  }
+
+  /** A segment just cut goes to every destination's outbox of its timeline. */
+  private offer(timeline: Timeline, seg: CutSegment): void {
+    const box = timeline.primary;
+    box.segments.push({ info: seg.info, batches: seg.batches, bytes: seg.bytes, spooled: null, spilling: false });
+    box.memoryBytes += seg.bytes;
+  }
+
+  /**
+   * The primary's shipment, unless one already waits in the queue. A failing upload can take longer
    * than the interval (the storage's retries: 1.4 s against connections reset, far longer against
    * connect timeouts), and a shipment queued at every tick piled up behind it without bound; the work
-   * queued after them — the spill of what waits in memory to the spool, the stop's last shipment —
-   * waited for every one. In the power-cut case (interval 100 ms) the first spill came 31 s into the
-   * outage and the second never: everything read meanwhile was in memory only, for a crash to take.
+   * queued after them — the stop's last shipment — waited for every one. Cutting and spilling never
+   * wait in this queue: in the power-cut case (interval 100 ms) a spill queued behind the retries came
+   * 31 s into the outage, and everything read meanwhile was in memory only, for a crash to take.
    */
   private queueShip(): void {
     if (this.shipQueued) return;
     this.shipQueued = true;
     void this.enqueue(async () => {
       this.shipQueued = false;
-      await this.ship();
-    }).catch(() => {}); // remembered by store(); retried at the next interval
+      try {
+        await this.ship();
+        this.sendFailures = 0;
+        this.sendAfter = 0;
+      } catch (err) {
+        // Backing off: up to SEND_BACKOFF_MS between attempts while the storage stays away.
+        this.sendAfter = Date.now() + Math.min(SEND_BACKOFF_MS, this.cfg.intervalMs * 2 ** this.sendFailures++) - this.cfg.intervalMs / 2;
+        throw err;
+      }
+    }).catch(() => {}); // remembered by store(); retried at a later interval
   }
 
   private shipEarly(): void {
-    // Not while uploads fail: the interval's retry is enough, and the spool is what bounds the wait.
-    if (this.earlyShip || this.shipFailing || this.timeline === null || this.pendingBytes < EARLY_SHIP_BYTES) return;
-    this.earlyShip = true;
-    void this.enqueue(async () => {
-      this.earlyShip = false;
-      await this.ship();
-    }).catch(() => {}); // remembered by store(); retried at the next interval
+    // A burst: cut now, so that segments stay about SEGMENT_BYTES; not sent early while uploads fail
+    // (the interval's retry is enough, and the spool is what bounds the wait).
+    const t = this.timeline;
+    if (t === null || this.pendingBytes < EARLY_SHIP_BYTES) return;
+    this.cut(t);
+    if (!this.shipFailing) this.queueShip();
   }
 
   /**
-   * Moves whole passes from the front of `pending` to the spool directory, as the segments they will be
-   * stored as (about EARLY_SHIP_BYTES each, atomic files), until at most `keep` bytes wait in memory. In
-   * the work queue: no upload of these batches is in flight meanwhile.
+   * Writes the primary outbox's segments held in memory, oldest first, to the spool directory (atomic
+   * files, named as they will be stored), until at most `keep` bytes of them are in memory. Beside the
+   * sender, never in its queue: a segment stored meanwhile has its file deleted here, and one spooled
+   * while its upload was in flight has it deleted by the sender.
    */
-  private async spill(timeline: Timeline, keep: number): Promise<void> {
-    if (this.timeline !== timeline || this.pendingBytes <= keep) return;
-    while (this.timeline === timeline && this.pendingBytes > keep && this.pending.length > 0) {
-      const chunk = wholePasses(this.pending, Math.min(SEGMENT_BYTES, this.cfg.spoolMemoryBytes));
-      const n = chunk.length;
-      const info: SegmentInfo = { timeline: timeline.id, first: chunk[0]!.seq, last: batchLast(chunk.at(-1)!), from: Math.min(timeline.segmentFrom, chunk[0]!.readAt), to: chunk.at(-1)!.readAt };
-      const spooled = await this.diskSpool.write(info, await encodeSegment(info, chunk, this.worker.sha256));
-      if (this.timeline !== timeline || this.pending[0] !== chunk[0]) {
-        await this.diskSpool.remove(spooled); // a break meanwhile: its end is shipped from memory
-        return;
+  private spill(timeline: Timeline, keep: number): Promise<void> {
+    const run = this.spillChain.then(async () => {
+      const box = timeline.primary;
+      for (const s of box.segments.slice()) {
+        if (box.memoryBytes <= keep || box.closed) break;
+        if (s.batches === null || !box.segments.includes(s)) continue;
+        s.spilling = true;
+        let spooled: SpooledSegment;
+        try {
+          spooled = await this.diskSpool.write(s.info, await encodeSegment(s.info, s.batches, this.worker.sha256));
+        } finally {
+          s.spilling = false;
+        }
+        if (box.closed || !box.segments.includes(s)) {
+          await this.diskSpool.remove(spooled); // stored meanwhile, or its timeline ended
+          continue;
+        }
+        s.spooled = spooled;
+        s.batches = null;
+        box.memoryBytes -= s.bytes;
+        box.diskBytes += spooled.bytes;
+        // Said once the file is durable: from here a crash of the machine no longer loses these batches
+        // (the next start stores them), which is what an operator reading the log of an outage wants to know.
+        this.log.info({ timeline: timeline.id, first: s.info.first, last: s.info.last, to: s.info.to, bytes: spooled.bytes }, 'log archive: a segment written to the spool');
       }
-      this.spool.push(spooled);
-      this.spooledBytes += spooled.bytes;
-      timeline.segmentFrom = info.to;
-      this.setPending(this.pending.slice(n));
-      // Said once the file is durable: from here a crash of the machine no longer loses these batches
-      // (the next start stores them), which is what an operator reading the log of an outage wants to know.
-      this.log.info({ timeline: timeline.id, first: info.first, last: info.last, to: info.to, bytes: spooled.bytes }, 'log archive: a segment written to the spool');
-    }
+    });
+    this.spillChain = run.catch(() => {});
+    return run;
   }
 
   private setPending(batches: ReadBatch[]): void {
@@ -659,14 +764,14 @@ export class LogArchiver {
    * checkpoint holds those writes.
    */
   private checkSpool(): void {
-    const waiting = this.pendingBytes + this.spooledBytes;
     const t = this.timeline;
+    const waiting = this.pendingBytes + (t ? t.primary.memoryBytes + t.primary.diskBytes : 0);
     if (waiting <= this.cfg.spoolBytes) {
       // Only while uploads fail: a healthy storage catching up on a burst is faster from memory than
       // through the disk (the bench's 500 MB burst filled the spool when it spilled then).
-      if (t && this.shipFailing && this.pendingBytes > this.cfg.spoolMemoryBytes && !this.spilling) {
+      if (t && this.shipFailing && this.pendingBytes + t.primary.memoryBytes > this.cfg.spoolMemoryBytes && !this.spilling) {
         this.spilling = true;
-        void this.enqueue(() => this.spill(t, Math.min(EARLY_SHIP_BYTES, this.cfg.spoolMemoryBytes / 2)))
+        this.spill(t, Math.min(EARLY_SHIP_BYTES, this.cfg.spoolMemoryBytes / 2))
           .catch((err: unknown) => this.log.error({ err: toAdminError(err).message }, 'log archive: writing to the spool failed; the batches stay in memory'))
           .finally(() => (this.spilling = false));
       }
@@ -719,28 +824,25 @@ export class LogArchiver {
       this.opening = null; // the start's new timeline is this break's
       this.observer?.timelineBreak('start');
     }
-    const shipTo = this.lastPassEnd;
-    const toShip = old ? this.pending.slice() : [];
-    const oldSpool = this.spool;
-    this.spool = [];
-    this.spooledBytes = 0;
+    // What was read before the break pass ends the old timeline: cut now, up to the last whole pass.
+    if (old) this.cut(old);
     this.timeline = null;
     this.setPending([]);
     this.lastSeq = null;
     this.streamFirst = null;
-    if (old && (toShip.length > 0 || oldSpool.length > 0)) {
-      // An upload in flight holds the first of these batches: ship only what it did not store, or the
-      // two segments would overlap and the window would read as broken after the first. Offered once:
-      // what cannot be stored now is the declared gap (the spool's files of it are deleted).
-      void this.enqueue(async () => {
-        await this.shipSpool(old, oldSpool);
-        const rest = toShip.filter((b) => b.seq > old.shipped);
-        if (rest.length > 0) await this.putSegment(old, rest, shipTo);
-      })
-        .catch((err: unknown) => this.log.error({ timeline: old.id, err: toAdminError(err).message }, 'log archive: the end of a timeline could not be shipped'))
-        .finally(async () => {
-          for (const s of oldSpool) await this.diskSpool.remove(s);
-        });
+    if (old) {
+      const box = old.primary;
+      box.closed = true;
+      if (box.segments.length > 0) {
+        // Offered once, in order after what is in flight (which shifts what it stores): what cannot be
+        // stored now is the declared gap (the spool's files of it are deleted).
+        void this.enqueue(() => this.sendSegments(old, box))
+          .catch((err: unknown) => this.log.error({ timeline: old.id, err: toAdminError(err).message }, 'log archive: the end of a timeline could not be shipped'))
+          .finally(async () => {
+            for (const s of box.segments.splice(0)) if (s.spooled) await this.diskSpool.remove(s.spooled);
+            box.memoryBytes = box.diskBytes = 0;
+          });
+      }
     }
     this.startBase();
   }
@@ -793,9 +895,7 @@ export class LogArchiver {
             sequence,
             segmentFrom: Math.min(this.startedAt, completedAt),
             candidates: new Map(),
-            waitingBases: [],
-            waitingMarks: [],
-            shipped: sequence,
+            primary: newOutbox(sequence),
           };
           const straddles = this.pending.find((b) => b.seq <= sequence && batchLast(b) > sequence);
           if (straddles) throw new Error(`batch ${straddles.seq}..${batchLast(straddles)} straddles the base's sequence ${sequence}`);
@@ -809,6 +909,8 @@ export class LogArchiver {
           this.everTimeline = true;
           this.baseFailures = 0;
           this.log.info({ timeline: timeline.id, backup: backup.id, sequence }, 'log archive: timeline started');
+          // What was read while the base was taken goes out at once, as the first segments.
+          this.cut(timeline);
           // The timeline exists now; a failed upload leaves its base waiting for the next shipment.
           await this.registerBase(timeline, backup.id, sequence, completedAt, tail).catch((err: unknown) =>
             this.log.warn({ timeline: timeline.id, err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval'),
@@ -837,87 +939,76 @@ export class LogArchiver {
    * interval at the latest; retried with every later shipment if it fails).
    */
   private async registerBase(timeline: Timeline, backup: string, sequence: number, from: number, tail?: BaseRecord['tail']): Promise<void> {
-    timeline.waitingBases.push({ timeline: timeline.id, backup, sequence, from, ...(tail ? { tail } : {}) });
+    timeline.primary.waitingBases.push({ timeline: timeline.id, backup, sequence, from, ...(tail ? { tail } : {}) });
     await this.ship();
   }
 
   /**
-   * One segment of everything pending, if there is anything (never an empty one: an idle node stays
-   * silent), then the bases waiting for it.
+   * The primary's sender: its outbox, oldest first, then the marks and bases waiting (never a request
+   * when there is nothing: an idle node stays silent). Throws at the first failure; what is not stored
+   * stays for the next attempt.
    */
   private async ship(): Promise<void> {
     const timeline = this.timeline;
     if (!timeline) return;
-    await this.shipTimeline(timeline);
-    // Everything read by the end of the last pass shipped is stored (and no base waits): up to date.
-    if (this.timeline === timeline && timeline.waitingBases.length === 0) {
+    const covered = await this.send(timeline, timeline.primary);
+    // Everything read by the cutter's cursor is stored (and no base waits): up to date.
+    if (this.timeline === timeline && timeline.primary.waitingBases.length === 0) {
       this.timelineStored = true;
-      this.storedUntil = Math.max(this.storedUntil ?? 0, timeline.segmentFrom);
+      this.storedUntil = Math.max(this.storedUntil ?? 0, covered);
     }
   }
 
-  private async shipTimeline(timeline: Timeline): Promise<void> {
-    await this.shipSpool(timeline, this.spool);
-    let covered: number;
-    if (this.pending.length > 0) {
-      covered = this.lastPassEnd;
-      let left = this.pending.length; // what was read by `covered`; more may be appended meanwhile
-      while (left > 0 && this.timeline === timeline) {
-        const chunk = wholePasses(this.pending.slice(0, left), SEGMENT_BYTES);
-        // Not the last: it covers up to its own last pass (the next pass's batches are in the next one).
-        await this.putSegment(timeline, chunk, chunk.length === left ? covered : chunk.at(-1)!.readAt);
-        left -= chunk.length;
-        if (this.timeline === timeline) this.setPending(this.pending.slice(chunk.length));
-      }
-    } else {
-      covered = this.lastPassEnd;
-      timeline.segmentFrom = Math.max(timeline.segmentFrom, covered);
-    }
-    while (timeline.waitingMarks.length > 0) {
-      const mark = timeline.waitingMarks[0]!;
+  /** Stores an outbox's segments, then its marks, then the bases they cover; returns the time covered. */
+  private async send(timeline: Timeline, box: Outbox): Promise<number> {
+    await this.sendSegments(timeline, box);
+    // The outbox is empty: every batch read by the cutter's cursor is stored here.
+    const covered = timeline.segmentFrom;
+    while (box.waitingMarks.length > 0) {
+      const mark = box.waitingMarks[0]!;
       await this.store(markName(mark), Buffer.from(canonicalJson(mark)));
-      timeline.waitingMarks.shift();
+      box.waitingMarks.shift();
       this.log.info({ timeline: timeline.id, kind: mark.kind, sequence: mark.last }, 'log archive: mark stored');
     }
-    // A base waits for a shipment that covers a pass ended after its checkpoint: its record then says
-    // it is restorable from the start (`to` >= `from`), even if the node writes nothing more.
-    const ready = timeline.waitingBases.filter((b) => b.from <= covered);
-    if (ready.length === 0) return;
+    // A base waits for the segments covering a pass ended after its checkpoint: its record then says it
+    // is restorable from the start (`to` >= `from`), even if the node writes nothing more.
+    const ready = box.waitingBases.filter((b) => b.from <= covered);
     for (const b of ready) {
-      const record: BaseRecord = { version: 1, ...b, to: covered, last: timeline.shipped };
+      const record: BaseRecord = { version: 1, ...b, to: covered, last: box.shipped };
       await this.store(baseName(record), Buffer.from(canonicalJson(record)));
-      timeline.waitingBases.splice(timeline.waitingBases.indexOf(b), 1);
+      box.waitingBases.splice(box.waitingBases.indexOf(b), 1);
       this.log.info({ timeline: timeline.id, backup: b.backup, sequence: b.sequence }, 'log archive: base registered');
     }
+    return covered;
   }
 
-  /** Stores a timeline's spooled segments, oldest first, each deleted from the spool once stored. */
-  private async shipSpool(timeline: Timeline, spool: SpooledSegment[]): Promise<void> {
-    while (spool.length > 0) {
-      const s = spool[0]!;
-      await this.storeSegment(timeline, s.info, await this.diskSpool.read(s));
-      spool.shift();
-      if (spool === this.spool) this.spooledBytes -= s.bytes;
-      await this.diskSpool.remove(s);
+  /** Stores an outbox's segments, oldest first (what is cut meanwhile too), each let go once stored. */
+  private async sendSegments(timeline: Timeline, box: Outbox): Promise<void> {
+    while (box.segments.length > 0) {
+      const s = box.segments[0]!;
+      const data = s.batches !== null ? await encodeSegment(s.info, s.batches, this.worker.sha256) : await this.diskSpool.read(s.spooled!);
+      await this.storeSegment(timeline, box, s.info, data);
+      box.segments.shift();
+      if (s.spooled) {
+        box.diskBytes -= s.spooled.bytes;
+        await this.diskSpool.remove(s.spooled);
+      } else {
+        box.memoryBytes -= s.bytes; // a spill in flight deletes its file when it sees it gone
+      }
     }
   }
 
-  private async putSegment(timeline: Timeline, batches: ReadBatch[], to: number): Promise<void> {
-    const info = { timeline: timeline.id, first: batches[0]!.seq, last: batchLast(batches.at(-1)!), from: Math.min(timeline.segmentFrom, batches[0]!.readAt), to };
-    await this.storeSegment(timeline, info, await encodeSegment(info, batches, this.worker.sha256));
-  }
-
-  /** Stores one segment of the timeline (the next in order), and counts it. */
-  private async storeSegment(timeline: Timeline, info: SegmentInfo, data: Buffer): Promise<void> {
+  /** Stores one segment (the next in order of its outbox), and counts it. */
+  private async storeSegment(timeline: Timeline, box: Outbox, info: SegmentInfo, data: Buffer): Promise<void> {
     try {
       await this.store(segmentName(info), data);
     } catch (err) {
       this.log.warn({ timeline: timeline.id, first: info.first, last: info.last, err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval');
       throw err;
     }
-    timeline.segmentFrom = Math.max(timeline.segmentFrom, info.to);
-    timeline.shipped = info.last;
+    box.shipped = info.last;
     const at = Date.now();
+    if (this.timeline === timeline && this.timelineStored && box.waitingBases.length === 0) this.storedUntil = Math.max(this.storedUntil ?? 0, info.to);
     this.shippedSegments++;
     this.shippedBytes += data.length;
     this.lastShipped = { at: new Date(at).toISOString(), sequence: info.last, timeline: timeline.id };
