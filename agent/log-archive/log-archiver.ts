@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { BackupRecord, CheckpointRecord, CreateBackupRequest, CreateCheckpointRequest, LogArchiveStatus } from '../../shared/api.js';
+import type { BackupRecord, CheckpointRecord, CreateBackupRequest, CreateCheckpointRequest, LogArchiveReplicaStatus, LogArchiveStatus } from '../../shared/api.js';
 import { AdminError, ErrorCodes, toAdminError, type ErrorCode } from '../../shared/errors.js';
 import { canonicalJson } from '../repository/format.js';
 import type { Repository } from '../repository/repository.js';
@@ -20,7 +20,24 @@ export interface LogArchiveHost {
   createBackup(req: CreateBackupRequest): Promise<BackupRecord>;
   /** The repository (opened by the host; the archiver never closes it). */
   openRepository(): Promise<Repository>;
+  /** The replicas (backup.replicas): each receives every segment, base and mark, on its own. */
+  replicas?: LogArchiveReplicaHost[];
 }
+
+/** What the archiver needs of a replica repository. */
+export interface LogArchiveReplicaHost {
+  /** What logs, status and metrics call it (its URL without credentials). */
+  name: string;
+  /** The replica repository (opened by the host, created there if there is none; never closed here). */
+  openRepository(): Promise<Repository>;
+  /**
+   * Backs the checkpoint up into the replica as the backup `backupId` (the id it has in the primary:
+   * the base records name it), from the checkpoint itself, never by reading the primary. Nothing to do
+   * when the replica holds it already. NOT_FOUND when the checkpoint is gone.
+   */
+  backupInto(checkpointId: string, backupId: string): Promise<void>;
+}
+
 
 export interface LogArchiveConfig {
   /** Ship new batches at most this often (ms). */
@@ -37,6 +54,8 @@ export interface LogArchiveConfig {
   spoolDir: string | null;
   /** Batches waiting in memory beyond this go to the spool directory. */
   spoolMemoryBytes: number;
+  /** The most bytes of segments a replica's outbox holds (in memory); beyond, that replica's timeline ends. */
+  replicaBytes: number;
 }
 
 export interface LogArchiveOptions {
@@ -61,9 +80,16 @@ export interface LogArchiveOptions {
   spoolDir?: string;
   /** Batches waiting for the storage kept in memory before the rest go to the spool directory (default 16 MiB). */
   spoolMemoryBytes?: number;
+  /**
+   * Segments waiting for a replica (backup.replicas), held in memory, up to this many bytes (default
+   * 64 MiB: about a minute of 1 KiB writes at 1,000/s); past it, the replica's copy of the timeline ends
+   * there (its window stops; the primary's goes on) and it joins again at the next timeline.
+   */
+  replicaBytes?: number;
 }
 
 export const DEFAULT_SPOOL_BYTES = 256 * 1024 * 1024;
+const REPLICA_BYTES = 64 * 1024 * 1024;
 
 export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | undefined): LogArchiveConfig | null {
   if (o === undefined || o === null || o === false) return null;
@@ -90,7 +116,9 @@ export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | u
   if (opts.spoolDir !== undefined && (typeof opts.spoolDir !== 'string' || opts.spoolDir === '')) throw bad('backup.logArchive.spoolDir must be a directory path');
   const spoolMemoryBytes = opts.spoolMemoryBytes ?? MEMORY_BYTES;
   if (!Number.isSafeInteger(spoolMemoryBytes) || spoolMemoryBytes < 64 * 1024) throw bad(`backup.logArchive.spoolMemoryBytes must be a whole number of bytes, at least 64 KiB, got ${String(opts.spoolMemoryBytes)}`);
-  return { intervalMs, pollMs, retryMs: Math.max(1000, intervalMs), spoolBytes, merge, spoolDir: opts.spoolDir ?? null, spoolMemoryBytes };
+  const replicaBytes = opts.replicaBytes ?? REPLICA_BYTES;
+  if (!Number.isSafeInteger(replicaBytes) || replicaBytes < 64 * 1024) throw bad(`backup.logArchive.replicaBytes must be a whole number of bytes, at least 64 KiB, got ${String(opts.replicaBytes)}`);
+  return { intervalMs, pollMs, retryMs: Math.max(1000, intervalMs), spoolBytes, merge, spoolDir: opts.spoolDir ?? null, spoolMemoryBytes, replicaBytes };
 }
 
 /**
@@ -183,12 +211,40 @@ interface Outbox {
   waitingBases: Omit<BaseRecord, 'version' | 'to' | 'last'>[];
   /** Marks not stored yet (a resume's, while the storage fails): stored with the next shipment. */
   waitingMarks: MarkRecord[];
-  /** The timeline ended here (a break): what it holds is offered once, then let go. */
+  /** The timeline ended here (a break, or a replica's outbox overflowing): what it holds is offered once, then let go. */
   closed: boolean;
+  /** A base record or a mark of the timeline is stored at this destination: its window is live. */
+  baseStored: boolean;
 }
 
 function newOutbox(shipped: number): Outbox {
-  return { segments: [], memoryBytes: 0, diskBytes: 0, shipped, waitingBases: [], waitingMarks: [], closed: false };
+  return { segments: [], memoryBytes: 0, diskBytes: 0, shipped, waitingBases: [], waitingMarks: [], closed: false, baseStored: false };
+}
+
+/** Segment merging at one destination: the run in flight, when the last began, whether a segment was stored since. */
+interface MergeState {
+  run: Promise<void> | null;
+  lastAt: number;
+  since: boolean;
+}
+
+/** A replica: its own queue of requests, cursor (per timeline, in Timeline.replicas), retries and backoff. */
+interface Replica {
+  host: LogArchiveReplicaHost;
+  /** Its requests, one at a time: never the primary's queue, nor another replica's. */
+  work: Promise<void>;
+  queued: boolean;
+  failures: number;
+  sendAfter: number;
+  failing: boolean;
+  /** Every batch read at or before this time (ms) is stored at the replica (with a base there); null: never yet. */
+  storedUntil: number | null;
+  lastSuccessAt: number | null;
+  lastError: { at: string; error: string } | null;
+  /** Backups of bases into the replica, one at a time, beside its segments; how many wait or run. */
+  baseWork: Promise<void>;
+  baseBackups: number;
+  merge: MergeState;
 }
 
 interface Timeline {
@@ -204,6 +260,8 @@ interface Timeline {
   candidates: Map<string, number>;
   /** The primary repository's outbox and cursor. */
   primary: Outbox;
+  /** Each replica's outbox and cursor. */
+  replicas: Map<Replica, Outbox>;
 }
 
 /**
@@ -246,9 +304,8 @@ export class LogArchiver {
   private spilling = false;
   private readonly diskSpool: SegmentSpool;
   /** Segment merging: the run in flight (beside shipping, never in its queue), when the last began, whether a segment was stored since. */
-  private mergeRun: Promise<void> | null = null;
-  private lastMergeAt = 0;
-  private shippedSinceMerge = false;
+  private readonly merge: MergeState = { run: null, lastAt: 0, since: false };
+  private readonly replicas: Replica[];
   /** The last sequence number of the stream read since the last break, and where the stream began. */
   private lastSeq: number | null = null;
   private streamFirst: number | null = null;
@@ -295,6 +352,20 @@ export class LogArchiver {
     private readonly log: Logger,
     private readonly observer: LogArchiveObserver | null = null,
   ) {
+    this.replicas = (host.replicas ?? []).map((h) => ({
+      host: h,
+      work: Promise.resolve(),
+      queued: false,
+      failures: 0,
+      sendAfter: 0,
+      failing: false,
+      storedUntil: null,
+      lastSuccessAt: null,
+      lastError: null,
+      baseWork: Promise.resolve(),
+      baseBackups: 0,
+      merge: { run: null, lastAt: 0, since: false },
+    }));
     this.diskSpool = new SegmentSpool(cfg.spoolDir ?? path.join(path.dirname(dbPath), `${path.basename(dbPath)}.log-archive-spool`), this.worker.sha256);
   }
 
@@ -387,7 +458,8 @@ export class LogArchiver {
       }
       const { timeline: id, sequence, end, check } = verdict;
       const mark: MarkRecord = { version: 1, kind: 'resume', timeline: id, last: sequence, at: opening.at, from: end, proof: check };
-      this.timeline = { id, sequence, segmentFrom: end, candidates: new Map(), primary: { ...newOutbox(sequence), waitingMarks: [mark] } };
+      const marked = (): Outbox => ({ ...newOutbox(sequence), waitingMarks: [mark] });
+      this.timeline = { id, sequence, segmentFrom: end, candidates: new Map(), primary: marked(), replicas: new Map(this.replicas.map((r) => [r, marked()])) };
       this.timelineStartedAt = Date.now();
       this.timelineStored = false;
       this.everTimeline = true;
@@ -441,7 +513,10 @@ export class LogArchiver {
       });
       await this.enqueue(() => this.markStop()).catch((err: unknown) => this.log.warn({ err: toAdminError(err).message }, 'log archive: the stop could not be recorded'));
       await this.work;
-      await this.mergeRun;
+      // Each replica's last attempt, side by side (one that is down answers with its own failure).
+      await Promise.all(this.replicas.map((r) => this.queueReplica(r).then(() => this.enqueueReplica(r, () => this.markStop(r)))));
+      await this.merge.run;
+      await Promise.all(this.replicas.map((r) => r.merge.run));
     } finally {
       await this.follower?.close();
       await this.worker.close();
@@ -454,14 +529,14 @@ export class LogArchiver {
    * At a clean stop with everything read stored: a mark that the timeline is complete up to the last
    * pass, so that the moments until the next start (which may go on with the timeline) restore too.
    */
-  private async markStop(): Promise<void> {
+  private async markStop(dest: Replica | null = null): Promise<void> {
     const t = this.timeline;
-    const box = t?.primary;
-    if (!t || !box || this.pending.length > 0 || box.segments.length > 0 || box.waitingBases.length > 0 || box.waitingMarks.length > 0) return;
+    const box = dest === null ? t?.primary : t?.replicas.get(dest);
+    if (!t || !box || box.closed || !box.baseStored || this.pending.length > 0 || box.segments.length > 0 || box.waitingBases.length > 0 || box.waitingMarks.length > 0) return;
     if ((this.lastSeq !== null && this.lastSeq > box.shipped) || t.segmentFrom < this.lastPassEnd) return;
     const mark: MarkRecord = { version: 1, kind: 'stop', timeline: t.id, last: box.shipped, at: this.lastPassEnd };
-    await this.store(markName(mark), Buffer.from(canonicalJson(mark)));
-    this.log.info({ timeline: t.id, sequence: box.shipped }, 'log archive: stop recorded');
+    await this.storeAt(dest, markName(mark), Buffer.from(canonicalJson(mark)));
+    this.log.info({ timeline: t.id, sequence: box.shipped, ...(dest ? { replica: dest.host.name } : {}) }, 'log archive: stop recorded');
   }
 
   /** The agent took a checkpoint: during a timeline, a backup of it can become a base. */
@@ -478,7 +553,7 @@ export class LogArchiver {
       if (this.timeline !== timeline) return;
       const { sequence } = await dbSequence(checkpointPath);
       if (sequence < timeline.sequence) return;
-      await this.registerBase(timeline, record.id, sequence, completedAt);
+      await this.registerBase(timeline, record.id, record.checkpoint.id, sequence, completedAt);
     }).catch((err: unknown) => this.log.warn({ backup: record.id, err: toAdminError(err).message }, 'log archive: registering a base failed'));
   }
 
@@ -528,6 +603,7 @@ export class LogArchiver {
       breaks: this.breaks,
       lastBreak: this.lastBreak,
       lastError: this.lastError,
+      ...(this.replicas.length > 0 ? { replicas: this.replicaStatus(now) } : {}),
     };
   }
 
@@ -649,7 +725,9 @@ export class LogArchiver {
   private tick(): void {
     const t = this.timeline;
     if (t) this.cut(t);
-    if (Date.now() >= this.sendAfter) this.queueShip();
+    const now = Date.now();
+    if (now >= this.sendAfter) this.queueShip();
+    for (const r of this.replicas) if (now >= r.sendAfter) void this.queueReplica(r);
     this.checkSpool();
   }
 
@@ -679,6 +757,21 @@ export class LogArchiver {
     const box = timeline.primary;
     box.segments.push({ info: seg.info, batches: seg.batches, bytes: seg.bytes, spooled: null, spilling: false });
     box.memoryBytes += seg.bytes;
+    for (const [r, rb] of timeline.replicas) {
+      if (rb.closed) continue;
+      rb.segments.push({ info: seg.info, batches: seg.batches, bytes: seg.bytes, spooled: null, spilling: false });
+      rb.memoryBytes += seg.bytes;
+      if (rb.memoryBytes > this.cfg.replicaBytes) {
+        // Never held without bound, never a silent hole: the replica's copy of this timeline ends at what
+        // it stored (its window stops there; the primary's goes on), and it joins the next timeline.
+        rb.closed = true;
+        rb.segments = [];
+        rb.memoryBytes = 0;
+        const why = `${this.cfg.replicaBytes} bytes of segments waited for the replica ${r.host.name}`;
+        r.lastError = { at: new Date().toISOString(), error: `${ErrorCodes.STORAGE_UNAVAILABLE}: ${why}` };
+        this.log.error({ timeline: timeline.id, replica: r.host.name, replicaBytes: this.cfg.replicaBytes, stored: rb.shipped }, 'log archive: a replica fell too far behind; its copy of the timeline ends here (the primary goes on)');
+      }
+    }
   }
 
   /**
@@ -831,12 +924,22 @@ export class LogArchiver {
     this.lastSeq = null;
     this.streamFirst = null;
     if (old) {
+      for (const [r, rb] of old.replicas) {
+        if (rb.closed) continue;
+        rb.closed = true;
+        // Offered once, in the replica's own queue, then let go.
+        void this.enqueueReplica(r, async () => {
+          await this.sendSegments(old, rb, r).catch((err: unknown) => this.log.warn({ timeline: old.id, replica: r.host.name, err: toAdminError(err).message }, 'log archive: the end of a timeline could not be stored at a replica'));
+          rb.segments = [];
+          rb.memoryBytes = 0;
+        });
+      }
       const box = old.primary;
       box.closed = true;
       if (box.segments.length > 0) {
         // Offered once, in order after what is in flight (which shifts what it stores): what cannot be
         // stored now is the declared gap (the spool's files of it are deleted).
-        void this.enqueue(() => this.sendSegments(old, box))
+        void this.enqueue(() => this.sendSegments(old, box, null))
           .catch((err: unknown) => this.log.error({ timeline: old.id, err: toAdminError(err).message }, 'log archive: the end of a timeline could not be shipped'))
           .finally(async () => {
             for (const s of box.segments.splice(0)) if (s.spooled) await this.diskSpool.remove(s.spooled);
@@ -896,6 +999,7 @@ export class LogArchiver {
             segmentFrom: Math.min(this.startedAt, completedAt),
             candidates: new Map(),
             primary: newOutbox(sequence),
+            replicas: new Map(this.replicas.map((r) => [r, newOutbox(sequence)])),
           };
           const straddles = this.pending.find((b) => b.seq <= sequence && batchLast(b) > sequence);
           if (straddles) throw new Error(`batch ${straddles.seq}..${batchLast(straddles)} straddles the base's sequence ${sequence}`);
@@ -912,7 +1016,7 @@ export class LogArchiver {
           // What was read while the base was taken goes out at once, as the first segments.
           this.cut(timeline);
           // The timeline exists now; a failed upload leaves its base waiting for the next shipment.
-          await this.registerBase(timeline, backup.id, sequence, completedAt, tail).catch((err: unknown) =>
+          await this.registerBase(timeline, backup.id, taken.id, sequence, completedAt, tail).catch((err: unknown) =>
             this.log.warn({ timeline: timeline.id, err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval'),
           );
         });
@@ -938,9 +1042,42 @@ export class LogArchiver {
    * ended after its checkpoint, and is then stored with that shipment's end as its `to` (at the next
    * interval at the latest; retried with every later shipment if it fails).
    */
-  private async registerBase(timeline: Timeline, backup: string, sequence: number, from: number, tail?: BaseRecord['tail']): Promise<void> {
-    timeline.primary.waitingBases.push({ timeline: timeline.id, backup, sequence, from, ...(tail ? { tail } : {}) });
+  private async registerBase(timeline: Timeline, backup: string, checkpoint: string, sequence: number, from: number, tail?: BaseRecord['tail']): Promise<void> {
+    const base = { timeline: timeline.id, backup, sequence, from, ...(tail ? { tail } : {}) };
+    timeline.primary.waitingBases.push(base);
+    for (const [r, rb] of timeline.replicas) this.replicateBase(r, rb, checkpoint, base);
     await this.ship();
+  }
+
+  /**
+   * The base's backup goes to the replica from its checkpoint, with the same backup id (deduplicated
+   * there), beside the replica's segments; its record waits in the replica's outbox until then.
+   * Retried with backoff while the replica fails; given up when the checkpoint is gone (logged: that
+   * replica's copy of the timeline then has no base from it).
+   */
+  private replicateBase(r: Replica, box: Outbox, checkpoint: string, base: Outbox['waitingBases'][number]): void {
+    r.baseBackups++;
+    const run = r.baseWork.then(async () => {
+      for (let attempt = 0; this.running && !box.closed; attempt++) {
+        try {
+          await r.host.backupInto(checkpoint, base.backup);
+          box.waitingBases.push(base);
+          this.log.info({ timeline: base.timeline, backup: base.backup, replica: r.host.name }, 'log archive: a base backed up into a replica');
+          return;
+        } catch (err) {
+          if (!this.running) return;
+          this.replicaFailed(r, err);
+          if (toAdminError(err).code === ErrorCodes.NOT_FOUND) {
+            this.log.error({ timeline: base.timeline, backup: base.backup, checkpoint, replica: r.host.name, err: toAdminError(err).message }, 'log archive: a base could not be backed up into a replica: its checkpoint is gone');
+            return;
+          }
+          const retryMs = Math.min(MAX_BASE_RETRY_MS, this.cfg.retryMs * 2 ** attempt);
+          this.log.warn({ backup: base.backup, replica: r.host.name, err: toAdminError(err).message, retryMs }, 'log archive: backing a base up into a replica failed; retrying');
+          await new Promise<void>((resolve) => setTimeout(resolve, retryMs).unref());
+        }
+      }
+    });
+    r.baseWork = run.catch(() => {}).finally(() => r.baseBackups--);
   }
 
   /**
@@ -951,7 +1088,7 @@ export class LogArchiver {
   private async ship(): Promise<void> {
     const timeline = this.timeline;
     if (!timeline) return;
-    const covered = await this.send(timeline, timeline.primary);
+    const covered = await this.send(timeline, timeline.primary, null);
     // Everything read by the cutter's cursor is stored (and no base waits): up to date.
     if (this.timeline === timeline && timeline.primary.waitingBases.length === 0) {
       this.timelineStored = true;
@@ -959,35 +1096,65 @@ export class LogArchiver {
     }
   }
 
+  /** A replica's sender, in its own queue: the same as the primary's, with its own backoff. */
+  private queueReplica(r: Replica): Promise<void> {
+    if (r.queued) return r.work;
+    r.queued = true;
+    return this.enqueueReplica(r, async () => {
+      r.queued = false;
+      const t = this.timeline;
+      const box = t?.replicas.get(r);
+      if (!t || !box || box.closed) return;
+      try {
+        const covered = await this.send(t, box, r);
+        r.failures = 0;
+        r.sendAfter = 0;
+        if (box.baseStored && box.waitingBases.length === 0 && r.baseBackups === 0) r.storedUntil = Math.max(r.storedUntil ?? 0, covered);
+      } catch {
+        r.sendAfter = Date.now() + Math.min(SEND_BACKOFF_MS, this.cfg.intervalMs * 2 ** r.failures++) - this.cfg.intervalMs / 2;
+      }
+    });
+  }
+
+  private enqueueReplica(r: Replica, fn: () => Promise<void>): Promise<void> {
+    const next = r.work.then(fn);
+    r.work = next.catch(() => {});
+    return r.work;
+  }
+
   /** Stores an outbox's segments, then its marks, then the bases they cover; returns the time covered. */
-  private async send(timeline: Timeline, box: Outbox): Promise<number> {
-    await this.sendSegments(timeline, box);
+  private async send(timeline: Timeline, box: Outbox, dest: Replica | null): Promise<number> {
+    await this.sendSegments(timeline, box, dest);
     // The outbox is empty: every batch read by the cutter's cursor is stored here.
     const covered = timeline.segmentFrom;
+    const who = dest ? { replica: dest.host.name } : {};
     while (box.waitingMarks.length > 0) {
       const mark = box.waitingMarks[0]!;
-      await this.store(markName(mark), Buffer.from(canonicalJson(mark)));
+      await this.storeAt(dest, markName(mark), Buffer.from(canonicalJson(mark)));
       box.waitingMarks.shift();
-      this.log.info({ timeline: timeline.id, kind: mark.kind, sequence: mark.last }, 'log archive: mark stored');
+      box.baseStored = true;
+      this.log.info({ timeline: timeline.id, kind: mark.kind, sequence: mark.last, ...who }, 'log archive: mark stored');
     }
     // A base waits for the segments covering a pass ended after its checkpoint: its record then says it
     // is restorable from the start (`to` >= `from`), even if the node writes nothing more.
     const ready = box.waitingBases.filter((b) => b.from <= covered);
     for (const b of ready) {
       const record: BaseRecord = { version: 1, ...b, to: covered, last: box.shipped };
-      await this.store(baseName(record), Buffer.from(canonicalJson(record)));
+      await this.storeAt(dest, baseName(record), Buffer.from(canonicalJson(record)));
       box.waitingBases.splice(box.waitingBases.indexOf(b), 1);
-      this.log.info({ timeline: timeline.id, backup: b.backup, sequence: b.sequence }, 'log archive: base registered');
+      box.baseStored = true;
+      this.log.info({ timeline: timeline.id, backup: b.backup, sequence: b.sequence, ...who }, 'log archive: base registered');
     }
     return covered;
   }
 
   /** Stores an outbox's segments, oldest first (what is cut meanwhile too), each let go once stored. */
-  private async sendSegments(timeline: Timeline, box: Outbox): Promise<void> {
+  private async sendSegments(timeline: Timeline, box: Outbox, dest: Replica | null): Promise<void> {
     while (box.segments.length > 0) {
       const s = box.segments[0]!;
       const data = s.batches !== null ? await encodeSegment(s.info, s.batches, this.worker.sha256) : await this.diskSpool.read(s.spooled!);
-      await this.storeSegment(timeline, box, s.info, data);
+      await this.storeSegment(timeline, box, dest, s.info, data);
+      if (box.segments[0] !== s) continue; // let go meanwhile (a replica's outbox overflowed)
       box.segments.shift();
       if (s.spooled) {
         box.diskBytes -= s.spooled.bytes;
@@ -999,48 +1166,97 @@ export class LogArchiver {
   }
 
   /** Stores one segment (the next in order of its outbox), and counts it. */
-  private async storeSegment(timeline: Timeline, box: Outbox, info: SegmentInfo, data: Buffer): Promise<void> {
+  private async storeSegment(timeline: Timeline, box: Outbox, dest: Replica | null, info: SegmentInfo, data: Buffer): Promise<void> {
     try {
-      await this.store(segmentName(info), data);
+      await this.storeAt(dest, segmentName(info), data);
     } catch (err) {
-      this.log.warn({ timeline: timeline.id, first: info.first, last: info.last, err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval');
+      this.log.warn({ timeline: timeline.id, first: info.first, last: info.last, ...(dest ? { replica: dest.host.name } : {}), err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval');
       throw err;
     }
     box.shipped = info.last;
+    if (dest !== null) {
+      if (box.baseStored && box.waitingBases.length === 0 && dest.baseBackups === 0) dest.storedUntil = Math.max(dest.storedUntil ?? 0, info.to);
+      dest.merge.since = true;
+      this.maybeMerge(timeline.id, dest);
+      return;
+    }
     const at = Date.now();
     if (this.timeline === timeline && this.timelineStored && box.waitingBases.length === 0) this.storedUntil = Math.max(this.storedUntil ?? 0, info.to);
     this.shippedSegments++;
     this.shippedBytes += data.length;
     this.lastShipped = { at: new Date(at).toISOString(), sequence: info.last, timeline: timeline.id };
     this.observer?.shipped(data.length, at);
-    this.shippedSinceMerge = true;
-    this.maybeMerge(timeline.id);
+    this.merge.since = true;
+    this.maybeMerge(timeline.id, null);
+  }
+
+  /** Stores one object at a destination: the primary (store()), or a replica, its success or failure remembered. */
+  private async storeAt(dest: Replica | null, name: string, data: Buffer): Promise<void> {
+    if (dest === null) return this.store(name, data);
+    try {
+      const repo = await dest.host.openRepository();
+      await repo.putObject(name, data);
+      dest.failing = false;
+      dest.lastSuccessAt = Date.now();
+    } catch (err) {
+      this.replicaFailed(dest, err);
+      throw err;
+    }
+  }
+
+  private replicaFailed(r: Replica, err: unknown): void {
+    const e = toAdminError(err);
+    r.failing = true;
+    r.lastError = { at: new Date().toISOString(), error: `${e.code}: ${e.message}` };
+  }
+
+  /** What each replica holds and how far behind it is (no storage request). */
+  replicaStatus(now = Date.now()): LogArchiveReplicaStatus[] {
+    const t = this.timeline;
+    return this.replicas.map((r) => {
+      const box = t?.replicas.get(r);
+      const upToDate = box !== undefined && !box.closed && box.baseStored && this.pending.length === 0 && box.segments.length === 0 && box.waitingBases.length === 0 && r.baseBackups === 0;
+      const since = upToDate ? this.lastPassEnd : (r.storedUntil ?? this.startedAt);
+      const state: LogArchiveReplicaStatus['state'] = this.stopped ? 'stopped' : box?.closed ? 'behind' : r.failing ? 'retrying' : 'following';
+      return {
+        name: r.host.name,
+        state,
+        lagSeconds: Math.max(0, now - since) / 1000,
+        waitingSegments: box?.segments.length ?? 0,
+        waitingBytes: box?.memoryBytes ?? 0,
+        lastSuccess: r.lastSuccessAt === null ? null : new Date(r.lastSuccessAt).toISOString(),
+        lastError: r.lastError,
+      };
+    });
   }
 
   /**
    * At most once per merge window, and only after a segment was stored since the last run (an idle node
-   * makes no request): merges the current timeline's finished windows (segment-merger.ts). Runs beside
-   * shipping, not in its queue, so a long merge never holds up the RPO: it touches only finished windows,
-   * shipping only adds newer segments. A failure is logged and tried again at the next run.
+   * makes no request): merges the current timeline's finished windows (segment-merger.ts) at one
+   * destination. Runs beside shipping, not in its queue, so a long merge never holds up the RPO: it
+   * touches only finished windows, shipping only adds newer segments. A failure is logged and tried
+   * again at the next run.
    */
-  private maybeMerge(timeline: string): void {
+  private maybeMerge(timeline: string, dest: Replica | null): void {
     const cfg = this.cfg.merge;
-    if (!cfg || this.mergeRun || !this.shippedSinceMerge || Date.now() - this.lastMergeAt < cfg.windowMs) return;
-    this.shippedSinceMerge = false;
-    this.lastMergeAt = Date.now();
-    this.mergeRun = (async () => {
+    const state = dest === null ? this.merge : dest.merge;
+    if (!cfg || state.run || !state.since || Date.now() - state.lastAt < cfg.windowMs) return;
+    state.since = false;
+    state.lastAt = Date.now();
+    const who = dest ? { replica: dest.host.name } : {};
+    state.run = (async () => {
       try {
-        const repo = await this.host.openRepository();
+        const repo = await (dest === null ? this.host.openRepository() : dest.host.openRepository());
         const plan = planMerges(await listSegments(repo, timeline), { windowMs: cfg.windowMs, largeWindowMs: cfg.largeWindowMs });
         // Bounded work per run: a backlog is merged over the next runs.
         const limited = { merges: plan.merges.slice(0, MERGES_PER_RUN), leftovers: plan.leftovers };
         if (limited.merges.length === 0 && limited.leftovers.length === 0) return;
         const done = await runMerges(repo, limited, this.worker.sha256);
-        this.log.debug({ timeline, ...done }, 'log archive: segments merged');
+        this.log.debug({ timeline, ...done, ...who }, 'log archive: segments merged');
       } catch (err) {
-        this.log.warn({ timeline, err: toAdminError(err).message }, 'log archive: merging segments failed; trying again at the next run');
+        this.log.warn({ timeline, ...who, err: toAdminError(err).message }, 'log archive: merging segments failed; trying again at the next run');
       } finally {
-        this.mergeRun = null;
+        state.run = null;
       }
     })();
   }
