@@ -41,13 +41,16 @@ const dir = tempDir('pitr-replica');
 const dbPath = path.join(dir, 'db');
 const primaryDir = path.join(dir, 'primary');
 const replicaDir = path.join(dir, 'replica');
-let db: ClassicLevel<string, Buffer> | null = null;
+const laterDir = path.join(dir, 'replica-added-later');
+/** Open while a test writes (the writers hold this instance: closed and opened again, never replaced). */
+const db = new ClassicLevel<string, Buffer>(dbPath, { valueEncoding: 'buffer', writeBufferSize: 256 * 1024, maxFileSize: 256 * 1024 });
+let writers: Writers;
 let agent: Agent | null = null;
 const storages: Storage[] = [];
 
 afterAll(async () => {
   await agent?.stop().catch(() => {});
-  await db?.close().catch(() => {});
+  await db.close().catch(() => {});
   for (const s of storages) await s.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
@@ -74,6 +77,31 @@ async function segments(d: string): Promise<number> {
   }
 }
 
+function newAgent(replicas: string[]): Agent {
+  return createAgent({
+    dbPath,
+    checkpointDir: path.join(dir, 'checkpoints'),
+    retention: { keepLast: 20 },
+    backup: { repository: pathToFileURL(primaryDir).href, replicas, logArchive: { intervalMs: INTERVAL_MS } },
+    logger: process.env.DEBUG_REPLICA ? pino({ level: 'info' }, pino.destination('/tmp/replica-debug.log')) : silent,
+  });
+}
+
+/** Restores from one repository at `moments`, each checked against the writers' model. */
+async function restoresExact(storage: Storage, moments: number[]): Promise<number> {
+  const repo = await Repository.open(storage, TEST_REPO);
+  let applied = 0;
+  for (const [i, at] of moments.entries()) {
+    const to = path.join(dir, `restored-${i}`);
+    const r = await restoreToMoment({ repo, at, to });
+    applied += r.batches;
+    expect(writers.mismatch(await readState(to, WRITERS), writers.bounds(at), true), `restore to ${new Date(at).toISOString()}`).toBeNull();
+    fs.rmSync(to, { recursive: true });
+  }
+  await repo.codec.close();
+  return applied;
+}
+
 function sample(scrape: string, series: string): number | null {
   const line = scrape.split('\n').find((l) => l.startsWith(`${series} `));
   return line === undefined ? null : Number(line.slice(series.length + 1));
@@ -83,18 +111,11 @@ describe('log archive: a continuous replica', () => {
   it('keeps a replica current through an outage of either side, and restores from it alone are exact', async () => {
     fs.mkdirSync(primaryDir);
     fs.mkdirSync(replicaDir);
-    db = new ClassicLevel<string, Buffer>(dbPath, { valueEncoding: 'buffer', writeBufferSize: 256 * 1024, maxFileSize: 256 * 1024 });
     await db.open();
-    const writers = new Writers(levelApply(db), { writers: WRITERS, keysPerWriter: 300, batches: true, pauseMs: 5 });
+    writers = new Writers(levelApply(db), { writers: WRITERS, keysPerWriter: 300, batches: true, pauseMs: 5 });
     writers.start();
     const replicaUrl = pathToFileURL(replicaDir).href;
-    agent = createAgent({
-      dbPath,
-      checkpointDir: path.join(dir, 'checkpoints'),
-      retention: { keepLast: 20 },
-      backup: { repository: pathToFileURL(primaryDir).href, replicas: [replicaUrl], logArchive: { intervalMs: INTERVAL_MS } },
-      logger: silent,
-    });
+    agent = newAgent([replicaUrl]);
     await agent.start();
     const a = agent;
     const archive = async (): Promise<LogArchiveStatus> => (await a.status()).logArchive!;
@@ -142,7 +163,6 @@ describe('log archive: a continuous replica', () => {
     agent = null;
     await db.close();
     const last = (await dbSequence(dbPath)).sequence;
-    db = null;
 
     // Both hold one whole timeline up to the database's last write.
     for (const d of [primaryDir, replicaDir]) {
@@ -182,5 +202,50 @@ describe('log archive: a continuous replica', () => {
       fs.rmSync(to, { recursive: true });
     }
     expect(applied).toBeGreaterThan(moments.length);
+    await repo.codec.close();
   }, 180_000);
+
+  it('after a restart that goes on with the timeline: the replica that holds it goes on; one added since gets a base of its own', async () => {
+    await db.open();
+    fs.mkdirSync(laterDir);
+    const laterStorage = await openStorage(pathToFileURL(laterDir).href, { logger: silent });
+    storages.push(laterStorage);
+    const before = (await readWindows(storages[0]!)).timelines[0]!;
+    // The node writes nothing before the agent has started: the continuity proof can be made.
+    agent = newAgent([pathToFileURL(replicaDir).href, pathToFileURL(laterDir).href]);
+    await agent.start();
+    const a = agent;
+    await until('the timeline goes on', async () => (await a.status()).logArchive?.timeline?.id === before.id);
+    writers.start();
+    const later = async () => (await readWindows(laterStorage)).timelines[0];
+    await until('the replica added later has a usable base and segments after it', async () => {
+      const t = await later();
+      return t !== undefined && t.bases.some((b) => b.usable) && t.lastSequence! > t.bases[0]!.sequence;
+    });
+    const laterFrom = (await later())!.from!;
+    await until('more writes after its base', async () => writers.acked > 0 && Date.now() > laterFrom + 2 * INTERVAL_MS);
+    await writers.stop();
+    await agent.stop();
+    agent = null;
+    await db.close();
+    const last = (await dbSequence(dbPath)).sequence;
+
+    for (const [d, storage] of [primaryDir, replicaDir, laterDir].map((d, i) => [d, storages[i]!] as const)) {
+      const w = await readWindows(storage);
+      expect(w.timelines.map((t) => t.id), d).toEqual([before.id]);
+      expect(w.timelines[0]!.brokenAfter, d).toBeNull();
+      expect(w.timelines[0]!.lastSequence, d).toBe(last);
+    }
+    // The replica that held the timeline: its window goes on across the restart, as the primary's.
+    const replicaStorage = storages[1]!;
+    const t = (await readWindows(replicaStorage)).timelines[0]!;
+    expect(t.from).toBe(before.from);
+    expect(t.marks.map((m) => m.kind)).toContain('resume');
+    const span = (from: number, to: number) => Array.from({ length: 4 }, (_, i) => Math.floor(from + ((i + 1) * (to - from)) / 5));
+    expect(await restoresExact(replicaStorage, span(before.to!, t.to!))).toBeGreaterThan(0);
+    // The one added since: from its own base on.
+    const l = (await readWindows(laterStorage)).timelines[0]!;
+    expect(l.from).toBeGreaterThan(before.to!);
+    expect(await restoresExact(laterStorage, span(l.from!, l.to!))).toBeGreaterThan(0);
+  }, 120_000);
 });

@@ -9,10 +9,11 @@ import { dbSequence } from './db-sequence.js';
 import { manifestSequence, proveContinuity, type Continuity, type Opening } from './continuity-proof.js';
 import { LogFollower, type ReadBatch } from './log-follower.js';
 import { ArchiveWorker } from './archive-worker-client.js';
-import { baseName, encodeSegment, markName, MAX_TAIL_BYTES, segmentName, wholePasses, type BaseRecord, type MarkRecord, type SegmentInfo } from './segment.js';
+import { baseName, encodeSegment, markName, MAX_TAIL_BYTES, parseWalName, segmentName, WAL_PREFIX, wholePasses, type BaseRecord, type MarkRecord, type SegmentInfo, type WalObject } from './segment.js';
 import { SegmentSpool, type SpooledSegment } from './segment-spool.js';
 import { batchLast } from './write-batch.js';
 import { HOUR_MS, MINUTE_MS, listSegments, planMerges, runMerges } from './segment-merger.js';
+import { timelineWindows } from './timeline-windows.js';
 
 /** What the archiver needs of the agent that hosts it. */
 export interface LogArchiveHost {
@@ -215,10 +216,15 @@ interface Outbox {
   closed: boolean;
   /** A base record or a mark of the timeline is stored at this destination: its window is live. */
   baseStored: boolean;
+  /**
+   * A replica's outbox of a timeline that goes on after a restart: whether the replica holds it whole up
+   * to the resume point is checked (a listing) before anything is stored there.
+   */
+  unverified: boolean;
 }
 
 function newOutbox(shipped: number): Outbox {
-  return { segments: [], memoryBytes: 0, diskBytes: 0, shipped, waitingBases: [], waitingMarks: [], closed: false, baseStored: false };
+  return { segments: [], memoryBytes: 0, diskBytes: 0, shipped, waitingBases: [], waitingMarks: [], closed: false, baseStored: false, unverified: false };
 }
 
 /** Segment merging at one destination: the run in flight, when the last began, whether a segment was stored since. */
@@ -458,8 +464,14 @@ export class LogArchiver {
       }
       const { timeline: id, sequence, end, check } = verdict;
       const mark: MarkRecord = { version: 1, kind: 'resume', timeline: id, last: sequence, at: opening.at, from: end, proof: check };
-      const marked = (): Outbox => ({ ...newOutbox(sequence), waitingMarks: [mark] });
-      this.timeline = { id, sequence, segmentFrom: end, candidates: new Map(), primary: marked(), replicas: new Map(this.replicas.map((r) => [r, marked()])) };
+      this.timeline = {
+        id,
+        sequence,
+        segmentFrom: end,
+        candidates: new Map(),
+        primary: { ...newOutbox(sequence), waitingMarks: [mark] },
+        replicas: new Map(this.replicas.map((r) => [r, { ...newOutbox(sequence), waitingMarks: [mark], unverified: true }])),
+      };
       this.timelineStartedAt = Date.now();
       this.timelineStored = false;
       this.everTimeline = true;
@@ -1106,6 +1118,8 @@ export class LogArchiver {
       const box = t?.replicas.get(r);
       if (!t || !box || box.closed) return;
       try {
+        if (box.unverified) await this.verifyReplica(t, r, box);
+        if (box.closed) return;
         const covered = await this.send(t, box, r);
         r.failures = 0;
         r.sendAfter = 0;
@@ -1114,6 +1128,66 @@ export class LogArchiver {
         r.sendAfter = Date.now() + Math.min(SEND_BACKOFF_MS, this.cfg.intervalMs * 2 ** r.failures++) - this.cfg.intervalMs / 2;
       }
     });
+  }
+
+  /**
+   * A timeline that goes on after a restart, at a replica: if the replica holds it whole up to the
+   * resume point, it goes on there too (with the resume mark). If the replica holds nothing of it (a
+   * replica added since, or one that never got its first base), it gets a base of its own: a checkpoint
+   * backed up into it alone, registered only there. If it holds a copy with a hole or cut short (it was
+   * behind when the agent stopped or was killed), its copy of the timeline cannot go on: it waits for the
+   * next timeline (`backup copy --log-archive` fills it from the primary). Throws on a storage failure
+   * (retried with the replica's backoff).
+   */
+  private async verifyReplica(t: Timeline, r: Replica, box: Outbox): Promise<void> {
+    const repo = await r.host.openRepository();
+    const objects: WalObject[] = [];
+    for await (const o of repo.list(`${WAL_PREFIX}${t.id}/`)) {
+      const parsed = parseWalName(o.name);
+      if (parsed) objects.push(parsed);
+    }
+    const backups = new Set<string>();
+    for await (const o of repo.list('snapshots/')) backups.add(o.name.slice('snapshots/'.length));
+    const held = timelineWindows(objects, backups).timelines.find((w) => w.id === t.id);
+    box.unverified = false;
+    if (held && held.from !== null && held.brokenAfter === null && held.lastSequence === t.sequence) return;
+    box.waitingMarks = []; // it would extend a window the replica does not have
+    if (held === undefined) {
+      this.log.info({ timeline: t.id, replica: r.host.name }, 'log archive: a replica holds nothing of the timeline that goes on; it gets a base of its own');
+      this.replicaOwnBase(t, r, box);
+      return;
+    }
+    box.closed = true;
+    box.segments = [];
+    box.memoryBytes = 0;
+    r.lastError = { at: new Date().toISOString(), error: `${ErrorCodes.STORAGE_UNAVAILABLE}: the replica's copy of timeline ${t.id} ends before sequence ${t.sequence}` };
+    this.log.error({ timeline: t.id, replica: r.host.name, replicaEnds: held.lastSequence, sequence: t.sequence }, "log archive: a replica's copy of the timeline that goes on is cut short; it waits for the next timeline (backup copy --log-archive fills it)");
+  }
+
+  /** A base for one replica only: a checkpoint of its own, backed up into that replica under a new backup id. */
+  private replicaOwnBase(t: Timeline, r: Replica, box: Outbox): void {
+    r.baseBackups++;
+    const run = r.baseWork.then(async () => {
+      for (let attempt = 0; this.running && !box.closed && this.timeline === t; attempt++) {
+        try {
+          const checkpoint = await this.host.createCheckpoint({ label: 'log-archive-replica-base' });
+          const from = Date.now();
+          const { sequence } = await dbSequence(checkpoint.path);
+          const backup = newCheckpointId().toLowerCase();
+          await r.host.backupInto(checkpoint.id, backup);
+          box.waitingBases.push({ timeline: t.id, backup, sequence, from });
+          this.log.info({ timeline: t.id, backup, sequence, replica: r.host.name }, 'log archive: a base of its own backed up into a replica');
+          return;
+        } catch (err) {
+          if (!this.running) return;
+          this.replicaFailed(r, err);
+          const retryMs = Math.min(MAX_BASE_RETRY_MS, this.cfg.retryMs * 2 ** attempt);
+          this.log.warn({ replica: r.host.name, err: toAdminError(err).message, retryMs }, "log archive: a replica's own base failed; retrying");
+          await new Promise<void>((resolve) => setTimeout(resolve, retryMs).unref());
+        }
+      }
+    });
+    r.baseWork = run.catch(() => {}).finally(() => r.baseBackups--);
   }
 
   private enqueueReplica(r: Replica, fn: () => Promise<void>): Promise<void> {
