@@ -280,8 +280,12 @@ interface Timeline {
  * the previous one; on any break (a jump in sequence numbers, a damaged log) it ends, and a new timeline
  * with a new base begins. An agent start goes on with the archive's newest timeline when the database is
  * provably its state (continuity-proof.ts: the opening is taken in start(), before the host writes), else
- * begins a new one; a clean stop stores a mark that the timeline is complete up to then. A failed upload keeps its batches
- * (up to spoolBytes; beyond, the timeline ends: `spool_full`) and is retried at the next interval. Backups the agent makes of checkpoints it took during a timeline
+ * begins a new one; a clean stop stores a mark that the timeline is complete up to then. Segments are cut
+ * once, at each interval, whatever the storage does, and handed to each destination's outbox (the
+ * primary's: memory, then the spool directory, up to spoolBytes; beyond, the timeline ends: `spool_full`;
+ * each replica's: memory, up to replicaBytes; beyond, only that replica's copy ends); each destination's
+ * sender stores its outbox in order with its own retries and backoff, then the base records and marks
+ * its segments reach. Backups the agent makes of checkpoints it took during a timeline
  * become more bases of it. What it holds is shown by status() (no storage request) and told to its
  * observer as it happens (metrics). Layout and reasoning: docs/log-archive-design.md.
  */
