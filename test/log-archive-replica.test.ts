@@ -77,12 +77,12 @@ async function segments(d: string): Promise<number> {
   }
 }
 
-function newAgent(replicas: string[]): Agent {
+function newAgent(replicas: string[], replicaBytes?: number): Agent {
   return createAgent({
     dbPath,
     checkpointDir: path.join(dir, 'checkpoints'),
     retention: { keepLast: 20 },
-    backup: { repository: pathToFileURL(primaryDir).href, replicas, logArchive: { intervalMs: INTERVAL_MS } },
+    backup: { repository: pathToFileURL(primaryDir).href, replicas, logArchive: { intervalMs: INTERVAL_MS, ...(replicaBytes ? { replicaBytes } : {}) } },
     logger: process.env.DEBUG_REPLICA ? pino({ level: 'info' }, pino.destination('/tmp/replica-debug.log')) : silent,
   });
 }
@@ -247,5 +247,44 @@ describe('log archive: a continuous replica', () => {
     const l = (await readWindows(laterStorage)).timelines[0]!;
     expect(l.from).toBeGreaterThan(before.to!);
     expect(await restoresExact(laterStorage, span(l.from!, l.to!))).toBeGreaterThan(0);
+  }, 120_000);
+
+  it("a replica away until its outbox overflows: only its copy of the timeline ends; the primary's goes on", async () => {
+    await db.open();
+    const smallDir = path.join(dir, 'replica-small');
+    fs.mkdirSync(smallDir);
+    const smallStorage = await openStorage(pathToFileURL(smallDir).href, { logger: silent });
+    storages.push(smallStorage);
+    const before = (await readWindows(storages[0]!)).timelines[0]!;
+    agent = newAgent([pathToFileURL(smallDir).href], 4 * 1024 * 1024);
+    await agent.start();
+    const a = agent;
+    const archive = async (): Promise<LogArchiveStatus> => (await a.status()).logArchive!;
+    await until('the timeline goes on', async () => (await archive()).timeline?.id === before.id);
+    writers.start();
+    await until('the replica has a usable base', async () => (await readWindows(smallStorage)).timelines[0]?.bases.some((b) => b.usable) === true);
+    const back = away(smallDir);
+    const awayFrom = Date.now();
+    await until('the replica is behind (its outbox overflowed)', async () => (await archive()).replicas![0]!.state === 'behind');
+    back();
+    const shipped = (await archive()).shippedSegments;
+    await until('the primary goes on', async () => (await archive()).shippedSegments >= shipped + OUTAGE_SEGMENTS);
+    const status = await archive();
+    expect(status.breaks).toBe(0);
+    expect(status.replicas![0]!.lastError?.error).toMatch(/bytes of segments waited for the replica/);
+    await writers.stop();
+    await agent.stop();
+    agent = null;
+    await db.close();
+    const last = (await dbSequence(dbPath)).sequence;
+
+    const primary = (await readWindows(storages[0]!)).timelines;
+    expect(primary.map((t) => t.id)).toEqual([before.id]);
+    expect(primary[0]!.lastSequence).toBe(last);
+    const small = (await readWindows(smallStorage)).timelines[0]!;
+    expect(small.id).toBe(before.id);
+    expect(small.lastSequence!).toBeLessThan(last);
+    expect(small.to!).toBeLessThanOrEqual(awayFrom);
+    expect(await restoresExact(smallStorage, [small.from!, small.to!])).toBeGreaterThanOrEqual(0);
   }, 120_000);
 });
