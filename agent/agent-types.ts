@@ -71,6 +71,14 @@ export interface BackupOptions {
    * false: off. At start the agent takes a checkpoint and a backup as the base of a new timeline.
    */
   logArchive?: LogArchiveOptions | boolean | null;
+  /**
+   * Replicas of the log archive: repository URLs (file:// or s3://, the same password and s3 options as
+   * the primary), each created if there is none. Every segment, base and mark goes to each after it is
+   * cut, from the node's side (the bases' backups from their checkpoints, with the same ids), never by
+   * reading the primary; each has its own outbox, retries and backoff, so a replica that is down never
+   * delays the primary or another replica. Needs `logArchive`.
+   */
+  replicas?: string[];
 }
 
 export interface AgentOptions {

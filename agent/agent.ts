@@ -46,6 +46,7 @@ import { AgentMetrics, type CheckpointFacts } from './metrics/agent-metrics.js';
 import { LogArchiver, parseLogArchiveOptions, type LogArchiveConfig } from './log-archive/log-archiver.js';
 import { logArchivePruneClient } from './log-archive/wal-prune.js';
 import type { Storage } from './storage/storage.js';
+import { parseStorageUrl, redactUrl } from './storage/open-storage.js';
 import type { Repository } from './repository/repository.js';
 
 export const AGENT_VERSION = '0.1.0';
@@ -108,6 +109,8 @@ class CheckpointAgent implements Agent {
   private readonly archiveCfg: LogArchiveConfig | null;
   private archiver: LogArchiver | null = null;
   private archiveStorage: Promise<Storage> | null = null;
+  /** The log archive's replicas (backup.replicas). */
+  private readonly replicaUrls: string[];
   private readonly backupOptions: AgentOptions['backup'];
 
   constructor(options: AgentOptions) {
@@ -121,6 +124,7 @@ class CheckpointAgent implements Agent {
     this.maxQueued = options.maxQueuedCreates ?? 8;
     this.log = (options.logger ?? pino({ redact: REDACT_PATHS })).child({ component: 'node-admin' });
     this.archiveCfg = options.backup ? parseLogArchiveOptions(options.backup.logArchive) : null;
+    this.replicaUrls = options.backup ? parseReplicas(options.backup.replicas, options.backup.repository, this.archiveCfg !== null) : [];
     this.agentMetrics = new AgentMetrics(
       {
         checkpoints: () => this.checkpointFacts(),
@@ -134,6 +138,7 @@ class CheckpointAgent implements Agent {
                   const lag = await this.archiver.lagBytes();
                   return lag.bytes + lag.unreadBytes;
                 },
+                replicas: () => (this.archiver?.replicaStatus() ?? []).map((r) => ({ name: r.name, lagSeconds: r.lagSeconds, lastSuccessAt: r.lastSuccess === null ? null : Date.parse(r.lastSuccess) })),
               },
             }
           : {}),
@@ -200,6 +205,11 @@ class CheckpointAgent implements Agent {
           createCheckpoint: (req) => this.createCheckpoint(req),
           createBackup: (req) => this.createBackup(req, undefined, 'log-archive'),
           openRepository: () => this.openArchiveRepository(),
+          replicas: this.replicaUrls.map((url) => ({
+            name: redactUrl(url),
+            openRepository: () => this.backups.replicaRepository(url),
+            backupInto: (checkpointId: string, backupId: string) => this.backups.backupInto(url, checkpointId, backupId),
+          })),
         }, this.log, this.agentMetrics.logArchive);
         await archiver.start();
         this.archiver = archiver;
@@ -621,4 +631,22 @@ class CheckpointAgent implements Agent {
   backupChanges(req: ChangesRequest = {}, onBatch?: (b: ChangeBatch) => void | Promise<void>): Promise<ChangesSummary> {
     return this.backups.changes(req, onBatch ?? (() => {}));
   }
+}
+
+/**
+ * backup.replicas: repository URLs (file:// or s3://, as the primary's), each checked now (no I/O) so
+ * that a bad one stops the node at start; only with the log archive on, never the primary itself, never twice.
+ */
+function parseReplicas(replicas: unknown, primary: string, archiving: boolean): string[] {
+  if (replicas === undefined || replicas === null) return [];
+  const bad = (m: string) => new AdminError(ErrorCodes.INVALID_ARGUMENT, m);
+  if (!Array.isArray(replicas) || replicas.some((r) => typeof r !== 'string' || r === '')) throw bad('backup.replicas must be a list of repository URLs');
+  if (replicas.length > 0 && !archiving) throw bad('backup.replicas needs backup.logArchive: a replica receives the log archive and its bases');
+  const urls = replicas as string[];
+  for (const url of urls) {
+    parseStorageUrl(url);
+    if (url === primary) throw bad(`backup.replicas names the primary repository ${redactUrl(url)}`);
+  }
+  if (new Set(urls).size !== urls.length) throw bad('backup.replicas names a repository twice');
+  return urls;
 }

@@ -158,6 +158,24 @@ export interface LogArchiveStatus {
   lastBreak: { at: string; reason: string; detail: string } | null;
   /** The last failure (storage, base, reading the logs), kept after a later success; `error` is `CODE: message`. */
   lastError: { at: string; error: string } | null;
+  /** Each replica (backup.replicas): what it holds and how far behind it is; absent without replicas. */
+  replicas?: LogArchiveReplicaStatus[];
+}
+
+/** A log archive replica as `status` shows it. */
+export interface LogArchiveReplicaStatus {
+  /** Its URL without credentials. */
+  name: string;
+  /** `following`; `retrying` (its last request failed); `behind` (its outbox overflowed: its copy of the timeline ended, it joins the next); `stopped`. */
+  state: 'following' | 'retrying' | 'behind' | 'stopped';
+  /** How long the oldest write the replica does not hold yet has waited (s). */
+  lagSeconds: number;
+  /** Segments waiting for it (in memory), and their bytes. */
+  waitingSegments: number;
+  waitingBytes: number;
+  /** When a request to it last succeeded (ISO 8601), or null. */
+  lastSuccess: string | null;
+  lastError: { at: string; error: string } | null;
 }
 
 /** A base backup of a timeline, as `backup timeline` shows it (times ISO 8601). */

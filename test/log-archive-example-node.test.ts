@@ -27,6 +27,9 @@ describe('example node: --log-archive', () => {
       [['--log-archive', 'off', '--log-archive-interval', '2s'], /goes with --log-archive on/],
       [['--log-archive', 'on', '--log-archive-interval', 'soon'], /log-archive-interval/],
       [['--log-archive', 'on', '--backup-repo', 'none'], /needs a backup repository/],
+      [['--backup-replica', 'ftp://elsewhere/x'], /invalid storage URL/],
+      [['--log-archive', 'off', '--backup-replica', 'file:///tmp/replica'], /backup.replicas needs backup.logArchive/],
+      [['--backup-replica', 'file:///tmp/replica', '--backup-replica', 'file:///tmp/replica'], /names a repository twice/],
     ] as const) {
       const r = refused([...args]);
       expect(r.code, r.stderr).not.toBe(0);

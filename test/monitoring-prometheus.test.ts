@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kv, ROOT, runCli, startExampleNode, tempDir, type CliResult, type RunningNode } from './support/processes.js';
@@ -57,7 +58,9 @@ describe('a real Prometheus scraping the example node', () => {
     process.env.AWS_ACCESS_KEY_ID = s3.accessKeyId;
     process.env.AWS_SECRET_ACCESS_KEY = s3.secretAccessKey;
     try {
-      node = await startExampleNode(dir, ['--backup-repo', `s3://${s3.bucket}/${prefix}`, '--s3-endpoint', endpoint, '--s3-region', s3.region, '--log-archive', 'on']);
+      // A replica on a directory too: the dashboard's replica panel and the replica metrics meet real data.
+      const replica = pathToFileURL(path.join(dir, 'replica')).href;
+      node = await startExampleNode(dir, ['--backup-repo', `s3://${s3.bucket}/${prefix}`, '--s3-endpoint', endpoint, '--s3-region', s3.region, '--log-archive', 'on', '--backup-replica', replica]);
     } finally {
       process.env = saved;
     }

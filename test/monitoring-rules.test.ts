@@ -74,6 +74,7 @@ describe('alerting rules (promtool)', () => {
       'NodeAdminLogArchiveLagging',
       'NodeAdminLogArchiveTimelineBroken',
       'NodeAdminBackupUnencrypted',
+      'NodeAdminBackupReplicaLagging',
     ]) {
       expect(alertNames).toContain(name);
     }

@@ -56,6 +56,8 @@ export interface BackupOptions {
   directIo?: boolean;
   /** Chunks in flight (default: defaultReaders()). */
   readers?: number;
+  /** The backup's id (default: a new one); a log archive replica's base keeps its primary's. */
+  snapshotId?: string;
 }
 
 /**
@@ -184,7 +186,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
     placer.check();
 
     progress.phase = 'finishing';
-    const snapshot = await writeSnapshot({ repo, packs: placer, tree: plan.tree(), checkpoint, pinned: o.pinned === true, bytes: progress.bytesTotal });
+    const snapshot = await writeSnapshot({ repo, packs: placer, tree: plan.tree(), checkpoint, pinned: o.pinned === true, bytes: progress.bytesTotal, ...(o.snapshotId ? { id: o.snapshotId } : {}) });
     reporting.report(true);
     return {
       id: snapshot.id,

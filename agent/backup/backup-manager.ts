@@ -301,6 +301,75 @@ export class BackupManager {
     this.access = null;
     await storage?.then((s) => s.close()).catch(() => {});
     await access?.then((a) => a.close()).catch(() => {});
+    const replicas = [...this.replicaHandles.values()];
+    this.replicaHandles.clear();
+    for (const r of replicas) {
+      await r.storage?.then((s) => s.close()).catch(() => {});
+      await r.access.then((a) => a.close()).catch(() => {});
+    }
+  }
+
+  /** The log archive's replicas (backup.replicas), by URL: a storage handle and keys of their own each. */
+  private readonly replicaHandles = new Map<string, { storage: Promise<Storage> | null; access: Promise<RepositoryAccess> }>();
+
+  private replicaHandle(url: string): { storage: Promise<Storage>; access: Promise<RepositoryAccess> } {
+    const cfg = this.requireBackup();
+    let h = this.replicaHandles.get(url);
+    if (!h) {
+      const access = loadBackupEngine().then(
+        (e) =>
+          new e.RepositoryAccess({
+            password: e.passwordSource(cfg.password),
+            insecureNoEncryption: cfg.insecureNoEncryption,
+            allowFormat2: cfg.allowFormat2,
+            ...(cfg.kdfCost ? { kdfCost: cfg.kdfCost } : {}),
+          }),
+      );
+      h = { storage: null, access };
+      this.replicaHandles.set(url, h);
+    }
+    if (!h.storage) {
+      const handle = h;
+      const opening = loadBackupEngine().then((e) => e.openStorage(url, { logger: this.log, ...(cfg.s3 ? { s3: cfg.s3 } : {}) }));
+      handle.storage = opening;
+      // A failed open is not kept: the next request tries again.
+      opening.catch(() => {
+        if (handle.storage === opening) handle.storage = null;
+      });
+    }
+    return { storage: h.storage!, access: h.access };
+  }
+
+  /** A log archive replica's repository, made there (with this agent's password) when there is none. */
+  async replicaRepository(url: string): Promise<Repository> {
+    const h = this.replicaHandle(url);
+    const repo = await (await h.access).open(await h.storage, true);
+    repo.assertWritable();
+    return repo;
+  }
+
+  /**
+   * Backs a checkpoint up into a log archive replica as the backup `backupId` (the id it has in the
+   * primary, which the replica's base records name): from the checkpoint, deduplicated in the replica,
+   * never read from the primary. Nothing when the replica holds that backup already. Outside the one
+   * backup slot: a slow replica never holds up the primary's backups. NOT_FOUND when the checkpoint is gone.
+   */
+  async backupInto(url: string, checkpointId: string, backupId: string): Promise<void> {
+    const cfg = this.requireBackup();
+    const engine = await loadBackupEngine();
+    const repo = await this.replicaRepository(url);
+    const held = await repo.readSnapshot(backupId).then(
+      () => true,
+      (err: unknown) => {
+        if (toAdminError(err).code === ErrorCodes.NOT_FOUND) return false;
+        throw err;
+      },
+    );
+    if (held) return;
+    const checkpoint = await this.host.getCheckpoint(checkpointId);
+    const cache = engine.HashCache.load(path.join(cfg.cacheDir, `hash-cache-${repo.cacheTag}.json`));
+    const record = await engine.backupCheckpoint({ repo, checkpoint, cache, concurrency: cfg.concurrency, bandwidthLimit: cfg.bandwidthLimit, snapshotId: backupId });
+    this.log.info({ backup: record.id, checkpoint: checkpoint.id, repository: redactUrl(url), bytesUploaded: record.bytesUploaded, ms: record.durationMs }, 'backup copied into a log archive replica');
   }
 
   status(): BackupStatus | null {

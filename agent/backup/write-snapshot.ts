@@ -24,6 +24,8 @@ export interface WriteSnapshotOptions {
   pinned: boolean;
   /** The checkpoint's size, as the snapshot records it. */
   bytes: number;
+  /** The snapshot's id (default: a new one); a log archive replica's base keeps its primary's. */
+  id?: string;
 }
 
 /**
@@ -51,7 +53,7 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<Snapshot> 
   const { checkpoint } = o;
   const snapshot: Snapshot = {
     version: 1,
-    id: newCheckpointId().toLowerCase(),
+    id: o.id ?? newCheckpointId().toLowerCase(),
     createdAt: new Date().toISOString(),
     hostname: os.hostname(),
     pinned: o.pinned,

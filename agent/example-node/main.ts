@@ -59,6 +59,8 @@ const USAGE = `usage: node dist/agent/example-node/main.js [options]
                                 (\`node-admin backup restore --at <time>\`); default on whenever there is a
                                 backup repository (the default one included)
   --log-archive-interval <dur>  ship newly written batches at most this often (default 1s)
+  --backup-replica <url>        a second copy kept current: every archived segment and its bases also go to this
+                                repository (same password and S3 options), on its own; repeatable
   --backup-keep-last <n>        backup retention for \`backup prune\` (default 3)
   --backup-keep-hourly/--backup-keep-daily/--backup-keep-weekly/--backup-keep-monthly <n>   (default 0)
   --write-buffer-size <size>    LevelDB memtable size (default 4MiB)
@@ -68,7 +70,7 @@ const USAGE = `usage: node dist/agent/example-node/main.js [options]
 async function main(): Promise<void> {
   // This program is a node of our own, not a host we are embedded in: it may set its V8 flags.
   enableArrayBufferTransfer();
-  const { values } = parseArgs({
+  const { values: parsed } = parseArgs({
     options: {
       'data-dir': { type: 'string', default: 'var' },
       socket: { type: 'string' },
@@ -98,12 +100,15 @@ async function main(): Promise<void> {
       'promote-min-interval': { type: 'string' },
       'log-archive': { type: 'string' },
       'log-archive-interval': { type: 'string' },
+      'backup-replica': { type: 'string', multiple: true },
       ...keepFlags('backup-'),
       'log-level': { type: 'string', default: 'info' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
   });
+  // --backup-replica is the one repeatable flag: the others are single strings or booleans.
+  const { 'backup-replica': replicaFlags, ...values } = parsed;
   if (values.help) {
     process.stdout.write(USAGE + '\n');
     return;
@@ -125,7 +130,7 @@ async function main(): Promise<void> {
         ...(values['checkpoint-retry'] ? { retryAfterMs: parseDuration(values['checkpoint-retry'], 'checkpoint-retry') } : {}),
       }
     : null;
-  const backup = backupOptions(values, dataDir);
+  const backup = backupOptions(values, dataDir, replicaFlags ?? []);
 
   // The node owns its database, and LevelDB 1.20 (the one classic-level bundles) creates the database
   // directory, and renames CURRENT into it, without fsyncing either parent: after a power cut a node
@@ -285,11 +290,12 @@ function keepCounts(values: Record<string, string | boolean | undefined>, prefix
 }
 
 /** The --backup-* and --s3-* flags as AgentOptions.backup (null with --backup-repo none). */
-function backupOptions(values: Record<string, string | boolean | undefined>, dataDir: string): AgentOptions['backup'] {
+function backupOptions(values: Record<string, string | boolean | undefined>, dataDir: string, replicas: string[] = []): AgentOptions['backup'] {
   const str = (name: string) => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
   const repository = str('backup-repo') ?? pathToFileURL(path.join(dataDir, 'backups')).href;
   if (repository === 'none') {
     if (values['log-archive'] === 'on') throw new AdminError('INVALID_ARGUMENT', '--log-archive on needs a backup repository (not --backup-repo none)');
+    if (replicas.length > 0) throw new AdminError('INVALID_ARGUMENT', '--backup-replica needs a backup repository (not --backup-repo none)');
     return null;
   }
   const s3: NonNullable<NonNullable<AgentOptions['backup']>['s3']> = {};
@@ -331,6 +337,7 @@ function backupOptions(values: Record<string, string | boolean | undefined>, dat
     retention,
     promote,
     logArchive,
+    ...(replicas.length > 0 ? { replicas } : {}),
     ...(password && (password.file || password.command) ? { password } : {}),
     ...(insecure ? { insecureNoEncryption: true } : {}),
     ...(values['backup-allow-format-2'] === true ? { allowFormat2: true } : {}),

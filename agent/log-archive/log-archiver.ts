@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { BackupRecord, CheckpointRecord, CreateBackupRequest, CreateCheckpointRequest, LogArchiveStatus } from '../../shared/api.js';
+import type { BackupRecord, CheckpointRecord, CreateBackupRequest, CreateCheckpointRequest, LogArchiveReplicaStatus, LogArchiveStatus } from '../../shared/api.js';
 import { AdminError, ErrorCodes, toAdminError, type ErrorCode } from '../../shared/errors.js';
 import { canonicalJson } from '../repository/format.js';
 import type { Repository } from '../repository/repository.js';
@@ -9,10 +9,11 @@ import { dbSequence } from './db-sequence.js';
 import { manifestSequence, proveContinuity, type Continuity, type Opening } from './continuity-proof.js';
 import { LogFollower, type ReadBatch } from './log-follower.js';
 import { ArchiveWorker } from './archive-worker-client.js';
-import { baseName, encodeSegment, markName, MAX_TAIL_BYTES, segmentName, wholePasses, type BaseRecord, type MarkRecord, type SegmentInfo } from './segment.js';
+import { baseName, encodeSegment, markName, MAX_TAIL_BYTES, parseWalName, segmentName, WAL_PREFIX, wholePasses, type BaseRecord, type MarkRecord, type SegmentInfo, type WalObject } from './segment.js';
 import { SegmentSpool, type SpooledSegment } from './segment-spool.js';
 import { batchLast } from './write-batch.js';
 import { HOUR_MS, MINUTE_MS, listSegments, planMerges, runMerges } from './segment-merger.js';
+import { timelineWindows } from './timeline-windows.js';
 
 /** What the archiver needs of the agent that hosts it. */
 export interface LogArchiveHost {
@@ -20,7 +21,24 @@ export interface LogArchiveHost {
   createBackup(req: CreateBackupRequest): Promise<BackupRecord>;
   /** The repository (opened by the host; the archiver never closes it). */
   openRepository(): Promise<Repository>;
+  /** The replicas (backup.replicas): each receives every segment, base and mark, on its own. */
+  replicas?: LogArchiveReplicaHost[];
 }
+
+/** What the archiver needs of a replica repository. */
+export interface LogArchiveReplicaHost {
+  /** What logs, status and metrics call it (its URL without credentials). */
+  name: string;
+  /** The replica repository (opened by the host, created there if there is none; never closed here). */
+  openRepository(): Promise<Repository>;
+  /**
+   * Backs the checkpoint up into the replica as the backup `backupId` (the id it has in the primary:
+   * the base records name it), from the checkpoint itself, never by reading the primary. Nothing to do
+   * when the replica holds it already. NOT_FOUND when the checkpoint is gone.
+   */
+  backupInto(checkpointId: string, backupId: string): Promise<void>;
+}
+
 
 export interface LogArchiveConfig {
   /** Ship new batches at most this often (ms). */
@@ -37,6 +55,8 @@ export interface LogArchiveConfig {
   spoolDir: string | null;
   /** Batches waiting in memory beyond this go to the spool directory. */
   spoolMemoryBytes: number;
+  /** The most bytes of segments a replica's outbox holds (in memory); beyond, that replica's timeline ends. */
+  replicaBytes: number;
 }
 
 export interface LogArchiveOptions {
@@ -61,9 +81,16 @@ export interface LogArchiveOptions {
   spoolDir?: string;
   /** Batches waiting for the storage kept in memory before the rest go to the spool directory (default 16 MiB). */
   spoolMemoryBytes?: number;
+  /**
+   * Segments waiting for a replica (backup.replicas), held in memory, up to this many bytes (default
+   * 64 MiB: about a minute of 1 KiB writes at 1,000/s); past it, the replica's copy of the timeline ends
+   * there (its window stops; the primary's goes on) and it joins again at the next timeline.
+   */
+  replicaBytes?: number;
 }
 
 export const DEFAULT_SPOOL_BYTES = 256 * 1024 * 1024;
+const REPLICA_BYTES = 64 * 1024 * 1024;
 
 export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | undefined): LogArchiveConfig | null {
   if (o === undefined || o === null || o === false) return null;
@@ -90,7 +117,9 @@ export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | u
   if (opts.spoolDir !== undefined && (typeof opts.spoolDir !== 'string' || opts.spoolDir === '')) throw bad('backup.logArchive.spoolDir must be a directory path');
   const spoolMemoryBytes = opts.spoolMemoryBytes ?? MEMORY_BYTES;
   if (!Number.isSafeInteger(spoolMemoryBytes) || spoolMemoryBytes < 64 * 1024) throw bad(`backup.logArchive.spoolMemoryBytes must be a whole number of bytes, at least 64 KiB, got ${String(opts.spoolMemoryBytes)}`);
-  return { intervalMs, pollMs, retryMs: Math.max(1000, intervalMs), spoolBytes, merge, spoolDir: opts.spoolDir ?? null, spoolMemoryBytes };
+  const replicaBytes = opts.replicaBytes ?? REPLICA_BYTES;
+  if (!Number.isSafeInteger(replicaBytes) || replicaBytes < 64 * 1024) throw bad(`backup.logArchive.replicaBytes must be a whole number of bytes, at least 64 KiB, got ${String(opts.replicaBytes)}`);
+  return { intervalMs, pollMs, retryMs: Math.max(1000, intervalMs), spoolBytes, merge, spoolDir: opts.spoolDir ?? null, spoolMemoryBytes, replicaBytes };
 }
 
 /**
@@ -142,21 +171,103 @@ const OPENING_READS = 5;
 const MEMORY_BYTES = 16 * 1024 * 1024;
 /** A pass of the follower hands over about this much at most (a burst is read, and shipped, in pieces). */
 const PASS_BYTES = 4 * 1024 * 1024;
+/** Failed shipments back off up to this between attempts (the first retry comes at the next interval). */
+const SEND_BACKOFF_MS = 5_000;
+
+/**
+ * A finished segment: cut once from the batches read (its bounds never change, whatever the storage
+ * does), then offered to each destination's outbox. Its batches are shared by every outbox that holds it.
+ */
+interface CutSegment {
+  info: SegmentInfo;
+  batches: ReadBatch[];
+  /** The payload bytes of its batches. */
+  bytes: number;
+}
+
+/** A segment in a destination's outbox: in memory, or (the primary's, while the storage is away) in the spool on disk. */
+interface OutboxSegment {
+  info: SegmentInfo;
+  /** Null once the segment is in the spool (the file then holds it). */
+  batches: ReadBatch[] | null;
+  bytes: number;
+  spooled: SpooledSegment | null;
+  /** Being written to the spool right now. */
+  spilling: boolean;
+}
+
+/**
+ * What one destination has still to store of a timeline, oldest first, and how far it has got: its
+ * cursor. The segments are stored strictly in order; the base records and marks that name them are
+ * stored once the segments they count on are.
+ */
+interface Outbox {
+  segments: OutboxSegment[];
+  /** Payload bytes of the segments held in memory, and file bytes of those in the spool. */
+  memoryBytes: number;
+  diskBytes: number;
+  /** The last sequence stored in a segment at this destination (the base's before the first). */
+  shipped: number;
+  /** Bases not stored yet: each waits for the segments covering everything read before it. */
+  waitingBases: Omit<BaseRecord, 'version' | 'to' | 'last'>[];
+  /** Marks not stored yet (a resume's, while the storage fails): stored with the next shipment. */
+  waitingMarks: MarkRecord[];
+  /** The timeline ended here (a break, or a replica's outbox overflowing): what it holds is offered once, then let go. */
+  closed: boolean;
+  /** A base record or a mark of the timeline is stored at this destination: its window is live. */
+  baseStored: boolean;
+  /**
+   * A replica's outbox of a timeline that goes on after a restart: whether the replica holds it whole up
+   * to the resume point is checked (a listing) before anything is stored there.
+   */
+  unverified: boolean;
+}
+
+function newOutbox(shipped: number): Outbox {
+  return { segments: [], memoryBytes: 0, diskBytes: 0, shipped, waitingBases: [], waitingMarks: [], closed: false, baseStored: false, unverified: false };
+}
+
+/** Segment merging at one destination: the run in flight, when the last began, whether a segment was stored since. */
+interface MergeState {
+  run: Promise<void> | null;
+  lastAt: number;
+  since: boolean;
+}
+
+/** A replica: its own queue of requests, cursor (per timeline, in Timeline.replicas), retries and backoff. */
+interface Replica {
+  host: LogArchiveReplicaHost;
+  /** Its requests, one at a time: never the primary's queue, nor another replica's. */
+  work: Promise<void>;
+  queued: boolean;
+  failures: number;
+  sendAfter: number;
+  failing: boolean;
+  /** Every batch read at or before this time (ms) is stored at the replica (with a base there); null: never yet. */
+  storedUntil: number | null;
+  lastSuccessAt: number | null;
+  lastError: { at: string; error: string } | null;
+  /** Backups of bases into the replica, one at a time, beside its segments; how many wait or run. */
+  baseWork: Promise<void>;
+  baseBackups: number;
+  merge: MergeState;
+}
 
 interface Timeline {
   id: string;
   /** The first base's last sequence: batches up to it are not archived. */
   sequence: number;
-  /** The next segment covers batches read after this time (ms). */
+  /**
+   * The cutter's cursor: every batch read by this time (ms) is in a segment cut already; the next
+   * segment covers batches read after it.
+   */
   segmentFrom: number;
   /** Checkpoints taken while this timeline runs, and when each was complete: candidate bases. */
   candidates: Map<string, number>;
-  /** Bases not stored yet: each waits for a shipment that covers everything read before it. */
-  waitingBases: Omit<BaseRecord, 'version' | 'to' | 'last'>[];
-  /** Marks not stored yet (a resume's, while the storage fails): stored with the next shipment. */
-  waitingMarks: MarkRecord[];
-  /** The last sequence stored in a segment (the base's before the first). */
-  shipped: number;
+  /** The primary repository's outbox and cursor. */
+  primary: Outbox;
+  /** Each replica's outbox and cursor. */
+  replicas: Map<Replica, Outbox>;
 }
 
 /**
@@ -169,8 +280,12 @@ interface Timeline {
  * the previous one; on any break (a jump in sequence numbers, a damaged log) it ends, and a new timeline
  * with a new base begins. An agent start goes on with the archive's newest timeline when the database is
  * provably its state (continuity-proof.ts: the opening is taken in start(), before the host writes), else
- * begins a new one; a clean stop stores a mark that the timeline is complete up to then. A failed upload keeps its batches
- * (up to spoolBytes; beyond, the timeline ends: `spool_full`) and is retried at the next interval. Backups the agent makes of checkpoints it took during a timeline
+ * begins a new one; a clean stop stores a mark that the timeline is complete up to then. Segments are cut
+ * once, at each interval, whatever the storage does, and handed to each destination's outbox (the
+ * primary's: memory, then the spool directory, up to spoolBytes; beyond, the timeline ends: `spool_full`;
+ * each replica's: memory, up to replicaBytes; beyond, only that replica's copy ends); each destination's
+ * sender stores its outbox in order with its own retries and backoff, then the base records and marks
+ * its segments reach. Backups the agent makes of checkpoints it took during a timeline
  * become more bases of it. What it holds is shown by status() (no storage request) and told to its
  * observer as it happens (metrics). Layout and reasoning: docs/log-archive-design.md.
  */
@@ -185,26 +300,22 @@ export class LogArchiver {
   private work: Promise<void> = Promise.resolve();
   private shipTimer: NodeJS.Timeout | null = null;
 
-  /** Batches read and not yet shipped (or, before the base, not yet known to be needed), in order. */
+  /** Batches read and not yet cut into a segment (or, before the base, not yet known to be needed), in order. */
   private pending: ReadBatch[] = [];
-  /** The payload bytes in `pending`: bounded by the config's spoolBytes. */
+  /** The payload bytes in `pending`: with the outbox's, bounded by the config's spoolBytes. */
   private pendingBytes = 0;
-  /** A shipment queued early (EARLY_SHIP_BYTES), not yet run. */
-  private earlyShip = false;
-  /** The interval's shipment queued, not yet begun. */
+  /** The primary's shipment queued, not yet begun. */
   private shipQueued = false;
-  /**
-   * The current timeline's segments written to the spool directory, oldest first, not yet stored (each
-   * a finished segment, named as it will be stored); stored before anything newer.
-   */
-  private spool: SpooledSegment[] = [];
-  private spooledBytes = 0;
+  /** Failed shipments to the primary in a row, and when the next may start (backoff). */
+  private sendFailures = 0;
+  private sendAfter = 0;
+  /** Writing outbox segments to the spool directory: one run at a time. */
+  private spillChain: Promise<void> = Promise.resolve();
   private spilling = false;
   private readonly diskSpool: SegmentSpool;
   /** Segment merging: the run in flight (beside shipping, never in its queue), when the last began, whether a segment was stored since. */
-  private mergeRun: Promise<void> | null = null;
-  private lastMergeAt = 0;
-  private shippedSinceMerge = false;
+  private readonly merge: MergeState = { run: null, lastAt: 0, since: false };
+  private readonly replicas: Replica[];
   /** The last sequence number of the stream read since the last break, and where the stream began. */
   private lastSeq: number | null = null;
   private streamFirst: number | null = null;
@@ -251,6 +362,20 @@ export class LogArchiver {
     private readonly log: Logger,
     private readonly observer: LogArchiveObserver | null = null,
   ) {
+    this.replicas = (host.replicas ?? []).map((h) => ({
+      host: h,
+      work: Promise.resolve(),
+      queued: false,
+      failures: 0,
+      sendAfter: 0,
+      failing: false,
+      storedUntil: null,
+      lastSuccessAt: null,
+      lastError: null,
+      baseWork: Promise.resolve(),
+      baseBackups: 0,
+      merge: { run: null, lastAt: 0, since: false },
+    }));
     this.diskSpool = new SegmentSpool(cfg.spoolDir ?? path.join(path.dirname(dbPath), `${path.basename(dbPath)}.log-archive-spool`), this.worker.sha256);
   }
 
@@ -281,7 +406,7 @@ export class LogArchiver {
     this.opening = sequence === null ? null : { sequence, at: first.readAt, quiet: first.batches.length === 0 && !first.more && first.problem === null };
     this.take(first.batches, first.problem, first.readAt, first.problemKind);
     this.loop = this.readLoop();
-    this.shipTimer = setInterval(() => this.queueShip(), this.cfg.intervalMs);
+    this.shipTimer = setInterval(() => this.tick(), this.cfg.intervalMs);
     this.shipTimer.unref();
     if (this.opening === null) {
       this.observer?.timelineBreak('start');
@@ -343,7 +468,14 @@ export class LogArchiver {
       }
       const { timeline: id, sequence, end, check } = verdict;
       const mark: MarkRecord = { version: 1, kind: 'resume', timeline: id, last: sequence, at: opening.at, from: end, proof: check };
-      this.timeline = { id, sequence, segmentFrom: end, candidates: new Map(), waitingBases: [], waitingMarks: [mark], shipped: sequence };
+      this.timeline = {
+        id,
+        sequence,
+        segmentFrom: end,
+        candidates: new Map(),
+        primary: { ...newOutbox(sequence), waitingMarks: [mark] },
+        replicas: new Map(this.replicas.map((r) => [r, { ...newOutbox(sequence), waitingMarks: [mark], unverified: true }])),
+      };
       this.timelineStartedAt = Date.now();
       this.timelineStored = false;
       this.everTimeline = true;
@@ -388,15 +520,19 @@ export class LogArchiver {
     await this.loop;
     await this.resuming?.catch(() => {});
     try {
+      const t = this.timeline;
+      if (t) this.cut(t);
       await this.enqueue(() => this.ship()).catch(async (err: unknown) => {
         // The storage is away: what was read goes to the spool, stored by the next start.
         this.log.warn({ err: toAdminError(err).message }, 'log archive: the last shipment failed; what was read waits in the spool for the next start');
-        const t = this.timeline;
-        if (t) await this.enqueue(() => this.spill(t, 0));
+        if (t) await this.spill(t, 0);
       });
       await this.enqueue(() => this.markStop()).catch((err: unknown) => this.log.warn({ err: toAdminError(err).message }, 'log archive: the stop could not be recorded'));
       await this.work;
-      await this.mergeRun;
+      // Each replica's last attempt, side by side (one that is down answers with its own failure).
+      await Promise.all(this.replicas.map((r) => this.queueReplica(r).then(() => this.enqueueReplica(r, () => this.markStop(r)))));
+      await this.merge.run;
+      await Promise.all(this.replicas.map((r) => r.merge.run));
     } finally {
       await this.follower?.close();
       await this.worker.close();
@@ -409,13 +545,14 @@ export class LogArchiver {
    * At a clean stop with everything read stored: a mark that the timeline is complete up to the last
    * pass, so that the moments until the next start (which may go on with the timeline) restore too.
    */
-  private async markStop(): Promise<void> {
+  private async markStop(dest: Replica | null = null): Promise<void> {
     const t = this.timeline;
-    if (!t || this.pending.length > 0 || this.spool.length > 0 || t.waitingBases.length > 0 || t.waitingMarks.length > 0) return;
-    if ((this.lastSeq !== null && this.lastSeq > t.shipped) || t.segmentFrom < this.lastPassEnd) return;
-    const mark: MarkRecord = { version: 1, kind: 'stop', timeline: t.id, last: t.shipped, at: this.lastPassEnd };
-    await this.store(markName(mark), Buffer.from(canonicalJson(mark)));
-    this.log.info({ timeline: t.id, sequence: t.shipped }, 'log archive: stop recorded');
+    const box = dest === null ? t?.primary : t?.replicas.get(dest);
+    if (!t || !box || box.closed || !box.baseStored || this.pending.length > 0 || box.segments.length > 0 || box.waitingBases.length > 0 || box.waitingMarks.length > 0) return;
+    if ((this.lastSeq !== null && this.lastSeq > box.shipped) || t.segmentFrom < this.lastPassEnd) return;
+    const mark: MarkRecord = { version: 1, kind: 'stop', timeline: t.id, last: box.shipped, at: this.lastPassEnd };
+    await this.storeAt(dest, markName(mark), Buffer.from(canonicalJson(mark)));
+    this.log.info({ timeline: t.id, sequence: box.shipped, ...(dest ? { replica: dest.host.name } : {}) }, 'log archive: stop recorded');
   }
 
   /** The agent took a checkpoint: during a timeline, a backup of it can become a base. */
@@ -432,7 +569,7 @@ export class LogArchiver {
       if (this.timeline !== timeline) return;
       const { sequence } = await dbSequence(checkpointPath);
       if (sequence < timeline.sequence) return;
-      await this.registerBase(timeline, record.id, sequence, completedAt);
+      await this.registerBase(timeline, record.id, record.checkpoint.id, sequence, completedAt);
     }).catch((err: unknown) => this.log.warn({ backup: record.id, err: toAdminError(err).message }, 'log archive: registering a base failed'));
   }
 
@@ -442,7 +579,7 @@ export class LogArchiver {
    * runs (starting, broken: writes since then are not restorable yet).
    */
   lagSeconds(now = Date.now()): number {
-    const upToDate = this.timeline !== null && this.timelineStored && this.pending.length === 0 && this.spool.length === 0;
+    const upToDate = this.timeline !== null && this.timelineStored && this.pending.length === 0 && this.timeline.primary.segments.length === 0;
     const since = upToDate ? this.lastPassEnd : (this.storedUntil ?? this.startedAt);
     return Math.max(0, now - since) / 1000;
   }
@@ -450,7 +587,9 @@ export class LogArchiver {
   /** Bytes not yet stored: of the batches read and waiting, and of the live logs not read yet (one fstat per open log). */
   async lagBytes(): Promise<{ batches: number; bytes: number; unreadBytes: number }> {
     const unreadBytes = this.follower && !this.stopped ? await this.follower.unreadBytes().catch(() => 0) : 0;
-    return { batches: this.pending.length, bytes: this.pendingBytes + this.spooledBytes, unreadBytes };
+    const box = this.timeline?.primary;
+    const batches = this.pending.length + (box?.segments.reduce((n, s) => n + (s.batches?.length ?? 0), 0) ?? 0);
+    return { batches, bytes: this.pendingBytes + (box ? box.memoryBytes + box.diskBytes : 0), unreadBytes };
   }
 
   /** What `status` shows (shared/api.ts LogArchiveStatus); no storage request. */
@@ -480,6 +619,7 @@ export class LogArchiver {
       breaks: this.breaks,
       lastBreak: this.lastBreak,
       lastError: this.lastError,
+      ...(this.replicas.length > 0 ? { replicas: this.replicaStatus(now) } : {}),
     };
   }
 
@@ -594,56 +734,130 @@ export class LogArchiver {
   }
 
   /**
-   * The interval's shipment, unless one already waits in the queue. A failing upload can take longer
+   * Each interval: what was read since the last cut becomes finished segments in the outbox (whatever
+   * the storage does: the segments' bounds never depend on an outage), then the primary's sender is
+   * woken unless it is backing off.
+   */
+  private tick(): void {
+    const t = this.timeline;
+    if (t) this.cut(t);
+    const now = Date.now();
+    if (now >= this.sendAfter) this.queueShip();
+    for (const r of this.replicas) if (now >= r.sendAfter) void this.queueReplica(r);
+    this.checkSpool();
+  }
+
+  /**
+   * Cuts `pending` into finished segments of the timeline (whole passes, about SEGMENT_BYTES each) and
+   * puts them in its outbox; the last covers up to `to` (the last pass's end). With nothing pending, the
+   * cursor moves on to `to`: every batch read by then is in a segment cut already.
+   */
+  private cut(timeline: Timeline, to = this.lastPassEnd): void {
+    let rest = this.pending;
+    while (rest.length > 0) {
+      const chunk = wholePasses(rest, SEGMENT_BYTES);
+      const lastRead = chunk.at(-1)!.readAt;
+      // Not the last: it covers up to its own last pass (the next pass's batches are in the next one).
+      const end = chunk.length === rest.length ? Math.max(to, lastRead) : lastRead;
+      const info: SegmentInfo = { timeline: timeline.id, first: chunk[0]!.seq, last: batchLast(chunk.at(-1)!), from: Math.min(timeline.segmentFrom, chunk[0]!.readAt), to: end };
+      timeline.segmentFrom = Math.max(timeline.segmentFrom, end);
+      this.offer(timeline, { info, batches: chunk, bytes: chunk.reduce((n, b) => n + b.payload.length, 0) });
+      rest = rest.slice(chunk.length);
+    }
+    timeline.segmentFrom = Math.max(timeline.segmentFrom, to);
+    if (this.pending.length > 0) this.setPending([]);
+  }
+
+  /** A segment just cut goes to every destination's outbox of its timeline. */
+  private offer(timeline: Timeline, seg: CutSegment): void {
+    const box = timeline.primary;
+    box.segments.push({ info: seg.info, batches: seg.batches, bytes: seg.bytes, spooled: null, spilling: false });
+    box.memoryBytes += seg.bytes;
+    for (const [r, rb] of timeline.replicas) {
+      if (rb.closed) continue;
+      rb.segments.push({ info: seg.info, batches: seg.batches, bytes: seg.bytes, spooled: null, spilling: false });
+      rb.memoryBytes += seg.bytes;
+      if (rb.memoryBytes > this.cfg.replicaBytes) {
+        // Never held without bound, never a silent hole: the replica's copy of this timeline ends at what
+        // it stored (its window stops there; the primary's goes on), and it joins the next timeline.
+        rb.closed = true;
+        rb.segments = [];
+        rb.memoryBytes = 0;
+        const why = `${this.cfg.replicaBytes} bytes of segments waited for the replica ${r.host.name}`;
+        r.lastError = { at: new Date().toISOString(), error: `${ErrorCodes.STORAGE_UNAVAILABLE}: ${why}` };
+        this.log.error({ timeline: timeline.id, replica: r.host.name, replicaBytes: this.cfg.replicaBytes, stored: rb.shipped }, 'log archive: a replica fell too far behind; its copy of the timeline ends here (the primary goes on)');
+      }
+    }
+  }
+
+  /**
+   * The primary's shipment, unless one already waits in the queue. A failing upload can take longer
    * than the interval (the storage's retries: 1.4 s against connections reset, far longer against
    * connect timeouts), and a shipment queued at every tick piled up behind it without bound; the work
-   * queued after them — the spill of what waits in memory to the spool, the stop's last shipment —
-   * waited for every one. In the power-cut case (interval 100 ms) the first spill came 31 s into the
-   * outage and the second never: everything read meanwhile was in memory only, for a crash to take.
+   * queued after them — the stop's last shipment — waited for every one. Cutting and spilling never
+   * wait in this queue: in the power-cut case (interval 100 ms) a spill queued behind the retries came
+   * 31 s into the outage, and everything read meanwhile was in memory only, for a crash to take.
    */
   private queueShip(): void {
     if (this.shipQueued) return;
     this.shipQueued = true;
     void this.enqueue(async () => {
       this.shipQueued = false;
-      await this.ship();
-    }).catch(() => {}); // remembered by store(); retried at the next interval
+      try {
+        await this.ship();
+        this.sendFailures = 0;
+        this.sendAfter = 0;
+      } catch (err) {
+        // Backing off: up to SEND_BACKOFF_MS between attempts while the storage stays away.
+        this.sendAfter = Date.now() + Math.min(SEND_BACKOFF_MS, this.cfg.intervalMs * 2 ** this.sendFailures++) - this.cfg.intervalMs / 2;
+        throw err;
+      }
+    }).catch(() => {}); // remembered by store(); retried at a later interval
   }
 
   private shipEarly(): void {
-    // Not while uploads fail: the interval's retry is enough, and the spool is what bounds the wait.
-    if (this.earlyShip || this.shipFailing || this.timeline === null || this.pendingBytes < EARLY_SHIP_BYTES) return;
-    this.earlyShip = true;
-    void this.enqueue(async () => {
-      this.earlyShip = false;
-      await this.ship();
-    }).catch(() => {}); // remembered by store(); retried at the next interval
+    // A burst: cut now, so that segments stay about SEGMENT_BYTES; not sent early while uploads fail
+    // (the interval's retry is enough, and the spool is what bounds the wait).
+    const t = this.timeline;
+    if (t === null || this.pendingBytes < EARLY_SHIP_BYTES) return;
+    this.cut(t);
+    if (!this.shipFailing) this.queueShip();
   }
 
   /**
-   * Moves whole passes from the front of `pending` to the spool directory, as the segments they will be
-   * stored as (about EARLY_SHIP_BYTES each, atomic files), until at most `keep` bytes wait in memory. In
-   * the work queue: no upload of these batches is in flight meanwhile.
+   * Writes the primary outbox's segments held in memory, oldest first, to the spool directory (atomic
+   * files, named as they will be stored), until at most `keep` bytes of them are in memory. Beside the
+   * sender, never in its queue: a segment stored meanwhile has its file deleted here, and one spooled
+   * while its upload was in flight has it deleted by the sender.
    */
-  private async spill(timeline: Timeline, keep: number): Promise<void> {
-    if (this.timeline !== timeline || this.pendingBytes <= keep) return;
-    while (this.timeline === timeline && this.pendingBytes > keep && this.pending.length > 0) {
-      const chunk = wholePasses(this.pending, Math.min(SEGMENT_BYTES, this.cfg.spoolMemoryBytes));
-      const n = chunk.length;
-      const info: SegmentInfo = { timeline: timeline.id, first: chunk[0]!.seq, last: batchLast(chunk.at(-1)!), from: Math.min(timeline.segmentFrom, chunk[0]!.readAt), to: chunk.at(-1)!.readAt };
-      const spooled = await this.diskSpool.write(info, await encodeSegment(info, chunk, this.worker.sha256));
-      if (this.timeline !== timeline || this.pending[0] !== chunk[0]) {
-        await this.diskSpool.remove(spooled); // a break meanwhile: its end is shipped from memory
-        return;
+  private spill(timeline: Timeline, keep: number): Promise<void> {
+    const run = this.spillChain.then(async () => {
+      const box = timeline.primary;
+      for (const s of box.segments.slice()) {
+        if (box.memoryBytes <= keep || box.closed) break;
+        if (s.batches === null || !box.segments.includes(s)) continue;
+        s.spilling = true;
+        let spooled: SpooledSegment;
+        try {
+          spooled = await this.diskSpool.write(s.info, await encodeSegment(s.info, s.batches, this.worker.sha256));
+        } finally {
+          s.spilling = false;
+        }
+        if (box.closed || !box.segments.includes(s)) {
+          await this.diskSpool.remove(spooled); // stored meanwhile, or its timeline ended
+          continue;
+        }
+        s.spooled = spooled;
+        s.batches = null;
+        box.memoryBytes -= s.bytes;
+        box.diskBytes += spooled.bytes;
+        // Said once the file is durable: from here a crash of the machine no longer loses these batches
+        // (the next start stores them), which is what an operator reading the log of an outage wants to know.
+        this.log.info({ timeline: timeline.id, first: s.info.first, last: s.info.last, to: s.info.to, bytes: spooled.bytes }, 'log archive: a segment written to the spool');
       }
-      this.spool.push(spooled);
-      this.spooledBytes += spooled.bytes;
-      timeline.segmentFrom = info.to;
-      this.setPending(this.pending.slice(n));
-      // Said once the file is durable: from here a crash of the machine no longer loses these batches
-      // (the next start stores them), which is what an operator reading the log of an outage wants to know.
-      this.log.info({ timeline: timeline.id, first: info.first, last: info.last, to: info.to, bytes: spooled.bytes }, 'log archive: a segment written to the spool');
-    }
+    });
+    this.spillChain = run.catch(() => {});
+    return run;
   }
 
   private setPending(batches: ReadBatch[]): void {
@@ -659,14 +873,14 @@ export class LogArchiver {
    * checkpoint holds those writes.
    */
   private checkSpool(): void {
-    const waiting = this.pendingBytes + this.spooledBytes;
     const t = this.timeline;
+    const waiting = this.pendingBytes + (t ? t.primary.memoryBytes + t.primary.diskBytes : 0);
     if (waiting <= this.cfg.spoolBytes) {
       // Only while uploads fail: a healthy storage catching up on a burst is faster from memory than
       // through the disk (the bench's 500 MB burst filled the spool when it spilled then).
-      if (t && this.shipFailing && this.pendingBytes > this.cfg.spoolMemoryBytes && !this.spilling) {
+      if (t && this.shipFailing && this.pendingBytes + t.primary.memoryBytes > this.cfg.spoolMemoryBytes && !this.spilling) {
         this.spilling = true;
-        void this.enqueue(() => this.spill(t, Math.min(EARLY_SHIP_BYTES, this.cfg.spoolMemoryBytes / 2)))
+        this.spill(t, Math.min(EARLY_SHIP_BYTES, this.cfg.spoolMemoryBytes / 2))
           .catch((err: unknown) => this.log.error({ err: toAdminError(err).message }, 'log archive: writing to the spool failed; the batches stay in memory'))
           .finally(() => (this.spilling = false));
       }
@@ -719,28 +933,35 @@ export class LogArchiver {
       this.opening = null; // the start's new timeline is this break's
       this.observer?.timelineBreak('start');
     }
-    const shipTo = this.lastPassEnd;
-    const toShip = old ? this.pending.slice() : [];
-    const oldSpool = this.spool;
-    this.spool = [];
-    this.spooledBytes = 0;
+    // What was read before the break pass ends the old timeline: cut now, up to the last whole pass.
+    if (old) this.cut(old);
     this.timeline = null;
     this.setPending([]);
     this.lastSeq = null;
     this.streamFirst = null;
-    if (old && (toShip.length > 0 || oldSpool.length > 0)) {
-      // An upload in flight holds the first of these batches: ship only what it did not store, or the
-      // two segments would overlap and the window would read as broken after the first. Offered once:
-      // what cannot be stored now is the declared gap (the spool's files of it are deleted).
-      void this.enqueue(async () => {
-        await this.shipSpool(old, oldSpool);
-        const rest = toShip.filter((b) => b.seq > old.shipped);
-        if (rest.length > 0) await this.putSegment(old, rest, shipTo);
-      })
-        .catch((err: unknown) => this.log.error({ timeline: old.id, err: toAdminError(err).message }, 'log archive: the end of a timeline could not be shipped'))
-        .finally(async () => {
-          for (const s of oldSpool) await this.diskSpool.remove(s);
+    if (old) {
+      for (const [r, rb] of old.replicas) {
+        if (rb.closed) continue;
+        rb.closed = true;
+        // Offered once, in the replica's own queue, then let go.
+        void this.enqueueReplica(r, async () => {
+          await this.sendSegments(old, rb, r).catch((err: unknown) => this.log.warn({ timeline: old.id, replica: r.host.name, err: toAdminError(err).message }, 'log archive: the end of a timeline could not be stored at a replica'));
+          rb.segments = [];
+          rb.memoryBytes = 0;
         });
+      }
+      const box = old.primary;
+      box.closed = true;
+      if (box.segments.length > 0) {
+        // Offered once, in order after what is in flight (which shifts what it stores): what cannot be
+        // stored now is the declared gap (the spool's files of it are deleted).
+        void this.enqueue(() => this.sendSegments(old, box, null))
+          .catch((err: unknown) => this.log.error({ timeline: old.id, err: toAdminError(err).message }, 'log archive: the end of a timeline could not be shipped'))
+          .finally(async () => {
+            for (const s of box.segments.splice(0)) if (s.spooled) await this.diskSpool.remove(s.spooled);
+            box.memoryBytes = box.diskBytes = 0;
+          });
+      }
     }
     this.startBase();
   }
@@ -793,9 +1014,8 @@ export class LogArchiver {
             sequence,
             segmentFrom: Math.min(this.startedAt, completedAt),
             candidates: new Map(),
-            waitingBases: [],
-            waitingMarks: [],
-            shipped: sequence,
+            primary: newOutbox(sequence),
+            replicas: new Map(this.replicas.map((r) => [r, newOutbox(sequence)])),
           };
           const straddles = this.pending.find((b) => b.seq <= sequence && batchLast(b) > sequence);
           if (straddles) throw new Error(`batch ${straddles.seq}..${batchLast(straddles)} straddles the base's sequence ${sequence}`);
@@ -809,8 +1029,10 @@ export class LogArchiver {
           this.everTimeline = true;
           this.baseFailures = 0;
           this.log.info({ timeline: timeline.id, backup: backup.id, sequence }, 'log archive: timeline started');
+          // What was read while the base was taken goes out at once, as the first segments.
+          this.cut(timeline);
           // The timeline exists now; a failed upload leaves its base waiting for the next shipment.
-          await this.registerBase(timeline, backup.id, sequence, completedAt, tail).catch((err: unknown) =>
+          await this.registerBase(timeline, backup.id, taken.id, sequence, completedAt, tail).catch((err: unknown) =>
             this.log.warn({ timeline: timeline.id, err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval'),
           );
         });
@@ -836,120 +1058,283 @@ export class LogArchiver {
    * ended after its checkpoint, and is then stored with that shipment's end as its `to` (at the next
    * interval at the latest; retried with every later shipment if it fails).
    */
-  private async registerBase(timeline: Timeline, backup: string, sequence: number, from: number, tail?: BaseRecord['tail']): Promise<void> {
-    timeline.waitingBases.push({ timeline: timeline.id, backup, sequence, from, ...(tail ? { tail } : {}) });
+  private async registerBase(timeline: Timeline, backup: string, checkpoint: string, sequence: number, from: number, tail?: BaseRecord['tail']): Promise<void> {
+    const base = { timeline: timeline.id, backup, sequence, from, ...(tail ? { tail } : {}) };
+    timeline.primary.waitingBases.push(base);
+    for (const [r, rb] of timeline.replicas) this.replicateBase(r, rb, checkpoint, base);
     await this.ship();
   }
 
   /**
-   * One segment of everything pending, if there is anything (never an empty one: an idle node stays
-   * silent), then the bases waiting for it.
+   * The base's backup goes to the replica from its checkpoint, with the same backup id (deduplicated
+   * there), beside the replica's segments; its record waits in the replica's outbox until then.
+   * Retried with backoff while the replica fails; given up when the checkpoint is gone (logged: that
+   * replica's copy of the timeline then has no base from it).
+   */
+  private replicateBase(r: Replica, box: Outbox, checkpoint: string, base: Outbox['waitingBases'][number]): void {
+    r.baseBackups++;
+    const run = r.baseWork.then(async () => {
+      for (let attempt = 0; this.running && !box.closed; attempt++) {
+        try {
+          await r.host.backupInto(checkpoint, base.backup);
+          box.waitingBases.push(base);
+          this.log.info({ timeline: base.timeline, backup: base.backup, replica: r.host.name }, 'log archive: a base backed up into a replica');
+          return;
+        } catch (err) {
+          if (!this.running) return;
+          this.replicaFailed(r, err);
+          if (toAdminError(err).code === ErrorCodes.NOT_FOUND) {
+            this.log.error({ timeline: base.timeline, backup: base.backup, checkpoint, replica: r.host.name, err: toAdminError(err).message }, 'log archive: a base could not be backed up into a replica: its checkpoint is gone');
+            return;
+          }
+          const retryMs = Math.min(MAX_BASE_RETRY_MS, this.cfg.retryMs * 2 ** attempt);
+          this.log.warn({ backup: base.backup, replica: r.host.name, err: toAdminError(err).message, retryMs }, 'log archive: backing a base up into a replica failed; retrying');
+          await new Promise<void>((resolve) => setTimeout(resolve, retryMs).unref());
+        }
+      }
+    });
+    r.baseWork = run.catch(() => {}).finally(() => r.baseBackups--);
+  }
+
+  /**
+   * The primary's sender: its outbox, oldest first, then the marks and bases waiting (never a request
+   * when there is nothing: an idle node stays silent). Throws at the first failure; what is not stored
+   * stays for the next attempt.
    */
   private async ship(): Promise<void> {
     const timeline = this.timeline;
     if (!timeline) return;
-    await this.shipTimeline(timeline);
-    // Everything read by the end of the last pass shipped is stored (and no base waits): up to date.
-    if (this.timeline === timeline && timeline.waitingBases.length === 0) {
+    const covered = await this.send(timeline, timeline.primary, null);
+    // Everything read by the cutter's cursor is stored (and no base waits): up to date.
+    if (this.timeline === timeline && timeline.primary.waitingBases.length === 0) {
       this.timelineStored = true;
-      this.storedUntil = Math.max(this.storedUntil ?? 0, timeline.segmentFrom);
+      this.storedUntil = Math.max(this.storedUntil ?? 0, covered);
     }
   }
 
-  private async shipTimeline(timeline: Timeline): Promise<void> {
-    await this.shipSpool(timeline, this.spool);
-    let covered: number;
-    if (this.pending.length > 0) {
-      covered = this.lastPassEnd;
-      let left = this.pending.length; // what was read by `covered`; more may be appended meanwhile
-      while (left > 0 && this.timeline === timeline) {
-        const chunk = wholePasses(this.pending.slice(0, left), SEGMENT_BYTES);
-        // Not the last: it covers up to its own last pass (the next pass's batches are in the next one).
-        await this.putSegment(timeline, chunk, chunk.length === left ? covered : chunk.at(-1)!.readAt);
-        left -= chunk.length;
-        if (this.timeline === timeline) this.setPending(this.pending.slice(chunk.length));
+  /** A replica's sender, in its own queue: the same as the primary's, with its own backoff. */
+  private queueReplica(r: Replica): Promise<void> {
+    if (r.queued) return r.work;
+    r.queued = true;
+    return this.enqueueReplica(r, async () => {
+      r.queued = false;
+      const t = this.timeline;
+      const box = t?.replicas.get(r);
+      if (!t || !box || box.closed) return;
+      try {
+        if (box.unverified) await this.verifyReplica(t, r, box);
+        if (box.closed) return;
+        const covered = await this.send(t, box, r);
+        r.failures = 0;
+        r.sendAfter = 0;
+        if (box.baseStored && box.waitingBases.length === 0 && r.baseBackups === 0) r.storedUntil = Math.max(r.storedUntil ?? 0, covered);
+      } catch {
+        r.sendAfter = Date.now() + Math.min(SEND_BACKOFF_MS, this.cfg.intervalMs * 2 ** r.failures++) - this.cfg.intervalMs / 2;
       }
-    } else {
-      covered = this.lastPassEnd;
-      timeline.segmentFrom = Math.max(timeline.segmentFrom, covered);
+    });
+  }
+
+  /**
+   * A timeline that goes on after a restart, at a replica: if the replica holds it whole up to the
+   * resume point, it goes on there too (with the resume mark). If the replica holds nothing of it (a
+   * replica added since, or one that never got its first base), it gets a base of its own: a checkpoint
+   * backed up into it alone, registered only there. If it holds a copy with a hole or cut short (it was
+   * behind when the agent stopped or was killed), its copy of the timeline cannot go on: it waits for the
+   * next timeline (`backup copy --log-archive` fills it from the primary). Throws on a storage failure
+   * (retried with the replica's backoff).
+   */
+  private async verifyReplica(t: Timeline, r: Replica, box: Outbox): Promise<void> {
+    const repo = await r.host.openRepository();
+    const objects: WalObject[] = [];
+    for await (const o of repo.list(`${WAL_PREFIX}${t.id}/`)) {
+      const parsed = parseWalName(o.name);
+      if (parsed) objects.push(parsed);
     }
-    while (timeline.waitingMarks.length > 0) {
-      const mark = timeline.waitingMarks[0]!;
-      await this.store(markName(mark), Buffer.from(canonicalJson(mark)));
-      timeline.waitingMarks.shift();
-      this.log.info({ timeline: timeline.id, kind: mark.kind, sequence: mark.last }, 'log archive: mark stored');
+    const backups = new Set<string>();
+    for await (const o of repo.list('snapshots/')) backups.add(o.name.slice('snapshots/'.length));
+    const held = timelineWindows(objects, backups).timelines.find((w) => w.id === t.id);
+    box.unverified = false;
+    if (held && held.from !== null && held.brokenAfter === null && held.lastSequence === t.sequence) return;
+    box.waitingMarks = []; // it would extend a window the replica does not have
+    if (held === undefined) {
+      this.log.info({ timeline: t.id, replica: r.host.name }, 'log archive: a replica holds nothing of the timeline that goes on; it gets a base of its own');
+      this.replicaOwnBase(t, r, box);
+      return;
     }
-    // A base waits for a shipment that covers a pass ended after its checkpoint: its record then says
-    // it is restorable from the start (`to` >= `from`), even if the node writes nothing more.
-    const ready = timeline.waitingBases.filter((b) => b.from <= covered);
-    if (ready.length === 0) return;
+    box.closed = true;
+    box.segments = [];
+    box.memoryBytes = 0;
+    r.lastError = { at: new Date().toISOString(), error: `${ErrorCodes.STORAGE_UNAVAILABLE}: the replica's copy of timeline ${t.id} ends before sequence ${t.sequence}` };
+    this.log.error({ timeline: t.id, replica: r.host.name, replicaEnds: held.lastSequence, sequence: t.sequence }, "log archive: a replica's copy of the timeline that goes on is cut short; it waits for the next timeline (backup copy --log-archive fills it)");
+  }
+
+  /** A base for one replica only: a checkpoint of its own, backed up into that replica under a new backup id. */
+  private replicaOwnBase(t: Timeline, r: Replica, box: Outbox): void {
+    r.baseBackups++;
+    const run = r.baseWork.then(async () => {
+      for (let attempt = 0; this.running && !box.closed && this.timeline === t; attempt++) {
+        try {
+          const checkpoint = await this.host.createCheckpoint({ label: 'log-archive-replica-base' });
+          const from = Date.now();
+          const { sequence } = await dbSequence(checkpoint.path);
+          const backup = newCheckpointId().toLowerCase();
+          await r.host.backupInto(checkpoint.id, backup);
+          box.waitingBases.push({ timeline: t.id, backup, sequence, from });
+          this.log.info({ timeline: t.id, backup, sequence, replica: r.host.name }, 'log archive: a base of its own backed up into a replica');
+          return;
+        } catch (err) {
+          if (!this.running) return;
+          this.replicaFailed(r, err);
+          const retryMs = Math.min(MAX_BASE_RETRY_MS, this.cfg.retryMs * 2 ** attempt);
+          this.log.warn({ replica: r.host.name, err: toAdminError(err).message, retryMs }, "log archive: a replica's own base failed; retrying");
+          await new Promise<void>((resolve) => setTimeout(resolve, retryMs).unref());
+        }
+      }
+    });
+    r.baseWork = run.catch(() => {}).finally(() => r.baseBackups--);
+  }
+
+  private enqueueReplica(r: Replica, fn: () => Promise<void>): Promise<void> {
+    const next = r.work.then(fn);
+    r.work = next.catch(() => {});
+    return r.work;
+  }
+
+  /** Stores an outbox's segments, then its marks, then the bases they cover; returns the time covered. */
+  private async send(timeline: Timeline, box: Outbox, dest: Replica | null): Promise<number> {
+    await this.sendSegments(timeline, box, dest);
+    // The outbox is empty: every batch read by the cutter's cursor is stored here.
+    const covered = timeline.segmentFrom;
+    const who = dest ? { replica: dest.host.name } : {};
+    while (box.waitingMarks.length > 0) {
+      const mark = box.waitingMarks[0]!;
+      await this.storeAt(dest, markName(mark), Buffer.from(canonicalJson(mark)));
+      box.waitingMarks.shift();
+      box.baseStored = true;
+      this.log.info({ timeline: timeline.id, kind: mark.kind, sequence: mark.last, ...who }, 'log archive: mark stored');
+    }
+    // A base waits for the segments covering a pass ended after its checkpoint: its record then says it
+    // is restorable from the start (`to` >= `from`), even if the node writes nothing more.
+    const ready = box.waitingBases.filter((b) => b.from <= covered);
     for (const b of ready) {
-      const record: BaseRecord = { version: 1, ...b, to: covered, last: timeline.shipped };
-      await this.store(baseName(record), Buffer.from(canonicalJson(record)));
-      timeline.waitingBases.splice(timeline.waitingBases.indexOf(b), 1);
-      this.log.info({ timeline: timeline.id, backup: b.backup, sequence: b.sequence }, 'log archive: base registered');
+      const record: BaseRecord = { version: 1, ...b, to: covered, last: box.shipped };
+      await this.storeAt(dest, baseName(record), Buffer.from(canonicalJson(record)));
+      box.waitingBases.splice(box.waitingBases.indexOf(b), 1);
+      box.baseStored = true;
+      this.log.info({ timeline: timeline.id, backup: b.backup, sequence: b.sequence, ...who }, 'log archive: base registered');
+    }
+    return covered;
+  }
+
+  /** Stores an outbox's segments, oldest first (what is cut meanwhile too), each let go once stored. */
+  private async sendSegments(timeline: Timeline, box: Outbox, dest: Replica | null): Promise<void> {
+    while (box.segments.length > 0) {
+      const s = box.segments[0]!;
+      const data = s.batches !== null ? await encodeSegment(s.info, s.batches, this.worker.sha256) : await this.diskSpool.read(s.spooled!);
+      await this.storeSegment(timeline, box, dest, s.info, data);
+      if (box.segments[0] !== s) continue; // let go meanwhile (a replica's outbox overflowed)
+      box.segments.shift();
+      if (s.spooled) {
+        box.diskBytes -= s.spooled.bytes;
+        await this.diskSpool.remove(s.spooled);
+      } else {
+        box.memoryBytes -= s.bytes; // a spill in flight deletes its file when it sees it gone
+      }
     }
   }
 
-  /** Stores a timeline's spooled segments, oldest first, each deleted from the spool once stored. */
-  private async shipSpool(timeline: Timeline, spool: SpooledSegment[]): Promise<void> {
-    while (spool.length > 0) {
-      const s = spool[0]!;
-      await this.storeSegment(timeline, s.info, await this.diskSpool.read(s));
-      spool.shift();
-      if (spool === this.spool) this.spooledBytes -= s.bytes;
-      await this.diskSpool.remove(s);
-    }
-  }
-
-  private async putSegment(timeline: Timeline, batches: ReadBatch[], to: number): Promise<void> {
-    const info = { timeline: timeline.id, first: batches[0]!.seq, last: batchLast(batches.at(-1)!), from: Math.min(timeline.segmentFrom, batches[0]!.readAt), to };
-    await this.storeSegment(timeline, info, await encodeSegment(info, batches, this.worker.sha256));
-  }
-
-  /** Stores one segment of the timeline (the next in order), and counts it. */
-  private async storeSegment(timeline: Timeline, info: SegmentInfo, data: Buffer): Promise<void> {
+  /** Stores one segment (the next in order of its outbox), and counts it. */
+  private async storeSegment(timeline: Timeline, box: Outbox, dest: Replica | null, info: SegmentInfo, data: Buffer): Promise<void> {
     try {
-      await this.store(segmentName(info), data);
+      await this.storeAt(dest, segmentName(info), data);
     } catch (err) {
-      this.log.warn({ timeline: timeline.id, first: info.first, last: info.last, err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval');
+      this.log.warn({ timeline: timeline.id, first: info.first, last: info.last, ...(dest ? { replica: dest.host.name } : {}), err: toAdminError(err).message }, 'log archive: upload failed; retrying at the next interval');
       throw err;
     }
-    timeline.segmentFrom = Math.max(timeline.segmentFrom, info.to);
-    timeline.shipped = info.last;
+    box.shipped = info.last;
+    if (dest !== null) {
+      if (box.baseStored && box.waitingBases.length === 0 && dest.baseBackups === 0) dest.storedUntil = Math.max(dest.storedUntil ?? 0, info.to);
+      dest.merge.since = true;
+      this.maybeMerge(timeline.id, dest);
+      return;
+    }
     const at = Date.now();
+    if (this.timeline === timeline && this.timelineStored && box.waitingBases.length === 0) this.storedUntil = Math.max(this.storedUntil ?? 0, info.to);
     this.shippedSegments++;
     this.shippedBytes += data.length;
     this.lastShipped = { at: new Date(at).toISOString(), sequence: info.last, timeline: timeline.id };
     this.observer?.shipped(data.length, at);
-    this.shippedSinceMerge = true;
-    this.maybeMerge(timeline.id);
+    this.merge.since = true;
+    this.maybeMerge(timeline.id, null);
+  }
+
+  /** Stores one object at a destination: the primary (store()), or a replica, its success or failure remembered. */
+  private async storeAt(dest: Replica | null, name: string, data: Buffer): Promise<void> {
+    if (dest === null) return this.store(name, data);
+    try {
+      const repo = await dest.host.openRepository();
+      await repo.putObject(name, data);
+      dest.failing = false;
+      dest.lastSuccessAt = Date.now();
+    } catch (err) {
+      this.replicaFailed(dest, err);
+      throw err;
+    }
+  }
+
+  private replicaFailed(r: Replica, err: unknown): void {
+    const e = toAdminError(err);
+    r.failing = true;
+    r.lastError = { at: new Date().toISOString(), error: `${e.code}: ${e.message}` };
+  }
+
+  /** What each replica holds and how far behind it is (no storage request). */
+  replicaStatus(now = Date.now()): LogArchiveReplicaStatus[] {
+    const t = this.timeline;
+    return this.replicas.map((r) => {
+      const box = t?.replicas.get(r);
+      const upToDate = box !== undefined && !box.closed && box.baseStored && this.pending.length === 0 && box.segments.length === 0 && box.waitingBases.length === 0 && r.baseBackups === 0;
+      const since = upToDate ? this.lastPassEnd : (r.storedUntil ?? this.startedAt);
+      const state: LogArchiveReplicaStatus['state'] = this.stopped ? 'stopped' : box?.closed ? 'behind' : r.failing ? 'retrying' : 'following';
+      return {
+        name: r.host.name,
+        state,
+        lagSeconds: Math.max(0, now - since) / 1000,
+        waitingSegments: box?.segments.length ?? 0,
+        waitingBytes: box?.memoryBytes ?? 0,
+        lastSuccess: r.lastSuccessAt === null ? null : new Date(r.lastSuccessAt).toISOString(),
+        lastError: r.lastError,
+      };
+    });
   }
 
   /**
    * At most once per merge window, and only after a segment was stored since the last run (an idle node
-   * makes no request): merges the current timeline's finished windows (segment-merger.ts). Runs beside
-   * shipping, not in its queue, so a long merge never holds up the RPO: it touches only finished windows,
-   * shipping only adds newer segments. A failure is logged and tried again at the next run.
+   * makes no request): merges the current timeline's finished windows (segment-merger.ts) at one
+   * destination. Runs beside shipping, not in its queue, so a long merge never holds up the RPO: it
+   * touches only finished windows, shipping only adds newer segments. A failure is logged and tried
+   * again at the next run.
    */
-  private maybeMerge(timeline: string): void {
+  private maybeMerge(timeline: string, dest: Replica | null): void {
     const cfg = this.cfg.merge;
-    if (!cfg || this.mergeRun || !this.shippedSinceMerge || Date.now() - this.lastMergeAt < cfg.windowMs) return;
-    this.shippedSinceMerge = false;
-    this.lastMergeAt = Date.now();
-    this.mergeRun = (async () => {
+    const state = dest === null ? this.merge : dest.merge;
+    if (!cfg || state.run || !state.since || Date.now() - state.lastAt < cfg.windowMs) return;
+    state.since = false;
+    state.lastAt = Date.now();
+    const who = dest ? { replica: dest.host.name } : {};
+    state.run = (async () => {
       try {
-        const repo = await this.host.openRepository();
+        const repo = await (dest === null ? this.host.openRepository() : dest.host.openRepository());
         const plan = planMerges(await listSegments(repo, timeline), { windowMs: cfg.windowMs, largeWindowMs: cfg.largeWindowMs });
         // Bounded work per run: a backlog is merged over the next runs.
         const limited = { merges: plan.merges.slice(0, MERGES_PER_RUN), leftovers: plan.leftovers };
         if (limited.merges.length === 0 && limited.leftovers.length === 0) return;
         const done = await runMerges(repo, limited, this.worker.sha256);
-        this.log.debug({ timeline, ...done }, 'log archive: segments merged');
+        this.log.debug({ timeline, ...done, ...who }, 'log archive: segments merged');
       } catch (err) {
-        this.log.warn({ timeline, err: toAdminError(err).message }, 'log archive: merging segments failed; trying again at the next run');
+        this.log.warn({ timeline, ...who, err: toAdminError(err).message }, 'log archive: merging segments failed; trying again at the next run');
       } finally {
-        this.mergeRun = null;
+        state.run = null;
       }
     })();
   }

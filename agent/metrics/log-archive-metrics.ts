@@ -11,6 +11,8 @@ export const LOG_ARCHIVE_METRIC_NAMES = [
   'node_admin_log_archive_shipped_bytes_total',
   'node_admin_log_archive_shipped_segments_total',
   'node_admin_log_archive_ship_failures_total',
+  'node_admin_backup_replica_lag_seconds',
+  'node_admin_backup_replica_last_success_timestamp_seconds',
 ] as const;
 
 /** Where a scrape reads the lag: from what the archiver holds (and one fstat per open log), never storage. */
@@ -19,6 +21,8 @@ export interface LogArchiveLagSource {
   lagSeconds(): number | null;
   /** Bytes read and not stored plus bytes of the live logs not read; null before the archiver exists. */
   lagBytes(): Promise<number | null>;
+  /** Each replica's lag (s) and when a request to it last succeeded (ms, null: never); empty without replicas. */
+  replicas?(): { name: string; lagSeconds: number; lastSuccessAt: number | null }[];
 }
 
 /**
@@ -63,6 +67,26 @@ export class LogArchiveMetrics implements LogArchiveObserver {
         const v = await source.lagBytes();
         if (v === null) this.remove({});
         else this.set(v);
+      },
+    });
+    new Gauge({
+      name: 'node_admin_backup_replica_lag_seconds',
+      help: 'How long the oldest write a replica (backup.replicas) does not hold yet has waited (s); one series per replica',
+      labelNames: ['replica'],
+      registers,
+      collect() {
+        this.reset();
+        for (const r of source.replicas?.() ?? []) this.set({ replica: r.name }, r.lagSeconds);
+      },
+    });
+    new Gauge({
+      name: 'node_admin_backup_replica_last_success_timestamp_seconds',
+      help: 'When a request to a replica (backup.replicas) last succeeded (Unix time); absent before the first',
+      labelNames: ['replica'],
+      registers,
+      collect() {
+        this.reset();
+        for (const r of source.replicas?.() ?? []) if (r.lastSuccessAt !== null) this.set({ replica: r.name }, r.lastSuccessAt / 1000);
       },
     });
     this.breaks = new Counter({
