@@ -368,7 +368,8 @@ export class BackupManager {
     if (held) return;
     const checkpoint = await this.host.getCheckpoint(checkpointId);
     const cache = engine.HashCache.load(path.join(cfg.cacheDir, `hash-cache-${repo.cacheTag}.json`));
-    const record = await engine.backupCheckpoint({ repo, checkpoint, cache, concurrency: cfg.concurrency, bandwidthLimit: cfg.bandwidthLimit, snapshotId: backupId });
+    // Never paced, as the primary's bases are not: the replica's window starts only once its base is there.
+    const record = await engine.backupCheckpoint({ repo, checkpoint, cache, concurrency: cfg.concurrency, bandwidthLimit: cfg.bandwidthLimit, pace: 'max', snapshotId: backupId });
     this.log.info({ backup: record.id, checkpoint: checkpoint.id, repository: redactUrl(url), bytesUploaded: record.bytesUploaded, ms: record.durationMs }, 'backup copied into a log archive replica');
   }
 
