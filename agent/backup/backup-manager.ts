@@ -316,16 +316,7 @@ export class BackupManager {
     const cfg = this.requireBackup();
     let h = this.replicaHandles.get(url);
     if (!h) {
-      const access = loadBackupEngine().then(
-        (e) =>
-          new e.RepositoryAccess({
-            password: e.passwordSource(cfg.password),
-            insecureNoEncryption: cfg.insecureNoEncryption,
-            allowFormat2: cfg.allowFormat2,
-            ...(cfg.kdfCost ? { kdfCost: cfg.kdfCost } : {}),
-          }),
-      );
-      h = { storage: null, access };
+      h = { storage: null, access: newAccess(cfg) };
       this.replicaHandles.set(url, h);
     }
     if (!h.storage) {
@@ -424,16 +415,7 @@ export class BackupManager {
    * too, through its own storage handle: `repositoryOn`).
    */
   private repositoryAccess(): Promise<RepositoryAccess> {
-    const cfg = this.requireBackup();
-    return (this.access ??= loadBackupEngine().then(
-      (e) =>
-        new e.RepositoryAccess({
-          password: e.passwordSource(cfg.password),
-          insecureNoEncryption: cfg.insecureNoEncryption,
-          allowFormat2: cfg.allowFormat2,
-          ...(cfg.kdfCost ? { kdfCost: cfg.kdfCost } : {}),
-        }),
-    ));
+    return (this.access ??= newAccess(this.requireBackup()));
   }
 
   /** The repository on another handle of its storage (the log archiver's, which writes: assertWritable), created if there is none. */
@@ -806,6 +788,19 @@ export class BackupManager {
       (report) => (report.ok ? null : ErrorCodes.CORRUPT),
     );
   }
+}
+
+/** A repository's access with the agent's password and policies (the primary's, each replica's). */
+function newAccess(cfg: BackupConfig): Promise<RepositoryAccess> {
+  return loadBackupEngine().then(
+    (e) =>
+      new e.RepositoryAccess({
+        password: e.passwordSource(cfg.password),
+        insecureNoEncryption: cfg.insecureNoEncryption,
+        allowFormat2: cfg.allowFormat2,
+        ...(cfg.kdfCost ? { kdfCost: cfg.kdfCost } : {}),
+      }),
+  );
 }
 
 /** createdAt of the newest backup of a listing (they are oldest first, but do not rely on it). */
