@@ -175,6 +175,15 @@ const PASS_BYTES = 4 * 1024 * 1024;
 const SEND_BACKOFF_MS = 5_000;
 
 /**
+ * When a sender (the primary's, a replica's) may try again after its `failures`-th failure in a row:
+ * doubling from one interval up to SEND_BACKOFF_MS; half an interval early, so that the tick that
+ * comes at the interval sends.
+ */
+function sendAfterFailure(failures: number, intervalMs: number): number {
+  return Date.now() + Math.min(SEND_BACKOFF_MS, intervalMs * 2 ** failures) - intervalMs / 2;
+}
+
+/**
  * A finished segment: cut once from the batches read (its bounds never change, whatever the storage
  * does), then offered to each destination's outbox. Its batches are shared by every outbox that holds it.
  */
@@ -232,6 +241,10 @@ interface MergeState {
   run: Promise<void> | null;
   lastAt: number;
   since: boolean;
+}
+
+function newMergeState(): MergeState {
+  return { run: null, lastAt: 0, since: false };
 }
 
 /** A replica: its own queue of requests, cursor (per timeline, in Timeline.replicas), retries and backoff. */
@@ -314,7 +327,7 @@ export class LogArchiver {
   private spilling = false;
   private readonly diskSpool: SegmentSpool;
   /** Segment merging: the run in flight (beside shipping, never in its queue), when the last began, whether a segment was stored since. */
-  private readonly merge: MergeState = { run: null, lastAt: 0, since: false };
+  private readonly merge: MergeState = newMergeState();
   private readonly replicas: Replica[];
   /** The last sequence number of the stream read since the last break, and where the stream began. */
   private lastSeq: number | null = null;
@@ -374,7 +387,7 @@ export class LogArchiver {
       lastError: null,
       baseWork: Promise.resolve(),
       baseBackups: 0,
-      merge: { run: null, lastAt: 0, since: false },
+      merge: newMergeState(),
     }));
     this.diskSpool = new SegmentSpool(cfg.spoolDir ?? path.join(path.dirname(dbPath), `${path.basename(dbPath)}.log-archive-spool`), this.worker.sha256);
   }
@@ -770,13 +783,14 @@ export class LogArchiver {
 
   /** A segment just cut goes to every destination's outbox of its timeline. */
   private offer(timeline: Timeline, seg: CutSegment): void {
-    const box = timeline.primary;
-    box.segments.push({ info: seg.info, batches: seg.batches, bytes: seg.bytes, spooled: null, spilling: false });
-    box.memoryBytes += seg.bytes;
+    const put = (box: Outbox) => {
+      box.segments.push({ info: seg.info, batches: seg.batches, bytes: seg.bytes, spooled: null, spilling: false });
+      box.memoryBytes += seg.bytes;
+    };
+    put(timeline.primary);
     for (const [r, rb] of timeline.replicas) {
       if (rb.closed) continue;
-      rb.segments.push({ info: seg.info, batches: seg.batches, bytes: seg.bytes, spooled: null, spilling: false });
-      rb.memoryBytes += seg.bytes;
+      put(rb);
       if (rb.memoryBytes > this.cfg.replicaBytes) {
         // Never held without bound, never a silent hole: the replica's copy of this timeline ends at what
         // it stored (its window stops there; the primary's goes on), and it joins the next timeline.
@@ -809,7 +823,7 @@ export class LogArchiver {
         this.sendAfter = 0;
       } catch (err) {
         // Backing off: up to SEND_BACKOFF_MS between attempts while the storage stays away.
-        this.sendAfter = Date.now() + Math.min(SEND_BACKOFF_MS, this.cfg.intervalMs * 2 ** this.sendFailures++) - this.cfg.intervalMs / 2;
+        this.sendAfter = sendAfterFailure(this.sendFailures++, this.cfg.intervalMs);
         throw err;
       }
     }).catch(() => {}); // remembered by store(); retried at a later interval
@@ -1072,23 +1086,43 @@ export class LogArchiver {
    * replica's copy of the timeline then has no base from it).
    */
   private replicateBase(r: Replica, box: Outbox, checkpoint: string, base: Outbox['waitingBases'][number]): void {
+    this.replicaBaseWork(
+      r,
+      () => !box.closed,
+      async () => {
+        await r.host.backupInto(checkpoint, base.backup);
+        box.waitingBases.push(base);
+        this.log.info({ timeline: base.timeline, backup: base.backup, replica: r.host.name }, 'log archive: a base backed up into a replica');
+      },
+      (err, retryMs) => {
+        if (toAdminError(err).code === ErrorCodes.NOT_FOUND) {
+          this.log.error({ timeline: base.timeline, backup: base.backup, checkpoint, replica: r.host.name, err: toAdminError(err).message }, 'log archive: a base could not be backed up into a replica: its checkpoint is gone');
+          return false;
+        }
+        this.log.warn({ backup: base.backup, replica: r.host.name, err: toAdminError(err).message, retryMs }, 'log archive: backing a base up into a replica failed; retrying');
+        return true;
+      },
+    );
+  }
+
+  /**
+   * A base's work for replica `r` (its backup, then its record into the outbox), in the replica's base
+   * queue: one at a time, beside its segments, counted in `baseBackups` while it waits or runs. Tried
+   * while the archiver runs and `goOn()` holds; after a failure, `retry` logs it and says whether to try
+   * again, after a backoff doubling from retryMs up to MAX_BASE_RETRY_MS.
+   */
+  private replicaBaseWork(r: Replica, goOn: () => boolean, attempt: () => Promise<void>, retry: (err: unknown, retryMs: number) => boolean): void {
     r.baseBackups++;
     const run = r.baseWork.then(async () => {
-      for (let attempt = 0; this.running && !box.closed; attempt++) {
+      for (let n = 0; this.running && goOn(); n++) {
         try {
-          await r.host.backupInto(checkpoint, base.backup);
-          box.waitingBases.push(base);
-          this.log.info({ timeline: base.timeline, backup: base.backup, replica: r.host.name }, 'log archive: a base backed up into a replica');
+          await attempt();
           return;
         } catch (err) {
           if (!this.running) return;
           this.replicaFailed(r, err);
-          if (toAdminError(err).code === ErrorCodes.NOT_FOUND) {
-            this.log.error({ timeline: base.timeline, backup: base.backup, checkpoint, replica: r.host.name, err: toAdminError(err).message }, 'log archive: a base could not be backed up into a replica: its checkpoint is gone');
-            return;
-          }
-          const retryMs = Math.min(MAX_BASE_RETRY_MS, this.cfg.retryMs * 2 ** attempt);
-          this.log.warn({ backup: base.backup, replica: r.host.name, err: toAdminError(err).message, retryMs }, 'log archive: backing a base up into a replica failed; retrying');
+          const retryMs = Math.min(MAX_BASE_RETRY_MS, this.cfg.retryMs * 2 ** n);
+          if (!retry(err, retryMs)) return;
           await new Promise<void>((resolve) => setTimeout(resolve, retryMs).unref());
         }
       }
@@ -1129,7 +1163,7 @@ export class LogArchiver {
         r.sendAfter = 0;
         if (box.baseStored && box.waitingBases.length === 0 && r.baseBackups === 0) r.storedUntil = Math.max(r.storedUntil ?? 0, covered);
       } catch {
-        r.sendAfter = Date.now() + Math.min(SEND_BACKOFF_MS, this.cfg.intervalMs * 2 ** r.failures++) - this.cfg.intervalMs / 2;
+        r.sendAfter = sendAfterFailure(r.failures++, this.cfg.intervalMs);
       }
     });
   }
@@ -1170,28 +1204,23 @@ export class LogArchiver {
 
   /** A base for one replica only: a checkpoint of its own, backed up into that replica under a new backup id. */
   private replicaOwnBase(t: Timeline, r: Replica, box: Outbox): void {
-    r.baseBackups++;
-    const run = r.baseWork.then(async () => {
-      for (let attempt = 0; this.running && !box.closed && this.timeline === t; attempt++) {
-        try {
-          const checkpoint = await this.host.createCheckpoint({ label: 'log-archive-replica-base' });
-          const from = Date.now();
-          const { sequence } = await dbSequence(checkpoint.path);
-          const backup = newCheckpointId().toLowerCase();
-          await r.host.backupInto(checkpoint.id, backup);
-          box.waitingBases.push({ timeline: t.id, backup, sequence, from });
-          this.log.info({ timeline: t.id, backup, sequence, replica: r.host.name }, 'log archive: a base of its own backed up into a replica');
-          return;
-        } catch (err) {
-          if (!this.running) return;
-          this.replicaFailed(r, err);
-          const retryMs = Math.min(MAX_BASE_RETRY_MS, this.cfg.retryMs * 2 ** attempt);
-          this.log.warn({ replica: r.host.name, err: toAdminError(err).message, retryMs }, "log archive: a replica's own base failed; retrying");
-          await new Promise<void>((resolve) => setTimeout(resolve, retryMs).unref());
-        }
-      }
-    });
-    r.baseWork = run.catch(() => {}).finally(() => r.baseBackups--);
+    this.replicaBaseWork(
+      r,
+      () => !box.closed && this.timeline === t,
+      async () => {
+        const checkpoint = await this.host.createCheckpoint({ label: 'log-archive-replica-base' });
+        const from = Date.now();
+        const { sequence } = await dbSequence(checkpoint.path);
+        const backup = newCheckpointId().toLowerCase();
+        await r.host.backupInto(checkpoint.id, backup);
+        box.waitingBases.push({ timeline: t.id, backup, sequence, from });
+        this.log.info({ timeline: t.id, backup, sequence, replica: r.host.name }, 'log archive: a base of its own backed up into a replica');
+      },
+      (err, retryMs) => {
+        this.log.warn({ replica: r.host.name, err: toAdminError(err).message, retryMs }, "log archive: a replica's own base failed; retrying");
+        return true;
+      },
+    );
   }
 
   private enqueueReplica(r: Replica, fn: () => Promise<void>): Promise<void> {
