@@ -6,7 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { afterAll, describe, expect, it } from 'vitest';
-import { kv, runCli, startExampleNode, tempDir, type CliResult, type RunningNode } from './support/processes.js';
+import { kv, runCli, startExampleNode, tempDir, type CliResult, type RunningNode, until } from './support/processes.js';
 import type { AgentStatus, BackupRecord, BackupVerifyReport, CancelResult, CheckpointRecord } from '../dist/shared/index.js';
 
 /**
@@ -56,16 +56,6 @@ function packBytes(repoDir: string): number {
     }
   }
   return total;
-}
-
-async function until<T>(what: string, fn: () => Promise<T | null> | T | null, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== null) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** Random, incompressible values of about `size` bytes (base64 of random bytes: snappy cannot shrink it). */

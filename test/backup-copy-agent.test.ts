@@ -12,7 +12,7 @@ import { restoreToMoment } from '../dist/agent/log-archive/restore-to-moment.js'
 import { Repository } from '../dist/agent/repository/repository.js';
 import { DirStorage } from '../dist/agent/storage/dir-storage.js';
 import { TEST_PASSWORD } from './support/test-password.js';
-import { CLI, ROOT, kv, runCli, startExampleNode, tempDir, type CliResult, type RunningNode } from './support/processes.js';
+import { CLI, ROOT, kv, runCli, startExampleNode, tempDir, type CliResult, type RunningNode, until } from './support/processes.js';
 
 /**
  * `backup copy` through a running agent (no --from): the example node as a real process, its default
@@ -43,16 +43,6 @@ function summaryOf(r: CliResult): CopySummary {
 function errorOf(r: CliResult): { code: string; message: string } {
   expect(r.stdout).toBe('');
   return (JSON.parse(r.stderr.trim()) as { error: { code: string; message: string } }).error;
-}
-
-async function until<T>(what: string, fn: () => Promise<T | null> | T | null, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== null) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 async function writeRandom(prefix: string, count: number, size: number): Promise<void> {

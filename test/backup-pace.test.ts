@@ -18,7 +18,7 @@ import { pino } from 'pino';
 import { createAgent, type Agent, type AgentStatus } from '../dist/agent/index.js';
 import type { AgentOptions } from '../dist/agent/agent-types.js';
 import { spawnSync } from 'node:child_process';
-import { EXAMPLE_NODE, runCli, startExampleNode, tempDir } from './support/processes.js';
+import { EXAMPLE_NODE, runCli, startExampleNode, tempDir, until } from './support/processes.js';
 import { parseExposition, sampleValue } from './support/exposition.js';
 import { TEST_KDF, TEST_PASSWORD_FILE } from './support/test-password.js';
 
@@ -35,16 +35,6 @@ let dir: string;
 let dbPath: string;
 let db: ClassicLevel<string, Buffer>;
 const agents: Agent[] = [];
-
-async function until<T>(what: string, probe: () => Promise<T | null | false> | T | null | false, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== null && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** An agent of its own on the shared database: its own checkpoints, cache and repository. */
 async function startAgent(name: string, backup: Partial<NonNullable<AgentOptions['backup']>>): Promise<{ agent: Agent; repoDir: string }> {

@@ -123,3 +123,17 @@ export async function kvAll(port: number): Promise<Record<string, string>> {
   const res = await fetch(`http://127.0.0.1:${port}/kv`);
   return (await res.json()) as Record<string, string>;
 }
+
+/**
+ * Polls `probe` every 50 ms until it gives a value (null or false: not yet), and resolves with it;
+ * rejects naming `what` after `timeoutMs`. A condition waited for, never a sleep standing in for one.
+ */
+export async function until<T>(what: string, probe: () => Promise<T | null | false> | T | null | false, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== null && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
