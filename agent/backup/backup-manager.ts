@@ -643,12 +643,7 @@ export class BackupManager {
   async cancelBackup(): Promise<CancelResult> {
     this.requireBackup();
     const run = this.backupRun;
-    if (!run) return { cancelled: 0 };
-    const first = !run.controller.signal.aborted;
-    run.controller.abort();
-    this.log.info({ checkpoint: run.state.checkpointId }, 'backup cancelled by request');
-    await run.done;
-    return { cancelled: first ? 1 : 0 };
+    return cancelRun(run, () => this.log.info({ checkpoint: run?.state.checkpointId }, 'backup cancelled by request'));
   }
 
   /**
@@ -714,12 +709,7 @@ export class BackupManager {
   async cancelCopy(): Promise<CancelResult> {
     this.requireBackup();
     const run = this.copyRun;
-    if (!run) return { cancelled: 0 };
-    const first = !run.controller.signal.aborted;
-    run.controller.abort();
-    this.log.info({ to: run.to }, 'copy cancelled by request');
-    await run.done;
-    return { cancelled: first ? 1 : 0 };
+    return cancelRun(run, () => this.log.info({ to: run?.to }, 'copy cancelled by request'));
   }
 
   async listBackups(): Promise<BackupRecord[]> {
@@ -788,6 +778,19 @@ export class BackupManager {
       (report) => (report.ok ? null : ErrorCodes.CORRUPT),
     );
   }
+}
+
+/**
+ * Stops `run` (a backup, a copy) and waits until it has stopped; `logged` says so in the log. Counted
+ * only by the first request to stop it: a second one while it winds down answers 0.
+ */
+async function cancelRun(run: { controller: AbortController; done: Promise<void> } | null, logged: () => void): Promise<CancelResult> {
+  if (!run) return { cancelled: 0 };
+  const first = !run.controller.signal.aborted;
+  run.controller.abort();
+  logged();
+  await run.done;
+  return { cancelled: first ? 1 : 0 };
 }
 
 /** A repository's access with the agent's password and policies (the primary's, each replica's). */
