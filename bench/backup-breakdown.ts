@@ -1,0 +1,357 @@
+import '../shared/threadpool.js'; // as the example node does: the agent shares libuv's pool with classic-level
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { pathToFileURL } from 'node:url';
+import { pino } from 'pino';
+import { createAgent } from '../agent/index.js';
+import { cloneDbSync } from '../agent/checkpoint/checkpoint-dir.js';
+import type { BackupPace } from '../shared/api.js';
+import { ROOT } from './backup-bench-config.js';
+import { benchPasswordFile } from './bench-password.js';
+import { benchKey, openBenchDb, prepareBenchDb, type BenchLevel } from './bench-db.js';
+import { dropPageCache } from './backup-timed.js';
+import { envNumber } from './env-number.js';
+import { goalTable, type GoalRow } from './goal-table.js';
+import { progress, sleep } from './progress.js';
+import { summarize } from './stats.js';
+
+/**
+ * Where a backup's cost to the node goes (issue 22, item 1): the node's process hosts the agent, so a
+ * backup competes with the node's own reads for the event loop, libuv's thread pool, the disk and the
+ * page cache. This bench runs the agent in its own process beside the benchmark's database, as the
+ * example node does, and measures each of those over a quiet window and over a backup, side by side:
+ *
+ *   - KV GET latency (random existing keys): one at a time, and an open-loop rate
+ *     (BENCH_BREAKDOWN_GET_RATE, 2000/s; latency counted from each GET's due time, so that a stall
+ *     counts for every GET it delayed);
+ *   - the event loop: how late a 10 ms timer runs (monitorEventLoopDelay), and the main thread's CPU
+ *     (its /proc/self/task/<pid>/stat) against every other thread's (libuv's pool, the agent's worker
+ *     threads, V8's helpers);
+ *   - libuv's pool: the latency of an fs.stat every 10 ms (it runs on the pool: its wait is the pool's
+ *     queue), and how many of the process's other threads (the pool's, the workers') are running or in
+ *     uninterruptible (disk) sleep, from a census of /proc/self/task every 10 ms;
+ *   - the disk: /proc/diskstats of the database's device (MB/s read and written, utilization, average
+ *     queue, average read wait);
+ *   - the page cache: how much of the database's tables is resident (fincore) after each window.
+ *
+ * Rounds: for each GET mode, the quiet window then a full backup of a fresh checkpoint into a fresh
+ * encrypted repository (file://, beside the database), at each pace of BENCH_BREAKDOWN_PACES
+ * (auto,max); the page cache dropped before each window.
+ *
+ *   npm run bench:breakdown    (BENCH_DIR, BENCH_DB_GB (1), BENCH_BREAKDOWN_QUIET_S (10))
+ */
+
+const TICK_MS = 10;
+
+interface WindowFigures {
+  seconds: number;
+  gets: { n: number; p50: number; p99: number };
+  loop: { p50: number; p99: number; max: number };
+  cpu: { main: number; others: number };
+  pool: { p50: number; p99: number };
+  threads: { running: number; diskWait: number };
+  disk: { readMBps: number; writeMBps: number; utilPercent: number; queue: number; readAwaitMs: number } | null;
+  residentMiB: number;
+}
+
+async function main(): Promise<void> {
+  const benchDir = path.resolve(process.env.BENCH_DIR || path.join(ROOT, '.scratch', 'bench'));
+  const gb = envNumber('BENCH_DB_GB', 1, false);
+  const quietS = envNumber('BENCH_BREAKDOWN_QUIET_S', 10, false);
+  const rate = envNumber('BENCH_BREAKDOWN_GET_RATE', 2000, true);
+  const paces = (process.env.BENCH_BREAKDOWN_PACES ?? 'auto,max').split(',').map(parsePace);
+  const info = await prepareBenchDb(path.join(benchDir, 'data'), Math.round(gb * 2 ** 30), false);
+  const work = path.join(benchDir, 'breakdown');
+  fs.rmSync(work, { recursive: true, force: true });
+  fs.mkdirSync(work, { recursive: true });
+  const dbPath = path.join(work, 'db');
+  cloneDbSync(info.dbPath, dbPath); // tables hard-linked: nothing here changes the bench's database
+  if (!dropPageCache()) progress('breakdown: cannot drop the page cache (not root?): windows start warm');
+  const device = deviceOf(dbPath);
+  const db = openBenchDb(dbPath);
+  await db.open();
+  const lines: string[] = [];
+  const goals: GoalRow[] = [];
+  try {
+    for (const mode of ['one at a time', `${rate}/s`] as const) {
+      const getLoad = mode === 'one at a time' ? serialGets : openLoopGets(rate);
+      const byPace = new Map<string, { quiet: WindowFigures; during: WindowFigures }>();
+      for (const pace of paces) {
+        const label = typeof pace === 'string' ? pace : `${pace.bytesPerSecond / 1e6} MB/s`;
+        const round = path.join(work, `round-${label.replace(/\W+/g, '_')}`);
+        fs.mkdirSync(round);
+        const agent = createAgent({
+          dbPath,
+          checkpointDir: path.join(round, 'checkpoints'),
+          // No log archive: its base backup would run in the quiet window (it has its own bench).
+          backup: { repository: pathToFileURL(path.join(round, 'repo')).href, password: { file: benchPasswordFile(benchDir) }, pace, logArchive: null },
+          logger: pino({ level: 'silent' }),
+        });
+        await agent.start();
+        try {
+          const checkpoint = await agent.createCheckpoint({ label: 'breakdown' });
+          progress(`breakdown: GETs ${mode}, pace ${label}: ${quietS} s quiet`);
+          dropPageCache();
+          const quiet = await measure(db, info.keyCount, dbPath, device, getLoad, () => sleep(quietS * 1000));
+          progress(`breakdown: GETs ${mode}, pace ${label}: a full backup`);
+          dropPageCache();
+          const during = await measure(db, info.keyCount, dbPath, device, getLoad, () => agent.createBackup({ checkpointId: checkpoint.id }));
+          lines.push(...report(`GETs ${mode}, pace ${label}`, quiet, during));
+          byPace.set(label, { quiet, during });
+        } finally {
+          await agent.stop();
+          fs.rmSync(round, { recursive: true, force: true });
+        }
+      }
+      goals.push(...paceGoals(mode, byPace.get('auto'), byPace.get('max')));
+    }
+  } finally {
+    await db.close();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+  process.stdout.write(
+    `\nWhere a backup's cost to the node goes: ${(info.bytes / 2 ** 30).toFixed(2)} GiB database, encrypted file:// repository on the same disk ` +
+      `(Node ${process.version}, ${os.cpus().length} cores, UV_THREADPOOL_SIZE ${process.env.UV_THREADPOOL_SIZE}; load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')})\n\n` +
+      lines.join('\n') +
+      '\n' +
+      (goals.length > 0 ? goalTable("Issue 22's goals for the default pace (auto), from the rounds above", goals) : ''),
+  );
+}
+
+/** Issue 22's goals: during a backup at the default pace, KV GET p50 <= 1.5x and p99 <= 2x quiet, in <= 2x max's time. */
+function paceGoals(mode: string, auto: { quiet: WindowFigures; during: WindowFigures } | undefined, max: { quiet: WindowFigures; during: WindowFigures } | undefined): GoalRow[] {
+  if (!auto) return [];
+  const p50 = auto.during.gets.p50 / auto.quiet.gets.p50;
+  const p99 = auto.during.gets.p99 / auto.quiet.gets.p99;
+  const rows: GoalRow[] = [
+    { metric: `KV GET (${mode}) p50 / p99 during a backup at pace auto / quiet`, value: `${p50.toFixed(2)}x / ${p99.toFixed(2)}x`, goal: '<= 1.5x / <= 2x', met: p50 <= 1.5 && p99 <= 2 },
+  ];
+  if (max) {
+    const t = auto.during.seconds / max.during.seconds;
+    rows.push({ metric: `backup time at pace auto / max (GETs ${mode})`, value: `${t.toFixed(2)}x (${auto.during.seconds.toFixed(1)} / ${max.during.seconds.toFixed(1)} s)`, goal: '<= 2x', met: t <= 2 });
+  }
+  return rows;
+}
+
+function parsePace(s: string): BackupPace {
+  if (s === 'auto' || s === 'max') return s;
+  const mb = Number(s);
+  if (!(mb > 0)) throw new Error(`BENCH_BREAKDOWN_PACES: "${s}" is neither auto, max nor MB/s`);
+  return { bytesPerSecond: mb * 1e6 };
+}
+
+type GetLoad = (db: BenchLevel, keyCount: number, running: () => boolean) => Promise<number[]>;
+
+/** GETs one at a time: each one's own latency. */
+const serialGets: GetLoad = async (db, keyCount, running) => {
+  const out: number[] = [];
+  while (running()) {
+    const t0 = performance.now();
+    await db.get(benchKey(Math.floor(Math.random() * keyCount)));
+    out.push(performance.now() - t0);
+  }
+  return out;
+};
+
+/** GETs at `rate` a second whatever the answers do, each timed from when it was due. */
+function openLoopGets(rate: number): GetLoad {
+  return async (db, keyCount, running) => {
+    const out: number[] = [];
+    const inFlight = new Set<Promise<void>>();
+    const t0 = performance.now();
+    for (let i = 0; running(); i++) {
+      const due = t0 + (i * 1000) / rate;
+      const ahead = due - performance.now();
+      if (ahead >= 1) await sleep(Math.floor(ahead));
+      const from = Math.min(due, performance.now()); // a GET sent early (timers are coarse) counts from when it went
+      const p: Promise<void> = db.get(benchKey(Math.floor(Math.random() * keyCount))).then(() => {
+        out.push(performance.now() - from);
+        inFlight.delete(p);
+      });
+      inFlight.add(p);
+    }
+    await Promise.all(inFlight);
+    return out;
+  };
+}
+
+async function measure(db: BenchLevel, keyCount: number, dbPath: string, device: string | null, getLoad: GetLoad, work: () => Promise<unknown>): Promise<WindowFigures> {
+  let running = true;
+  const loop = monitorEventLoopDelay({ resolution: TICK_MS });
+  const pool: number[] = [];
+  const census = { samples: 0, running: 0, diskWait: 0 };
+  const probeFile = path.join(dbPath, 'CURRENT');
+  const probes = (async () => {
+    while (running) {
+      const t0 = performance.now();
+      await fs.promises.stat(probeFile);
+      pool.push(performance.now() - t0);
+      const states = threadStates();
+      census.samples++;
+      census.running += states.running;
+      census.diskWait += states.diskWait;
+      await sleep(TICK_MS);
+    }
+  })();
+  const disk0 = device ? diskStats(device) : null;
+  const cpu0 = threadCpu();
+  loop.enable();
+  const t0 = performance.now();
+  const gets = getLoad(db, keyCount, () => running);
+  await work();
+  const seconds = (performance.now() - t0) / 1000;
+  running = false;
+  loop.disable();
+  const cpu1 = threadCpu();
+  const disk1 = device ? diskStats(device) : null;
+  const [latencies] = await Promise.all([gets, probes]);
+  const g = summarize(latencies);
+  const p = summarize(pool);
+  const late = (ns: number) => Math.max(0, ns / 1e6 - TICK_MS);
+  return {
+    seconds,
+    gets: { n: g.n, p50: g.p50, p99: g.p99 },
+    loop: { p50: late(loop.percentile(50)), p99: late(loop.percentile(99)), max: late(loop.max) },
+    cpu: { main: ((cpu1.main - cpu0.main) / seconds) * 100, others: ((cpu1.others - cpu0.others) / seconds) * 100 },
+    pool: { p50: p.p50, p99: p.p99 },
+    threads: { running: census.running / census.samples, diskWait: census.diskWait / census.samples },
+    disk: disk0 && disk1 ? diskRates(disk0, disk1, seconds) : null,
+    residentMiB: residentBytes(dbPath) / 2 ** 20,
+  };
+}
+
+const CLK_TCK = 100; // Linux's USER_HZ: /proc's tick counts
+
+/** CPU seconds so far: this process's main thread, and every other thread together. */
+function threadCpu(): { main: number; others: number } {
+  let main = 0;
+  let others = 0;
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    const f = statFields(`/proc/self/task/${tid}/stat`);
+    if (!f) continue;
+    const s = (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime
+    if (Number(tid) === process.pid) main += s;
+    else others += s;
+  }
+  return { main, others };
+}
+
+/** How many of this process's other threads are running (R) and in uninterruptible sleep (D: waiting on the disk). */
+function threadStates(): { running: number; diskWait: number } {
+  let running = 0;
+  let diskWait = 0;
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    const state = statFields(`/proc/self/task/${tid}/stat`)?.[0];
+    // The main thread reads this census, so it is always running here: only the others are counted.
+    if (Number(tid) === process.pid) continue;
+    if (state === 'R') running++;
+    else if (state === 'D') diskWait++;
+  }
+  return { running, diskWait };
+}
+
+/** The fields of a /proc stat line after the command name (which may hold spaces): [0] is the state. */
+function statFields(file: string): string[] | null {
+  let line: string;
+  try {
+    line = fs.readFileSync(file, 'utf8');
+  } catch {
+    return null; // the thread ended between the listing and the read
+  }
+  return line.slice(line.lastIndexOf(')') + 2).split(' ');
+}
+
+/** The /proc/diskstats name of the block device holding `file`, or null (not a plain block device). */
+function deviceOf(file: string): string | null {
+  const dev = fs.statSync(file).dev;
+  const major = Math.floor(dev / 256) & 0xfff;
+  const minor = (dev & 0xff) | ((Math.floor(dev / 4096) & 0xfff00));
+  for (const line of fs.readFileSync('/proc/diskstats', 'utf8').split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (Number(f[0]) === major && Number(f[1]) === minor) return f[2] ?? null;
+  }
+  return null;
+}
+
+interface DiskCounters {
+  reads: number;
+  sectorsRead: number;
+  msReading: number;
+  sectorsWritten: number;
+  msIo: number;
+  msWeighted: number;
+}
+
+function diskStats(device: string): DiskCounters {
+  for (const line of fs.readFileSync('/proc/diskstats', 'utf8').split('\n')) {
+    const f = line.trim().split(/\s+/).map(Number);
+    if (line.trim().split(/\s+/)[2] !== device) continue;
+    return { reads: f[3]!, sectorsRead: f[5]!, msReading: f[6]!, sectorsWritten: f[9]!, msIo: f[12]!, msWeighted: f[13]! };
+  }
+  throw new Error(`${device} is not in /proc/diskstats`);
+}
+
+function diskRates(a: DiskCounters, b: DiskCounters, seconds: number): NonNullable<WindowFigures['disk']> {
+  const reads = b.reads - a.reads;
+  return {
+    readMBps: ((b.sectorsRead - a.sectorsRead) * 512) / 1e6 / seconds,
+    writeMBps: ((b.sectorsWritten - a.sectorsWritten) * 512) / 1e6 / seconds,
+    utilPercent: ((b.msIo - a.msIo) / (seconds * 1000)) * 100,
+    queue: (b.msWeighted - a.msWeighted) / (seconds * 1000),
+    readAwaitMs: reads > 0 ? (b.msReading - a.msReading) / reads : 0,
+  };
+}
+
+/** Bytes of the database's tables in the page cache (util-linux fincore); 0 where fincore is missing. */
+function residentBytes(dbPath: string): number {
+  const tables = fs.readdirSync(dbPath).filter((n) => /\.(ldb|sst)$/.test(n)).map((n) => path.join(dbPath, n));
+  let total = 0;
+  for (let i = 0; i < tables.length; i += 500) {
+    let out: string;
+    try {
+      out = execFileSync('fincore', ['--bytes', '--noheadings', '--raw', '--output', 'RES', ...tables.slice(i, i + 500)], { encoding: 'utf8' });
+    } catch {
+      return 0;
+    }
+    for (const line of out.split('\n')) if (line.trim()) total += Number(line.trim());
+  }
+  return total;
+}
+
+function report(title: string, quiet: WindowFigures, during: WindowFigures): string[] {
+  const x = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(2)}x` : '-');
+  const ms = (v: number) => `${v < 10 ? v.toFixed(3) : v.toFixed(1)} ms`;
+  const rows: [string, string, string, string][] = [
+    ['window', `${quiet.seconds.toFixed(1)} s`, `${during.seconds.toFixed(1)} s (the backup)`, ''],
+    ['KV GET p50 / p99', `${ms(quiet.gets.p50)} / ${ms(quiet.gets.p99)}`, `${ms(during.gets.p50)} / ${ms(during.gets.p99)}`, `${x(during.gets.p50, quiet.gets.p50)} / ${x(during.gets.p99, quiet.gets.p99)}`],
+    ['GETs served a second', (quiet.gets.n / quiet.seconds).toFixed(0), (during.gets.n / during.seconds).toFixed(0), x(during.gets.n / during.seconds, quiet.gets.n / quiet.seconds)],
+    ['event loop late, p50 / p99 / max', `${ms(quiet.loop.p50)} / ${ms(quiet.loop.p99)} / ${ms(quiet.loop.max)}`, `${ms(during.loop.p50)} / ${ms(during.loop.p99)} / ${ms(during.loop.max)}`, x(during.loop.p99, quiet.loop.p99)],
+    ['CPU: main thread (the event loop) / all other threads, % of a core', `${quiet.cpu.main.toFixed(0)} / ${quiet.cpu.others.toFixed(0)}`, `${during.cpu.main.toFixed(0)} / ${during.cpu.others.toFixed(0)}`, ''],
+    ['other threads running / in disk wait (census, mean)', `${quiet.threads.running.toFixed(2)} / ${quiet.threads.diskWait.toFixed(2)}`, `${during.threads.running.toFixed(2)} / ${during.threads.diskWait.toFixed(2)}`, ''],
+    ["libuv pool: an fs.stat's latency p50 / p99 (its queue)", `${ms(quiet.pool.p50)} / ${ms(quiet.pool.p99)}`, `${ms(during.pool.p50)} / ${ms(during.pool.p99)}`, x(during.pool.p99, quiet.pool.p99)],
+    [
+      'disk: read / write MB/s, utilization, queue, read wait',
+      disk(quiet.disk),
+      disk(during.disk),
+      '',
+    ],
+    ["page cache: the tables' resident MiB after the window", quiet.residentMiB.toFixed(0), during.residentMiB.toFixed(0), ''],
+  ];
+  const w0 = Math.max(...rows.map((r) => r[0].length));
+  const w1 = Math.max(...rows.map((r) => r[1].length), 'quiet'.length);
+  const w2 = Math.max(...rows.map((r) => r[2].length), 'during a backup'.length);
+  const line = (r: readonly string[]) => `  ${r[0]!.padEnd(w0)}  ${r[1]!.padEnd(w1)}  ${r[2]!.padEnd(w2)}  ${r[3]}`.trimEnd();
+  return [title, line(['', 'quiet', 'during a backup', 'during / quiet']), ...rows.map(line), ''];
+}
+
+function disk(d: WindowFigures['disk']): string {
+  return d ? `${d.readMBps.toFixed(0)} / ${d.writeMBps.toFixed(0)}, ${d.utilPercent.toFixed(0)}%, ${d.queue.toFixed(2)}, ${d.readAwaitMs.toFixed(2)} ms` : '- (not a block device)';
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`breakdown bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+});
