@@ -1,7 +1,6 @@
 import '../shared/threadpool.js'; // as the example node does: the archiver shares libuv's pool with classic-level
 import fs from 'node:fs';
 import os from 'node:os';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -16,10 +15,12 @@ import { MAX_MERGED_BYTES } from '../agent/log-archive/segment-merger.js';
 import { parseWalName } from '../agent/log-archive/segment.js';
 import { envNumber } from './env-number.js';
 import { benchPasswordFile } from './bench-password.js';
-import { IndexerRecords, type IndexerOp } from './indexer-records.js';
+import { IndexerRecords } from './indexer-records.js';
+import { indexerWrites, lagPerWrite, load, median, sampleStatus, until, type Op, type Shipped } from './log-archive-load.js';
 import { passwordSource } from '../agent/repository/password-source.js';
+import { replicaRounds } from './log-archive-replica-rounds.js';
 import { progress, sleep } from './progress.js';
-import { summarize, type Summary } from './stats.js';
+import { summarize } from './stats.js';
 import { goalTable, type GoalRow } from './goal-table.js';
 
 /**
@@ -49,32 +50,20 @@ import { goalTable, type GoalRow } from './goal-table.js';
  * 4. A restore to the latest moment, BENCH_LA_RESTORE_MB (500) MB of archived log (more of the
  *    indexer's records, in 1 MiB batches) after its base: the time, and log bytes (as encoded, before
  *    compression) applied per second.
+ * 5. With a continuous replica (log-archive-replica-rounds.ts; BENCH_LA_REPLICA=0 skips it): BENCH_LA_RUNS
+ *    pairs of the same load on two more databases, archive only then archive + a file:// replica: the
+ *    replica's lag per write, the primary's RPO with and without it, write p99 and CPU.
  *
  * Environment: BENCH_LA_RATE, BENCH_LA_SECONDS, BENCH_LA_RUNS, BENCH_LA_IDLE_SECONDS (10), BENCH_LA_RESTORE_MB,
- * BENCH_DIR (<repo>/.scratch/bench).
+ * BENCH_LA_REPLICA, BENCH_DIR (<repo>/.scratch/bench).
  */
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** Keys and values per write of the load (one batch of the indexer's next records). */
 const WRITE_BYTES = 1024;
-const LOOP_TICK_MS = 10;
 /** Seconds of the load run before the measured windows, on each database. */
 const WARM_UP_SECONDS = 3;
 const DAY_SECONDS = 86_400;
-
-interface LoadResult {
-  /** Per write, ms (performance.now). */
-  ackAt: number[];
-  /** Per write, the number of entries written so far (each takes one sequence number). */
-  entriesAfter: number[];
-  latency: Summary;
-  /** Process CPU over the load, % of one core. */
-  cpuPercent: number;
-  /** How late the host's event loop ran a 10 ms timer over the load, ms (monitorEventLoopDelay, less its interval). */
-  loopDelay: { p99: number; max: number };
-  seconds: number;
-  rate: number;
-}
 
 /** Storage requests as the agent's storage layer logs them (one debug line each). */
 class RequestCounter {
@@ -94,69 +83,6 @@ class RequestCounter {
       },
     }),
   );
-}
-
-type Op = { type: 'put'; key: string; value: Buffer } | { type: 'del'; key: string };
-
-/**
- * The load's writes, made before it starts (making them costs CPU the measurement must not see): the
- * indexer's records from `seed`, cut into batches of at least `bytes` of keys and values.
- */
-function indexerWrites(seed: number, count: number, bytes: number): Op[][] {
-  const records = new IndexerRecords(seed);
-  const queue: IndexerOp[] = [];
-  const out: Op[][] = [];
-  while (out.length < count) {
-    const batch: Op[] = [];
-    let size = 0;
-    while (size < bytes) {
-      if (queue.length === 0) queue.push(...records.nextBlock());
-      const op = queue.shift()!;
-      batch.push(op);
-      size += op.key.length + (op.type === 'put' ? op.value.length : 0);
-    }
-    out.push(batch);
-  }
-  return out;
-}
-
-/** `rate` writes a second (batches of the indexer's records), one at a time, for `seconds`. */
-async function load(db: ClassicLevel<string, Buffer>, writes: Op[][], rate: number, seconds: number, onTick: () => void): Promise<LoadResult> {
-  const n = Math.min(writes.length, Math.round(rate * seconds));
-  const ackAt: number[] = new Array<number>(n);
-  const entriesAfter: number[] = new Array<number>(n);
-  let entries = 0;
-  const latencies = new Float64Array(n);
-  const cpu0 = process.cpuUsage();
-  const loop = monitorEventLoopDelay({ resolution: LOOP_TICK_MS });
-  loop.enable();
-  const t0 = performance.now();
-  for (let i = 0; i < n; i++) {
-    const due = t0 + (i * 1000) / rate;
-    const ahead = due - performance.now();
-    if (ahead >= 1) await sleep(Math.floor(ahead));
-    const start = performance.now();
-    await db.batch(writes[i]!);
-    const end = performance.now();
-    latencies[i] = end - start;
-    ackAt[i] = end;
-    entries += writes[i]!.length;
-    entriesAfter[i] = entries;
-    if (i % 50 === 0) onTick();
-  }
-  const wall = (performance.now() - t0) / 1000;
-  const cpu = process.cpuUsage(cpu0);
-  loop.disable();
-  // The histogram holds the time between ticks: the tick's own interval is not lateness.
-  const late = (ns: number) => Math.max(0, ns / 1e6 - LOOP_TICK_MS);
-  const loopDelay = { p99: late(loop.percentile(99)), max: late(loop.max) };
-  return { ackAt, entriesAfter, latency: summarize(latencies), cpuPercent: ((cpu.user + cpu.system) / 1e6 / wall) * 100, loopDelay, seconds: wall, rate: n / wall };
-}
-
-interface Shipped {
-  /** performance.now() when seen. */
-  at: number;
-  sequence: number;
 }
 
 async function main(): Promise<void> {
@@ -245,15 +171,7 @@ async function main(): Promise<void> {
     const mergeRequestsPerHour = 2 * (segmentsPerHour + 60) + 60 + 60 + keptPerHour;
     await sampler.stop();
     // RPO: the first sample at which a shipment covering the write's last sequence was seen.
-    const rpo = new Float64Array(n);
-    let j = 0;
-    for (let i = 0; i < n; i++) {
-      const last = s0 + withArchive.entriesAfter[i]!;
-      while (j < shipped.length && shipped[j]!.sequence < last) j++;
-      if (j === shipped.length) throw new Error(`write ${i} (sequence ${last}) never seen stored`);
-      rpo[i] = Math.max(0, shipped[j]!.at - withArchive.ackAt[i]!);
-    }
-    const rpoSummary = summarize(rpo);
+    const rpoSummary = summarize(lagPerWrite(withArchive, s0, shipped));
 
     // 1b. More pairs, alternating, on the same two databases (both agents running in both windows):
     // one pair's CPU difference is two noisy figures of about 40 % each (a LevelDB compaction falls in
@@ -326,6 +244,9 @@ async function main(): Promise<void> {
     await repo.codec.close();
     await storage.close();
 
+    // 5. The same load with a continuous replica attached (log-archive-replica-rounds.ts).
+    const replica = process.env.BENCH_LA_REPLICA === '0' ? null : await replicaRounds({ dir: path.join(dir, 'replica-rounds'), passwordFile, writes, rate, seconds, runs });
+
     const ratio = median(ratios);
     const cpu = median(cpus);
     const spread = (values: number[], f: (v: number) => string) => (values.length > 1 ? `; ${values.length} pairs: ${values.map(f).join(', ')}` : '');
@@ -373,6 +294,7 @@ async function main(): Promise<void> {
       { metric: 'largest segment stored in that burst (a backlog goes up in pieces of whole passes, about 8 MiB)', value: `${mb(largestSegment)} (${burst.length} segments)`, goal: '-', met: null },
       { metric: 'restore: peak RSS of this process (info: segments streamed, one at a time)', value: `${(Math.max(rss0, rssKb) / 1024).toFixed(0)} MiB`, goal: '-', met: null },
     ];
+    if (replica) rows.push(...replica.rows);
     process.stdout.write(table(rows));
     const results = {
       rate,
@@ -394,6 +316,7 @@ async function main(): Promise<void> {
       keptPerHour,
       mergeRequestsPerHour,
       restore: { seconds: restoreSeconds, logBytes, storedLogBytes, mbps, batches: result.batches, burstSegments: burst.length, largestSegment },
+      replica: replica?.json ?? null,
       loadAverages: { start: loadStart, end: os.loadavg() },
     };
     fs.writeFileSync(path.join(benchDir, 'log-archive-results.json'), JSON.stringify(results, (_k, v: unknown) => (typeof v === 'number' && !Number.isInteger(v) ? Math.round(v * 1000) / 1000 : v), 2) + '\n');
@@ -402,36 +325,6 @@ async function main(): Promise<void> {
     for (const a of agents) await a.stop().catch(() => {});
     for (const d of dbs) await d.close().catch(() => {});
     fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-/** Samples the agent's status every 10 ms (both runs alike: its cost is in both CPU figures), reporting each new shipment. */
-function sampleStatus(agent: Agent, onShipped: (s: Shipped) => void): { stop(): Promise<void> } {
-  let running = true;
-  let last = -1;
-  const loop = (async () => {
-    while (running) {
-      const s = (await agent.status()).logArchive?.lastShipped;
-      if (s && s.sequence !== last) {
-        last = s.sequence;
-        onShipped({ at: performance.now(), sequence: s.sequence });
-      }
-      await sleep(10);
-    }
-  })();
-  return {
-    async stop() {
-      running = false;
-      await loop;
-    },
-  };
-}
-
-async function until(cond: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
   }
 }
 
@@ -468,12 +361,6 @@ function table(rows: Row[]): string {
     `Log archive: embedded agent, file:// repository encrypted (format 3), 1 s interval (Node ${process.version}); load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`,
     rows,
   );
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 const secs = (v: number) => `${(v / 1000).toFixed(2)} s`;
