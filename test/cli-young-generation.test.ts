@@ -105,11 +105,13 @@ describe('the CLI keeps V8 young generation small', () => {
     // hundred. So: at most a few collections of the hundred hold more than 8.
     const late = (list: number[]) => list.filter((c) => c > 8).length;
     expect(late(counts)).toBeLessThanOrEqual(5);
-    // Negative control: with V8's default most collections return before their dead buffers are freed
-    // (seen here: 90-98 of 100 collections holding 500-640 buffers, Node 20 and 26).
+    // Negative control: with V8's default many collections return before their dead buffers are freed
+    // (seen here: 90-98 of 100 collections holding 500-640 buffers on a quiet machine, Node 20 and 26;
+    // 39 of 100 with two other test suites running beside it, where the background task gets to run
+    // sooner). Four times the bound above still tells the two apart.
     const defaults = run(SWEEP, false).stdout.split(',').map(Number);
     expect(defaults).toHaveLength(100);
-    expect(late(defaults)).toBeGreaterThan(50);
+    expect(late(defaults)).toBeGreaterThan(20);
   });
 
   it('worker threads the CLI starts have ArrayBuffer.prototype.transfer (Node 20: through its flag); without the setting Node 20 lacks it', () => {
