@@ -72,13 +72,20 @@ export interface BackupOptions {
    */
   logArchive?: LogArchiveOptions | boolean | null;
   /**
-   * Replicas of the log archive: repository URLs (file:// or s3://, the same password and s3 options as
-   * the primary), each created if there is none. Every segment, base and mark goes to each after it is
-   * cut, from the node's side (the bases' backups from their checkpoints, with the same ids), never by
-   * reading the primary; each has its own outbox, retries and backoff, so a replica that is down never
-   * delays the primary or another replica. Needs `logArchive`.
+   * Continuous replicas: repository URLs (file:// or s3://, the same password and s3 options as the
+   * primary), each created if there is none. Every snapshot the agent makes in the primary (a backup
+   * through the socket, a promotion, a log archive base) and every archived segment, base and mark goes
+   * to each after it lands, from the node's side (snapshots backed up from their checkpoints with the
+   * primary's ids), never by reading the primary; each has its own queues, retries and backoff, so a
+   * replica that is down never delays the primary or another replica. Needs `logArchive`.
    */
   replicas?: string[];
+  /**
+   * The most snapshots waiting per replica (default 3, from 1 to 1000): their checkpoints are kept by
+   * retention until the replica has them; past the limit the oldest waiting one is dropped (logged,
+   * counted in node_admin_backup_replica_snapshots_dropped_total) and its checkpoint is let go.
+   */
+  replicaPendingSnapshots?: number;
 }
 
 export interface AgentOptions {

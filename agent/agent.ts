@@ -138,7 +138,19 @@ class CheckpointAgent implements Agent {
                   const lag = await this.archiver.lagBytes();
                   return lag.bytes + lag.unreadBytes;
                 },
-                replicas: () => (this.archiver?.replicaStatus() ?? []).map((r) => ({ name: r.name, lagSeconds: r.lagSeconds, lastSuccessAt: r.lastSuccess === null ? null : Date.parse(r.lastSuccess) })),
+                replicas: () => {
+                  const snapshots = new Map((this.backups.status()?.replicas ?? []).map((r) => [r.name, r]));
+                  return (this.archiver?.replicaStatus() ?? []).map((r) => {
+                    const s = snapshots.get(r.name);
+                    return {
+                      name: r.name,
+                      lagSeconds: r.lagSeconds,
+                      lastSuccessAt: r.lastSuccess === null ? null : Date.parse(r.lastSuccess),
+                      snapshotsPending: s?.pending.length ?? 0,
+                      newestSnapshotAt: s?.newestSnapshot ? Date.parse(s.newestSnapshot.createdAt) : null,
+                    };
+                  });
+                },
               },
             }
           : {}),
@@ -171,7 +183,9 @@ class CheckpointAgent implements Agent {
             await onBatch(next.value);
           }
         },
+        replicaLagSeconds: (name) => this.archiver?.replicaStatus().find((r) => r.name === name)?.lagSeconds ?? null,
       },
+      this.replicaUrls,
     );
     this.backupOptions = options.backup;
     this.scheduler = options.schedule
@@ -217,6 +231,7 @@ class CheckpointAgent implements Agent {
     } catch (err) {
       this.state = 'stopping';
       this.scheduler?.stop();
+      await this.backups.abort().catch(() => {}); // the replicas' loops, started with the backups
       await this.server?.close().catch(() => {});
       this.server = null;
       await this.builder.cancel();
@@ -416,7 +431,7 @@ class CheckpointAgent implements Agent {
         policy: this.retention,
         now: Date.now(),
         disk,
-        protect: this.backups.checkpointInUse ?? null,
+        protect: this.protectedCheckpoints(),
       });
       if (r.error !== null) this.log.error({ err: r.error }, 'retention after create failed');
       for (const x of r.removed) this.log.info({ checkpoint: x.id, reason: x.reason, freedBytes: x.freedBytes }, 'checkpoint pruned');
@@ -433,6 +448,15 @@ class CheckpointAgent implements Agent {
       this.log.error({ err: toAdminError(err).message }, 'retention after create failed');
       return this.getCheckpoint(built.meta.id);
     }
+  }
+
+  /**
+   * What retention keeps whatever its policy says (as if pinned): the checkpoint a backup reads, and
+   * those a replica still waits for (at most backup.replicaPendingSnapshots each).
+   */
+  private protectedCheckpoints(): string[] {
+    const inUse = this.backups.checkpointInUse;
+    return [...(inUse !== null ? [inUse] : []), ...this.backups.checkpointsHeldForReplicas];
   }
 
   /** Takes checkpoints out of the listing (renamed aside), then removes their trees. */
@@ -471,6 +495,10 @@ class CheckpointAgent implements Agent {
     if (id === this.backups.checkpointInUse) {
       throw new AdminError(ErrorCodes.BUSY, `checkpoint ${id} is being backed up; try again when the backup is over (or cancel it)`);
     }
+    const replica = this.backups.replicaReading(id);
+    if (replica !== null) {
+      throw new AdminError(ErrorCodes.BUSY, `checkpoint ${id} is being backed up into the replica ${replica}; try again when that is over`);
+    }
     if (record.pinned && !options.force) {
       throw new AdminError(ErrorCodes.CHECKPOINT_PINNED, `checkpoint ${id} is pinned; unpin it or use --force`);
     }
@@ -498,9 +526,10 @@ class CheckpointAgent implements Agent {
 
   private async runPrune(dryRun: boolean): Promise<PruneResult> {
     const [records, disk] = await Promise.all([this.listCheckpoints(), this.diskSpace()]);
+    const protect = new Set(this.protectedCheckpoints());
     const outcome = applyPolicy(
-      // The checkpoint a backup is reading counts as pinned until the backup is over.
-      records.map((r) => ({ id: r.id, createdAt: new Date(r.createdAt), pinned: r.pinned || r.id === this.backups.checkpointInUse, exclusiveBytes: r.exclusiveBytes })),
+      // The checkpoint a backup is reading, and those a replica waits for, count as pinned meanwhile.
+      records.map((r) => ({ id: r.id, createdAt: new Date(r.createdAt), pinned: r.pinned || protect.has(r.id), exclusiveBytes: r.exclusiveBytes })),
       this.retention,
       new Date(),
       disk,
@@ -641,7 +670,7 @@ function parseReplicas(replicas: unknown, primary: string, archiving: boolean): 
   if (replicas === undefined || replicas === null) return [];
   const bad = (m: string) => new AdminError(ErrorCodes.INVALID_ARGUMENT, m);
   if (!Array.isArray(replicas) || replicas.some((r) => typeof r !== 'string' || r === '')) throw bad('backup.replicas must be a list of repository URLs');
-  if (replicas.length > 0 && !archiving) throw bad('backup.replicas needs backup.logArchive: a replica receives the log archive and its bases');
+  if (replicas.length > 0 && !archiving) throw bad('backup.replicas needs backup.logArchive: a replica receives the log archive and the snapshots');
   const urls = replicas as string[];
   for (const url of urls) {
     parseStorageUrl(url);

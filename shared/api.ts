@@ -210,6 +210,37 @@ export interface TimelineWindow {
 export interface LogArchiveTimelines {
   timelines: TimelineWindow[];
   gaps: { from: string; to: string }[];
+  /**
+   * Through the agent with backup.replicas: what each replica holds, from its own listings. Absent
+   * from `--repo` answers, from agents without replicas and from agents before replicas held snapshots.
+   */
+  replicas?: ReplicaHoldings[];
+}
+
+/** A snapshot named by its id and when it was made (ISO 8601; a replica's copy keeps the primary's time). */
+export interface SnapshotRef {
+  id: string;
+  createdAt: string;
+}
+
+/**
+ * One replica in `backup timeline` through the agent: its newest snapshot and how many it holds, its
+ * log archive's windows and gaps (as the primary's are computed, from the replica's own listings), and
+ * its lag as the agent knows it. A replica that cannot be listed has `error` (`CODE: message`), no
+ * windows and no snapshot: the command still answers for the others.
+ */
+export interface ReplicaHoldings {
+  /** Its URL without credentials. */
+  name: string;
+  newestSnapshot: SnapshotRef | null;
+  snapshots: number;
+  timelines: TimelineWindow[];
+  gaps: { from: string; to: string }[];
+  /** The log archive's lag at the replica (s), from the agent's memory (status's logArchive.replicas[].lagSeconds); null while unknown. */
+  lagSeconds: number | null;
+  /** Snapshots of the primary the agent still has to back up into it (BackupReplicaStatus.pending). */
+  pendingSnapshots: number;
+  error: string | null;
 }
 
 /**
@@ -474,6 +505,34 @@ export interface BackupStatus {
   encryption: { format: 2 | 3; encrypted: boolean; keyId: string | null } | null;
   /** Where the repository's password comes from (a file's path, a command, a credential), never the password; null: none given. */
   passwordSource: string | null;
+  /** Each replica (backup.replicas): the snapshots the agent backs up into it. Absent without replicas. */
+  replicas?: BackupReplicaStatus[];
+}
+
+/**
+ * A replica's snapshots as `status` shows them, from the agent's memory (no storage request). Every
+ * snapshot the agent makes in the primary is backed up into each replica from its checkpoint, with the
+ * primary's id, in the replica's own queue.
+ *
+ * `state`: `scanning` (after a start, finding which of the primary's newest snapshots it lacks: until
+ * then `newestSnapshot` is unknown), `idle` (nothing waits), `copying` (a snapshot is being backed up
+ * into it), `retrying` (its last attempt failed: `lastError`; tried again with backoff), `stopped`.
+ */
+export interface BackupReplicaStatus {
+  /** Its URL without credentials. */
+  name: string;
+  state: 'scanning' | 'idle' | 'copying' | 'retrying' | 'stopped';
+  /** The newest snapshot it holds as far as the agent knows (its listing at start, then what it backed up there); null: none known. */
+  newestSnapshot: SnapshotRef | null;
+  /** Snapshots of the primary waiting for it, oldest first (at most backup.replicaPendingSnapshots: older ones are dropped). */
+  pending: SnapshotRef[];
+  /** The snapshot being backed up into it now, or null. */
+  copying: string | null;
+  /** Snapshots given up since the agent started: more than the limit waited, or their checkpoint was gone. */
+  dropped: number;
+  /** When a snapshot was last backed up into it or found there (ISO 8601), or null. */
+  lastSuccess: string | null;
+  lastError: { at: string; error: string } | null;
 }
 
 /** Where the example node puts its socket, and so where the CLI looks first. */

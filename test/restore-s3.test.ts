@@ -115,6 +115,20 @@ describe('restore from S3', () => {
     expect(gets.map((g) => g.range)).toEqual([`bytes=${loc.offset}-${loc.offset + loc.length - 1}`]);
   });
 
+  it('restores a file that compressed (a log) exactly: its chunk opens longer than it is stored', async () => {
+    const logs = path.join(dir, 'logs');
+    fs.mkdirSync(logs);
+    fs.writeFileSync(path.join(logs, '000005.log'), Buffer.from('put key-0001 value-0001; '.repeat(12_000)));
+    const record = await backupCheckpoint({ repo, checkpoint: checkpointOf(logs, '20261123T000000002Z-aaaa'), cache: HashCache.load(null) });
+    await repo.loadIndex();
+    const tree = JSON.parse((await repo.readBlob((await repo.readSnapshot(record.id)).tree, 'tree')).toString('utf8')) as { files: { chunks: string[] }[] };
+    // The premise: stored far shorter than its 300,000 bytes.
+    expect(repo.blobs.get(tree.files[0]!.chunks[0]!)!.length).toBeLessThan(30_000);
+    const to = path.join(dir, 'restored-logs');
+    await restoreBackup({ repo, id: record.id, to });
+    expectSameFiles(logs, to);
+  });
+
   it('goes on from where a download was cut, and restores exactly', async () => {
     const faulty = new FaultStorage(s3, [{ kind: 'reset', ops: ['getRange'], first: 3, afterBytes: 3 * 1024 * 1024 + 123 }]);
     const cutRepo = await Repository.open(new RetryStorage(faulty, { baseDelayMs: 1 }), TEST_REPO);

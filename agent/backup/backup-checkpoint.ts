@@ -58,6 +58,8 @@ export interface BackupOptions {
   readers?: number;
   /** The backup's id (default: a new one); a log archive replica's base keeps its primary's. */
   snapshotId?: string;
+  /** The snapshot's time (default: when it is written); a replica's copy keeps its primary's. */
+  snapshotCreatedAt?: string;
 }
 
 /**
@@ -186,7 +188,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
     placer.check();
 
     progress.phase = 'finishing';
-    const snapshot = await writeSnapshot({ repo, packs: placer, tree: plan.tree(), checkpoint, pinned: o.pinned === true, bytes: progress.bytesTotal, ...(o.snapshotId ? { id: o.snapshotId } : {}) });
+    const snapshot = await writeSnapshot({ repo, packs: placer, tree: plan.tree(), checkpoint, pinned: o.pinned === true, bytes: progress.bytesTotal, ...(o.snapshotId ? { id: o.snapshotId } : {}), ...(o.snapshotCreatedAt ? { createdAt: o.snapshotCreatedAt } : {}) });
     reporting.report(true);
     return {
       id: snapshot.id,

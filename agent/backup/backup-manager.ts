@@ -18,12 +18,14 @@ import type {
   CopyProgress,
   CopySummary,
   CreateBackupRequest,
+  ReplicaHoldings,
+  SnapshotRef,
   CreateCheckpointRequest,
   PruneRequest,
   VerifyBackupsRequest,
   LogArchiveTimelines,
 } from '../../shared/api.js';
-import { parseBackupId, parseCheckpointId, parseKeepCounts, parseOptionalBoolean } from '../../shared/input-rules.js';
+import { isBackupId, parseBackupId, parseCheckpointId, parseKeepCounts, parseOptionalBoolean } from '../../shared/input-rules.js';
 import { backupRecordOf } from './backup-record.js';
 import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
 import { formatBytes } from '../../shared/units.js';
@@ -35,6 +37,7 @@ import type { ObjectInfo, Storage } from '../storage/storage.js';
 import { describePassword } from '../repository/password-source.js';
 import type { PruneClient } from '../repository/prune-client.js';
 import type { AgentMetrics } from '../metrics/agent-metrics.js';
+import { ReplicaSnapshots, type ReplicaSnapshotJob } from './replica-snapshots.js';
 
 /** What the backup manager needs of the agent that hosts it. */
 export interface BackupHost {
@@ -56,6 +59,8 @@ export interface LogArchiveClient {
   verify(repo: Repository, options: { readData: boolean }): Promise<{ segments: number; bytesRead: number; errors: string[] }>;
   /** `backup changes`: the archived batches of a request, each to `onBatch` (awaited) as it is read. */
   changes(repo: Repository, req: ChangesRequest, onBatch: (b: ChangeBatch) => void | Promise<void>): Promise<ChangesSummary>;
+  /** The log archive's lag at a replica (s, by its name), as the archiver knows it; null while unknown. */
+  replicaLagSeconds?(name: string): number | null;
 }
 
 /** The backup options, checked and with defaults. */
@@ -73,7 +78,12 @@ export interface BackupConfig {
   insecureNoEncryption: boolean;
   allowFormat2: boolean;
   kdfCost: { N: number; r: number; p: number } | undefined;
+  /** The most snapshots waiting per replica (backup.replicaPendingSnapshots); older ones are dropped. */
+  replicaPendingSnapshots: number;
 }
+
+/** backup.replicaPendingSnapshots's default: about what checkpoint retention keeps by default (keepLast 3). */
+export const DEFAULT_REPLICA_PENDING_SNAPSHOTS = 3;
 
 export function parseBackupOptions(o: BackupOptions, checkpointDir: string): BackupConfig {
   const bad = (message: string) => new AdminError(ErrorCodes.INVALID_ARGUMENT, message);
@@ -119,7 +129,12 @@ export function parseBackupOptions(o: BackupOptions, checkpointDir: string): Bac
     if (o[flag] !== undefined && typeof o[flag] !== 'boolean') throw bad(`backup.${flag} must be true or false`);
   }
   if (o.insecureNoEncryption && (password.file || password.command)) throw bad('backup.insecureNoEncryption takes no password');
+  const replicaPendingSnapshots = o.replicaPendingSnapshots ?? DEFAULT_REPLICA_PENDING_SNAPSHOTS;
+  if (!Number.isSafeInteger(replicaPendingSnapshots) || replicaPendingSnapshots < 1 || replicaPendingSnapshots > 1000) {
+    throw bad(`backup.replicaPendingSnapshots must be a whole number from 1 to 1000, got ${String(o.replicaPendingSnapshots)}`);
+  }
   return {
+    replicaPendingSnapshots,
     password,
     insecureNoEncryption: o.insecureNoEncryption === true,
     allowFormat2: o.allowFormat2 === true,
@@ -245,6 +260,10 @@ export class BackupManager {
   private copyRun: { controller: AbortController; to: string; startedAt: string; done: Promise<void> } | null = null;
   /** The listing `start` makes; a backup waits for it, so that its count is not left ambiguous by the backup. */
   private startListing: Promise<void> = Promise.resolve();
+  /** What that listing found (the replicas' scan starts from it), null until it succeeded. */
+  private startRecords: BackupRecord[] | null = null;
+  /** Every snapshot made here, backed up into each replica (backup.replicas); null without replicas. */
+  private readonly replicaSnapshots: ReplicaSnapshots | null;
 
   constructor(
     private readonly cfg: BackupConfig | null,
@@ -252,7 +271,28 @@ export class BackupManager {
     private readonly log: Logger,
     private readonly metrics: AgentMetrics,
     private readonly logArchive: LogArchiveClient,
-  ) {}
+    /** backup.replicas, checked (the agent's parseReplicas). */
+    private readonly replicaUrls: readonly string[] = [],
+  ) {
+    this.replicaSnapshots =
+      cfg && replicaUrls.length > 0
+        ? new ReplicaSnapshots(
+            replicaUrls.map((url) => ({ url, name: redactUrl(url) })),
+            cfg.replicaPendingSnapshots,
+            {
+              backupInto: (url, job, signal) => this.copyIntoReplica(url, job, signal),
+              holdings: (url) => this.replicaSnapshotsHeld(url),
+              primarySnapshots: async () => {
+                await this.startListing;
+                return this.startRecords ?? this.listBackups();
+              },
+              checkpointIds: async () => new Set((await this.host.listCheckpoints()).map((c) => c.id)),
+            },
+            log,
+            metrics.logArchive,
+          )
+        : null;
+  }
 
   /** The checkpoint a running backup reads, if any. */
   get checkpointInUse(): string | null {
@@ -271,15 +311,32 @@ export class BackupManager {
     if (!this.cfg) return;
     parseStorageUrl(this.cfg.repository);
     this.startListing = this.listBackups().then(
-      () => {},
+      (records) => {
+        this.startRecords = records;
+      },
       (err: unknown) => {
         this.log.warn({ err: toAdminError(err).message }, 'could not list the backup repository at start; backup metrics stay unknown until a backup or a listing succeeds');
       },
     );
+    this.replicaSnapshots?.start();
   }
 
-  /** Cancels the running backup and copy, if any; resolves once they have stopped (their streams got their last line). */
+  /** The checkpoints retention must keep beside the one a backup reads: those a replica still waits for. */
+  get checkpointsHeldForReplicas(): Set<string> {
+    return this.replicaSnapshots?.heldCheckpoints() ?? new Set();
+  }
+
+  /** The replica reading checkpoint `id` now (a backup into it), if any. */
+  replicaReading(id: string): string | null {
+    return this.replicaSnapshots?.readingCheckpoint(id) ?? null;
+  }
+
+  /**
+   * Cancels the running backup and copy, if any, and the backups into replicas; resolves once they have
+   * stopped (their streams got their last line).
+   */
   async abort(): Promise<void> {
+    const replicas = this.replicaSnapshots?.stop();
     const run = this.backupRun;
     const copy = this.copyRun;
     if (run) {
@@ -290,7 +347,7 @@ export class BackupManager {
       copy.controller.abort();
       this.log.info({ to: copy.to }, 'cancelling the running copy on stop');
     }
-    await Promise.all([run?.done, copy?.done]);
+    await Promise.all([run?.done, copy?.done, replicas]);
   }
 
   /** Closes the storage and the repository's access. Call after abort() has resolved, and after the archiver stopped. */
@@ -309,7 +366,7 @@ export class BackupManager {
     }
   }
 
-  /** The log archive's replicas (backup.replicas), by URL: a storage handle and keys of their own each. */
+  /** The replicas (backup.replicas), by URL: a storage handle and keys of their own each. */
   private readonly replicaHandles = new Map<string, { storage: Promise<Storage> | null; access: Promise<RepositoryAccess> }>();
 
   private replicaHandle(url: string): { storage: Promise<Storage>; access: Promise<RepositoryAccess> } {
@@ -331,7 +388,7 @@ export class BackupManager {
     return { storage: h.storage!, access: h.access };
   }
 
-  /** A log archive replica's repository, made there (with this agent's password) when there is none. */
+  /** A replica's repository, made there (with this agent's password) when there is none. */
   async replicaRepository(url: string): Promise<Repository> {
     const h = this.replicaHandle(url);
     const repo = await (await h.access).open(await h.storage, true);
@@ -340,28 +397,93 @@ export class BackupManager {
   }
 
   /**
-   * Backs a checkpoint up into a log archive replica as the backup `backupId` (the id it has in the
-   * primary, which the replica's base records name): from the checkpoint, deduplicated in the replica,
-   * never read from the primary. Nothing when the replica holds that backup already. Outside the one
-   * backup slot: a slow replica never holds up the primary's backups. NOT_FOUND when the checkpoint is gone.
+   * The log archive's bases into a replica: the checkpoint backed up into it as the backup `backupId`
+   * (the id it has in the primary, which the replica's base records name), through the replica's queue
+   * of backups (replica-snapshots.ts: one run when the snapshot waits there too). NOT_FOUND when the
+   * checkpoint is gone.
    */
   async backupInto(url: string, checkpointId: string, backupId: string): Promise<void> {
+    if (!this.replicaSnapshots) throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'this agent has no replicas');
+    await this.replicaSnapshots.ensure(url, checkpointId, backupId);
+  }
+
+  /**
+   * Backs a checkpoint up into a replica as the snapshot `job` names (the primary's id, time and pin):
+   * from the checkpoint, deduplicated in the replica, never read from the primary, never paced (a
+   * replica's copy is the newest restorable state there), outside the one backup slot (a slow replica
+   * never holds up the primary's backups). `held` when the replica has that backup already. NOT_FOUND
+   * when the checkpoint is gone.
+   */
+  private async copyIntoReplica(url: string, job: ReplicaSnapshotJob, signal: AbortSignal): Promise<'held' | 'copied'> {
     const cfg = this.requireBackup();
     const engine = await loadBackupEngine();
     const repo = await this.replicaRepository(url);
-    const held = await repo.readSnapshot(backupId).then(
+    const held = await repo.readSnapshot(job.backupId).then(
       () => true,
       (err: unknown) => {
         if (toAdminError(err).code === ErrorCodes.NOT_FOUND) return false;
         throw err;
       },
     );
-    if (held) return;
-    const checkpoint = await this.host.getCheckpoint(checkpointId);
+    if (held) return 'held';
+    const checkpoint = await this.host.getCheckpoint(job.checkpointId);
     const cache = engine.HashCache.load(path.join(cfg.cacheDir, `hash-cache-${repo.cacheTag}.json`));
-    // Never paced, as the primary's bases are not: the replica's window starts only once its base is there.
-    const record = await engine.backupCheckpoint({ repo, checkpoint, cache, concurrency: cfg.concurrency, bandwidthLimit: cfg.bandwidthLimit, pace: 'max', snapshotId: backupId });
-    this.log.info({ backup: record.id, checkpoint: checkpoint.id, repository: redactUrl(url), bytesUploaded: record.bytesUploaded, ms: record.durationMs }, 'backup copied into a log archive replica');
+    const record = await engine.backupCheckpoint({
+      repo,
+      checkpoint,
+      cache,
+      concurrency: cfg.concurrency,
+      bandwidthLimit: cfg.bandwidthLimit,
+      pace: 'max',
+      signal,
+      pinned: job.pinned,
+      snapshotId: job.backupId,
+      ...(job.createdAt !== null ? { snapshotCreatedAt: job.createdAt } : {}),
+    });
+    this.log.info({ backup: record.id, checkpoint: checkpoint.id, repository: redactUrl(url), bytesUploaded: record.bytesUploaded, ms: record.durationMs }, 'backup copied into a replica');
+    return 'copied';
+  }
+
+  /** A replica's snapshot ids (one listing) and its newest snapshot (one read); nothing when it has no repository yet. */
+  private async replicaSnapshotsHeld(url: string): Promise<{ ids: Set<string>; newest: SnapshotRef | null }> {
+    const h = this.replicaHandle(url);
+    let repo: Repository;
+    try {
+      repo = await (await h.access).open(await h.storage, false);
+    } catch (err) {
+      if (toAdminError(err).code === ErrorCodes.REPOSITORY_NOT_FOUND) return { ids: new Set(), newest: null };
+      throw err;
+    }
+    const ids = new Set<string>();
+    for await (const o of repo.list('snapshots/')) {
+      const id = o.name.slice('snapshots/'.length);
+      if (isBackupId(id)) ids.add(id);
+    }
+    // Ids sort by the time they were made: the newest is the last (read for its time).
+    const newestId = [...ids].sort().at(-1);
+    if (newestId === undefined) return { ids, newest: null };
+    const newest = await repo.readSnapshot(newestId).then(
+      (snap) => ({ id: snap.id, createdAt: snap.createdAt }),
+      (err: unknown) => {
+        if (toAdminError(err).code === ErrorCodes.NOT_FOUND) return null; // pruned meanwhile
+        throw err;
+      },
+    );
+    return { ids, newest };
+  }
+
+  /** What one replica holds, for `backup timeline`: its failure is its entry's `error`, never the command's. */
+  private async replicaHoldings(url: string): Promise<ReplicaHoldings> {
+    const name = redactUrl(url);
+    const pendingSnapshots = this.replicaSnapshots?.status().find((r) => r.name === name)?.pending.length ?? 0;
+    const lagSeconds = this.logArchive.replicaLagSeconds?.(name) ?? null;
+    try {
+      const [held, windows] = await Promise.all([this.replicaSnapshotsHeld(url), this.replicaHandle(url).storage.then((st) => this.logArchive.timeline(st))]);
+      return { name, newestSnapshot: held.newest, snapshots: held.ids.size, timelines: windows.timelines, gaps: windows.gaps, lagSeconds, pendingSnapshots, error: null };
+    } catch (err) {
+      const e = toAdminError(err);
+      return { name, newestSnapshot: null, snapshots: 0, timelines: [], gaps: [], lagSeconds, pendingSnapshots, error: `${e.code}: ${e.message}` };
+    }
   }
 
   status(): BackupStatus | null {
@@ -373,6 +495,7 @@ export class BackupManager {
       lastBackup: this.lastBackup,
       encryption: this.encryption,
       passwordSource: describePassword(this.cfg.password),
+      ...(this.replicaSnapshots ? { replicas: this.replicaSnapshots.status() } : {}),
     };
   }
 
@@ -432,7 +555,9 @@ export class BackupManager {
    */
   async timeline(): Promise<LogArchiveTimelines> {
     const cfg = this.requireBackup();
-    return this.logArchive.timeline(await this.openStorage(cfg));
+    // Side by side: a replica that is slow to answer holds up only its own entry.
+    const [primary, replicas] = await Promise.all([this.openStorage(cfg).then((st) => this.logArchive.timeline(st)), Promise.all(this.replicaUrls.map((url) => this.replicaHoldings(url)))]);
+    return replicas.length > 0 ? { ...primary, replicas } : primary;
   }
 
   /** The log archive's batches between two moments (`backup changes`); MOMENT_NOT_RESTORABLE where there is no archive yet. */
@@ -594,6 +719,8 @@ export class BackupManager {
       });
       count(record.bytesRead ?? counted.read, record.bytesUploaded ?? counted.uploaded);
       this.metrics.backupAdded();
+      // Queued for each replica from the same checkpoint; this backup's slot is not held for them.
+      this.replicaSnapshots?.snapshotMade(record);
       this.lastBackup = { at: new Date().toISOString(), ok: true, id: record.id, error: null };
       this.lastBackupOkAt = Date.now();
       this.log.info(

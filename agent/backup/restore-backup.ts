@@ -261,7 +261,8 @@ async function restoreStreamed(o: RestoreBackupOptions, tree: Tree, files: Resto
       const loc = locate(o, f.name, chunk.id);
       needs.push({ pack: loc.pack, id: chunk.id, offset: loc.offset, length: loc.length, target: { file: { file, chunk }, position: chunk.position } });
       file.remaining++;
-      longest = Math.max(longest, loc.length);
+      // A buffer holds a chunk's stored bytes, then its plaintext: a compressed one is the longer.
+      longest = Math.max(longest, loc.length, chunk.plain);
     }
     if (f.chunks.length === 0) fs.writeFileSync(path.join(temp, f.name), Buffer.alloc(0), { flag: 'wx', mode: 0o640 });
     bytesTotal += f.size;

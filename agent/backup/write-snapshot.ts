@@ -24,8 +24,10 @@ export interface WriteSnapshotOptions {
   pinned: boolean;
   /** The checkpoint's size, as the snapshot records it. */
   bytes: number;
-  /** The snapshot's id (default: a new one); a log archive replica's base keeps its primary's. */
+  /** The snapshot's id (default: a new one); a replica's copy keeps its primary's. */
   id?: string;
+  /** The snapshot's time (default: now); a replica's copy keeps its primary's. */
+  createdAt?: string;
 }
 
 /**
@@ -54,7 +56,7 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<Snapshot> 
   const snapshot: Snapshot = {
     version: 1,
     id: o.id ?? newCheckpointId().toLowerCase(),
-    createdAt: new Date().toISOString(),
+    createdAt: o.createdAt ?? new Date().toISOString(),
     hostname: os.hostname(),
     pinned: o.pinned,
     checkpoint: { id: checkpoint.id, label: checkpoint.label, createdAt: checkpoint.createdAt, trigger: checkpoint.trigger },

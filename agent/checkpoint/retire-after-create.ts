@@ -10,8 +10,8 @@ export interface RetentionInput {
   now: number;
   /** Free space on the checkpoint filesystem; only needed (and only asked for) when the policy has minFreeBytes. */
   disk: { freeBytes: number } | null;
-  /** A checkpoint that counts as pinned: the one a backup is reading. */
-  protect: string | null;
+  /** Checkpoints that count as pinned: the one a backup is reading, those a replica still waits for. */
+  protect: string[];
 }
 
 export interface AfterCreate {
@@ -29,9 +29,10 @@ export interface AfterCreate {
  */
 export function retireAfterCreate(index: CheckpointIndex, built: BuiltCheckpoint, r: RetentionInput): AfterCreate {
   const record = index.added(built);
+  const protect = new Set(r.protect);
   try {
     const outcome = applyPolicy(
-      index.snapshot().map((c) => ({ id: c.id, createdAt: new Date(c.createdAt), pinned: c.pinned || c.id === r.protect, exclusiveBytes: c.exclusiveBytes })),
+      index.snapshot().map((c) => ({ id: c.id, createdAt: new Date(c.createdAt), pinned: c.pinned || protect.has(c.id), exclusiveBytes: c.exclusiveBytes })),
       r.policy,
       new Date(r.now),
       r.disk ?? undefined,

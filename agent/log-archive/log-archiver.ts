@@ -34,7 +34,8 @@ export interface LogArchiveReplicaHost {
   /**
    * Backs the checkpoint up into the replica as the backup `backupId` (the id it has in the primary:
    * the base records name it), from the checkpoint itself, never by reading the primary. Nothing to do
-   * when the replica holds it already. NOT_FOUND when the checkpoint is gone.
+   * when the replica holds it already. NOT_FOUND when it will never be there: the checkpoint is gone,
+   * or the snapshot was dropped for that replica (more waited than backup.replicaPendingSnapshots).
    */
   backupInto(checkpointId: string, backupId: string): Promise<void>;
 }
@@ -1082,7 +1083,8 @@ export class LogArchiver {
   /**
    * The base's backup goes to the replica from its checkpoint, with the same backup id (deduplicated
    * there), beside the replica's segments; its record waits in the replica's outbox until then.
-   * Retried with backoff while the replica fails; given up when the checkpoint is gone (logged: that
+   * Retried with backoff while the replica fails; given up on NOT_FOUND (the checkpoint is gone, or the
+   * snapshot was dropped for that replica; logged: that
    * replica's copy of the timeline then has no base from it).
    */
   private replicateBase(r: Replica, box: Outbox, checkpoint: string, base: Outbox['waitingBases'][number]): void {
@@ -1096,7 +1098,7 @@ export class LogArchiver {
       },
       (err, retryMs) => {
         if (toAdminError(err).code === ErrorCodes.NOT_FOUND) {
-          this.log.error({ timeline: base.timeline, backup: base.backup, checkpoint, replica: r.host.name, err: toAdminError(err).message }, 'log archive: a base could not be backed up into a replica: its checkpoint is gone');
+          this.log.error({ timeline: base.timeline, backup: base.backup, checkpoint, replica: r.host.name, err: toAdminError(err).message }, 'log archive: a base will not be backed up into a replica (its checkpoint is gone, or it was dropped there)');
           return false;
         }
         this.log.warn({ backup: base.backup, replica: r.host.name, err: toAdminError(err).message, retryMs }, 'log archive: backing a base up into a replica failed; retrying');

@@ -1,11 +1,11 @@
-import type { LogArchiveTimelines } from '../../shared/api.js';
+import type { LogArchiveTimelines, ReplicaHoldings } from '../../shared/api.js';
 import { defineCommand } from '../command.js';
 import { clean, formatDuration, printJson, printLines } from '../output.js';
 import { checkRepoFlags, repoOptions, withRepository } from './backup-repo.js';
 
 export const backupTimelineCommand = defineCommand({
   command: 'timeline',
-  describe: 'The moments the log archive can restore: per timeline its base backups, from and to, and the gaps (through the agent, or --repo)',
+  describe: 'The moments the log archive can restore: per timeline its base backups, from and to, and the gaps; through the agent, what each replica holds too (or --repo)',
   builder: (y) => repoOptions(y, false).conflicts('repo', 'socket'),
   run: async (argv, ctx) => {
     checkRepoFlags(argv);
@@ -20,7 +20,7 @@ export const backupTimelineCommand = defineCommand({
       report = timelineReport(await withRepository(argv, (repo) => readWindows(repo)));
     }
     if (ctx.json) printJson(ctx.io.stdout, report);
-    else printLines(ctx.io.stdout, formatTimelines(report));
+    else printLines(ctx.io.stdout, [...formatTimelines(report), ...(report.replicas ?? []).flatMap(formatReplicaHoldings)]);
   },
 });
 
@@ -56,4 +56,13 @@ export function formatTimelines(report: LogArchiveTimelines): string[] {
   }
   for (const g of report.gaps) lines.push(`gap: ${toSecond(g.from, 'down')} to ${toSecond(g.to, 'up')} (${formatDuration(Date.parse(g.to) - Date.parse(g.from))}) cannot be restored`);
   return lines;
+}
+
+/** A replica's lines: what it holds (newest snapshot, count, lag), then its windows indented. */
+export function formatReplicaHoldings(r: ReplicaHoldings): string[] {
+  const lag = r.lagSeconds !== null ? `; log archive lag ${formatDuration(r.lagSeconds * 1000)}` : '';
+  const waiting = r.pendingSnapshots > 0 ? `, ${r.pendingSnapshots} more waiting for it` : '';
+  if (r.error !== null) return [`replica ${clean(r.name)}: cannot be listed: ${clean(r.error)}${waiting}${lag}`];
+  const newest = r.newestSnapshot === null ? 'no snapshot' : `newest snapshot ${clean(r.newestSnapshot.id)} (made ${toSecond(r.newestSnapshot.createdAt, 'down')})`;
+  return [`replica ${clean(r.name)}: ${newest}, ${r.snapshots} in all${waiting}${lag}`, ...formatTimelines({ timelines: r.timelines, gaps: r.gaps }).map((l) => `  ${l}`)];
 }

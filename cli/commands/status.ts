@@ -1,4 +1,4 @@
-import type { AgentStatus, LogArchiveStatus, RetentionPolicy } from '../../shared/api.js';
+import type { AgentStatus, BackupReplicaStatus, LogArchiveReplicaStatus, LogArchiveStatus, RetentionPolicy } from '../../shared/api.js';
 import { defineCommand } from '../command.js';
 import {
   clean,
@@ -97,7 +97,36 @@ export function formatStatus(s: AgentStatus, now: number = Date.now()): string[]
     ]);
   }
   pairs.push(...formatLogArchive(s.logArchive ?? null, now));
+  pairs.push(...formatReplicas(b?.replicas ?? [], s.logArchive?.replicas ?? [], now));
   return formatKeyValues(pairs);
+}
+
+/**
+ * Each replica (backup.replicas): the snapshots the agent backs up into it, then its copy of the log
+ * archive, then its last error (the newer of the two sides'). Agents before snapshot replicas have no
+ * `backup.replicas`: only the log archive's line.
+ */
+function formatReplicas(snapshots: readonly BackupReplicaStatus[], archive: readonly LogArchiveReplicaStatus[], now: number): [string, string][] {
+  const pairs: [string, string][] = [];
+  const names = [...new Set([...snapshots.map((r) => r.name), ...archive.map((r) => r.name)])];
+  for (const name of names) {
+    const s = snapshots.find((r) => r.name === name);
+    const a = archive.find((r) => r.name === name);
+    pairs.push(['replica', clean(name)]);
+    if (s) {
+      const newest = s.newestSnapshot === null ? 'newest snapshot not known yet' : `newest snapshot ${clean(s.newestSnapshot.id)}, made ${formatTimeRelative(s.newestSnapshot.createdAt, now)}`;
+      const copying = s.copying !== null ? `, backing up ${clean(s.copying)}` : '';
+      const dropped = s.dropped > 0 ? `, ${s.dropped} dropped since start` : '';
+      pairs.push(['  snapshots', `${s.state}; ${newest}; ${s.pending.length} waiting${copying}${dropped}`]);
+    }
+    if (a) {
+      pairs.push(['  log archive', `${clean(a.state)}, lag ${formatDuration(a.lagSeconds * 1000)}; ${plural(a.waitingSegments, 'segment')} (${formatBytes(a.waitingBytes)}) waiting`]);
+    }
+    const errors = [s?.lastError, a?.lastError].filter((e): e is { at: string; error: string } => e !== null && e !== undefined);
+    const last = errors.sort((x, y) => Date.parse(y.at) - Date.parse(x.at))[0];
+    if (last) pairs.push(['  last error', `${formatTimeRelative(last.at, now)}: ${clean(last.error)}`]);
+  }
+  return pairs;
 }
 
 /** The log archiver's lines of `status` (agents before it have no `logArchive` field: off). */
