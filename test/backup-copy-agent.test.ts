@@ -168,8 +168,10 @@ describe('backup copy through a running agent', () => {
 
   it('one copy at a time, a prune waits its turn; backup cancel --copy stops a copy, and the next one sends only what is missing', async () => {
     const dest = path.join(dir, 'C');
-    // 2 MB/s: the first pack goes at once, the next waits its turn (seconds).
-    const child = spawn(process.execPath, [CLI, 'backup', 'copy', '--to', dest, '--all', '--limit-upload', '2', '--json', ...socket], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    // 0.5 MB/s: the first pack goes at once, the rest (about 12 MB) would take more than 20 s, far
+    // longer than the commands below take even on a loaded machine (at 2 MB/s, one run in a few
+    // under load saw the copy end before its cancel).
+    const child = spawn(process.execPath, [CLI, 'backup', 'copy', '--to', dest, '--all', '--limit-upload', '0.5', '--json', ...socket], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     let err = '';
@@ -200,7 +202,7 @@ describe('backup copy through a running agent', () => {
     // Ctrl-C of the CLI asks the agent to stop the copy it runs for it (a kill would leave the copy
     // running). Into a destination of its own, so that it has every pack still to send when the signal comes.
     const dest2 = path.join(dir, 'C2');
-    const interrupted = spawn(process.execPath, [CLI, 'backup', 'copy', '--to', dest2, '--all', '--limit-upload', '2', '--json', ...socket], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const interrupted = spawn(process.execPath, [CLI, 'backup', 'copy', '--to', dest2, '--all', '--limit-upload', '0.5', '--json', ...socket], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let interruptedOut = '';
     let interruptedErr = '';
     interrupted.stdout.on('data', (d: Buffer) => (interruptedOut += d.toString()));
