@@ -20,12 +20,14 @@ export class ArchiveWorker extends WorkerClient<ArchiveWorkerOps> {
   }
 
   /**
-   * Pushes the bytes read from log `tail` at `offset`. `bytes` must view a buffer of its own
-   * (Buffer.allocUnsafeSlow, never a slice of Node's shared pool): that buffer is moved to the worker,
-   * and the caller may not use it after.
+   * Pushes the bytes read from log `tail` at `offset`. `bytes` views shared memory, read where it is
+   * (the worker copies what it keeps: the caller may reuse it once this resolves), or a buffer of its
+   * own (Buffer.allocUnsafeSlow, never a slice of Node's shared pool), moved to the worker: the caller
+   * may not use that after.
    */
   async pushLog(tail: number, offset: number, bytes: Buffer): Promise<LogPushed> {
-    const got = await this.callMoving([bytes.buffer as ArrayBuffer], 'tailPush', tail, offset, bytes);
+    const moved = bytes.buffer instanceof SharedArrayBuffer ? [] : [bytes.buffer];
+    const got = await this.callMoving(moved, 'tailPush', tail, offset, bytes);
     const all = Buffer.from(got.records.buffer, got.records.byteOffset, got.records.byteLength);
     const records = got.ends.map((end, i) => all.subarray(i === 0 ? 0 : got.ends[i - 1], end));
     return { records, incompleteBytes: got.incompleteBytes, damage: got.damage };
