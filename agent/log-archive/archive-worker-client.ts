@@ -1,4 +1,4 @@
-import { WorkerClient } from '../worker/worker-client.js';
+import { SMALL_WORKER_LIMITS, WorkerClient } from '../worker/worker-client.js';
 import type { ArchiveWorkerOps } from './archive-worker.js';
 import type { Sha256 } from './segment.js';
 
@@ -16,7 +16,7 @@ export interface LogPushed {
  */
 export class ArchiveWorker extends WorkerClient<ArchiveWorkerOps> {
   constructor() {
-    super(new URL('./archive-worker.js', import.meta.url), 'log archive worker');
+    super(new URL('./archive-worker.js', import.meta.url), 'log archive worker', SMALL_WORKER_LIMITS);
   }
 
   /**

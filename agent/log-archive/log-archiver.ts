@@ -1343,6 +1343,25 @@ export class LogArchiver {
     r.lastError = { at: new Date().toISOString(), error: `${e.code}: ${e.message}` };
   }
 
+  /**
+   * Bytes of the log this archiver holds in memory: batches read and not yet cut into a segment
+   * (`pending`), and segments cut and not yet stored at every destination (`outbox`: a segment that
+   * several outboxes share counts once; those spilled to the spool directory are on disk, not here).
+   */
+  bufferedBytes(): { pending: number; outbox: number } {
+    const t = this.timeline;
+    const seen = new Set<ReadBatch[]>();
+    let outbox = 0;
+    for (const box of t ? [t.primary, ...t.replicas.values()] : []) {
+      for (const s of box.segments) {
+        if (s.batches === null || seen.has(s.batches)) continue;
+        seen.add(s.batches);
+        outbox += s.bytes;
+      }
+    }
+    return { pending: this.pendingBytes, outbox };
+  }
+
   /** What each replica holds and how far behind it is (no storage request). */
   replicaStatus(now = Date.now()): LogArchiveReplicaStatus[] {
     const t = this.timeline;
