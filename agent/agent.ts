@@ -45,6 +45,7 @@ import { formatBytes } from '../shared/units.js';
 import { AgentMetrics, type CheckpointFacts } from './metrics/agent-metrics.js';
 import { LogArchiver, parseLogArchiveOptions, type LogArchiveConfig } from './log-archive/log-archiver.js';
 import { logArchivePruneClient } from './log-archive/wal-prune.js';
+import { alignedPool } from './fs/aligned-pool.js';
 import type { Storage } from './storage/storage.js';
 import { parseStorageUrl, redactUrl } from './storage/open-storage.js';
 import type { Repository } from './repository/repository.js';
@@ -129,6 +130,14 @@ class CheckpointAgent implements Agent {
       {
         checkpoints: () => this.checkpointFacts(),
         freeBytes: async () => (await this.diskSpace()).freeBytes,
+        buffered: () => {
+          const held = this.archiver?.bufferedBytes();
+          return {
+            pool_in_use: alignedPool.inUseBytes,
+            pool_free: alignedPool.freeBytes,
+            ...(this.archiveCfg ? { log_archive_pending: held?.pending ?? 0, log_archive_outbox: held?.outbox ?? 0 } : {}),
+          };
+        },
         ...(this.archiveCfg
           ? {
               logArchive: {

@@ -40,7 +40,10 @@ export async function startExampleNode(script: string, dataDir: string, socketPa
   );
   let port = 0;
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the example node did not get ready in 60 s:\n${out}`)), 60_000);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL'); // not left running behind a failed bench (a node with --log-level warn never says it is ready)
+      reject(new Error(`the example node did not get ready in 60 s:\n${out}`));
+    }, 60_000);
     const check = () => {
       const at = out.indexOf('"node ready"');
       const end = at < 0 ? -1 : out.indexOf('\n', at);

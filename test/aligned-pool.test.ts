@@ -33,10 +33,13 @@ describe('AlignedPool', () => {
       expect(b.byteOffset % DIRECT_ALIGN).toBe(0);
     }
     expect(pool.freeBytes).toBe(0);
+    expect(pool.inUseBytes).toBe(3 * SIZE);
     pool.give(first);
     pool.give([first[0]!]); // given twice: counts once
     expect(pool.freeBytes).toBe(3 * SIZE);
+    expect(pool.inUseBytes).toBe(0);
     const other = pool.take(1, 2 * SIZE);
+    expect(pool.inUseBytes).toBe(2 * SIZE);
     expect(first).not.toContain(other[0]);
     expect(pool.freeBytes).toBe(3 * SIZE);
     const again = pool.take(4, SIZE);

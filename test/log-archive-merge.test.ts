@@ -15,9 +15,10 @@ import { pino } from 'pino';
 import { createAgent, type Agent } from '../dist/agent/index.js';
 import { DirStorage } from '../dist/agent/storage/dir-storage.js';
 import { Repository } from '../dist/agent/repository/repository.js';
-import { parseWalName, segmentName } from '../dist/agent/log-archive/segment.js';
+import { decodeSegment, encodeSegment, parseWalName, segmentName, sha256Here } from '../dist/agent/log-archive/segment.js';
+import { bodyBytes, HEADER_ROOM, SegmentBuilder } from '../dist/agent/log-archive/segment-builder.js';
 import { timelineWindows } from '../dist/agent/log-archive/timeline-windows.js';
-import { listSegments, planMerges, runMerges, type SizedSegment } from '../dist/agent/log-archive/segment-merger.js';
+import { listSegments, MAX_MERGED_BYTES, planMerges, runMerges, type SizedSegment } from '../dist/agent/log-archive/segment-merger.js';
 import { archiveChanges, parseChangesRequest } from '../dist/agent/log-archive/archive-changes.js';
 import { readWindows, restoreToMoment } from '../dist/agent/log-archive/restore-to-moment.js';
 import { tempDir } from './support/processes.js';
@@ -179,4 +180,80 @@ describe('merging in a running archiver', () => {
     expect(during2.summary.lastSequence).toBe(alone.summary.lastSequence);
     expect(during2.summary.scanned).toBe(alone.summary.scanned);
   }, 120_000);
+});
+
+// Bounded memory (issue 22): a merged segment holds at most maxBodyBytes of log whatever it compresses
+// to, built input by input into one buffer; the planner leaves a window alone whose known bodies say a
+// merge cannot make fewer segments.
+describe('merges bounded by the bytes of log they hold', () => {
+  /** A segment of `n` batches of one entry each, `size` bytes of payload each, from sequence `first`. */
+  const batchesOf = (first: number, n: number, size: number, readAt: number) =>
+    Array.from({ length: n }, (_, i) => {
+      const payload = Buffer.alloc(size, 0x61 + (i % 26)); // compresses to almost nothing: stored size says little
+      payload.writeBigUInt64LE(BigInt(first + i), 0);
+      payload.writeUInt32LE(1, 8);
+      return { seq: first + i, count: 1, payload, readAt };
+    });
+
+  it('SegmentBuilder makes the bytes encodeSegment makes, in a reused buffer, appended in pieces', async () => {
+    const info = { timeline: T, first: 1, last: 30, from: H0, to: H0 + 1000 };
+    const batches = batchesOf(1, 30, 500, H0 + 500);
+    const builder = new SegmentBuilder(Buffer.alloc(HEADER_ROOM + 64 * 1024));
+    for (let round = 0; round < 2; round++) {
+      builder.add(batches.slice(0, 10));
+      builder.add(batches.slice(10));
+      expect(builder.bytes).toBe(bodyBytes(batches));
+      expect(await builder.finish(info, sha256Here)).toEqual(await encodeSegment(info, batches));
+    }
+    // Negative control: more than the buffer holds is refused, not written past its end.
+    const small = new SegmentBuilder(Buffer.alloc(HEADER_ROOM + 4096));
+    expect(small.fits(bodyBytes(batches))).toBe(false);
+    expect(() => small.add(batches)).toThrow('do not fit');
+    expect(await SegmentBuilder.encode(Buffer.alloc(HEADER_ROOM + 4096), info, batches, sha256Here)).toBeNull();
+  });
+
+  it('a run holding more log than the cap becomes several merged segments; an input over the cap alone stays; every batch kept, in order', async () => {
+    const dir = tempDir('merge-cap');
+    const repo = await Repository.open(new DirStorage(path.join(dir, 'repo')), { ...TEST_REPO, create: true });
+    // Ten inputs of 20 batches x 1000 bytes (20,240 bytes of body each), the seventh 60 batches (over the cap).
+    const inputs: SizedSegment[] = [];
+    const all: number[] = [];
+    let seq = 1;
+    for (let i = 0; i < 10; i++) {
+      const n = i === 6 ? 60 : 20;
+      const info = { timeline: T, first: seq, last: seq + n - 1, from: H0 + i * 1000, to: H0 + (i + 1) * 1000 };
+      const batches = batchesOf(seq, n, 1000, info.to);
+      await repo.putObject(segmentName(info), await encodeSegment(info, batches));
+      for (const b of batches) all.push(b.seq);
+      seq += n;
+    }
+    inputs.push(...(await listSegments(repo, T)));
+    expect(inputs.length).toBe(10);
+    const cap = 50_000; // two inputs fit, three do not
+    const bodies = new Map<string, number>();
+    const done = await runMerges(repo, { merges: [inputs], leftovers: [] }, sha256Here, { maxBodyBytes: cap, bodies });
+    const after = await listSegments(repo, T);
+    // [0,1] [2,3] [4,5] merged; 6 alone (over the cap); [7,8] merged; 9 alone (nothing left to pair with).
+    expect(after.map((s) => [s.first, s.last])).toEqual([
+      [1, 40],
+      [41, 80],
+      [81, 120],
+      [121, 180],
+      [181, 220],
+      [221, 240],
+    ]);
+    expect(done).toEqual({ stored: 4, deleted: 8 });
+    expect([...bodies.keys()].sort()).toEqual(after.map((s) => s.name).sort());
+    for (const s of after) expect(bodies.get(s.name)!).toBeLessThanOrEqual(s.first === 121 ? 60 * 1012 : cap);
+    const read: number[] = [];
+    for (const s of after) for (const b of await decodeSegment(s.name, s, await repo.getObject(s.name))) read.push(b.seq);
+    expect(read).toEqual(all);
+
+    // With those bodies known, the planner merges nothing more there: each pair is at the cap already.
+    const windows = { windowMs: 60 * MIN, largeWindowMs: 120 * MIN };
+    const listed = [...after, sized(241, 250, H0 + 60 * MIN + 1, H0 + 60 * MIN + 2)];
+    expect(planMerges(listed, windows, MAX_MERGED_BYTES, bodies, cap).merges).toEqual([]);
+    // Negative control: without them (stored sizes alone, a few KiB each) it would merge them all again.
+    expect(planMerges(listed, windows, MAX_MERGED_BYTES, new Map(), cap).merges.map((r) => r.length)).toEqual([6]);
+  });
 });

@@ -17,7 +17,7 @@ import { Counter, Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAgent, type Agent } from '../dist/agent/index.js';
 import { parseExposition, sampleValue, type Sample } from './support/exposition.js';
-import { kv, runCli, startExampleNode, tempDir, type RunningNode } from './support/processes.js';
+import { kv, runCli, startExampleNode, tempDir, until, type RunningNode } from './support/processes.js';
 import { storageCallLogger, storageCallOf } from './support/storage-calls.js';
 
 const execFileAsync = promisify(execFile);
@@ -377,3 +377,66 @@ function restoreEnv(name: string, value: string | undefined): void {
   if (value === undefined) delete process.env[name];
   else process.env[name] = value;
 }
+
+describe('node_admin_agent_buffered_bytes: what the agent itself holds in the host', () => {
+  it("holds the log archive's batches while the repository refuses them, and every part returns to zero once it stores again", async () => {
+    const dir = tempDir('metrics-buffered');
+    const dbPath = path.join(dir, 'db');
+    const repoDir = path.join(dir, 'backups');
+    // A file where the archive's directory goes: every store under wal/ fails (ENOTDIR), root or not.
+    fs.mkdirSync(repoDir);
+    fs.writeFileSync(path.join(repoDir, 'wal'), 'not a directory');
+    const db = new ClassicLevel<string, string>(dbPath);
+    await db.open();
+    const agent = createAgent({
+      dbPath,
+      checkpointDir: path.join(dir, 'checkpoints'),
+      backup: { repository: pathToFileURL(repoDir).href, logArchive: { intervalMs: 100 } },
+      logger: pino({ enabled: false }),
+    });
+    await agent.start();
+    try {
+      const parts = async () => {
+        const s = await scrape(agent);
+        const v = (part: string) => sampleValue(s, 'node_admin_agent_buffered_bytes', { part });
+        return { pending: v('log_archive_pending'), outbox: v('log_archive_outbox'), inUse: v('pool_in_use'), free: v('pool_free'), shipped: sampleValue(s, 'node_admin_log_archive_shipped_segments_total') ?? 0 };
+      };
+      for (let i = 0; i < 200; i++) await db.put(`key-${i}`, 'v'.repeat(1000));
+      const held = await until('the archive holds the writes it cannot store', async () => {
+        const p = await parts();
+        return p.pending! + p.outbox! >= 200 * 1000 ? p : null;
+      });
+      expect(held.shipped).toBe(0);
+      fs.rmSync(path.join(repoDir, 'wal'));
+      // The base then covers what was held; writes after it go into segments.
+      await until('a segment stored', async () => {
+        await db.put('after-base', 'v'.repeat(1000));
+        return (await parts()).shipped > 0;
+      });
+      const idle = await until('everything stored and let go', async () => {
+        const p = await parts();
+        return p.pending === 0 && p.outbox === 0 && p.inUse === 0 ? p : null;
+      });
+      // The sender's segment buffer is kept for the next segment, not made again.
+      expect(idle.free).toBeGreaterThan(0);
+    } finally {
+      await agent.stop();
+      await db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it('an agent without the log archive shows the pool alone', async () => {
+    const dir = tempDir('metrics-buffered-plain');
+    await fillDb(path.join(dir, 'db'));
+    const agent = createAgent({ dbPath: path.join(dir, 'db'), checkpointDir: path.join(dir, 'checkpoints'), logger: pino({ enabled: false }) });
+    await agent.start();
+    try {
+      const labels = (await scrape(agent)).filter((s) => s.name === 'node_admin_agent_buffered_bytes').map((s) => s.labels.part);
+      expect(labels.sort()).toEqual(['pool_free', 'pool_in_use']);
+    } finally {
+      await agent.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -4,7 +4,10 @@
  * shared memory, moved buffers and whole-buffer views go as they are.
  */
 import { describe, expect, it } from 'vitest';
-import { viewAlone } from '../dist/agent/worker/worker-client.js';
+import { createHash } from 'node:crypto';
+import { SMALL_WORKER_LIMITS, viewAlone, WorkerClient } from '../dist/agent/worker/worker-client.js';
+import { ArchiveWorker } from '../dist/agent/log-archive/archive-worker-client.js';
+import type { ArchiveWorkerOps } from '../dist/agent/log-archive/archive-worker.js';
 
 describe('viewAlone', () => {
   const pack = Buffer.alloc(8 * 1024 * 1024, 7);
@@ -32,5 +35,24 @@ describe('viewAlone', () => {
     const copy = out as Uint8Array;
     expect(copy.buffer.byteLength).toBe(view.byteLength);
     expect(Buffer.from(copy).equals(Buffer.from(view))).toBe(true);
+  });
+});
+
+describe('heap limits of the agent\'s own threads', () => {
+  it('the log archive worker runs with SMALL_WORKER_LIMITS; a client given none runs with V8\'s defaults', async () => {
+    const archive = new ArchiveWorker();
+    const plain = new WorkerClient<ArchiveWorkerOps>(new URL('../dist/agent/log-archive/archive-worker.js', import.meta.url), 'plain');
+    try {
+      expect(archive.resourceLimits).toBeNull(); // no thread before the first call
+      const digest = await archive.sha256(Buffer.from('abc'));
+      expect(digest.toString('hex')).toBe(createHash('sha256').update('abc').digest('hex'));
+      expect(archive.resourceLimits).toMatchObject(SMALL_WORKER_LIMITS);
+      await plain.call('sha256', Buffer.from('abc'));
+      // Negative control: without limits the young generation is V8's own, larger one.
+      expect(plain.resourceLimits!.maxYoungGenerationSizeMb).toBeGreaterThan(SMALL_WORKER_LIMITS.maxYoungGenerationSizeMb!);
+    } finally {
+      await archive.close();
+      await plain.close();
+    }
   });
 });

@@ -15,12 +15,22 @@ import { alignedBuffers } from './direct-io.js';
  */
 export class AlignedPool {
   private readonly free = new Map<number, Buffer[]>();
+  private handedOut = 0;
+  /** A buffer taken and never given back stops counting as in use once V8 has collected it. */
+  private readonly dropped = new FinalizationRegistry<number>((size) => {
+    this.handedOut -= size;
+  });
 
   /** `count` buffers of `size` bytes (a multiple of DIRECT_ALIGN): free ones first, the rest made. */
   take(count: number, size: number): Buffer[] {
     const free = this.free.get(size) ?? [];
     const reused = free.splice(Math.max(0, free.length - count));
-    return reused.length === count ? reused : [...reused, ...alignedBuffers(count - reused.length, size)];
+    const out = reused.length === count ? reused : [...reused, ...alignedBuffers(count - reused.length, size)];
+    for (const b of out) {
+      this.handedOut += b.length;
+      this.dropped.register(b, b.length, b);
+    }
+    return out;
   }
 
   /** Hands buffers back for the next `take` of their size. */
@@ -28,9 +38,16 @@ export class AlignedPool {
     for (const b of buffers) {
       const free = this.free.get(b.length) ?? [];
       // Given twice, a buffer would go to two users at once: once is all it can count for.
-      if (!free.includes(b)) free.push(b);
+      if (free.includes(b)) continue;
+      if (this.dropped.unregister(b)) this.handedOut -= b.length;
+      free.push(b);
       this.free.set(b.length, free);
     }
+  }
+
+  /** Bytes handed out by `take` and not given back (nor, dropped, collected). */
+  get inUseBytes(): number {
+    return this.handedOut;
   }
 
   /** Bytes held for reuse, not handed out. */

@@ -1,4 +1,4 @@
-import { WorkerClient } from '../worker/worker-client.js';
+import { SMALL_WORKER_LIMITS, WorkerClient } from '../worker/worker-client.js';
 import type { ArchiveWorkerOps } from './archive-worker.js';
 import type { Sha256 } from './segment.js';
 
@@ -16,16 +16,18 @@ export interface LogPushed {
  */
 export class ArchiveWorker extends WorkerClient<ArchiveWorkerOps> {
   constructor() {
-    super(new URL('./archive-worker.js', import.meta.url), 'log archive worker');
+    super(new URL('./archive-worker.js', import.meta.url), 'log archive worker', SMALL_WORKER_LIMITS);
   }
 
   /**
-   * Pushes the bytes read from log `tail` at `offset`. `bytes` must view a buffer of its own
-   * (Buffer.allocUnsafeSlow, never a slice of Node's shared pool): that buffer is moved to the worker,
-   * and the caller may not use it after.
+   * Pushes the bytes read from log `tail` at `offset`. `bytes` views shared memory, read where it is
+   * (the worker copies what it keeps: the caller may reuse it once this resolves), or a buffer of its
+   * own (Buffer.allocUnsafeSlow, never a slice of Node's shared pool), moved to the worker: the caller
+   * may not use that after.
    */
   async pushLog(tail: number, offset: number, bytes: Buffer): Promise<LogPushed> {
-    const got = await this.callMoving([bytes.buffer as ArrayBuffer], 'tailPush', tail, offset, bytes);
+    const moved = bytes.buffer instanceof SharedArrayBuffer ? [] : [bytes.buffer];
+    const got = await this.callMoving(moved, 'tailPush', tail, offset, bytes);
     const all = Buffer.from(got.records.buffer, got.records.byteOffset, got.records.byteLength);
     const records = got.ends.map((end, i) => all.subarray(i === 0 ? 0 : got.ends[i - 1], end));
     return { records, incompleteBytes: got.incompleteBytes, damage: got.damage };

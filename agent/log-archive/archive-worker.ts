@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { LogCorruptionError } from '../leveldb/log-reader.js';
+import { releaseMemory } from '../worker/release-memory.js';
 import { serveWorkerOps, Transferring } from '../worker/serve-worker-ops.js';
 import { LogTail } from './log-tail.js';
 
@@ -38,6 +39,8 @@ const archiveWorkerOps = {
     } catch (err) {
       if (!(err instanceof LogCorruptionError)) throw err;
       return damaged(tail, err.message);
+    } finally {
+      releaseMemory(bytes); // the tail copied what it keeps
     }
     // One buffer of its own (never a slice of Node's shared pool, which must not be moved).
     const records = Buffer.allocUnsafeSlow(got.reduce((n, r) => n + r.length, 0));
@@ -50,8 +53,11 @@ const archiveWorkerOps = {
   tailDrop(tail: number): void {
     tails.delete(tail);
   },
+  /** SHA-256 of `data`: read in place where it is shared memory, else a copy of this call's, freed after. */
   sha256(data: Uint8Array): Uint8Array {
-    return createHash('sha256').update(data).digest();
+    const digest = createHash('sha256').update(data).digest();
+    releaseMemory(data);
+    return digest;
   },
 } as const;
 

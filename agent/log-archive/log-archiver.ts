@@ -11,8 +11,10 @@ import { LogFollower, type ReadBatch } from './log-follower.js';
 import { ArchiveWorker } from './archive-worker-client.js';
 import { baseName, encodeSegment, markName, MAX_TAIL_BYTES, parseWalName, segmentName, WAL_PREFIX, wholePasses, type BaseRecord, type MarkRecord, type SegmentInfo, type WalObject } from './segment.js';
 import { SegmentSpool, type SpooledSegment } from './segment-spool.js';
+import { bodyBytes, SEGMENT_BUFFER_BYTES, SegmentBuilder } from './segment-builder.js';
+import { alignedPool } from '../fs/aligned-pool.js';
 import { batchLast } from './write-batch.js';
-import { HOUR_MS, MINUTE_MS, listSegments, planMerges, runMerges } from './segment-merger.js';
+import { HOUR_MS, MAX_MERGED_BYTES, MINUTE_MS, listSegments, planMerges, runMerges } from './segment-merger.js';
 import { timelineWindows } from './timeline-windows.js';
 
 /** What the archiver needs of the agent that hosts it. */
@@ -162,7 +164,7 @@ const EARLY_SHIP_BYTES = 8 * 1024 * 1024;
  * in one buffer) nor a restore's (it holds one segment at a time) grows with the backlog.
  */
 const SEGMENT_BYTES = EARLY_SHIP_BYTES;
-/** Merges carried out per run at most (each reads and writes up to 32 MiB). */
+/** Merges carried out per run at most (each reads and writes up to 8 MiB stored, MAX_MERGED_RAW_BYTES of log). */
 const MERGES_PER_RUN = 8;
 /** Attempts at the continuity proof at start that fail on the storage before a new timeline is begun instead. */
 const RESUME_ATTEMPTS = 3;
@@ -237,15 +239,21 @@ function newOutbox(shipped: number): Outbox {
   return { segments: [], memoryBytes: 0, diskBytes: 0, shipped, waitingBases: [], waitingMarks: [], closed: false, baseStored: false, unverified: false };
 }
 
-/** Segment merging at one destination: the run in flight, when the last began, whether a segment was stored since. */
+/**
+ * Segment merging at one destination: the run in flight, when the last began, whether a segment was
+ * stored since, and the body bytes of the segments it knows (encoded or read here; the planner's
+ * measure of what a merge would hold: segment-merger.ts). Only the current timeline's listed segments
+ * are kept there.
+ */
 interface MergeState {
   run: Promise<void> | null;
   lastAt: number;
   since: boolean;
+  bodies: Map<string, number>;
 }
 
 function newMergeState(): MergeState {
-  return { run: null, lastAt: 0, since: false };
+  return { run: null, lastAt: 0, since: false, bodies: new Map() };
 }
 
 /** A replica: its own queue of requests, cursor (per timeline, in Timeline.replicas), retries and backoff. */
@@ -1257,20 +1265,38 @@ export class LogArchiver {
     return covered;
   }
 
-  /** Stores an outbox's segments, oldest first (what is cut meanwhile too), each let go once stored. */
+  /**
+   * Stores an outbox's segments, oldest first (what is cut meanwhile too), each let go once stored. Each
+   * is encoded into a buffer of the process's pool, reused segment after segment and read in place by
+   * the worker threads that hash and seal it; one larger than that buffer gets one of its own.
+   */
   private async sendSegments(timeline: Timeline, box: Outbox, dest: Replica | null): Promise<void> {
-    while (box.segments.length > 0) {
-      const s = box.segments[0]!;
-      const data = s.batches !== null ? await encodeSegment(s.info, s.batches, this.worker.sha256) : await this.diskSpool.read(s.spooled!);
-      await this.storeSegment(timeline, box, dest, s.info, data);
-      if (box.segments[0] !== s) continue; // let go meanwhile (a replica's outbox overflowed)
-      box.segments.shift();
-      if (s.spooled) {
-        box.diskBytes -= s.spooled.bytes;
-        await this.diskSpool.remove(s.spooled);
-      } else {
-        box.memoryBytes -= s.bytes; // a spill in flight deletes its file when it sees it gone
+    const merge = dest === null ? this.merge : dest.merge;
+    let lease: Buffer | null = null;
+    try {
+      while (box.segments.length > 0) {
+        const s = box.segments[0]!;
+        let data: Buffer;
+        if (s.batches !== null) {
+          lease ??= alignedPool.take(1, SEGMENT_BUFFER_BYTES)[0]!;
+          data = (await SegmentBuilder.encode(lease, s.info, s.batches, this.worker.sha256)) ?? (await encodeSegment(s.info, s.batches, this.worker.sha256));
+          if (this.cfg.merge) merge.bodies.set(segmentName(s.info), bodyBytes(s.batches));
+        } else {
+          data = await this.diskSpool.read(s.spooled!);
+        }
+        await this.storeSegment(timeline, box, dest, s.info, data);
+        if (box.segments[0] !== s) continue; // let go meanwhile (a replica's outbox overflowed)
+        box.segments.shift();
+        if (s.spooled) {
+          box.diskBytes -= s.spooled.bytes;
+          await this.diskSpool.remove(s.spooled);
+        } else {
+          box.memoryBytes -= s.bytes; // a spill in flight deletes its file when it sees it gone
+        }
       }
+    } finally {
+      // Nothing reads it any more: the store it was encoded for has settled.
+      if (lease) alignedPool.give([lease]);
     }
   }
 
@@ -1319,6 +1345,25 @@ export class LogArchiver {
     r.lastError = { at: new Date().toISOString(), error: `${e.code}: ${e.message}` };
   }
 
+  /**
+   * Bytes of the log this archiver holds in memory: batches read and not yet cut into a segment
+   * (`pending`), and segments cut and not yet stored at every destination (`outbox`: a segment that
+   * several outboxes share counts once; those spilled to the spool directory are on disk, not here).
+   */
+  bufferedBytes(): { pending: number; outbox: number } {
+    const t = this.timeline;
+    const seen = new Set<ReadBatch[]>();
+    let outbox = 0;
+    for (const box of t ? [t.primary, ...t.replicas.values()] : []) {
+      for (const s of box.segments) {
+        if (s.batches === null || seen.has(s.batches)) continue;
+        seen.add(s.batches);
+        outbox += s.bytes;
+      }
+    }
+    return { pending: this.pendingBytes, outbox };
+  }
+
   /** What each replica holds and how far behind it is (no storage request). */
   replicaStatus(now = Date.now()): LogArchiveReplicaStatus[] {
     const t = this.timeline;
@@ -1354,17 +1399,24 @@ export class LogArchiver {
     state.lastAt = Date.now();
     const who = dest ? { replica: dest.host.name } : {};
     state.run = (async () => {
+      let buffer: Buffer | null = null;
       try {
         const repo = await (dest === null ? this.host.openRepository() : dest.host.openRepository());
-        const plan = planMerges(await listSegments(repo, timeline), { windowMs: cfg.windowMs, largeWindowMs: cfg.largeWindowMs });
+        const listed = await listSegments(repo, timeline);
+        const names = new Set(listed.map((s) => s.name));
+        for (const name of state.bodies.keys()) if (!names.has(name)) state.bodies.delete(name);
+        const plan = planMerges(listed, { windowMs: cfg.windowMs, largeWindowMs: cfg.largeWindowMs }, MAX_MERGED_BYTES, state.bodies);
         // Bounded work per run: a backlog is merged over the next runs.
         const limited = { merges: plan.merges.slice(0, MERGES_PER_RUN), leftovers: plan.leftovers };
         if (limited.merges.length === 0 && limited.leftovers.length === 0) return;
-        const done = await runMerges(repo, limited, this.worker.sha256);
+        buffer = alignedPool.take(1, SEGMENT_BUFFER_BYTES)[0]!;
+        const done = await runMerges(repo, limited, this.worker.sha256, { buffer, bodies: state.bodies });
         this.log.debug({ timeline, ...done, ...who }, 'log archive: segments merged');
       } catch (err) {
         this.log.warn({ timeline, ...who, err: toAdminError(err).message }, 'log archive: merging segments failed; trying again at the next run');
       } finally {
+        // runMerges has settled: no read, hash or store of the buffer is left.
+        if (buffer) alignedPool.give([buffer]);
         state.run = null;
       }
     })();

@@ -47,7 +47,18 @@ export const METRIC_NAMES = [
   'node_admin_backup_repository_encrypted',
   'node_admin_backup_pace_bytes_per_second',
   'node_admin_backup_paced_seconds_total',
+  'node_admin_agent_buffered_bytes',
 ] as const;
+
+/**
+ * The `part` label of node_admin_agent_buffered_bytes: what the agent itself holds in the host's memory.
+ * `pool_in_use` / `pool_free`: page-aligned buffers of the process's pool (agent/fs/aligned-pool.ts:
+ * backups' read, seal and pack buffers, the log archive's segment and merge buffers) handed out, and
+ * kept for reuse; `log_archive_pending`: log batches read and not yet cut into a segment;
+ * `log_archive_outbox`: segments cut and not yet stored (in memory; the spool directory's are on disk).
+ */
+export const BUFFERED_PARTS = ['pool_in_use', 'pool_free', 'log_archive_pending', 'log_archive_outbox'] as const;
+export type BufferedPart = (typeof BUFFERED_PARTS)[number];
 
 /** Checkpoint totals as the checkpoint index knows them (agent/checkpoint/checkpoint-index.ts). */
 export interface CheckpointFacts {
@@ -70,6 +81,8 @@ export interface MetricsSources {
   freeBytes(): Promise<number>;
   /** The log archive's lag, when the agent archives its log (its metrics are registered only then). */
   logArchive?: LogArchiveLagSource;
+  /** Bytes the agent holds, by part (no I/O); a part left out is not shown (the log archive's, on an agent that does not archive). */
+  buffered?(): Partial<Record<BufferedPart, number>>;
 }
 
 /**
@@ -262,6 +275,20 @@ export class AgentMetrics {
       name: 'node_admin_backup_paced_seconds_total',
       help: 'Seconds backups spent waiting for their pace: wall-clock time their reads were held back (auto: because the node was busy); never grows with pace max',
       registers,
+    });
+    new Gauge({
+      name: 'node_admin_agent_buffered_bytes',
+      help: "Bytes the agent holds in the host's memory, by part: pool_in_use and pool_free (reused page-aligned buffers handed out, and kept), log_archive_pending (batches read, not yet in a segment), log_archive_outbox (segments not yet stored)",
+      labelNames: ['part'],
+      registers,
+      collect() {
+        this.reset();
+        const parts = sources.buffered?.() ?? {};
+        for (const part of BUFFERED_PARTS) {
+          const v = parts[part];
+          if (v !== undefined) this.set({ part }, v);
+        }
+      },
     });
     this.logArchive = sources.logArchive ? new LogArchiveMetrics(registers, sources.logArchive) : null;
   }

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import v8 from 'node:v8';
-import { WorkerClient, type WorkerResult } from '../worker/worker-client.js';
+import { SMALL_WORKER_LIMITS, WorkerClient, type WorkerResult } from '../worker/worker-client.js';
 import type { CryptoWorkerOps } from './crypto-worker.js';
 
 /** Threads of a pool by default: one per core, at most 4 (a backup's crypto keeps up with a disk here with 2). */
@@ -41,7 +41,7 @@ export class CryptoPool {
 
   constructor(threads = defaultCryptoThreads()) {
     this.threads = Array.from({ length: Math.max(1, threads) }, () => ({
-      client: new WorkerClient<CryptoWorkerOps>(new URL('./crypto-worker.js', import.meta.url), 'crypto worker'),
+      client: new WorkerClient<CryptoWorkerOps>(new URL('./crypto-worker.js', import.meta.url), 'crypto worker', SMALL_WORKER_LIMITS),
       inFlight: 0,
     }));
   }

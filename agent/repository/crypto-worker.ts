@@ -1,3 +1,4 @@
+import { releaseMemory } from '../worker/release-memory.js';
 import { serveWorkerOps, Transferring } from '../worker/serve-worker-ops.js';
 import type { CompressionPolicy } from './compression.js';
 import type { BlobType, RepoKeys } from './crypto/index.js';
@@ -23,7 +24,9 @@ const cryptoWorkerOps = {
     return moved(ops.openBlob(keys, type, id, stored, maxLength, out), out);
   },
   sealObject(keys: RepoKeys, name: string, plaintext: Uint8Array) {
-    return moved(ops.sealObject(keys, name, plaintext), null);
+    const sealed = ops.sealObject(keys, name, plaintext);
+    releaseMemory(plaintext); // this call's copy (a segment of up to 16 MiB), not left to the thread's next collection
+    return moved(sealed, null);
   },
   openObject(keys: RepoKeys, name: string, stored: Uint8Array, maxLength: number) {
     return moved(ops.openObject(keys, name, stored, maxLength), null);

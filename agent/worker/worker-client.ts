@@ -1,8 +1,16 @@
-import { Worker, type Transferable } from 'node:worker_threads';
+import { Worker, type ResourceLimits, type Transferable } from 'node:worker_threads';
 import { AdminError, ErrorCodes, isErrorCode, toAdminError } from '../../shared/errors.js';
 import type { Transferring, WorkerOps, WorkerRequest, WorkerResponse } from './serve-worker-ops.js';
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: unknown) => void };
+
+/**
+ * Heap limits for the agent's threads that hold their data in buffers (outside V8's heap) and little
+ * in JavaScript objects: the log archive's worker and the crypto threads, each about 5 MiB of heap at
+ * work. A young generation of 4 MiB (V8's default grows to 3 x 16 MiB) is collected often, and each
+ * collection frees the dead buffers it held; the old generation's 64 MiB is a ceiling no call nears.
+ */
+export const SMALL_WORKER_LIMITS: ResourceLimits = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 };
 
 /** What a call resolves to: the op's result, unwrapped from Transferring. */
 export type WorkerResult<R> = Unwrapped<Awaited<R>>;
@@ -21,11 +29,21 @@ export class WorkerClient<Ops extends WorkerOps> {
   private readonly pending = new Map<number, Pending>();
   private closed = false;
 
-  /** `name` names the thread in errors ("fs worker exited"). */
+  /**
+   * `name` names the thread in errors ("fs worker exited"). `limits`: the thread's V8 heap limits (a
+   * thread past its old generation's is ended by V8, its calls rejected, and the next call starts a
+   * fresh one); default V8's.
+   */
   constructor(
     private readonly url: URL,
     private readonly name: string,
+    private readonly limits: ResourceLimits | null = null,
   ) {}
+
+  /** The running thread's heap limits as V8 set them; null while no thread runs. */
+  get resourceLimits(): ResourceLimits | null {
+    return this.worker?.resourceLimits ?? null;
+  }
 
   call<K extends keyof Ops & string>(op: K, ...args: Parameters<Ops[K]>): Promise<Result<ReturnType<Ops[K]>>> {
     return this.callMoving([], op, ...args);
@@ -65,7 +83,7 @@ export class WorkerClient<Ops extends WorkerOps> {
 
   private ensureWorker(): Worker {
     if (this.worker) return this.worker;
-    const w = new Worker(this.url);
+    const w = new Worker(this.url, this.limits ? { resourceLimits: this.limits } : {});
     w.unref();
     w.on('message', (msg: WorkerResponse) => {
       const p = this.pending.get(msg.seq);
