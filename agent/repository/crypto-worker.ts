@@ -22,6 +22,9 @@ const cryptoWorkerOps = {
   openBlob(keys: RepoKeys, type: BlobType, id: string, stored: Uint8Array, maxLength: number, out: Uint8Array | null) {
     return moved(ops.openBlob(keys, type, id, stored, maxLength, out), out);
   },
+  checkBlob(keys: RepoKeys, type: BlobType, id: string, stored: Uint8Array, maxLength: number): number {
+    return ops.checkBlob(keys, type, id, stored, maxLength);
+  },
   sealObject(keys: RepoKeys, name: string, plaintext: Uint8Array) {
     return moved(ops.sealObject(keys, name, plaintext), null);
   },
