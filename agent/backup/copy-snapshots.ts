@@ -56,6 +56,8 @@ export interface CopySnapshotsOptions {
   bandwidthLimit?: number | null;
   signal?: AbortSignal;
   onProgress?: (p: CopyProgress) => void;
+  /** Packs stored as they are that one index object lists (default INDEX_BATCH; a test makes it small). */
+  indexBatch?: number;
 }
 
 /** What copySnapshots did (the CLI's summary adds what it knows: the ends, whether one was made, the time). */
@@ -129,7 +131,7 @@ export async function copySnapshots(o: CopySnapshotsOptions): Promise<CopySnapsh
       reporter.report(true);
     },
   });
-  const copier = new BlobCopier(from, to, placer, asIs, progress, reporter, o.toLockId);
+  const copier = new BlobCopier(from, to, placer, asIs, progress, reporter, o.toLockId, Math.max(1, o.indexBatch ?? INDEX_BATCH));
   let stored = false;
   try {
     if (!asIs) await copier.pairTrees(newestShared(all, present));
@@ -220,6 +222,8 @@ class BlobCopier {
   private indexing: Promise<void> = Promise.resolve();
   /** The first index object that failed to be written: the copy fails with it. */
   private indexFailure: unknown = null;
+  /** The first pack whose copy failed: the packs after it stop before their next step (check). */
+  private packFailure: unknown = null;
   private readonly reads = new Slots(PACKS_READ_AT_ONCE);
   private readonly stores = new Slots(PACKS_STORED_AT_ONCE);
 
@@ -232,6 +236,7 @@ class BlobCopier {
     private readonly reporter: ProgressReporter<CopyProgress>,
     /** The destination's lock, which the pending marker names. */
     private readonly lockId: string,
+    private readonly indexBatch: number,
   ) {}
 
   /** No pack stored as it is can be left without an index object (after close()). */
@@ -302,7 +307,12 @@ class BlobCopier {
     if (packs.length > 0) this.to.markPending(this.lockId).catch(() => {});
     await mapLimit(packs, PACKS_HELD, async (pack) => {
       this.check(signal, cancelled);
-      await this.copyPack(pack, byPack.get(pack)!, wanted, limiter, signal, cancelled);
+      try {
+        await this.copyPack(pack, byPack.get(pack)!, wanted, limiter, signal, cancelled);
+      } catch (err) {
+        this.packFailure ??= err;
+        throw err;
+      }
     });
     await this.flushIndex();
     let snapshot = s;
@@ -322,9 +332,10 @@ class BlobCopier {
     return snapshot;
   }
 
-  /** Throws the cancel, the first failure to store a pack, or to index packs stored. */
+  /** Throws the cancel, or the first failure: to copy a pack, to store a pack, to index packs stored. */
   private check(signal: AbortSignal | undefined, cancelled: () => Error): void {
     if (signal?.aborted) throw cancelled();
+    if (this.packFailure) throw this.packFailure;
     this.placer.check();
     if (this.indexFailure) throw this.indexFailure;
   }
@@ -459,6 +470,7 @@ class BlobCopier {
         await this.to.uploadPack(pack, data);
       } catch (err) {
         this.rawFailed = true; // an answer lost may leave it stored: the marker stays for the next run
+        this.packFailure ??= err; // before the slot is given back: no store starts after a failed one
         throw err;
       }
     });
@@ -468,7 +480,7 @@ class BlobCopier {
     this.progress.blobsSent += entries.length;
     this.reporter.report(true);
     this.unindexed.push({ id: pack, size: data.length, blobs: entries });
-    if (this.unindexed.length >= INDEX_BATCH) this.indexBehind();
+    if (this.unindexed.length >= this.indexBatch) this.indexBehind();
   }
 
   /**
