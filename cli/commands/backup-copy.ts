@@ -64,6 +64,9 @@ type CopyArgs = Partial<RepoArgs> & { fromPasswordFile?: string | undefined; ins
 async function copyOffline(argv: CopyArgs, from: string, toUrl: string, select: CopySelection | null, bandwidthLimit: number | null, onProgress: (p: CopyProgress | ArchiveCopyProgress) => void): Promise<CopySummary> {
   const fromUrl = repoUrl(from);
   if (fromUrl === toUrl) throw invalidArgument('--from and --to name the same repository');
+  // An S3 destination's SDK (0.2 s and more to load) loads while the source's key is derived (scrypt,
+  // off the main thread), not after it: the destination's storage is opened only once the source is.
+  if (toUrl.startsWith('s3:') && !fromUrl.startsWith('s3:')) import('../../agent/storage/s3-storage.js').catch(() => {});
   const [{ Repository }, { openCopyDestination }, { copyRepository }] = await Promise.all([
     import('../../agent/repository/repository.js'),
     import('../../agent/backup/copy-session.js'),
