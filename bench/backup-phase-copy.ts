@@ -15,6 +15,7 @@ import { OBJECT_BYTES, runRaw, s3Table, type RawRun, type S3Row } from './backup
 import { progress } from './progress.js';
 import { startSwift, swiftMissing, type SwiftServer } from './swift-server.js';
 import { ROOT } from './backup-bench-config.js';
+import { PACKS_READ_AT_ONCE, PACKS_STORED_AT_ONCE } from '../agent/backup/copy-snapshots.js';
 
 const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
 /** A copy moves bytes at ≥ 0.9× the raw SDK's rate for the same bytes: its time ≤ 1/0.9 of the raw time. */
@@ -38,8 +39,11 @@ interface CopyRun {
  * checkpoint 2) and Swift's s3api on loopback, each beside the raw AWS SDK moving the same bytes in the
  * same round: the full backup copied into a fresh prefix (made by the copy with the source's keys, so
  * packs move as they are) against PutObject; the incremental copied after it (what a 5 % change costs
- * a copy); both copied back from S3 into a fresh directory against GetObject. Page cache dropped before
- * each; `repeat` rounds, medians count. The first round's copy back is restored and compared with
+ * a copy); both copied back from S3 into a fresh directory against GetObject. The raw SDK keeps as many
+ * requests in flight as the copy does (copy-snapshots.ts: PACKS_STORED_AT_ONCE puts, PACKS_READ_AT_ONCE
+ * gets), whatever BENCH_BACKUP_CONCURRENCY says: the same store, the same bytes, the same concurrency.
+ * Both are processes timed spawn to exit: the copy's fixed costs (its key derivation, locks, index
+ * loads, listings) count against it. Page cache dropped before each; `repeat` rounds, medians count. The first round's copy back is restored and compared with
  * checkpoint 2 byte for byte. Skipped, saying what to install, without Swift.
  */
 export async function copyPhase(ctx: BenchContext, c1: CheckpointRecord, c2: CheckpointRecord): Promise<CopyPhase | null> {
@@ -67,7 +71,7 @@ export async function copyPhase(ctx: BenchContext, c1: CheckpointRecord, c2: Che
       progress(`  copy full -> S3:  ${describe(full.timed)}, sent ${mb(num(full.summary.bytesSent))} in ${num(full.summary.packsSent)} packs`);
       const objects = Math.max(1, Math.ceil(num(full.summary.bytesSent) / OBJECT_BYTES));
       ctx.cold();
-      const rawPut = runRaw(ctx, server, 'put', `raw-copy-${round}`, objects, objects);
+      const rawPut = runRaw(ctx, server, 'put', `raw-copy-${round}`, objects, objects, PACKS_STORED_AT_ONCE);
       runs.rawPut.push(rawPut);
       progress(`  raw PutObject:    ${describe(rawPut.timed)}, ${mb(rawPut.bytes)}`);
 
@@ -83,7 +87,7 @@ export async function copyPhase(ctx: BenchContext, c1: CheckpointRecord, c2: Che
       progress(`  copy S3 -> file:  ${describe(back.timed)}, sent ${mb(num(back.summary.bytesSent))}`);
       const backObjects = Math.max(1, Math.ceil(num(back.summary.bytesSent) / OBJECT_BYTES));
       ctx.cold();
-      const rawGet = runRaw(ctx, server, 'get', `raw-copy-${round}`, backObjects, objects);
+      const rawGet = runRaw(ctx, server, 'get', `raw-copy-${round}`, backObjects, objects, PACKS_READ_AT_ONCE);
       runs.rawGet.push(rawGet);
       progress(`  raw GetObject:    ${describe(rawGet.timed)}, ${mb(rawGet.bytes)}`);
       if (round === 1) {
@@ -144,7 +148,8 @@ export async function copyPhase(ctx: BenchContext, c1: CheckpointRecord, c2: Che
     { metric: 'restore of the copy back == checkpoint 2, byte for byte', ours: check?.ok ? `identical (${check.files} files)` : 'DIFFERENT', raw: '-', ratio: null, goal: 'identical', met: check?.ok ?? false },
   ];
   const table = s3Table(rows, [
-    `Copy phase: the built CLI's backup copy between the encrypted file:// repository and OpenStack Swift s3api on loopback; raw AWS SDK: 8 MiB objects, ${config.concurrency} at once; ` +
+    `Copy phase: the built CLI's backup copy between the encrypted file:// repository and OpenStack Swift s3api on loopback; raw AWS SDK: 8 MiB objects, ` +
+      `PutObject ${PACKS_STORED_AT_ONCE} at once and GetObject ${PACKS_READ_AT_ONCE} at once: as many as the copy keeps in flight (its pack stores to S3, its pack reads from S3), like with like; ` +
       'ratio: our bytes per second / the raw SDK\'s on the same bytes (higher is better); every run a process timed spawn to exit, page cache dropped before each',
   ]);
   const seconds = (list: { timed: TimedProcess }[]) => list.map((r) => r.timed.seconds);

@@ -144,7 +144,8 @@ export async function s3Phase(ctx: BenchContext, c1: CheckpointRecord, c2: Check
   };
 }
 
-export function runRaw(ctx: BenchContext, server: SwiftServer, mode: 'put' | 'get', prefix: string, objects: number, available: number): RawRun {
+/** The raw SDK moving `objects` objects, `concurrency` at once (default: the benchmark's backup concurrency). */
+export function runRaw(ctx: BenchContext, server: SwiftServer, mode: 'put' | 'get', prefix: string, objects: number, available: number, concurrency = ctx.config.concurrency): RawRun {
   const args = {
     endpoint: server.endpoint,
     region: server.region,
@@ -153,7 +154,7 @@ export function runRaw(ctx: BenchContext, server: SwiftServer, mode: 'put' | 'ge
     objects,
     available,
     objectBytes: OBJECT_BYTES,
-    concurrency: ctx.config.concurrency,
+    concurrency,
     accessKeyId: server.accessKeyId,
     secretAccessKey: server.secretAccessKey,
   };

@@ -28,11 +28,14 @@ import {
   serializeKeyFile,
   unwrapMasterKey,
   wrapMasterKey,
+  type BlobType,
   type KeyFile,
   type SealErrorKind,
 } from '../dist/agent/repository/crypto/index.js';
 import { AdminError, ErrorCodes } from '../dist/shared/errors.js';
 import * as sealedOps from '../dist/agent/repository/sealed-ops.js';
+import { SealedCodec } from '../dist/agent/repository/sealed-codec.js';
+import { CryptoPool } from '../dist/agent/repository/crypto-pool.js';
 import { prng } from './support/prng.js';
 
 /**
@@ -499,6 +502,39 @@ describe('sealing into and opening out of shared memory (updates cut for aligned
         stored.copy(mem, 8192);
         expect(caught(() => sealedOps.openBlob(keys, 'data', other, mem.subarray(8192, 8192 + stored.length), 2 * 1024 * 1024, mem.subarray(0)))).toBeInstanceOf(SealError);
       }
+    }
+  });
+
+  it('checkBlob takes what openBlob opens and refuses what it refuses, in the thread and through a crypto thread', async () => {
+    const data = Buffer.concat([crypto.randomBytes(70000), Buffer.alloc(200000, 'compressible ')]);
+    const id = sealedOps.identifyBlob(keys.id, 'data', data);
+    const otherId = sealedOps.identifyBlob(keys.id, 'data', Buffer.from('other'));
+    const stored = Buffer.from(sealedOps.sealBlob(keys, 'data', id, data, 'try', null));
+    const flipped = Buffer.from(stored);
+    flipped[flipped.length >> 1]! ^= 1;
+    // Sealed under the other id's label by a key holder: opens, but to bytes of another id.
+    const forged = Buffer.from(sealedOps.sealBlob(keys, 'data', otherId, data, 'try', null));
+    const codec = new SealedCodec(keys, new CryptoPool(1));
+    try {
+      const max = 1024 * 1024;
+      expect(sealedOps.checkBlob(keys, 'data', id, stored, max)).toBe(data.length);
+      await codec.checkBlob('data', id, stored, max);
+      const refusals: [string, BlobType, string, Buffer, number][] = [
+        ['another id', 'data', otherId, stored, max],
+        ['another type', 'tree', id, stored, max],
+        ['a flipped byte', 'data', id, flipped, max],
+        ['bytes of another id', 'data', otherId, forged, max],
+        ['more than maxLength', 'data', id, stored, data.length - 1],
+      ];
+      for (const [what, ...args] of refusals) {
+        // Each refused by openBlob too (the control: checkBlob refuses nothing openBlob takes, above).
+        expect(caught(() => sealedOps.openBlob(keys, ...args, null)), what).toBeInstanceOf(Error);
+        expect(caught(() => sealedOps.checkBlob(keys, ...args)), what).toBeInstanceOf(Error);
+        await expect(codec.checkBlob(...args), what).rejects.toThrow();
+      }
+      await expect(codec.checkBlob('data', otherId, forged, max)).rejects.toThrow(/another id/);
+    } finally {
+      await codec.close();
     }
   });
 

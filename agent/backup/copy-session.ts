@@ -58,9 +58,12 @@ export async function withCopyLocks<T>(from: Repository, openTo: () => Promise<{
     try {
       const toLock = await to.lock(`copy from ${from.description}`, false);
       try {
-        await Promise.all([from.loadIndex(), to.loadIndex()]);
-        // Only a saving: if it fails, this copy sends those packs again and the marker stays for the next.
-        const packsRecovered = await to.indexStrayPacks().catch(() => 0);
+        // Both ends at once, each settled before anything goes on (nothing runs on past the locks). The
+        // stray packs are only a saving: if that fails, this copy sends them again and the marker stays.
+        const [fromIndex, toIndex] = await Promise.allSettled([from.loadIndex(), to.loadIndex().then(() => to.indexStrayPacks().catch(() => 0))]);
+        if (fromIndex.status === 'rejected') throw fromIndex.reason;
+        if (toIndex.status === 'rejected') throw toIndex.reason;
+        const packsRecovered = toIndex.value;
         return await work({ from, to, created, toLockId: toLock.id, packsRecovered });
       } finally {
         await toLock.release();

@@ -3,9 +3,12 @@ import v8 from 'node:v8';
 import { SMALL_WORKER_LIMITS, WorkerClient, type WorkerResult } from '../worker/worker-client.js';
 import type { CryptoWorkerOps } from './crypto-worker.js';
 
+/** The most threads a pool has by default. */
+export const MAX_CRYPTO_THREADS = 4;
+
 /** Threads of a pool by default: one per core, at most 4 (a backup's crypto keeps up with a disk here with 2). */
 export function defaultCryptoThreads(): number {
-  return Math.max(1, Math.min(4, os.availableParallelism()));
+  return Math.max(1, Math.min(MAX_CRYPTO_THREADS, os.availableParallelism()));
 }
 
 /**

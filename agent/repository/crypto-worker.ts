@@ -23,6 +23,9 @@ const cryptoWorkerOps = {
   openBlob(keys: RepoKeys, type: BlobType, id: string, stored: Uint8Array, maxLength: number, out: Uint8Array | null) {
     return moved(ops.openBlob(keys, type, id, stored, maxLength, out), out);
   },
+  checkBlob(keys: RepoKeys, type: BlobType, id: string, stored: Uint8Array, maxLength: number): number {
+    return ops.checkBlob(keys, type, id, stored, maxLength);
+  },
   sealObject(keys: RepoKeys, name: string, plaintext: Uint8Array) {
     const sealed = ops.sealObject(keys, name, plaintext);
     releaseMemory(plaintext); // this call's copy (a segment of up to 16 MiB), not left to the thread's next collection

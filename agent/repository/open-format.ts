@@ -184,11 +184,15 @@ const DATA_PREFIXES = ['snapshots/', 'index/', 'data/', 'wal/'];
  * before anything is stored: the operator puts the config and keys back, or chooses an empty location.
  */
 async function refuseOverObjects(storage: Storage): Promise<void> {
-  for (const prefix of DATA_PREFIXES) {
-    for await (const obj of storage.list(prefix)) {
-      throw corrupt(storage, `it has no config, but holds a repository's objects (${obj.name}): no new repository is made over them (put its config and keys back, or use an empty location)`);
-    }
-  }
+  // Listed at once: a round trip each to a remote store, before anything else can be made there.
+  const found = await Promise.all(
+    DATA_PREFIXES.map(async (prefix) => {
+      for await (const obj of storage.list(prefix)) return obj.name;
+      return null;
+    }),
+  );
+  const name = found.find((n) => n !== null);
+  if (name) throw corrupt(storage, `it has no config, but holds a repository's objects (${name}): no new repository is made over them (put its config and keys back, or use an empty location)`);
 }
 
 /** A config's JSON, checked field by field (CORRUPT naming the repository otherwise). */

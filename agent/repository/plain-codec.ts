@@ -25,6 +25,10 @@ export class PlainCodec implements RepoCodec {
     return Promise.resolve(stored);
   }
 
+  async checkBlob(type: BlobType, id: string, stored: Buffer, maxLength: number): Promise<void> {
+    await this.openBlob(type, id, stored, maxLength);
+  }
+
   storedLength(n: number): number {
     return n;
   }

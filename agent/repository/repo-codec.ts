@@ -40,6 +40,11 @@ export interface RepoCodec {
   identifyAndSealBlob?(type: BlobType, data: Buffer, policy: CompressionPolicy, out: Buffer): Promise<{ id: string; sealed: Buffer }>;
   /** The blob's plaintext from its stored bytes, checked against `type` and `id`. `maxLength`: the most it may inflate to. */
   openBlob(type: BlobType, id: string, stored: Buffer, maxLength: number, out?: Buffer): Promise<Buffer>;
+  /**
+   * Refuses what `openBlob` refuses (CORRUPT), and nothing else, without giving the plaintext: for a
+   * caller that moves the stored bytes as they are and only needs to know they are whole.
+   */
+  checkBlob(type: BlobType, id: string, stored: Buffer, maxLength: number): Promise<void>;
   /** The most bytes `sealBlob` stores for `n` bytes of plaintext (buffers are sized by it). */
   storedLength(n: number): number;
   /** The bytes stored under `name` for `plaintext`. */

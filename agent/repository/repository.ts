@@ -188,10 +188,21 @@ export class Repository {
 
   /**
    * `length` stored bytes of pack `id` from `offset` (Storage.getRange). A pack shorter than the range
-   * (the index says more than the store holds: truncated, or replaced) is CORRUPT naming it.
+   * (the index says more than the store holds: truncated, or replaced) is CORRUPT naming it. With `into`,
+   * where the storage streams ranges (S3), the bytes go into it as they arrive: no buffer of the range's
+   * size is made for the read only to be copied into `into` (the SDK's body collector, its copy and their
+   * garbage took more of the main thread than anything else in a copy from S3: 6 of 13 s, measured on 1 GiB).
    */
   async readPackRange(id: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
     try {
+      if (into !== undefined && length > 0 && into.length >= length && this.storage.streamRange) {
+        let at = 0;
+        // Pieces come consecutive from the range's start, a failed read resumed where it stopped (Storage.streamRange).
+        await this.storage.streamRange(packName(id), offset, length, (piece) => {
+          at += piece.copy(into, at);
+        });
+        return into.subarray(0, length);
+      }
       return await this.storage.getRange(packName(id), offset, length, into);
     } catch (err) {
       throw await this.shortPack(id, offset + length, err);

@@ -57,6 +57,11 @@ export class SealedCodec implements RepoCodec {
     return landed(await this.pool.call('openBlob', this.keys, type, id, stored, maxLength, sharedOrNull(out)), out);
   }
 
+  async checkBlob(type: BlobType, id: string, stored: Buffer, maxLength: number): Promise<void> {
+    if (!this.pool) ops.checkBlob(this.keys, type, id, stored, maxLength);
+    else await this.pool.call('checkBlob', this.keys, type, id, stored, maxLength);
+  }
+
   storedLength(n: number): number {
     return sealedLength(n + 1); // the mode byte, when nothing compresses
   }

@@ -75,11 +75,29 @@ export function openBlob(keys: RepoKeys, type: BlobType, id: string, stored: Uin
     }
   }
   // Opened into this thread's scratch (`out` may overlap `stored`: a restore reads and writes one buffer).
+  const plaintext = openInScratch(keys, label, type, id, stored, bound, maxLength);
+  // Never hand out a view of the scratch: the next op reuses it.
+  return out ? place(plaintext, out) : Buffer.from(plaintext);
+}
+
+/**
+ * openBlob's checks, all of them, without its result: the plaintext's length. Where the stored bytes
+ * are only moved (a copy between repositories of the same keys), no plaintext is copied out of the
+ * thread's scratch, nor handed to the caller to be dropped there.
+ */
+export function checkBlob(keys: RepoKeys, type: BlobType, id: string, stored: Uint8Array, maxLength: number): number {
+  const label = blobLabel(type, id);
+  const bound = openedLength(stored, label);
+  if (bound > maxLength + 1) throw new AdminError(ErrorCodes.CORRUPT, `blob ${id} holds ${bound} bytes, more than ${maxLength}`);
+  return openInScratch(keys, label, type, id, stored, bound, maxLength).length;
+}
+
+/** A blob's plaintext, checked, as a view of this thread's scratch (or of what decompression made). */
+function openInScratch(keys: RepoKeys, label: string, type: BlobType, id: string, stored: Uint8Array, bound: number, maxLength: number): Buffer {
   const opened = scratchFor(bound).subarray(0, openInto(Buffer.from(keys.blob), label, stored, scratchFor(bound), 0));
   const plaintext = decompressPlaintext(opened, maxLength);
   if (blobId(Buffer.from(keys.id), type, [plaintext]) !== id) throw new AdminError(ErrorCodes.CORRUPT, `blob ${id} opens to bytes of another id`);
-  // Never hand out a view of the scratch: the next op reuses it.
-  return out ? place(plaintext, out) : Buffer.from(plaintext);
+  return plaintext;
 }
 
 export function sealObject(keys: RepoKeys, name: string, plaintext: Uint8Array): Buffer {

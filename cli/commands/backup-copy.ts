@@ -71,7 +71,16 @@ async function copyOffline(argv: CopyArgs, from: string, toUrl: string, select: 
   ]);
   const started = Date.now();
   return withStorage(sourceArgs(argv, from, argv.fromPasswordFile), async (fromStorage, fromPassword) => {
-    const source = await Repository.open(fromStorage, { create: false, password: fromPassword });
+    // An S3 destination's SDK (0.2 s and more of the main thread to load) loads while the source's key
+    // is derived (scrypt, off the main thread), rather than after: begun once the password is read, just
+    // before the derivation. (Begun before the open, its loading held the derivation back as long.)
+    const preload = toUrl.startsWith('s3:') && !fromUrl.startsWith('s3:');
+    const password = fromPassword && preload ? async () => {
+      const p = await fromPassword();
+      import('../../agent/storage/s3-storage.js').catch(() => {});
+      return p;
+    } : fromPassword;
+    const source = await Repository.open(fromStorage, { create: false, password });
     try {
       return await withStorage({ ...argv, repo: toUrl }, async (toStorage, toPassword) => {
         const r = await copyRepository({
