@@ -57,6 +57,8 @@ interface Call {
   /** null while running; a failed call ends too. */
   end: number | null;
   ok: boolean;
+  /** Bytes asked for (reads). */
+  length: number;
 }
 
 /** One clock for both ends: every call's start and end, in the order they happened. */
@@ -64,8 +66,8 @@ class Journal {
   private tick = 0;
   readonly calls: Call[] = [];
 
-  begin(side: Call['side'], op: string, name: string): Call {
-    const c: Call = { side, op, name, start: ++this.tick, end: null, ok: false };
+  begin(side: Call['side'], op: string, name: string, length = 0): Call {
+    const c: Call = { side, op, name, start: ++this.tick, end: null, ok: false, length };
     this.calls.push(c);
     return c;
   }
@@ -135,7 +137,7 @@ class Recorded implements Storage {
   }
 
   getRange(name: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
-    return this.record('getRange', name, () => this.inner.getRange(name, offset, length, into));
+    return this.record('getRange', name, () => this.inner.getRange(name, offset, length, into), length);
   }
 
   stat(name: string): Promise<ObjectInfo | null> {
@@ -154,8 +156,8 @@ class Recorded implements Storage {
     return this.inner.close();
   }
 
-  private async record<T>(op: string, name: string, call: () => Promise<T>): Promise<T> {
-    const c = this.journal.begin(this.side, op, name);
+  private async record<T>(op: string, name: string, call: () => Promise<T>, length = 0): Promise<T> {
+    const c = this.journal.begin(this.side, op, name, length);
     try {
       const r = await call();
       this.journal.finish(c, true);
@@ -308,6 +310,48 @@ describe('backup copy pipeline', () => {
     expect(new Set(all).size).toBe(all.length);
     expect([...all].sort()).toEqual([...sourcePacks].sort());
     await verified(to);
+  });
+
+  it('two backups: the packs only the second needs are read before the first is written, and each is written only after every pack it needs', async () => {
+    // A source of two backups: the one above, then three more files (new packs).
+    const two = new MemoryStorage('memory:two');
+    for await (const o of sourceStorage.list('')) if (!o.name.startsWith('locks/')) await two.put(o.name, await sourceStorage.get(o.name));
+    const more = { ...checkpoint, id: '20261206T000000000Z-0002', path: path.join(dir, 'checkpoint-2'), files: FILES + 3 };
+    fs.cpSync(checkpoint.path, more.path, { recursive: true });
+    for (let i = FILES; i < FILES + 3; i++) fs.writeFileSync(path.join(more.path, `${String(i).padStart(6, '0')}.ldb`), randomBytes(FILE_BYTES));
+    const repo = await Repository.open(two, { ...TEST_REPO, cryptoThreads: 0 });
+    let secondId: string;
+    try {
+      secondId = (await backupCheckpoint({ repo, checkpoint: more, cache: HashCache.load(null) })).id;
+    } finally {
+      await repo.codec.close();
+    }
+    const secondPacks: string[] = [];
+    for await (const o of two.list('data/')) if (!sourcePacks.includes(packId(o.name))) secondPacks.push(packId(o.name));
+    expect(secondPacks.length).toBeGreaterThanOrEqual(2);
+
+    const journal = new Journal();
+    const to = new MemoryStorage('memory:to-two');
+    const r = await copyAll(new Recorded(two, journal, 'from'), new Recorded(to, journal, 'to', { putMs: 40 }));
+    expect(r.copied).toEqual([backupId, secondId]);
+    const put = (prefix: string) => journal.calls.filter((c) => c.side === 'to' && c.op === 'put' && c.name.startsWith(prefix));
+    const firstWritten = put(`snapshots/${backupId}`)[0]!;
+    const secondWritten = put(`snapshots/${secondId}`)[0]!;
+    const ofPacks = (ids: string[]) => put('data/').filter((c) => ids.includes(packId(c.name)));
+    // Each snapshot after every pack it needs (the first: its own; the second: all) and the index objects before it.
+    expect(Math.max(...ofPacks(sourcePacks).map((c) => c.end!))).toBeLessThan(firstWritten.start);
+    expect(Math.max(...put('data/').map((c) => c.end!), ...put('index/').map((c) => c.end!))).toBeLessThan(secondWritten.start);
+    expect(firstWritten.end!).toBeLessThan(secondWritten.start);
+    // One pipeline over both: a pack only the second needs was read (whole: not its tree blob) before the first was written.
+    const secondReads = journal.calls.filter((c) => c.side === 'from' && c.op === 'getRange' && c.length > MiB && secondPacks.includes(packId(c.name)));
+    expect(secondReads.length).toBe(secondPacks.length);
+    expect(secondReads.some((c) => c.start < firstWritten.start)).toBe(true);
+    const check = await Repository.open(to, { ...TEST_REPO, cryptoThreads: 0 });
+    try {
+      expect((await verifyRepository(check, { readData: true })).errors).toEqual([]);
+    } finally {
+      await check.codec.close();
+    }
   });
 
   it('a source that streams ranges, cut short three times: each read goes on where it stopped; the copy is exact', async () => {

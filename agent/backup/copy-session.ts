@@ -53,15 +53,18 @@ export async function openCopyDestination(storage: Storage, source: Repository, 
  */
 export async function withCopyLocks<T>(from: Repository, openTo: () => Promise<{ repo: Repository; created: boolean }>, work: (ends: CopyEnds) => Promise<T>): Promise<T> {
   const fromLock = await from.lock('copy of its backups into another repository', false);
+  // The source's index loads while the destination is opened and locked (a round trip or more each).
+  const fromIndex = from.loadIndex();
+  fromIndex.catch(() => {}); // awaited below, and before the source's lock goes, however this ends
   try {
     const { repo: to, created } = await openTo();
     try {
       const toLock = await to.lock(`copy from ${from.description}`, false);
       try {
-        // Both ends at once, each settled before anything goes on (nothing runs on past the locks). The
-        // stray packs are only a saving: if that fails, this copy sends them again and the marker stays.
-        const [fromIndex, toIndex] = await Promise.allSettled([from.loadIndex(), to.loadIndex().then(() => to.indexStrayPacks().catch(() => 0))]);
-        if (fromIndex.status === 'rejected') throw fromIndex.reason;
+        // The stray packs are only a saving: if that fails, this copy sends them again and the marker
+        // stays. Both ends settled before anything goes on (nothing runs on past the locks).
+        const [loaded, toIndex] = await Promise.allSettled([fromIndex, to.loadIndex().then(() => to.indexStrayPacks().catch(() => 0))]);
+        if (loaded.status === 'rejected') throw loaded.reason;
         if (toIndex.status === 'rejected') throw toIndex.reason;
         const packsRecovered = toIndex.value;
         return await work({ from, to, created, toLockId: toLock.id, packsRecovered });
@@ -72,6 +75,7 @@ export async function withCopyLocks<T>(from: Repository, openTo: () => Promise<{
       await to.codec.close();
     }
   } finally {
+    await fromIndex.catch(() => {});
     await fromLock.release();
   }
 }

@@ -85,11 +85,14 @@ export type CopySnapshotsResult = Pick<CopySummary, 'mode' | 'copied' | 'already
  *   next run indexes from their headers (Repository.indexStrayPacks, run by copy-session.ts) and does not
  *   send again.
  * - Pipelined: up to PACKS_READ_AT_ONCE source packs read and PACKS_STORED_AT_ONCE stored at once, the
- *   reads running ahead of the stores; the index objects written behind the stores. Each snapshot still
- *   waits for all of its packs and their index objects before it is written (the first point).
+ *   reads running ahead of the stores, over every snapshot to copy (the packs a snapshot is the first to
+ *   need, snapshot after snapshot); the index objects written behind the stores. Snapshots are written
+ *   oldest first, each once every pack that it or an older one needs is stored and indexed (the first
+ *   point), while the next ones' packs go on.
  * - Memory: at most PACKS_HELD source packs, each in a buffer of at least PACK_TARGET_SIZE plus two
  *   chunks (8 × 10 MiB with the defaults), plus the placer's PACKS_STORED_AT_ONCE + 1 pack buffers (only
- *   where blobs are placed into new packs) and the plaintext of the blobs being sealed again.
+ *   where blobs are placed into new packs) and the plaintext of the blobs being sealed again; and the
+ *   plan: the id of every blob to copy and of every pack to read.
  */
 export async function copySnapshots(o: CopySnapshotsOptions): Promise<CopySnapshotsResult> {
   const { from, to } = o;
@@ -137,24 +140,16 @@ export async function copySnapshots(o: CopySnapshotsOptions): Promise<CopySnapsh
   try {
     if (!asIs) await copier.pairTrees(newestShared(all, present));
     // The total is what the destination may lack, counted once over every snapshot to copy.
-    const planned = new Set<string>();
-    for (const s of todo) {
-      for (const [id] of (await copier.sourceTree(s)).chunks) {
-        if (planned.has(id) || copier.sent(id)) continue;
-        planned.add(id);
-        progress.bytesTotal += from.blobs.get(id)?.length ?? 0;
-      }
-    }
+    const plan = await copier.plan(todo);
     progress.phase = 'copying';
     reporter.report(true);
-    for (const s of todo) {
-      if (o.signal?.aborted) throw cancelled();
-      await to.writeSnapshot(await copier.copy(s, limiter, o.signal, cancelled));
+    await copier.copy(plan, limiter, o.signal, cancelled, async (s) => {
+      await to.writeSnapshot(s);
       stored = true;
       result.copied.push(s.id);
       progress.snapshotsDone++;
       reporter.report(true);
-    }
+    });
     progress.phase = 'finishing';
     reporter.report(true);
   } finally {
@@ -209,6 +204,19 @@ async function snapshotIds(repo: Repository): Promise<Set<string>> {
 /** The newest snapshots of the source that the destination holds too (by id). */
 function newestShared(source: readonly Snapshot[], present: ReadonlySet<string>): Snapshot[] {
   return source.filter((s) => present.has(s.id)).slice(-TREES_PAIRED);
+}
+
+/** What a copy reads, in order, and when each snapshot may be written (BlobCopier.plan). */
+interface CopyPlan {
+  todo: readonly Snapshot[];
+  /** Every blob to copy, with a file that holds it (its compression policy). */
+  wanted: Map<string, CompressionPolicy>;
+  /** Each source pack to read: the blobs wanted of it, and the first snapshot (index in todo) that needs it. */
+  byPack: Map<string, { ids: string[]; snapshot: number }>;
+  /** The packs in the order they are read. */
+  packs: string[];
+  /** For each snapshot, how many packs it is the first to need. */
+  firstNeeded: number[];
 }
 
 /** A source tree as a copy needs it: its chunks in order of first use, each with a file that holds it (its compression policy). */
@@ -302,30 +310,97 @@ class BlobCopier {
     }
   }
 
-  /** Stores every blob snapshot `s` needs that the destination lacks; returns the snapshot to write there. */
-  async copy(s: Snapshot, limiter: RateLimiter, signal: AbortSignal | undefined, cancelled: () => Error): Promise<Snapshot> {
-    const { tree, chunks } = await this.sourceTree(s);
-    const wanted = new Map([...chunks].filter(([id]) => !this.sent(id)));
-    if (this.asIs && !this.placer.holds(s.tree)) wanted.set(s.tree, 'try');
-    // By source pack, in pack order: each pack read once, whole.
-    const byPack = new Map<string, string[]>();
-    for (const id of wanted.keys()) {
-      const loc = this.from.blobs.get(id);
-      if (!loc) throw new AdminError(ErrorCodes.CORRUPT, `backup ${s.id} in ${this.from.description}: blob ${id} is in no index`);
-      byPack.set(loc.pack, [...(byPack.get(loc.pack) ?? []), id]);
+  /**
+   * What copying `todo` (oldest first) takes: the source packs to read, in the order the snapshots need
+   * them first, each with the blobs wanted of it; and for each snapshot how many of those packs it is
+   * the first to need. Counts the bytes to copy (progress.bytesTotal).
+   */
+  async plan(todo: readonly Snapshot[]): Promise<CopyPlan> {
+    const wanted = new Map<string, CompressionPolicy>();
+    const byPack = new Map<string, { ids: string[]; snapshot: number }>();
+    const firstNeeded: number[] = [];
+    for (const [i, s] of todo.entries()) {
+      const need = new Map((await this.sourceTree(s)).chunks);
+      if (this.asIs && !this.placer.holds(s.tree)) need.set(s.tree, 'try');
+      let first = 0;
+      for (const [id, policy] of need) {
+        if (wanted.has(id) || this.sent(id)) continue;
+        const loc = this.from.blobs.get(id);
+        if (!loc) throw new AdminError(ErrorCodes.CORRUPT, `backup ${s.id} in ${this.from.description}: blob ${id} is in no index`);
+        wanted.set(id, policy);
+        if (id !== s.tree) this.progress.bytesTotal += loc.length;
+        const pack = byPack.get(loc.pack);
+        if (pack) pack.ids.push(id);
+        else {
+          byPack.set(loc.pack, { ids: [id], snapshot: i });
+          first++;
+        }
+      }
+      firstNeeded.push(first);
     }
-    const packs = [...byPack.keys()].sort();
+    // By snapshot, then in pack order: each pack read once, whole.
+    const packs = [...byPack.keys()].sort((a, b) => byPack.get(a)!.snapshot - byPack.get(b)!.snapshot || (a < b ? -1 : 1));
+    return { todo, wanted, byPack, packs, firstNeeded };
+  }
+
+  /**
+   * Stores every blob the snapshots of `plan` need that the destination lacks, through one pipeline
+   * (the packs of the next snapshot are read while the last ones of this one are stored), and has each
+   * snapshot written (`write`, in order, one at a time) as soon as every pack that it or an older one
+   * needs is stored, and indexed (finish). The first failure stops the packs after it and the writes;
+   * the pipeline and the writes have settled before this returns or throws.
+   */
+  async copy(plan: CopyPlan, limiter: RateLimiter, signal: AbortSignal | undefined, cancelled: () => Error, write: (s: Snapshot) => Promise<void>): Promise<void> {
+    const { todo, wanted, byPack, packs, firstNeeded } = plan;
+    const done = firstNeeded.map(() => 0);
+    let next = 0;
+    let writing: Promise<void> = Promise.resolve();
+    let writeFailure: unknown = null;
+    const writeReady = () => {
+      while (next < todo.length && done[next] === firstNeeded[next]) {
+        const s = todo[next++]!;
+        writing = writing.then(async () => {
+          if (writeFailure !== null || this.packFailure !== null) return;
+          try {
+            if (signal?.aborted) throw cancelled();
+            await write(await this.finish(s));
+          } catch (err) {
+            writeFailure ??= err;
+            this.packFailure ??= err; // the packs after it stop
+          }
+        });
+      }
+    };
     // The marker is written while the first packs are read (a store waits for it: markPending).
     if (packs.length > 0) this.to.markPending(this.lockId).catch(() => {});
-    await mapLimit(packs, PACKS_HELD, async (pack) => {
-      this.check(signal, cancelled);
-      try {
-        await this.copyPack(pack, byPack.get(pack)!, wanted, limiter, signal, cancelled);
-      } catch (err) {
-        this.packFailure ??= err;
-        throw err;
-      }
-    });
+    try {
+      writeReady(); // snapshots whose blobs are all there already
+      await mapLimit(packs, PACKS_HELD, async (pack) => {
+        this.check(signal, cancelled);
+        const { ids, snapshot } = byPack.get(pack)!;
+        try {
+          await this.copyPack(pack, ids, wanted, limiter, signal, cancelled);
+        } catch (err) {
+          this.packFailure ??= err;
+          throw err;
+        }
+        done[snapshot]!++;
+        writeReady();
+      });
+    } finally {
+      await writing; // never rejects: writeFailure
+    }
+    if (writeFailure !== null) throw writeFailure;
+    if (next < todo.length) throw new AdminError(ErrorCodes.INTERNAL, `backup ${todo[next]!.id}: not written after every pack was copied`);
+  }
+
+  /**
+   * Snapshot `s` as the destination is to hold it, once every pack it needs is stored: the packs stored
+   * as they are indexed, its tree rewritten and placed where blobs were sealed again, the placer's packs
+   * stored and indexed; then checked: every blob it names is indexed at the destination.
+   */
+  private async finish(s: Snapshot): Promise<Snapshot> {
+    const { tree, chunks } = await this.sourceTree(s);
     await this.flushIndex();
     let snapshot = s;
     if (!this.asIs) {
@@ -335,11 +410,12 @@ class BlobCopier {
       if (!this.placer.holds(treeId)) await this.placer.place(treeId, await this.to.codec.sealBlob('tree', treeId, bytes, 'try'));
       snapshot = { ...s, tree: treeId };
     }
-    await this.placer.flush();
+    // In turn with the placements of the packs still being copied (a flush beside one would store a pack twice).
+    await this.placer.flushPlaced();
     await this.placer.drain();
     this.placer.check();
     // The commit point's precondition, checked rather than assumed: every blob named is indexed here.
-    const missing = [snapshot.tree, ...[...chunks.keys()].map((c) => (this.asIs ? c : this.ids.get(c)!))].find((id) => !this.to.hasBlob(id));
+    const missing = [snapshot.tree, ...[...chunks.keys()].map((c) => (this.asIs ? c : this.ids.get(c)!))].find((id) => id === undefined || !this.to.hasBlob(id));
     if (missing !== undefined) throw new AdminError(ErrorCodes.INTERNAL, `backup ${s.id}: blob ${missing} is not indexed in ${this.to.description} after the copy`);
     return snapshot;
   }

@@ -149,6 +149,17 @@ export class PackPlacer {
     this.inFlight.add(tracked);
   }
 
+  /**
+   * flush(), in turn with the placements: after every `place` called before it has its place, before
+   * any called after it. For a caller that flushes while others may still place (one flush beside a
+   * placement that fills the pack would hand the same pack to storing twice).
+   */
+  flushPlaced(): Promise<void> {
+    const turn = this.turn.then(() => this.flush());
+    this.turn = turn.catch(() => {});
+    return turn;
+  }
+
   async drain(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.race(this.inFlight);
     this.writeIndex();
