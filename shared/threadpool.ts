@@ -3,4 +3,4 @@
  * verify keeps many reads, writes and fsyncs in flight, and the default pool of 4 threads would make
  * them queue behind each other. An operator's own UV_THREADPOOL_SIZE wins.
  */
-process.env.UV_THREADPOOL_SIZE ??= '16';
+process.env.UV_THREADPOOL_SIZE ??= '32';

@@ -697,7 +697,7 @@ export class BackupManager {
       const pool = engine.threadPoolSize();
       const readers = engine.defaultReaders(pool);
       this.log.info({ checkpoint: checkpoint.id, repository: redactUrl(cfg.repository), trigger, readers, threadPool: pool }, 'backup started');
-      if (readers < 8) this.log.warn({ threadPool: pool, readers }, 'backup reads only a few chunks at once: start the node with UV_THREADPOOL_SIZE=16 or more for faster backups');
+      if (readers < 8) this.log.warn({ threadPool: pool, readers }, 'backup reads only a few chunks at once: start the node with UV_THREADPOOL_SIZE=32 or more for faster backups');
       const record = await engine.backupCheckpoint({
         ...backupInputs(engine, cfg, repo, checkpoint),
         // The log archive has priority: a new timeline's segments wait for its base, so its base backup
