@@ -11,7 +11,7 @@ describe('chunks a backup keeps in flight by default', () => {
     [32, 8], // the CLI's and the example node's
     [64, 16],
     [1024, 16],
-  ])('a pool of %i threads: %i (a quarter: the backup's writes and fsyncs take threads too, and the host node must find a free one; 16 at most)', (pool, readers) => {
+  ])("a pool of %i threads: %i (a quarter: the backup's writes and fsyncs take threads too, and the host node must find a free one; 16 at most)", (pool, readers) => {
     expect(defaultReaders(pool)).toBe(readers);
   });
 

@@ -5,9 +5,12 @@ import { CryptoPool } from '../dist/agent/repository/crypto-pool.js';
 import { deriveKeys, newMasterKey } from '../dist/agent/repository/crypto/index.js';
 import { SealedCodec } from '../dist/agent/repository/sealed-codec.js';
 import { BACKGROUND_NICE } from '../dist/agent/worker/lower-thread-priority.js';
+import { startExampleNode, tempDir } from './support/processes.js';
 
 /**
- * The backup's CPU threads run at a lower priority than the host's own (lower-thread-priority.ts): the
+ * The threads of our processes. libuv's pool: the example node starts with 32 threads on every Node
+ * (its CommonJS entry sizes the pool before the loader's first read, which on Node 20 would start it
+ * at 4), an operator's UV_THREADPOOL_SIZE winning. The backup's CPU threads run at a lower priority than the host's own (lower-thread-priority.ts): the
  * crypto threads, once started, are at BACKGROUND_NICE, while the process's main thread, and every
  * thread that was there before, keep theirs. Read from /proc, as `top -H` would show it.
  */
@@ -55,5 +58,35 @@ describe.runIf(linux)('the backup threads\' CPU priority', () => {
     await w.terminate();
     expect(added.length).toBeGreaterThan(0);
     expect(added.every(([, n]) => n < BACKGROUND_NICE)).toBe(true);
+  });
+});
+
+/** How many threads the example node runs once ready, started with UV_THREADPOOL_SIZE as given (undefined: unset). */
+async function exampleNodeThreads(poolSize: string | undefined): Promise<number> {
+  const saved = process.env.UV_THREADPOOL_SIZE;
+  if (poolSize === undefined) delete process.env.UV_THREADPOOL_SIZE;
+  else process.env.UV_THREADPOOL_SIZE = poolSize;
+  let node;
+  try {
+    node = await startExampleNode(tempDir('threads'));
+  } finally {
+    if (saved === undefined) delete process.env.UV_THREADPOOL_SIZE;
+    else process.env.UV_THREADPOOL_SIZE = saved;
+  }
+  try {
+    // Ready means its database is open: classic-level's open ran on the pool, which starts whole.
+    return fs.readdirSync(`/proc/${node.child.pid}/task`).length;
+  } finally {
+    await node.stop();
+  }
+}
+
+describe.runIf(linux)("libuv's pool in the example node", () => {
+  it('starts with 32 threads when the environment says nothing, and with the operator\'s size when it does (the count sees the difference)', async () => {
+    const byDefault = await exampleNodeThreads(undefined);
+    const four = await exampleNodeThreads('4');
+    expect(byDefault).toBeGreaterThanOrEqual(33);
+    expect(four).toBeLessThan(33);
+    expect(byDefault - four).toBeGreaterThanOrEqual(28);
   });
 });
