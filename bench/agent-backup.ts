@@ -29,8 +29,8 @@ import { summarize } from './stats.js';
  */
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const NODE_SCRIPT = path.join(ROOT, 'dist', 'agent', 'example-node', 'main.js');
-const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
+const NODE_SCRIPT = path.join(ROOT, 'dist', 'agent', 'example-node', 'main.cjs');
+const CLI = path.join(ROOT, 'dist', 'cli', 'main.cjs');
 /** How long the quiet latencies are sampled before the backup. */
 const QUIET_MS = 5000;
 

@@ -17,7 +17,7 @@ import { startSwift, swiftMissing, type SwiftServer } from './swift-server.js';
 import { ROOT } from './backup-bench-config.js';
 import { PACKS_READ_AT_ONCE, PACKS_STORED_AT_ONCE } from '../agent/backup/copy-snapshots.js';
 
-const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
+const CLI = path.join(ROOT, 'dist', 'cli', 'main.cjs');
 /** A copy moves bytes at ≥ 0.9× the raw SDK's rate for the same bytes: its time ≤ 1/0.9 of the raw time. */
 const RATE_GOAL = 0.9;
 

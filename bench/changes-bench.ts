@@ -71,7 +71,7 @@ import { goalTable, type GoalRow } from './goal-table.js';
  */
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
+const CLI = path.join(ROOT, 'dist', 'cli', 'main.cjs');
 /** Keys and values per write (one batch of the indexer's next records), as the log archive bench writes. */
 const WRITE_BYTES = 1024;
 /** The key written once a minute: the `--key` run's target. */
@@ -341,7 +341,7 @@ async function main(): Promise<void> {
       checks: checks.map((c) => ({ check: c.metric, value: c.value, ok: c.met })),
       runs: listings.map((l) => ({
         name: l.name,
-        command: ['node', 'dist/cli/main.js', ...l.args.map((a) => (a === passwordFile ? '<password file>' : a === repoUrl ? '<repo>' : a))].join(' '),
+        command: ['node', 'dist/cli/main.cjs', ...l.args.map((a) => (a === passwordFile ? '<password file>' : a === repoUrl ? '<repo>' : a))].join(' '),
         seconds: l.seconds,
         peakRssBytes: l.peakRssBytes,
         cpuSeconds: l.cpuSeconds,

@@ -30,8 +30,8 @@ import { progress } from './progress.js';
  */
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
-const EXAMPLE_NODE = path.join(ROOT, 'dist', 'agent', 'example-node', 'main.js');
+const CLI = path.join(ROOT, 'dist', 'cli', 'main.cjs');
+const EXAMPLE_NODE = path.join(ROOT, 'dist', 'agent', 'example-node', 'main.cjs');
 
 interface Config {
   dbGb: number;

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { benchPasswordFile } from './bench-password.js';
 
 /**
- * The example node (dist/agent/example-node/main.js) as a real process, so that the CLI is measured
+ * The example node (dist/agent/example-node/main.cjs) as a real process, so that the CLI is measured
  * against an agent in another process exactly as in production.
  */
 export interface ExampleNode {

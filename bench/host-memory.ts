@@ -26,8 +26,8 @@ import { progress } from './progress.js';
  */
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const NODE_SCRIPT = path.join(ROOT, 'dist', 'agent', 'example-node', 'main.js');
-const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
+const NODE_SCRIPT = path.join(ROOT, 'dist', 'agent', 'example-node', 'main.cjs');
+const CLI = path.join(ROOT, 'dist', 'cli', 'main.cjs');
 const MiB = 2 ** 20;
 const SAMPLE_MS = 5000;
 const PRUNE_EVERY_MS = 5 * 60_000;

@@ -22,7 +22,7 @@ import { summarize } from './stats.js';
  */
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const EXAMPLE_NODE = path.join(ROOT, 'dist', 'agent', 'example-node', 'main.js');
+const EXAMPLE_NODE = path.join(ROOT, 'dist', 'agent', 'example-node', 'main.cjs');
 
 let runningNode: ExampleNode | null = null;
 

@@ -16,7 +16,7 @@
 #
 # Settings (environment; defaults are the production layout of node-admin-example.service):
 #   NODE_ADMIN         the CLI command line (word-split). Default: /usr/bin/node-admin if it exists,
-#                      else "node $INSTALL_DIR/dist/cli/main.js"
+#                      else "node $INSTALL_DIR/dist/cli/main.cjs"
 #   INSTALL_DIR        /opt/node-admin
 #   DATA_DIR           /var/lib/node-admin (the node's --data-dir)
 #   DB_DIR             $DATA_DIR/db
@@ -47,7 +47,7 @@ if [[ -n ${NODE_ADMIN:-} ]]; then
 elif [[ -x /usr/bin/node-admin ]]; then
   cli=(/usr/bin/node-admin)
 else
-  cli=(node "$INSTALL_DIR/dist/cli/main.js")
+  cli=(node "$INSTALL_DIR/dist/cli/main.cjs")
 fi
 
 [[ $ATTEMPTS =~ ^[1-9][0-9]*$ ]] || die 2 "ATTEMPTS must be a positive integer, got '$ATTEMPTS'"

@@ -32,6 +32,8 @@ import type { AgentStatus, BackupRecord, BackupReplicaStatus, CheckpointRecord, 
 import { runCli, tempDir, until, type CliResult } from './support/processes.js';
 import { emptyAndClose, s3Server } from './support/s3-server.js';
 import { TEST_KDF, TEST_REPO } from './support/test-password.js';
+import { seriesValue } from './support/exposition.js';
+import { directoryAway } from './support/directory-away.js';
 
 const silent = pino({ level: 'silent' });
 const dir = tempDir('replica-snapshots');
@@ -178,20 +180,7 @@ async function restored(storage: Storage, id: string): Promise<Map<string, Buffe
   }
 }
 
-/** The directory swapped for a plain file: every request under it fails (ENOTDIR), whoever the process is. */
-function away(d: string): () => void {
-  fs.renameSync(d, `${d}.away`);
-  fs.writeFileSync(d, 'away');
-  return () => {
-    fs.rmSync(d);
-    fs.renameSync(`${d}.away`, d);
-  };
-}
 
-function sample(scrape: string, series: string): number | null {
-  const line = scrape.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? null : Number(line.slice(series.length + 1));
-}
 
 describe('snapshots into the replicas', () => {
   it('a snapshot made through the socket reaches each replica with its id and restores from the replica alone byte for byte', async () => {
@@ -249,14 +238,14 @@ describe('snapshots into the replicas', () => {
     expect(timelineText.code, timelineText.stderr).toBe(0);
     expect(timelineText.stdout).toContain(`replica ${replicaUrl}: newest snapshot ${backup.id} (made `);
     const scrape = await agent.metrics();
-    expect(sample(scrape, `node_admin_backup_replica_snapshots_pending{replica="${replicaUrl}"}`)).toBe(0);
-    expect(sample(scrape, `node_admin_backup_replica_newest_snapshot_timestamp_seconds{replica="${replicaUrl}"}`)).toBe(Date.parse(backup.createdAt) / 1000);
+    expect(seriesValue(scrape, `node_admin_backup_replica_snapshots_pending{replica="${replicaUrl}"}`)).toBe(0);
+    expect(seriesValue(scrape, `node_admin_backup_replica_newest_snapshot_timestamp_seconds{replica="${replicaUrl}"}`)).toBe(Date.parse(backup.createdAt) / 1000);
   }, 60_000);
 
   it("a replica away while snapshots are made: the primary's do not wait, retention keeps what it waits for up to the limit, and back it gets them", async () => {
     const a = agent!;
     const fileReplica = storages[0]!;
-    const back = away(replicaDir);
+    const back = directoryAway(replicaDir);
     const made: { checkpoint: CheckpointRecord; backup: BackupRecord }[] = [];
     for (let i = 0; i <= PENDING; i++) {
       await write(`c${i}`, 20);
@@ -278,8 +267,8 @@ describe('snapshots into the replicas', () => {
     expect(r.dropped).toBe(1);
     expect(r.lastError?.error).toBeTruthy();
     const scrape = await a.metrics();
-    expect(sample(scrape, `node_admin_backup_replica_snapshots_pending{replica="${replicaUrl}"}`)).toBe(PENDING);
-    expect(sample(scrape, `node_admin_backup_replica_snapshots_dropped_total{replica="${replicaUrl}",reason="pending_limit"}`)).toBe(1);
+    expect(seriesValue(scrape, `node_admin_backup_replica_snapshots_pending{replica="${replicaUrl}"}`)).toBe(PENDING);
+    expect(seriesValue(scrape, `node_admin_backup_replica_snapshots_dropped_total{replica="${replicaUrl}",reason="pending_limit"}`)).toBe(1);
     await a.createCheckpoint({ label: 'after' });
     const ids = new Set((await a.listCheckpoints()).map((c) => c.id));
     for (const m of made.slice(1)) expect(ids.has(m.checkpoint.id), `checkpoint ${m.checkpoint.id} waited for`).toBe(true);
@@ -299,7 +288,7 @@ describe('snapshots into the replicas', () => {
   }, 60_000);
 
   it('a restart with a snapshot still waiting for a replica: the new agent queues it again and the replica gets it', async () => {
-    const back = away(replicaDir);
+    const back = directoryAway(replicaDir);
     await write('d', 20);
     const { backup } = await snapshot();
     expect((await replicaStatus(replicaUrl)).pending.map((p) => p.id)).toContain(backup.id);

@@ -13,7 +13,7 @@ import { resolveSocketPath } from '../dist/cli/socket-path.js';
 
 // The built CLI (the test script runs `tsc -p tsconfig.json` before vitest).
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const cliPath = path.join(root, 'dist', 'cli', 'main.js');
+const cliPath = path.join(root, 'dist', 'cli', 'main.cjs');
 
 function runCli(args: string[], env: NodeJS.ProcessEnv = {}) {
   const r = spawnSync(process.execPath, [cliPath, ...args], {

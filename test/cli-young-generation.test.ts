@@ -11,7 +11,7 @@ import { TRANSFER_FLAG, YOUNG_GENERATION_FLAGS } from '../dist/cli/young-generat
 // effect of each flag, each beside the same run without the setting.
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const setting = path.join(root, 'dist', 'cli', 'young-generation.js');
-const cli = path.join(root, 'dist', 'cli', 'main.js');
+const cli = path.join(root, 'dist', 'cli', 'main.cjs');
 
 const MiB = 1024 * 1024;
 

@@ -23,13 +23,34 @@ const SECRET_ACCESS_KEY = 'testing';
 const REGION = 'us-east-1';
 const BUCKET = 'node-admin-test';
 
+/** The one server of this vitest process, whichever project's setup came first; stopped by the last teardown. */
+interface SharedServer {
+  started: Promise<{ provided: ProvidedS3; stop: () => Promise<void> }>;
+  users: number;
+}
+const SHARED = Symbol.for('node-admin.test.swift');
+
+/**
+ * Called once for the root config and once for each project (vitest.config.ts): every call provides the
+ * same server, started once (a Swift start takes seconds, and three of them would run side by side).
+ */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const provide = (value: ProvidedS3) => project.provide('s3', value);
+  const g = globalThis as { [SHARED]?: SharedServer };
+  const shared = (g[SHARED] ??= { started: start(), users: 0 });
+  shared.users++;
+  const { provided, stop } = await shared.started;
+  project.provide('s3', provided);
+  return async () => {
+    if (--shared.users > 0) return;
+    delete g[SHARED];
+    await stop();
+  };
+}
+
+async function start(): Promise<{ provided: ProvidedS3; stop: () => Promise<void> }> {
+  const none = async () => {};
   const missing = swiftMissing();
-  if (missing !== null) {
-    provide({ ok: false, error: `the S3 tests need OpenStack Swift with s3api, and ${missing}` });
-    return async () => {};
-  }
+  if (missing !== null) return { provided: { ok: false, error: `the S3 tests need OpenStack Swift with s3api, and ${missing}` }, stop: none };
 
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'node-admin-swift-'));
   // The script wipes and recreates its BASE: give it a child of our temp dir.
@@ -64,12 +85,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
       secretAccessKey: SECRET_ACCESS_KEY,
     };
     await createBucket(server);
-    provide({ ok: true, server });
-    return stop;
+    return { provided: { ok: true, server }, stop };
   } catch (err) {
     await stop();
-    provide({ ok: false, error: `the S3 test server (OpenStack Swift) did not start: ${(err as Error).message}` });
-    return async () => {};
+    return { provided: { ok: false, error: `the S3 test server (OpenStack Swift) did not start: ${(err as Error).message}` }, stop: none };
   }
 }
 

@@ -30,6 +30,8 @@ import type { LogArchiveStatus } from '../dist/shared/api.js';
 import { tempDir } from './support/processes.js';
 import { Writers, levelApply, readState, until } from './support/pitr-writers.js';
 import { TEST_REPO } from './support/test-password.js';
+import { seriesValue } from './support/exposition.js';
+import { directoryAway } from './support/directory-away.js';
 
 const WRITERS = 3;
 const RESTORES = Number(process.env.NODE_ADMIN_REPLICA_RESTORES ?? 12);
@@ -61,15 +63,6 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-/** The directory swapped for a plain file: every write under it fails (ENOTDIR), whoever the process is. */
-function away(d: string): () => void {
-  fs.renameSync(d, `${d}.away`);
-  fs.writeFileSync(d, 'away');
-  return () => {
-    fs.rmSync(d);
-    fs.renameSync(`${d}.away`, d);
-  };
-}
 
 async function segments(d: string): Promise<number> {
   const live = fs.statSync(d).isDirectory() ? d : `${d}.away`;
@@ -108,10 +101,6 @@ async function restoresExact(storage: Storage, moments: number[]): Promise<numbe
   return applied;
 }
 
-function sample(scrape: string, series: string): number | null {
-  const line = scrape.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? null : Number(line.slice(series.length + 1));
-}
 
 describe('log archive: a continuous replica', () => {
   it('keeps a replica current through an outage of either side, and restores from it alone are exact', async () => {
@@ -134,7 +123,7 @@ describe('log archive: a continuous replica', () => {
     expect((await replica()).name).toBe(replicaUrl);
 
     // The replica away: the primary goes on storing; the replica retries, its lag grows.
-    const replicaBack = away(replicaDir);
+    const replicaBack = directoryAway(replicaDir);
     const replicaAway = { from: Date.now(), to: 0 };
     const shippedBefore = (await archive()).shippedSegments;
     await until('the replica fails', async () => (await replica()).state === 'retrying');
@@ -142,8 +131,8 @@ describe('log archive: a continuous replica', () => {
     await until('the replica lag beyond three intervals', async () => (await replica()).lagSeconds > (3 * INTERVAL_MS) / 1000);
     await until(`the replica away for ${OUTAGE_MS} ms`, () => Date.now() >= replicaAway.from + OUTAGE_MS, OUTAGE_MS + 60_000);
     const scrapeAway = await a.metrics();
-    expect(sample(scrapeAway, `node_admin_backup_replica_lag_seconds${series}`)).toBeGreaterThan((3 * INTERVAL_MS) / 1000);
-    expect(sample(scrapeAway, `node_admin_backup_replica_last_success_timestamp_seconds${series}`)).toBeGreaterThan(0);
+    expect(seriesValue(scrapeAway, `node_admin_backup_replica_lag_seconds${series}`)).toBeGreaterThan((3 * INTERVAL_MS) / 1000);
+    expect(seriesValue(scrapeAway, `node_admin_backup_replica_last_success_timestamp_seconds${series}`)).toBeGreaterThan(0);
     expect((await archive()).state).not.toBe('retrying');
     replicaAway.to = Date.now();
     replicaBack();
@@ -154,7 +143,7 @@ describe('log archive: a continuous replica', () => {
     await until('the replica lag back under three intervals', async () => (await replica()).lagSeconds < (3 * INTERVAL_MS) / 1000);
 
     // The primary away: the replica keeps receiving.
-    const primaryBack = away(primaryDir);
+    const primaryBack = directoryAway(primaryDir);
     const primaryAway = { from: Date.now(), to: 0 };
     await until('the primary fails', async () => (await archive()).state === 'retrying');
     const onReplica = await segments(replicaDir);
@@ -272,7 +261,7 @@ describe('log archive: a continuous replica', () => {
     await until('the timeline goes on', async () => (await archive()).timeline?.id === before.id);
     writers.start();
     await until('the replica has a usable base', async () => (await readWindows(smallStorage)).timelines[0]?.bases.some((b) => b.usable) === true);
-    const back = away(smallDir);
+    const back = directoryAway(smallDir);
     const awayFrom = Date.now();
     await until('the replica is behind (its outbox overflowed)', async () => (await archive()).replicas![0]!.state === 'behind');
     back();

@@ -19,6 +19,7 @@ import { cloneDbSync } from '../dist/agent/checkpoint/checkpoint-dir.js';
 import { SocketClient, type AgentStatus, type LogArchiveStatus, type LogArchiveTimelines } from '../dist/shared/index.js';
 import { runCli, tempDir } from './support/processes.js';
 import { storageCallLogger } from './support/storage-calls.js';
+import { seriesValue } from './support/exposition.js';
 
 const INTERVAL_MS = 200;
 
@@ -49,10 +50,6 @@ async function archive(): Promise<LogArchiveStatus> {
 }
 
 /** The value of one series in a scrape (exact labels as written), or null when absent. */
-function sample(scrape: string, series: string): number | null {
-  const line = scrape.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? null : Number(line.slice(series.length + 1));
-}
 
 beforeAll(async () => {
   dir = tempDir('archive-status');
@@ -123,16 +120,16 @@ describe('the log archiver in status and metrics', () => {
     expect(calls.slice(start)).toEqual([]);
     expect(again).toContain('node_admin_log_archive_lag_seconds');
 
-    expect(sample(scrape, 'node_admin_log_archive_timeline_breaks_total{reason="start"}')).toBe(1);
+    expect(seriesValue(scrape, 'node_admin_log_archive_timeline_breaks_total{reason="start"}')).toBe(1);
     expect(scrape).not.toMatch(/^node_admin_log_archive_timeline_breaks_total\{reason="(?!start)/m);
-    expect(sample(scrape, 'node_admin_log_archive_last_shipped_timestamp_seconds')).toBeCloseTo(Date.parse(a.lastShipped!.at) / 1000, 3);
-    expect(sample(scrape, 'node_admin_log_archive_shipped_segments_total')).toBe(a.shippedSegments);
-    expect(sample(scrape, 'node_admin_log_archive_shipped_bytes_total')).toBe(a.shippedBytes);
-    const lag = sample(scrape, 'node_admin_log_archive_lag_seconds');
+    expect(seriesValue(scrape, 'node_admin_log_archive_last_shipped_timestamp_seconds')).toBeCloseTo(Date.parse(a.lastShipped!.at) / 1000, 3);
+    expect(seriesValue(scrape, 'node_admin_log_archive_shipped_segments_total')).toBe(a.shippedSegments);
+    expect(seriesValue(scrape, 'node_admin_log_archive_shipped_bytes_total')).toBe(a.shippedBytes);
+    const lag = seriesValue(scrape, 'node_admin_log_archive_lag_seconds');
     expect(lag).not.toBeNull();
     expect(lag!).toBeGreaterThanOrEqual(0);
     expect(lag!).toBeLessThan(30);
-    expect(sample(scrape, 'node_admin_log_archive_lag_bytes')).toBe(0);
+    expect(seriesValue(scrape, 'node_admin_log_archive_lag_bytes')).toBe(0);
     expect(scrape).not.toContain('node_admin_log_archive_ship_failures_total{');
   }, 30_000);
 
@@ -156,9 +153,9 @@ describe('the log archiver in status and metrics', () => {
       // The lag grows while the writes wait (well past a poll interval).
       await until('the lag past one second', async () => ((await archive()).lag.seconds > 1 ? true : null));
       const scrape = await client.metrics();
-      expect(sample(scrape, `node_admin_log_archive_ship_failures_total{code="${code}"}`)).toBeGreaterThanOrEqual(1);
-      expect(sample(scrape, 'node_admin_log_archive_lag_seconds')).toBeGreaterThan(1);
-      expect(sample(scrape, 'node_admin_log_archive_lag_bytes')).toBeGreaterThan(10 * 100);
+      expect(seriesValue(scrape, `node_admin_log_archive_ship_failures_total{code="${code}"}`)).toBeGreaterThanOrEqual(1);
+      expect(seriesValue(scrape, 'node_admin_log_archive_lag_seconds')).toBeGreaterThan(1);
+      expect(seriesValue(scrape, 'node_admin_log_archive_lag_bytes')).toBeGreaterThan(10 * 100);
       const human = await runCli(['status', '--socket', socketPath]);
       expect(human.code, human.stderr).toBe(0);
       expect(human.stdout).toMatch(/log archive:\s+retrying, timeline /);
@@ -210,8 +207,8 @@ describe('the log archiver in status and metrics', () => {
     const reason = next.lastBreak!.reason;
     expect(['replaced', 'fork', 'gap']).toContain(reason);
     const scrape = await client.metrics();
-    expect(sample(scrape, `node_admin_log_archive_timeline_breaks_total{reason="${reason}"}`)).toBe(1);
-    expect(sample(scrape, 'node_admin_log_archive_timeline_breaks_total{reason="start"}')).toBe(1);
+    expect(seriesValue(scrape, `node_admin_log_archive_timeline_breaks_total{reason="${reason}"}`)).toBe(1);
+    expect(seriesValue(scrape, 'node_admin_log_archive_timeline_breaks_total{reason="start"}')).toBe(1);
     const human = await runCli(['status', '--socket', socketPath]);
     expect(human.stdout).toMatch(new RegExp(`timeline breaks:\\s+1, last .*: ${reason} \\(`));
   }, 120_000);

@@ -20,15 +20,17 @@ import { writeSnapshot } from './write-snapshot.js';
 const MAX_READERS = 16;
 
 /**
- * Chunks in flight by default: half of libuv's thread pool, at most MAX_READERS. Reads and writes queue
- * in that pool (first come, first served) with the host node's own I/O (classic-level's reads and
- * writes): a backup that kept every thread busy would make each of the node's requests wait behind its
- * queue (measured, example node's KV GETs during a backup, idle p50 0.4 ms: 3.5-3.7 ms with 24 chunks
- * in flight on 16 threads, 1.1-1.3 ms with 8). With half, the node always finds a free thread. A node
- * that wants faster backups raises UV_THREADPOOL_SIZE.
+ * Chunks in flight by default: a quarter of libuv's thread pool, at most MAX_READERS. Reads and writes
+ * queue in that pool (first come, first served) with the host node's own I/O (classic-level's reads
+ * and writes), and a backup's pool jobs are more than its reads: each pack's writes and fsyncs, the
+ * directories' fsyncs. Half the pool in reads was too much: on 16 threads with 8 chunks in flight
+ * the pool had a queue (an fs.stat waited 1.0-1.8 ms instead of 0.2) and the node's KV GETs at
+ * 2,000/s went from 0.1 to 1.5-2.2 ms at the median; on 32 threads with the same 8 chunks, no queue
+ * (0.2 ms) and 0.25 ms, the backup as fast (bench/backup-breakdown.ts, 1 GiB). A node that wants
+ * faster backups raises UV_THREADPOOL_SIZE.
  */
 export function defaultReaders(poolSize = threadPoolSize()): number {
-  return Math.max(1, Math.min(MAX_READERS, Math.floor(poolSize / 2)));
+  return Math.max(1, Math.min(MAX_READERS, Math.floor(poolSize / 4)));
 }
 /** libuv's thread pool size as the process has it: UV_THREADPOOL_SIZE, else libuv's default 4. */
 export function threadPoolSize(): number {

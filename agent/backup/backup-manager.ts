@@ -205,7 +205,21 @@ function loadBackupEngine(): Promise<BackupEngine> {
   return backupEngine;
 }
 
-/** The running backup. */
+/**
+ * What every backup of a checkpoint into a repository is given, the primary's or a replica's: the hash
+ * cache of that repository and key (a cache made under another key names other blob ids), and the
+ * configured upload concurrency and bandwidth.
+ */
+function backupInputs(engine: BackupEngine, cfg: BackupConfig, repo: Repository, checkpoint: CheckpointRecord) {
+  return {
+    repo,
+    checkpoint,
+    cache: engine.HashCache.load(path.join(cfg.cacheDir, `hash-cache-${repo.cacheTag}.json`)),
+    concurrency: cfg.concurrency,
+    bandwidthLimit: cfg.bandwidthLimit,
+  };
+}
+
 /** Who asked for a backup: said to whoever asks for another meanwhile. */
 export type BackupRequester = 'manual' | 'scheduled' | 'log-archive';
 
@@ -427,13 +441,8 @@ export class BackupManager {
     );
     if (held) return 'held';
     const checkpoint = await this.host.getCheckpoint(job.checkpointId);
-    const cache = engine.HashCache.load(path.join(cfg.cacheDir, `hash-cache-${repo.cacheTag}.json`));
     const record = await engine.backupCheckpoint({
-      repo,
-      checkpoint,
-      cache,
-      concurrency: cfg.concurrency,
-      bandwidthLimit: cfg.bandwidthLimit,
+      ...backupInputs(engine, cfg, repo, checkpoint),
       pace: 'max',
       signal,
       pinned: job.pinned,
@@ -684,19 +693,13 @@ export class BackupManager {
       const repo = await this.openRepository(cfg, true);
       repo.assertWritable();
       if (signal.aborted) throw cancelled();
-      // One cache per repository and key: a cache made under another key names other blob ids.
-      const cache = engine.HashCache.load(path.join(cfg.cacheDir, `hash-cache-${repo.cacheTag}.json`));
       // Chunks in flight follow libuv's pool (half of it): a host that left it at 4 backs up slowly, so say so.
       const pool = engine.threadPoolSize();
       const readers = engine.defaultReaders(pool);
       this.log.info({ checkpoint: checkpoint.id, repository: redactUrl(cfg.repository), trigger, readers, threadPool: pool }, 'backup started');
-      if (readers < 8) this.log.warn({ threadPool: pool, readers }, 'backup reads only a few chunks at once: start the node with UV_THREADPOOL_SIZE=16 or more for faster backups');
+      if (readers < 8) this.log.warn({ threadPool: pool, readers }, 'backup reads only a few chunks at once: start the node with UV_THREADPOOL_SIZE=32 or more for faster backups');
       const record = await engine.backupCheckpoint({
-        repo,
-        checkpoint,
-        cache,
-        concurrency: cfg.concurrency,
-        bandwidthLimit: cfg.bandwidthLimit,
+        ...backupInputs(engine, cfg, repo, checkpoint),
         // The log archive has priority: a new timeline's segments wait for its base, so its base backup
         // is never paced (its RPO would be the backup's duration at the pace).
         pace: run.by === 'log-archive' ? 'max' : cfg.pace,

@@ -135,7 +135,7 @@ export async function copySnapshots(o: CopySnapshotsOptions): Promise<CopySnapsh
       reporter.report(true);
     },
   });
-  const copier = new BlobCopier(from, to, placer, asIs, progress, reporter, o.toLockId, Math.max(1, o.indexBatch ?? INDEX_BATCH));
+  const copier = new BlobCopier({ from, to, placer, asIs, progress, reporter, lockId: o.toLockId, indexBatch: Math.max(1, o.indexBatch ?? INDEX_BATCH), limiter, signal: o.signal, cancelled });
   let stored = false;
   try {
     if (!asIs) await copier.pairTrees(newestShared(all, present));
@@ -143,7 +143,7 @@ export async function copySnapshots(o: CopySnapshotsOptions): Promise<CopySnapsh
     const plan = await copier.plan(todo);
     progress.phase = 'copying';
     reporter.report(true);
-    await copier.copy(plan, limiter, o.signal, cancelled, async (s) => {
+    await copier.copy(plan, async (s) => {
       await to.writeSnapshot(s);
       stored = true;
       result.copied.push(s.id);
@@ -225,6 +225,26 @@ interface SourceTree {
   chunks: Map<string, CompressionPolicy>;
 }
 
+/** One copy's parts and controls, as copySnapshots gives them to its BlobCopier. */
+interface BlobCopierOptions {
+  from: Repository;
+  to: Repository;
+  placer: PackPlacer;
+  /** Blobs move sealed as they are (both ends under one key), else opened and sealed again. */
+  asIs: boolean;
+  progress: CopyProgress;
+  reporter: ProgressReporter<CopyProgress>;
+  /** The destination's lock, which the pending marker names. */
+  lockId: string;
+  /** Packs an index object names at most. */
+  indexBatch: number;
+  /** The copy's upload bandwidth (the placer takes from the same one). */
+  limiter: RateLimiter;
+  signal: AbortSignal | undefined;
+  /** The error a cancel throws. */
+  cancelled: () => Error;
+}
+
 /**
  * Moves one snapshot's blobs at a time (BlobCopier.copy), remembering across snapshots which destination
  * blob each source blob became (`ids`: the same id where the ends seal alike).
@@ -247,17 +267,22 @@ class BlobCopier {
   private readonly reads = new Slots(PACKS_READ_AT_ONCE);
   private readonly stores = new Slots(PACKS_STORED_AT_ONCE);
 
-  constructor(
-    private readonly from: Repository,
-    private readonly to: Repository,
-    private readonly placer: PackPlacer,
-    private readonly asIs: boolean,
-    private readonly progress: CopyProgress,
-    private readonly reporter: ProgressReporter<CopyProgress>,
-    /** The destination's lock, which the pending marker names. */
-    private readonly lockId: string,
-    private readonly indexBatch: number,
-  ) {}
+  private readonly from: Repository;
+  private readonly to: Repository;
+  private readonly placer: PackPlacer;
+  private readonly asIs: boolean;
+  private readonly progress: CopyProgress;
+  private readonly reporter: ProgressReporter<CopyProgress>;
+  private readonly lockId: string;
+  private readonly indexBatch: number;
+  private readonly limiter: RateLimiter;
+  private readonly signal: AbortSignal | undefined;
+  private readonly cancelled: () => Error;
+
+  constructor(o: BlobCopierOptions) {
+    ({ from: this.from, to: this.to, placer: this.placer, asIs: this.asIs, progress: this.progress, reporter: this.reporter } = o);
+    ({ lockId: this.lockId, indexBatch: this.indexBatch, limiter: this.limiter, signal: this.signal, cancelled: this.cancelled } = o);
+  }
 
   /** No pack stored as it is can be left without an index object (after close()). */
   get everyPackIndexed(): boolean {
@@ -350,7 +375,8 @@ class BlobCopier {
    * needs is stored, and indexed (finish). The first failure stops the packs after it and the writes;
    * the pipeline and the writes have settled before this returns or throws.
    */
-  async copy(plan: CopyPlan, limiter: RateLimiter, signal: AbortSignal | undefined, cancelled: () => Error, write: (s: Snapshot) => Promise<void>): Promise<void> {
+  async copy(plan: CopyPlan, write: (s: Snapshot) => Promise<void>): Promise<void> {
+    const { signal, cancelled } = this;
     const { todo, wanted, byPack, packs, firstNeeded } = plan;
     const done = firstNeeded.map(() => 0);
     let next = 0;
@@ -376,10 +402,10 @@ class BlobCopier {
     try {
       writeReady(); // snapshots whose blobs are all there already
       await mapLimit(packs, PACKS_HELD, async (pack) => {
-        this.check(signal, cancelled);
+        this.check();
         const { ids, snapshot } = byPack.get(pack)!;
         try {
-          await this.copyPack(pack, ids, wanted, limiter, signal, cancelled);
+          await this.copyPack(pack, ids, wanted);
         } catch (err) {
           this.packFailure ??= err;
           throw err;
@@ -421,41 +447,26 @@ class BlobCopier {
   }
 
   /** Throws the cancel, or the first failure: to copy a pack, to store a pack, to index packs stored. */
-  private check(signal: AbortSignal | undefined, cancelled: () => Error): void {
-    if (signal?.aborted) throw cancelled();
+  private check(): void {
+    if (this.signal?.aborted) throw this.cancelled();
     if (this.packFailure) throw this.packFailure;
     this.placer.check();
     if (this.indexFailure) throw this.indexFailure;
   }
 
   /** Reads source pack `pack` (checked), and stores what the destination lacks of `ids` (blobs of it). */
-  private async copyPack(
-    pack: string,
-    ids: string[],
-    policies: Map<string, CompressionPolicy>,
-    limiter: RateLimiter,
-    signal: AbortSignal | undefined,
-    cancelled: () => Error,
-  ): Promise<void> {
+  private async copyPack(pack: string, ids: string[], policies: Map<string, CompressionPolicy>): Promise<void> {
     const buffer = this.takeBuffer(this.from.packs.get(pack)?.size ?? 0);
     try {
-      await this.copyPackIn(pack, buffer, ids, policies, limiter, signal, cancelled);
+      await this.copyPackIn(pack, buffer, ids, policies);
     } finally {
       this.buffers.push(buffer); // every use of it has resolved: a placement once its bytes may be reused, a store once stored
     }
   }
 
-  private async copyPackIn(
-    pack: string,
-    buffer: Buffer,
-    ids: string[],
-    policies: Map<string, CompressionPolicy>,
-    limiter: RateLimiter,
-    signal: AbortSignal | undefined,
-    cancelled: () => Error,
-  ): Promise<void> {
+  private async copyPackIn(pack: string, buffer: Buffer, ids: string[], policies: Map<string, CompressionPolicy>): Promise<void> {
     const data = await this.reads.with(async () => {
-      this.check(signal, cancelled); // a wait for a read slot may outlast the copy's failure
+      this.check(); // a wait for a read slot may outlast the copy's failure
       return this.readPack(pack, buffer);
     });
     this.progress.bytesRead += data.length;
@@ -473,7 +484,7 @@ class BlobCopier {
       const opened = await Promise.allSettled(entries.map((entry) => this.open(pack, data, entry, false)));
       const failed = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
       if (failed) throw failed.reason;
-      await this.storeAsIs(pack, data, entries, limiter, signal, cancelled);
+      await this.storeAsIs(pack, data, entries);
       this.progress.bytesDone += ids.reduce((n, id) => n + (at.get(id)?.[2] ?? 0), 0);
       this.reporter.report();
       return;
@@ -549,10 +560,10 @@ class BlobCopier {
   }
 
   /** Stores a source pack under its own name, then has it indexed with its header's entries. */
-  private async storeAsIs(pack: string, data: Buffer, entries: PackEntry[], limiter: RateLimiter, signal: AbortSignal | undefined, cancelled: () => Error): Promise<void> {
+  private async storeAsIs(pack: string, data: Buffer, entries: PackEntry[]): Promise<void> {
     await this.stores.with(async () => {
-      this.check(signal, cancelled);
-      await limiter.take(data.length, signal);
+      this.check();
+      await this.limiter.take(data.length, this.signal);
       await this.to.markPending(this.lockId);
       try {
         await this.to.uploadPack(pack, data);

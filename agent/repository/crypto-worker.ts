@@ -1,3 +1,4 @@
+import { lowerThreadPriority } from '../worker/lower-thread-priority.js';
 import { releaseMemory } from '../worker/release-memory.js';
 import { serveWorkerOps, Transferring } from '../worker/serve-worker-ops.js';
 import type { CompressionPolicy } from './compression.js';
@@ -48,4 +49,6 @@ function moved(result: Buffer, out: Uint8Array | null): number | Transferring<Ui
 
 export type CryptoWorkerOps = typeof cryptoWorkerOps;
 
+// Deferrable work: the host's own threads go first when the cores are busy (lower-thread-priority.ts).
+lowerThreadPriority();
 serveWorkerOps(cryptoWorkerOps);

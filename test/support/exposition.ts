@@ -28,3 +28,12 @@ export function sampleValue(samples: readonly Sample[], name: string, labels: Re
   if (hits.length > 1) throw new Error(`${hits.length} samples of ${name} ${JSON.stringify(labels)}`);
   return hits[0]?.value;
 }
+
+/**
+ * The value of `series` as a scrape writes it, labels and all in the exposition's own order (e.g.
+ * `name{replica="file:///x"}`); null when the scrape has no such line.
+ */
+export function seriesValue(scrape: string, series: string): number | null {
+  const line = scrape.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? null : Number(line.slice(series.length + 1));
+}

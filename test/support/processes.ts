@@ -6,8 +6,8 @@ import { fileURLToPath } from 'node:url';
 
 /** The repository root; tests run the BUILT code in dist/ (npm test builds first). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
-export const EXAMPLE_NODE = path.join(ROOT, 'dist', 'agent', 'example-node', 'main.js');
+export const CLI = path.join(ROOT, 'dist', 'cli', 'main.cjs');
+export const EXAMPLE_NODE = path.join(ROOT, 'dist', 'agent', 'example-node', 'main.cjs');
 
 export function tempDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `node-admin-${prefix}-`));

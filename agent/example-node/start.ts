@@ -1,4 +1,4 @@
-import '../../shared/threadpool.js'; // first: a backup's reads share libuv's pool with classic-level
+// The example node's process, once main.cts has sized libuv's pool.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -26,7 +26,7 @@ import { startLoad } from './load.js';
  * with the node-admin agent embedded and Prometheus metrics at GET /metrics on the same port. `npm start` runs it with everything under ./var.
  */
 
-const USAGE = `usage: node dist/agent/example-node/main.js [options]
+const USAGE = `usage: node dist/agent/example-node/main.cjs [options]
   --data-dir <dir>              database in <dir>/db, checkpoints in <dir>/checkpoints (default ./var)
   --socket <path>               admin socket (default <data-dir>/run/admin.sock)
   --socket-group <group>        let this group use the socket too (socket 0660, directory 0750)

@@ -1,5 +1,4 @@
-#!/usr/bin/env node
-import '../shared/threadpool.js'; // first: sizes libuv's pool before anything uses it
+// The CLI process, once main.cts has sized libuv's pool.
 import './young-generation.js'; // before the first allocation worth collecting
 import { fastPath } from './fast-path.js';
 
