@@ -693,7 +693,7 @@ export class BackupManager {
       const repo = await this.openRepository(cfg, true);
       repo.assertWritable();
       if (signal.aborted) throw cancelled();
-      // Chunks in flight follow libuv's pool (half of it): a host that left it at 4 backs up slowly, so say so.
+      // Chunks in flight follow libuv's pool (a quarter of it): a host that left it at 4 backs up slowly, so say so.
       const pool = engine.threadPoolSize();
       const readers = engine.defaultReaders(pool);
       this.log.info({ checkpoint: checkpoint.id, repository: redactUrl(cfg.repository), trigger, readers, threadPool: pool }, 'backup started');
