@@ -170,9 +170,13 @@ export interface LogArchiveReplicaStatus {
   state: 'following' | 'retrying' | 'behind' | 'stopped';
   /** How long the oldest write the replica does not hold yet has waited (s). */
   lagSeconds: number;
-  /** Segments waiting for it (in memory), and their bytes. */
+  /**
+   * Segments waiting for it (in memory, or in its spool directory; with those a previous run left
+   * there), and the bytes of this run's; of which in its spool directory.
+   */
   waitingSegments: number;
   waitingBytes: number;
+  spooledBytes: number;
   /** When a request to it last succeeded (ISO 8601), or null. */
   lastSuccess: string | null;
   lastError: { at: string; error: string } | null;

@@ -32,6 +32,7 @@ import { Writers, levelApply, readState, until } from './support/pitr-writers.js
 import { TEST_REPO } from './support/test-password.js';
 import { seriesValue } from './support/exposition.js';
 import { directoryAway } from './support/directory-away.js';
+import { restoresExact } from './support/restores-exact.js';
 
 const WRITERS = 3;
 const RESTORES = Number(process.env.NODE_ADMIN_REPLICA_RESTORES ?? 12);
@@ -85,22 +86,6 @@ function newAgent(replicas: string[], replicaBytes?: number): Agent {
     logger: process.env.DEBUG_REPLICA ? pino({ level: 'info' }, pino.destination('/tmp/replica-debug.log')) : silent,
   });
 }
-
-/** Restores from one repository at `moments`, each checked against the writers' model. */
-async function restoresExact(storage: Storage, moments: number[]): Promise<number> {
-  const repo = await Repository.open(storage, TEST_REPO);
-  let applied = 0;
-  for (const [i, at] of moments.entries()) {
-    const to = path.join(dir, `restored-${i}`);
-    const r = await restoreToMoment({ repo, at, to });
-    applied += r.batches;
-    expect(writers.mismatch(await readState(to, WRITERS), writers.bounds(at), true), `restore to ${new Date(at).toISOString()}`).toBeNull();
-    fs.rmSync(to, { recursive: true });
-  }
-  await repo.codec.close();
-  return applied;
-}
-
 
 describe('log archive: a continuous replica', () => {
   it('keeps a replica current through an outage of either side, and restores from it alone are exact', async () => {
@@ -240,11 +225,11 @@ describe('log archive: a continuous replica', () => {
     expect(t.from).toBe(before.from);
     expect(t.marks.map((m) => m.kind)).toContain('resume');
     const span = (from: number, to: number) => Array.from({ length: 4 }, (_, i) => Math.floor(from + ((i + 1) * (to - from)) / 5));
-    expect(await restoresExact(replicaStorage, span(before.to!, t.to!))).toBeGreaterThan(0);
+    expect(await restoresExact(replicaStorage, span(before.to!, t.to!), writers, dir)).toBeGreaterThan(0);
     // The one added since: from its own base on.
     const l = (await readWindows(laterStorage)).timelines[0]!;
     expect(l.from).toBeGreaterThan(before.to!);
-    expect(await restoresExact(laterStorage, span(l.from!, l.to!))).toBeGreaterThan(0);
+    expect(await restoresExact(laterStorage, span(l.from!, l.to!), writers, dir)).toBeGreaterThan(0);
   }, 120_000);
 
   it("a replica away until its outbox overflows: only its copy of the timeline ends; the primary's goes on", async () => {
@@ -283,6 +268,6 @@ describe('log archive: a continuous replica', () => {
     expect(small.id).toBe(before.id);
     expect(small.lastSequence!).toBeLessThan(last);
     expect(small.to!).toBeLessThanOrEqual(awayFrom);
-    expect(await restoresExact(smallStorage, [small.from!, small.to!])).toBeGreaterThanOrEqual(0);
+    expect(await restoresExact(smallStorage, [small.from!, small.to!], writers, dir)).toBeGreaterThanOrEqual(0);
   }, 120_000);
 });

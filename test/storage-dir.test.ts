@@ -95,6 +95,30 @@ describe('dir storage on disk', () => {
     }
   });
 
+  it('is unreachable (STORAGE_UNAVAILABLE), not empty, while its root is not a directory, so no new repository is made there', async () => {
+    const repo = path.join(root, 'repo');
+    const s = new DirStorage(repo);
+    await s.put('config', Buffer.from('c'));
+    await s.put('data/ab/cd', Buffer.from('d'));
+    // Swapped away for a file (a mount gone wrong): every read fails, none says "no such object".
+    fs.renameSync(repo, `${repo}.away`);
+    fs.writeFileSync(repo, 'away');
+    for (const attempt of [s.get('config'), s.getRange('data/ab/cd', 0, 1), s.stat('config'), collect(s.list('')), collect(s.list('data/'))]) {
+      const err = await failure(attempt);
+      expect(err.code, err.message).toBe('STORAGE_UNAVAILABLE');
+      expect(err.message).toContain('is not a directory');
+    }
+    // Back: the same objects. Negative control: under a root that is a directory, a missing name is
+    // not found, and a root never written is an empty location.
+    fs.rmSync(repo);
+    fs.renameSync(`${repo}.away`, repo);
+    expect((await s.get('config')).toString()).toBe('c');
+    expectKind(await failure(s.get('nope')), 'not-found');
+    expect(await s.stat('nope')).toBeNull();
+    expect(await names(new DirStorage(path.join(root, 'never')), '')).toEqual([]);
+    expectKind(await failure(new DirStorage(path.join(root, 'never')).get('config')), 'not-found');
+  });
+
   it('opens from a file:/// URL through openStorage, with the wrappers', async () => {
     const s = await openStorage(`file://${root}/repo`, { logger: pino({ level: 'silent' }) });
     expect(s.description).toBe(`file://${root}/repo`);

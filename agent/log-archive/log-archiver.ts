@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { BackupRecord, CheckpointRecord, CreateBackupRequest, CreateCheckpointRequest, LogArchiveReplicaStatus, LogArchiveStatus } from '../../shared/api.js';
@@ -58,7 +60,7 @@ export interface LogArchiveConfig {
   spoolDir: string | null;
   /** Batches waiting in memory beyond this go to the spool directory. */
   spoolMemoryBytes: number;
-  /** The most bytes of segments a replica's outbox holds (in memory); beyond, that replica's timeline ends. */
+  /** The most bytes of segments a replica's outbox holds (memory and its spool directory); beyond, that replica's timeline ends. */
   replicaBytes: number;
 }
 
@@ -85,15 +87,17 @@ export interface LogArchiveOptions {
   /** Batches waiting for the storage kept in memory before the rest go to the spool directory (default 16 MiB). */
   spoolMemoryBytes?: number;
   /**
-   * Segments waiting for a replica (backup.replicas), held in memory, up to this many bytes (default
-   * 64 MiB: about a minute of 1 KiB writes at 1,000/s); past it, the replica's copy of the timeline ends
-   * there (its window stops; the primary's goes on) and it joins again at the next timeline.
+   * Segments waiting for a replica (backup.replicas) — the first spoolMemoryBytes in memory, the rest in
+   * the replica's own spool directory (`<spool>/replicas/<name>`), which a restart finds again — up to
+   * this many bytes in all (default 512 MiB: about eight minutes of 1 KiB writes at 1,000/s); past it,
+   * the replica's copy of the timeline ends there (its window stops; the primary's goes on) and it joins
+   * again at the next timeline.
    */
   replicaBytes?: number;
 }
 
 export const DEFAULT_SPOOL_BYTES = 256 * 1024 * 1024;
-const REPLICA_BYTES = 64 * 1024 * 1024;
+const REPLICA_BYTES = 512 * 1024 * 1024;
 
 export function parseLogArchiveOptions(o: LogArchiveOptions | boolean | null | undefined): LogArchiveConfig | null {
   if (o === undefined || o === null || o === false) return null;
@@ -176,6 +180,17 @@ const MEMORY_BYTES = 16 * 1024 * 1024;
 const PASS_BYTES = 4 * 1024 * 1024;
 /** Failed shipments back off up to this between attempts (the first retry comes at the next interval). */
 const SEND_BACKOFF_MS = 5_000;
+/** The replicas' spool directories are in this one, inside the spool directory (which holds only `.seg` files of its own). */
+const REPLICA_SPOOLS = 'replicas';
+
+/**
+ * A replica's spool directory's name: readable (its URL, which holds no credentials, made safe for a
+ * file name) and unique (a digest of the whole URL), so that a restart finds the same one again.
+ */
+export function replicaSpoolName(name: string): string {
+  const readable = name.replace(/^[a-z0-9+]+:\/\//i, '').replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^[._]+/, '').slice(0, 64);
+  return `${readable}-${createHash('sha256').update(name).digest('hex').slice(0, 12)}`;
+}
 
 /**
  * When a sender (the primary's, a replica's) may try again after its `failures`-th failure in a row:
@@ -197,7 +212,7 @@ interface CutSegment {
   bytes: number;
 }
 
-/** A segment in a destination's outbox: in memory, or (the primary's, while the storage is away) in the spool on disk. */
+/** A segment in a destination's outbox: in memory, or in that destination's spool on disk (the primary's while its storage is away; a replica's past spoolMemoryBytes). */
 interface OutboxSegment {
   info: SegmentInfo;
   /** Null once the segment is in the spool (the file then holds it). */
@@ -273,6 +288,16 @@ interface Replica {
   baseWork: Promise<void>;
   baseBackups: number;
   merge: MergeState;
+  /** Its spool directory: what waits for it past spoolMemoryBytes, and what a stop could not store there. */
+  spool: SegmentSpool;
+  /** Writing its outbox's segments to the spool: one run at a time. */
+  spillChain: Promise<void>;
+  spilling: boolean;
+  /**
+   * The files a previous run left in its spool (listed at start, before anything of this run is
+   * spilled): stored at the replica, oldest first, before anything else; empty once they are.
+   */
+  leftovers: { file: string; info: SegmentInfo | null }[];
 }
 
 interface Timeline {
@@ -305,7 +330,8 @@ interface Timeline {
  * begins a new one; a clean stop stores a mark that the timeline is complete up to then. Segments are cut
  * once, at each interval, whatever the storage does, and handed to each destination's outbox (the
  * primary's: memory, then the spool directory, up to spoolBytes; beyond, the timeline ends: `spool_full`;
- * each replica's: memory, up to replicaBytes; beyond, only that replica's copy ends); each destination's
+ * each replica's: memory, then its own spool directory, up to replicaBytes; beyond, only that replica's
+ * copy ends); each destination's
  * sender stores its outbox in order with its own retries and backoff, then the base records and marks
  * its segments reach. Backups the agent makes of checkpoints it took during a timeline
  * become more bases of it. What it holds is shown by status() (no storage request) and told to its
@@ -384,6 +410,7 @@ export class LogArchiver {
     private readonly log: Logger,
     private readonly observer: LogArchiveObserver | null = null,
   ) {
+    const spoolDir = cfg.spoolDir ?? path.join(path.dirname(dbPath), `${path.basename(dbPath)}.log-archive-spool`);
     this.replicas = (host.replicas ?? []).map((h) => ({
       host: h,
       work: Promise.resolve(),
@@ -397,8 +424,12 @@ export class LogArchiver {
       baseWork: Promise.resolve(),
       baseBackups: 0,
       merge: newMergeState(),
+      spool: new SegmentSpool(path.join(spoolDir, REPLICA_SPOOLS, replicaSpoolName(h.name)), this.worker.sha256),
+      spillChain: Promise.resolve(),
+      spilling: false,
+      leftovers: [],
     }));
-    this.diskSpool = new SegmentSpool(cfg.spoolDir ?? path.join(path.dirname(dbPath), `${path.basename(dbPath)}.log-archive-spool`), this.worker.sha256);
+    this.diskSpool = new SegmentSpool(spoolDir, this.worker.sha256);
   }
 
   /**
@@ -421,6 +452,9 @@ export class LogArchiver {
       }
       throw err;
     }
+    // Before anything of this run can be spilled there: what a previous run left for each replica.
+    for (const r of this.replicas) r.leftovers = await r.spool.list();
+    await this.warnForgottenReplicaSpools();
     this.startedAt = Date.now();
     this.lastPassEnd = this.startedAt;
     this.running = true;
@@ -532,6 +566,46 @@ export class LogArchiver {
     }
   }
 
+  /**
+   * Segments a previous run left for a replica (its spool directory, listed at start): stored there
+   * first, oldest first, in the replica's queue, before anything else of this run (they may be the end
+   * of the timeline that goes on, which the replica must hold before its copy can go on). Throws on a
+   * storage failure (the replica's backoff, then again); a damaged file is deleted (a gap in that
+   * replica's copy, declared by its windows).
+   */
+  private async shipReplicaLeftovers(r: Replica): Promise<void> {
+    while (r.leftovers.length > 0) {
+      const { file, info } = r.leftovers[0]!;
+      try {
+        if (!info) throw new AdminError(ErrorCodes.CORRUPT, `${path.basename(file)} is not a spooled segment`);
+        await this.storeAt(r, segmentName(info), await r.spool.read({ info, file }));
+        this.log.info({ timeline: info.timeline, first: info.first, last: info.last, replica: r.host.name }, 'log archive: a segment spooled for a replica before the restart stored there');
+      } catch (err) {
+        if (toAdminError(err).code !== ErrorCodes.CORRUPT) throw err;
+        this.log.error({ file, replica: r.host.name, err: toAdminError(err).message }, "log archive: a replica's spooled segment is damaged; deleted (its batches are a gap in that replica's copy)");
+      }
+      await r.spool.remove({ file });
+      r.leftovers.shift();
+    }
+  }
+
+  /** A replica spool directory with segments that no configured replica owns (a replica removed from the options) is said once, at start: nothing deletes it. */
+  private async warnForgottenReplicaSpools(): Promise<void> {
+    const root = path.join(this.diskSpool.dir, REPLICA_SPOOLS);
+    const known = new Set(this.replicas.map((r) => path.basename(r.spool.dir)));
+    let names: string[];
+    try {
+      names = await fs.promises.readdir(root);
+    } catch {
+      return; // none yet
+    }
+    for (const n of names) {
+      if (known.has(n)) continue;
+      const segments = (await new SegmentSpool(path.join(root, n)).list().catch(() => [])).length;
+      if (segments > 0) this.log.warn({ dir: path.join(root, n), segments }, 'log archive: segments spooled for a replica that is no longer configured; kept (delete the directory if that replica is gone for good)');
+    }
+  }
+
   /** A last read and upload, then stops following. Idempotent. */
   async stop(): Promise<void> {
     if (!this.running) return;
@@ -547,12 +621,18 @@ export class LogArchiver {
       await this.enqueue(() => this.ship()).catch(async (err: unknown) => {
         // The storage is away: what was read goes to the spool, stored by the next start.
         this.log.warn({ err: toAdminError(err).message }, 'log archive: the last shipment failed; what was read waits in the spool for the next start');
-        if (t) await this.spill(t, 0);
+        if (t) await this.spill(t, null, 0);
       });
       await this.enqueue(() => this.markStop()).catch((err: unknown) => this.log.warn({ err: toAdminError(err).message }, 'log archive: the stop could not be recorded'));
       await this.work;
       // Each replica's last attempt, side by side (one that is down answers with its own failure).
       await Promise.all(this.replicas.map((r) => this.queueReplica(r).then(() => this.enqueueReplica(r, () => this.markStop(r)))));
+      // What a replica could not store waits in its spool: the next start stores it there first.
+      if (t) {
+        await Promise.all(
+          this.replicas.map((r) => this.spill(t, r, 0).catch((err: unknown) => this.log.error({ replica: r.host.name, err: toAdminError(err).message }, "log archive: writing a replica's outbox to its spool at the stop failed; its copy of the timeline ends there"))),
+        );
+      }
       await this.merge.run;
       await Promise.all(this.replicas.map((r) => r.merge.run));
     } finally {
@@ -571,6 +651,7 @@ export class LogArchiver {
     const t = this.timeline;
     const box = dest === null ? t?.primary : t?.replicas.get(dest);
     if (!t || !box || box.closed || !box.baseStored || this.pending.length > 0 || box.segments.length > 0 || box.waitingBases.length > 0 || box.waitingMarks.length > 0) return;
+    if (dest !== null && dest.leftovers.length > 0) return;
     if ((this.lastSeq !== null && this.lastSeq > box.shipped) || t.segmentFrom < this.lastPassEnd) return;
     const mark: MarkRecord = { version: 1, kind: 'stop', timeline: t.id, last: box.shipped, at: this.lastPassEnd };
     await this.storeAt(dest, markName(mark), Buffer.from(canonicalJson(mark)));
@@ -800,15 +881,22 @@ export class LogArchiver {
     for (const [r, rb] of timeline.replicas) {
       if (rb.closed) continue;
       put(rb);
-      if (rb.memoryBytes > this.cfg.replicaBytes) {
+      if (rb.memoryBytes + rb.diskBytes > this.cfg.replicaBytes) {
         // Never held without bound, never a silent hole: the replica's copy of this timeline ends at what
         // it stored (its window stops there; the primary's goes on), and it joins the next timeline.
         rb.closed = true;
-        rb.segments = [];
-        rb.memoryBytes = 0;
+        this.letGo(rb, r);
         const why = `${this.cfg.replicaBytes} bytes of segments waited for the replica ${r.host.name}`;
         r.lastError = { at: new Date().toISOString(), error: `${ErrorCodes.STORAGE_UNAVAILABLE}: ${why}` };
         this.log.error({ timeline: timeline.id, replica: r.host.name, replicaBytes: this.cfg.replicaBytes, stored: rb.shipped }, 'log archive: a replica fell too far behind; its copy of the timeline ends here (the primary goes on)');
+      } else if (rb.memoryBytes > this.cfg.spoolMemoryBytes && !r.spilling) {
+        // A replica away or slower than the writes: what waits for it goes to its spool, not the
+        // host's memory (whether or not it fails: the primary's outbox holds the same batches only
+        // until the primary stores them).
+        r.spilling = true;
+        this.spill(timeline, r, Math.min(EARLY_SHIP_BYTES, this.cfg.spoolMemoryBytes / 2))
+          .catch((err: unknown) => this.log.error({ replica: r.host.name, err: toAdminError(err).message }, "log archive: writing to a replica's spool failed; the batches stay in memory"))
+          .finally(() => (r.spilling = false));
       }
     }
   }
@@ -848,26 +936,29 @@ export class LogArchiver {
   }
 
   /**
-   * Writes the primary outbox's segments held in memory, oldest first, to the spool directory (atomic
-   * files, named as they will be stored), until at most `keep` bytes of them are in memory. Beside the
-   * sender, never in its queue: a segment stored meanwhile has its file deleted here, and one spooled
-   * while its upload was in flight has it deleted by the sender.
+   * Writes a destination outbox's segments held in memory (the primary's, or replica `dest`'s), oldest
+   * first, to that destination's spool directory (atomic files, named as they will be stored), until at
+   * most `keep` bytes of them are in memory. Beside the sender, never in its queue: a segment stored
+   * meanwhile has its file deleted here, and one spooled while its upload was in flight has it deleted
+   * by the sender.
    */
-  private spill(timeline: Timeline, keep: number): Promise<void> {
-    const run = this.spillChain.then(async () => {
-      const box = timeline.primary;
+  private spill(timeline: Timeline, dest: Replica | null, keep: number): Promise<void> {
+    const spool = dest === null ? this.diskSpool : dest.spool;
+    const run = (dest === null ? this.spillChain : dest.spillChain).then(async () => {
+      const box = dest === null ? timeline.primary : timeline.replicas.get(dest);
+      if (!box) return;
       for (const s of box.segments.slice()) {
         if (box.memoryBytes <= keep || box.closed) break;
         if (s.batches === null || !box.segments.includes(s)) continue;
         s.spilling = true;
         let spooled: SpooledSegment;
         try {
-          spooled = await this.diskSpool.write(s.info, await encodeSegment(s.info, s.batches, this.worker.sha256));
+          spooled = await spool.write(s.info, await encodeSegment(s.info, s.batches, this.worker.sha256));
         } finally {
           s.spilling = false;
         }
         if (box.closed || !box.segments.includes(s)) {
-          await this.diskSpool.remove(spooled); // stored meanwhile, or its timeline ended
+          await spool.remove(spooled); // stored meanwhile, or its timeline ended
           continue;
         }
         s.spooled = spooled;
@@ -876,11 +967,21 @@ export class LogArchiver {
         box.diskBytes += spooled.bytes;
         // Said once the file is durable: from here a crash of the machine no longer loses these batches
         // (the next start stores them), which is what an operator reading the log of an outage wants to know.
-        this.log.info({ timeline: timeline.id, first: s.info.first, last: s.info.last, to: s.info.to, bytes: spooled.bytes }, 'log archive: a segment written to the spool');
+        this.log.info({ timeline: timeline.id, first: s.info.first, last: s.info.last, to: s.info.to, bytes: spooled.bytes, ...(dest ? { replica: dest.host.name } : {}) }, 'log archive: a segment written to the spool');
       }
     });
-    this.spillChain = run.catch(() => {});
+    if (dest === null) this.spillChain = run.catch(() => {});
+    else dest.spillChain = run.catch(() => {});
     return run;
+  }
+
+  /** Lets a replica's outbox go (its copy of the timeline ended): its segments leave memory, their spool files are deleted. */
+  private letGo(box: Outbox, r: Replica): void {
+    const spooled = box.segments.splice(0).flatMap((s) => (s.spooled ? [s.spooled] : []));
+    box.memoryBytes = box.diskBytes = 0;
+    void (async () => {
+      for (const f of spooled) await r.spool.remove(f);
+    })().catch((err: unknown) => this.log.warn({ replica: r.host.name, err: toAdminError(err).message }, "log archive: deleting a replica's spooled segments failed (the next start stores them there)"));
   }
 
   private setPending(batches: ReadBatch[]): void {
@@ -903,7 +1004,7 @@ export class LogArchiver {
       // through the disk (the bench's 500 MB burst filled the spool when it spilled then).
       if (t && this.shipFailing && this.pendingBytes + t.primary.memoryBytes > this.cfg.spoolMemoryBytes && !this.spilling) {
         this.spilling = true;
-        this.spill(t, Math.min(EARLY_SHIP_BYTES, this.cfg.spoolMemoryBytes / 2))
+        this.spill(t, null, Math.min(EARLY_SHIP_BYTES, this.cfg.spoolMemoryBytes / 2))
           .catch((err: unknown) => this.log.error({ err: toAdminError(err).message }, 'log archive: writing to the spool failed; the batches stay in memory'))
           .finally(() => (this.spilling = false));
       }
@@ -969,8 +1070,7 @@ export class LogArchiver {
         // Offered once, in the replica's own queue, then let go.
         void this.enqueueReplica(r, async () => {
           await this.sendSegments(old, rb, r).catch((err: unknown) => this.log.warn({ timeline: old.id, replica: r.host.name, err: toAdminError(err).message }, 'log archive: the end of a timeline could not be stored at a replica'));
-          rb.segments = [];
-          rb.memoryBytes = 0;
+          this.letGo(rb, r);
         });
       }
       const box = old.primary;
@@ -1162,6 +1262,12 @@ export class LogArchiver {
     r.queued = true;
     return this.enqueueReplica(r, async () => {
       r.queued = false;
+      try {
+        await this.shipReplicaLeftovers(r);
+      } catch {
+        r.sendAfter = sendAfterFailure(r.failures++, this.cfg.intervalMs);
+        return;
+      }
       const t = this.timeline;
       const box = t?.replicas.get(r);
       if (!t || !box || box.closed) return;
@@ -1206,8 +1312,7 @@ export class LogArchiver {
       return;
     }
     box.closed = true;
-    box.segments = [];
-    box.memoryBytes = 0;
+    this.letGo(box, r);
     r.lastError = { at: new Date().toISOString(), error: `${ErrorCodes.STORAGE_UNAVAILABLE}: the replica's copy of timeline ${t.id} ends before sequence ${t.sequence}` };
     this.log.error({ timeline: t.id, replica: r.host.name, replicaEnds: held.lastSequence, sequence: t.sequence }, "log archive: a replica's copy of the timeline that goes on is cut short; it waits for the next timeline (backup copy --log-archive fills it)");
   }
@@ -1272,6 +1377,7 @@ export class LogArchiver {
    */
   private async sendSegments(timeline: Timeline, box: Outbox, dest: Replica | null): Promise<void> {
     const merge = dest === null ? this.merge : dest.merge;
+    const spool = dest === null ? this.diskSpool : dest.spool;
     let lease: Buffer | null = null;
     try {
       while (box.segments.length > 0) {
@@ -1282,14 +1388,14 @@ export class LogArchiver {
           data = (await SegmentBuilder.encode(lease, s.info, s.batches, this.worker.sha256)) ?? (await encodeSegment(s.info, s.batches, this.worker.sha256));
           if (this.cfg.merge) merge.bodies.set(segmentName(s.info), bodyBytes(s.batches));
         } else {
-          data = await this.diskSpool.read(s.spooled!);
+          data = await spool.read(s.spooled!);
         }
         await this.storeSegment(timeline, box, dest, s.info, data);
         if (box.segments[0] !== s) continue; // let go meanwhile (a replica's outbox overflowed)
         box.segments.shift();
         if (s.spooled) {
           box.diskBytes -= s.spooled.bytes;
-          await this.diskSpool.remove(s.spooled);
+          await spool.remove(s.spooled);
         } else {
           box.memoryBytes -= s.bytes; // a spill in flight deletes its file when it sees it gone
         }
@@ -1369,15 +1475,16 @@ export class LogArchiver {
     const t = this.timeline;
     return this.replicas.map((r) => {
       const box = t?.replicas.get(r);
-      const upToDate = box !== undefined && !box.closed && box.baseStored && this.pending.length === 0 && box.segments.length === 0 && box.waitingBases.length === 0 && r.baseBackups === 0;
+      const upToDate = box !== undefined && !box.closed && box.baseStored && this.pending.length === 0 && box.segments.length === 0 && r.leftovers.length === 0 && box.waitingBases.length === 0 && r.baseBackups === 0;
       const since = upToDate ? this.lastPassEnd : (r.storedUntil ?? this.startedAt);
       const state: LogArchiveReplicaStatus['state'] = this.stopped ? 'stopped' : box?.closed ? 'behind' : r.failing ? 'retrying' : 'following';
       return {
         name: r.host.name,
         state,
         lagSeconds: Math.max(0, now - since) / 1000,
-        waitingSegments: box?.segments.length ?? 0,
-        waitingBytes: box?.memoryBytes ?? 0,
+        waitingSegments: (box?.segments.length ?? 0) + r.leftovers.length,
+        waitingBytes: (box?.memoryBytes ?? 0) + (box?.diskBytes ?? 0),
+        spooledBytes: box?.diskBytes ?? 0,
         lastSuccess: r.lastSuccessAt === null ? null : new Date(r.lastSuccessAt).toISOString(),
         lastError: r.lastError,
       };

@@ -6,7 +6,7 @@ import { SEAL_MAGIC, deriveKeys, keyFingerprint, newMasterKey, type KdfCost } fr
 import { CHUNK_SIZE, FORMAT_VERSION, FORMAT_V3, canonicalJson, type RepoConfig } from './format.js';
 import { PlainCodec } from './plain-codec.js';
 import type { RepoCodec } from './repo-codec.js';
-import { addKey, copyKeys, listKeys, unlock, type PasswordSource } from './repository-keys.js';
+import { addKey, copyKeys, keyName, listKeys, unlock, type PasswordSource } from './repository-keys.js';
 import { SealedCodec } from './sealed-codec.js';
 import * as ops from './sealed-ops.js';
 
@@ -160,6 +160,13 @@ async function create(storage: Storage, o: OpenOptions): Promise<OpenedFormat> {
   // never a config no key opens.
   const keyId = await addKey(storage, master, password, o.kdfCost);
   password.fill(0);
+  // The key's derivation took a while: a config that appeared meanwhile (another creator's, or the
+  // repository of a location that was unreachable when it looked empty and is back) is opened, never
+  // stored over — its objects are sealed under its own master key. This creator's key goes.
+  if ((await storage.stat('config')) !== null) {
+    await storage.delete(keyName(keyId)).catch(() => {});
+    return openFormat(storage, { ...o, create: false });
+  }
   await storage.put('config', ops.sealObject(deriveKeys(master), 'config', Buffer.from(canonicalJson(config))));
   // Two creators racing: the last config stored wins. Read it back; the one whose config lost opens
   // the winner's through the keys (with the same password, else WRONG_PASSWORD), and never writes

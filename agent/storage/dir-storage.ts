@@ -141,7 +141,7 @@ export class DirStorage implements Storage {
         await fh.close();
       }
     } catch (err) {
-      throw this.error('get', name, err);
+      throw (await this.rootGone('get', name, err)) ?? this.error('get', name, err);
     }
   }
 
@@ -157,7 +157,7 @@ export class DirStorage implements Storage {
       directFh = direct ? await openDirect(this.file(name), fsConstants.O_RDONLY) : null;
       fh = directFh ?? (await fs.open(this.file(name), 'r'));
     } catch (err) {
-      throw this.error('getRange', name, err);
+      throw (await this.rootGone('getRange', name, err)) ?? this.error('getRange', name, err);
     }
     try {
       const { size } = await fh.stat();
@@ -192,6 +192,8 @@ export class DirStorage implements Storage {
       const st = await fs.stat(this.file(name));
       return st.isFile() ? { name, size: st.size } : null;
     } catch (err) {
+      const gone = await this.rootGone('stat', name, err);
+      if (gone) throw gone;
       if (isMissing(err)) return null;
       throw this.error('stat', name, err);
     }
@@ -234,6 +236,8 @@ export class DirStorage implements Storage {
     try {
       entries = await fs.readdir(path.join(this.root, ...dir.split('/').filter(Boolean)), { withFileTypes: true });
     } catch (err) {
+      const gone = await this.rootGone('list', prefix, err);
+      if (gone) throw gone;
       if (isMissing(err)) return;
       throw this.error('list', prefix, err);
     }
@@ -283,6 +287,24 @@ export class DirStorage implements Storage {
       await fs.rm(tmp, { force: true }).catch(() => {});
       throw this.error(op, name, err);
     }
+  }
+
+  /**
+   * A name missing because the root itself is no longer a directory (a file, or a dangling link, where
+   * the repository was: a mount gone wrong, a directory swapped away) is not "no such object": the
+   * repository is unreachable, and a caller that took the miss for an empty location would create a new
+   * repository there (new keys, sealing objects that the old keys cannot open once the old directory is
+   * back). Null when the root is a directory, or absent (a location never written: simply empty).
+   */
+  private async rootGone(op: StorageOp, name: string, err: unknown): Promise<StorageError | null> {
+    if (!isMissing(err)) return null;
+    try {
+      if ((await fs.stat(this.root)).isDirectory()) return null;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    }
+    // Not retried here (nothing a retry a second later would change); the caller's own backoff tries again.
+    return new StorageError('permanent', this.description, `${this.root} is not a directory: the repository cannot be reached`, { op, name, code: ErrorCodes.STORAGE_UNAVAILABLE });
   }
 
   private error(op: StorageOp, name: string, err: unknown): StorageError {

@@ -120,7 +120,7 @@ function formatReplicas(snapshots: readonly BackupReplicaStatus[], archive: read
       pairs.push(['  snapshots', `${s.state}; ${newest}; ${s.pending.length} waiting${copying}${dropped}`]);
     }
     if (a) {
-      pairs.push(['  log archive', `${clean(a.state)}, lag ${formatDuration(a.lagSeconds * 1000)}; ${plural(a.waitingSegments, 'segment')} (${formatBytes(a.waitingBytes)}) waiting`]);
+      pairs.push(['  log archive', `${clean(a.state)}, lag ${formatDuration(a.lagSeconds * 1000)}; ${plural(a.waitingSegments, 'segment')} (${formatBytes(a.waitingBytes)}${a.spooledBytes > 0 ? `, ${formatBytes(a.spooledBytes)} of it on disk` : ''}) waiting`]);
     }
     const errors = [s?.lastError, a?.lastError].filter((e): e is { at: string; error: string } => e !== null && e !== undefined);
     const last = errors.sort((x, y) => Date.parse(y.at) - Date.parse(x.at))[0];
