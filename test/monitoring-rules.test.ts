@@ -81,6 +81,8 @@ describe.skipIf(PROMTOOL_DONE)('alerting rules (promtool)', () => {
       'NodeAdminLogArchiveTimelineBroken',
       'NodeAdminBackupUnencrypted',
       'NodeAdminBackupReplicaLagging',
+      'NodeAdminBackupReplicaSnapshotTooOld',
+      'NodeAdminBackupReplicaSnapshotsDropped',
     ]) {
       expect(alertNames).toContain(name);
     }
