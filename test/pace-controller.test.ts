@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { PACE_TUNING, initialPace, nextPace, type PaceObservation, type PaceState } from '../dist/agent/backup/pace-controller.js';
+import { BackupPacer, PACE_TICK_MS, median } from '../dist/agent/backup/backup-pacer.js';
 
 /**
  * The auto pace's controller, driven tick by tick from a table of observations: what the rate becomes
@@ -88,5 +89,59 @@ describe('the auto pace controller', () => {
     }
     // From the floor to full speed: +25 % a tick until the rate is releaseRatio times what is read (400 MiB/s).
     expect(ticks).toBe(Math.floor(Math.log((PACE_TUNING.releaseRatio * 400 * MiB) / floor) / Math.log(PACE_TUNING.increase)) + 1);
+  });
+});
+
+describe("the auto pace's read probes and calibration", () => {
+  it.each([
+    { values: [], expected: null },
+    { values: [3], expected: 3 },
+    { values: [9, 1, 5], expected: 5 },
+    { values: [0.4, 0.2, 40, 0.3, 0.5], expected: 0.4 },
+    { values: [4, 1, 3, 2], expected: 2.5 },
+  ])('the median of $values is $expected (one slow read of five does not make a tick look pressed)', ({ values, expected }) => {
+    expect(median(values)).toBe(expected);
+  });
+
+  /**
+   * The backup's own load, from its first read on: the host's event loop blocked 30 ms of every 50.
+   * Auto must take that for pressure. Its baselines come from the tick before the first read; taken
+   * from the first tick of reads instead (the pacer before 2026-12-06: reads went at once), they were
+   * the load itself, and auto stayed at full speed (this test, run against it, failed so).
+   */
+  it.each([
+    { pace: 'auto' as const, backsOff: true },
+    { pace: 'max' as const, backsOff: false },
+  ])('the load a backup brings from its first read is pressure: pace $pace backs off: $backsOff', async ({ pace, backsOff }) => {
+    const pacer = new BackupPacer({ pace, probeDir: null });
+    let busy: NodeJS.Timeout | null = null;
+    try {
+      await pacer.take(1);
+      busy = setInterval(() => {
+        const end = performance.now() + 30;
+        while (performance.now() < end) {
+          // the backup's load on the host's loop
+        }
+      }, 20);
+      // Reads go on for 12 ticks (or until auto backs off).
+      const end = performance.now() + 12 * PACE_TICK_MS;
+      while (performance.now() < end && !Number.isFinite(pacer.rate)) {
+        await pacer.take(MiB);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      expect(Number.isFinite(pacer.rate)).toBe(backsOff);
+    } finally {
+      if (busy) clearInterval(busy);
+      await pacer.stop();
+    }
+  });
+
+  it('a read waiting for the calibration ends at once when its backup is cancelled', async () => {
+    const pacer = new BackupPacer({ pace: 'auto', probeDir: null });
+    const cancel = new AbortController();
+    const waiting = pacer.take(1, cancel.signal);
+    cancel.abort(new Error('cancelled'));
+    await expect(waiting).rejects.toThrow('cancelled');
+    await pacer.stop();
   });
 });
