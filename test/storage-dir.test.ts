@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DirStorage } from '../dist/agent/storage/dir-storage.js';
@@ -103,8 +104,8 @@ describe('dir storage on disk', () => {
     // Swapped away for a file (a mount gone wrong): every read fails, none says "no such object".
     fs.renameSync(repo, `${repo}.away`);
     fs.writeFileSync(repo, 'away');
-    for (const attempt of [s.get('config'), s.getRange('data/ab/cd', 0, 1), s.stat('config'), collect(s.list('')), collect(s.list('data/'))]) {
-      const err = await failure(attempt);
+    for (const attempt of [() => s.get('config'), () => s.getRange('data/ab/cd', 0, 1), () => s.stat('config'), () => collect(s.list('')), () => collect(s.list('data/'))]) {
+      const err = await failure(attempt());
       expect(err.code, err.message).toBe('STORAGE_UNAVAILABLE');
       expect(err.message).toContain('is not a directory');
     }
@@ -117,6 +118,40 @@ describe('dir storage on disk', () => {
     expect(await s.stat('nope')).toBeNull();
     expect(await names(new DirStorage(path.join(root, 'never')), '')).toEqual([]);
     expectKind(await failure(new DirStorage(path.join(root, 'never')).get('config')), 'not-found');
+  });
+
+  it('stores nothing into another directory at its root\'s path (mounted over, swapped in): STORAGE_UNAVAILABLE until a new instance opens it', async () => {
+    const repo = path.join(root, 'repo');
+    const s = new DirStorage(repo);
+    await s.put('config', Buffer.from('mine'));
+    // What a mount over the path does: another directory there (here, one renamed in).
+    fs.renameSync(repo, `${repo}.mine`);
+    fs.mkdirSync(repo);
+    fs.writeFileSync(path.join(repo, 'config'), 'theirs');
+    const refusals = [
+      await failure(s.put('data/ab/one', Buffer.from('x'))),
+      await failure(s.putStream('data/ab/two', () => Readable.from([Buffer.from('x')]), 1)),
+      await failure(s.delete('config')),
+    ];
+    const w = s.openWriter();
+    await w.write(Buffer.from('x'), 0);
+    refusals.push(await failure(w.commit('data/ab/three', 1)));
+    for (const err of refusals) {
+      expect(err.code, err.message).toBe('STORAGE_UNAVAILABLE');
+      expect(err.message).toContain('is not the directory this process opened');
+    }
+    // Nothing reached the other directory, and its config is untouched.
+    expect(fs.readdirSync(repo)).toEqual(['config']);
+    expect(fs.readFileSync(path.join(repo, 'config'), 'utf8')).toBe('theirs');
+    // A new instance (a restart) opens what is there now.
+    const fresh = new DirStorage(repo);
+    expect((await fresh.get('config')).toString()).toBe('theirs');
+    await fresh.put('data/ab/one', Buffer.from('x'));
+    // Negative control: its own directory back at the path, the first instance stores again.
+    fs.renameSync(repo, `${repo}.theirs`);
+    fs.renameSync(`${repo}.mine`, repo);
+    await s.put('data/ab/one', Buffer.from('x'));
+    expect((await s.get('config')).toString()).toBe('mine');
   });
 
   it('opens from a file:/// URL through openStorage, with the wrappers', async () => {

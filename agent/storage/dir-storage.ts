@@ -55,6 +55,8 @@ export class DirStorage implements Storage {
   private readonly direct = new DirectOpener();
   /** Whether this instance has looked for writers' temp files left by a crash. */
   private swept = false;
+  /** The root's device and inode, from the first operation that found it (null: not yet). */
+  private rootId: string | null = null;
 
   /** `maxGetBytes`: the largest object get() reads (default MAX_GET_BYTES). */
   constructor(
@@ -113,6 +115,7 @@ export class DirStorage implements Storage {
       tmp: path.join(this.root, `~${randomBytes(8).toString('hex')}.tmp`),
       description: this.description,
       file: (name) => this.file(name),
+      beforeRename: (name) => this.sameRoot('put', name),
       direct: this.direct,
       error: (op, name, err) => this.error(op, name, err),
     });
@@ -131,6 +134,7 @@ export class DirStorage implements Storage {
 
   async get(name: string): Promise<Buffer> {
     checkName(this.description, 'get', name);
+    await this.learnRoot();
     try {
       const fh = await fs.open(this.file(name), 'r');
       try {
@@ -148,6 +152,7 @@ export class DirStorage implements Storage {
   async getRange(name: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
     checkName(this.description, 'getRange', name);
     checkRangeArgs(this.description, name, offset, length, into);
+    await this.learnRoot();
     // Into a caller's buffer with room for the whole pages around the range: read them with O_DIRECT.
     const head = offset % DIRECT_ALIGN;
     const direct = into !== undefined && this.direct.enabled && length >= DIRECT_MIN_BYTES / 4 && into.length >= roundUpToAlign(head + length);
@@ -188,6 +193,7 @@ export class DirStorage implements Storage {
 
   async stat(name: string): Promise<ObjectInfo | null> {
     checkName(this.description, 'stat', name);
+    await this.learnRoot();
     try {
       const st = await fs.stat(this.file(name));
       return st.isFile() ? { name, size: st.size } : null;
@@ -201,6 +207,7 @@ export class DirStorage implements Storage {
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
     checkPrefix(this.description, prefix);
+    await this.learnRoot();
     // Walk from the deepest whole directory of the prefix (`data/ab` → `data/`), keep what starts with it.
     const slash = prefix.lastIndexOf('/');
     const base = slash < 0 ? '' : prefix.slice(0, slash + 1);
@@ -211,6 +218,7 @@ export class DirStorage implements Storage {
     checkName(this.description, 'delete', name);
     const file = this.file(name);
     try {
+      await this.sameRoot('delete', name);
       await fs.unlink(file);
     } catch (err) {
       // No such object (and a directory is not one): nothing to delete.
@@ -273,6 +281,7 @@ export class DirStorage implements Storage {
     const dir = path.dirname(file);
     const tmp = `${file}~${randomBytes(6).toString('hex')}.tmp`;
     try {
+      await this.sameRoot(op, name); // before making directories in it too
       await mkdirDurable(dir);
       const fh = await fs.open(tmp, 'wx', 0o640);
       try {
@@ -281,12 +290,43 @@ export class DirStorage implements Storage {
       } finally {
         await fh.close();
       }
+      await this.sameRoot(op, name);
       await fs.rename(tmp, file);
       await fsyncDirAsync(dir);
     } catch (err) {
       await fs.rm(tmp, { force: true }).catch(() => {});
       throw this.error(op, name, err);
     }
+  }
+
+  /** Notes the root's identity the first time an operation finds it (a directory); nothing after that. */
+  private async learnRoot(): Promise<void> {
+    if (this.rootId !== null) return;
+    const st = await fs.stat(this.root).catch(() => null);
+    if (st?.isDirectory() && this.rootId === null) this.rootId = `${st.dev}:${st.ino}`;
+  }
+
+  /**
+   * Before an object is made visible (renamed into place) or deleted: the root is still the directory
+   * this storage first found there. Another directory at its path — a filesystem mounted over it since
+   * (a NAS back after the agent started on its empty mount point), or one swapped in — holds another
+   * repository, or none, whose keys open nothing this process seals: what it stored there could never
+   * be read, so nothing is. Not retried; a restart opens what is at the path now.
+   */
+  private async sameRoot(op: StorageOp, name: string): Promise<void> {
+    const st = await fs.stat(this.root).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; // not made yet: the check before the rename decides
+      throw err;
+    });
+    if (st === null) return;
+    const id = `${st.dev}:${st.ino}`;
+    if (this.rootId === null) this.rootId = id;
+    if (id === this.rootId) return;
+    throw new StorageError('permanent', this.description, `${this.root} is not the directory this process opened there (mounted over, or replaced, since): nothing is stored into it; restart to open the repository now at that path`, {
+      op,
+      name,
+      code: ErrorCodes.STORAGE_UNAVAILABLE,
+    });
   }
 
   /**

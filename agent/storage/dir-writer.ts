@@ -14,6 +14,8 @@ export interface DirWriterOptions {
   description: string;
   /** Where an object of a name lives. */
   file: (name: string) => string;
+  /** Called before the temp file is renamed to `name` (the storage's check that its root is still its own); a throw fails the commit. */
+  beforeRename?: (name: string) => Promise<void>;
   /** The storage's O_DIRECT opener (shared: one refusal is the filesystem's). */
   direct: DirectOpener;
   /** The storage's mapping of a filesystem error to a StorageError. */
@@ -65,6 +67,7 @@ export class DirWriter implements ObjectWriter {
       await this.closeHandles();
       const file = this.o.file(name);
       const dir = path.dirname(file);
+      await this.o.beforeRename?.(name);
       await mkdirDurable(dir);
       await fs.rename(this.o.tmp, file);
       await fsyncDirAsync(dir);
