@@ -330,8 +330,8 @@ export class DirStorage implements Storage {
   }
 
   /**
-   * A name missing because the root itself is no longer a directory (a file, or a dangling link, where
-   * the repository was: a mount gone wrong, a directory swapped away) is not "no such object": the
+   * A name missing because the root itself is no longer a directory (a file where the repository was:
+   * a mount gone wrong, a directory swapped away) is not "no such object": the
    * repository is unreachable, and a caller that took the miss for an empty location would create a new
    * repository there (new keys, sealing objects that the old keys cannot open once the old directory is
    * back). Null when the root is a directory, or absent (a location never written: simply empty).
