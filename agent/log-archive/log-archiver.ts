@@ -254,6 +254,18 @@ function newOutbox(shipped: number): Outbox {
   return { segments: [], memoryBytes: 0, diskBytes: 0, shipped, waitingBases: [], waitingMarks: [], closed: false, baseStored: false, unverified: false };
 }
 
+/** A destination's spool directory, and the writes of its outbox's segments there: one run at a time. */
+interface Spill {
+  spool: SegmentSpool;
+  chain: Promise<void>;
+  /** A run started beside the sender (spillBeside) is in flight. */
+  running: boolean;
+}
+
+function newSpill(spool: SegmentSpool): Spill {
+  return { spool, chain: Promise.resolve(), running: false };
+}
+
 /**
  * Segment merging at one destination: the run in flight, when the last began, whether a segment was
  * stored since, and the body bytes of the segments it knows (encoded or read here; the planner's
@@ -288,11 +300,8 @@ interface Replica {
   baseWork: Promise<void>;
   baseBackups: number;
   merge: MergeState;
-  /** Its spool directory: what waits for it past spoolMemoryBytes, and what a stop could not store there. */
-  spool: SegmentSpool;
-  /** Writing its outbox's segments to the spool: one run at a time. */
-  spillChain: Promise<void>;
-  spilling: boolean;
+  /** Its spool directory (what waits for it past spoolMemoryBytes, and what a stop could not store there) and the spills into it. */
+  spill: Spill;
   /**
    * The files a previous run left in its spool (listed at start, before anything of this run is
    * spilled): stored at the replica, oldest first, before anything else; empty once they are.
@@ -357,10 +366,9 @@ export class LogArchiver {
   /** Failed shipments to the primary in a row, and when the next may start (backoff). */
   private sendFailures = 0;
   private sendAfter = 0;
-  /** Writing outbox segments to the spool directory: one run at a time. */
-  private spillChain: Promise<void> = Promise.resolve();
-  private spilling = false;
   private readonly diskSpool: SegmentSpool;
+  /** The primary's spills into diskSpool. */
+  private readonly primarySpill: Spill;
   /** Segment merging: the run in flight (beside shipping, never in its queue), when the last began, whether a segment was stored since. */
   private readonly merge: MergeState = newMergeState();
   private readonly replicas: Replica[];
@@ -424,12 +432,11 @@ export class LogArchiver {
       baseWork: Promise.resolve(),
       baseBackups: 0,
       merge: newMergeState(),
-      spool: new SegmentSpool(path.join(spoolDir, REPLICA_SPOOLS, replicaSpoolName(h.name)), this.worker.sha256),
-      spillChain: Promise.resolve(),
-      spilling: false,
+      spill: newSpill(new SegmentSpool(path.join(spoolDir, REPLICA_SPOOLS, replicaSpoolName(h.name)), this.worker.sha256)),
       leftovers: [],
     }));
     this.diskSpool = new SegmentSpool(spoolDir, this.worker.sha256);
+    this.primarySpill = newSpill(this.diskSpool);
   }
 
   /**
@@ -453,7 +460,7 @@ export class LogArchiver {
       throw err;
     }
     // Before anything of this run can be spilled there: what a previous run left for each replica.
-    for (const r of this.replicas) r.leftovers = await r.spool.list();
+    for (const r of this.replicas) r.leftovers = await r.spill.spool.list();
     await this.warnForgottenReplicaSpools();
     this.startedAt = Date.now();
     this.lastPassEnd = this.startedAt;
@@ -578,13 +585,13 @@ export class LogArchiver {
       const { file, info } = r.leftovers[0]!;
       try {
         if (!info) throw new AdminError(ErrorCodes.CORRUPT, `${path.basename(file)} is not a spooled segment`);
-        await this.storeAt(r, segmentName(info), await r.spool.read({ info, file }));
+        await this.storeAt(r, segmentName(info), await r.spill.spool.read({ info, file }));
         this.log.info({ timeline: info.timeline, first: info.first, last: info.last, replica: r.host.name }, 'log archive: a segment spooled for a replica before the restart stored there');
       } catch (err) {
         if (toAdminError(err).code !== ErrorCodes.CORRUPT) throw err;
         this.log.error({ file, replica: r.host.name, err: toAdminError(err).message }, "log archive: a replica's spooled segment is damaged; deleted (its batches are a gap in that replica's copy)");
       }
-      await r.spool.remove({ file });
+      await r.spill.spool.remove({ file });
       r.leftovers.shift();
     }
   }
@@ -592,7 +599,7 @@ export class LogArchiver {
   /** A replica spool directory with segments that no configured replica owns (a replica removed from the options) is said once, at start: nothing deletes it. */
   private async warnForgottenReplicaSpools(): Promise<void> {
     const root = path.join(this.diskSpool.dir, REPLICA_SPOOLS);
-    const known = new Set(this.replicas.map((r) => path.basename(r.spool.dir)));
+    const known = new Set(this.replicas.map((r) => path.basename(r.spill.spool.dir)));
     let names: string[];
     try {
       names = await fs.promises.readdir(root);
@@ -889,14 +896,11 @@ export class LogArchiver {
         const why = `${this.cfg.replicaBytes} bytes of segments waited for the replica ${r.host.name}`;
         r.lastError = { at: new Date().toISOString(), error: `${ErrorCodes.STORAGE_UNAVAILABLE}: ${why}` };
         this.log.error({ timeline: timeline.id, replica: r.host.name, replicaBytes: this.cfg.replicaBytes, stored: rb.shipped }, 'log archive: a replica fell too far behind; its copy of the timeline ends here (the primary goes on)');
-      } else if (rb.memoryBytes > this.cfg.spoolMemoryBytes && !r.spilling) {
+      } else if (rb.memoryBytes > this.cfg.spoolMemoryBytes) {
         // A replica away or slower than the writes: what waits for it goes to its spool, not the
         // host's memory (whether or not it fails: the primary's outbox holds the same batches only
         // until the primary stores them).
-        r.spilling = true;
-        this.spill(timeline, r, Math.min(EARLY_SHIP_BYTES, this.cfg.spoolMemoryBytes / 2))
-          .catch((err: unknown) => this.log.error({ replica: r.host.name, err: toAdminError(err).message }, "log archive: writing to a replica's spool failed; the batches stay in memory"))
-          .finally(() => (r.spilling = false));
+        this.spillBeside(timeline, r);
       }
     }
   }
@@ -943,8 +947,9 @@ export class LogArchiver {
    * by the sender.
    */
   private spill(timeline: Timeline, dest: Replica | null, keep: number): Promise<void> {
-    const spool = dest === null ? this.diskSpool : dest.spool;
-    const run = (dest === null ? this.spillChain : dest.spillChain).then(async () => {
+    const state = this.spillOf(dest);
+    const spool = state.spool;
+    const run = state.chain.then(async () => {
       const box = dest === null ? timeline.primary : timeline.replicas.get(dest);
       if (!box) return;
       for (const s of box.segments.slice()) {
@@ -970,18 +975,35 @@ export class LogArchiver {
         this.log.info({ timeline: timeline.id, first: s.info.first, last: s.info.last, to: s.info.to, bytes: spooled.bytes, ...(dest ? { replica: dest.host.name } : {}) }, 'log archive: a segment written to the spool');
       }
     });
-    if (dest === null) this.spillChain = run.catch(() => {});
-    else dest.spillChain = run.catch(() => {});
+    state.chain = run.catch(() => {});
     return run;
   }
 
-  /** Lets a replica's outbox go (its copy of the timeline ended): its segments leave memory, their spool files are deleted. */
-  private letGo(box: Outbox, r: Replica): void {
+  /**
+   * A spill beside the sender, down to what a burst leaves in memory, unless one runs already for that
+   * destination (the primary's: null); a failure is logged and the batches stay in memory.
+   */
+  private spillBeside(timeline: Timeline, dest: Replica | null): void {
+    const state = this.spillOf(dest);
+    if (state.running) return;
+    state.running = true;
+    this.spill(timeline, dest, Math.min(EARLY_SHIP_BYTES, this.cfg.spoolMemoryBytes / 2))
+      .catch((err: unknown) => this.log.error({ ...(dest ? { replica: dest.host.name } : {}), err: toAdminError(err).message }, 'log archive: writing to the spool failed; the batches stay in memory'))
+      .finally(() => (state.running = false));
+  }
+
+  private spillOf(dest: Replica | null): Spill {
+    return dest === null ? this.primarySpill : dest.spill;
+  }
+
+  /** Lets a destination's outbox go (its copy of the timeline ended): its segments leave memory, their spool files are deleted. */
+  private letGo(box: Outbox, dest: Replica | null): void {
     const spooled = box.segments.splice(0).flatMap((s) => (s.spooled ? [s.spooled] : []));
     box.memoryBytes = box.diskBytes = 0;
+    const spool = this.spillOf(dest).spool;
     void (async () => {
-      for (const f of spooled) await r.spool.remove(f);
-    })().catch((err: unknown) => this.log.warn({ replica: r.host.name, err: toAdminError(err).message }, "log archive: deleting a replica's spooled segments failed (the next start stores them there)"));
+      for (const f of spooled) await spool.remove(f);
+    })().catch((err: unknown) => this.log.warn({ ...(dest ? { replica: dest.host.name } : {}), err: toAdminError(err).message }, 'log archive: deleting spooled segments failed (the next start stores them)'));
   }
 
   private setPending(batches: ReadBatch[]): void {
@@ -1002,12 +1024,7 @@ export class LogArchiver {
     if (waiting <= this.cfg.spoolBytes) {
       // Only while uploads fail: a healthy storage catching up on a burst is faster from memory than
       // through the disk (the bench's 500 MB burst filled the spool when it spilled then).
-      if (t && this.shipFailing && this.pendingBytes + t.primary.memoryBytes > this.cfg.spoolMemoryBytes && !this.spilling) {
-        this.spilling = true;
-        this.spill(t, null, Math.min(EARLY_SHIP_BYTES, this.cfg.spoolMemoryBytes / 2))
-          .catch((err: unknown) => this.log.error({ err: toAdminError(err).message }, 'log archive: writing to the spool failed; the batches stay in memory'))
-          .finally(() => (this.spilling = false));
-      }
+      if (t && this.shipFailing && this.pendingBytes + t.primary.memoryBytes > this.cfg.spoolMemoryBytes) this.spillBeside(t, null);
       return;
     }
     const why = `${waiting} bytes of batches waited for the storage, more than the spool's ${this.cfg.spoolBytes}`;
@@ -1080,10 +1097,7 @@ export class LogArchiver {
         // stored now is the declared gap (the spool's files of it are deleted).
         void this.enqueue(() => this.sendSegments(old, box, null))
           .catch((err: unknown) => this.log.error({ timeline: old.id, err: toAdminError(err).message }, 'log archive: the end of a timeline could not be shipped'))
-          .finally(async () => {
-            for (const s of box.segments.splice(0)) if (s.spooled) await this.diskSpool.remove(s.spooled);
-            box.memoryBytes = box.diskBytes = 0;
-          });
+          .finally(() => this.letGo(box, null));
       }
     }
     this.startBase();
@@ -1264,14 +1278,9 @@ export class LogArchiver {
       r.queued = false;
       try {
         await this.shipReplicaLeftovers(r);
-      } catch {
-        r.sendAfter = sendAfterFailure(r.failures++, this.cfg.intervalMs);
-        return;
-      }
-      const t = this.timeline;
-      const box = t?.replicas.get(r);
-      if (!t || !box || box.closed) return;
-      try {
+        const t = this.timeline;
+        const box = t?.replicas.get(r);
+        if (!t || !box || box.closed) return;
         if (box.unverified) await this.verifyReplica(t, r, box);
         if (box.closed) return;
         const covered = await this.send(t, box, r);
@@ -1377,7 +1386,7 @@ export class LogArchiver {
    */
   private async sendSegments(timeline: Timeline, box: Outbox, dest: Replica | null): Promise<void> {
     const merge = dest === null ? this.merge : dest.merge;
-    const spool = dest === null ? this.diskSpool : dest.spool;
+    const spool = this.spillOf(dest).spool;
     let lease: Buffer | null = null;
     try {
       while (box.segments.length > 0) {
