@@ -219,8 +219,6 @@ interface OutboxSegment {
   batches: ReadBatch[] | null;
   bytes: number;
   spooled: SpooledSegment | null;
-  /** Being written to the spool right now. */
-  spilling: boolean;
 }
 
 /**
@@ -881,7 +879,7 @@ export class LogArchiver {
   /** A segment just cut goes to every destination's outbox of its timeline. */
   private offer(timeline: Timeline, seg: CutSegment): void {
     const put = (box: Outbox) => {
-      box.segments.push({ info: seg.info, batches: seg.batches, bytes: seg.bytes, spooled: null, spilling: false });
+      box.segments.push({ info: seg.info, batches: seg.batches, bytes: seg.bytes, spooled: null });
       box.memoryBytes += seg.bytes;
     };
     put(timeline.primary);
@@ -955,13 +953,7 @@ export class LogArchiver {
       for (const s of box.segments.slice()) {
         if (box.memoryBytes <= keep || box.closed) break;
         if (s.batches === null || !box.segments.includes(s)) continue;
-        s.spilling = true;
-        let spooled: SpooledSegment;
-        try {
-          spooled = await spool.write(s.info, await encodeSegment(s.info, s.batches, this.worker.sha256));
-        } finally {
-          s.spilling = false;
-        }
+        const spooled = await spool.write(s.info, await encodeSegment(s.info, s.batches, this.worker.sha256));
         if (box.closed || !box.segments.includes(s)) {
           await spool.remove(spooled); // stored meanwhile, or its timeline ended
           continue;
