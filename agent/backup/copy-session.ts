@@ -19,17 +19,20 @@ export interface CopyEnds {
 }
 
 /**
- * The destination of a copy at `storage`: opened when it is a repository; else made, with the keys and
- * chunk parameters of `source` where that is encrypted (Repository.createWithKeysOf: the source's
- * passwords open it, and packs move as they are), or from a plain source as `backup init` makes one
- * (encrypted with `options.password`, unless `options.insecureNoEncryption`). Refuses (INVALID_ARGUMENT)
- * the source itself.
+ * The destination of a copy at `storage`: opened when it is a repository (with the source's master key
+ * where it holds the source's key, as one made by a copy does: no password asked, no second key
+ * derivation; else with `options.password`); else made, with the keys and chunk parameters of `source`
+ * where that is encrypted (Repository.createWithKeysOf: the source's passwords open it, and packs move
+ * as they are), or from a plain source as `backup init` makes one (encrypted with `options.password`,
+ * unless `options.insecureNoEncryption`). Refuses (INVALID_ARGUMENT) the source itself.
  */
 export async function openCopyDestination(storage: Storage, source: Repository, options: Omit<OpenOptions, 'create'>): Promise<{ repo: Repository; created: boolean }> {
   let repo: Repository;
   let created = false;
   try {
-    repo = await Repository.open(storage, { ...options, create: false });
+    // A destination made with the source's keys opens with the source's master: no second key derivation.
+    const knownKey = source.codec.encrypted && source.keyId !== null ? { master: source.keyAccess().master, keyId: source.keyId } : undefined;
+    repo = await Repository.open(storage, { ...options, create: false, ...(knownKey ? { knownKey } : {}) });
   } catch (err) {
     if (!(err instanceof AdminError && err.code === ErrorCodes.REPOSITORY_NOT_FOUND)) throw err;
     const { password: _unused, ...rest } = options;

@@ -27,6 +27,13 @@ export interface OpenOptions {
   kdfCost?: KdfCost;
   /** Worker threads for an encrypted repository's crypto (default: defaultCryptoThreads()); 0: the calling thread. */
   cryptoThreads?: number;
+  /**
+   * A master key already unlocked, and the id of the key object that holds it (a copy's source: a
+   * destination made with its keys holds the same key objects). Tried first: where the repository holds
+   * a key of that id and its config authenticates under that master, it opens without a password and
+   * without the key derivation; anywhere else the password opens it, as without this.
+   */
+  knownKey?: { master: Buffer; keyId: string };
 }
 
 /** What opening established: the config (checked), the codec for its format, the key in use. */
@@ -98,28 +105,63 @@ async function openPlain(storage: Storage, stored: Buffer, o: OpenOptions): Prom
 }
 
 async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions): Promise<OpenedFormat> {
+  const known = o.knownKey ? await openWithKnownKey(storage, stored, o.knownKey) : null;
+  if (known) return sealedFormat(storage, known.config, Buffer.from(known.master), known.keyId, cryptoPool(o));
   if (!o.password) {
     throw new AdminError(ErrorCodes.PASSWORD_REQUIRED, `${storage.description} is encrypted: give its password (--password-file, --password-command, NODE_ADMIN_PASSWORD_FILE, or a systemd credential)`);
   }
   const password = await o.password();
-  let config: RepoConfig | null = null;
-  const { master, keyId } = await unlock(storage, password, async (candidate) => {
-    try {
-      config = parseConfig(storage, ops.openObject(deriveKeys(candidate), 'config', stored, 1024 * 1024));
-      return true;
-    } catch {
-      return false; // another repository's key, or a config that does not authenticate under this one
-    }
-  });
-  password.fill(0);
-  return sealedFormat(storage, config!, master, keyId, o);
+  // The threads start while the key derivation runs (a libuv thread, about 0.3 s): their isolates
+  // load on the other core instead of holding back the first blobs after the open (the keys go with
+  // every call, so a thread needs nothing from the open).
+  const pool = cryptoPool(o);
+  pool?.start();
+  try {
+    let config: RepoConfig | null = null;
+    const { master, keyId } = await unlock(storage, password, async (candidate) => {
+      try {
+        config = parseConfig(storage, ops.openObject(deriveKeys(candidate), 'config', stored, 1024 * 1024));
+        return true;
+      } catch {
+        return false; // another repository's key, or a config that does not authenticate under this one
+      }
+    });
+    return sealedFormat(storage, config!, master, keyId, pool);
+  } catch (err) {
+    await pool?.close();
+    throw err;
+  } finally {
+    password.fill(0);
+  }
 }
 
-function sealedFormat(storage: Storage, config: RepoConfig, master: Buffer, keyId: string, o: OpenOptions): OpenedFormat {
+/**
+ * The config `stored`, opened with `known.master`, where the repository also holds a key object of
+ * `known.keyId` (a key of the same id wraps the same master: ids are random, and a copy's keys keep
+ * theirs); null otherwise. A config that authenticates under the master was sealed by a holder of it,
+ * which is what a password's unlock establishes too (unlock's `accept`).
+ */
+async function openWithKnownKey(storage: Storage, stored: Buffer, known: { master: Buffer; keyId: string }): Promise<{ config: RepoConfig; master: Buffer; keyId: string } | null> {
+  let config: RepoConfig;
+  try {
+    config = parseConfig(storage, ops.openObject(deriveKeys(known.master), 'config', stored, 1024 * 1024));
+  } catch {
+    return null; // another master: the password decides
+  }
+  if ((await storage.stat(keyName(known.keyId))) === null) return null;
+  return { config, master: known.master, keyId: known.keyId };
+}
+
+/** The pool of crypto threads `o` asks for (null: the calling thread does the crypto). */
+function cryptoPool(o: OpenOptions): CryptoPool | null {
+  const threads = o.cryptoThreads ?? defaultCryptoThreads();
+  return threads > 0 ? new CryptoPool(threads) : null;
+}
+
+function sealedFormat(storage: Storage, config: RepoConfig, master: Buffer, keyId: string, pool: CryptoPool | null): OpenedFormat {
   if (config.version !== FORMAT_V3 || config.encryption !== 'aes-256-gcm') throw corrupt(storage, 'its sealed config is not of format 3 with encryption');
   const keys = deriveKeys(master);
-  const threads = o.cryptoThreads ?? defaultCryptoThreads();
-  const codec = new SealedCodec(keys, threads > 0 ? new CryptoPool(threads) : null);
+  const codec = new SealedCodec(keys, pool);
   const fingerprint = keyFingerprint(keys);
   return { config, codec, keyId, cacheTag: `${config.id}-${fingerprint}`, master, keyFingerprint: fingerprint, plaintextRefusal: null };
 }
@@ -137,7 +179,7 @@ export async function createWithKeys(storage: Storage, source: { config: RepoCon
   await copyKeys(source.keys, storage);
   const config: RepoConfig = { ...source.config, id: randomBytes(16).toString('hex'), createdAt: new Date().toISOString() };
   await storage.put('config', ops.sealObject(deriveKeys(source.master), 'config', Buffer.from(canonicalJson(config))));
-  return sealedFormat(storage, config, Buffer.from(source.master), source.keyId, o);
+  return sealedFormat(storage, config, Buffer.from(source.master), source.keyId, cryptoPool(o));
 }
 
 async function create(storage: Storage, o: OpenOptions): Promise<OpenedFormat> {
@@ -174,7 +216,7 @@ async function create(storage: Storage, o: OpenOptions): Promise<OpenedFormat> {
   const back = await storage.get('config');
   try {
     const got = parseConfig(storage, ops.openObject(deriveKeys(master), 'config', back, 1024 * 1024));
-    if (got.id === config.id) return sealedFormat(storage, got, master, keyId, o);
+    if (got.id === config.id) return sealedFormat(storage, got, master, keyId, cryptoPool(o));
   } catch {
     // another creator's config
   }
