@@ -29,7 +29,7 @@ import { summarize } from './stats.js';
  *     counts for every GET it delayed);
  *   - the event loop: how late a 10 ms timer runs (monitorEventLoopDelay), and the main thread's CPU
  *     (its /proc/self/task/<pid>/stat) against every other thread's (libuv's pool, the agent's worker
- *     threads, V8's helpers);
+ *     threads, V8's helpers), and how long each side was runnable but waiting for a core (schedstat);
  *   - libuv's pool: the latency of an fs.stat every 10 ms (it runs on the pool: its wait is the pool's
  *     queue), and how many of the process's other threads (the pool's, the workers') are running or in
  *     uninterruptible (disk) sleep, from a census of /proc/self/task every 10 ms;
@@ -51,6 +51,8 @@ interface WindowFigures {
   gets: { n: number; p50: number; p99: number };
   loop: { p50: number; p99: number; max: number };
   cpu: { main: number; others: number };
+  /** Time spent runnable but waiting for a core (schedstat), ms per second: the main thread, the others together. */
+  runWait: { main: number; others: number };
   pool: { p50: number; p99: number };
   threads: { running: number; diskWait: number };
   disk: { readMBps: number; writeMBps: number; utilPercent: number; queue: number; readAwaitMs: number } | null;
@@ -216,6 +218,7 @@ async function measure(db: BenchLevel, keyCount: number, dbPath: string, device:
     gets: { n: g.n, p50: g.p50, p99: g.p99 },
     loop: { p50: late(loop.percentile(50)), p99: late(loop.percentile(99)), max: late(loop.max) },
     cpu: { main: ((cpu1.main - cpu0.main) / seconds) * 100, others: ((cpu1.others - cpu0.others) / seconds) * 100 },
+    runWait: { main: (cpu1.mainWaitMs - cpu0.mainWaitMs) / seconds, others: (cpu1.othersWaitMs - cpu0.othersWaitMs) / seconds },
     pool: { p50: p.p50, p99: p.p99 },
     threads: { running: census.running / census.samples, diskWait: census.diskWait / census.samples },
     disk: disk0 && disk1 ? diskRates(disk0, disk1, seconds) : null,
@@ -225,18 +228,40 @@ async function measure(db: BenchLevel, keyCount: number, dbPath: string, device:
 
 const CLK_TCK = 100; // Linux's USER_HZ: /proc's tick counts
 
-/** CPU seconds so far: this process's main thread, and every other thread together. */
-function threadCpu(): { main: number; others: number } {
+/**
+ * CPU seconds so far, and ms spent runnable but waiting for a core (schedstat's second field): this
+ * process's main thread, and every other thread together. A thread that ended between two readings
+ * takes its figures with it (the agent's threads live as long as the backup: read within one).
+ */
+function threadCpu(): { main: number; others: number; mainWaitMs: number; othersWaitMs: number } {
   let main = 0;
   let others = 0;
+  let mainWaitMs = 0;
+  let othersWaitMs = 0;
   for (const tid of fs.readdirSync('/proc/self/task')) {
     const f = statFields(`/proc/self/task/${tid}/stat`);
     if (!f) continue;
     const s = (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime
-    if (Number(tid) === process.pid) main += s;
-    else others += s;
+    const wait = runQueueWaitMs(tid);
+    if (Number(tid) === process.pid) {
+      main += s;
+      mainWaitMs += wait;
+    } else {
+      others += s;
+      othersWaitMs += wait;
+    }
   }
-  return { main, others };
+  return { main, others, mainWaitMs, othersWaitMs };
+}
+
+/** A thread's time runnable but not running (ns in /proc/.../schedstat's second field), in ms; 0 where unreadable. */
+function runQueueWaitMs(tid: string): number {
+  try {
+    const wait = Number(fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[1]);
+    return Number.isFinite(wait) ? wait / 1e6 : 0;
+  } catch {
+    return 0;
+  }
 }
 
 /** How many of this process's other threads are running (R) and in uninterruptible sleep (D: waiting on the disk). */
@@ -330,6 +355,7 @@ function report(title: string, quiet: WindowFigures, during: WindowFigures): str
     ['GETs served a second', (quiet.gets.n / quiet.seconds).toFixed(0), (during.gets.n / during.seconds).toFixed(0), x(during.gets.n / during.seconds, quiet.gets.n / quiet.seconds)],
     ['event loop late, p50 / p99 / max', `${ms(quiet.loop.p50)} / ${ms(quiet.loop.p99)} / ${ms(quiet.loop.max)}`, `${ms(during.loop.p50)} / ${ms(during.loop.p99)} / ${ms(during.loop.max)}`, x(during.loop.p99, quiet.loop.p99)],
     ['CPU: main thread (the event loop) / all other threads, % of a core', `${quiet.cpu.main.toFixed(0)} / ${quiet.cpu.others.toFixed(0)}`, `${during.cpu.main.toFixed(0)} / ${during.cpu.others.toFixed(0)}`, ''],
+    ['waiting for a core, ms a second: main thread / all other threads', `${quiet.runWait.main.toFixed(1)} / ${quiet.runWait.others.toFixed(1)}`, `${during.runWait.main.toFixed(1)} / ${during.runWait.others.toFixed(1)}`, ''],
     ['other threads running / in disk wait (census, mean)', `${quiet.threads.running.toFixed(2)} / ${quiet.threads.diskWait.toFixed(2)}`, `${during.threads.running.toFixed(2)} / ${during.threads.diskWait.toFixed(2)}`, ''],
     ["libuv pool: an fs.stat's latency p50 / p99 (its queue)", `${ms(quiet.pool.p50)} / ${ms(quiet.pool.p99)}`, `${ms(during.pool.p50)} / ${ms(during.pool.p99)}`, x(during.pool.p99, quiet.pool.p99)],
     [
