@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { measureAgentBackup, type AgentBackupResult } from './agent-backup.js';
 import { progress } from './progress.js';
-import { median, mib, RSS_GOAL_BYTES, type Row } from './backup-rows.js';
+import { mib, RSS_GOAL_BYTES, type Row } from './backup-rows.js';
+import { median } from './stats.js';
 import type { BenchContext } from './backup-bench-kit.js';
 
 /** The node's write p99 during a backup, at most this many times its quiet p99 (issue 18). */

@@ -3,6 +3,7 @@ import { mb } from './bench-db.js';
 import { INSTALL_HINT, type PeerName } from './backup-peers.js';
 import type { TimedProcess } from './backup-timed.js';
 import type { Config, OursRun } from './backup-bench-config.js';
+import { median } from './stats.js';
 
 /**
  * The backup benchmark's table: a row type, the helpers every phase makes its rows with, the rows about
@@ -127,12 +128,6 @@ export function timesRow(metric: string, pairs: readonly { ours: number; referen
     goal: goal === null ? '-' : `<= ${goal}x`,
     met: goal === null ? null : m <= goal,
   };
-}
-
-export function median(values: readonly number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
 /** What the rows about every phase at once need of each (the phases' own results). */

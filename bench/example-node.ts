@@ -17,7 +17,11 @@ export interface ExampleNode {
   killNow(): void;
 }
 
-export async function startExampleNode(script: string, dataDir: string, socketPath: string, extraArgs: readonly string[] = []): Promise<ExampleNode> {
+/**
+ * `env`: variables added to this process's environment for the node (host-memory.ts runs it with the
+ * allocator setting the shipped unit and `npm start` give it).
+ */
+export async function startExampleNode(script: string, dataDir: string, socketPath: string, extraArgs: readonly string[] = [], env: Record<string, string> = {}): Promise<ExampleNode> {
   // Without the log archive (on by default), unless asked: these benches measure checkpoints, backups
   // and scrapes alone; the archive has its own (log-archive-bench.ts).
   const archive = extraArgs.includes('--log-archive') ? [] : ['--log-archive', 'off'];
@@ -27,6 +31,7 @@ export async function startExampleNode(script: string, dataDir: string, socketPa
   const password = extraArgs.some((a) => keyFlags.includes(a)) ? [] : ['--backup-password-file', benchPasswordFile()];
   const child: ChildProcess = spawn(process.execPath, [script, '--data-dir', dataDir, '--port', '0', '--socket', socketPath, ...archive, ...password, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
   });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));

@@ -19,7 +19,10 @@ import { progress } from './progress.js';
  * samples of its second half (the first half holds the warm-up: the first merges, the first prune).
  *
  * Goals: the difference at most 64 MiB; a trend under 1 MiB a minute (a leak of a few hundred bytes a
- * write would show there).
+ * write would show there). Also the node's CPU over each run.
+ *
+ * The node runs as shipped: with the allocator setting of the systemd unit and `npm start`
+ * (SHIPPED_ALLOCATOR_ENV); BENCH_MEMORY_ALLOCATOR=default runs both without it.
  *
  * Duration of each run: BENCH_MEMORY_MINUTES (default 15; the two runs one after the other).
  * Standalone: node dist/bench/host-memory.js
@@ -34,9 +37,20 @@ const PRUNE_EVERY_MS = 5 * 60_000;
 const DIFF_GOAL_BYTES = 64 * MiB;
 const TREND_GOAL_BYTES_PER_MIN = 1 * MiB;
 
+/**
+ * The allocator setting the shipped unit (systemd/node-admin-example.service) and `npm start` give the
+ * example node: glibc's mmap threshold fixed at its initial 128 KiB. Unset, glibc raises it after the
+ * process frees a large block (up to 32 MiB, and its trim threshold to twice that), and from then on
+ * keeps what was freed below it in its heaps: tens of MiB held for nothing (docs/benchmarks.md,
+ * "Memory in the host"). BENCH_MEMORY_ALLOCATOR=default runs the node without it.
+ */
+export const SHIPPED_ALLOCATOR_ENV: Record<string, string> = { MALLOC_MMAP_THRESHOLD_: '131072' };
+
 export interface MemoryRun {
   /** [seconds since start, RssAnon bytes] every SAMPLE_MS. */
   samples: [number, number][];
+  /** The node's CPU over the run (user + system, every thread), % of one core. */
+  cpuPercent: number;
   peak: number;
   /** Least-squares slope over the second half, bytes per minute. */
   trendPerMinute: number;
@@ -44,7 +58,7 @@ export interface MemoryRun {
 }
 
 /** One run of the example node for `minutes`, its anonymous RSS sampled; `backups`: with them, as described above. */
-export async function measureHostMemory(work: string, minutes: number, backups: boolean): Promise<MemoryRun> {
+export async function measureHostMemory(work: string, minutes: number, backups: boolean, env: Record<string, string> = SHIPPED_ALLOCATOR_ENV): Promise<MemoryRun> {
   fs.rmSync(work, { recursive: true, force: true });
   fs.mkdirSync(work, { recursive: true });
   const dataDir = path.join(work, 'node');
@@ -57,13 +71,16 @@ export async function measureHostMemory(work: string, minutes: number, backups: 
     dataDir,
     socket,
     backups ? [...flags, '--log-archive', 'on', '--promote-min-interval', '60s'] : [...flags, '--backup-repo', 'none'],
+    env,
   );
   const killOnExit = () => node.killNow();
   process.once('exit', killOnExit);
   const samples: [number, number][] = [];
   let prunes = 0;
+  let cpuPercent = 0;
   try {
     const started = Date.now();
+    const cpu0 = cpuSeconds(node.pid);
     const end = started + minutes * 60_000;
     let nextPrune = started + PRUNE_EVERY_MS;
     while (Date.now() < end) {
@@ -76,13 +93,21 @@ export async function measureHostMemory(work: string, minutes: number, backups: 
         prunes++;
       }
     }
+    cpuPercent = ((cpuSeconds(node.pid) - cpu0) / ((Date.now() - started) / 1000)) * 100;
   } finally {
     await node.stop();
     process.off('exit', killOnExit);
     fs.rmSync(work, { recursive: true, force: true });
   }
   const half = samples.slice(Math.floor(samples.length / 2));
-  return { samples, peak: Math.max(...samples.map((s) => s[1])), trendPerMinute: slope(half) * 60, prunes };
+  return { samples, cpuPercent, peak: Math.max(...samples.map((s) => s[1])), trendPerMinute: slope(half) * 60, prunes };
+}
+
+/** A process's CPU so far (user + system, every thread), from /proc/<pid>/stat (ticks of USER_HZ, 100 on Linux). */
+function cpuSeconds(pid: number): number {
+  const line = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = line.slice(line.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
 }
 
 /** Least-squares slope of y over x (bytes per second). */
@@ -119,16 +144,17 @@ function run(cmd: string, args: string[]): Promise<{ code: number | null; stderr
 const mib = (b: number) => `${(b / MiB).toFixed(1)} MiB`;
 
 /** The bench's rows from the two runs. */
-export function hostMemoryRows(without: MemoryRun, withBackups: MemoryRun, minutes: number): GoalRow[] {
+export function hostMemoryRows(without: MemoryRun, withBackups: MemoryRun, minutes: number, allocator: string): GoalRow[] {
   const diff = withBackups.peak - without.peak;
   return [
     {
-      metric: `example node, 800 writes/s, checkpoints every 20 s, ${minutes} min: peak anonymous RSS without backups / with them (log archive, promotions every 60 s, prune every 5 min)`,
+      metric: `example node (${allocator}), 800 writes/s, checkpoints every 20 s, ${minutes} min: peak anonymous RSS without backups / with them (log archive, promotions every 60 s, prune every 5 min)`,
       value: `${mib(without.peak)} / ${mib(withBackups.peak)}`,
       goal: '-',
       met: null,
     },
     { metric: 'peak anonymous RSS with backups, above the same node without', value: mib(diff), goal: `<= ${mib(DIFF_GOAL_BYTES)}`, met: diff <= DIFF_GOAL_BYTES },
+    { metric: "the node's CPU over each run, % of one core: without backups / with them", value: `${without.cpuPercent.toFixed(1)}% / ${withBackups.cpuPercent.toFixed(1)}%`, goal: '-', met: null },
     {
       metric: 'trend with backups: slope of a linear fit over the second half',
       value: `${(withBackups.trendPerMinute / MiB).toFixed(2)} MiB/min (without backups ${(without.trendPerMinute / MiB).toFixed(2)})`,
@@ -140,15 +166,19 @@ export function hostMemoryRows(without: MemoryRun, withBackups: MemoryRun, minut
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const minutes = envNumber('BENCH_MEMORY_MINUTES', 15, false);
+  const allocator = process.env.BENCH_MEMORY_ALLOCATOR ?? 'shipped';
+  if (allocator !== 'shipped' && allocator !== 'default') throw new Error(`BENCH_MEMORY_ALLOCATOR: "${allocator}" is neither shipped nor default`);
+  const env = allocator === 'shipped' ? SHIPPED_ALLOCATOR_ENV : {};
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'node-admin-host-memory-'));
   (async () => {
-    progress(`host memory: the example node without backups, ${minutes} min`);
-    const without = await measureHostMemory(path.join(work, 'without'), minutes, false);
+    const how = allocator === 'shipped' ? `as shipped (${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ')})` : "with glibc's default allocator settings";
+    progress(`host memory: the example node without backups, ${minutes} min, ${how}`);
+    const without = await measureHostMemory(path.join(work, 'without'), minutes, false, env);
     progress(`  peak anonymous RSS ${mib(without.peak)}`);
     progress(`host memory: the example node with backups, ${minutes} min`);
-    const withBackups = await measureHostMemory(path.join(work, 'with'), minutes, true);
+    const withBackups = await measureHostMemory(path.join(work, 'with'), minutes, true, env);
     progress(`  peak anonymous RSS ${mib(withBackups.peak)}, ${withBackups.prunes} prunes; samples (s: MiB): ${withBackups.samples.filter((_, i) => i % 12 === 11).map(([t, b]) => `${Math.round(t)}: ${Math.round(b / MiB)}`).join(', ')}`);
-    process.stdout.write(goalTable('Memory in the host (issue 22): what the agent\'s backups add to the node\'s anonymous RSS', hostMemoryRows(without, withBackups, minutes)));
+    process.stdout.write(goalTable('Memory in the host (issue 22): what the agent\'s backups add to the node\'s anonymous RSS', hostMemoryRows(without, withBackups, minutes, allocator === 'shipped' ? 'allocator as shipped' : "glibc's default allocator")));
   })().then(
     () => fs.rmSync(work, { recursive: true, force: true }),
     (err: unknown) => {

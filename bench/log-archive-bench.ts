@@ -16,11 +16,11 @@ import { parseWalName } from '../agent/log-archive/segment.js';
 import { envNumber } from './env-number.js';
 import { benchPasswordFile } from './bench-password.js';
 import { IndexerRecords } from './indexer-records.js';
-import { indexerWrites, lagPerWrite, load, median, sampleStatus, until, type Op, type Shipped } from './log-archive-load.js';
+import { indexerWrites, lagPerWrite, load, sampleStatus, until, type Op, type Shipped } from './log-archive-load.js';
 import { passwordSource } from '../agent/repository/password-source.js';
 import { replicaRounds } from './log-archive-replica-rounds.js';
 import { progress, sleep } from './progress.js';
-import { summarize } from './stats.js';
+import { median, summarize } from './stats.js';
 import { goalTable, type GoalRow } from './goal-table.js';
 
 /**

@@ -136,8 +136,3 @@ export function lagPerWrite(run: LoadResult, s0: number, seen: readonly Shipped[
   return lag;
 }
 
-export function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}

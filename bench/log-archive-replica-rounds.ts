@@ -9,9 +9,9 @@ import { readWindows } from '../agent/log-archive/restore-to-moment.js';
 import { parseWalName } from '../agent/log-archive/segment.js';
 import { openStorage } from '../agent/storage/open-storage.js';
 import type { GoalRow } from './goal-table.js';
-import { lagPerWrite, load, median, sampleStatus, until, type LoadResult, type Op, type Shipped } from './log-archive-load.js';
+import { lagPerWrite, load, sampleStatus, until, type LoadResult, type Op, type Shipped } from './log-archive-load.js';
 import { progress, sleep } from './progress.js';
-import { summarize, type Summary } from './stats.js';
+import { median, summarize, type Summary } from './stats.js';
 
 /**
  * The log archive with a continuous replica (issue "a second copy", `backup.replicas`): two databases

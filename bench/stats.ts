@@ -32,3 +32,11 @@ export function summarize(samples: ArrayLike<number>): Summary {
     mean: sorted.length > 0 ? sum / sorted.length : Number.NaN,
   };
 }
+
+/** The middle value of `values` (the mean of the two middle ones for an even count); NaN when empty. */
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}

@@ -5,7 +5,7 @@ import { readWindows } from '../log-archive/restore-to-moment.js';
 import { timelineReport } from '../log-archive/timeline-report.js';
 import type { Repository } from '../repository/repository.js';
 import { withCopyLocks } from './copy-session.js';
-import { copySnapshots, selectSnapshots } from './copy-snapshots.js';
+import { copySnapshots, selectSnapshots, startCryptoThreads } from './copy-snapshots.js';
 import { RateLimiter } from './rate-limiter.js';
 
 export interface CopyRepositoryOptions {
@@ -45,6 +45,8 @@ export async function copyRepository(o: CopyRepositoryOptions): Promise<CopyRepo
 
 async function copyUnder(o: CopyRepositoryOptions): Promise<CopyRepositoryResult> {
   const { from, select } = o;
+  // Meanwhile the locks are taken, the destination is opened and both indexes are loaded.
+  startCryptoThreads(from.codec);
   if (select && 'ids' in select) for (const id of select.ids) await from.readSnapshot(id);
   return withCopyLocks(from, o.openTo, async (ends) => {
     // The archive's windows start at its bases: their backups come along, whatever else is selected.

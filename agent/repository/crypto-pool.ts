@@ -49,11 +49,6 @@ export class CryptoPool {
     }));
   }
 
-  /** Starts every thread now (WorkerClient.start): a pool about to be used spares its first calls the wait. */
-  start(): void {
-    for (const t of this.threads) t.client.start();
-  }
-
   async call<K extends keyof CryptoWorkerOps & string>(op: K, ...args: Parameters<CryptoWorkerOps[K]>): Promise<WorkerResult<ReturnType<CryptoWorkerOps[K]>>> {
     let pick = this.threads[0]!;
     for (const t of this.threads) if (t.inFlight < pick.inFlight) pick = t;

@@ -111,28 +111,16 @@ async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions): Pro
     throw new AdminError(ErrorCodes.PASSWORD_REQUIRED, `${storage.description} is encrypted: give its password (--password-file, --password-command, NODE_ADMIN_PASSWORD_FILE, or a systemd credential)`);
   }
   const password = await o.password();
-  // The threads start while the key derivation runs (a libuv thread, about 0.3 s): their isolates
-  // load on the other core instead of holding back the first blobs after the open (the keys go with
-  // every call, so a thread needs nothing from the open).
-  const pool = cryptoPool(o);
-  pool?.start();
-  try {
-    let config: RepoConfig | null = null;
-    const { master, keyId } = await unlock(storage, password, async (candidate) => {
-      try {
-        config = parseConfig(storage, ops.openObject(deriveKeys(candidate), 'config', stored, 1024 * 1024));
-        return true;
-      } catch {
-        return false; // another repository's key, or a config that does not authenticate under this one
-      }
-    });
-    return sealedFormat(storage, config!, master, keyId, pool);
-  } catch (err) {
-    await pool?.close();
-    throw err;
-  } finally {
-    password.fill(0);
-  }
+  let config: RepoConfig | null = null;
+  const { master, keyId } = await unlock(storage, password, async (candidate) => {
+    try {
+      config = parseConfig(storage, ops.openObject(deriveKeys(candidate), 'config', stored, 1024 * 1024));
+      return true;
+    } catch {
+      return false; // another repository's key, or a config that does not authenticate under this one
+    }
+  }).finally(() => password.fill(0));
+  return sealedFormat(storage, config!, master, keyId, cryptoPool(o));
 }
 
 /**
@@ -152,7 +140,7 @@ async function openWithKnownKey(storage: Storage, stored: Buffer, known: { maste
   return { config, master: known.master, keyId: known.keyId };
 }
 
-/** The pool of crypto threads `o` asks for (null: the calling thread does the crypto). */
+/** The pool of crypto threads `o` asks for (null: the calling thread does the crypto); its threads start at their first call. */
 function cryptoPool(o: OpenOptions): CryptoPool | null {
   const threads = o.cryptoThreads ?? defaultCryptoThreads();
   return threads > 0 ? new CryptoPool(threads) : null;

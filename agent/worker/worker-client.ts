@@ -62,14 +62,6 @@ export class WorkerClient<Ops extends WorkerOps> {
     });
   }
 
-  /**
-   * Starts the thread now, if none runs, rather than at the first call (a new isolate loading its
-   * modules: tenths of a second that can overlap other waiting). Never keeps the process alive.
-   */
-  start(): void {
-    if (!this.closed) this.ensureWorker();
-  }
-
   get busy(): boolean {
     return this.pending.size > 0;
   }
