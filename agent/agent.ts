@@ -43,6 +43,7 @@ import { Scheduler } from './scheduler.js';
 import { AdminServer } from './admin-server/admin-server.js';
 import { formatBytes } from '../shared/units.js';
 import { AgentMetrics, type CheckpointFacts } from './metrics/agent-metrics.js';
+import type { ReplicaFacts } from './metrics/replica-metrics.js';
 import { LogArchiver, parseLogArchiveOptions, type LogArchiveConfig } from './log-archive/log-archiver.js';
 import { logArchivePruneClient } from './log-archive/wal-prune.js';
 import { alignedPool } from './fs/aligned-pool.js';
@@ -125,7 +126,7 @@ class CheckpointAgent implements Agent {
     this.maxQueued = options.maxQueuedCreates ?? 8;
     this.log = (options.logger ?? pino({ redact: REDACT_PATHS })).child({ component: 'node-admin' });
     this.archiveCfg = options.backup ? parseLogArchiveOptions(options.backup.logArchive) : null;
-    this.replicaUrls = options.backup ? parseReplicas(options.backup.replicas, options.backup.repository, this.archiveCfg !== null) : [];
+    this.replicaUrls = options.backup ? parseReplicas(options.backup.replicas, options.backup.repository) : [];
     this.agentMetrics = new AgentMetrics(
       {
         checkpoints: () => this.checkpointFacts(),
@@ -147,22 +148,10 @@ class CheckpointAgent implements Agent {
                   const lag = await this.archiver.lagBytes();
                   return lag.bytes + lag.unreadBytes;
                 },
-                replicas: () => {
-                  const snapshots = new Map((this.backups.status()?.replicas ?? []).map((r) => [r.name, r]));
-                  return (this.archiver?.replicaStatus() ?? []).map((r) => {
-                    const s = snapshots.get(r.name);
-                    return {
-                      name: r.name,
-                      lagSeconds: r.lagSeconds,
-                      lastSuccessAt: r.lastSuccess === null ? null : Date.parse(r.lastSuccess),
-                      snapshotsPending: s?.pending.length ?? 0,
-                      newestSnapshotAt: s?.newestSnapshot ? Date.parse(s.newestSnapshot.createdAt) : null,
-                    };
-                  });
-                },
               },
             }
           : {}),
+        ...(this.replicaUrls.length > 0 ? { replicas: () => this.replicaFacts() } : {}),
       },
       { hostRegistry: options.metrics?.registry ?? null, minFreeBytes: this.retention.minFreeBytes },
     );
@@ -301,6 +290,25 @@ class CheckpointAgent implements Agent {
   }
 
   /** The archiver's status before it exists (the socket listens before the archiver starts). */
+  /**
+   * Each replica as the metrics show it: its snapshot queue's view (every replica, from the start) and,
+   * when the log archive runs, the archiver's (the lag; the later of the two successes).
+   */
+  private replicaFacts(): ReplicaFacts[] {
+    const archived = new Map((this.archiver?.replicaStatus() ?? []).map((r) => [r.name, r]));
+    return (this.backups.status()?.replicas ?? []).map((s) => {
+      const a = archived.get(s.name);
+      const successes = [a?.lastSuccess, s.lastSuccess].filter((t): t is string => typeof t === 'string').map((t) => Date.parse(t));
+      return {
+        name: s.name,
+        lagSeconds: a?.lagSeconds ?? null,
+        lastSuccessAt: successes.length > 0 ? Math.max(...successes) : null,
+        snapshotsPending: s.pending.length,
+        newestSnapshotAt: s.newestSnapshot ? Date.parse(s.newestSnapshot.createdAt) : null,
+      };
+    });
+  }
+
   private archiveStarting(): NonNullable<AgentStatus['logArchive']> {
     return {
       state: this.state === 'started' ? 'starting' : 'stopped',
@@ -673,13 +681,13 @@ class CheckpointAgent implements Agent {
 
 /**
  * backup.replicas: repository URLs (file:// or s3://, as the primary's), each checked now (no I/O) so
- * that a bad one stops the node at start; only with the log archive on, never the primary itself, never twice.
+ * that a bad one stops the node at start; never the primary itself, never twice. With the log archive
+ * off, a replica receives the snapshots alone.
  */
-function parseReplicas(replicas: unknown, primary: string, archiving: boolean): string[] {
+function parseReplicas(replicas: unknown, primary: string): string[] {
   if (replicas === undefined || replicas === null) return [];
   const bad = (m: string) => new AdminError(ErrorCodes.INVALID_ARGUMENT, m);
   if (!Array.isArray(replicas) || replicas.some((r) => typeof r !== 'string' || r === '')) throw bad('backup.replicas must be a list of repository URLs');
-  if (replicas.length > 0 && !archiving) throw bad('backup.replicas needs backup.logArchive: a replica receives the log archive and the snapshots');
   const urls = replicas as string[];
   for (const url of urls) {
     parseStorageUrl(url);

@@ -34,6 +34,7 @@ import { emptyAndClose, s3Server } from './support/s3-server.js';
 import { TEST_KDF, TEST_REPO } from './support/test-password.js';
 import { seriesValue } from './support/exposition.js';
 import { directoryAway } from './support/directory-away.js';
+import { files, treeDifference } from './support/file-trees.js';
 
 const silent = pino({ level: 'silent' });
 const dir = tempDir('replica-snapshots');
@@ -139,32 +140,6 @@ async function snapshotIds(storage: Storage): Promise<string[]> {
   const ids: string[] = [];
   for await (const o of storage.list('snapshots/')) ids.push(o.name.slice('snapshots/'.length));
   return ids.sort();
-}
-
-/** Every file under `d`, by relative path. */
-function files(d: string): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  const walk = (rel: string) => {
-    for (const e of fs.readdirSync(path.join(d, rel), { withFileTypes: true })) {
-      const p = path.join(rel, e.name);
-      if (e.isDirectory()) walk(p);
-      else out.set(p, fs.readFileSync(path.join(d, p)));
-    }
-  };
-  walk('');
-  return out;
-}
-
-/** Null when the two trees hold the same files with the same bytes, else the first difference. */
-function treeDifference(a: Map<string, Buffer>, b: Map<string, Buffer>): string | null {
-  const names = [...new Set([...a.keys(), ...b.keys()])].sort();
-  for (const n of names) {
-    const x = a.get(n);
-    const y = b.get(n);
-    if (!x || !y) return `${n} only on one side`;
-    if (!x.equals(y)) return `${n} differs`;
-  }
-  return null;
 }
 
 /** Restores backup `id` from `storage` alone into a fresh directory; its files. */

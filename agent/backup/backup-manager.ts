@@ -303,7 +303,7 @@ export class BackupManager {
               checkpointIds: async () => new Set((await this.host.listCheckpoints()).map((c) => c.id)),
             },
             log,
-            metrics.logArchive,
+            metrics.replicas,
           )
         : null;
   }

@@ -59,8 +59,9 @@ const USAGE = `usage: node dist/agent/example-node/main.cjs [options]
                                 (\`node-admin backup restore --at <time>\`); default on whenever there is a
                                 backup repository (the default one included)
   --log-archive-interval <dur>  ship newly written batches at most this often (default 1s)
-  --backup-replica <url>        a second copy kept current: every snapshot and every archived segment also go to
-                                this repository (same password and S3 options), on its own; repeatable
+  --backup-replica <url>        a second copy kept current: every snapshot and every archived segment (with the
+                                log archive on) also go to this repository (same password and S3 options), on
+                                its own; repeatable
   --backup-keep-last <n>        backup retention for \`backup prune\` (default 3)
   --backup-keep-hourly/--backup-keep-daily/--backup-keep-weekly/--backup-keep-monthly <n>   (default 0)
   --write-buffer-size <size>    LevelDB memtable size (default 4MiB)

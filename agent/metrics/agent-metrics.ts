@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { AdminError, ErrorCodes, toAdminError, type ErrorCode } from '../../shared/errors.js';
 import { LOG_ARCHIVE_METRIC_NAMES, LogArchiveMetrics, type LogArchiveLagSource } from './log-archive-metrics.js';
+import { REPLICA_METRIC_NAMES, ReplicaMetrics, type ReplicaFacts } from './replica-metrics.js';
 
 /**
  * The `operation` label of node_admin_operation_duration_seconds and node_admin_operation_failures_total:
@@ -81,6 +82,8 @@ export interface MetricsSources {
   freeBytes(): Promise<number>;
   /** The log archive's lag, when the agent archives its log (its metrics are registered only then). */
   logArchive?: LogArchiveLagSource;
+  /** The replicas as they stand, when the agent has backup.replicas (their metrics are registered only then). */
+  replicas?(): ReplicaFacts[];
   /** Bytes the agent holds, by part (no I/O); a part left out is not shown (the log archive's, on an agent that does not archive). */
   buffered?(): Partial<Record<BufferedPart, number>>;
 }
@@ -126,6 +129,8 @@ export class AgentMetrics {
   private facts: Promise<CheckpointFacts | null> | null = null;
   /** The log archive's metrics, the archiver's observer; null when the agent does not archive. */
   readonly logArchive: LogArchiveMetrics | null;
+  /** The replicas' metrics, the replicas' snapshot queue's observer; null without replicas. */
+  readonly replicas: ReplicaMetrics | null;
 
   constructor(
     sources: MetricsSources,
@@ -138,7 +143,7 @@ export class AgentMetrics {
       throw new AdminError(ErrorCodes.INVALID_ARGUMENT, 'metrics.registry must be a Prometheus-format prom-client Registry (not OpenMetrics)');
     }
     // A name taken in the host's registry (a second agent on it): refused before anything is registered.
-    const names = sources.logArchive ? [...METRIC_NAMES, ...LOG_ARCHIVE_METRIC_NAMES] : METRIC_NAMES;
+    const names = [...METRIC_NAMES, ...(sources.logArchive ? LOG_ARCHIVE_METRIC_NAMES : []), ...(sources.replicas ? REPLICA_METRIC_NAMES : [])];
     const taken = host ? names.find((name) => host.getSingleMetric(name) !== undefined) : undefined;
     if (taken !== undefined) {
       throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `metrics.registry: ${taken} is already registered there (one agent per registry)`);
@@ -291,6 +296,7 @@ export class AgentMetrics {
       },
     });
     this.logArchive = sources.logArchive ? new LogArchiveMetrics(registers, sources.logArchive) : null;
+    this.replicas = sources.replicas ? new ReplicaMetrics(registers, sources.replicas) : null;
   }
 
   /**

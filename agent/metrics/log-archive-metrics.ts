@@ -1,7 +1,6 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ErrorCode } from '../../shared/errors.js';
 import type { BreakReason, LogArchiveObserver } from '../log-archive/log-archiver.js';
-import type { ReplicaDropReason, ReplicaSnapshotsObserver } from '../backup/replica-snapshots.js';
 
 /** The log archive's metrics (README "The metrics"), registered only on an agent that archives its log. */
 export const LOG_ARCHIVE_METRIC_NAMES = [
@@ -12,11 +11,6 @@ export const LOG_ARCHIVE_METRIC_NAMES = [
   'node_admin_log_archive_shipped_bytes_total',
   'node_admin_log_archive_shipped_segments_total',
   'node_admin_log_archive_ship_failures_total',
-  'node_admin_backup_replica_lag_seconds',
-  'node_admin_backup_replica_last_success_timestamp_seconds',
-  'node_admin_backup_replica_snapshots_pending',
-  'node_admin_backup_replica_newest_snapshot_timestamp_seconds',
-  'node_admin_backup_replica_snapshots_dropped_total',
 ] as const;
 
 /** Where a scrape reads the lag: from what the archiver holds (and one fstat per open log), never storage. */
@@ -25,11 +19,6 @@ export interface LogArchiveLagSource {
   lagSeconds(): number | null;
   /** Bytes read and not stored plus bytes of the live logs not read; null before the archiver exists. */
   lagBytes(): Promise<number | null>;
-  /**
-   * Each replica's lag (s), when a request to it last succeeded (ms, null: never), the primary's
-   * snapshots waiting for it and when its newest snapshot was made (ms, null: none known); empty without replicas.
-   */
-  replicas?(): { name: string; lagSeconds: number; lastSuccessAt: number | null; snapshotsPending?: number; newestSnapshotAt?: number | null }[];
 }
 
 /**
@@ -42,13 +31,12 @@ export interface LogArchiveLagSource {
  * timeline: a first start, a restore, unarchived writes; expected, not alerted on) and the other reasons
  * (BreakReason: gap, fork, damaged, replaced, ...), which the alert NodeAdminLogArchiveTimelineBroken reads.
  */
-export class LogArchiveMetrics implements LogArchiveObserver, ReplicaSnapshotsObserver {
+export class LogArchiveMetrics implements LogArchiveObserver {
   private readonly lastShipped: Gauge;
   private readonly breaks: Counter<'reason'>;
   private readonly shippedBytes: Counter;
   private readonly shippedSegments: Counter;
   private readonly failures: Counter<'code'>;
-  private readonly replicaDropped: Counter<'replica' | 'reason'>;
 
   constructor(registers: Registry[], source: LogArchiveLagSource) {
     this.lastShipped = new Gauge({
@@ -76,52 +64,6 @@ export class LogArchiveMetrics implements LogArchiveObserver, ReplicaSnapshotsOb
         if (v === null) this.remove({});
         else this.set(v);
       },
-    });
-    new Gauge({
-      name: 'node_admin_backup_replica_lag_seconds',
-      help: 'How long the oldest write a replica (backup.replicas) does not hold yet has waited (s); one series per replica',
-      labelNames: ['replica'],
-      registers,
-      collect() {
-        this.reset();
-        for (const r of source.replicas?.() ?? []) this.set({ replica: r.name }, r.lagSeconds);
-      },
-    });
-    new Gauge({
-      name: 'node_admin_backup_replica_last_success_timestamp_seconds',
-      help: 'When a request to a replica (backup.replicas) last succeeded (Unix time); absent before the first',
-      labelNames: ['replica'],
-      registers,
-      collect() {
-        this.reset();
-        for (const r of source.replicas?.() ?? []) if (r.lastSuccessAt !== null) this.set({ replica: r.name }, r.lastSuccessAt / 1000);
-      },
-    });
-    new Gauge({
-      name: 'node_admin_backup_replica_snapshots_pending',
-      help: "Snapshots of the primary waiting to be backed up into a replica (at most backup.replicaPendingSnapshots); one series per replica",
-      labelNames: ['replica'],
-      registers,
-      collect() {
-        this.reset();
-        for (const r of source.replicas?.() ?? []) if (r.snapshotsPending !== undefined) this.set({ replica: r.name }, r.snapshotsPending);
-      },
-    });
-    new Gauge({
-      name: 'node_admin_backup_replica_newest_snapshot_timestamp_seconds',
-      help: 'When the newest snapshot a replica holds was made in the primary (Unix time); absent while none is known',
-      labelNames: ['replica'],
-      registers,
-      collect() {
-        this.reset();
-        for (const r of source.replicas?.() ?? []) if (r.newestSnapshotAt != null) this.set({ replica: r.name }, r.newestSnapshotAt / 1000);
-      },
-    });
-    this.replicaDropped = new Counter({
-      name: 'node_admin_backup_replica_snapshots_dropped_total',
-      help: 'Snapshots of the primary given up for a replica, by reason: pending_limit (more than backup.replicaPendingSnapshots waited), checkpoint_gone',
-      labelNames: ['replica', 'reason'],
-      registers,
     });
     this.breaks = new Counter({
       name: 'node_admin_log_archive_timeline_breaks_total',
@@ -159,9 +101,5 @@ export class LogArchiveMetrics implements LogArchiveObserver, ReplicaSnapshotsOb
 
   timelineBreak(reason: BreakReason): void {
     this.breaks.inc({ reason });
-  }
-
-  snapshotDropped(replica: string, reason: ReplicaDropReason): void {
-    this.replicaDropped.inc({ replica, reason });
   }
 }
