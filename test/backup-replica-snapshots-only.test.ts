@@ -4,13 +4,21 @@
  * socket, sees it in `status` and the metrics (every replica series but the lag, which belongs to the log
  * archive), and restores it from the replica alone, byte for byte as its checkpoint. Negative control:
  * the same comparison against a later checkpoint fails.
+ *
+ * The replica the agent makes has the primary's keys (its packs are the primary's bytes, and the
+ * primary's master opens it); a second replica, made before with a master of its own (as agents did
+ * before), still receives the snapshot, through the password. Negative control: that one does not
+ * seal like the primary.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { AgentStatus, BackupRecord, CheckpointRecord } from '../dist/shared/api.js';
+import { Repository } from '../dist/agent/repository/repository.js';
+import { openStorage } from '../dist/agent/storage/open-storage.js';
 import { kv, runCli, startExampleNode, tempDir, until, type CliResult } from './support/processes.js';
+import { TEST_REPO } from './support/test-password.js';
 import { parseExposition, sampleValue } from './support/exposition.js';
 import { files, treeDifference } from './support/file-trees.js';
 
@@ -24,13 +32,30 @@ function parsed<T>(r: CliResult): T {
   return JSON.parse(r.stdout) as T;
 }
 
+/** The repository at `url`, opened (or made, with its own master) with the tests' password, for `use`. */
+async function withRepo(url: string, create: boolean, use: (repo: Repository) => Promise<void>): Promise<void> {
+  const storage = await openStorage(url, {});
+  try {
+    const repo = await Repository.open(storage, { ...TEST_REPO, create, cryptoThreads: 0 });
+    try {
+      await use(repo);
+    } finally {
+      await repo.codec.close();
+    }
+  } finally {
+    await storage.close();
+  }
+}
+
 describe('a replica without the log archive', () => {
   it('receives every snapshot, shows in status and the metrics, and restores from itself alone', async () => {
     const d = tempDir('replica-snapshots-only');
     dirs.push(d);
     const replicaDir = path.join(d, 'replica');
     const replicaUrl = pathToFileURL(replicaDir).href;
-    const node = await startExampleNode(d, ['--log-archive', 'off', '--backup-replica', replicaUrl]);
+    const ownKeyUrl = pathToFileURL(path.join(d, 'replica-own-key')).href;
+    await withRepo(ownKeyUrl, true, async () => {}); // made before the agent, with a master of its own
+    const node = await startExampleNode(d, ['--log-archive', 'off', '--backup-replica', replicaUrl, '--backup-replica', ownKeyUrl]);
     const cli = (...args: string[]) => runCli([...args, '--socket', node.socketPath]);
     let first: { checkpoint: CheckpointRecord; backup: BackupRecord };
     let later: CheckpointRecord;
@@ -39,9 +64,22 @@ describe('a replica without the log archive', () => {
       const checkpoint = parsed<CheckpointRecord>(await cli('checkpoint', 'create', '--pin', '--json'));
       const backup = parsed<BackupRecord>(await cli('backup', 'create', '--checkpoint', checkpoint.id, '--json'));
       first = { checkpoint, backup };
-      await until(`the replica holds ${backup.id}`, async () => {
-        const r = parsed<AgentStatus>(await cli('status', '--json')).backup?.replicas?.find((x) => x.name === replicaUrl);
-        return r?.newestSnapshot?.id === backup.id && r.pending.length === 0 && r.copying === null;
+      for (const url of [replicaUrl, ownKeyUrl]) {
+        await until(`${url} holds ${backup.id}`, async () => {
+          const r = parsed<AgentStatus>(await cli('status', '--json')).backup?.replicas?.find((x) => x.name === url);
+          return r?.newestSnapshot?.id === backup.id && r.pending.length === 0 && r.copying === null;
+        });
+      }
+      const primaryUrl = pathToFileURL(path.join(d, 'backups')).href;
+      await withRepo(primaryUrl, false, async (primary) => {
+        await withRepo(replicaUrl, false, async (replica) => {
+          expect(replica.sealsLike(primary)).toBe(true);
+          expect(replica.config.id).not.toBe(primary.config.id);
+        });
+        await withRepo(ownKeyUrl, false, async (own) => {
+          expect(own.sealsLike(primary)).toBe(false);
+          expect((await own.listSnapshots()).map((x) => x.id)).toContain(backup.id);
+        });
       });
       const status = parsed<AgentStatus>(await cli('status', '--json'));
       expect(status.logArchive ?? null).toBeNull();

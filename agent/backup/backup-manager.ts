@@ -402,12 +402,28 @@ export class BackupManager {
     return { storage: h.storage!, access: h.access };
   }
 
-  /** A replica's repository, made there (with this agent's password) when there is none. */
+  /**
+   * A replica's repository, made there when there is none: with the primary's keys (so the primary's
+   * master key opens it without a key derivation, and its packs are the primary's bytes), or, before
+   * the primary exists, with this agent's password. A replica made with a master of its own (by an
+   * earlier version) opens with the password, as before.
+   */
   async replicaRepository(url: string): Promise<Repository> {
-    const h = this.replicaHandle(url);
-    const repo = await (await h.access).open(await h.storage, true);
+    const repo = await this.openReplica(url, true);
     repo.assertWritable();
     return repo;
+  }
+
+  /**
+   * A replica's repository (see replicaRepository); REPOSITORY_NOT_FOUND where there is none and not
+   * `create`. The primary is asked for only at the replica's first open, and a primary that cannot be
+   * opened then (unreachable, or none yet) leaves the replica to its password: a primary that is down
+   * never stops a replica.
+   */
+  private async openReplica(url: string, create: boolean): Promise<Repository> {
+    const h = this.replicaHandle(url);
+    const [access, storage] = await Promise.all([h.access, h.storage]);
+    return access.open(storage, create, () => this.openExistingRepository(this.requireBackup()).catch(() => null));
   }
 
   /**
@@ -455,10 +471,9 @@ export class BackupManager {
 
   /** A replica's snapshot ids (one listing) and its newest snapshot (one read); nothing when it has no repository yet. */
   private async replicaSnapshotsHeld(url: string): Promise<{ ids: Set<string>; newest: SnapshotRef | null }> {
-    const h = this.replicaHandle(url);
     let repo: Repository;
     try {
-      repo = await (await h.access).open(await h.storage, false);
+      repo = await this.openReplica(url, false);
     } catch (err) {
       if (toAdminError(err).code === ErrorCodes.REPOSITORY_NOT_FOUND) return { ids: new Set(), newest: null };
       throw err;

@@ -27,18 +27,7 @@ export interface CopyEnds {
  * unless `options.insecureNoEncryption`). Refuses (INVALID_ARGUMENT) the source itself.
  */
 export async function openCopyDestination(storage: Storage, source: Repository, options: Omit<OpenOptions, 'create'>): Promise<{ repo: Repository; created: boolean }> {
-  let repo: Repository;
-  let created = false;
-  try {
-    // A destination made with the source's keys opens with the source's master: no second key derivation.
-    const knownKey = source.codec.encrypted && source.keyId !== null ? { master: source.keyAccess().master, keyId: source.keyId } : undefined;
-    repo = await Repository.open(storage, { ...options, create: false, ...(knownKey ? { knownKey } : {}) });
-  } catch (err) {
-    if (!(err instanceof AdminError && err.code === ErrorCodes.REPOSITORY_NOT_FOUND)) throw err;
-    const { password: _unused, ...rest } = options;
-    repo = source.codec.encrypted ? await Repository.createWithKeysOf(storage, source, rest) : await Repository.open(storage, { ...options, create: true });
-    created = true;
-  }
+  const { repo, created } = await Repository.openBeside(storage, source, { ...options, create: true });
   if (repo.config.id === source.config.id) {
     await repo.codec.close();
     throw new AdminError(ErrorCodes.INVALID_ARGUMENT, `${repo.description} is the source repository itself: copy into another one`);

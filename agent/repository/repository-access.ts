@@ -13,10 +13,19 @@ export class RepositoryAccess {
 
   constructor(private readonly options: Omit<OpenOptions, 'create'> = {}) {}
 
-  /** A Repository on `storage` (the caller's; it closes it). `create`: make the repository if there is none. */
-  async open(storage: Storage, create = false): Promise<Repository> {
+  /**
+   * A Repository on `storage` (the caller's; it closes it). `create`: make the repository if there is
+   * none. `beside`: asked for only by the first open, the repository this one is a second copy of (a
+   * replica's primary), or null: that open then goes through Repository.openBeside (its master key
+   * tried first; made with its keys).
+   */
+  async open(storage: Storage, create = false, beside: (() => Promise<Repository | null>) | null = null): Promise<Repository> {
     if (!this.opened) {
-      const opening = Repository.open(storage, { ...this.options, create });
+      const first = async () => {
+        const source = beside ? await beside() : null;
+        return source ? (await Repository.openBeside(storage, source, { ...this.options, create })).repo : Repository.open(storage, { ...this.options, create });
+      };
+      const opening = first();
       this.opened = opening;
       opening.catch(() => {
         if (this.opened === opening) this.opened = null;

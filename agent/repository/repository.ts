@@ -112,6 +112,26 @@ export class Repository {
   }
 
   /**
+   * The repository at `storage` as a second copy of `source` (a copy's destination, a replica): opened
+   * where there is one, with `source`'s master key where it holds `source`'s key (OpenOptions.knownKey:
+   * no password asked, no key derivation), else with `options.password`; where there is none and
+   * `create`, made with `source`'s keys (createWithKeysOf) when that is encrypted, or as Repository.open
+   * makes one otherwise. `created`: it was made now. REPOSITORY_NOT_FOUND where there is none and not
+   * `create`.
+   */
+  static async openBeside(storage: Storage, source: Repository, options: OpenOptions): Promise<{ repo: Repository; created: boolean }> {
+    const knownKey = source.codec.encrypted && source.keyId !== null ? { master: source.keyAccess().master, keyId: source.keyId } : undefined;
+    try {
+      return { repo: await Repository.open(storage, { ...options, create: false, ...(knownKey ? { knownKey } : {}) }), created: false };
+    } catch (err) {
+      if (!(err instanceof AdminError && err.code === ErrorCodes.REPOSITORY_NOT_FOUND) || options.create !== true) throw err;
+    }
+    const { password: _unused, create: _create, ...rest } = options;
+    const repo = source.codec.encrypted ? await Repository.createWithKeysOf(storage, source, rest) : await Repository.open(storage, { ...options, create: true });
+    return { repo, created: true };
+  }
+
+  /**
    * Whether blobs are named and stored alike here and in `other`, so that a pack of one is a valid pack
    * of the other: both encrypted under the same master key (their key fingerprints, which reveal nothing,
    * are equal), or both plain (SHA-256 ids, plain packs: format 2 and format 3 without encryption).
