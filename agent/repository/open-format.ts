@@ -105,8 +105,9 @@ async function openPlain(storage: Storage, stored: Buffer, o: OpenOptions): Prom
 }
 
 async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions): Promise<OpenedFormat> {
-  const known = o.knownKey ? await openWithKnownKey(storage, stored, o.knownKey) : null;
-  if (known) return sealedFormat(storage, known.config, Buffer.from(known.master), known.keyId, cryptoPool(o));
+  const { knownKey } = o;
+  const known = knownKey ? await openWithKnownKey(storage, stored, knownKey) : null;
+  if (known && knownKey) return sealedFormat(storage, known, Buffer.from(knownKey.master), knownKey.keyId, o);
   if (!o.password) {
     throw new AdminError(ErrorCodes.PASSWORD_REQUIRED, `${storage.description} is encrypted: give its password (--password-file, --password-command, NODE_ADMIN_PASSWORD_FILE, or a systemd credential)`);
   }
@@ -120,7 +121,7 @@ async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions): Pro
       return false; // another repository's key, or a config that does not authenticate under this one
     }
   }).finally(() => password.fill(0));
-  return sealedFormat(storage, config!, master, keyId, cryptoPool(o));
+  return sealedFormat(storage, config!, master, keyId, o);
 }
 
 /**
@@ -129,27 +130,21 @@ async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions): Pro
  * theirs); null otherwise. A config that authenticates under the master was sealed by a holder of it,
  * which is what a password's unlock establishes too (unlock's `accept`).
  */
-async function openWithKnownKey(storage: Storage, stored: Buffer, known: { master: Buffer; keyId: string }): Promise<{ config: RepoConfig; master: Buffer; keyId: string } | null> {
+async function openWithKnownKey(storage: Storage, stored: Buffer, known: { master: Buffer; keyId: string }): Promise<RepoConfig | null> {
   let config: RepoConfig;
   try {
     config = parseConfig(storage, ops.openObject(deriveKeys(known.master), 'config', stored, 1024 * 1024));
   } catch {
     return null; // another master: the password decides
   }
-  if ((await storage.stat(keyName(known.keyId))) === null) return null;
-  return { config, master: known.master, keyId: known.keyId };
+  return (await storage.stat(keyName(known.keyId))) === null ? null : config;
 }
 
-/** The pool of crypto threads `o` asks for (null: the calling thread does the crypto); its threads start at their first call. */
-function cryptoPool(o: OpenOptions): CryptoPool | null {
-  const threads = o.cryptoThreads ?? defaultCryptoThreads();
-  return threads > 0 ? new CryptoPool(threads) : null;
-}
-
-function sealedFormat(storage: Storage, config: RepoConfig, master: Buffer, keyId: string, pool: CryptoPool | null): OpenedFormat {
+function sealedFormat(storage: Storage, config: RepoConfig, master: Buffer, keyId: string, o: OpenOptions): OpenedFormat {
   if (config.version !== FORMAT_V3 || config.encryption !== 'aes-256-gcm') throw corrupt(storage, 'its sealed config is not of format 3 with encryption');
   const keys = deriveKeys(master);
-  const codec = new SealedCodec(keys, pool);
+  const threads = o.cryptoThreads ?? defaultCryptoThreads();
+  const codec = new SealedCodec(keys, threads > 0 ? new CryptoPool(threads) : null);
   const fingerprint = keyFingerprint(keys);
   return { config, codec, keyId, cacheTag: `${config.id}-${fingerprint}`, master, keyFingerprint: fingerprint, plaintextRefusal: null };
 }
@@ -167,7 +162,7 @@ export async function createWithKeys(storage: Storage, source: { config: RepoCon
   await copyKeys(source.keys, storage);
   const config: RepoConfig = { ...source.config, id: randomBytes(16).toString('hex'), createdAt: new Date().toISOString() };
   await storage.put('config', ops.sealObject(deriveKeys(source.master), 'config', Buffer.from(canonicalJson(config))));
-  return sealedFormat(storage, config, Buffer.from(source.master), source.keyId, cryptoPool(o));
+  return sealedFormat(storage, config, Buffer.from(source.master), source.keyId, o);
 }
 
 async function create(storage: Storage, o: OpenOptions): Promise<OpenedFormat> {
@@ -204,7 +199,7 @@ async function create(storage: Storage, o: OpenOptions): Promise<OpenedFormat> {
   const back = await storage.get('config');
   try {
     const got = parseConfig(storage, ops.openObject(deriveKeys(master), 'config', back, 1024 * 1024));
-    if (got.id === config.id) return sealedFormat(storage, got, master, keyId, cryptoPool(o));
+    if (got.id === config.id) return sealedFormat(storage, got, master, keyId, o);
   } catch {
     // another creator's config
   }
