@@ -17,6 +17,7 @@ import { envNumber } from './env-number.js';
 import { goalTable, type GoalRow } from './goal-table.js';
 import { progress, sleep } from './progress.js';
 import { median, summarize } from './stats.js';
+import { cpuSecondsOf, statFields } from './proc-stat.js';
 
 /**
  * Where a backup's cost to the node goes (issue 22, item 1): the node's process hosts the agent, so a
@@ -257,7 +258,6 @@ async function measure(db: BenchLevel, keyCount: number, dbPath: string, device:
   };
 }
 
-const CLK_TCK = 100; // Linux's USER_HZ: /proc's tick counts
 
 /**
  * CPU seconds so far, and ms spent runnable but waiting for a core (schedstat's second field): this
@@ -272,7 +272,7 @@ function threadCpu(): { main: number; others: number; mainWaitMs: number; others
   for (const tid of fs.readdirSync('/proc/self/task')) {
     const f = statFields(`/proc/self/task/${tid}/stat`);
     if (!f) continue;
-    const s = (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime
+    const s = cpuSecondsOf(f);
     const wait = runQueueWaitMs(tid);
     if (Number(tid) === process.pid) {
       main += s;
@@ -307,17 +307,6 @@ function threadStates(): { running: number; diskWait: number } {
     else if (state === 'D') diskWait++;
   }
   return { running, diskWait };
-}
-
-/** The fields of a /proc stat line after the command name (which may hold spaces): [0] is the state. */
-function statFields(file: string): string[] | null {
-  let line: string;
-  try {
-    line = fs.readFileSync(file, 'utf8');
-  } catch {
-    return null; // the thread ended between the listing and the read
-  }
-  return line.slice(line.lastIndexOf(')') + 2).split(' ');
 }
 
 /** The /proc/diskstats name of the block device holding `file`, or null (not a plain block device). */

@@ -7,6 +7,7 @@ import { envNumber } from './env-number.js';
 import { startExampleNode } from './example-node.js';
 import { goalTable, type GoalRow } from './goal-table.js';
 import { progress } from './progress.js';
+import { cpuSecondsOf, statFields } from './proc-stat.js';
 
 /**
  * What the agent's backups cost the host's memory over a long steady run (issue 22): the example node
@@ -103,11 +104,11 @@ export async function measureHostMemory(work: string, minutes: number, backups: 
   return { samples, cpuPercent, peak: Math.max(...samples.map((s) => s[1])), trendPerMinute: slope(half) * 60, prunes };
 }
 
-/** A process's CPU so far (user + system, every thread), from /proc/<pid>/stat (ticks of USER_HZ, 100 on Linux). */
+/** A process's CPU so far (user + system, every thread). */
 function cpuSeconds(pid: number): number {
-  const line = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = line.slice(line.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
+  const fields = statFields(`/proc/${pid}/stat`);
+  if (!fields) throw new Error(`cannot read /proc/${pid}/stat`);
+  return cpuSecondsOf(fields);
 }
 
 /** Least-squares slope of y over x (bytes per second). */
