@@ -505,26 +505,29 @@ describe('sealing into and opening out of shared memory (updates cut for aligned
     }
   });
 
-  it('checkBlob takes what openBlob opens and refuses what it refuses, in the thread and through a crypto thread', async () => {
+  it('checkBlob takes what openBlob opens and refuses what a store could do to it, in the thread and through a crypto thread', async () => {
     const data = Buffer.concat([crypto.randomBytes(70000), Buffer.alloc(200000, 'compressible ')]);
     const id = sealedOps.identifyBlob(keys.id, 'data', data);
     const otherId = sealedOps.identifyBlob(keys.id, 'data', Buffer.from('other'));
     const stored = Buffer.from(sealedOps.sealBlob(keys, 'data', id, data, 'try', null));
     const flipped = Buffer.from(stored);
     flipped[flipped.length >> 1]! ^= 1;
-    // Sealed under the other id's label by a key holder: opens, but to bytes of another id.
+    // Sealed under the other id's label by a key holder: authentic, but its plaintext is of another id.
     const forged = Buffer.from(sealedOps.sealBlob(keys, 'data', otherId, data, 'try', null));
     const codec = new SealedCodec(keys, new CryptoPool(1));
     try {
       const max = 1024 * 1024;
-      expect(sealedOps.checkBlob(keys, 'data', id, stored, max)).toBe(data.length);
+      // What it opens to: the mode byte and the bytes as stored (compressed here), not decompressed.
+      const opened = sealedOps.checkBlob(keys, 'data', id, stored, max);
+      expect(opened).toBeLessThan(data.length);
+      expect(opened).toBeGreaterThan(70000);
       await codec.checkBlob('data', id, stored, max);
       const refusals: [string, BlobType, string, Buffer, number][] = [
         ['another id', 'data', otherId, stored, max],
         ['another type', 'tree', id, stored, max],
         ['a flipped byte', 'data', id, flipped, max],
-        ['bytes of another id', 'data', otherId, forged, max],
-        ['more than maxLength', 'data', id, stored, data.length - 1],
+        ['truncated', 'data', id, stored.subarray(0, stored.length - 1), max],
+        ['more than maxLength as stored', 'data', id, stored, opened - 2],
       ];
       for (const [what, ...args] of refusals) {
         // Each refused by openBlob too (the control: checkBlob refuses nothing openBlob takes, above).
@@ -532,7 +535,11 @@ describe('sealing into and opening out of shared memory (updates cut for aligned
         expect(caught(() => sealedOps.checkBlob(keys, ...args)), what).toBeInstanceOf(Error);
         await expect(codec.checkBlob(...args), what).rejects.toThrow();
       }
-      await expect(codec.checkBlob('data', otherId, forged, max)).rejects.toThrow(/another id/);
+      // What only the key's holder makes passes the check (it is authentic) and is refused where the
+      // plaintext is used: openBlob, as a restore or verify --read-data opens it.
+      expect(sealedOps.checkBlob(keys, 'data', otherId, forged, max)).toBe(opened);
+      expect((caught(() => sealedOps.openBlob(keys, 'data', otherId, forged, max, null)) as Error).message).toMatch(/another id/);
+      expect(caught(() => sealedOps.openBlob(keys, 'data', id, stored, data.length - 1, null))).toBeInstanceOf(Error);
     } finally {
       await codec.close();
     }

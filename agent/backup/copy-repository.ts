@@ -4,9 +4,13 @@ import { archiveBaseBackups, copyLogArchive } from '../log-archive/archive-copy.
 import { readWindows } from '../log-archive/restore-to-moment.js';
 import { timelineReport } from '../log-archive/timeline-report.js';
 import type { Repository } from '../repository/repository.js';
+import { mapLimit } from '../fs/map-limit.js';
 import { withCopyLocks } from './copy-session.js';
 import { copySnapshots, selectSnapshots, startCryptoThreads } from './copy-snapshots.js';
 import { RateLimiter } from './rate-limiter.js';
+
+/** The named backups checked at once before the copy starts. */
+const SNAPSHOT_READS_AT_ONCE = 16;
 
 export interface CopyRepositoryOptions {
   /** The source, opened (not locked: this locks it). */
@@ -47,7 +51,7 @@ async function copyUnder(o: CopyRepositoryOptions): Promise<CopyRepositoryResult
   const { from, select } = o;
   // Meanwhile the locks are taken, the destination is opened and both indexes are loaded.
   startCryptoThreads(from.codec);
-  if (select && 'ids' in select) for (const id of select.ids) await from.readSnapshot(id);
+  if (select && 'ids' in select) await mapLimit(select.ids, SNAPSHOT_READS_AT_ONCE, (id) => from.readSnapshot(id));
   return withCopyLocks(from, o.openTo, async (ends) => {
     // The archive's windows start at its bases: their backups come along, whatever else is selected.
     let chosen = select ?? { ids: [] };

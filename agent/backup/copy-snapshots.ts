@@ -478,7 +478,7 @@ class BlobCopier {
     }
     const at = new Map(entries.map((e) => [e[0], e]));
     if (this.asIs && !this.to.packs.has(pack) && entries.every(([id]) => !this.placer.holds(id))) {
-      // Every blob of it opens as its id before a byte of it is stored: all at once, across the crypto
+      // Every blob of it checked (codec.checkBlob) before a byte of it is stored: all at once, across the crypto
       // threads (one after the other left them idle more than half the time), every one settled before
       // the buffer goes back to the pool.
       const opened = await Promise.allSettled(entries.map((entry) => this.open(pack, data, entry, false)));
@@ -513,7 +513,8 @@ class BlobCopier {
   private async open(pack: string, data: Buffer, [id, offset, length]: PackEntry, keep: boolean): Promise<{ type: 'data' | 'tree'; plaintext: Buffer }> {
     const stored = data.subarray(offset, offset + length);
     const codec = this.from.codec;
-    // Only checked: the plaintext stays with the codec (checkBlob), not copied out to be dropped here.
+    // Only checked (moved as it is): authenticated where it is sealed, its plaintext neither copied out
+    // nor hashed (codec.checkBlob).
     const as = async (type: 'data' | 'tree', maxLength: number) => {
       if (!keep) {
         await codec.checkBlob(type, id, stored, maxLength);

@@ -41,8 +41,11 @@ export interface RepoCodec {
   /** The blob's plaintext from its stored bytes, checked against `type` and `id`. `maxLength`: the most it may inflate to. */
   openBlob(type: BlobType, id: string, stored: Buffer, maxLength: number, out?: Buffer): Promise<Buffer>;
   /**
-   * Refuses what `openBlob` refuses (CORRUPT), and nothing else, without giving the plaintext: for a
-   * caller that moves the stored bytes as they are and only needs to know they are whole.
+   * Refuses (CORRUPT) stored bytes that are not the ones written as this blob, without giving the
+   * plaintext: for a caller that moves them as they are (a copy) and only needs to know they are whole.
+   * Takes nothing `openBlob` refuses for a store's doing (a flipped bit, a truncation, a blob under
+   * another id or type); sealed, it checks authenticity only, not the plaintext against the id (what
+   * only the key's holder could get wrong, refused where the plaintext is used).
    */
   checkBlob(type: BlobType, id: string, stored: Buffer, maxLength: number): Promise<void>;
   /** The most bytes `sealBlob` stores for `n` bytes of plaintext (buffers are sized by it). */
