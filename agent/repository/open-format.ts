@@ -111,6 +111,10 @@ async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions): Pro
   if (!o.password) {
     throw new AdminError(ErrorCodes.PASSWORD_REQUIRED, `${storage.description} is encrypted: give its password (--password-file, --password-command, NODE_ADMIN_PASSWORD_FILE, or a systemd credential)`);
   }
+  // The keys listed before the password is asked for: from the password on, nothing but the key
+  // derivation stands before the open (a caller may start other work once it has handed the password
+  // over, as the CLI's copy loads an S3 destination's SDK, and it then overlaps the derivation).
+  const keys = await listKeys(storage);
   const password = await o.password();
   let config: RepoConfig | null = null;
   const { master, keyId } = await unlock(storage, password, async (candidate) => {
@@ -120,7 +124,7 @@ async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions): Pro
     } catch {
       return false; // another repository's key, or a config that does not authenticate under this one
     }
-  }).finally(() => password.fill(0));
+  }, keys).finally(() => password.fill(0));
   return sealedFormat(storage, config!, master, keyId, o);
 }
 

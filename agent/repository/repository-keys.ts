@@ -42,14 +42,16 @@ export async function listKeys(storage: Storage): Promise<ListedKey[]> {
 /**
  * The master key, from the first key that `password` opens and whose master `accept` takes (it opens
  * the repository's config: a key file copied in from another repository unwraps, but is not this
- * repository's). WRONG_PASSWORD when none does; the message never holds the password.
+ * repository's). WRONG_PASSWORD when none does; the message never holds the password. `listed`: the
+ * keys as listKeys gave them, where the caller listed them already (else listed here).
  */
 export async function unlock(
   storage: Storage,
   password: Buffer,
   accept: (master: Buffer) => Promise<boolean>,
+  listed?: ListedKey[],
 ): Promise<{ master: Buffer; keyId: string }> {
-  const keys = await listKeys(storage);
+  const keys = listed ?? (await listKeys(storage));
   // Each try costs a key derivation (about half a second): a store stuffed with key files must not make
   // an open take hours. More keys than this is not a repository an operator keeps.
   if (keys.length > MAX_KEYS_TRIED) {
