@@ -18,10 +18,17 @@ export interface ExampleNode {
 }
 
 /**
- * `env`: variables added to this process's environment for the node (host-memory.ts runs it with the
- * allocator setting the shipped unit and `npm start` give it).
+ * `env`: variables added to this process's environment for the node; `nodeArgs`: Node's own options,
+ * before the script (host-memory.ts runs it with the settings the shipped unit and `npm start` give it).
  */
-export async function startExampleNode(script: string, dataDir: string, socketPath: string, extraArgs: readonly string[] = [], env: Record<string, string> = {}): Promise<ExampleNode> {
+export async function startExampleNode(
+  script: string,
+  dataDir: string,
+  socketPath: string,
+  extraArgs: readonly string[] = [],
+  env: Record<string, string> = {},
+  nodeArgs: readonly string[] = [],
+): Promise<ExampleNode> {
   // Without the log archive (on by default), unless asked: these benches measure checkpoints, backups
   // and scrapes alone; the archive has its own (log-archive-bench.ts).
   const archive = extraArgs.includes('--log-archive') ? [] : ['--log-archive', 'off'];
@@ -29,7 +36,7 @@ export async function startExampleNode(script: string, dataDir: string, socketPa
   // caller says otherwise.
   const keyFlags = ['--backup-password-file', '--backup-password-command', '--backup-insecure-no-encryption'];
   const password = extraArgs.some((a) => keyFlags.includes(a)) ? [] : ['--backup-password-file', benchPasswordFile()];
-  const child: ChildProcess = spawn(process.execPath, [script, '--data-dir', dataDir, '--port', '0', '--socket', socketPath, ...archive, ...password, ...extraArgs], {
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, script, '--data-dir', dataDir, '--port', '0', '--socket', socketPath, ...archive, ...password, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });

@@ -22,8 +22,9 @@ import { cpuSecondsOf, statFields } from './proc-stat.js';
  * Goals: the difference at most 64 MiB; a trend under 1 MiB a minute (a leak of a few hundred bytes a
  * write would show there). Also the node's CPU over each run.
  *
- * The node runs as shipped: with the allocator setting of the systemd unit and `npm start`
- * (SHIPPED_ALLOCATOR_ENV); BENCH_MEMORY_ALLOCATOR=default runs both without it.
+ * The node runs as shipped: with the settings of the systemd unit and `npm start` (SHIPPED_NODE: the
+ * allocator's and the young generation's). BENCH_MEMORY_SETTINGS=allocator runs both runs with the
+ * allocator's alone, =default with neither.
  *
  * Duration of each run: BENCH_MEMORY_MINUTES (default 15; the two runs one after the other).
  * Standalone: node dist/bench/host-memory.js
@@ -38,14 +39,32 @@ const PRUNE_EVERY_MS = 5 * 60_000;
 const DIFF_GOAL_BYTES = 64 * MiB;
 const TREND_GOAL_BYTES_PER_MIN = 1 * MiB;
 
+/** How a run starts the node: environment variables added, and Node's own options. */
+export interface NodeSettings {
+  env: Record<string, string>;
+  nodeArgs: string[];
+}
+
 /**
- * The allocator setting the shipped unit (systemd/node-admin-example.service) and `npm start` give the
- * example node: glibc's mmap threshold fixed at its initial 128 KiB. Unset, glibc raises it after the
- * process frees a large block (up to 32 MiB, and its trim threshold to twice that), and from then on
- * keeps what was freed below it in its heaps: tens of MiB held for nothing (docs/benchmarks.md,
- * "Memory in the host"). BENCH_MEMORY_ALLOCATOR=default runs the node without it.
+ * The settings the shipped unit (systemd/node-admin-example.service) and `npm start` give the example
+ * node (test/shipped-node-settings.test.ts holds both to these):
+ * - glibc's mmap threshold fixed at its initial 128 KiB. Unset, glibc raises it after the process frees
+ *   a large block (up to 32 MiB, and its trim threshold to twice that), and from then on keeps what was
+ *   freed below it in its heaps: tens of MiB held for nothing.
+ * - V8's young generation capped at 2 x 2 MiB. The agent's objects that live a second or so (batches
+ *   waiting for the next segment) survive scavenges, and V8 answers by growing the young generation to
+ *   its maximum (2 x 16 MiB on 64-bit), which it then keeps.
+ * docs/benchmarks.md, "Memory in the host", has the figures of each.
  */
-export const SHIPPED_ALLOCATOR_ENV: Record<string, string> = { MALLOC_MMAP_THRESHOLD_: '131072' };
+export const SHIPPED_NODE: NodeSettings = { env: { MALLOC_MMAP_THRESHOLD_: '131072' }, nodeArgs: ['--max-semi-space-size=2'] };
+
+/** BENCH_MEMORY_SETTINGS: shipped (both settings), allocator (glibc's alone), default (neither). */
+export function memorySettings(name: string): NodeSettings {
+  if (name === 'shipped') return SHIPPED_NODE;
+  if (name === 'allocator') return { env: SHIPPED_NODE.env, nodeArgs: [] };
+  if (name === 'default') return { env: {}, nodeArgs: [] };
+  throw new Error(`BENCH_MEMORY_SETTINGS: "${name}" is none of shipped, allocator, default`);
+}
 
 export interface MemoryRun {
   /** [seconds since start, RssAnon bytes] every SAMPLE_MS. */
@@ -59,7 +78,7 @@ export interface MemoryRun {
 }
 
 /** One run of the example node for `minutes`, its anonymous RSS sampled; `backups`: with them, as described above. */
-export async function measureHostMemory(work: string, minutes: number, backups: boolean, env: Record<string, string> = SHIPPED_ALLOCATOR_ENV): Promise<MemoryRun> {
+export async function measureHostMemory(work: string, minutes: number, backups: boolean, settings: NodeSettings = SHIPPED_NODE): Promise<MemoryRun> {
   fs.rmSync(work, { recursive: true, force: true });
   fs.mkdirSync(work, { recursive: true });
   const dataDir = path.join(work, 'node');
@@ -72,7 +91,8 @@ export async function measureHostMemory(work: string, minutes: number, backups: 
     dataDir,
     socket,
     backups ? [...flags, '--log-archive', 'on', '--promote-min-interval', '60s'] : [...flags, '--backup-repo', 'none'],
-    env,
+    settings.env,
+    settings.nodeArgs,
   );
   const killOnExit = () => node.killNow();
   process.once('exit', killOnExit);
@@ -144,6 +164,13 @@ function run(cmd: string, args: string[]): Promise<{ code: number | null; stderr
 
 const mib = (b: number) => `${(b / MiB).toFixed(1)} MiB`;
 
+/** "as shipped (MALLOC_MMAP_THRESHOLD_=131072, node --max-semi-space-size=2)", and the like. */
+export function describeSettings(name: string, settings: NodeSettings): string {
+  const parts = [...Object.entries(settings.env).map(([k, v]) => `${k}=${v}`), ...(settings.nodeArgs.length > 0 ? [`node ${settings.nodeArgs.join(' ')}`] : [])];
+  const what = parts.length > 0 ? parts.join(', ') : "glibc's and V8's defaults";
+  return name === 'shipped' ? `as shipped (${what})` : `settings "${name}" (${what})`;
+}
+
 /** The bench's rows from the two runs. */
 export function hostMemoryRows(without: MemoryRun, withBackups: MemoryRun, minutes: number, allocator: string): GoalRow[] {
   const diff = withBackups.peak - without.peak;
@@ -167,19 +194,17 @@ export function hostMemoryRows(without: MemoryRun, withBackups: MemoryRun, minut
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const minutes = envNumber('BENCH_MEMORY_MINUTES', 15, false);
-  const allocator = process.env.BENCH_MEMORY_ALLOCATOR ?? 'shipped';
-  if (allocator !== 'shipped' && allocator !== 'default') throw new Error(`BENCH_MEMORY_ALLOCATOR: "${allocator}" is neither shipped nor default`);
-  const env = allocator === 'shipped' ? SHIPPED_ALLOCATOR_ENV : {};
+  const name = process.env.BENCH_MEMORY_SETTINGS ?? 'shipped';
+  const settings = memorySettings(name);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'node-admin-host-memory-'));
   (async () => {
-    const how = allocator === 'shipped' ? `as shipped (${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ')})` : "with glibc's default allocator settings";
-    progress(`host memory: the example node without backups, ${minutes} min, ${how}`);
-    const without = await measureHostMemory(path.join(work, 'without'), minutes, false, env);
+    progress(`host memory: the example node without backups, ${minutes} min, ${describeSettings(name, settings)}`);
+    const without = await measureHostMemory(path.join(work, 'without'), minutes, false, settings);
     progress(`  peak anonymous RSS ${mib(without.peak)}`);
     progress(`host memory: the example node with backups, ${minutes} min`);
-    const withBackups = await measureHostMemory(path.join(work, 'with'), minutes, true, env);
+    const withBackups = await measureHostMemory(path.join(work, 'with'), minutes, true, settings);
     progress(`  peak anonymous RSS ${mib(withBackups.peak)}, ${withBackups.prunes} prunes; samples (s: MiB): ${withBackups.samples.filter((_, i) => i % 12 === 11).map(([t, b]) => `${Math.round(t)}: ${Math.round(b / MiB)}`).join(', ')}`);
-    process.stdout.write(goalTable('Memory in the host (issue 22): what the agent\'s backups add to the node\'s anonymous RSS', hostMemoryRows(without, withBackups, minutes, allocator === 'shipped' ? 'allocator as shipped' : "glibc's default allocator")));
+    process.stdout.write(goalTable('Memory in the host (issue 22): what the agent\'s backups add to the node\'s anonymous RSS', hostMemoryRows(without, withBackups, minutes, describeSettings(name, settings))));
   })().then(
     () => fs.rmSync(work, { recursive: true, force: true }),
     (err: unknown) => {
