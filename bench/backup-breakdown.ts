@@ -258,7 +258,6 @@ async function measure(db: BenchLevel, keyCount: number, dbPath: string, device:
   };
 }
 
-
 /**
  * CPU seconds so far, and ms spent runnable but waiting for a core (schedstat's second field): this
  * process's main thread, and every other thread together. A thread that ended between two readings

@@ -170,11 +170,11 @@ export function describeSettings(name: string, settings: NodeSettings): string {
 }
 
 /** The bench's rows from the two runs. */
-export function hostMemoryRows(without: MemoryRun, withBackups: MemoryRun, minutes: number, allocator: string): GoalRow[] {
+export function hostMemoryRows(without: MemoryRun, withBackups: MemoryRun, minutes: number, settings: string): GoalRow[] {
   const diff = withBackups.peak - without.peak;
   return [
     {
-      metric: `example node (${allocator}), 800 writes/s, checkpoints every 20 s, ${minutes} min: peak anonymous RSS without backups / with them (log archive, promotions every 60 s, prune every 5 min)`,
+      metric: `example node (${settings}), 800 writes/s, checkpoints every 20 s, ${minutes} min: peak anonymous RSS without backups / with them (log archive, promotions every 60 s, prune every 5 min)`,
       value: `${mib(without.peak)} / ${mib(withBackups.peak)}`,
       goal: '-',
       met: null,

@@ -16,9 +16,10 @@ export const KEYS_PREFIX = 'keys/';
 export const MAX_KEYS_TRIED = 32;
 export const keyName = (id: string) => `${KEYS_PREFIX}${id}`;
 
-/** A key object as listed: its id, and the file (null when it does not parse: shown, never used). */
+/** A key object as listed: its id, its bytes as stored, and the file (null when it does not parse: shown, never used). */
 export interface ListedKey {
   id: string;
+  stored: Buffer;
   file: KeyFile | null;
 }
 
@@ -28,30 +29,36 @@ export async function listKeys(storage: Storage): Promise<ListedKey[]> {
   for await (const obj of storage.list(KEYS_PREFIX)) {
     const id = obj.name.slice(KEYS_PREFIX.length);
     if (!isKeyId(id)) continue;
+    let stored: Buffer;
     try {
-      out.push({ id, file: parseKeyFile(await storage.get(obj.name)) });
+      stored = await storage.get(obj.name);
     } catch (err) {
       if (isStorageError(err, 'not-found')) continue; // removed meanwhile
-      if (isStorageError(err)) throw err;
-      out.push({ id, file: null });
+      throw err;
     }
+    let file: KeyFile | null = null;
+    try {
+      file = parseKeyFile(stored);
+    } catch {
+      // listed, never used
+    }
+    out.push({ id, stored, file });
   }
   return out;
 }
 
 /**
- * The master key, from the first key that `password` opens and whose master `accept` takes (it opens
- * the repository's config: a key file copied in from another repository unwraps, but is not this
- * repository's). WRONG_PASSWORD when none does; the message never holds the password. `listed`: the
- * keys as listKeys gave them, where the caller listed them already (else listed here).
+ * The master key, from the first of `keys` (listKeys of `storage`, listed by the caller before it asked
+ * for the password) that `password` opens and whose master `accept` takes (it opens the repository's
+ * config: a key file copied in from another repository unwraps, but is not this repository's).
+ * WRONG_PASSWORD when none does; the message never holds the password.
  */
 export async function unlock(
   storage: Storage,
   password: Buffer,
   accept: (master: Buffer) => Promise<boolean>,
-  listed?: ListedKey[],
+  keys: ListedKey[],
 ): Promise<{ master: Buffer; keyId: string }> {
-  const keys = listed ?? (await listKeys(storage));
   // Each try costs a key derivation (about half a second): a store stuffed with key files must not make
   // an open take hours. More keys than this is not a repository an operator keeps.
   if (keys.length > MAX_KEYS_TRIED) {
@@ -78,23 +85,9 @@ export async function addKey(storage: Storage, master: Buffer, password: Buffer,
 
 /** Copies every key object of `from` into `to` as it is (same id, same wrapped master): the same passwords open both. */
 export async function copyKeys(from: Storage, to: Storage): Promise<number> {
-  const names: string[] = [];
-  for await (const obj of from.list(KEYS_PREFIX)) if (isKeyId(obj.name.slice(KEYS_PREFIX.length))) names.push(obj.name);
-  // Each read once (listKeys would read each to parse it, then again here): a round trip per key less.
-  const copied = await Promise.all(
-    names.map(async (name) => {
-      let bytes: Buffer;
-      try {
-        bytes = await from.get(name);
-      } catch (err) {
-        if (isStorageError(err, 'not-found')) return 0; // removed meanwhile
-        throw err;
-      }
-      await to.put(name, bytes);
-      return 1;
-    }),
-  );
-  return copied.reduce<number>((n, c) => n + c, 0);
+  const keys = await listKeys(from);
+  for (const { id, stored } of keys) await to.put(keyName(id), stored);
+  return keys.length;
 }
 
 /** Removes key `id`; the last key that opens the repository cannot go (nothing could open it after). */
