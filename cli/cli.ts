@@ -8,6 +8,7 @@ import { checkpointGroup } from './commands/checkpoint.js';
 import { metricsCommand } from './commands/metrics.js';
 import { statusCommand } from './commands/status.js';
 import type { Writer } from './output.js';
+import { repeatedFlag } from './repeated-flag.js';
 import { invalidArgument, runCommand } from './run-command.js';
 import { SOCKET_ENV } from './socket-path.js';
 import { makeContext, type CliIo } from './context.js';
@@ -32,6 +33,8 @@ export async function main(args: readonly string[], io: CliIo = { stdout: proces
   // Before parsing we do not know --json yet, but a usage error must already be printed in the right shape.
   const json = wantsJson(args);
   return runCommand(io, json, async () => {
+    const repeated = repeatedFlag(args);
+    if (repeated !== null) throw invalidArgument(`--${repeated} is given more than once; give it once`);
     const parsed = parse(args);
     if (parsed.selected === undefined) {
       if (parsed.output !== '') {
@@ -54,7 +57,6 @@ function build(onSelect: (run: Selected) => void): Argv<GlobalArgs> {
   let y: Argv<GlobalArgs> = yargs()
     .scriptName('node-admin')
     .usage('$0 <command> [options]\n\nAdmin CLI of a node\'s checkpoint agent (talks to its admin socket) and its remote backups.')
-    .parserConfiguration({ 'duplicate-arguments-array': false })
     .option('socket', {
       type: 'string',
       describe: `Admin socket (default: $${SOCKET_ENV}, else ./var/run/admin.sock or /run/node-admin/admin.sock)`,

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import type { CliCommand } from './command.js';
 import { makeContext, type CliIo } from './context.js';
+import { repeatedFlag } from './repeated-flag.js';
 import { runCommand } from './run-command.js';
 
 /**
@@ -11,7 +12,7 @@ import { runCommand } from './run-command.js';
  * (cli.ts) handles it, with every usage message. The commands themselves are the same code.
  */
 export async function fastPath(args: readonly string[], io: CliIo): Promise<number | null> {
-  if (args.some((a) => a === '--' || a === '-h' || a === '--help' || a === '--version')) return null;
+  if (args.some((a) => a === '--' || a === '-h' || a === '--help' || a === '--version') || repeatedFlag(args) !== null) return null;
   let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>;
   try {
     parsed = parseArgs({ args: [...args], options: OPTIONS, allowPositionals: true, strict: true });

@@ -490,6 +490,18 @@ describe('backup copy', () => {
     expect([unknown.code, errorCode(unknown)]).toEqual([3, 'NOT_FOUND']);
   });
 
+  it('several backups named: each is copied, oldest first (yargs once kept only the last); an option given twice is refused', async () => {
+    const to = path.join(dir, 'N');
+    const twice = await copy(['--from', source, '--to', to, '--to', path.join(dir, 'N2'), first]);
+    expect([twice.code, errorCode(twice)]).toEqual([2, 'INVALID_ARGUMENT']);
+    expect(errorMessage(twice)).toBe('--to is given more than once; give it once');
+    expect(fs.existsSync(to) || fs.existsSync(path.join(dir, 'N2'))).toBe(false);
+    const r = await copied(['--from', source, '--to', to, second, first]);
+    expect(r).toMatchObject({ created: true, copied: [first, second], alreadyThere: [] });
+    expect(snapshotsAt(to)).toEqual([first, second]);
+    await expectRestoresExact(new DirStorage(to));
+  });
+
   it('backup init --copy-keys-from makes a repository the source copies into byte for byte; --since selects by time', async () => {
     const to = path.join(dir, 'L');
     const init = await runCli(['backup', 'init', '--repo', to, '--copy-keys-from', source, '--from-password-file', TEST_PASSWORD_FILE, '--json']);

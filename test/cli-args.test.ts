@@ -9,6 +9,7 @@ import type { AgentStatus, CheckpointRecord, VerifyReport } from '../dist/shared
 import { DEFAULT_SOCKET_PATH, SYSTEM_SOCKET_PATH } from '../dist/shared/api.js';
 import { main } from '../dist/cli/cli.js';
 import { formatBytes, formatDuration } from '../dist/cli/output.js';
+import { repeatedFlag } from '../dist/cli/repeated-flag.js';
 import { resolveSocketPath } from '../dist/cli/socket-path.js';
 
 // The built CLI (the test script runs `tsc -p tsconfig.json` before vitest).
@@ -139,6 +140,27 @@ describe('built CLI as a process', () => {
     const r = runCli(['checkpoint', 'show']);
     expect(r.code).toBe(2);
     expect(lines(r.stderr)).toHaveLength(1);
+  });
+});
+
+describe('repeatedFlag', () => {
+  it.each([
+    [['backup', 'copy', 'a', 'b', '--to', 'x'], null],
+    [['--to', 'x', '--to', 'y'], 'to'],
+    [['--to=x', '--to', 'y'], 'to'],
+    [['--json', '--no-json'], 'json'],
+    [['--limit-upload', '1', '--limitUpload', '2'], 'limit-upload'],
+    [['--from', 'a', '--from-password-file', 'f'], null],
+    [['--json', '--', '--json'], null],
+    [['-h', '-h'], null],
+  ])('%j -> %j', (args, want) => {
+    expect(repeatedFlag(args)).toBe(want);
+  });
+
+  it('the CLI refuses a repeated option: one line, exit 2, before anything runs', () => {
+    const r = runCli(['status', '--socket', missingSocket, '--socket', missingSocket]);
+    expect(r.code).toBe(2);
+    expect(lines(r.stderr)).toEqual(['node-admin: --socket is given more than once; give it once (INVALID_ARGUMENT)']);
   });
 });
 
