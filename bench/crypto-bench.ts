@@ -21,7 +21,6 @@ import {
   wrapMasterKey,
 } from '../agent/repository/crypto/index.js';
 import { alignedBuffers } from '../agent/fs/direct-io.js';
-import { enableArrayBufferTransfer } from '../agent/repository/crypto-pool.js';
 import { envNumber } from './env-number.js';
 import { progress } from './progress.js';
 
@@ -229,10 +228,8 @@ async function main(): Promise<void> {
   progress(`crypto: results in ${path.join(benchDir, 'crypto-results.json')}`);
 }
 
-// Measured in a worker thread, as the crypto pool's threads run it: there (and only in contexts made
-// after the pool enables it, on Node 20) ArrayBuffer.prototype.transfer frees node:crypto's outputs.
+// Measured in a worker thread, as the crypto pool's threads run it.
 if (isMainThread) {
-  enableArrayBufferTransfer();
   new Worker(new URL(import.meta.url)).on('error', (err: unknown) => {
     process.stderr.write(`crypto bench failed: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exitCode = 1;

@@ -31,12 +31,3 @@ import { setFlagsFromString } from 'node:v8';
 export const YOUNG_GENERATION_FLAGS = ['--semi-space-growth-factor=1', '--no-concurrent-array-buffer-sweeping'] as const;
 
 for (const flag of YOUNG_GENERATION_FLAGS) setFlagsFromString(flag);
-
-/**
- * Where this Node lacks ES2024's ArrayBuffer.prototype.transfer (Node 20; later Nodes ship it and their
- * V8 may not know the flag), the flag that gives it to the contexts made from now on: the crypto threads
- * free node:crypto's outputs with it (agent/repository/crypto-pool.ts, enableArrayBufferTransfer, which
- * this mirrors without loading the agent's modules into every command).
- */
-export const TRANSFER_FLAG = '--harmony-rab-gsab-transfer';
-if (typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer !== 'function') setFlagsFromString(TRANSFER_FLAG);

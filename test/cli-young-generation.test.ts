@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { TRANSFER_FLAG, YOUNG_GENERATION_FLAGS } from '../dist/cli/young-generation.js';
+import { YOUNG_GENERATION_FLAGS } from '../dist/cli/young-generation.js';
 
 // The CLI's V8 flags (cli/young-generation.ts) keep restores from S3 under 128 MiB of RSS. Which flags a
 // V8 has, and whether one set at run time holds, differs between V8 versions (Node 26's V8 dropped a flag
@@ -112,22 +112,5 @@ describe('the CLI keeps V8 young generation small', () => {
     const defaults = run(SWEEP, false).stdout.split(',').map(Number);
     expect(defaults).toHaveLength(100);
     expect(late(defaults)).toBeGreaterThan(20);
-  });
-
-  it('worker threads the CLI starts have ArrayBuffer.prototype.transfer (Node 20: through its flag); without the setting Node 20 lacks it', () => {
-    const script = `
-import { Worker } from 'node:worker_threads';
-const w = new Worker(new URL('data:text/javascript,' + encodeURIComponent("import { parentPort } from 'node:worker_threads'; parentPort.postMessage(typeof ArrayBuffer.prototype.transfer);")));
-w.once('message', (m) => { process.stdout.write(m); w.terminate(); });
-`;
-    const native = typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function';
-    const r = run(script, true);
-    expect(r.stdout).toBe('function');
-    expect(r.stderr).toBe('');
-    // The negative control, where there is one to make: this Node lacks it natively, and V8 knows the flag.
-    if (!native) {
-      expect(run(script, false).stdout).toBe('undefined');
-      expect(listed(node(['--v8-options']).stdout, flagName(TRANSFER_FLAG))).toBe(true);
-    }
   });
 });

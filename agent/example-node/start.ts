@@ -11,7 +11,6 @@ import { randomBytes } from 'node:crypto';
 import { createAgent, REDACT_PATHS } from '../agent.js';
 import { fsyncDir, mkdirDurableSync, writeFileAtomicSync } from '../fs/durable-fs.js';
 import { describePassword } from '../repository/password-source.js';
-import { enableArrayBufferTransfer } from '../repository/crypto-pool.js';
 import type { AgentOptions } from '../agent-types.js';
 import { AdminError, toAdminError } from '../../shared/errors.js';
 import type { BackupPace } from '../../shared/api.js';
@@ -69,8 +68,6 @@ const USAGE = `usage: node dist/agent/example-node/main.cjs [options]
   --log-level <level>           pino level (default info)`;
 
 async function main(): Promise<void> {
-  // This program is a node of our own, not a host we are embedded in: it may set its V8 flags.
-  enableArrayBufferTransfer();
   const { values: parsed } = parseArgs({
     options: {
       'data-dir': { type: 'string', default: 'var' },

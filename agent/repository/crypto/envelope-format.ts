@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import { AdminError, ErrorCodes } from '../../../shared/errors.js';
 import { SealError } from './seal-error.js';
+import { releaseMemory } from '../../worker/release-memory.js';
 
 /**
  * The byte layout of a sealed envelope, shared by seal/open and the streaming reader and writer:
@@ -124,25 +125,10 @@ export function updateInto(update: (data: Uint8Array) => Buffer, pieces: readonl
       out.set(b, at);
       at += b.length;
       o += n;
-      release(b);
+      releaseMemory(b); // at once, for the next update to reuse while it is still in the cache
     }
   }
   return at;
-}
-
-/** ES2024's ArrayBuffer.prototype.transfer, where this thread has it (crypto-pool.ts enables it in its workers on Node 20). */
-const transfer = (ArrayBuffer.prototype as { transfer?: (this: ArrayBuffer, length: number) => ArrayBuffer }).transfer;
-
-/**
- * Frees the memory of `b`, a buffer node:crypto just returned (its own ArrayBuffer, nothing else views
- * it) and that we copied out of: detaching it frees its memory now, for the next update to reuse while
- * it is still in the cache. Otherwise it waits for V8's next collection, which comes only after tens of
- * MiB of such garbage: measured (Node 20 and 24, GCM in 64 KiB slices), fresh pages faulted in for
- * every update cost three to four times the encryption's own CPU, and the garbage ~40 MiB of RSS per
- * thread. Where `transfer` is missing, nothing is done (the old cost, never a wrong result).
- */
-function release(b: Buffer): void {
-  if (transfer && b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !(b.buffer instanceof SharedArrayBuffer)) transfer.call(b.buffer as ArrayBuffer, 0);
 }
 
 /** Encrypts one chunk into `out` at `at` (ciphertext, then its tag); returns where it ended. See updateInto. */
