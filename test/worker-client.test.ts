@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { SMALL_WORKER_LIMITS, viewAlone, WorkerClient } from '../dist/agent/worker/worker-client.js';
+import { crossing, SMALL_WORKER_LIMITS, viewAlone, WorkerClient } from '../dist/agent/worker/worker-client.js';
 import { ArchiveWorker } from '../dist/agent/log-archive/archive-worker-client.js';
 import type { ArchiveWorkerOps } from '../dist/agent/log-archive/archive-worker.js';
 
@@ -35,6 +35,35 @@ describe('viewAlone', () => {
     const copy = out as Uint8Array;
     expect(copy.buffer.byteLength).toBe(view.byteLength);
     expect(Buffer.from(copy).equals(Buffer.from(view))).toBe(true);
+  });
+});
+
+describe('crossing', () => {
+  it('a copy viewAlone made is moved, not copied again; what the caller moves stays moved; the rest is sent as it is', () => {
+    const pack = Buffer.alloc(8 * 1024 * 1024, 7);
+    const blob = pack.subarray(1024 * 1024, 2 * 1024 * 1024);
+    const own = new Uint8Array(64);
+    const moving = new ArrayBuffer(16);
+    const sent = crossing([blob, own, 'data', new Uint8Array(moving)], [moving]);
+    const copy = sent.args[0] as Uint8Array;
+    expect(copy).not.toBe(blob);
+    expect(sent.args.slice(1, 3)).toEqual([own, 'data']);
+    expect(sent.transfer).toEqual([moving, copy.buffer]);
+    // Negative control: the pack itself is never in the list (moving it would take it from its other blobs).
+    expect(sent.transfer).not.toContain(pack.buffer);
+  });
+
+  it('through a real thread: the view arrives whole, and the buffer it came from is untouched', async () => {
+    const archive = new ArchiveWorker();
+    try {
+      const pack = Buffer.alloc(4 * 1024 * 1024, 5);
+      const blob = pack.subarray(1024 * 1024, 2 * 1024 * 1024);
+      const digest = await archive.sha256(blob);
+      expect(digest.toString('hex')).toBe(createHash('sha256').update(blob).digest('hex'));
+      expect([pack.byteLength, blob.byteLength, pack.every((b) => b === 5)]).toEqual([4 * 1024 * 1024, 1024 * 1024, true]);
+    } finally {
+      await archive.close();
+    }
   });
 });
 

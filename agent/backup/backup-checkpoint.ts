@@ -85,6 +85,7 @@ export interface BackupOptions {
 export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> {
   const started = Date.now();
   const { repo, checkpoint } = o;
+  repo.codec.warmUp(); // while the lock is taken and the index read
   // The checkpoint's files are listed while the lock is taken (each costs disk round trips; neither
   // needs the other). The index, though, is read only under the lock: a prune running before it could
   // delete packs the index names.

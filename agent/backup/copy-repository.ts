@@ -6,7 +6,7 @@ import { timelineReport } from '../log-archive/timeline-report.js';
 import type { Repository } from '../repository/repository.js';
 import { mapLimit } from '../fs/map-limit.js';
 import { withCopyLocks } from './copy-session.js';
-import { copySnapshots, selectSnapshots, startCryptoThreads } from './copy-snapshots.js';
+import { copySnapshots, selectSnapshots } from './copy-snapshots.js';
 import { RateLimiter } from './rate-limiter.js';
 
 /** The named backups checked at once before the copy starts. */
@@ -49,8 +49,9 @@ export async function copyRepository(o: CopyRepositoryOptions): Promise<CopyRepo
 
 async function copyUnder(o: CopyRepositoryOptions): Promise<CopyRepositoryResult> {
   const { from, select } = o;
-  // Meanwhile the locks are taken, the destination is opened and both indexes are loaded.
-  startCryptoThreads(from.codec);
+  // Meanwhile the locks are taken, the destination is opened and both indexes are loaded (started by
+  // the first check, the threads held the first store back by 0.4 to 0.8 s, measured on 2 cores).
+  from.codec.warmUp();
   if (select && 'ids' in select) await mapLimit(select.ids, SNAPSHOT_READS_AT_ONCE, (id) => from.readSnapshot(id));
   return withCopyLocks(from, o.openTo, async (ends) => {
     // The archive's windows start at its bases: their backups come along, whatever else is selected.

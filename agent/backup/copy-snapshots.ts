@@ -6,8 +6,6 @@ import { mapLimit } from '../fs/map-limit.js';
 import { policyForFile, type CompressionPolicy } from '../repository/compression.js';
 import { PACK_TARGET_SIZE, canonicalJson, packName, type IndexFile, type Snapshot, type Tree } from '../repository/format.js';
 import type { PackEntry } from '../repository/pack.js';
-import { MAX_CRYPTO_THREADS } from '../repository/crypto-pool.js';
-import type { RepoCodec } from '../repository/repo-codec.js';
 import { MAX_TREE_BYTES, blobDamaged, type Repository } from '../repository/repository.js';
 import { MAX_GET_BYTES } from '../storage/storage.js';
 import { ProgressReporter } from './backup-progress.js';
@@ -165,17 +163,6 @@ export async function copySnapshots(o: CopySnapshotsOptions): Promise<CopySnapsh
   // Index files become one now and then (as after a backup): an optimisation whose failure loses nothing.
   if (stored) await to.compactIndex(INDEX_FILES_BEFORE_COMPACTION).catch(() => {});
   return result;
-}
-
-/**
- * Starts the crypto threads of `codec` now, where it has them (a thread starts on its first call: a new
- * isolate loading its modules), so that the first packs a copy reads are checked at once: started by the
- * first check, they held the first store back by 0.4 to 0.8 s, measured on this 2-core machine. One
- * empty call for each thread a pool may have (the pool hands each to the thread with the fewest calls).
- */
-export function startCryptoThreads(codec: RepoCodec): void {
-  const none = Buffer.alloc(0);
-  for (let i = 0; i < MAX_CRYPTO_THREADS; i++) codec.blobId('tree', none).catch(() => {});
 }
 
 /** The snapshots a selection takes, oldest first; a given id the source does not hold is NOT_FOUND. */

@@ -70,8 +70,10 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
     if (!isErrno(err, 'ENOENT')) throw toAdminError(err);
   }
 
-  const snapshot = await o.repo.readSnapshot(o.id);
-  await o.repo.loadIndex();
+  // The crypto threads start, and the snapshot and the index are read, at once (one after another, they
+  // held a restore from S3's first pack back by ~0.1 s).
+  o.repo.codec.warmUp();
+  const [snapshot] = await Promise.all([o.repo.readSnapshot(o.id), o.repo.loadIndex()]);
   const tree = JSON.parse((await o.repo.readBlob(snapshot.tree, 'tree')).toString('utf8')) as Tree;
   const chunkSize = o.repo.config.chunkSize;
 

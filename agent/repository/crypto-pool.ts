@@ -3,7 +3,7 @@ import { SMALL_WORKER_LIMITS, WorkerClient, type WorkerResult } from '../worker/
 import type { CryptoWorkerOps } from './crypto-worker.js';
 
 /** The most threads a pool has by default. */
-export const MAX_CRYPTO_THREADS = 4;
+const MAX_CRYPTO_THREADS = 4;
 
 /** Threads of a pool by default: one per core, at most 4 (a backup's crypto keeps up with a disk here with 2). */
 export function defaultCryptoThreads(): number {
@@ -11,7 +11,7 @@ export function defaultCryptoThreads(): number {
 }
 
 /**
- * A few crypto worker threads (crypto-worker.ts), started on first use, each call going to the thread
+ * A few crypto worker threads (crypto-worker.ts), started on first use (or `start()`), each call going to the thread
  * with the fewest calls in flight. The threads never keep the process alive while idle; `close()` stops
  * them for good (calls in flight and later reject with CANCELLED).
  */
@@ -34,6 +34,11 @@ export class CryptoPool {
     } finally {
       pick.inFlight--;
     }
+  }
+
+  /** Starts every thread of the pool now (each otherwise starts on its first call). */
+  start(): void {
+    for (const t of this.threads) t.client.start();
   }
 
   async close(): Promise<void> {

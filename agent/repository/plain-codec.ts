@@ -65,6 +65,8 @@ export class PlainCodec implements RepoCodec {
     return last12.length >= 12 ? last12.readUInt32LE(last12.length - 12) + 12 : 0;
   }
 
+  warmUp(): void {}
+
   close(): Promise<void> {
     return Promise.resolve();
   }

@@ -111,6 +111,10 @@ export class SealedCodec implements RepoCodec {
     return last12.length >= TRAILER ? last12.readUInt32LE(last12.length - TRAILER) + TRAILER : 0;
   }
 
+  warmUp(): void {
+    this.pool?.start();
+  }
+
   close(): Promise<void> {
     return this.pool?.close() ?? Promise.resolve();
   }
