@@ -71,9 +71,14 @@ export async function restoreBackup(o: RestoreBackupOptions): Promise<RestoreBac
   }
 
   // The crypto threads start, and the snapshot and the index are read, at once (one after another, they
-  // held a restore from S3's first pack back by ~0.1 s).
+  // held a restore from S3's first pack back by ~0.1 s). Both settle before anything is thrown: an index
+  // load left running behind a refused snapshot would refill the repository's index after the caller
+  // moved on.
   o.repo.codec.warmUp();
-  const [snapshot] = await Promise.all([o.repo.readSnapshot(o.id), o.repo.loadIndex()]);
+  const [read, loaded] = await Promise.allSettled([o.repo.readSnapshot(o.id), o.repo.loadIndex()]);
+  if (read.status === 'rejected') throw read.reason;
+  if (loaded.status === 'rejected') throw loaded.reason;
+  const snapshot = read.value;
   const tree = JSON.parse((await o.repo.readBlob(snapshot.tree, 'tree')).toString('utf8')) as Tree;
   const chunkSize = o.repo.config.chunkSize;
 
