@@ -24,5 +24,10 @@ sink.close();
 export function releaseMemory(view: Uint8Array): void {
   const b = view.buffer;
   if (b instanceof SharedArrayBuffer || view.byteOffset !== 0 || view.byteLength !== b.byteLength || b.byteLength === 0) return;
-  sink.postMessage(null, [b]);
+  try {
+    sink.postMessage(null, [b]);
+  } catch {
+    // Memory that cannot be detached (a WebAssembly memory's, one Node marked untransferable) is left
+    // to the collector: freeing early is only ever an economy.
+  }
 }
