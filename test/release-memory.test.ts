@@ -34,6 +34,7 @@ describe('releaseMemory', () => {
     ['a view of part of a buffer', () => new Uint8Array(8192).fill(7).subarray(0, 4096)],
     ['a view that starts inside its buffer', () => new Uint8Array(8192).fill(7).subarray(4096)],
     ['a pooled small Buffer', () => Buffer.from('\u0007'.repeat(64))],
+    ["memory that cannot be detached (a WebAssembly memory's)", () => new Uint8Array(new WebAssembly.Memory({ initial: 1 }).buffer).fill(7)],
   ])('%s: left alone, its bytes intact', (_what, make) => {
     const view = make();
     const length = view.byteLength;
