@@ -8,6 +8,9 @@ import crypto from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { releaseMemory } from '../dist/agent/worker/release-memory.js';
 
+// A WebAssembly memory, not shared: its buffer cannot be detached (lib "es2023" has no WebAssembly types).
+declare const WebAssembly: { Memory: new (descriptor: { initial: number }) => { buffer: ArrayBuffer } };
+
 const MiB = 1024 * 1024;
 const arrayBuffers = () => process.memoryUsage().arrayBuffers;
 
