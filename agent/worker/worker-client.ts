@@ -19,9 +19,9 @@ type Unwrapped<R> = R extends Transferring<infer T> ? T : R;
 
 /**
  * A handle on one worker thread that serves `Ops` (serveWorkerOps). The thread starts at the first call
- * (or `start()`). `cancel()` terminates it: every call in flight rejects with CANCELLED, and the next call starts a
- * fresh thread (whatever state the old one kept is gone). If the thread dies, the calls in flight
- * reject (INTERNAL). The worker never keeps the host process alive while no call is in flight.
+ * (or `start()`). `cancel()` terminates it: every call in flight rejects with CANCELLED, and the next
+ * call starts a fresh thread (whatever state the old one kept is gone). If the thread dies, the calls
+ * in flight reject (INTERNAL). The worker never keeps the host process alive while no call is in flight.
  */
 export class WorkerClient<Ops extends WorkerOps> {
   private worker: Worker | null = null;
