@@ -12,8 +12,8 @@ export function defaultCryptoThreads(): number {
 
 /**
  * A few crypto worker threads (crypto-worker.ts), started on first use (or `start()`), each call going
- * to the thread with the fewest calls in flight. The threads never keep the process alive while idle; `close()` stops
- * them for good (calls in flight and later reject with CANCELLED).
+ * to the thread with the fewest calls in flight. The threads never keep the process alive while idle;
+ * `close()` stops them for good (calls in flight and later reject with CANCELLED).
  */
 export class CryptoPool {
   private readonly threads: { client: WorkerClient<CryptoWorkerOps>; inFlight: number }[];
