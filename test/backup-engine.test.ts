@@ -155,7 +155,11 @@ describe.each(backends)('backups on $name', (backend) => {
     // Unchanged tables were recognised by the hash cache: not one byte of them was read.
     expect(record.bytesRead).toBe(newBytes);
     expect(record.bytesUploaded!).toBeLessThanOrEqual(newBytes + 64 * 1024);
-    expect(added).toBeLessThan(second.bytes * 0.1);
+    // The repository grew by the new files and the backup's own objects (tree, snapshot, index), no more.
+    // (Not "under 10 % of the checkpoint": how many new tables a flush and a compaction leave is
+    // LevelDB's timing; CI saw 4.5 MiB new of 43.6.) The fixture still changes a small part of it.
+    expect(added).toBeLessThanOrEqual(newBytes + 128 * 1024);
+    expect(newBytes).toBeLessThan(second.bytes * 0.25);
   });
 
   it('backing up the same checkpoint twice adds only a few KB', async () => {
