@@ -28,6 +28,15 @@ export interface OpenOptions {
   /** Worker threads for an encrypted repository's crypto (default: defaultCryptoThreads()); 0: the calling thread. */
   cryptoThreads?: number;
   /**
+   * Start the crypto threads while the key is derived, not at the first blob: for a command that seals
+   * or opens blobs as soon as the repository is open (a restore, a copy, a verify, a backup in a process
+   * of its own), which then finds them running (a thread takes 60-100 ms to answer its first call, the
+   * key's derivation 0.2-0.3 s). Not for a long-lived agent, whose threads start with its first backup
+   * rather than idle beside the node from its start. Nothing is started for a repository that is not
+   * encrypted; the threads are stopped where the open fails.
+   */
+  startThreads?: boolean;
+  /**
    * A master key already unlocked, and the id of the key object that holds it (a copy's source: a
    * destination made with its keys holds the same key objects). Tried first: where the repository holds
    * a key of that id and its config authenticates under that master, it opens without a password and
@@ -111,21 +120,41 @@ async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions): Pro
   if (!o.password) {
     throw new AdminError(ErrorCodes.PASSWORD_REQUIRED, `${storage.description} is encrypted: give its password (--password-file, --password-command, NODE_ADMIN_PASSWORD_FILE, or a systemd credential)`);
   }
-  // The keys listed before the password is asked for: from the password on, nothing but the key
-  // derivation stands before the open (a caller may start other work once it has handed the password
-  // over, as the CLI's copy loads an S3 destination's SDK, and it then overlaps the derivation).
-  const keys = await listKeys(storage);
-  const password = await o.password();
-  let config: RepoConfig | null = null;
-  const { master, keyId } = await unlock(storage, password, async (candidate) => {
-    try {
-      config = parseConfig(storage, ops.openObject(deriveKeys(candidate), 'config', stored, 1024 * 1024));
-      return true;
-    } catch {
-      return false; // another repository's key, or a config that does not authenticate under this one
-    }
-  }, keys).finally(() => password.fill(0));
-  return sealedFormat(storage, config!, master, keyId, o);
+  const { password: source } = o;
+  return withEarlyPool(o, async (pool) => {
+    // The keys listed before the password is asked for: from the password on, nothing but the key
+    // derivation stands before the open (a caller may start other work once it has handed the password
+    // over, as the CLI's copy loads an S3 destination's SDK, and it then overlaps the derivation).
+    const keys = await listKeys(storage);
+    const password = await source();
+    let config: RepoConfig | null = null;
+    const { master, keyId } = await unlock(storage, password, async (candidate) => {
+      try {
+        config = parseConfig(storage, ops.openObject(deriveKeys(candidate), 'config', stored, 1024 * 1024));
+        return true;
+      } catch {
+        return false; // another repository's key, or a config that does not authenticate under this one
+      }
+    }, keys).finally(() => password.fill(0));
+    return sealedFormat(storage, config!, master, keyId, o, pool);
+  });
+}
+
+/**
+ * Runs an encrypted open with the crypto pool its codec will get: started now where `o.startThreads`
+ * asks (so that it starts during the key's derivation), else null (sealedFormat makes one that starts at
+ * the first blob). Stopped if the open fails.
+ */
+async function withEarlyPool(o: OpenOptions, open: (pool: CryptoPool | null) => Promise<OpenedFormat>): Promise<OpenedFormat> {
+  const threads = o.cryptoThreads ?? defaultCryptoThreads();
+  const pool = o.startThreads && threads > 0 ? new CryptoPool(threads) : null;
+  pool?.start();
+  try {
+    return await open(pool);
+  } catch (err) {
+    await pool?.close();
+    throw err;
+  }
 }
 
 /**
@@ -144,11 +173,12 @@ async function openWithKnownKey(storage: Storage, stored: Buffer, known: { maste
   return (await storage.stat(keyName(known.keyId))) === null ? null : config;
 }
 
-function sealedFormat(storage: Storage, config: RepoConfig, master: Buffer, keyId: string, o: OpenOptions): OpenedFormat {
+/** The opened format of an encrypted repository; its codec gets `pool` where given (withEarlyPool), else a pool of its own. */
+function sealedFormat(storage: Storage, config: RepoConfig, master: Buffer, keyId: string, o: OpenOptions, pool: CryptoPool | null = null): OpenedFormat {
   if (config.version !== FORMAT_V3 || config.encryption !== 'aes-256-gcm') throw corrupt(storage, 'its sealed config is not of format 3 with encryption');
   const keys = deriveKeys(master);
   const threads = o.cryptoThreads ?? defaultCryptoThreads();
-  const codec = new SealedCodec(keys, threads > 0 ? new CryptoPool(threads) : null);
+  const codec = new SealedCodec(keys, pool ?? (threads > 0 ? new CryptoPool(threads) : null));
   const fingerprint = keyFingerprint(keys);
   return { config, codec, keyId, cacheTag: `${config.id}-${fingerprint}`, master, keyFingerprint: fingerprint, plaintextRefusal: null };
 }
@@ -182,32 +212,37 @@ async function create(storage: Storage, o: OpenOptions): Promise<OpenedFormat> {
       `a new repository at ${storage.description} is encrypted: give it a password (--password-file, --password-command, NODE_ADMIN_PASSWORD_FILE, a systemd credential), or say --insecure-no-encryption`,
     );
   }
-  const password = await o.password();
-  const master = newMasterKey();
-  const config: RepoConfig = { ...base, version: FORMAT_V3, encryption: 'aes-256-gcm', compression: 'brotli' };
-  // The key first: a create cut short leaves a key and no config (the next create makes both again),
-  // never a config no key opens.
-  const keyId = await addKey(storage, master, password, o.kdfCost);
-  password.fill(0);
-  // The key's derivation took a while: a config that appeared meanwhile (another creator's, or the
-  // repository of a location that was unreachable when it looked empty and is back) is opened, never
-  // stored over — its objects are sealed under its own master key. This creator's key goes.
-  if ((await storage.stat('config')) !== null) {
-    await storage.delete(keyName(keyId)).catch(() => {});
+  const { password: source } = o;
+  return withEarlyPool(o, async (pool) => {
+    const password = await source();
+    const master = newMasterKey();
+    const config: RepoConfig = { ...base, version: FORMAT_V3, encryption: 'aes-256-gcm', compression: 'brotli' };
+    // The key first: a create cut short leaves a key and no config (the next create makes both again),
+    // never a config no key opens.
+    const keyId = await addKey(storage, master, password, o.kdfCost);
+    password.fill(0);
+    // The key's derivation took a while: a config that appeared meanwhile (another creator's, or the
+    // repository of a location that was unreachable when it looked empty and is back) is opened, never
+    // stored over — its objects are sealed under its own master key. This creator's key goes.
+    if ((await storage.stat('config')) !== null) {
+      await storage.delete(keyName(keyId)).catch(() => {});
+      await pool?.close(); // that open starts its own
+      return openFormat(storage, { ...o, create: false });
+    }
+    await storage.put('config', ops.sealObject(deriveKeys(master), 'config', Buffer.from(canonicalJson(config))));
+    // Two creators racing: the last config stored wins. Read it back; the one whose config lost opens
+    // the winner's through the keys (with the same password, else WRONG_PASSWORD), and never writes
+    // with a master nobody can open.
+    const back = await storage.get('config');
+    try {
+      const got = parseConfig(storage, ops.openObject(deriveKeys(master), 'config', back, 1024 * 1024));
+      if (got.id === config.id) return sealedFormat(storage, got, master, keyId, o, pool);
+    } catch {
+      // another creator's config
+    }
+    await pool?.close();
     return openFormat(storage, { ...o, create: false });
-  }
-  await storage.put('config', ops.sealObject(deriveKeys(master), 'config', Buffer.from(canonicalJson(config))));
-  // Two creators racing: the last config stored wins. Read it back; the one whose config lost opens
-  // the winner's through the keys (with the same password, else WRONG_PASSWORD), and never writes
-  // with a master nobody can open.
-  const back = await storage.get('config');
-  try {
-    const got = parseConfig(storage, ops.openObject(deriveKeys(master), 'config', back, 1024 * 1024));
-    if (got.id === config.id) return sealedFormat(storage, got, master, keyId, o);
-  } catch {
-    // another creator's config
-  }
-  return openFormat(storage, { ...o, create: false });
+  });
 }
 
 /** Where only a repository's data lives (not keys/: a create cut short leaves a key, and may be run again). */

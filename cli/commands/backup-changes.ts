@@ -4,7 +4,7 @@ import { defineCommand } from '../command.js';
 import { LineWriter } from '../line-writer.js';
 import { clean, plural } from '../output.js';
 import { invalidArgument } from '../run-command.js';
-import { checkRepoFlags, repoOptions, withRepository } from './backup-repo.js';
+import { checkRepoFlags, EARLY_THREADS, repoOptions, withRepository } from './backup-repo.js';
 
 export const backupChangesCommand = defineCommand({
   command: 'changes',
@@ -51,7 +51,7 @@ export const backupChangesCommand = defineCommand({
             if (next.done) return next.value;
             await onBatch(next.value);
           }
-        });
+        }, EARLY_THREADS);
       }
       await lines.line(ctx.json ? JSON.stringify({ summary }) : formatSummary(summary, argv.key !== undefined || argv.prefix !== undefined));
       await lines.flush();

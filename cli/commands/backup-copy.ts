@@ -80,7 +80,7 @@ async function copyOffline(argv: CopyArgs, from: string, toUrl: string, select: 
       import('../../agent/storage/s3-storage.js').catch(() => {});
       return p;
     } : fromPassword;
-    const source = await Repository.open(fromStorage, { create: false, password });
+    const source = await Repository.open(fromStorage, { create: false, password, startThreads: true });
     try {
       return await withStorage({ ...argv, repo: toUrl }, async (toStorage, toPassword) => {
         const r = await copyRepository({

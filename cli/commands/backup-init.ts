@@ -34,6 +34,7 @@ export const backupInitCommand = defineCommand({
               const repo = await Repository.createWithKeysOf(storage, source, { cryptoThreads: 0 });
               return { repository: url, id: repo.config.id, format: repo.formatVersion, encrypted: repo.codec.encrypted, keyId: repo.keyId };
             }),
+            { cryptoThreads: 0 }, // only its keys are read
           )
         : await withStorage(argv, async (storage, password) => {
             const { Repository } = await import('../../agent/repository/repository.js');

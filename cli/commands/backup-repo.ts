@@ -79,6 +79,14 @@ export function requireBackupId(value: unknown): string {
 }
 
 /**
+ * withRepository's options for a command that opens blobs or large objects as soon as the repository
+ * is open (a restore, a verify, `backup changes`): an encrypted repository's crypto threads start while
+ * its key is derived, not at the first blob (OpenOptions.startThreads). A listing opens small objects in
+ * its own thread and goes without.
+ */
+export const EARLY_THREADS = { startThreads: true } as const;
+
+/**
  * Opens the storage and the (existing) repository at --repo (with its password, where it is
  * encrypted), runs `fn`, and closes both. The engine (and the S3 SDK) is loaded only here. Storage logs
  * are dropped: what fails reaches the user as the one error line, and retries happen quietly.

@@ -2,7 +2,7 @@ import { defineCommand, requireDir } from '../command.js';
 import { clean, formatBytes, formatDuration, plural, printJson, printLines } from '../output.js';
 import { invalidArgument } from '../run-command.js';
 import { progressBar } from './backup-format.js';
-import { repoOptions, requireBackupId, withRepository } from './backup-repo.js';
+import { EARLY_THREADS, repoOptions, requireBackupId, withRepository } from './backup-repo.js';
 import { describeMoment, parseMoment, parseTimelineId } from '../../shared/input-rules.js';
 
 /** Each read holds a buffer of up to a chunk (a few MiB): a bound that keeps a typo from exhausting memory. */
@@ -59,7 +59,7 @@ export const backupRestoreCommand = defineCommand({
       const { restoreToMoment } = await import('../../agent/log-archive/restore-to-moment.js');
       let result;
       try {
-        result = await withRepository(argv, (repo) => restoreToMoment({ repo, at, to, ...timeline, ...concurrency, onProgress: (p) => bar?.update(p.bytesDone, p.bytesTotal) }));
+        result = await withRepository(argv, (repo) => restoreToMoment({ repo, at, to, ...timeline, ...concurrency, onProgress: (p) => bar?.update(p.bytesDone, p.bytesTotal) }), EARLY_THREADS);
       } finally {
         bar?.finish();
       }
@@ -93,7 +93,7 @@ export const backupRestoreCommand = defineCommand({
     const { restoreBackup } = await import('../../agent/backup/restore-backup.js');
     let result;
     try {
-      result = await withRepository(argv, (repo) => restoreBackup({ repo, id: id!, to, ...concurrency, onProgress: (p) => bar?.update(p.bytesDone, p.bytesTotal) }));
+      result = await withRepository(argv, (repo) => restoreBackup({ repo, id: id!, to, ...concurrency, onProgress: (p) => bar?.update(p.bytesDone, p.bytesTotal) }), EARLY_THREADS);
     } finally {
       bar?.finish();
     }

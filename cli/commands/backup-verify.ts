@@ -2,7 +2,7 @@ import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { defineCommand } from '../command.js';
 import { plural, printJson, printLines } from '../output.js';
 import { formatBackupVerify } from './backup-format.js';
-import { checkRepoFlags, repoOptions, requireBackupId, withRepository } from './backup-repo.js';
+import { checkRepoFlags, EARLY_THREADS, repoOptions, requireBackupId, withRepository } from './backup-repo.js';
 
 export const backupVerifyCommand = defineCommand({
   command: 'verify [id]',
@@ -24,7 +24,7 @@ export const backupVerifyCommand = defineCommand({
         import('../../agent/backup/verify-repository.js'),
         import('../../agent/log-archive/archive-verify.js'),
       ]);
-      report = await withRepository(argv, (repo) => verifyRepository(repo, { ...req, logArchive: verifyArchive }));
+      report = await withRepository(argv, (repo) => verifyRepository(repo, { ...req, logArchive: verifyArchive }), EARLY_THREADS);
     } else {
       const client = await ctx.agent();
       report = await client.verifyBackups(req);
