@@ -20,8 +20,8 @@ import { storedByKind } from './stored-by-kind.js';
  * A repository is encrypted (format 3) with the password in `passwordFile`, as the agent and the CLI
  * make and open one; a restore's crypto threads start while the key is derived, as the CLI's restore
  * starts them (OpenOptions.startThreads; a backup's start with its work, as in the agent: measured, the
- * early start slowed the key's making on 2 cores and gained the backup nothing); with `insecure: true` (and no password) it is made and written unencrypted, as
- * `--insecure-no-encryption` does.
+ * early start slowed the key's making on 2 cores and gained the backup nothing); with `insecure: true`
+ * (and no password) it is made and written unencrypted, as `--insecure-no-encryption` does.
  *
  * Prints one JSON line on stdout: the BackupRecord or RestoreBackupResult, plus `maxRssKb` as the
  * process saw itself (a cross-check of /usr/bin/time), `moduleLoadMs` (start of the process to the
