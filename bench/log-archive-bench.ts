@@ -42,7 +42,8 @@ import { goalTable, type GoalRow } from './goal-table.js';
  * 2. RPO under that load: for every write, from its acknowledgment to the moment a segment holding its
  *    sequence number was stored (the archiver's status, sampled every 10 ms in both runs alike).
  * 3. Storage requests per hour under the load and idle (the storage layer's debug lines: one per
- *    request), segments stored per hour of load, and what merging makes of them over an hour (projected
+ *    request; idle counted once the archive's own work after the load, its last merge, has settled:
+ *    no request for 2 s), segments stored per hour of load, and what merging makes of them over an hour (projected
  *    from the bytes archived: a 20 s run cannot show an hour's merge; the merge itself is tested in
  *    test/log-archive-merge.test.ts). What a day of that load stores: the segments' bytes as the
  *    archiver encoded them (its status's shippedBytes) against what lies in the repository (compressed,
@@ -66,8 +67,13 @@ const WARM_UP_SECONDS = 3;
 const DAY_SECONDS = 86_400;
 
 /** Storage requests as the agent's storage layer logs them (one debug line each). */
+/** How long no storage request must come before the idle window starts. */
+const SETTLE_MS = 2000;
+
 class RequestCounter {
   count = 0;
+  /** performance.now() of the last request counted. */
+  lastAt = performance.now();
   readonly logger = pino(
     { level: 'debug' },
     new Writable({
@@ -75,7 +81,10 @@ class RequestCounter {
         for (const line of chunk.toString().split('\n')) {
           if (!line) continue;
           const o = JSON.parse(line) as { msg?: unknown; op?: unknown; level?: unknown };
-          if (typeof o.msg === 'string' && o.msg.startsWith('storage ') && typeof o.op === 'string') this.count++;
+          if (typeof o.msg === 'string' && o.msg.startsWith('storage ') && typeof o.op === 'string') {
+            this.count++;
+            this.lastAt = performance.now();
+          }
           // The agent's warnings and errors (a timeline break, a failed upload) belong in the bench's output.
           if (typeof o.level === 'number' && o.level >= 40) process.stderr.write(`  agent: ${line}\n`);
         }
@@ -196,7 +205,14 @@ async function main(): Promise<void> {
     const cpus = pairs.map((p) => p.withArchive.cpuPercent - p.without.cpuPercent);
     const ratios = pairs.map((p) => (p.without.latency.p99 > 0 ? p.withArchive.latency.p99 / p.without.latency.p99 : Number.NaN));
 
-    progress(`log archive: idle for ${idleSeconds} s`);
+    // The load's last minute may still be merging (a merge starts with a shipment, and runs beside
+    // shipping for seconds: its reads, its store, its deletes). That is the archive's work, not what an
+    // idle node does: the idle window starts once no request came for SETTLE_MS.
+    const settleStart = performance.now();
+    const settleBefore = counter.count;
+    while (performance.now() - counter.lastAt < SETTLE_MS && performance.now() - settleStart < 120_000) await sleep(100);
+    const settled = { requests: counter.count - settleBefore, seconds: (performance.now() - settleStart) / 1000 };
+    progress(`log archive: the archive's own work settled (${settled.requests} requests over ${settled.seconds.toFixed(1)} s); idle for ${idleSeconds} s`);
     const idleBefore = counter.count;
     await sleep(idleSeconds * 1000);
     const requestsIdle = counter.count - idleBefore;
@@ -275,7 +291,12 @@ async function main(): Promise<void> {
         met: cpu <= 5,
       },
       { metric: 'storage requests per hour under the load', value: `${perHour(requestsLoad, loadWindow)} (${requestsLoad} in ${loadWindow.toFixed(1)} s)`, goal: '-', met: null },
-      { metric: 'storage requests per hour idle', value: `${perHour(requestsIdle, idleSeconds)} (${requestsIdle} in ${idleSeconds} s)`, goal: '0', met: requestsIdle === 0 },
+      {
+        metric: "storage requests per hour idle (once the archive's own work after the load settled: no request for 2 s)",
+        value: `${perHour(requestsIdle, idleSeconds)} (${requestsIdle} in ${idleSeconds} s; ${settled.requests} requests over the ${settled.seconds.toFixed(1)} s it took to settle)`,
+        goal: '0',
+        met: requestsIdle === 0,
+      },
       { metric: 'storage requests per hour under the load with merging (projected: + GET, DELETE of each segment, LIST, PUT)', value: `${(requestsLoad / loadWindow * 3600 + mergeRequestsPerHour).toFixed(0)}`, goal: '-', met: null },
       { metric: 'segments stored per hour of load (one per interval with something new)', value: `${perHour(segmentsLoad, loadWindow)} (${segmentsLoad} in ${loadWindow.toFixed(1)} s; ${segmentsListedLoad} listed after)`, goal: '-', met: null },
       { metric: 'objects kept per hour of load after merging (finished hours in pieces of at most MAX_MERGED_BYTES as stored and MAX_MERGED_RAW_BYTES of log)', value: `${keptPerHour} (${mb(bytesLoad / loadWindow * 3600)}/h stored)`, goal: 'few', met: null },
@@ -308,6 +329,7 @@ async function main(): Promise<void> {
       pairs: pairs.map((p, i) => ({ cpuWithout: p.without.cpuPercent, cpuWith: p.withArchive.cpuPercent, cpuDifference: cpus[i], p99Without: p.without.latency.p99, p99With: p.withArchive.latency.p99, p99Ratio: ratios[i] })),
       requestsLoad,
       requestsIdle,
+      idleSettled: settled,
       loadWindow,
       segmentsLoad,
       rawLoad,
