@@ -1,6 +1,7 @@
 /**
  * OpenOptions.startThreads: an encrypted repository's crypto threads start while its key is derived
- * (the CLI's commands and the bench's runs open so), and its codec works with that pool. Where the open
+ * (the CLI's restore, verify, `backup changes` and a copy's source open so, and the bench's restore),
+ * and its codec works with that pool. Where the open
  * fails, the pool is stopped; nothing starts for a repository that is not encrypted, nor without the
  * option. The pool's own methods are wrapped to record what happened and in which order, on real
  * worker threads.
