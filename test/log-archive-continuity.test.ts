@@ -209,7 +209,8 @@ describe('log archive: one timeline through restarts', () => {
       const stoppedAt = Date.now();
       runs.push({ servingFrom, stoppedAt, ackedAtStop: model().acked, restartedAt: null });
       // Everything acknowledged was archived by the clean stop (nothing is waited for here).
-      expect((await readWindows(storage)).timelines.at(-1)!.lastSequence).toBe(seqEnd(model().acked));
+      const stopped = await readWindows(storage);
+      expect(stopped.timelines.at(-1)!.lastSequence, `run ${run}: ${JSON.stringify({ timelines: stopped.timelines.map((t) => ({ id: t.id, lastSequence: t.lastSequence, brokenAfter: t.brokenAfter })), log: logLines.filter((l) => !/^storage /.test(l.msg)).slice(-12) })}`).toBe(seqEnd(model().acked));
       if (run < RESTARTS) await new Promise((r) => setTimeout(r, DOWN_MS)); // the downtime itself
     }
     expect(writers.failures).toBeGreaterThan(0); // writes came while the node was down
