@@ -43,8 +43,8 @@ import { goalTable, type GoalRow } from './goal-table.js';
  *    sequence number was stored (the archiver's status, sampled every 10 ms in both runs alike).
  * 3. Storage requests per hour under the load and idle (the storage layer's debug lines: one per
  *    request; idle counted once the archive's own work after the load, its last merge, has settled:
- *    no request for 2 s), segments stored per hour of load, and what merging makes of them over an hour (projected
- *    from the bytes archived: a 20 s run cannot show an hour's merge; the merge itself is tested in
+ *    no request for SETTLE_MS), segments stored per hour of load, and what merging makes of them over
+ *    an hour (projected from the bytes archived: a 20 s run cannot show an hour's merge; the merge itself is tested in
  *    test/log-archive-merge.test.ts). What a day of that load stores: the segments' bytes as the
  *    archiver encoded them (its status's shippedBytes) against what lies in the repository (compressed,
  *    sealed; merged where a minute had passed), per second of load, times 86,400.
@@ -66,10 +66,10 @@ const WRITE_BYTES = 1024;
 const WARM_UP_SECONDS = 3;
 const DAY_SECONDS = 86_400;
 
-/** Storage requests as the agent's storage layer logs them (one debug line each). */
 /** How long no storage request must come before the idle window starts. */
 const SETTLE_MS = 2000;
 
+/** Storage requests as the agent's storage layer logs them (one debug line each). */
 class RequestCounter {
   count = 0;
   /** performance.now() of the last request counted. */
@@ -292,7 +292,7 @@ async function main(): Promise<void> {
       },
       { metric: 'storage requests per hour under the load', value: `${perHour(requestsLoad, loadWindow)} (${requestsLoad} in ${loadWindow.toFixed(1)} s)`, goal: '-', met: null },
       {
-        metric: "storage requests per hour idle (once the archive's own work after the load settled: no request for 2 s)",
+        metric: `storage requests per hour idle (once the archive's own work after the load settled: no request for ${SETTLE_MS / 1000} s)`,
         value: `${perHour(requestsIdle, idleSeconds)} (${requestsIdle} in ${idleSeconds} s; ${settled.requests} requests over the ${settled.seconds.toFixed(1)} s it took to settle)`,
         goal: '0',
         met: requestsIdle === 0,

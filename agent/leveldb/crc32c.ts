@@ -22,10 +22,10 @@ const TABLES = (() => {
   }
   return t as [Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array];
 })();
+const [t0, t1, t2, t3, t4, t5, t6, t7] = TABLES;
 
 /** The CRC-32C of data[start, end), continuing from `init` (the CRC of what came before). */
 export function crc32c(data: Uint8Array, start = 0, end = data.length, init = 0): number {
-  const [t0, t1, t2, t3, t4, t5, t6, t7] = TABLES;
   let crc = ~init >>> 0;
   let i = start;
   for (const whole = end - ((end - start) & 7); i < whole; i += 8) {

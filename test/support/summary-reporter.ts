@@ -36,7 +36,7 @@ export default class SummaryReporter implements Reporter {
       if (m.state() === 'failed' && tests === 0) failures.push({ file, test: '(the file)', error: firstLine(errors[0]) });
       else for (const e of errors) failures.push({ file, test: '(outside any test)', error: firstLine(e) });
     }
-    for (const e of unhandledErrors) failures.push({ file: '(unhandled)', test: '', error: firstLine(e) });
+    for (const e of unhandledErrors) failures.push({ file: '(the run)', test: '(an unhandled error)', error: firstLine(e) });
     const failed = failures.length;
     const lines = failures.map((f) => `FAILED ${f.file} > ${f.test}: ${f.error}`);
     process.stdout.write(`\n${lines.map((l) => `${l}\n`).join('')}${passed} passed, ${failed} failed, ${skipped} skipped\n`);
