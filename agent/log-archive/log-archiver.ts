@@ -620,6 +620,12 @@ export class LogArchiver {
     this.wake?.();
     await this.loop;
     await this.resuming?.catch(() => {});
+    // A proof that met a storage failure waits for its retry (up to MAX_BASE_RETRY_MS): without one more
+    // attempt here, what this run read has no timeline, is neither shipped nor spooled, and the next
+    // start cannot prove continuity either (LevelDB folds these logs into a table when it opens).
+    if (this.opening !== null && this.timeline === null && !this.baseRunning) {
+      await this.tryResume(this.generation).catch((err: unknown) => this.log.warn({ err: toAdminError(err).message }, 'log archive: the continuity proof failed again at the stop; what this run read is not archived'));
+    }
     try {
       const t = this.timeline;
       if (t) this.cut(t);
