@@ -10,6 +10,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ClassicLevel } from 'classic-level';
 import { LogFollower, type ReadBatch } from '../dist/agent/log-archive/log-follower.js';
 import { ArchiveWorker } from '../dist/agent/log-archive/archive-worker-client.js';
+import type { ArchiveWorkerOps } from '../dist/agent/log-archive/archive-worker-ops.js';
+import { WorkerClient } from '../dist/agent/worker/worker-client.js';
 import { LogTail } from '../dist/agent/log-archive/log-tail.js';
 import { encodeLog } from '../dist/agent/log-archive/log-writer.js';
 import { batchEntries, batchLast } from '../dist/agent/log-archive/write-batch.js';
@@ -153,14 +155,16 @@ describe('LogFollower in the archive worker', () => {
     const dir = newDir('follow-restarted');
     const db = new ClassicLevel<string, string>(dir);
     await db.open();
-    const own = new ArchiveWorker();
+    // A thread lent to the worker (as an agent lends its first crypto thread), so that the test can restart it.
+    const thread = new WorkerClient<ArchiveWorkerOps>(new URL('../dist/agent/log-archive/archive-worker.js', import.meta.url), 'restarted');
+    const own = new ArchiveWorker(thread);
     const follower = new LogFollower(dir, own);
     await follower.open();
     for (let i = 0; i < 10; i++) await db.put(`a${i}`, 'x'.repeat(100));
     const first = await follower.pass();
     expect(first.problem).toBeNull();
     expect(first.batches.length).toBe(10);
-    await own.cancel(); // the next call starts a fresh thread, which knows nothing of the log
+    await thread.cancel(); // the next call starts a fresh thread, which knows nothing of the log
     for (let i = 0; i < 10; i++) await db.put(`b${i}`, 'y'.repeat(100));
     const second = await follower.pass();
     expect(second.problem).toMatch(/lost its place/);
@@ -168,6 +172,7 @@ describe('LogFollower in the archive worker', () => {
     expect(second.batches).toEqual([]);
     await follower.close();
     await own.close();
+    await thread.close();
     await db.close();
   });
 });

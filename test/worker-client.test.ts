@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { crossing, SMALL_WORKER_LIMITS, viewAlone, WorkerClient } from '../dist/agent/worker/worker-client.js';
 import { ArchiveWorker } from '../dist/agent/log-archive/archive-worker-client.js';
-import type { ArchiveWorkerOps } from '../dist/agent/log-archive/archive-worker.js';
+import type { ArchiveWorkerOps } from '../dist/agent/log-archive/archive-worker-ops.js';
 
 describe('viewAlone', () => {
   const pack = Buffer.alloc(8 * 1024 * 1024, 7);

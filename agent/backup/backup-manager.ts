@@ -31,6 +31,7 @@ import { AdminError, ErrorCodes, toAdminError } from '../../shared/errors.js';
 import { formatBytes } from '../../shared/units.js';
 import type { BackupOptions } from '../agent-types.js';
 import type { Repository } from '../repository/repository.js';
+import type { CryptoPool } from '../repository/crypto-pool.js';
 import type { RepositoryAccess } from '../repository/repository-access.js';
 import { parseStorageUrl, redactUrl } from '../storage/open-storage.js';
 import type { ObjectInfo, Storage } from '../storage/storage.js';
@@ -46,6 +47,8 @@ export interface BackupHost {
   createCheckpoint(req: CreateCheckpointRequest): Promise<CheckpointRecord>;
   /** True once the agent is stopping: no new backup starts. */
   isStopping(): boolean;
+  /** Crypto threads lent to every repository opened here (OpenOptions.threads; the agent closes them); default: each its own. */
+  threads?: CryptoPool;
 }
 
 /**
@@ -387,7 +390,7 @@ export class BackupManager {
     const cfg = this.requireBackup();
     let h = this.replicaHandles.get(url);
     if (!h) {
-      h = { storage: null, access: newAccess(cfg) };
+      h = { storage: null, access: newAccess(cfg, this.host.threads) };
       this.replicaHandles.set(url, h);
     }
     if (!h.storage) {
@@ -562,7 +565,7 @@ export class BackupManager {
    * too, through its own storage handle: `repositoryOn`).
    */
   private repositoryAccess(): Promise<RepositoryAccess> {
-    return (this.access ??= newAccess(this.requireBackup()));
+    return (this.access ??= newAccess(this.requireBackup(), this.host.threads));
   }
 
   /** The repository on another handle of its storage (the log archiver's, which writes: assertWritable), created if there is none. */
@@ -939,7 +942,7 @@ async function cancelRun(run: { controller: AbortController; done: Promise<void>
 }
 
 /** A repository's access with the agent's password and policies (the primary's, each replica's). */
-function newAccess(cfg: BackupConfig): Promise<RepositoryAccess> {
+function newAccess(cfg: BackupConfig, threads: CryptoPool | undefined): Promise<RepositoryAccess> {
   return loadBackupEngine().then(
     (e) =>
       new e.RepositoryAccess({
@@ -947,6 +950,7 @@ function newAccess(cfg: BackupConfig): Promise<RepositoryAccess> {
         insecureNoEncryption: cfg.insecureNoEncryption,
         allowFormat2: cfg.allowFormat2,
         ...(cfg.kdfCost ? { kdfCost: cfg.kdfCost } : {}),
+        ...(threads ? { threads } : {}),
       }),
   );
 }

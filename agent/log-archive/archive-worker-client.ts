@@ -1,5 +1,6 @@
+import type { ResourceLimits } from 'node:worker_threads';
 import { SMALL_WORKER_LIMITS, WorkerClient } from '../worker/worker-client.js';
-import type { ArchiveWorkerOps } from './archive-worker.js';
+import type { ArchiveWorkerOps } from './archive-worker-ops.js';
 import type { Sha256 } from './segment.js';
 
 /** A log's records completed by a push, and what the log's reading stands at after it. */
@@ -10,13 +11,27 @@ export interface LogPushed {
 }
 
 /**
- * The host's handle on the log archive's worker thread (archive-worker.ts): a log's records are
+ * The host's handle on the log archive's worker thread (archive-worker-ops.ts): a log's records are
  * assembled and checked there, and segments hashed. Calls for one log must not overlap (the follower
- * awaits each); the thread is started at the first call and stopped by close().
+ * awaits each). The thread is its own (archive-worker.ts: started at the first call, stopped by
+ * close()), or one lent by an agent (the first of its crypto pool: archive-threads.ts), which close()
+ * leaves running for its owner.
  */
-export class ArchiveWorker extends WorkerClient<ArchiveWorkerOps> {
-  constructor() {
-    super(new URL('./archive-worker.js', import.meta.url), 'log archive worker', SMALL_WORKER_LIMITS);
+export class ArchiveWorker {
+  private readonly client: WorkerClient<ArchiveWorkerOps>;
+
+  constructor(private readonly lent: WorkerClient<ArchiveWorkerOps> | null = null) {
+    this.client = lent ?? new WorkerClient<ArchiveWorkerOps>(new URL('./archive-worker.js', import.meta.url), 'log archive worker', SMALL_WORKER_LIMITS);
+  }
+
+  /** The thread's heap limits as V8 set them; null while it does not run. */
+  get resourceLimits(): ResourceLimits | null {
+    return this.client.resourceLimits;
+  }
+
+  /** Stops the thread if it is this worker's own; a lent one is its owner's to stop. */
+  async close(): Promise<void> {
+    if (!this.lent) await this.client.close();
   }
 
   /**
@@ -27,7 +42,7 @@ export class ArchiveWorker extends WorkerClient<ArchiveWorkerOps> {
    */
   async pushLog(tail: number, offset: number, bytes: Buffer): Promise<LogPushed> {
     const moved = bytes.buffer instanceof SharedArrayBuffer ? [] : [bytes.buffer];
-    const got = await this.callMoving(moved, 'tailPush', tail, offset, bytes);
+    const got = await this.client.callMoving(moved, 'tailPush', tail, offset, bytes);
     const all = Buffer.from(got.records.buffer, got.records.byteOffset, got.records.byteLength);
     const records = got.ends.map((end, i) => all.subarray(i === 0 ? 0 : got.ends[i - 1], end));
     return { records, incompleteBytes: got.incompleteBytes, damage: got.damage };
@@ -35,12 +50,12 @@ export class ArchiveWorker extends WorkerClient<ArchiveWorkerOps> {
 
   /** Forgets a log the follower closed (nothing to wait for). */
   dropLog(tail: number): void {
-    this.call('tailDrop', tail).catch(() => {});
+    this.client.call('tailDrop', tail).catch(() => {});
   }
 
   /** SHA-256 in the worker (the bytes are copied there). */
   readonly sha256: Sha256 = async (data) => {
-    const d = await this.call('sha256', data);
+    const d = await this.client.call('sha256', data);
     return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
   };
 }

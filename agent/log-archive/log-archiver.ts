@@ -11,6 +11,8 @@ import { dbSequence } from './db-sequence.js';
 import { manifestSequence, proveContinuity, type Continuity, type Opening } from './continuity-proof.js';
 import { LogFollower, type ReadBatch } from './log-follower.js';
 import { ArchiveWorker } from './archive-worker-client.js';
+import type { ArchiveWorkerOps } from './archive-worker-ops.js';
+import type { WorkerClient } from '../worker/worker-client.js';
 import { baseName, encodeSegment, markName, MAX_TAIL_BYTES, parseWalName, segmentName, WAL_PREFIX, wholePasses, type BaseRecord, type MarkRecord, type SegmentInfo, type WalObject } from './segment.js';
 import { SegmentSpool, type SpooledSegment } from './segment-spool.js';
 import { bodyBytes, SEGMENT_BUFFER_BYTES, SegmentBuilder } from './segment-builder.js';
@@ -27,6 +29,8 @@ export interface LogArchiveHost {
   openRepository(): Promise<Repository>;
   /** The replicas (backup.replicas): each receives every segment, base and mark, on its own. */
   replicas?: LogArchiveReplicaHost[];
+  /** A thread lent for the archive's work (the first of the host's crypto pool: archive-threads.ts); default: one of its own. */
+  thread?: WorkerClient<ArchiveWorkerOps>;
 }
 
 /** What the archiver needs of a replica repository. */
@@ -346,7 +350,7 @@ interface Timeline {
  */
 export class LogArchiver {
   /** Checksums and digests, off the host's event loop. */
-  private readonly worker = new ArchiveWorker();
+  private readonly worker: ArchiveWorker;
   private follower: LogFollower | null = null;
   private running = false;
   private loop: Promise<void> = Promise.resolve();
@@ -416,6 +420,7 @@ export class LogArchiver {
     private readonly log: Logger,
     private readonly observer: LogArchiveObserver | null = null,
   ) {
+    this.worker = new ArchiveWorker(host.thread ?? null);
     const spoolDir = cfg.spoolDir ?? path.join(path.dirname(dbPath), `${path.basename(dbPath)}.log-archive-spool`);
     this.replicas = (host.replicas ?? []).map((h) => ({
       host: h,

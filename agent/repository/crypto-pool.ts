@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { SMALL_WORKER_LIMITS, WorkerClient, type WorkerResult } from '../worker/worker-client.js';
-import type { CryptoWorkerOps } from './crypto-worker.js';
+import type { CryptoWorkerOps } from './crypto-worker-ops.js';
 
 /** The most threads a pool has by default. */
 const MAX_CRYPTO_THREADS = 4;
@@ -11,18 +11,28 @@ export function defaultCryptoThreads(): number {
 }
 
 /**
- * A few crypto worker threads (crypto-worker.ts), started on first use (or `start()`), each call going
- * to the thread with the fewest calls in flight. The threads never keep the process alive while idle;
- * `close()` stops them for good (calls in flight and later reject with CANCELLED).
+ * A few crypto worker threads (crypto-worker.ts, or `script` serving `Ops`: at least the crypto
+ * operations), started on first use (or `start()`), each call going to the thread with the fewest calls
+ * in flight. The threads never keep the process alive while idle; `close()` stops them for good (calls
+ * in flight and later reject with CANCELLED).
  */
-export class CryptoPool {
+export class CryptoPool<Ops extends CryptoWorkerOps = CryptoWorkerOps> {
   private readonly threads: { client: WorkerClient<CryptoWorkerOps>; inFlight: number }[];
 
-  constructor(threads = defaultCryptoThreads()) {
+  constructor(threads = defaultCryptoThreads(), script = new URL('./crypto-worker.js', import.meta.url)) {
     this.threads = Array.from({ length: Math.max(1, threads) }, () => ({
-      client: new WorkerClient<CryptoWorkerOps>(new URL('./crypto-worker.js', import.meta.url), 'crypto worker', SMALL_WORKER_LIMITS),
+      client: new WorkerClient<CryptoWorkerOps>(script, 'crypto worker', SMALL_WORKER_LIMITS),
       inFlight: 0,
     }));
+  }
+
+  /**
+   * The first thread itself, for calls of `Ops` beyond the crypto ones that must go to one thread (the
+   * log archive's, archive-threads.ts); the pool's own calls do not count them when choosing a thread.
+   */
+  get first(): WorkerClient<Ops> {
+    // Sound: every thread runs `script`, which serves all of Ops (a superset of the crypto ops).
+    return this.threads[0]!.client as unknown as WorkerClient<Ops>;
   }
 
   async call<K extends keyof CryptoWorkerOps & string>(op: K, ...args: Parameters<CryptoWorkerOps[K]>): Promise<WorkerResult<ReturnType<CryptoWorkerOps[K]>>> {

@@ -39,6 +39,13 @@ export interface OpenOptions {
    */
   startThreads?: boolean;
   /**
+   * Crypto threads lent by the caller (an agent's, whose first thread also does its log archive's work:
+   * archive-threads.ts): an encrypted repository's codec uses them instead of a pool of its own, and
+   * never closes them, nor does a failed open; the lender does, after every repository opened with
+   * them. `cryptoThreads` and `startThreads` then do not apply.
+   */
+  threads?: CryptoPool;
+  /**
    * A master key already unlocked, and the id of the key object that holds it (a copy's source: a
    * destination made with its keys holds the same key objects). Tried first: where the repository holds
    * a key of that id and its config authenticates under that master, it opens without a password and
@@ -143,11 +150,13 @@ async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions): Pro
 }
 
 /**
- * Runs an encrypted open with the crypto pool its codec will get: started now where `o.startThreads`
- * asks (so that it starts during the key's derivation), else null (sealedFormat makes one that starts at
- * the first blob). Stopped if the open fails.
+ * Runs an encrypted open with the crypto pool its codec will get: the lent one (`o.threads`, left as it
+ * is); else started now where `o.startThreads` asks (so that it starts during the key's derivation), or
+ * null (sealedFormat makes one that starts at the first blob). A pool started here is stopped if the
+ * open fails.
  */
 async function withEarlyPool(o: OpenOptions, open: (pool: CryptoPool | null) => Promise<OpenedFormat>): Promise<OpenedFormat> {
+  if (o.threads) return open(o.threads); // lent: started and stopped by its owner
   const threads = o.cryptoThreads ?? defaultCryptoThreads();
   const pool = o.startThreads && threads > 0 ? new CryptoPool(threads) : null;
   pool?.start();
@@ -180,7 +189,9 @@ function sealedFormat(storage: Storage, config: RepoConfig, master: Buffer, keyI
   if (config.version !== FORMAT_V3 || config.encryption !== 'aes-256-gcm') throw corrupt(storage, 'its sealed config is not of format 3 with encryption');
   const keys = deriveKeys(master);
   const threads = o.cryptoThreads ?? defaultCryptoThreads();
-  const codec = new SealedCodec(keys, pool ?? (threads > 0 ? new CryptoPool(threads) : null));
+  const lent = o.threads ?? null;
+  const used = pool ?? lent ?? (threads > 0 ? new CryptoPool(threads) : null);
+  const codec = new SealedCodec(keys, used, used !== null && used !== lent);
   const fingerprint = keyFingerprint(keys);
   return { config, codec, keyId, cacheTag: `${config.id}-${fingerprint}`, master, keyFingerprint: fingerprint, plaintextRefusal: null };
 }

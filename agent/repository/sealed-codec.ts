@@ -24,7 +24,8 @@ const IN_THREAD_BYTES = 64 * 1024;
  *
  * The CPU work runs in `pool`'s worker threads, off the caller's event loop (blobs, and objects above
  * IN_THREAD_BYTES); without a pool, in the calling thread. Buffers in shared memory go to the workers
- * as they are; others are copied there, and results into `out`.
+ * as they are; others are copied there, and results into `out`. `close()` stops the pool where the
+ * codec owns it (`ownsPool`), not one lent to it (OpenOptions.threads).
  */
 export class SealedCodec implements RepoCodec {
   readonly encrypted = true;
@@ -32,6 +33,7 @@ export class SealedCodec implements RepoCodec {
   constructor(
     private readonly keys: RepoKeys,
     private readonly pool: CryptoPool | null,
+    private readonly ownsPool = true,
   ) {}
 
   async blobId(type: BlobType, data: Buffer): Promise<string> {
@@ -116,7 +118,7 @@ export class SealedCodec implements RepoCodec {
   }
 
   close(): Promise<void> {
-    return this.pool?.close() ?? Promise.resolve();
+    return (this.ownsPool ? this.pool?.close() : undefined) ?? Promise.resolve();
   }
 }
 

@@ -1,0 +1,108 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { archiveThreads } from '../dist/agent/log-archive/archive-threads.js';
+import { ArchiveWorker } from '../dist/agent/log-archive/archive-worker-client.js';
+import { Repository } from '../dist/agent/repository/repository.js';
+import { openStorage } from '../dist/agent/storage/open-storage.js';
+import type { Storage } from '../dist/agent/storage/storage.js';
+import { tempDir } from './support/processes.js';
+import { TEST_REPO } from './support/test-password.js';
+
+/**
+ * An agent's threads when it archives the log (archive-threads.ts): one crypto pool, lent to its
+ * repositories (OpenOptions.threads), whose first thread also does the log archive's work, so the host
+ * carries one V8 isolate fewer (about 8 MiB idle). What is checked, through real threads, a real
+ * directory repository and the process's own thread list in /proc:
+ * - the archive's ops and a repository's crypto run in one thread (a pool of one adds one thread;
+ *   an archive worker of its own beside a pool adds two: the negative control);
+ * - a lent pool outlives what borrows it: a codec's close(), a failed open (a wrong password), the
+ *   ArchiveWorker's close(); its owner's close() stops it.
+ */
+
+const dir = tempDir('archive-threads');
+const storages: Storage[] = [];
+// libuv's pool starts all its threads at its first use: before any count here, so that they are not counted.
+beforeAll(async () => {
+  await fs.promises.stat(dir);
+});
+afterAll(async () => {
+  for (const s of storages) await s.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function storageAt(name: string): Promise<Storage> {
+  const s = await openStorage(pathToFileURL(path.join(dir, name)).href, {});
+  storages.push(s);
+  return s;
+}
+
+const threadIds = () => new Set(fs.readdirSync('/proc/self/task'));
+const added = (before: Set<string>) => [...threadIds()].filter((t) => !before.has(t)).length;
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** The archive's ops on `worker`, and an encrypted repository's crypto through `threads`: what each answered. */
+async function useBoth(worker: ArchiveWorker, repo: Repository): Promise<void> {
+  const data = Buffer.from('a segment to hash');
+  expect((await worker.sha256(data)).toString('hex')).toBe(sha(data));
+  const blob = Buffer.alloc(1 << 20, 3);
+  const id = await repo.codec.blobId('data', blob);
+  expect(id).toMatch(/^[0-9a-f]{64}$/);
+}
+
+describe.runIf(fs.existsSync('/proc/self/task'))("an agent's threads: the log archive's work in the first crypto thread", () => {
+  it('one pool of one thread serves the archive and the repository; a worker of its own beside a pool is a second thread', async () => {
+    const before = threadIds();
+    const pool = archiveThreads(1);
+    const worker = new ArchiveWorker(pool.first);
+    const repo = await Repository.open(await storageAt('shared'), { ...TEST_REPO, create: true, threads: pool });
+    try {
+      await useBoth(worker, repo);
+      expect(added(before)).toBe(1);
+    } finally {
+      await repo.codec.close();
+      await worker.close();
+      await pool.close();
+    }
+
+    // Negative control: the archive's own thread and a pool's thread are two.
+    const before2 = threadIds();
+    const own = new ArchiveWorker();
+    const repo2 = await Repository.open(await storageAt('separate'), { ...TEST_REPO, create: true, cryptoThreads: 1 });
+    try {
+      await useBoth(own, repo2);
+      expect(added(before2)).toBe(2);
+    } finally {
+      await repo2.codec.close();
+      await own.close();
+    }
+  });
+
+  it('a lent pool outlives its borrowers (a codec closed, an open refused, the archive worker closed); its owner stops it', async () => {
+    const pool = archiveThreads(2);
+    const worker = new ArchiveWorker(pool.first);
+    const storage = await storageAt('lent');
+    const repo = await Repository.open(storage, { ...TEST_REPO, create: true, threads: pool });
+    await useBoth(worker, repo);
+    await repo.codec.close();
+    const wrong = Repository.open(storage, { password: async () => Buffer.from('not the password'), threads: pool });
+    await expect(wrong).rejects.toMatchObject({ code: 'WRONG_PASSWORD' });
+    await worker.close();
+    // Still running for its owner: the archive's ops and the crypto both answer.
+    const again = await Repository.open(storage, { ...TEST_REPO, threads: pool });
+    await useBoth(new ArchiveWorker(pool.first), again);
+    await pool.close();
+    // Negative control: once its owner closed it, a call is refused.
+    await expect(new ArchiveWorker(pool.first).sha256(Buffer.from('x'))).rejects.toMatchObject({ code: 'CANCELLED' });
+    await expect(again.codec.blobId('data', Buffer.alloc(1 << 20, 4))).rejects.toMatchObject({ code: 'CANCELLED' });
+  });
+
+  it("a pool made for the crypto alone keeps closing with its codec (the default, unchanged)", async () => {
+    const repo = await Repository.open(await storageAt('own'), { ...TEST_REPO, create: true, cryptoThreads: 1 });
+    expect(await repo.codec.blobId('data', Buffer.alloc(1 << 20, 5))).toMatch(/^[0-9a-f]{64}$/);
+    await repo.codec.close();
+    await expect(repo.codec.blobId('data', Buffer.alloc(1 << 20, 6))).rejects.toMatchObject({ code: 'CANCELLED' });
+  });
+});
