@@ -20,9 +20,10 @@ export interface TailPushed {
 
 /**
  * The log archive's operations in a worker thread (served by archive-worker.ts alone, or beside the
- * crypto operations by archive-crypto-worker.ts, an agent's shared thread): the CPU work of following and shipping the log — every record's
- * crc32c and framing (LogTail), every segment's SHA-256 — off the host node's event loop and off
- * libuv's pool. The reads and uploads themselves stay async I/O in the host.
+ * crypto operations by archive-crypto-worker.ts, an agent's shared thread): the CPU work of following
+ * and shipping the log — every record's crc32c and framing (LogTail), every segment's SHA-256 — off
+ * the host node's event loop and off libuv's pool. The reads and uploads themselves stay async I/O in
+ * the host.
  */
 export const archiveWorkerOps = {
   /**

@@ -18,7 +18,7 @@ import { SegmentSpool, type SpooledSegment } from './segment-spool.js';
 import { bodyBytes, SEGMENT_BUFFER_BYTES, SegmentBuilder } from './segment-builder.js';
 import { alignedPool } from '../fs/aligned-pool.js';
 import { batchLast } from './write-batch.js';
-import { HOUR_MS, MAX_MERGED_BYTES, MINUTE_MS, listSegments, planMerges, runMerges } from './segment-merger.js';
+import { HOUR_MS, MAX_MERGED_BYTES, MERGE_BUFFER_BYTES, MINUTE_MS, listSegments, planMerges, runMerges } from './segment-merger.js';
 import { timelineWindows } from './timeline-windows.js';
 
 /** What the archiver needs of the agent that hosts it. */
@@ -1528,7 +1528,7 @@ export class LogArchiver {
         // Bounded work per run: a backlog is merged over the next runs.
         const limited = { merges: plan.merges.slice(0, MERGES_PER_RUN), leftovers: plan.leftovers };
         if (limited.merges.length === 0 && limited.leftovers.length === 0) return;
-        buffer = alignedPool.take(1, SEGMENT_BUFFER_BYTES)[0]!;
+        buffer = alignedPool.take(1, MERGE_BUFFER_BYTES)[0]!;
         const done = await runMerges(repo, limited, this.worker.sha256, { buffer, bodies: state.bodies });
         this.log.debug({ timeline, ...done, ...who }, 'log archive: segments merged');
       } catch (err) {

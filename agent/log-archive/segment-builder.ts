@@ -10,13 +10,17 @@ const DIGEST = 32;
 export const BATCH_OVERHEAD = 12;
 
 /**
- * The body a reused segment buffer holds: a merged segment's cap (segment-merger.ts), and more than any
- * segment the archiver cuts (about 8 MiB, more only when one pass of the log is larger; such a
- * segment gets a buffer of its own).
+ * The body a sender's reused segment buffer holds: more than any segment the archiver cuts (about
+ * 8 MiB, more only when one pass of the log is larger; such a segment gets a buffer of its own). Only
+ * the pages a segment fills are ever touched: the archiver's segments are a second's log.
  */
 export const BUFFER_BODY_BYTES = 16 * 1024 * 1024;
-/** The size of a reused segment buffer (page-aligned: one size class of the process's AlignedPool). */
-export const SEGMENT_BUFFER_BYTES = roundUpToAlign(HEADER_ROOM + BUFFER_BODY_BYTES + DIGEST);
+/** The size of a reused buffer for a segment body of up to `body` bytes (page-aligned: one size class of the process's AlignedPool). */
+export function segmentBufferBytes(body: number): number {
+  return roundUpToAlign(HEADER_ROOM + body + DIGEST);
+}
+/** The size of a sender's reused segment buffer. */
+export const SEGMENT_BUFFER_BYTES = segmentBufferBytes(BUFFER_BODY_BYTES);
 
 /** The bytes `batches` take in a segment's body (segment.ts): the measure every memory bound here uses. */
 export function bodyBytes(batches: readonly SegmentBatch[]): number {

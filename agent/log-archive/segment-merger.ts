@@ -1,7 +1,7 @@
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import type { Repository } from '../repository/repository.js';
 import { decodeSegment, parseWalName, segmentName, sha256Here, WAL_PREFIX, type SegmentInfo, type Sha256 } from './segment.js';
-import { bodyBytes, BUFFER_BODY_BYTES, HEADER_ROOM, SegmentBuilder } from './segment-builder.js';
+import { bodyBytes, HEADER_ROOM, SegmentBuilder, segmentBufferBytes } from './segment-builder.js';
 import { coveringChain } from './timeline-windows.js';
 
 /**
@@ -35,9 +35,13 @@ export const MAX_MERGED_BYTES = 8 * 1024 * 1024;
  * `backup changes` hold of it in memory). The stored size alone bounded nothing: a log of repeated
  * values compresses fifty-fold, and a finished hour of the example node at 800 writes/s, 8 MiB stored,
  * was 2.8 GB of log to hold in the host. A window whose log is larger becomes several segments of about
- * this size. A merge holds one of these (a reused buffer) and one input at a time.
+ * this size. A merge holds one of these (a reused buffer, every page of it touched once a window's log
+ * fills it, and kept by the pool between merges: at 16 MiB the example node's memory stepped up 14 MiB
+ * at its first merge, at 8 MiB 5 MiB, measured: docs/benchmarks.md) and one input at a time.
  */
-export const MAX_MERGED_RAW_BYTES = BUFFER_BODY_BYTES;
+export const MAX_MERGED_RAW_BYTES = 8 * 1024 * 1024;
+/** The size of a merge's reused buffer (the archiver's, from the process's pool). */
+export const MERGE_BUFFER_BYTES = segmentBufferBytes(MAX_MERGED_RAW_BYTES);
 
 export interface SizedSegment extends SegmentInfo {
   name: string;
