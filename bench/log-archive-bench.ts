@@ -44,8 +44,8 @@ import { goalTable, type GoalRow } from './goal-table.js';
  * 3. Storage requests per hour under the load and idle (the storage layer's debug lines: one per
  *    request; idle counted once the archive's own work after the load, its last merge, has settled:
  *    no request for SETTLE_MS), segments stored per hour of load, and what merging makes of them over
- *    an hour (projected from the bytes archived: a 20 s run cannot show an hour's merge; the merge itself is tested in
- *    test/log-archive-merge.test.ts). What a day of that load stores: the segments' bytes as the
+ *    an hour (projected from the bytes archived: a 20 s run cannot show an hour's merge; the merge
+ *    itself is tested in test/log-archive-merge.test.ts). What a day of that load stores: the segments' bytes as the
  *    archiver encoded them (its status's shippedBytes) against what lies in the repository (compressed,
  *    sealed; merged where a minute had passed), per second of load, times 86,400.
  * 4. A restore to the latest moment, BENCH_LA_RESTORE_MB (500) MB of archived log (more of the

@@ -52,32 +52,33 @@ async function useBoth(worker: ArchiveWorker, repo: Repository): Promise<void> {
   expect(id).toMatch(/^[0-9a-f]{64}$/);
 }
 
+/**
+ * The OS threads this process gains while an archive worker (`worker()`) and a new encrypted repository
+ * opened with `options` both do their work; both closed after (a lent pool stays its owner's).
+ */
+async function threadsAddedBy(name: string, worker: () => ArchiveWorker, options: { threads?: ReturnType<typeof archiveThreads>; cryptoThreads?: number }): Promise<number> {
+  const before = threadIds();
+  const archive = worker();
+  const repo = await Repository.open(await storageAt(name), { ...TEST_REPO, create: true, ...options });
+  try {
+    await useBoth(archive, repo);
+    return added(before);
+  } finally {
+    await repo.codec.close();
+    await archive.close();
+  }
+}
+
 describe.runIf(fs.existsSync('/proc/self/task'))("an agent's threads: the log archive's work in the first crypto thread", () => {
   it('one pool of one thread serves the archive and the repository; a worker of its own beside a pool is a second thread', async () => {
-    const before = threadIds();
     const pool = archiveThreads(1);
-    const worker = new ArchiveWorker(pool.first);
-    const repo = await Repository.open(await storageAt('shared'), { ...TEST_REPO, create: true, threads: pool });
     try {
-      await useBoth(worker, repo);
-      expect(added(before)).toBe(1);
+      expect(await threadsAddedBy('shared', () => new ArchiveWorker(pool.first), { threads: pool })).toBe(1);
     } finally {
-      await repo.codec.close();
-      await worker.close();
       await pool.close();
     }
-
     // Negative control: the archive's own thread and a pool's thread are two.
-    const before2 = threadIds();
-    const own = new ArchiveWorker();
-    const repo2 = await Repository.open(await storageAt('separate'), { ...TEST_REPO, create: true, cryptoThreads: 1 });
-    try {
-      await useBoth(own, repo2);
-      expect(added(before2)).toBe(2);
-    } finally {
-      await repo2.codec.close();
-      await own.close();
-    }
+    expect(await threadsAddedBy('separate', () => new ArchiveWorker(), { cryptoThreads: 1 })).toBe(2);
   });
 
   it('a lent pool outlives its borrowers (a codec closed, an open refused, the archive worker closed); its owner stops it', async () => {

@@ -159,7 +159,7 @@ export interface MergeBuffers {
  */
 export async function runMerges(repo: Repository, plan: MergePlan, sha256: Sha256 = sha256Here, o: MergeBuffers = {}): Promise<{ stored: number; deleted: number }> {
   const maxBody = o.maxBodyBytes ?? MAX_MERGED_RAW_BYTES;
-  const buffer = o.buffer ?? Buffer.allocUnsafe(HEADER_ROOM + maxBody + 32);
+  const buffer = o.buffer ?? Buffer.allocUnsafe(segmentBufferBytes(maxBody));
   if (buffer.length < HEADER_ROOM + maxBody + 32) throw new AdminError(ErrorCodes.INTERNAL, `a merge buffer of ${buffer.length} bytes cannot hold ${maxBody} bytes of body`);
   const builder = new SegmentBuilder(buffer);
   let stored = 0;
