@@ -705,7 +705,7 @@ export class LogArchiver {
 
   /** Bytes not yet stored: of the batches read and waiting, and of the live logs not read yet (one fstat per open log). */
   async lagBytes(): Promise<{ batches: number; bytes: number; unreadBytes: number }> {
-    const unreadBytes = this.follower && !this.stopped ? await this.follower.unreadBytes().catch(() => 0) : 0;
+    const unreadBytes = this.follower && !this.stopped ? this.follower.unreadBytes() : 0;
     const box = this.timeline?.primary;
     const batches = this.pending.length + (box?.segments.reduce((n, s) => n + (s.batches?.length ?? 0), 0) ?? 0);
     return { batches, bytes: this.pendingBytes + (box ? box.memoryBytes + box.diskBytes : 0), unreadBytes };
@@ -810,7 +810,7 @@ export class LogArchiver {
     // always (no segment has to hold one larger pass), up to what the logs held now: a node that keeps
     // writing does not keep the stop going (the next start's base covers the rest).
     try {
-      let budget = (await this.follower!.unreadBytes()) + PASS_BYTES;
+      let budget = this.follower!.unreadBytes() + PASS_BYTES;
       for (let more = true; more && budget > 0; ) {
         const pass = await this.follower!.pass(PASS_BYTES);
         this.take(pass.batches, pass.problem, pass.readAt, pass.problemKind);

@@ -54,6 +54,27 @@ let nextTail = 1;
 const READ_SIZE = 1024 * 1024;
 
 /**
+ * Faster than LevelDB fills its logs, in bytes per ms (400 MiB/s): on the bench machine it filled 4 MiB
+ * logs at about 280 MB/s (four writers of 100 KB values). A log filled faster still is found by the
+ * listing at the switch (`onWatch`).
+ */
+const FASTEST_LOG_APPEND = 400 * 1024;
+/** The longest the directory watch is muted after an event. */
+const MAX_MUTE_MS = 10;
+/** How many finished logs' sizes the mute is judged by (the smallest: one batch can overfill a log). */
+const FINISHED_SIZES = 3;
+
+/**
+ * How long the directory watch may be muted after an event: less than the fastest a log can be filled,
+ * judged by the smallest of the last finished logs; 0 (never muted) before one was seen, or when logs
+ * are small (a write buffer of a few hundred KiB or less, where a log can live 2 ms).
+ */
+export function muteMs(finishedLogBytes: readonly number[]): number {
+  if (finishedLogBytes.length === 0) return 0;
+  return Math.min(MAX_MUTE_MS, Math.floor(Math.min(...finishedLogBytes) / FASTEST_LOG_APPEND));
+}
+
+/**
  * Follows the write-ahead logs (`NNNNNN.log`) of a live LevelDB directory as they grow.
  *
  * Contract: each `pass()` lists the directory, opens every log it has not seen (keeping its descriptor,
@@ -77,6 +98,14 @@ export class LogFollower {
   /** Opens in flight (from the directory watch), awaited by each pass. */
   private readonly opening = new Set<Promise<void>>();
   private watcher: fs.FSWatcher | null = null;
+  /** Re-arms the watch at the end of a mute. */
+  private rearm: NodeJS.Timeout | null = null;
+  /** The highest log number opened or tried. */
+  private newest = -1;
+  /** The watch was muted since the newest log was first seen. */
+  private mutedSince = false;
+  /** The sizes of the last logs read to their end after a newer one appeared, newest last. */
+  private readonly finishedSizes: number[] = [];
   /**
    * The reads' buffer, made at the first read and kept: shared memory, which the worker reads where it
    * is and copies what it keeps from (a fresh 1 MiB buffer a read, moved to the worker, was garbage
@@ -86,9 +115,14 @@ export class LogFollower {
   private buffer: Buffer | null = null;
   private closed = false;
 
+  /**
+   * @param mute how long the watch is muted after an event, from the last finished logs' sizes (called
+   *   once per event handled); `muteMs` unless a test needs another.
+   */
   constructor(
     readonly dbPath: string,
     private readonly worker: ArchiveWorker,
+    private readonly mute: (finishedLogBytes: readonly number[]) => number = muteMs,
   ) {}
 
   /**
@@ -98,11 +132,21 @@ export class LogFollower {
    * taking a base checkpoint.
    */
   async open(): Promise<void> {
+    this.arm();
+    await this.openNewLogs(await this.listLogs());
+  }
+
+  /**
+   * The watch reports every write to the live log as well (an event per write: a thousand a second at
+   * 1,000 writes/s, most of the archive's CPU on the bench machine). So a write to the newest log mutes
+   * it for less time than a log takes to fill (`muteMs`): at most a hundred events a second. Why no log
+   * goes unseen: docs/log-archive-design.md, "The follower".
+   */
+  private arm(): void {
+    this.rearm = null;
+    if (this.closed || this.watcher !== null) return;
     try {
-      this.watcher = fs.watch(this.dbPath, { persistent: false }, (_event, name) => {
-        const f = typeof name === 'string' ? parseDbFileName(name) : null;
-        if (f?.kind === 'log' && !this.closed) this.openLog(f.number!);
-      });
+      this.watcher = fs.watch(this.dbPath, { persistent: false }, (event, name) => this.onWatch(event, name));
       this.watcher.on('error', () => {
         // Watching is an optimisation: each pass lists the directory anyway.
         this.watcher?.close();
@@ -111,7 +155,29 @@ export class LogFollower {
     } catch {
       this.watcher = null;
     }
-    await this.openNewLogs();
+  }
+
+  private onWatch(event: fs.WatchEventType, name: string | Buffer | null): void {
+    if (this.closed) return;
+    const f = typeof name === 'string' ? parseDbFileName(name) : null;
+    if (f?.kind !== 'log') return;
+    const number = f.number!;
+    if (number > this.newest && this.mutedSince) {
+      // A switch while the watch was muted: a log made and filled in that time (LevelDB at its fastest)
+      // is still on disk until its memtable is flushed. One listing per switch finds it.
+      void this.listLogs().then((numbers) => numbers.forEach((n) => this.openLog(n)), () => {});
+    }
+    this.openLog(number);
+    // Muted only by a write to the newest log known: it is the live one, so no newer log exists yet. A
+    // log made while the watch is muted is then named by the first write to it once re-armed; events
+    // coming before it (a table's, the MANIFEST's, an older log being unlinked) do not mute the watch.
+    if (event !== 'change' || number < this.newest) return;
+    const mute = this.mute(this.finishedSizes);
+    if (mute === 0 || this.watcher === null) return;
+    this.watcher.close();
+    this.watcher = null;
+    this.mutedSince = true;
+    this.rearm = setTimeout(() => this.arm(), mute).unref();
   }
 
   /**
@@ -120,15 +186,18 @@ export class LogFollower {
    * first while the rest is read.
    */
   async pass(maxBytes = Infinity): Promise<FollowerPass> {
-    if (await this.replaced()) {
+    const listed = await this.listLogs();
+    if (await this.replaced(listed)) {
       // Another history (a restore in place, a directory swapped): nothing read so far continues into it.
       for (const log of [...this.logs]) await this.closeLog(log);
       this.attempted.clear();
       this.inodes.clear();
-      await this.openNewLogs();
+      this.newest = -1;
+      this.finishedSizes.length = 0;
+      await this.openNewLogs(await this.listLogs());
       return { batches: [], readAt: Date.now(), bytesRead: 0, more: false, problem: 'the database directory was replaced (a log name now holds another file)', problemKind: 'replaced' };
     }
-    const newest = await this.openNewLogs();
+    const newest = await this.openNewLogs(listed);
     if (this.openError) {
       const err = this.openError;
       this.openError = null;
@@ -163,6 +232,7 @@ export class LogFollower {
         if (!more && log.number < newest) {
           // A newer log exists, so LevelDB writes no more to this one: what is left is a torn record.
           if (log.incompleteBytes > 0) problem = `log ${log.number} ends with ${log.incompleteBytes} bytes of an incomplete record`;
+          else if (this.finishedSizes.push(log.offset) > FINISHED_SIZES) this.finishedSizes.shift();
           await this.closeLog(log);
         }
       } catch (err) {
@@ -176,13 +246,20 @@ export class LogFollower {
   }
 
   /**
-   * Bytes of the open logs not read yet (one fstat per open log; for status and metrics). A log closed
-   * meanwhile counts 0: it was read to its end.
+   * Bytes of the open logs not read yet (for status and metrics). A log closed meanwhile counts 0: it
+   * was read to its end. One fstat per open log, made here rather than in libuv's pool: on an open
+   * descriptor it cannot block, and a status polled often (the bench's, a hundred times a second) would
+   * otherwise wake a pool thread and the event loop twice per log per call.
    */
-  async unreadBytes(): Promise<number> {
+  unreadBytes(): number {
     let n = 0;
-    for (const log of [...this.logs]) {
-      const size = await log.fh.stat().then((st) => st.size, () => log.offset);
+    for (const log of this.logs) {
+      let size: number;
+      try {
+        size = fs.fstatSync(log.fh.fd).size;
+      } catch {
+        size = log.offset;
+      }
       n += Math.max(0, size - log.offset);
     }
     return n;
@@ -192,28 +269,31 @@ export class LogFollower {
     this.closed = true;
     this.watcher?.close();
     this.watcher = null;
+    if (this.rearm) clearTimeout(this.rearm);
     await Promise.all(this.opening);
     for (const log of [...this.logs]) await this.closeLog(log);
   }
 
-  /** Lists the directory and opens the logs not opened before; returns the newest log number seen. */
-  private async openNewLogs(): Promise<number> {
+  /** The numbers of the logs in the directory, ascending. One listing: a large database's directory holds thousands of tables. */
+  private async listLogs(): Promise<number[]> {
     if (this.closed) throw new Error('the log follower is closed');
-    const numbers = (await fs.promises.readdir(this.dbPath))
+    return (await fs.promises.readdir(this.dbPath))
       .map(parseDbFileName)
       .filter((f) => f !== null && f.kind === 'log')
       .map((f) => f!.number!)
       .sort((a, b) => a - b);
+  }
+
+  /** Opens the listed logs not opened before; returns the newest log number seen. */
+  private async openNewLogs(numbers: readonly number[]): Promise<number> {
     for (const number of numbers) this.openLog(number);
     await Promise.all(this.opening);
     return Math.max(numbers.at(-1) ?? -1, ...this.logs.map((l) => l.number));
   }
 
   /** True if a log name the follower opened now holds another file. One stat per listed log already opened. */
-  private async replaced(): Promise<boolean> {
-    const listed = new Set(
-      (await fs.promises.readdir(this.dbPath)).map(parseDbFileName).filter((f) => f !== null && f.kind === 'log').map((f) => f!.number!),
-    );
+  private async replaced(numbers: readonly number[]): Promise<boolean> {
+    const listed = new Set(numbers);
     for (const [number, ino] of this.inodes) {
       if (!listed.has(number)) {
         this.inodes.delete(number); // unlinked: LevelDB never reuses a number within one history
@@ -232,6 +312,10 @@ export class LogFollower {
   private openLog(number: number): void {
     if (this.attempted.has(number)) return;
     this.attempted.add(number);
+    if (number > this.newest) {
+      this.newest = number;
+      this.mutedSince = false;
+    }
     const p = fs.promises
       .open(path.join(this.dbPath, `${String(number).padStart(6, '0')}.log`), 'r')
       .then(
