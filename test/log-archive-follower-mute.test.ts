@@ -1,14 +1,15 @@
 /**
- * The log follower's directory watch, muted after each event for less time than a log takes to fill
- * (log-follower.ts `muteMs`): the watch reports every write to the live log, and muting it is what
- * keeps the archive's CPU low under steady writes. What must hold: no log goes unseen, even when
- * LevelDB takes writes as fast as it can and its logs live a few tens of ms.
+ * The log follower's directory watch, muted after a write to the live log for less time than a log
+ * takes to fill (log-follower.ts `muteMs`; why no log goes unseen: docs/log-archive-design.md, "The
+ * follower"): the watch reports every write to the live log, and muting it is what keeps the archive's
+ * CPU low under steady writes. What must hold: no log goes unseen, even when LevelDB takes writes as
+ * fast as it can and its logs live a few tens of ms.
  *
  * Real classic-level databases with LevelDB's default write buffer (4 MiB), four writers of 100 KB
  * values, and passes every 250 ms as the archiver makes them. Checked: every batch read once, in order,
- * without a gap, and they replay to the database; the watch was muted (it handled far fewer events than
- * there were writes). Negative control: muted for a second after each event (longer than a log lives
- * here), the follower misses logs, and the same check sees the gap.
+ * without a gap, and they replay to the database; the watch was muted (it handled fewer events than
+ * there were writes, where unmuted it handles several per write). Negative control: muted for a second
+ * (longer than a log lives here), the follower misses logs, and the same check sees the gap.
  */
 import fs from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
@@ -135,7 +136,7 @@ describe('the log follower\'s muted watch', () => {
     try {
       expect(f.logsCreated).toBeGreaterThan(10); // logs rotated: the case a muted watch could get wrong
       expect(f.lastMute).toBe(10); // 4 MiB logs: muted at the cap
-      // Fewer events than writes: not muted, each write to the log is an event or more (the next test).
+      // Fewer events than writes: not muted, each write to the log is several (the next test).
       // (Not a bound per second: one event per mute, but a timer can run early by the loop's busy time.)
       expect(f.events).toBeLessThan(f.writes);
       expect(await mismatch(f)).toBeNull();
@@ -144,10 +145,12 @@ describe('the log follower\'s muted watch', () => {
     }
   }, 120_000);
 
-  it('not muted, the watch handles an event for every write or more (what the mute is for)', async () => {
+  it('not muted, the watch handles events by the write (what the mute is for)', async () => {
     const f = await follow('unmuted', () => 0);
     try {
-      expect(f.events).toBeGreaterThanOrEqual(f.writes);
+      // LevelDB writes a 100 KB value as four 32 KiB blocks, one write(2) each: about four events a write
+      // here. The kernel merges identical events not yet read, so fewer when this thread is busy.
+      expect(f.events).toBeGreaterThan(f.writes / 2);
       expect(await mismatch(f)).toBeNull();
     } finally {
       await f.db.close();
