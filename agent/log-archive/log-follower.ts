@@ -168,9 +168,9 @@ export class LogFollower {
       void this.listLogs().then((numbers) => numbers.forEach((n) => this.openLog(n)), () => {});
     }
     this.openLog(number);
-    // Muted only by a write to the newest log known: it is the live one, so no newer log exists yet. A
-    // log made while the watch is muted is then named by the first write to it once re-armed; events
-    // coming before it (a table's, the MANIFEST's, an older log being unlinked) do not mute the watch.
+    // Muted only by a write to the newest log known: no newer log existed when it was made. One made
+    // since is named by the first write to it once re-armed; events coming before that (a table's, the
+    // MANIFEST's, an older log being unlinked) do not mute the watch again.
     if (event !== 'change' || number < this.newest) return;
     const mute = this.mute(this.finishedSizes);
     if (mute === 0 || this.watcher === null) return;
