@@ -165,7 +165,7 @@ export class LogFollower {
     if (number > this.newest && this.mutedSince) {
       // A switch while the watch was muted: a log made and filled in that time (LevelDB at its fastest)
       // is still on disk until its memtable is flushed. One listing per switch finds it.
-      void this.listLogs().then((numbers) => numbers.forEach((n) => this.openLog(n)), () => {});
+      void this.listLogs().then((numbers) => this.openNewLogs(numbers)).catch(() => {});
     }
     this.openLog(number);
     // Muted only by a write to the newest log known: no newer log existed when it was made. One made
@@ -194,7 +194,7 @@ export class LogFollower {
       this.inodes.clear();
       this.newest = -1;
       this.finishedSizes.length = 0;
-      await this.openNewLogs(await this.listLogs());
+      await this.openNewLogs(listed);
       return { batches: [], readAt: Date.now(), bytesRead: 0, more: false, problem: 'the database directory was replaced (a log name now holds another file)', problemKind: 'replaced' };
     }
     const newest = await this.openNewLogs(listed);
