@@ -46,8 +46,7 @@ import { AgentMetrics, type CheckpointFacts } from './metrics/agent-metrics.js';
 import type { ReplicaFacts } from './metrics/replica-metrics.js';
 import { LogArchiver, parseLogArchiveOptions, type LogArchiveConfig } from './log-archive/log-archiver.js';
 import { logArchivePruneClient } from './log-archive/wal-prune.js';
-import { archiveThreads, type ArchiveThreadOps } from './log-archive/archive-threads.js';
-import type { CryptoPool } from './repository/crypto-pool.js';
+import { archiveThreads, type ArchiveThreads } from './log-archive/archive-threads.js';
 import { alignedPool } from './fs/aligned-pool.js';
 import type { Storage } from './storage/storage.js';
 import { parseStorageUrl, redactUrl } from './storage/open-storage.js';
@@ -110,7 +109,7 @@ class CheckpointAgent implements Agent {
    * With the log archive: the crypto threads lent to every repository the backups open, the first of
    * them doing the archive's work too (archive-threads.ts: one V8 isolate fewer in the host); closed last.
    */
-  private readonly threads: CryptoPool<ArchiveThreadOps> | null;
+  private readonly threads: ArchiveThreads | null;
   private readonly agentMetrics: AgentMetrics;
   /** The checkpoint index's last answer (for scrapes while the files worker is busy with long work). */
   private lastFacts: CheckpointFacts | null = null;
@@ -170,7 +169,7 @@ class CheckpointAgent implements Agent {
         getCheckpoint: (id) => this.getCheckpoint(id),
         createCheckpoint: (req) => this.createCheckpoint(req),
         isStopping: () => this.state === 'stopping' || this.state === 'stopped',
-        ...(this.threads ? { threads: this.threads } : {}),
+        ...(this.threads ? { threads: this.threads.pool } : {}),
       },
       this.log,
       this.agentMetrics,
@@ -226,7 +225,7 @@ class CheckpointAgent implements Agent {
           createCheckpoint: (req) => this.createCheckpoint(req),
           createBackup: (req) => this.createBackup(req, undefined, 'log-archive'),
           openRepository: () => this.openArchiveRepository(),
-          ...(this.threads ? { thread: this.threads.first } : {}),
+          ...(this.threads ? { thread: this.threads.archive } : {}),
           replicas: this.replicaUrls.map((url) => ({
             name: redactUrl(url),
             openRepository: () => this.backups.replicaRepository(url),
@@ -245,7 +244,7 @@ class CheckpointAgent implements Agent {
       await this.builder.cancel();
       await this.reader.close();
       await this.files.cancel();
-      await this.threads?.close();
+      await this.threads?.pool.close();
       this.state = 'stopped';
       throw toAdminError(err);
     }
@@ -273,7 +272,7 @@ class CheckpointAgent implements Agent {
     // Whatever a cancelled build left is a staging directory: clean it now rather than at next start.
     await this.files.call('cleanLeftovers', this.checkpointDir).catch(() => {});
     await this.files.cancel();
-    await this.threads?.close(); // after every user: the archiver and the repositories it was lent to
+    await this.threads?.pool.close(); // after every user: the archiver and the repositories it was lent to
     this.state = 'stopped';
   }
 

@@ -2,6 +2,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { ClassicLevel } from 'classic-level';
 import type { Agent } from '../agent/index.js';
 import { IndexerRecords, type IndexerOp } from './indexer-records.js';
+import { threadCpuSeconds } from './proc-stat.js';
 import { sleep } from './progress.js';
 import { summarize, type Summary } from './stats.js';
 
@@ -20,6 +21,8 @@ export interface LoadResult {
   latency: Summary;
   /** Process CPU over the load, % of one core. */
   cpuPercent: number;
+  /** Each thread's CPU over the load, % of one core, by thread id (threads alive at its end; /proc's 10 ms ticks). */
+  threadCpuPercent: Map<number, number>;
   /** How late the host's event loop ran a 10 ms timer over the load, ms (monitorEventLoopDelay, less its interval). */
   loopDelay: { p99: number; max: number };
   seconds: number;
@@ -58,6 +61,7 @@ export async function load(db: ClassicLevel<string, Buffer>, writes: Op[][], rat
   let entries = 0;
   const latencies = new Float64Array(n);
   const cpu0 = process.cpuUsage();
+  const threads0 = threadCpuSeconds();
   const loop = monitorEventLoopDelay({ resolution: LOOP_TICK_MS });
   loop.enable();
   const t0 = performance.now();
@@ -76,11 +80,12 @@ export async function load(db: ClassicLevel<string, Buffer>, writes: Op[][], rat
   }
   const wall = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
+  const threadCpuPercent = new Map([...threadCpuSeconds()].map(([tid, s]) => [tid, ((s - (threads0.get(tid) ?? 0)) / wall) * 100]));
   loop.disable();
   // The histogram holds the time between ticks: the tick's own interval is not lateness.
   const late = (ns: number) => Math.max(0, ns / 1e6 - LOOP_TICK_MS);
   const loopDelay = { p99: late(loop.percentile(99)), max: late(loop.max) };
-  return { ackAt, entriesAfter, latency: summarize(latencies), cpuPercent: ((cpu.user + cpu.system) / 1e6 / wall) * 100, loopDelay, seconds: wall, rate: n / wall };
+  return { ackAt, entriesAfter, latency: summarize(latencies), cpuPercent: ((cpu.user + cpu.system) / 1e6 / wall) * 100, threadCpuPercent, loopDelay, seconds: wall, rate: n / wall };
 }
 
 export interface Shipped {

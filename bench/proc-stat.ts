@@ -17,3 +17,13 @@ export function statFields(file: string): string[] | null {
 export function cpuSecondsOf(fields: readonly string[]): number {
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
 }
+
+/** CPU seconds so far of each thread of this process, by thread id (a thread that ended is absent). */
+export function threadCpuSeconds(): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    const f = statFields(`/proc/self/task/${tid}/stat`);
+    if (f) out.set(Number(tid), cpuSecondsOf(f));
+  }
+  return out;
+}

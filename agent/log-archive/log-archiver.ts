@@ -509,7 +509,7 @@ export class LogArchiver {
    * mark is stored with the next shipment); false when a new timeline begins. A storage failure throws
    * (retried like a base), RESUME_ATTEMPTS times, and then a new timeline begins.
    */
-  private async tryResume(generation: number): Promise<boolean> {
+  private async tryResume(generation: number, atStop = false): Promise<boolean> {
     const opening = this.opening!;
     let verdict: Continuity;
     try {
@@ -528,7 +528,9 @@ export class LogArchiver {
         verdict = { continue: false, reason: `the logs read since the start begin at sequence ${this.streamFirst}, not ${verdict.sequence + 1}` };
       }
       if (!verdict.continue) {
-        this.log.info({ reason: verdict.reason }, 'log archive: the database cannot be proven the archived state; a new timeline begins with a new base');
+        // At the stop no base follows: what this run read has no timeline to go into.
+        if (atStop) this.log.warn({ reason: verdict.reason }, 'log archive: the database cannot be proven the archived state; what this run read is not archived (the next start takes a new base)');
+        else this.log.info({ reason: verdict.reason }, 'log archive: the database cannot be proven the archived state; a new timeline begins with a new base');
         this.observer?.timelineBreak('start');
         return;
       }
@@ -629,7 +631,7 @@ export class LogArchiver {
     // attempt here, what this run read has no timeline, is neither shipped nor spooled, and the next
     // start cannot prove continuity either (LevelDB folds these logs into a table when it opens).
     if (this.opening !== null && this.timeline === null && !this.baseRunning) {
-      await this.tryResume(this.generation).catch((err: unknown) => this.log.warn({ err: toAdminError(err).message }, 'log archive: the continuity proof failed again at the stop; what this run read is not archived'));
+      await this.tryResume(this.generation, true).catch((err: unknown) => this.log.warn({ err: toAdminError(err).message }, 'log archive: the continuity proof failed again at the stop; what this run read is not archived'));
     }
     try {
       const t = this.timeline;

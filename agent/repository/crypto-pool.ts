@@ -11,12 +11,12 @@ export function defaultCryptoThreads(): number {
 }
 
 /**
- * A few crypto worker threads (crypto-worker.ts, or `script` serving `Ops`: at least the crypto
+ * A few crypto worker threads (crypto-worker.ts, or `script`, which serves at least the crypto
  * operations), started on first use (or `start()`), each call going to the thread with the fewest calls
  * in flight. The threads never keep the process alive while idle; `close()` stops them for good (calls
  * in flight and later reject with CANCELLED).
  */
-export class CryptoPool<Ops extends CryptoWorkerOps = CryptoWorkerOps> {
+export class CryptoPool {
   private readonly threads: { client: WorkerClient<CryptoWorkerOps>; inFlight: number }[];
 
   constructor(threads = defaultCryptoThreads(), script = new URL('./crypto-worker.js', import.meta.url)) {
@@ -27,12 +27,12 @@ export class CryptoPool<Ops extends CryptoWorkerOps = CryptoWorkerOps> {
   }
 
   /**
-   * The first thread itself, for calls of `Ops` beyond the crypto ones that must go to one thread (the
-   * log archive's, archive-threads.ts); the pool's own calls do not count them when choosing a thread.
+   * The first thread itself, for calls that must go to one thread (the log archive's, beyond the crypto
+   * ones, where `script` serves them: archive-threads.ts, which knows what its script serves); the
+   * pool's own calls do not count them when choosing a thread.
    */
-  get first(): WorkerClient<Ops> {
-    // Sound: every thread runs `script`, which serves all of Ops (a superset of the crypto ops).
-    return this.threads[0]!.client as unknown as WorkerClient<Ops>;
+  get first(): WorkerClient<CryptoWorkerOps> {
+    return this.threads[0]!.client;
   }
 
   async call<K extends keyof CryptoWorkerOps & string>(op: K, ...args: Parameters<CryptoWorkerOps[K]>): Promise<WorkerResult<ReturnType<CryptoWorkerOps[K]>>> {
