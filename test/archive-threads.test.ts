@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { archiveThreads } from '../dist/agent/log-archive/archive-threads.js';
+import type { CryptoPool } from '../dist/agent/repository/crypto-pool.js';
 import { ArchiveWorker } from '../dist/agent/log-archive/archive-worker-client.js';
 import { Repository } from '../dist/agent/repository/repository.js';
 import { openStorage } from '../dist/agent/storage/open-storage.js';
@@ -56,7 +57,7 @@ async function useBoth(worker: ArchiveWorker, repo: Repository): Promise<void> {
  * The OS threads this process gains while an archive worker (`worker()`) and a new encrypted repository
  * opened with `options` both do their work; both closed after (a lent pool stays its owner's).
  */
-async function threadsAddedBy(name: string, worker: () => ArchiveWorker, options: { threads?: ReturnType<typeof archiveThreads>; cryptoThreads?: number }): Promise<number> {
+async function threadsAddedBy(name: string, worker: () => ArchiveWorker, options: { threads?: CryptoPool; cryptoThreads?: number }): Promise<number> {
   const before = threadIds();
   const archive = worker();
   const repo = await Repository.open(await storageAt(name), { ...TEST_REPO, create: true, ...options });
@@ -71,9 +72,9 @@ async function threadsAddedBy(name: string, worker: () => ArchiveWorker, options
 
 describe.runIf(fs.existsSync('/proc/self/task'))("an agent's threads: the log archive's work in the first crypto thread", () => {
   it('one pool of one thread serves the archive and the repository; a worker of its own beside a pool is a second thread', async () => {
-    const pool = archiveThreads(1);
+    const { pool, archive } = archiveThreads(1);
     try {
-      expect(await threadsAddedBy('shared', () => new ArchiveWorker(pool.first), { threads: pool })).toBe(1);
+      expect(await threadsAddedBy('shared', () => new ArchiveWorker(archive), { threads: pool })).toBe(1);
     } finally {
       await pool.close();
     }
@@ -82,8 +83,8 @@ describe.runIf(fs.existsSync('/proc/self/task'))("an agent's threads: the log ar
   });
 
   it('a lent pool outlives its borrowers (a codec closed, an open refused, the archive worker closed); its owner stops it', async () => {
-    const pool = archiveThreads(2);
-    const worker = new ArchiveWorker(pool.first);
+    const { pool, archive } = archiveThreads(2);
+    const worker = new ArchiveWorker(archive);
     const storage = await storageAt('lent');
     const repo = await Repository.open(storage, { ...TEST_REPO, create: true, threads: pool });
     await useBoth(worker, repo);
@@ -93,10 +94,10 @@ describe.runIf(fs.existsSync('/proc/self/task'))("an agent's threads: the log ar
     await worker.close();
     // Still running for its owner: the archive's ops and the crypto both answer.
     const again = await Repository.open(storage, { ...TEST_REPO, threads: pool });
-    await useBoth(new ArchiveWorker(pool.first), again);
+    await useBoth(new ArchiveWorker(archive), again);
     await pool.close();
     // Negative control: once its owner closed it, a call is refused.
-    await expect(new ArchiveWorker(pool.first).sha256(Buffer.from('x'))).rejects.toMatchObject({ code: 'CANCELLED' });
+    await expect(new ArchiveWorker(archive).sha256(Buffer.from('x'))).rejects.toMatchObject({ code: 'CANCELLED' });
     await expect(again.codec.blobId('data', Buffer.alloc(1 << 20, 4))).rejects.toMatchObject({ code: 'CANCELLED' });
   });
 
