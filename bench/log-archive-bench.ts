@@ -16,7 +16,7 @@ import { parseWalName } from '../agent/log-archive/segment.js';
 import { envNumber } from './env-number.js';
 import { benchPasswordFile } from './bench-password.js';
 import { IndexerRecords } from './indexer-records.js';
-import { indexerWrites, lagPerWrite, load, sampleStatus, until, type Op, type Shipped } from './log-archive-load.js';
+import { indexerWrites, lagPerWrite, load, sampleStatus, until, untilFirstBase, type Op, type Shipped } from './log-archive-load.js';
 import { passwordSource } from '../agent/repository/password-source.js';
 import { replicaRounds } from './log-archive-replica-rounds.js';
 import { cpuPairs } from './log-archive-cpu-pairs.js';
@@ -153,7 +153,7 @@ async function main(): Promise<void> {
     agents.push(agent);
     await agent.start();
     const storage = await openStorage(pathToFileURL(repoDir).href, {});
-    await until(async () => (await readWindows(storage)).timelines.some((t) => t.from !== null), 60_000, 'the first base');
+    await untilFirstBase(storage, 60_000);
     await load(db, writes, rate, WARM_UP_SECONDS, () => {});
     const checkpoint = await agent.createCheckpoint({ label: 'bench-sequence' });
     const s0 = (await dbSequence(checkpoint.path)).sequence;
@@ -252,7 +252,7 @@ async function main(): Promise<void> {
 
     // 1b. The CPU and write-latency pairs, each side a process of its own (log-archive-cpu-pairs.ts).
     progress(`log archive: ${runs} pairs of ${seconds} s windows, without archiving then with, in two processes`);
-    const pairs = await cpuPairs({ dir: path.join(dir, 'cpu-pairs'), passwordFile, rate, seconds, runs, warmUpSeconds: WARM_UP_SECONDS });
+    const pairs = await cpuPairs({ dir: path.join(dir, 'cpu-pairs'), passwordFile, rate, seconds, writeBytes: WRITE_BYTES, runs, warmUpSeconds: WARM_UP_SECONDS });
     const cpus = pairs.map((p) => p.withArchive.cpuPercent - p.without.cpuPercent);
     const ratios = pairs.map((p) => (p.without.p99 > 0 ? p.withArchive.p99 / p.without.p99 : Number.NaN));
     const byThread = pairs.map((p) => ({ main: p.withArchive.threads.main - p.without.threads.main, node: p.withArchive.threads.node - p.without.threads.node, started: p.withArchive.threads.started - p.without.threads.started }));

@@ -4,9 +4,8 @@ import { pathToFileURL } from 'node:url';
 import { ClassicLevel } from 'classic-level';
 import { pino } from 'pino';
 import { createAgent } from '../agent/index.js';
-import { readWindows } from '../agent/log-archive/restore-to-moment.js';
 import { openStorage } from '../agent/storage/open-storage.js';
-import { indexerWrites, load, until } from './log-archive-load.js';
+import { indexerWrites, load, untilFirstBase } from './log-archive-load.js';
 import { threadCpuSeconds } from './proc-stat.js';
 
 /**
@@ -29,6 +28,8 @@ export interface ChildArgs {
   passwordFile: string;
   rate: number;
   seconds: number;
+  /** Keys and values per write (the bench's WRITE_BYTES: both sides and the bench's own windows write alike). */
+  writeBytes: number;
   warmUpSeconds: number;
 }
 
@@ -42,12 +43,10 @@ export interface ChildWindow {
   rate: number;
 }
 
-const WRITE_BYTES = 1024;
-
 async function main(): Promise<void> {
   const a = JSON.parse(process.argv[2] ?? '') as ChildArgs;
   const send = (m: unknown) => process.send!(m);
-  const writes = indexerWrites(1, Math.round(a.rate * a.seconds), WRITE_BYTES);
+  const writes = indexerWrites(1, Math.round(a.rate * a.seconds), a.writeBytes);
   const dbPath = path.join(a.dir, 'db');
   const db = new ClassicLevel<string, Buffer>(dbPath, { valueEncoding: 'buffer' });
   await db.open();
@@ -63,7 +62,7 @@ async function main(): Promise<void> {
   await agent.start();
   if (a.mode === 'archive') {
     const storage = await openStorage(repository, {});
-    await until(async () => (await readWindows(storage)).timelines.some((t) => t.from !== null), 60_000, 'the first base');
+    await untilFirstBase(storage, 60_000);
     await storage.close();
   }
   await load(db, writes, a.rate, a.warmUpSeconds, () => {});

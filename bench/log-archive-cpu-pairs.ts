@@ -17,13 +17,13 @@ export interface CpuPair {
  * (without, then with): while one runs the load, the other is idle. Both are stopped at the end, or on
  * a failure.
  */
-export async function cpuPairs(o: { dir: string; passwordFile: string; rate: number; seconds: number; runs: number; warmUpSeconds: number }): Promise<CpuPair[]> {
+export async function cpuPairs(o: { dir: string; passwordFile: string; rate: number; seconds: number; writeBytes: number; runs: number; warmUpSeconds: number }): Promise<CpuPair[]> {
   const children: Child[] = [];
   try {
     for (const mode of ['plain', 'archive'] as const) {
       const dir = path.join(o.dir, mode);
       fs.mkdirSync(dir, { recursive: true });
-      const args: ChildArgs = { mode, dir, passwordFile: o.passwordFile, rate: o.rate, seconds: o.seconds, warmUpSeconds: o.warmUpSeconds };
+      const args: ChildArgs = { mode, dir, passwordFile: o.passwordFile, rate: o.rate, seconds: o.seconds, writeBytes: o.writeBytes, warmUpSeconds: o.warmUpSeconds };
       const child = new Child(fork(CHILD, [JSON.stringify(args)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }), mode);
       children.push(child);
       await child.next<{ ready: true }>();

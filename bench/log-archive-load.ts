@@ -1,6 +1,8 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { ClassicLevel } from 'classic-level';
 import type { Agent } from '../agent/index.js';
+import { readWindows } from '../agent/log-archive/restore-to-moment.js';
+import type { Storage } from '../agent/storage/storage.js';
 import { IndexerRecords, type IndexerOp } from './indexer-records.js';
 import { threadCpuSeconds } from './proc-stat.js';
 import { sleep } from './progress.js';
@@ -122,6 +124,11 @@ export async function until(cond: () => Promise<boolean>, timeoutMs: number, wha
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(10);
   }
+}
+
+/** Until the repository at `storage` holds a timeline with a base (an archiving agent's windows start there). */
+export function untilFirstBase(storage: Storage, timeoutMs: number, what = 'the first base'): Promise<void> {
+  return until(async () => (await readWindows(storage)).timelines.some((t) => t.from !== null), timeoutMs, what);
 }
 
 /**

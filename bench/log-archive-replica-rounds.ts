@@ -5,11 +5,10 @@ import { ClassicLevel } from 'classic-level';
 import { pino } from 'pino';
 import { createAgent, type Agent } from '../agent/index.js';
 import { dbSequence } from '../agent/log-archive/db-sequence.js';
-import { readWindows } from '../agent/log-archive/restore-to-moment.js';
 import { parseWalName } from '../agent/log-archive/segment.js';
 import { openStorage } from '../agent/storage/open-storage.js';
 import type { GoalRow } from './goal-table.js';
-import { lagPerWrite, load, sampleStatus, until, type LoadResult, type Op, type Shipped } from './log-archive-load.js';
+import { lagPerWrite, load, sampleStatus, until, untilFirstBase, type LoadResult, type Op, type Shipped } from './log-archive-load.js';
 import { progress, sleep } from './progress.js';
 import { median, summarize, type Summary } from './stats.js';
 
@@ -64,7 +63,7 @@ export async function replicaRounds(o: { dir: string; passwordFile: string; writ
     for (const repo of replica ? [repoDir, replica] : [repoDir]) {
       const storage = await openStorage(pathToFileURL(repo).href, {});
       try {
-        await until(async () => (await readWindows(storage)).timelines.some((t) => t.from !== null), 120_000, `the first base in ${path.basename(repo)}`);
+        await untilFirstBase(storage, 120_000, `the first base in ${path.basename(repo)}`);
       } finally {
         await storage.close();
       }
