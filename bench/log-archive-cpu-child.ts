@@ -19,7 +19,8 @@ import { threadCpuSeconds } from './proc-stat.js';
  *   node dist/bench/log-archive-cpu-child.js '<json: ChildArgs>'   (forked with an IPC channel)
  *
  * Messages: it sends {ready: true} once warmed up; on {run: true} it runs the load and sends a
- * ChildWindow; on {stop: true} it stops its agent and exits.
+ * ChildWindow; on {after: true} it sends a ChildAfter (what it used since its last window ended); on
+ * {stop: true} it stops its agent and exits.
  */
 
 export interface ChildArgs {
@@ -36,11 +37,24 @@ export interface ChildArgs {
 /** What one window cost, as the child measured it. */
 export interface ChildWindow {
   cpuPercent: number;
+  /** How long the window ran, s. */
+  seconds: number;
   /** % of one core: the main thread; the threads alive before the agent started (V8's, libuv's pool); the ones started since (the agent's workers, LevelDB's compaction thread). */
   threads: { main: number; node: number; started: number };
   p50: number;
   p99: number;
   rate: number;
+}
+
+/**
+ * The process's CPU (user + system, every thread) from the end of its last window until asked: its idle
+ * time, while the other side runs. What a window's writes leave for later is in it: the archive merges
+ * a finished minute's segments once a minute, and that merge lands inside a window or after it as the
+ * minute falls (2026-12-07: a merge of 40-46 segments in the idle minute, one of 16-21 in the window).
+ */
+export interface ChildAfter {
+  cpuSeconds: number;
+  seconds: number;
 }
 
 async function main(): Promise<void> {
@@ -66,16 +80,23 @@ async function main(): Promise<void> {
     await storage.close();
   }
   await load(db, writes, a.rate, a.warmUpSeconds, () => {});
-  process.on('message', (m: { run?: true; stop?: true }) => {
+  let ended: { cpu: NodeJS.CpuUsage; at: number } | null = null;
+  process.on('message', (m: { run?: true; after?: true; stop?: true }) => {
     void (async () => {
       if (m.run) {
         // Unobserved: the RPO's windows sample the status every 10 ms (a files-worker call each, and
         // the open log's fstat with archiving), a cost no node pays and that would weigh on both sides.
         const r = await load(db, writes, a.rate, a.seconds, () => {});
+        ended = { cpu: process.cpuUsage(), at: performance.now() };
         const threads = { main: 0, node: 0, started: 0 };
         for (const [tid, pct] of r.threadCpuPercent) threads[tid === process.pid ? 'main' : nodeThreads.has(tid) ? 'node' : 'started'] += pct;
-        const window: ChildWindow = { cpuPercent: r.cpuPercent, threads, p50: r.latency.p50, p99: r.latency.p99, rate: r.rate };
+        const window: ChildWindow = { cpuPercent: r.cpuPercent, seconds: r.seconds, threads, p50: r.latency.p50, p99: r.latency.p99, rate: r.rate };
         send(window);
+      } else if (m.after) {
+        if (!ended) throw new Error('asked for the time after a window before any window ran');
+        const used = process.cpuUsage(ended.cpu);
+        const after: ChildAfter = { cpuSeconds: (used.user + used.system) / 1e6, seconds: (performance.now() - ended.at) / 1000 };
+        send(after);
       } else if (m.stop) {
         await agent.stop();
         await db.close();

@@ -2,20 +2,28 @@ import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ChildArgs, ChildWindow } from './log-archive-cpu-child.js';
+import type { ChildAfter, ChildArgs, ChildWindow } from './log-archive-cpu-child.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'log-archive-cpu-child.js');
 
 export interface CpuPair {
   without: ChildWindow;
   withArchive: ChildWindow;
+  /**
+   * Each side's CPU from the end of its window to the start of its next (the other side's window), or
+   * for the last pair over as long again: what the window's writes left for later (ChildAfter).
+   */
+  withoutAfter: ChildAfter;
+  withArchiveAfter: ChildAfter;
 }
 
 /**
  * The log archive bench's CPU and write-latency pairs: two processes (log-archive-cpu-child.ts), one
  * node without archiving and one with, each warmed up once, then `runs` pairs of windows, alternating
- * (without, then with): while one runs the load, the other is idle. Both are stopped at the end, or on
- * a failure.
+ * (without, then with): while one runs the load, the other is idle, and each side's idle time after a
+ * window is measured too (what the window's writes left for later). After the last pair the archiving
+ * side is left idle for a window's length, as the other side was during its window. Both are stopped
+ * at the end, or on a failure.
  */
 export async function cpuPairs(o: { dir: string; passwordFile: string; rate: number; seconds: number; writeBytes: number; runs: number; warmUpSeconds: number }): Promise<CpuPair[]> {
   const children: Child[] = [];
@@ -29,13 +37,21 @@ export async function cpuPairs(o: { dir: string; passwordFile: string; rate: num
       await child.next<{ ready: true }>();
     }
     const [plain, archive] = children as [Child, Child];
-    const pairs: CpuPair[] = [];
+    const windows: { without: ChildWindow; withArchive: ChildWindow }[] = [];
+    const withoutAfter: ChildAfter[] = [];
+    const withArchiveAfter: ChildAfter[] = [];
     for (let r = 0; r < o.runs; r++) {
+      if (r > 0) withoutAfter.push(await plain.ask<ChildAfter>({ after: true }));
       const without = await plain.ask<ChildWindow>({ run: true });
+      if (r > 0) withArchiveAfter.push(await archive.ask<ChildAfter>({ after: true }));
       const withArchive = await archive.ask<ChildWindow>({ run: true });
-      pairs.push({ without, withArchive });
+      windows.push({ without, withArchive });
     }
-    return pairs;
+    withoutAfter.push(await plain.ask<ChildAfter>({ after: true })); // idle over the last window with archiving
+    // The archiving side's idle time after its last window: as long as a window, as the other side's was.
+    await new Promise((resolve) => setTimeout(resolve, o.seconds * 1000));
+    withArchiveAfter.push(await archive.ask<ChildAfter>({ after: true }));
+    return windows.map((w, i) => ({ ...w, withoutAfter: withoutAfter[i]!, withArchiveAfter: withArchiveAfter[i]! }));
   } finally {
     await Promise.all(children.map((c) => c.stop()));
   }
