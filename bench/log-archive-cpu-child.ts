@@ -50,7 +50,8 @@ export interface ChildWindow {
  * The process's CPU (user + system, every thread) from the end of its last window until asked: its idle
  * time, while the other side runs. What a window's writes leave for later is in it: the archive merges
  * a finished minute's segments once a minute, and that merge lands inside a window or after it as the
- * minute falls (2026-12-07: a merge of 40-46 segments in the idle minute, one of 16-21 in the window).
+ * minute falls (2026-12-07: the minute's bulk, 40-46 segments, fell in the idle minute in one run and
+ * in the windows in the next).
  */
 export interface ChildAfter {
   cpuSeconds: number;
