@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildAfter, ChildArgs, ChildWindow } from './log-archive-cpu-child.js';
+import { sleep } from './progress.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'log-archive-cpu-child.js');
 
@@ -49,7 +50,7 @@ export async function cpuPairs(o: { dir: string; passwordFile: string; rate: num
     }
     withoutAfter.push(await plain.ask<ChildAfter>({ after: true })); // idle over the last window with archiving
     // The archiving side's idle time after its last window: as long as a window, as the other side's was.
-    await new Promise((resolve) => setTimeout(resolve, o.seconds * 1000));
+    await sleep(o.seconds * 1000);
     withArchiveAfter.push(await archive.ask<ChildAfter>({ after: true }));
     return windows.map((w, i) => ({ ...w, withoutAfter: withoutAfter[i]!, withArchiveAfter: withArchiveAfter[i]! }));
   } finally {
