@@ -18,6 +18,7 @@ import { goalTable, type GoalRow } from './goal-table.js';
 import { progress, sleep } from './progress.js';
 import { median, summarize } from './stats.js';
 import { cpuSecondsOf, statFields } from './proc-stat.js';
+import { ThreadCensus } from './thread-census.js';
 
 /**
  * Where a backup's cost to the node goes (issue 22, item 1): the node's process hosts the agent, so a
@@ -33,7 +34,8 @@ import { cpuSecondsOf, statFields } from './proc-stat.js';
  *     threads, V8's helpers), and how long each side was runnable but waiting for a core (schedstat);
  *   - libuv's pool: the latency of an fs.stat every 10 ms (it runs on the pool: its wait is the pool's
  *     queue), and how many of the process's other threads (the pool's, the workers') are running or in
- *     uninterruptible (disk) sleep, from a census of /proc/self/task every 10 ms;
+ *     uninterruptible (disk) sleep, from a census of /proc/self/task every 10 ms (in a thread of its
+ *     own, thread-census.ts: not the main thread's time);
  *   - the disk: /proc/diskstats of the database's device (MB/s read and written, utilization, average
  *     queue, average read wait);
  *   - the page cache: how much of the database's tables is resident (fincore) after each window.
@@ -92,7 +94,9 @@ async function main(): Promise<void> {
   progress(`breakdown: the clone compacted in ${((performance.now() - compacting) / 1000).toFixed(1)} s`);
   const lines: string[] = [];
   const goals: GoalRow[] = [];
+  const census = new ThreadCensus(TICK_MS);
   try {
+    await census.ready();
     for (const mode of ['one at a time', `${rate}/s`] as const) {
       const getLoad = mode === 'one at a time' ? serialGets : openLoopGets(rate);
       const byPace = new Map<string, Pair[]>();
@@ -122,10 +126,10 @@ async function main(): Promise<void> {
           }
           progress(`breakdown: GETs ${mode}, pace ${label}, round ${r} of ${rounds}: ${quietS} s quiet`);
           dropPageCache();
-          const quiet = await measure(db, info.keyCount, dbPath, device, getLoad, () => sleep(quietS * 1000));
+          const quiet = await measure(db, info.keyCount, dbPath, device, census, getLoad, () => sleep(quietS * 1000));
           progress(`breakdown: GETs ${mode}, pace ${label}: ${backups} full backup${backups === 1 ? '' : 's'}, one after the other`);
           dropPageCache();
-          const during = await measure(db, info.keyCount, dbPath, device, getLoad, async () => {
+          const during = await measure(db, info.keyCount, dbPath, device, census, getLoad, async () => {
             for (const { agent, checkpointId } of ready) await agent.createBackup({ checkpointId });
           });
           // Every figure of the first round; the others' GET ratios and times in the summary below.
@@ -141,6 +145,7 @@ async function main(): Promise<void> {
       goals.push(...paceGoals(mode, byPace.get('auto'), byPace.get('max')));
     }
   } finally {
+    await census.stop();
     await db.close();
     fs.rmSync(work, { recursive: true, force: true });
   }
@@ -233,26 +238,22 @@ function openLoopGets(rate: number): GetLoad {
   };
 }
 
-async function measure(db: BenchLevel, keyCount: number, dbPath: string, device: string | null, getLoad: GetLoad, work: () => Promise<unknown>): Promise<WindowFigures> {
+async function measure(db: BenchLevel, keyCount: number, dbPath: string, device: string | null, census: ThreadCensus, getLoad: GetLoad, work: () => Promise<unknown>): Promise<WindowFigures> {
   let running = true;
   const loop = monitorEventLoopDelay({ resolution: TICK_MS });
   const pool: number[] = [];
-  const census = { samples: 0, running: 0, diskWait: 0 };
   const probeFile = path.join(dbPath, 'CURRENT');
   const probes = (async () => {
     while (running) {
       const t0 = performance.now();
       await fs.promises.stat(probeFile);
       pool.push(performance.now() - t0);
-      const states = threadStates();
-      census.samples++;
-      census.running += states.running;
-      census.diskWait += states.diskWait;
       await sleep(TICK_MS);
     }
   })();
+  const census0 = census.snapshot();
   const disk0 = device ? diskStats(device) : null;
-  const cpu0 = threadCpu();
+  const cpu0 = threadCpu(census.tid);
   loop.enable();
   const t0 = performance.now();
   const gets = getLoad(db, keyCount, () => running);
@@ -260,7 +261,9 @@ async function measure(db: BenchLevel, keyCount: number, dbPath: string, device:
   const seconds = (performance.now() - t0) / 1000;
   running = false;
   loop.disable();
-  const cpu1 = threadCpu();
+  const cpu1 = threadCpu(census.tid);
+  const census1 = census.snapshot();
+  const samples = Math.max(1, census1.samples - census0.samples);
   const disk1 = device ? diskStats(device) : null;
   const [latencies] = await Promise.all([gets, probes]);
   const g = summarize(latencies);
@@ -273,7 +276,7 @@ async function measure(db: BenchLevel, keyCount: number, dbPath: string, device:
     cpu: { main: ((cpu1.main - cpu0.main) / seconds) * 100, others: ((cpu1.others - cpu0.others) / seconds) * 100 },
     runWait: { main: (cpu1.mainWaitMs - cpu0.mainWaitMs) / seconds, others: (cpu1.othersWaitMs - cpu0.othersWaitMs) / seconds },
     pool: { p50: p.p50, p99: p.p99 },
-    threads: { running: census.running / census.samples, diskWait: census.diskWait / census.samples },
+    threads: { running: (census1.running - census0.running) / samples, diskWait: (census1.diskWait - census0.diskWait) / samples },
     disk: disk0 && disk1 ? diskRates(disk0, disk1, seconds) : null,
     residentMiB: residentBytes(dbPath) / 2 ** 20,
   };
@@ -284,12 +287,13 @@ async function measure(db: BenchLevel, keyCount: number, dbPath: string, device:
  * process's main thread, and every other thread together. A thread that ended between two readings
  * takes its figures with it (the agent's threads live as long as the backup: read within one).
  */
-function threadCpu(): { main: number; others: number; mainWaitMs: number; othersWaitMs: number } {
+function threadCpu(censusTid: number): { main: number; others: number; mainWaitMs: number; othersWaitMs: number } {
   let main = 0;
   let others = 0;
   let mainWaitMs = 0;
   let othersWaitMs = 0;
   for (const tid of fs.readdirSync('/proc/self/task')) {
+    if (Number(tid) === censusTid) continue; // the bench's own
     const f = statFields(`/proc/self/task/${tid}/stat`);
     if (!f) continue;
     const s = cpuSecondsOf(f);
@@ -313,20 +317,6 @@ function runQueueWaitMs(tid: string): number {
   } catch {
     return 0;
   }
-}
-
-/** How many of this process's other threads are running (R) and in uninterruptible sleep (D: waiting on the disk). */
-function threadStates(): { running: number; diskWait: number } {
-  let running = 0;
-  let diskWait = 0;
-  for (const tid of fs.readdirSync('/proc/self/task')) {
-    const state = statFields(`/proc/self/task/${tid}/stat`)?.[0];
-    // The main thread reads this census, so it is always running here: only the others are counted.
-    if (Number(tid) === process.pid) continue;
-    if (state === 'R') running++;
-    else if (state === 'D') diskWait++;
-  }
-  return { running, diskWait };
 }
 
 /** The /proc/diskstats name of the block device holding `file`, or null (not a plain block device). */
