@@ -51,4 +51,3 @@ export class ThreadCensus {
     await this.worker.terminate();
   }
 }
-

@@ -19,7 +19,7 @@ import { openCopyDestination } from '../dist/agent/backup/copy-session.js';
 import type { Snapshot } from '../dist/agent/repository/format.js';
 import { canonicalJson, packName } from '../dist/agent/repository/format.js';
 import { CLI, ROOT, runCli, tempDir, type CliResult } from './support/processes.js';
-import { emptyAndClose, s3Server, s3TestStorage } from './support/s3-server.js';
+import { emptyAndClose, s3ProcessEnv, s3Server, s3TestStorage } from './support/s3-server.js';
 import { TEST_PASSWORD, TEST_PASSWORD_FILE, TEST_REPO } from './support/test-password.js';
 
 /**
@@ -228,7 +228,7 @@ describe('backup copy', () => {
 
   it('file -> Swift and Swift -> file: restores exact from each', async () => {
     const server = s3Server();
-    const env = { AWS_ACCESS_KEY_ID: server.accessKeyId, AWS_SECRET_ACCESS_KEY: server.secretAccessKey, AWS_ENDPOINT_URL_S3: server.endpoint, AWS_REGION: server.region };
+    const env = s3ProcessEnv(server);
     const prefix = `copy-${randomBytes(4).toString('hex')}`;
     const s3 = s3TestStorage({ prefix });
     try {

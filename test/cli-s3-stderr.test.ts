@@ -3,7 +3,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runCli, tempDir } from './support/processes.js';
-import { s3Server } from './support/s3-server.js';
+import { s3ProcessEnv, s3Server } from './support/s3-server.js';
 
 /**
  * An S3 command of the CLI says on stderr only what node-admin says. The AWS SDK prints a notice of its
@@ -27,7 +27,7 @@ describe('the CLI on S3 prints none of the SDK notices', () => {
     const server = s3Server();
     const repo = `s3://${server.bucket}/cli-s3-stderr-${randomBytes(4).toString('hex')}`;
     return runCli(['backup', 'init', '--repo', repo, '--s3-path-style', '--password-file', passwordFile], {
-      env: { AWS_ACCESS_KEY_ID: server.accessKeyId, AWS_SECRET_ACCESS_KEY: server.secretAccessKey, AWS_ENDPOINT_URL_S3: server.endpoint, AWS_REGION: server.region, ...env },
+      env: { ...s3ProcessEnv(server), ...env },
     });
   };
 

@@ -23,7 +23,7 @@ import { listSegments, runMerges } from '../dist/agent/log-archive/segment-merge
 import type { CopySummary } from '../dist/shared/api.js';
 import { CLI, ROOT, runCli, tempDir } from './support/processes.js';
 import { Writers, levelApply, readState, until } from './support/pitr-writers.js';
-import { emptyAndClose, s3Server, s3TestStorage } from './support/s3-server.js';
+import { emptyAndClose, s3ProcessEnv, s3Server, s3TestStorage } from './support/s3-server.js';
 import { TEST_PASSWORD_FILE, TEST_REPO } from './support/test-password.js';
 
 const WRITERS = 3;
@@ -273,7 +273,7 @@ describe('backup copy --log-archive (the built CLI)', () => {
     const bases = [...new Set(t.bases.map((b) => b.backup))].sort();
     const moments = [t.from!, t.from! + Math.floor(Math.random() * (t.to! - t.from!)), t.to!];
     const server = s3Server();
-    const env = { AWS_ACCESS_KEY_ID: server.accessKeyId, AWS_SECRET_ACCESS_KEY: server.secretAccessKey, AWS_ENDPOINT_URL_S3: server.endpoint, AWS_REGION: server.region };
+    const env = s3ProcessEnv(server);
     const prefix = `archive-copy-${Date.now().toString(36)}`;
     const s3 = s3TestStorage({ prefix });
     try {

@@ -28,7 +28,7 @@ import type { Storage } from '../dist/agent/storage/storage.js';
 import { readWindows, restoreToMoment } from '../dist/agent/log-archive/restore-to-moment.js';
 import type { LogArchiveTimelines } from '../dist/shared/api.js';
 import { runCli, tempDir } from './support/processes.js';
-import { FaultProxy, emptyAndClose, s3Server } from './support/s3-server.js';
+import { FaultProxy, emptyAndClose, s3ProcessEnv, s3Server } from './support/s3-server.js';
 import { Writers, levelApply, readState, until } from './support/pitr-writers.js';
 import { TEST_REPO } from './support/test-password.js';
 
@@ -94,7 +94,7 @@ async function start(name: string, spoolBytes: number, reuse?: Run): Promise<Run
   });
   const run: Run = {
     dir, url, db, agent, proxy, storage, writers, messages, endpoint,
-    env: { AWS_ACCESS_KEY_ID: server.accessKeyId, AWS_SECRET_ACCESS_KEY: server.secretAccessKey, AWS_ENDPOINT_URL_S3: server.endpoint, AWS_REGION: server.region },
+    env: s3ProcessEnv(server),
   };
   if (!reuse) runs.push(run);
   else Object.assign(reuse, { agent, messages });

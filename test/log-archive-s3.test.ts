@@ -20,7 +20,7 @@ import { readWindows, restoreToMoment } from '../dist/agent/log-archive/restore-
 import { dbSequence } from '../dist/agent/log-archive/db-sequence.js';
 import type { Windows } from '../dist/agent/log-archive/timeline-windows.js';
 import { runCli, tempDir } from './support/processes.js';
-import { emptyAndClose, s3Server } from './support/s3-server.js';
+import { emptyAndClose, s3ProcessEnv, s3Server } from './support/s3-server.js';
 import { Writers, levelApply, readState, until } from './support/pitr-writers.js';
 import { TEST_REPO } from './support/test-password.js';
 
@@ -45,7 +45,7 @@ beforeAll(async () => {
   dbPath = path.join(dir, 'db');
   url = `s3://${server.bucket}/pitr-${path.basename(dir)}`;
   // The agent and the CLI find credentials where the SDK looks for them.
-  s3Env = { AWS_ACCESS_KEY_ID: server.accessKeyId, AWS_SECRET_ACCESS_KEY: server.secretAccessKey, AWS_ENDPOINT_URL_S3: server.endpoint, AWS_REGION: server.region };
+  s3Env = s3ProcessEnv(server);
   Object.assign(process.env, s3Env);
   db = new ClassicLevel<string, Buffer>(dbPath, { valueEncoding: 'buffer', writeBufferSize: 256 * 1024, maxFileSize: 256 * 1024 });
   await db.open();

@@ -37,6 +37,14 @@ export function s3Server(): S3TestServer {
   return provided.server;
 }
 
+/**
+ * What a child process (the CLI, the example node) needs to reach `server` where the SDK looks for it:
+ * credentials, endpoint and region in its environment.
+ */
+export function s3ProcessEnv(server: S3TestServer) {
+  return { AWS_ACCESS_KEY_ID: server.accessKeyId, AWS_SECRET_ACCESS_KEY: server.secretAccessKey, AWS_ENDPOINT_URL_S3: server.endpoint, AWS_REGION: server.region };
+}
+
 /** An S3Storage on the test server under a fresh prefix, so that tests never see each other's objects. */
 export function s3TestStorage(options: Partial<S3StorageOptions> = {}): S3Storage {
   const server = s3Server();
