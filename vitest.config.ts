@@ -26,7 +26,7 @@ const ALONE = [
   'test/backup-replica-snapshots.test.ts',
   'test/monitoring-prometheus.test.ts',
   'test/metrics.test.ts',
-  'test/cli-young-generation.test.ts',
+  'test/cli-heap-flags.test.ts',
 ];
 
 export default defineConfig({

@@ -98,9 +98,9 @@ async function main(): Promise<void> {
       await storage.close();
     }
   } else {
-    // The CLI restores (offline) in its own process, its young generation kept small; a backup runs in
+    // The CLI restores (offline) in its own process, its heap tuned (cli/heap-flags.ts); a backup runs in
     // the agent, in the host's process, with V8's defaults.
-    await import('../cli/young-generation.js');
+    await import('../cli/heap-flags.js');
     const a = JSON.parse(json) as RestoreArgs;
     const storage = await openStorage(a.repo, storageOptions(a.s3));
     try {

@@ -1,5 +1,5 @@
 // The CLI process, once main.cts has sized libuv's pool.
-import './young-generation.js'; // before the first allocation worth collecting
+import './heap-flags.js'; // before the first allocation worth collecting
 import { fastPath } from './fast-path.js';
 
 // `node-admin checkpoint list | head`: a closed pipe is not an error worth a stack trace.
