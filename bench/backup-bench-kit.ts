@@ -137,7 +137,18 @@ export function copyFloor(dir: string, to: string, gnuTime: boolean): TimedProce
   return timed;
 }
 
-/** The disk's two measures of `dir` in this round, each cold: `cp -r` + sync, and the device's limit. */
+/**
+ * The device's limit in one round: the faster of its two measures, `cp -r` + `sync` (through the page
+ * cache, the kernel copying) and device-floor.ts (direct I/O, 16 requests in flight). Either reads and
+ * writes every byte once, durably, and nothing else, so no tool can beat the faster one by much. Which of
+ * them is faster depends on the machine: on this project's VM the direct-I/O floor was the faster for
+ * weeks, then `cp -r` + `sync` by up to a quarter (2026-12-07).
+ */
+export function deviceLimitSeconds(copy: TimedProcess, floor: DeviceFloor): number {
+  return Math.min(durableSeconds(copy), floor.seconds);
+}
+
+/** The disk's two measures of `dir` in this round, each cold: `cp -r` + sync, and the direct-I/O floor. */
 export async function measureDevice(ctx: BenchContext, dir: string, work: string): Promise<{ copy: TimedProcess; floor: DeviceFloor }> {
   ctx.cold();
   const copy = copyFloor(dir, path.join(work, 'copy-floor'), ctx.gnuTime);

@@ -3,11 +3,12 @@ import path from 'node:path';
 import { alignedBuffers, openDirect, readPages } from '../agent/fs/direct-io.js';
 
 /**
- * The device's own limit for what a full backup or a restore must do at the least: read every byte of a
+ * A measure of what a full backup or a restore must do at the least: read every byte of a
  * directory once and write as many bytes once, durably. Both at the same time, each with `depth` 1 MiB
  * requests in flight, O_DIRECT (no page cache on either side), then an fsync: no hashing, no format, no
- * process start. Faster than `cp -r` + `sync` (one request at a time, through the page cache), so the
- * floor no tool, ours included, can beat on this disk: what the ratios against the peers are bounded by.
+ * process start. One of the device's two measures: `cp -r` + `sync` (through the page cache, the kernel
+ * copying) is the other, and the faster of the two in a round is the device's limit
+ * (backup-bench-kit.ts deviceLimitSeconds): which one wins depends on the machine and the day.
  */
 
 const MiB = 1024 * 1024;
