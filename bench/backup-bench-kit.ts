@@ -142,7 +142,7 @@ export function copyFloor(dir: string, to: string, gnuTime: boolean): TimedProce
  * cache, the kernel copying) and device-floor.ts (direct I/O, 16 requests in flight). Either reads and
  * writes every byte once, durably, and nothing else, so no tool can beat the faster one by much. Which of
  * them is faster depends on the machine: on this project's VM the direct-I/O floor was the faster for
- * weeks, then `cp -r` + `sync` by up to a quarter (2026-12-07).
+ * weeks, then `cp -r` + `sync` by up to two fifths (2026-12-07).
  */
 export function deviceLimitSeconds(copy: TimedProcess, floor: DeviceFloor): number {
   return Math.min(durableSeconds(copy), floor.seconds);

@@ -137,7 +137,7 @@ function fullBackupRows(ctx: BenchContext, m: Omit<FullBackupPhase, 'rows' | 'wo
       ours: durableSeconds(m.ours.timed),
       copy: durableSeconds(m.copy),
       floor: m.floor.seconds,
-      limit: Math.min(durableSeconds(m.copy), m.floor.seconds),
+      limit: deviceLimitSeconds(m.copy, m.floor),
       restic: secs(m.restic?.timed, 'restic'),
       resticSeconds: m.restic?.timed.seconds,
       resticLabel: 'restic',

@@ -139,7 +139,7 @@ function restoreRows(ctx: BenchContext, m: Omit<RestorePhase, 'rows' | 'workRow'
       ours: withSync(m.ours.timed)!,
       copy: withSync(m.copy)!,
       floor: m.floor.seconds,
-      limit: Math.min(withSync(m.copy)!, m.floor.seconds),
+      limit: deviceLimitSeconds(m.copy, m.floor),
       restic: m.restic ? `${m.restic.seconds.toFixed(2)} s (+${m.restic.syncSeconds.toFixed(2)} sync)` : absent('restic'),
       resticSeconds: m.restic?.seconds,
       resticLabel: 'restic (+sync)',
