@@ -68,8 +68,9 @@ export function oldGenerationGrowingPercent(heldBytes: number): number {
 for (const flag of YOUNG_GENERATION_FLAGS) setFlagsFromString(flag);
 
 // V8 reads the flag when a full collection ends, to set when the next one starts; it is set again after
-// each from what the heap then holds (an observer's entries arrive after the collection: the new value
-// counts from the next one). The observer holds no handle open: the CLI still exits when its work ends.
+// each from what the heap then holds (an observer's entries arrive after the collection, once the event
+// loop turns, which a CLI waiting on I/O does at once: the new value counts from the next one). The
+// observer holds no handle open: the CLI still exits when its work ends.
 let percent = oldGenerationGrowingPercent(getHeapStatistics().used_heap_size);
 
 /** The percent last set (oldGenerationGrowingPercent of the heap after the last full collection). */
