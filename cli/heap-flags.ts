@@ -71,17 +71,19 @@ for (const flag of YOUNG_GENERATION_FLAGS) setFlagsFromString(flag);
 // each from what the heap then holds (an observer's entries arrive after the collection, once the event
 // loop turns, which a CLI waiting on I/O does at once: the new value counts from the next one). The
 // observer holds no handle open: the CLI still exits when its work ends.
-let percent = oldGenerationGrowingPercent(getHeapStatistics().used_heap_size);
+let percent = -1;
 
 /** The percent last set (oldGenerationGrowingPercent of the heap after the last full collection). */
 export function growingPercentInEffect(): number {
   return percent;
 }
 
-setFlagsFromString(`${GROWING_FLAG}=${percent}`);
-new PerformanceObserver((list) => {
-  const full = list.getEntries().some((e) => (e as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR);
-  if (!full) return;
+function retune(): void {
   const next = oldGenerationGrowingPercent(getHeapStatistics().used_heap_size);
   if (next !== percent) setFlagsFromString(`${GROWING_FLAG}=${(percent = next)}`);
+}
+
+retune();
+new PerformanceObserver((list) => {
+  if (list.getEntries().some((e) => (e as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR)) retune();
 }).observe({ entryTypes: ['gc'] });
