@@ -100,7 +100,10 @@ describe('merging in a running archiver', () => {
     const storage = new DirStorage(repoDir);
     await until('the first base', async () => (await readWindows(storage)).timelines.some((t) => t.from !== null));
     const started = Date.now();
-    await until('12 s of writes', () => Date.now() >= started + 12_000, 20_000);
+    // Both conditions: 12 s hold two large windows (5 s) finished and merged, and 60 segments are
+    // enough to see the merge at work; a loaded machine ships fewer a second, so it writes for longer.
+    const a = agent;
+    await until('12 s of writes and 60 segments shipped', async () => Date.now() >= started + 12_000 && (await a.status()).logArchive!.shippedSegments > 60, 60_000);
     await writers.stop();
     const status = (await agent.status()).logArchive!;
     await agent.stop();

@@ -6,7 +6,7 @@ import { SEAL_MAGIC, deriveKeys, keyFingerprint, newMasterKey, type KdfCost } fr
 import { CHUNK_SIZE, FORMAT_VERSION, FORMAT_V3, canonicalJson, type RepoConfig } from './format.js';
 import { PlainCodec } from './plain-codec.js';
 import type { RepoCodec } from './repo-codec.js';
-import { addKey, copyKeys, keyName, listKeys, unlock, type PasswordSource } from './repository-keys.js';
+import { addKey, copyKeys, keyName, listKeys, unlock, type ListedKey, type PasswordSource } from './repository-keys.js';
 import { SealedCodec } from './sealed-codec.js';
 import * as ops from './sealed-ops.js';
 
@@ -86,6 +86,10 @@ export interface OpenedFormat {
  * and notes whether new data may go in unencrypted (plaintextRefusal: PLAINTEXT_REFUSED otherwise).
  */
 export async function openFormat(storage: Storage, o: OpenOptions): Promise<OpenedFormat> {
+  // Every open of an existing repository reads its keys (an encrypted one to unlock, a plain one to
+  // refuse a downgrade): listed beside the config's read, one round trip of an S3 open rather than two.
+  const keys = listKeys(storage);
+  keys.catch(() => {}); // awaited by both opens below; unread where there is no config
   let stored: Buffer;
   try {
     stored = await storage.get('config');
@@ -95,16 +99,17 @@ export async function openFormat(storage: Storage, o: OpenOptions): Promise<Open
     await refuseOverObjects(storage);
     return create(storage, o);
   }
-  if (stored.subarray(0, SEAL_MAGIC.length).equals(SEAL_MAGIC)) return openSealed(storage, stored, o);
-  return openPlain(storage, stored, o);
+  if (stored.subarray(0, SEAL_MAGIC.length).equals(SEAL_MAGIC)) return openSealed(storage, stored, o, keys);
+  return openPlain(storage, stored, o, keys);
 }
 
-async function openPlain(storage: Storage, stored: Buffer, o: OpenOptions): Promise<OpenedFormat> {
+async function openPlain(storage: Storage, stored: Buffer, o: OpenOptions, keys: Promise<ListedKey[]>): Promise<OpenedFormat> {
   const config = parseConfig(storage, stored);
   if (config.version === FORMAT_V3 && config.encryption !== 'none') throw corrupt(storage, 'its config claims encryption but is not sealed');
   // A config that says "no encryption" beside keys is what an attacker who can write the store would
-  // leave to make writers send plaintext: refused, whatever it claims.
-  if ((await listKeys(storage)).length > 0) throw corrupt(storage, 'its config claims no encryption, but keys/ holds keys: refused (a downgrade)');
+  // leave to make writers send plaintext: refused, whatever it claims. (Listed before the config was
+  // read: the store's contents are the attacker's either way, and a plain repository is made without keys.)
+  if ((await keys).length > 0) throw corrupt(storage, 'its config claims no encryption, but keys/ holds keys: refused (a downgrade)');
   const plaintextRefusal =
     config.version === FORMAT_VERSION
       ? o.allowFormat2
@@ -122,9 +127,9 @@ async function openPlain(storage: Storage, stored: Buffer, o: OpenOptions): Prom
   return { config, codec: new PlainCodec(), keyId: null, cacheTag: config.id, master: null, keyFingerprint: null, plaintextRefusal };
 }
 
-async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions): Promise<OpenedFormat> {
+async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions, listed: Promise<ListedKey[]>): Promise<OpenedFormat> {
   const { knownKey } = o;
-  const known = knownKey ? await openWithKnownKey(storage, stored, knownKey) : null;
+  const known = knownKey ? await openWithKnownKey(storage, stored, knownKey, await listed) : null;
   if (known && knownKey) return sealedFormat(storage, known, Buffer.from(knownKey.master), knownKey.keyId, o);
   if (!o.password) {
     throw new AdminError(ErrorCodes.PASSWORD_REQUIRED, `${storage.description} is encrypted: give its password (--password-file, --password-command, NODE_ADMIN_PASSWORD_FILE, or a systemd credential)`);
@@ -134,7 +139,10 @@ async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions): Pro
     // The keys listed before the password is asked for: from the password on, nothing but the key
     // derivation stands before the open (a caller may start other work once it has handed the password
     // over, as the CLI's copy loads an S3 destination's SDK, and it then overlaps the derivation).
-    const keys = await listKeys(storage);
+    // A repository made meanwhile (keys first, then its config) may have been listed before its keys
+    // were stored: listed again then, rather than calling the password wrong.
+    let keys = await listed;
+    if (keys.length === 0) keys = await listKeys(storage);
     const password = await source();
     let config: RepoConfig | null = null;
     const { master, keyId } = await unlock(storage, password, async (candidate) => {
@@ -174,14 +182,14 @@ async function withEarlyPool(o: OpenOptions, open: (pool: CryptoPool | null) => 
  * theirs); null otherwise. A config that authenticates under the master was sealed by a holder of it,
  * which is what a password's unlock establishes too (unlock's `accept`).
  */
-async function openWithKnownKey(storage: Storage, stored: Buffer, known: { master: Buffer; keyId: string }): Promise<RepoConfig | null> {
+async function openWithKnownKey(storage: Storage, stored: Buffer, known: { master: Buffer; keyId: string }, keys: ListedKey[]): Promise<RepoConfig | null> {
   let config: RepoConfig;
   try {
     config = parseConfig(storage, ops.openObject(deriveKeys(known.master), 'config', stored, 1024 * 1024));
   } catch {
     return null; // another master: the password decides
   }
-  return (await storage.stat(keyName(known.keyId))) === null ? null : config;
+  return keys.some((k) => k.id === known.keyId) ? config : null;
 }
 
 /** The opened format of an encrypted repository; its codec gets `pool` where given (withEarlyPool), else a pool of its own. */

@@ -1,0 +1,82 @@
+/**
+ * An open lists the repository's keys while it reads the config (one round trip of an S3 open, not
+ * two), and a listing made before a repository's keys were stored (the repository made meanwhile: keys
+ * first, then the config) is made again rather than calling the password wrong.
+ */
+import { describe, expect, it } from 'vitest';
+import { Repository } from '../dist/agent/repository/repository.js';
+import { listKeys } from '../dist/agent/repository/repository-keys.js';
+import { MemoryStorage } from '../dist/agent/storage/memory-storage.js';
+import { TEST_KDF, TEST_PASSWORD } from './support/test-password.js';
+
+const password = async () => Buffer.from(TEST_PASSWORD);
+
+/** `storage` with its calls logged in order: "get config", "config read", "list keys/". */
+function logged(storage: MemoryStorage, log: string[]): MemoryStorage {
+  return Object.assign(Object.create(storage) as MemoryStorage, {
+    get: async (name: string) => {
+      log.push(`get ${name}`);
+      // Answered a turn of the event loop later, as a store's answer comes: a listing begun before it
+      // was awaited has been called by then.
+      await new Promise((r) => setImmediate(r));
+      const data = await storage.get(name);
+      log.push(`${name} read`);
+      return data;
+    },
+    list: (prefix: string) => {
+      log.push(`list ${prefix}`);
+      return storage.list(prefix);
+    },
+  });
+}
+
+/** Whether `keys/` was listed before the config's read was answered. */
+const listedDuringConfigRead = (log: string[]) => {
+  const listed = log.indexOf('list keys/');
+  return listed >= 0 && listed < log.indexOf('config read');
+};
+
+describe("an open's keys, listed beside its config", () => {
+  it('encrypted and plain: keys/ is listed before the config is answered; one read one after the other is told apart', async () => {
+    for (const plain of [false, true]) {
+      const storage = new MemoryStorage();
+      await (await Repository.open(storage, { create: true, cryptoThreads: 0, password, kdfCost: TEST_KDF, insecureNoEncryption: plain })).codec.close();
+      const log: string[] = [];
+      const repo = await Repository.open(logged(storage, log), { cryptoThreads: 0, password, insecureNoEncryption: plain });
+      expect(repo.codec.encrypted).toBe(!plain);
+      expect(listedDuringConfigRead(log), `${plain ? 'plain' : 'encrypted'}: ${log.join(', ')}`).toBe(true);
+      await repo.codec.close();
+
+      // Negative control: the config read first, then the keys listed (as an open did before).
+      const after: string[] = [];
+      const one = logged(storage, after);
+      await one.get('config');
+      await listKeys(one);
+      expect(listedDuringConfigRead(after)).toBe(false);
+    }
+  });
+
+  it('keys listed before they were stored: listed again, and the password opens it', async () => {
+    const storage = new MemoryStorage();
+    await (await Repository.open(storage, { create: true, cryptoThreads: 0, password, kdfCost: TEST_KDF })).codec.close();
+    let keyListings = 0;
+    // The first listing of keys/ sees none, as one made just before a maker stored them would.
+    const late = Object.assign(Object.create(storage) as MemoryStorage, {
+      list: (prefix: string) => (prefix === 'keys/' && keyListings++ === 0 ? new MemoryStorage().list(prefix) : storage.list(prefix)),
+    });
+    const repo = await Repository.open(late, { cryptoThreads: 0, password });
+    expect(keyListings).toBe(2);
+    expect(repo.codec.encrypted).toBe(true);
+    await repo.codec.close();
+  });
+
+  it('a plain config beside keys is still refused (a downgrade), whichever answer comes first', async () => {
+    const storage = new MemoryStorage();
+    await (await Repository.open(storage, { create: true, cryptoThreads: 0, password, kdfCost: TEST_KDF })).codec.close();
+    const plain = new MemoryStorage();
+    await (await Repository.open(plain, { create: true, cryptoThreads: 0, insecureNoEncryption: true })).codec.close();
+    await storage.put('config', await plain.get('config'));
+    await expect(Repository.open(storage, { cryptoThreads: 0, insecureNoEncryption: true })).rejects.toMatchObject({ code: 'CORRUPT' });
+    await expect(Repository.open(logged(storage, []), { cryptoThreads: 0, insecureNoEncryption: true })).rejects.toMatchObject({ code: 'CORRUPT' });
+  });
+});
