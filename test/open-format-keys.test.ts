@@ -1,11 +1,12 @@
 /**
  * An open lists the repository's keys while it reads the config (one round trip of an S3 open, not
- * two), and a listing made before a repository's keys were stored (the repository made meanwhile: keys
- * first, then the config) is made again rather than calling the password wrong.
+ * two), reads the key objects at once, and makes a listing again that was made before a repository's
+ * keys were stored (the repository made meanwhile: keys first, then the config) rather than calling the
+ * password wrong.
  */
 import { describe, expect, it } from 'vitest';
 import { Repository } from '../dist/agent/repository/repository.js';
-import { listKeys } from '../dist/agent/repository/repository-keys.js';
+import { addKey, listKeys } from '../dist/agent/repository/repository-keys.js';
 import { MemoryStorage } from '../dist/agent/storage/memory-storage.js';
 import { TEST_KDF, TEST_PASSWORD } from './support/test-password.js';
 
@@ -54,6 +55,26 @@ describe("an open's keys, listed beside its config", () => {
       await listKeys(one);
       expect(listedDuringConfigRead(after)).toBe(false);
     }
+  });
+
+  it('a repository of several keys: the key objects are read at once, in id order', async () => {
+    const storage = new MemoryStorage();
+    const repo = await Repository.open(storage, { create: true, cryptoThreads: 0, password, kdfCost: TEST_KDF });
+    const { master } = repo.keyAccess();
+    for (let i = 0; i < 3; i++) await addKey(storage, master, Buffer.from(`another password ${i}`), TEST_KDF);
+    await repo.codec.close();
+    const log: string[] = [];
+    const keys = await listKeys(logged(storage, log));
+    expect(keys.map((k) => k.id)).toEqual([...keys.map((k) => k.id)].sort());
+    expect(keys).toHaveLength(4);
+    // Every read asked for before the first answer: at once, not one after the other.
+    const firstAnswer = log.findIndex((l) => l.endsWith(' read'));
+    expect(log.slice(0, firstAnswer).filter((l) => l.startsWith('get keys/'))).toHaveLength(4);
+    // Negative control: read one after the other, the second read is asked for after the first answer.
+    const serial: string[] = [];
+    const one = logged(storage, serial);
+    for (const k of keys.slice(0, 2)) await one.get(`keys/${k.id}`);
+    expect(serial.slice(0, serial.findIndex((l) => l.endsWith(' read'))).filter((l) => l.startsWith('get keys/'))).toHaveLength(1);
   });
 
   it('keys listed before they were stored: listed again, and the password opens it', async () => {

@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
+import { mapLimit } from '../fs/map-limit.js';
 import { isStorageError, type Storage } from '../storage/storage.js';
 import { isKeyId, parseKeyFile, serializeKeyFile, unwrapMasterKey, wrapMasterKey, type KdfCost, type KeyFile } from './crypto/index.js';
 
@@ -23,17 +24,22 @@ export interface ListedKey {
   file: KeyFile | null;
 }
 
+/** Key objects read at once by listKeys: a repository with several keys is read in one round trip or two. */
+const KEY_READS_AT_ONCE = 8;
+
 /** Every `keys/<id>` object, in id order. A key file that does not parse is listed with `file` null. */
 export async function listKeys(storage: Storage): Promise<ListedKey[]> {
-  const out: ListedKey[] = [];
+  const ids: string[] = [];
   for await (const obj of storage.list(KEYS_PREFIX)) {
     const id = obj.name.slice(KEYS_PREFIX.length);
-    if (!isKeyId(id)) continue;
+    if (isKeyId(id)) ids.push(id);
+  }
+  const read = await mapLimit(ids, KEY_READS_AT_ONCE, async (id): Promise<ListedKey | null> => {
     let stored: Buffer;
     try {
-      stored = await storage.get(obj.name);
+      stored = await storage.get(keyName(id));
     } catch (err) {
-      if (isStorageError(err, 'not-found')) continue; // removed meanwhile
+      if (isStorageError(err, 'not-found')) return null; // removed meanwhile
       throw err;
     }
     let file: KeyFile | null = null;
@@ -42,9 +48,9 @@ export async function listKeys(storage: Storage): Promise<ListedKey[]> {
     } catch {
       // listed, never used
     }
-    out.push({ id, stored, file });
-  }
-  return out;
+    return { id, stored, file };
+  });
+  return read.filter((k): k is ListedKey => k !== null);
 }
 
 /**
