@@ -2,11 +2,11 @@
  * An open lists the repository's keys while it reads the config (one round trip of an S3 open, not
  * two), reads the key objects at once, and makes a listing again that was made before a repository's
  * keys were stored (the repository made meanwhile: keys first, then the config) rather than calling the
- * password wrong.
+ * password wrong. An object in keys/ larger than any key file is listed but never read whole.
  */
 import { describe, expect, it } from 'vitest';
 import { Repository } from '../dist/agent/repository/repository.js';
-import { addKey, listKeys } from '../dist/agent/repository/repository-keys.js';
+import { addKey, copyKeys, listKeys, removeKey } from '../dist/agent/repository/repository-keys.js';
 import { MemoryStorage } from '../dist/agent/storage/memory-storage.js';
 import { TEST_KDF, TEST_PASSWORD } from './support/test-password.js';
 
@@ -99,5 +99,41 @@ describe("an open's keys, listed beside its config", () => {
     await storage.put('config', await plain.get('config'));
     await expect(Repository.open(storage, { cryptoThreads: 0, insecureNoEncryption: true })).rejects.toMatchObject({ code: 'CORRUPT' });
     await expect(Repository.open(logged(storage, []), { cryptoThreads: 0, insecureNoEncryption: true })).rejects.toMatchObject({ code: 'CORRUPT' });
+  });
+
+  it('an object in keys/ larger than any key file is listed, never read whole, never copied; the real key still opens; it can be removed', async () => {
+    const KEY_FILE_MAX_BYTES = 64 * 1024;
+    const storage = new MemoryStorage();
+    await (await Repository.open(storage, { create: true, cryptoThreads: 0, password, kdfCost: TEST_KDF })).codec.close();
+    const big = '0'.repeat(32);
+    const atBound = '1'.repeat(32);
+    await storage.put(`keys/${big}`, Buffer.alloc(KEY_FILE_MAX_BYTES + 1, 0x7b));
+    await storage.put(`keys/${atBound}`, Buffer.alloc(KEY_FILE_MAX_BYTES, 0x7b)); // the negative control: at the bound, read
+    const log: string[] = [];
+    const repo = await Repository.open(logged(storage, log), { cryptoThreads: 0, password });
+    expect(repo.codec.encrypted).toBe(true);
+    await repo.codec.close();
+    expect(log).not.toContain(`get keys/${big}`);
+    expect(log).toContain(`get keys/${atBound}`);
+    const listed = await listKeys(storage);
+    expect(listed.map((k) => [k.id, k.stored === null, k.file === null])).toEqual(
+      expect.arrayContaining([
+        [big, true, true],
+        [atBound, false, true],
+      ]),
+    );
+    // A listing that says less than the object holds: read, then dropped all the same.
+    const lying = Object.assign(Object.create(storage) as MemoryStorage, {
+      list: async function* (prefix: string) {
+        for await (const o of storage.list(prefix)) yield { ...o, size: 1 };
+      },
+    });
+    expect((await listKeys(lying)).find((k) => k.id === big)?.stored).toBeNull();
+    const to = new MemoryStorage();
+    expect(await copyKeys(storage, to)).toBe(listed.length - 1);
+    expect(await to.stat(`keys/${big}`)).toBeNull();
+    expect(await to.stat(`keys/${atBound}`)).not.toBeNull();
+    await removeKey(storage, big);
+    expect(await storage.stat(`keys/${big}`)).toBeNull();
   });
 });

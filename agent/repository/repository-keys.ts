@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
 import { mapLimit } from '../fs/map-limit.js';
 import { isStorageError, type Storage } from '../storage/storage.js';
-import { isKeyId, parseKeyFile, serializeKeyFile, unwrapMasterKey, wrapMasterKey, type KdfCost, type KeyFile } from './crypto/index.js';
+import { KEY_FILE_MAX_BYTES, isKeyId, parseKeyFile, serializeKeyFile, unwrapMasterKey, wrapMasterKey, type KdfCost, type KeyFile } from './crypto/index.js';
 
 /**
  * Where a repository's password comes from, asked only when one is needed (an encrypted repository, or
@@ -20,7 +20,8 @@ export const keyName = (id: string) => `${KEYS_PREFIX}${id}`;
 /** A key object as listed: its id, its bytes as stored, and the file (null when it does not parse: shown, never used). */
 export interface ListedKey {
   id: string;
-  stored: Buffer;
+  /** Null for an object larger than any key file (KEY_FILE_MAX_BYTES): never read whole, never copied. */
+  stored: Buffer | null;
   file: KeyFile | null;
 }
 
@@ -29,12 +30,15 @@ const KEY_READS_AT_ONCE = 8;
 
 /** Every `keys/<id>` object, in id order. A key file that does not parse is listed with `file` null. */
 export async function listKeys(storage: Storage): Promise<ListedKey[]> {
-  const ids: string[] = [];
+  const listed: { id: string; size: number }[] = [];
   for await (const obj of storage.list(KEYS_PREFIX)) {
     const id = obj.name.slice(KEYS_PREFIX.length);
-    if (isKeyId(id)) ids.push(id);
+    if (isKeyId(id)) listed.push({ id, size: obj.size });
   }
-  const read = await mapLimit(ids, KEY_READS_AT_ONCE, async (id): Promise<ListedKey | null> => {
+  const read = await mapLimit(listed, KEY_READS_AT_ONCE, async ({ id, size }): Promise<ListedKey | null> => {
+    // A store's contents are untrusted: objects of any size planted in keys/ are not read into memory
+    // (listed, so that `key list` shows them and `key remove` can take them away).
+    if (size > KEY_FILE_MAX_BYTES) return { id, stored: null, file: null };
     let stored: Buffer;
     try {
       stored = await storage.get(keyName(id));
@@ -42,6 +46,7 @@ export async function listKeys(storage: Storage): Promise<ListedKey[]> {
       if (isStorageError(err, 'not-found')) return null; // removed meanwhile
       throw err;
     }
+    if (stored.length > KEY_FILE_MAX_BYTES) return { id, stored: null, file: null }; // the listing's size was not the object's
     let file: KeyFile | null = null;
     try {
       file = parseKeyFile(stored);
@@ -89,9 +94,13 @@ export async function addKey(storage: Storage, master: Buffer, password: Buffer,
   return id;
 }
 
-/** Copies every key object of `from` into `to` as it is (same id, same wrapped master): the same passwords open both. */
+/**
+ * Copies every key object of `from` into `to` as it is (same id, same wrapped master): the same passwords
+ * open both. An object larger than any key file is no key (listKeys never reads it): left behind.
+ * Returns how many were copied.
+ */
 export async function copyKeys(from: Storage, to: Storage): Promise<number> {
-  const keys = await listKeys(from);
+  const keys = (await listKeys(from)).filter((k): k is ListedKey & { stored: Buffer } => k.stored !== null);
   for (const { id, stored } of keys) await to.put(keyName(id), stored);
   return keys.length;
 }
