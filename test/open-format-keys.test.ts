@@ -2,7 +2,7 @@
  * An open lists the repository's keys while it reads the config (one round trip of an S3 open, not
  * two), reads the key objects at once, and makes a listing again that was made before a repository's
  * keys were stored (the repository made meanwhile: keys first, then the config) rather than calling the
- * password wrong. An object in keys/ larger than any key file is listed but never read whole.
+ * password wrong. An object in keys/ that its listing says is larger than any key file is listed, never read.
  */
 import { describe, expect, it } from 'vitest';
 import { Repository } from '../dist/agent/repository/repository.js';
@@ -101,7 +101,7 @@ describe("an open's keys, listed beside its config", () => {
     await expect(Repository.open(logged(storage, []), { cryptoThreads: 0, insecureNoEncryption: true })).rejects.toMatchObject({ code: 'CORRUPT' });
   });
 
-  it('an object in keys/ larger than any key file is listed, never read whole, never copied; the real key still opens; it can be removed', async () => {
+  it('an object in keys/ larger than any key file is listed, not read (dropped if the listing lied), never copied; the real key still opens; it can be removed', async () => {
     const KEY_FILE_MAX_BYTES = 64 * 1024;
     const storage = new MemoryStorage();
     await (await Repository.open(storage, { create: true, cryptoThreads: 0, password, kdfCost: TEST_KDF })).codec.close();

@@ -20,7 +20,7 @@ export const keyName = (id: string) => `${KEYS_PREFIX}${id}`;
 /** A key object as listed: its id, its bytes as stored, and the file (null when it does not parse: shown, never used). */
 export interface ListedKey {
   id: string;
-  /** Null for an object larger than any key file (KEY_FILE_MAX_BYTES): never read whole, never copied. */
+  /** Null for an object larger than any key file (KEY_FILE_MAX_BYTES): not read where the listing says so, dropped where it turns out so; never copied. */
   stored: Buffer | null;
   file: KeyFile | null;
 }

@@ -51,7 +51,7 @@ export const DEFAULT_KDF_COST: Readonly<KdfCost> = Object.freeze({ N: 2 ** 16, r
 /** What a reader accepts, so that a hostile key file cannot make it allocate or spin without bound. */
 export const KDF_BOUNDS = Object.freeze({ minLogN: 10, maxLogN: 20, maxR: 32, maxP: 16, maxMemory: 2 ** 30 });
 
-/** The largest key file a reader takes (one is under 1 KiB): a larger object in `keys/` is never read whole. */
+/** The largest key file a reader takes (one is under 1 KiB): a larger object in `keys/` is not read where its listing says so. */
 export const KEY_FILE_MAX_BYTES = 64 * 1024;
 const KEY_ID = /^[a-z0-9._-]{1,128}$/;
 const CREATED_AT = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z$/;
