@@ -209,16 +209,21 @@ describe('the file helpers beside direct I/O (agent/fs)', () => {
   });
 });
 
+/** A checkpoint of a database of `batches` batches of 100 random values, `smallest` to `smallest` + 3 KB each, in tables of 512 KiB. */
+async function smallCheckpoint(dir: string, batches: number, smallest: number) {
+  const db = new ClassicLevel<string, Buffer>(path.join(dir, 'db'), { valueEncoding: 'buffer', writeBufferSize: 512 * 1024, maxFileSize: 512 * 1024 });
+  await db.open();
+  for (let b = 0; b < batches; b++) await db.batch(Array.from({ length: 100 }, (_, i) => ({ type: 'put' as const, key: `k${b}-${i}`, value: randomBytes(smallest + ((b * 100 + i) % 3000)) })));
+  await db.close();
+  return createCheckpointSync({ dbPath: path.join(dir, 'db'), checkpointDir: path.join(dir, 'checkpoints'), id: '20261122T000000000Z-0001', label: null, pinned: false, trigger: 'manual' });
+}
+
 describe('backups and restores with and without direct I/O', () => {
   const dir = tempDir('direct-backup');
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('give the same tree and the same restored files', async () => {
-    const db = new ClassicLevel<string, Buffer>(path.join(dir, 'db'), { valueEncoding: 'buffer', writeBufferSize: 512 * 1024, maxFileSize: 512 * 1024 });
-    await db.open();
-    for (let b = 0; b < 20; b++) await db.batch(Array.from({ length: 100 }, (_, i) => ({ type: 'put' as const, key: `k${b}-${i}`, value: randomBytes(1000 + ((b * 100 + i) % 3000)) })));
-    await db.close();
-    const checkpoint = createCheckpointSync({ dbPath: path.join(dir, 'db'), checkpointDir: path.join(dir, 'checkpoints'), id: '20261122T000000000Z-0001', label: null, pinned: false, trigger: 'manual' });
+    const checkpoint = await smallCheckpoint(dir, 20, 1000);
 
     const trees: string[] = [];
     const restored: string[] = [];
@@ -356,3 +361,46 @@ function contiguousPack(blobs: [string, Buffer][]): { id: string; data: Buffer; 
   const data = Buffer.concat([...blobs.map(([, b]) => b), header, length, Buffer.from('NAPACK01')]);
   return { id: sha256(header), data, blobs: entries };
 }
+
+describe("a sealed backup's reads", () => {
+  const dir = tempDir('direct-threads');
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it("go to the crypto threads, none through libuv's pool, and store the tree the pool's reads store", async () => {
+    const checkpoint = await smallCheckpoint(dir, 10, 2000);
+    const bytes = fs.readdirSync(checkpoint.path).reduce((s, n) => s + fs.statSync(path.join(checkpoint.path, n)).size, 0);
+    expect(bytes).toBeGreaterThan(2 * MiB); // several chunks, several files
+
+    // Every read through a FileHandle (what DirectReader.read does: one libuv pool job each).
+    const probe = await fs.promises.open(path.join(checkpoint.path, 'CURRENT'), 'r');
+    const proto = Object.getPrototypeOf(probe) as { read: (...a: unknown[]) => Promise<unknown> };
+    await probe.close();
+    const read = proto.read;
+    let poolReads = 0;
+    proto.read = function (this: unknown, ...a: unknown[]) {
+      poolReads++;
+      return read.apply(this, a);
+    };
+    const repo = await Repository.open(new DirStorage(path.join(dir, 'repo')), { create: true, ...TEST_REPO });
+    const counted: number[] = [];
+    const trees: string[] = [];
+    try {
+      expect(repo.codec.encrypted).toBe(true);
+      for (const threads of [true, false]) {
+        // The negative control: the codec without its read-and-name step, as a plain codec is.
+        if (!threads) Object.defineProperty(repo.codec, 'readAndIdentifyBlob', { value: undefined, configurable: true });
+        poolReads = 0;
+        // Pace max: auto probes the disk's latency with reads of its own, through the pool on purpose.
+        const record = await backupCheckpoint({ repo, checkpoint, cache: HashCache.load(null), pace: 'max' });
+        counted.push(poolReads);
+        trees.push((await repo.readSnapshot(record.id)).tree);
+      }
+    } finally {
+      proto.read = read;
+      await repo.codec.close();
+    }
+    expect(counted[0]).toBe(0);
+    expect(counted[1]).toBeGreaterThanOrEqual(Math.ceil(bytes / MiB));
+    expect(trees[0]).toBe(trees[1]);
+  });
+});

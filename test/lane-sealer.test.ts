@@ -1,10 +1,13 @@
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LaneSealer } from '../dist/agent/backup/lane-sealer.js';
-import { alignedBuffers, roundUpToAlign } from '../dist/agent/fs/direct-io.js';
+import { alignedBuffers, openDirect, roundUpToAlign } from '../dist/agent/fs/direct-io.js';
 import { CryptoPool } from '../dist/agent/repository/crypto-pool.js';
 import { deriveKeys, newMasterKey } from '../dist/agent/repository/crypto/index.js';
 import { SealedCodec } from '../dist/agent/repository/sealed-codec.js';
+import { tempDir } from './support/processes.js';
 
 /**
  * The backup's naming and sealing of chunks, lane by lane (lane-sealer.ts), with the real sealed codec
@@ -66,5 +69,74 @@ describe('LaneSealer', () => {
     expect((await codec.openBlob('data', idB, stored, 2 * 1024 * 1024)).equals(b)).toBe(true);
     await sealer.identify(crypto.randomBytes(10), 'never', 0, () => false); // b was new: one round trip again
     expect(calls.both).toBe(2);
+  });
+});
+
+/**
+ * identifyRead: the chunk read by the crypto thread itself, from the file's descriptor (direct-io.ts
+ * readChunkSync), then named and sealed there. Differential: the id and the stored bytes are those the
+ * caller's own read and `identify` give, for a chunk of every shape (whole, a tail off the page grid),
+ * read directly and not.
+ */
+describe('LaneSealer.identifyRead', () => {
+  const dir = tempDir('lane-read');
+  const file = path.join(dir, 'table');
+  const data = crypto.randomBytes(2 * 1024 * 1024 + 12345);
+  fs.writeFileSync(file, data);
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const shrank = () => new Error('shrank');
+  const pieces = [
+    [0, 1024 * 1024],
+    [1024 * 1024, 1024 * 1024],
+    [2 * 1024 * 1024, 12345],
+  ] as const;
+
+  for (const direct of [true, false]) {
+    it(`reads on a crypto thread, ${direct ? 'directly' : 'through the page cache'}, and names and seals the bytes the file holds`, async () => {
+      const fh = direct ? await openDirect(file, fs.constants.O_RDONLY) : await fs.promises.open(file, 'r');
+      if (!fh) throw new Error('this filesystem refuses O_DIRECT: the direct case cannot be tried here');
+      try {
+        const [into] = alignedBuffers(1, 1024 * 1024);
+        const out = alignedBuffers(1, roundUpToAlign(codec.storedLength(1024 * 1024)));
+        const sealer = new LaneSealer(codec, out, 1);
+        for (const [offset, length] of pieces) {
+          const expected = data.subarray(offset, offset + length);
+          into!.fill(0);
+          const id = await sealer.identifyRead({ fd: fh.fd, offset, length, direct }, into!, 'never', 0, () => false, shrank);
+          expect(id).toBe(await codec.blobId('data', expected));
+          expect(into!.subarray(0, length).equals(expected)).toBe(true);
+          const stored = Buffer.from(await sealer.sealed(id!, into!.subarray(0, length), 'never', 0));
+          expect((await codec.openBlob('data', id!, stored, 2 * 1024 * 1024)).equals(expected)).toBe(true);
+        }
+      } finally {
+        await fh.close();
+      }
+    });
+  }
+
+  it('throws shrank() where the file ends first, and answers null (nothing read) where it cannot read itself', async () => {
+    const direct = await openDirect(file, fs.constants.O_RDONLY);
+    const plain = await fs.promises.open(file, 'r');
+    try {
+      const [into] = alignedBuffers(1, 1024 * 1024);
+      const sealer = new LaneSealer(codec, alignedBuffers(1, roundUpToAlign(codec.storedLength(1024 * 1024))), 1);
+      const last = pieces[2][0];
+      await expect(sealer.identifyRead({ fd: plain.fd, offset: last, length: 20000, direct: false }, into!, 'never', 0, () => false, shrank)).rejects.toThrow('shrank');
+      if (direct) {
+        await expect(sealer.identifyRead({ fd: direct.fd, offset: last, length: 20000, direct: true }, into!, 'never', 0, () => false, shrank)).rejects.toThrow('shrank');
+        // Refused: the kernel refuses a direct read at an offset off the page grid, as a filesystem
+        // without O_DIRECT does: null, for the caller to read the ordinary way.
+        expect(await sealer.identifyRead({ fd: direct.fd, offset: 100, length: 5000, direct: true }, into!, 'never', 0, () => false, shrank)).toBeNull();
+      }
+      // Memory the thread cannot write where it is (not shared): null, nothing read.
+      const unshared = Buffer.alloc(1024 * 1024);
+      expect(await sealer.identifyRead({ fd: plain.fd, offset: 0, length: 1000, direct: false }, unshared, 'never', 0, () => false, shrank)).toBeNull();
+      expect(unshared.every((b) => b === 0)).toBe(true);
+      // The negative control: the same call into shared memory reads and names it.
+      expect(await sealer.identifyRead({ fd: plain.fd, offset: 0, length: 1000, direct: false }, into!, 'never', 0, () => false, shrank)).toBe(await codec.blobId('data', data.subarray(0, 1000)));
+    } finally {
+      await direct?.close();
+      await plain.close();
+    }
   });
 });

@@ -162,6 +162,7 @@ export async function backupCheckpoint(o: BackupOptions): Promise<BackupRecord> 
       reader,
       // Each reader owns one chunk buffer: that many MiB in flight, whatever the file sizes.
       buffers: readBuffers,
+      readAndIdentify: (read, buf, job, lane, shrank) => sealer.identifyRead(read, buf, policyForFile(job.file.name), lane, (id) => placer.holds(id), shrank),
       identify: (chunk, job, lane) => sealer.identify(chunk, policyForFile(job.file.name), lane, (id) => placer.holds(id)),
       place: async (id, chunk, job, lane) => {
         // Sealed in the reader's lane, so that readers seal at once; a blob stored meanwhile by another

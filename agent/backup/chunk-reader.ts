@@ -1,4 +1,5 @@
 import { AdminError, ErrorCodes } from '../../shared/errors.js';
+import type { ChunkRead } from '../fs/direct-io.js';
 import type { DirectReader } from '../fs/direct-reader.js';
 import type { ChunkJob } from './backup-plan.js';
 
@@ -17,6 +18,12 @@ export interface ReadChunksOptions {
   /** A chunk's blob id (RepoCodec.blobId: off the event loop where the codec has workers); `job` and `lane` as `place` gets them. */
   identify: (chunk: Buffer, job: ChunkJob, lane: number) => Promise<string>;
   /**
+   * Reads a chunk into a reader's buffer and names it in one step, off this thread (lane-sealer.ts
+   * identifyRead): its id; null where it cannot (then `reader` reads it and `identify` names it).
+   * Throws `shrank()` where the file ended first.
+   */
+  readAndIdentify?: (read: ChunkRead, buf: Buffer, job: ChunkJob, lane: number, shrank: () => Error) => Promise<string | null>;
+  /**
    * Takes a chunk by its id; resolves when its buffer may be reused (pack-placer.ts). `lane`: which
    * reader (0 to buffers.length - 1), so that a caller can keep a buffer of its own per reader.
    */
@@ -34,7 +41,9 @@ export interface ReadChunksOptions {
 /**
  * Reads and identifies a backup's chunks: one reader per buffer, each taking the next chunk from
  * `source`, reading it into its own buffer (O_DIRECT where allowed: `reader`), naming it (`identify`) as
- * it arrives and handing it to `place`.
+ * it arrives and handing it to `place`. Where `readAndIdentify` can, the read and the naming are one
+ * step on another thread (the codec's: the read leaves libuv's pool, which the host's own reads queue
+ * in); where it cannot, `reader` reads on the pool.
  *
  * Contract:
  * - Memory: the buffers are the only ones; a buffer is read into again only once `place` has resolved
@@ -62,10 +71,16 @@ export async function readChunks(o: ReadChunksOptions): Promise<void> {
           await o.pace(length);
           o.checkCancel();
         }
-        await o.reader.read(await file.handle, file.path, buf, offset, length, () => new AdminError(ErrorCodes.CORRUPT, `${file.name} shrank while being backed up`));
+        const fh = await file.handle;
+        const shrank = () => new AdminError(ErrorCodes.CORRUPT, `${file.name} shrank while being backed up`);
+        const read = o.readAndIdentify ? o.reader.chunkRead(fh, offset, length) : null;
         const chunk = buf.subarray(0, length);
+        let hash = read ? await o.readAndIdentify!(read, buf, job, lane, shrank) : null;
+        if (hash === null) {
+          await o.reader.read(fh, file.path, buf, offset, length, shrank);
+          hash = await o.identify(chunk, job, lane);
+        }
         o.onRead(length);
-        const hash = await o.identify(chunk, job, lane);
         await o.place(hash, chunk, job, lane);
         o.onPlaced(length);
         id = hash;

@@ -1,3 +1,4 @@
+import type { ChunkRead } from '../fs/direct-io.js';
 import type { CompressionPolicy, RepoCodec } from '../repository/repo-codec.js';
 
 /**
@@ -40,6 +41,24 @@ export class LaneSealer {
     const id = await this.codec.blobId('data', chunk);
     this.lastWasNew[lane] = !isStored(id);
     return id;
+  }
+
+  /**
+   * `identify`, with the chunk read into `into` by the codec's own thread (RepoCodec.readAndIdentifyBlob)
+   * rather than by the caller: its id; null where the codec cannot or direct I/O was refused (nothing
+   * named: the caller reads the chunk and calls `identify`). Throws `shrank()` where the file ended
+   * before the chunk did.
+   */
+  async identifyRead(read: ChunkRead, into: Buffer, policy: CompressionPolicy, lane: number, isStored: (id: string) => boolean, shrank: () => Error): Promise<string | null> {
+    if (!this.codec.readAndIdentifyBlob) return null;
+    this.pending[lane] = null;
+    const out = (this.lastWasNew[lane] && this.buffers?.[lane]) || null;
+    const r = await this.codec.readAndIdentifyBlob('data', read, into, policy, out);
+    if (r === null || 'refused' in r) return null;
+    if ('got' in r) throw shrank();
+    this.lastWasNew[lane] = !isStored(r.id);
+    this.pending[lane] = r.sealed;
+    return r.id;
   }
 
   /** The stored bytes of the chunk `identify` named `id` in this lane. */

@@ -85,6 +85,34 @@ export async function readPages(fh: fs.promises.FileHandle, buf: Buffer, offset:
 }
 
 /**
+ * A piece of an open file for another thread to read (readChunkSync): `fd` is the process's, so any of
+ * its threads may read it while the opener keeps it open; `direct`: opened with O_DIRECT, so whole
+ * pages are read (`offset` page-aligned, the buffer page-aligned and holding `length` rounded up).
+ */
+export interface ChunkRead {
+  fd: number;
+  offset: number;
+  length: number;
+  direct: boolean;
+}
+
+/**
+ * readPages' synchronous twin, for a worker thread that reads for itself (no round trip through
+ * libuv's pool): reads the piece `r` names into the start of `into`; how many bytes it got, fewer than
+ * `r.length` only where the file ends first. Throws the read's error as it comes (isDirectRefused).
+ */
+export function readChunkSync(r: ChunkRead, into: Uint8Array): number {
+  let got = 0;
+  while (got < r.length) {
+    const n = fs.readSync(r.fd, into, got, r.direct ? roundUpToAlign(r.length - got) : r.length - got, r.offset + got);
+    got += n;
+    // A short read of whole pages may go on; anything else is the end of the file.
+    if (n === 0 || (r.direct && n % DIRECT_ALIGN !== 0)) break;
+  }
+  return got;
+}
+
+/**
  * Writes `data` at `position`: the pages it covers whole through the O_DIRECT handle `direct` gives
  * (asked for only when `position` is page-aligned and there is a whole page; null: none), the rest
  * through `plain`. So a page is written directly only when one piece covers it whole, never both ways

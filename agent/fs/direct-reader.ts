@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { alignedBuffers, isDirectRefused, openDirect, readPages } from './direct-io.js';
+import { alignedBuffers, isDirectRefused, openDirect, readPages, type ChunkRead } from './direct-io.js';
 
 /**
  * Reads pieces of files into buffers it hands out, with O_DIRECT (direct-io.ts) while the filesystem
@@ -40,6 +40,17 @@ export class DirectReader {
       this.direct = false;
     }
     return fs.promises.open(file, 'r');
+  }
+
+  /**
+   * The piece as another thread reads it for itself (direct-io.ts readChunkSync), the same way `read`
+   * would; null where only `read` can (a handle opened directly, after direct reads were refused). A
+   * refusal met there is this reader's to learn: the caller then reads with `read`.
+   */
+  chunkRead(fh: fs.promises.FileHandle, offset: number, length: number): ChunkRead | null {
+    const direct = this.openedDirect.has(fh);
+    if (direct && !this.direct) return null;
+    return { fd: fh.fd, offset, length, direct };
   }
 
   /**

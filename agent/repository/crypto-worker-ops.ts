@@ -1,3 +1,4 @@
+import { isDirectRefused, readChunkSync, type ChunkRead } from '../fs/direct-io.js';
 import { releaseMemory } from '../worker/release-memory.js';
 import { Transferring } from '../worker/serve-worker-ops.js';
 import type { CompressionPolicy } from './compression.js';
@@ -20,6 +21,25 @@ export const cryptoWorkerOps = {
   },
   identifyAndSealBlob(keys: RepoKeys, type: BlobType, data: Uint8Array, policy: CompressionPolicy, out: Uint8Array) {
     return done(ops.identifyAndSealBlob(keys, type, data, policy, out), data);
+  },
+  /**
+   * Reads a chunk of a file into `into` (shared memory) on this thread, then names it and, given `out`,
+   * seals it there: a backup's read leaves libuv's pool (the host's I/O) for this low-priority thread,
+   * and a chunk costs one round trip. `got` where the file ended first; `refused` where the filesystem
+   * refused direct I/O (the caller reads it the ordinary way).
+   */
+  readAndIdentifyBlob(keys: RepoKeys, type: BlobType, read: ChunkRead, into: Uint8Array, policy: CompressionPolicy, out: Uint8Array | null): ReadIdentified {
+    let got: number;
+    try {
+      got = readChunkSync(read, into);
+    } catch (err) {
+      if (read.direct && isDirectRefused(err)) return { refused: true };
+      throw err;
+    }
+    if (got < read.length) return { got };
+    const data = into.subarray(0, read.length);
+    if (!out) return { id: ops.identifyBlob(keys.id, type, data), length: -1 };
+    return ops.identifyAndSealBlob(keys, type, data, policy, out);
   },
   openBlob(keys: RepoKeys, type: BlobType, id: string, stored: Uint8Array, maxLength: number, out: Uint8Array | null) {
     return moved(done(ops.openBlob(keys, type, id, stored, maxLength, out), stored), out);
@@ -56,5 +76,8 @@ function moved(result: Buffer, out: Uint8Array | null): number | Transferring<Ui
   const own = result.byteOffset === 0 && result.byteLength === result.buffer.byteLength && !(result.buffer instanceof SharedArrayBuffer) ? result : new Uint8Array(result);
   return new Transferring<Uint8Array>(own, [own.buffer as ArrayBuffer]);
 }
+
+/** readAndIdentifyBlob's answer: the id (and the sealed length, -1 if not sealed), or why there is none. */
+export type ReadIdentified = { id: string; length: number } | { got: number } | { refused: true };
 
 export type CryptoWorkerOps = typeof cryptoWorkerOps;

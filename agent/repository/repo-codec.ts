@@ -1,3 +1,4 @@
+import type { ChunkRead } from '../fs/direct-io.js';
 import type { PackEntry } from './pack.js';
 
 import type { CompressionPolicy } from './compression.js';
@@ -6,6 +7,9 @@ import type { BlobType } from './crypto/index.js';
 export type { CompressionPolicy } from './compression.js';
 /** What a blob holds: file data (a chunk) or a tree (a backup's file list); a sealed blob is bound to it. */
 export type { BlobType } from './crypto/index.js';
+
+/** readAndIdentifyBlob's answer: the id and, where asked for, the stored bytes (a view of `out`); or why there is none. */
+export type ReadAndIdentified = { id: string; sealed: Buffer | null } | { got: number } | { refused: true };
 
 /**
  * What a repository's format does with bytes: how a blob is named and stored, how every other object is
@@ -38,6 +42,14 @@ export interface RepoCodec {
    * The caller that finds the id already stored drops them (a seal spent for nothing).
    */
   identifyAndSealBlob?(type: BlobType, data: Buffer, policy: CompressionPolicy, out: Buffer): Promise<{ id: string; sealed: Buffer }>;
+  /**
+   * Where a codec has threads of its own: reads the piece `read` names into `into` (shared memory) on
+   * one of them, then names it and, given `out`, seals it there (as identifyAndSealBlob). The read
+   * leaves the caller's libuv pool, which the host's own I/O queues in. Answers `got` where the file
+   * ended first, `refused` where the filesystem refused direct I/O (nothing named either way), and
+   * null where the codec cannot (then the caller reads the piece itself).
+   */
+  readAndIdentifyBlob?(type: BlobType, read: ChunkRead, into: Buffer, policy: CompressionPolicy, out: Buffer | null): Promise<ReadAndIdentified | null>;
   /** The blob's plaintext from its stored bytes, checked against `type` and `id`. `maxLength`: the most it may inflate to. */
   openBlob(type: BlobType, id: string, stored: Buffer, maxLength: number, out?: Buffer): Promise<Buffer>;
   /**

@@ -5,7 +5,8 @@ import { sealedLength, type RepoKeys } from './crypto/index.js';
 import type { CryptoPool } from './crypto-pool.js';
 import { canonicalJson, isBlobId, type PackHeader } from './format.js';
 import type { PackEntry } from './pack.js';
-import type { BlobType, RepoCodec } from './repo-codec.js';
+import type { BlobType, ReadAndIdentified, RepoCodec } from './repo-codec.js';
+import type { ChunkRead } from '../fs/direct-io.js';
 import * as ops from './sealed-ops.js';
 
 /** The magic that ends a format 3 pack (a format 2 pack ends with "NAPACK01"). */
@@ -52,6 +53,13 @@ export class SealedCodec implements RepoCodec {
     }
     const { id, length } = await this.pool.call('identifyAndSealBlob', this.keys, type, data, policy, out);
     return { id, sealed: out.subarray(0, length) };
+  }
+
+  async readAndIdentifyBlob(type: BlobType, read: ChunkRead, into: Buffer, policy: CompressionPolicy, out: Buffer | null): Promise<ReadAndIdentified | null> {
+    if (!this.pool || !(into.buffer instanceof SharedArrayBuffer) || (out && !(out.buffer instanceof SharedArrayBuffer))) return null;
+    const r = await this.pool.call('readAndIdentifyBlob', this.keys, type, read, into, policy, out);
+    if (!('id' in r)) return r;
+    return { id: r.id, sealed: out && r.length >= 0 ? out.subarray(0, r.length) : null };
   }
 
   async openBlob(type: BlobType, id: string, stored: Buffer, maxLength: number, out?: Buffer): Promise<Buffer> {
