@@ -2,11 +2,12 @@
  * An open lists the repository's keys while it reads the config (one round trip of an S3 open, not
  * two), reads the key objects at once, and makes a listing again that was made before a repository's
  * keys were stored (the repository made meanwhile: keys first, then the config) rather than calling the
- * password wrong. An object in keys/ that its listing says is larger than any key file is listed, never read.
+ * password wrong. An object in keys/ that its listing says is larger than any key file is listed, never read,
+ * and a listing of more keys than an open tries is refused before any is read.
  */
 import { describe, expect, it } from 'vitest';
 import { Repository } from '../dist/agent/repository/repository.js';
-import { addKey, copyKeys, listKeys, removeKey } from '../dist/agent/repository/repository-keys.js';
+import { MAX_KEYS_TRIED, addKey, copyKeys, listKeys, removeKey } from '../dist/agent/repository/repository-keys.js';
 import { MemoryStorage } from '../dist/agent/storage/memory-storage.js';
 import { TEST_KDF, TEST_PASSWORD } from './support/test-password.js';
 
@@ -135,5 +136,32 @@ describe("an open's keys, listed beside its config", () => {
     expect(await to.stat(`keys/${atBound}`)).not.toBeNull();
     await removeKey(storage, big);
     expect(await storage.stat(`keys/${big}`)).toBeNull();
+  });
+  it('a store stuffed with more key objects than an open tries: refused from the listing, none read; key list still reads them', async () => {
+    const storage = new MemoryStorage();
+    await (await Repository.open(storage, { create: true, cryptoThreads: 0, password, kdfCost: TEST_KDF })).codec.close();
+    const planted = Array.from({ length: MAX_KEYS_TRIED }, (_, i) => `keys/${i.toString(16).padStart(32, '0')}`);
+    for (const name of planted) await storage.put(name, Buffer.from('{"planted":true}'));
+    const keyReads = (log: string[]) => log.filter((l) => l.startsWith('get keys/')).length;
+
+    const log: string[] = [];
+    const refused = Repository.open(logged(storage, log), { cryptoThreads: 0, password });
+    await expect(refused).rejects.toMatchObject({ code: 'CORRUPT' });
+    await expect(refused).rejects.toThrow(`${MAX_KEYS_TRIED + 1} key files`);
+    expect(keyReads(log)).toBe(0);
+    // key list reads every one, so that the operator sees what to remove.
+    const listed: string[] = [];
+    const all = await listKeys(logged(storage, listed));
+    expect(all).toHaveLength(MAX_KEYS_TRIED + 1);
+    expect(keyReads(listed)).toBe(MAX_KEYS_TRIED + 1);
+    expect(all.filter((k) => k.file !== null)).toHaveLength(1);
+
+    // The negative control: one planted object fewer, at the bound, every key is read and the password opens it.
+    await storage.delete(planted[0]!);
+    const opened: string[] = [];
+    const repo = await Repository.open(logged(storage, opened), { cryptoThreads: 0, password });
+    expect(repo.codec.encrypted).toBe(true);
+    expect(keyReads(opened)).toBe(MAX_KEYS_TRIED);
+    await repo.codec.close();
   });
 });

@@ -6,7 +6,7 @@ import { SEAL_MAGIC, deriveKeys, keyFingerprint, newMasterKey, type KdfCost } fr
 import { CHUNK_SIZE, FORMAT_VERSION, FORMAT_V3, canonicalJson, type RepoConfig } from './format.js';
 import { PlainCodec } from './plain-codec.js';
 import type { RepoCodec } from './repo-codec.js';
-import { addKey, copyKeys, keyName, listKeys, unlock, type ListedKey, type PasswordSource } from './repository-keys.js';
+import { MAX_KEYS_TRIED, addKey, copyKeys, keyName, listKeys, unlock, type ListedKey, type PasswordSource } from './repository-keys.js';
 import { SealedCodec } from './sealed-codec.js';
 import * as ops from './sealed-ops.js';
 
@@ -88,7 +88,7 @@ export interface OpenedFormat {
 export async function openFormat(storage: Storage, o: OpenOptions): Promise<OpenedFormat> {
   // Every open of an existing repository reads its keys (an encrypted one to unlock, a plain one to
   // refuse a downgrade): listed beside the config's read, one round trip of an S3 open rather than two.
-  const keys = listKeys(storage);
+  const keys = listKeys(storage, MAX_KEYS_TRIED);
   keys.catch(() => {}); // awaited by both opens below; unread where there is no config
   let stored: Buffer;
   try {
@@ -142,7 +142,7 @@ async function openSealed(storage: Storage, stored: Buffer, o: OpenOptions, list
     // A repository made meanwhile (keys first, then its config) may have been listed before its keys
     // were stored: listed again then, rather than calling the password wrong.
     let keys = await listed;
-    if (keys.length === 0) keys = await listKeys(storage);
+    if (keys.length === 0) keys = await listKeys(storage, MAX_KEYS_TRIED);
     const password = await source();
     let config: RepoConfig | null = null;
     const { master, keyId } = await unlock(storage, password, async (candidate) => {

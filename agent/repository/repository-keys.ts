@@ -20,7 +20,11 @@ export const keyName = (id: string) => `${KEYS_PREFIX}${id}`;
 /** A key object as listed: its id, its bytes as stored, and the file (null when it does not parse: shown, never used). */
 export interface ListedKey {
   id: string;
-  /** Null for an object larger than any key file (KEY_FILE_MAX_BYTES): not read where the listing says so, dropped where it turns out so; never copied. */
+  /**
+   * Null for an object larger than any key file (KEY_FILE_MAX_BYTES): not read where the listing says
+   * so, dropped where it turns out so; never copied. Null too for every key of a listing longer than
+   * listKeys' `readAtMost`: none of them read.
+   */
   stored: Buffer | null;
   file: KeyFile | null;
 }
@@ -28,13 +32,18 @@ export interface ListedKey {
 /** Key objects read at once by listKeys: a repository with several keys is read in one round trip or two. */
 const KEY_READS_AT_ONCE = 8;
 
-/** Every `keys/<id>` object, in id order. A key file that does not parse is listed with `file` null. */
-export async function listKeys(storage: Storage): Promise<ListedKey[]> {
+/**
+ * Every `keys/<id>` object, in id order. A key file that does not parse is listed with `file` null.
+ * Where the listing holds more than `readAtMost` (an open's MAX_KEYS_TRIED: unlock refuses more), none
+ * is read: a store stuffed with small key objects costs an open one listing, not a read each.
+ */
+export async function listKeys(storage: Storage, readAtMost = Infinity): Promise<ListedKey[]> {
   const listed: { id: string; size: number }[] = [];
   for await (const obj of storage.list(KEYS_PREFIX)) {
     const id = obj.name.slice(KEYS_PREFIX.length);
     if (isKeyId(id)) listed.push({ id, size: obj.size });
   }
+  if (listed.length > readAtMost) return listed.map(({ id }) => ({ id, stored: null, file: null }));
   const read = await mapLimit(listed, KEY_READS_AT_ONCE, async ({ id, size }): Promise<ListedKey | null> => {
     // A store's contents are untrusted: objects of any size planted in keys/ are not read into memory
     // (listed, so that `key list` shows them and `key remove` can take them away).
