@@ -51,7 +51,9 @@ async function startNode(): Promise<void> {
       done();
     },
   });
-  agent = createAgent({ dbPath, checkpointDir: path.join(dir, 'checkpoints'), backup: { repository: url, kdfCost: TEST_KDF, logArchive: { intervalMs: 100 } }, logger: pino({ level: 'info' }, sink) });
+  // No merging: a minute's merge falling between the deletion and the restart would fold its segment
+  // into one with the puts, and the case would not be made.
+  agent = createAgent({ dbPath, checkpointDir: path.join(dir, 'checkpoints'), backup: { repository: url, kdfCost: TEST_KDF, logArchive: { intervalMs: 100, merge: false } }, logger: pino({ level: 'info' }, sink) });
   await agent.start();
 }
 
