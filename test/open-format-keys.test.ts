@@ -137,6 +137,7 @@ describe("an open's keys, listed beside its config", () => {
     await removeKey(storage, big);
     expect(await storage.stat(`keys/${big}`)).toBeNull();
   });
+
   it('a store stuffed with more key objects than an open tries: refused from the listing, none read; key list still reads them', async () => {
     const storage = new MemoryStorage();
     await (await Repository.open(storage, { create: true, cryptoThreads: 0, password, kdfCost: TEST_KDF })).codec.close();
