@@ -75,38 +75,36 @@ export async function proveContinuity(repo: Repository, dbPath: string, opening:
   if (opening.at < t.to) return no(`the clock (${new Date(opening.at).toISOString()}) is behind the end of timeline ${t.id} (${new Date(t.to).toISOString()})`);
   // A tail whose newest entries are all deletions LevelDB has since dropped (a compaction at the bottom
   // level, such as the open's) proves nothing either way: the segments before it are compared with it,
-  // a few at most. Comparing more is never weaker: every entry compared must still match.
-  const endsInSegment = t.segments.at(-1)?.last === t.lastSequence;
-  for (let segments = 1; ; segments++) {
-    const batches = await tailOf(repo, t, segments);
-    if (batches.length === 0) return no(`timeline ${t.id} holds no archived batch at its end (sequence ${t.lastSequence}) to compare`);
+  // a few at most, each read once. Comparing more is never weaker: every entry compared must still match.
+  let batches: SegmentBatch[] = [];
+  for await (const older of tailOf(repo, t)) {
+    batches = [...older, ...batches];
     const check = await checkTail(dbPath, batches);
     if ('mismatch' in check) return no(`the database differs from timeline ${t.id} at its end: ${check.mismatch}`);
     if (check.found > 0) return { continue: true, timeline: t.id, sequence: t.lastSequence, end: t.to, check };
-    if (!endsInSegment || segments >= MAX_PROOF_SEGMENTS || segments >= t.segments.length || check.entries >= MAX_PROOF_ENTRIES) {
-      return no(`the database differs from timeline ${t.id} at its end: no archived entry could be found in the database at its sequence number`);
-    }
+    if (check.entries >= MAX_PROOF_ENTRIES) break;
   }
+  if (batches.length === 0) return no(`timeline ${t.id} holds no archived batch at its end (sequence ${t.lastSequence}) to compare`);
+  return no(`the database differs from timeline ${t.id} at its end: no archived entry could be found in the database at its sequence number`);
 }
 
 /** Segments a proof reads at most, newest first, while every entry it compared was a dropped deletion. */
 export const MAX_PROOF_SEGMENTS = 4;
 
 /**
- * The newest archived batches of a timeline, ending at its last sequence, oldest first: its last
- * `segments` segments' (the chain has no gap), or where the timeline ends at a base (nothing written
- * since), the base's last batch from its record (if the archiver read it). Empty when neither holds it.
+ * The newest archived batches of a timeline, ending at its last sequence, a piece at a time, newest
+ * first: its last segments, one each (the chain has no gap; MAX_PROOF_SEGMENTS at most), or where the
+ * timeline ends at a base (nothing written since), the base's last batch from its record (if the
+ * archiver read it). Nothing when neither holds it.
  */
-async function tailOf(repo: Repository, t: TimelineView, segments: number): Promise<SegmentBatch[]> {
+async function* tailOf(repo: Repository, t: TimelineView): AsyncGenerator<SegmentBatch[]> {
   const last = t.segments.at(-1);
   if (last && last.last === t.lastSequence) {
-    const read = await Promise.all(
-      t.segments.slice(-segments).map(async (seg) => {
-        const name = segmentName(seg);
-        return decodeSegment(name, seg, await repo.getObject(name));
-      }),
-    );
-    return read.flat();
+    for (const seg of t.segments.slice(-MAX_PROOF_SEGMENTS).reverse()) {
+      const name = segmentName(seg);
+      yield await decodeSegment(name, seg, await repo.getObject(name));
+    }
+    return;
   }
   for (const b of t.bases.filter((x) => x.usable && x.sequence === t.lastSequence)) {
     const record = await repo.getJson<BaseRecord>(b.name);
@@ -118,9 +116,11 @@ async function tailOf(repo: Repository, t: TimelineView, segments: number): Prom
     } catch {
       continue; // not a batch: nothing to compare with
     }
-    if (batchLast(header) === t.lastSequence) return [{ ...header, payload, readAt: record.tail.readAt }];
+    if (batchLast(header) === t.lastSequence) {
+      yield [{ ...header, payload, readAt: record.tail.readAt }];
+      return;
+    }
   }
-  return [];
 }
 
 /**
